@@ -1,0 +1,1 @@
+"""Graph definitions of this project, loaded by `module:attr` from the manifest."""

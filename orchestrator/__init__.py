@@ -1,0 +1,56 @@
+"""orchestrator: one racehorse model plans, cheap workhorse models do the bulk, every call traced and priced."""
+
+from orchestrator.catalog import Catalog
+from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
+from orchestrator.errors import (
+    ConfigError,
+    ManifestError,
+    ModelError,
+    ModelFileError,
+    OrchestratorError,
+    RunError,
+    ToolError,
+    UnknownGraphError,
+    UnknownModelError,
+    WorkerOutputError,
+)
+from orchestrator.graph import AgentState, build_agent_graph
+from orchestrator.ledger import Budget, Ledger
+from orchestrator.runner import Orchestrator, RunEvent, RunResult
+from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
+from orchestrator.workers import Worker, classify_worker, extract_worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentState",
+    "Budget",
+    "Catalog",
+    "ConfigError",
+    "Ledger",
+    "Limits",
+    "Manifest",
+    "ManifestError",
+    "ModelError",
+    "ModelFileError",
+    "ModelProfile",
+    "Orchestrator",
+    "OrchestratorError",
+    "RunError",
+    "RunEvent",
+    "RunResult",
+    "Settings",
+    "SlotBinding",
+    "SlotConfig",
+    "ToolError",
+    "UnknownGraphError",
+    "UnknownModelError",
+    "Worker",
+    "WorkerOutputError",
+    "__version__",
+    "build_agent_graph",
+    "classify_worker",
+    "extract_worker",
+    "load_manifest",
+    "resolve_profile",
+]

@@ -1,0 +1,151 @@
+"""The tool catalog and its retrieval index (BM25 with identifier splitting and field weights).
+
+Only tools in the catalog can ever be bound or called, whatever a model or a tool result says.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from orchestrator.errors import ConfigError, ToolError, did_you_mean
+
+__all__ = ["Catalog", "CatalogEntry", "ToolHit"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_WORD_RE = re.compile(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+")
+_STOP = frozenset(
+    "a an and are as at be by for from given how i in into is it of on or the this to what with you your "
+    "return returns me my please can do does".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words, splitting snake_case and camelCase identifiers; light suffix stemming."""
+    words = [w.lower() for w in _WORD_RE.findall(text.replace("_", " "))]
+    return [_stem(w) for w in words if w not in _STOP]
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One tool: what the index searches and what a model sees when it is bound."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    tool: BaseTool | None = None
+
+
+@dataclass(frozen=True)
+class ToolHit:
+    """A search result."""
+
+    name: str
+    score: float
+    description: str
+
+
+class Catalog:
+    """Every tool a project knows, searchable by `find_tools(query)`.
+
+    Example:
+        >>> from langchain_core.tools import tool
+        >>> @tool
+        ... def date_diff(start: str, end: str) -> int:
+        ...     '''Days between two ISO dates.'''
+        ...     return 0
+        >>> Catalog.from_tools([date_diff]).search("difference between dates")[0].name
+        'date_diff'
+    """
+
+    FIELD_WEIGHTS = {"name": 3.0, "description": 1.0, "params": 0.5}
+
+    def __init__(self, entries: Iterable[CatalogEntry], k1: float = 1.2, b: float = 0.75) -> None:
+        self._entries: dict[str, CatalogEntry] = {}
+        for entry in entries:
+            if not _NAME_RE.match(entry.name):
+                raise ConfigError(
+                    f"tool name {entry.name!r} must be 1-64 characters of letters, digits, '_' or '-'; rename it"
+                )
+            if entry.name in self._entries:
+                raise ConfigError(f"tool {entry.name!r} is defined twice in the catalog; tool names must be unique")
+            self._entries[entry.name] = entry
+        self.k1, self.b = k1, b
+        self._docs: dict[str, Counter[str]] = {n: self._doc_terms(e) for n, e in self._entries.items()}
+        lengths = [sum(c.values()) for c in self._docs.values()]
+        self._avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
+        df: Counter[str] = Counter()
+        for terms in self._docs.values():
+            df.update(terms.keys())
+        n = max(len(self._docs), 1)
+        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    @classmethod
+    def from_tools(cls, tools: Sequence[BaseTool]) -> Catalog:
+        """Build a catalog from langchain-core tools."""
+        entries = []
+        for t in tools:
+            fn = convert_to_openai_tool(t)["function"]
+            entries.append(CatalogEntry(t.name, fn.get("description", ""), fn.get("parameters", {}), t))
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        """Tool names in catalog order."""
+        return list(self._entries)
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry for a name; a ToolError for anything outside the catalog."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ToolError(f"tool {name!r} is not in the catalog" + did_you_mean(name, self._entries)) from None
+
+    def _doc_terms(self, entry: CatalogEntry) -> Counter[str]:
+        terms: Counter[str] = Counter()
+        props = entry.parameters.get("properties", {})
+        param_text = " ".join(f"{k} {v.get('description', '')}" for k, v in props.items() if isinstance(v, dict))
+        fields = {"name": entry.name, "description": entry.description, "params": param_text}
+        for fld, text in fields.items():
+            for tok in tokenize(text):
+                terms[tok] += self.FIELD_WEIGHTS[fld]  # type: ignore[assignment]
+        return terms
+
+    def search(self, query: str, k: int = 5, exclude: Iterable[str] = ()) -> list[ToolHit]:
+        """Top-k tools for a query by BM25; tools in `exclude` (already loaded) are skipped."""
+        q = set(tokenize(query))
+        skip = set(exclude)
+        scored = []
+        for name, terms in self._docs.items():
+            if name in skip:
+                continue
+            length = sum(terms.values())
+            score = 0.0
+            for t in q:
+                tf = terms.get(t, 0.0)
+                if tf:
+                    norm = tf + self.k1 * (1 - self.b + self.b * length / self._avg_len)
+                    score += self._idf[t] * tf * (self.k1 + 1) / norm
+            if score > 0:
+                scored.append(ToolHit(name, score, self._entries[name].description))
+        scored.sort(key=lambda h: (-h.score, h.name))
+        return scored[:k]

@@ -1,0 +1,328 @@
+"""`orch`: a thin CLI. Parsing and rendering only; library errors become exit codes in one place.
+
+Exit codes: 0 ok (a budget stop included), 1 failed run, 2 configuration error, 130 cancelled (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from orchestrator.config import Settings, load_manifest
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.ledger import Budget
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 130
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def _money(value: float | None, unpriced: int = 0) -> str:
+    if value is None:
+        return "?"
+    text = f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+    return text + (f" (+? x{unpriced})" if unpriced else "")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    manifest = None
+    try:
+        manifest = load_manifest(args.project)
+    except ConfigError:
+        manifest = None
+    return Settings.resolve(manifest, traces_path=getattr(args, "traces", None))
+
+
+# --- orch run ------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.runner import Orchestrator
+
+    if args.resume and args.input:
+        raise ConfigError("give either --resume RUN or GRAPH INPUT, not both")
+    graph, text = args.graph, args.input
+    if not args.resume and text is None:
+        raise ConfigError("usage: orch run GRAPH INPUT (or orch run --resume RUN)")
+    orch = Orchestrator.from_project(args.project, settings=Settings.resolve(
+        load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints))
+    if args.resume and orch.store is not None:
+        row = orch.store.get_run(args.resume)
+        if row is not None:
+            graph = row["graph"]
+            args.resume = row["run_id"]
+    budget = Budget(usd=args.budget_usd, tokens=args.budget_tokens, seconds=args.budget_seconds, steps=args.max_steps)
+    return asyncio.run(_run(orch, graph or "", text, budget, args))
+
+
+async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: argparse.Namespace) -> int:
+    result = None
+    run_id = args.resume or args.run_id
+    try:
+        with err.status("starting ...", spinner="dots") as status:
+            async for event in orch.astream(graph, text, budget=budget, run_id=run_id, resume=bool(args.resume)):
+                run_id = event.run_id
+                if event.kind == "start":
+                    status.update(f"run {run_id}: controller thinking ...")
+                elif event.kind == "node":
+                    err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{event.node:<11}[/bold] {_describe(event)}")
+                    status.update(f"run {run_id}: {_next_label(event)} ...")
+                elif event.result is not None:
+                    result = event.result
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        err.print(f"\n[yellow]cancelled.[/yellow] Resume with: orch run --resume {run_id}")
+        return EXIT_CANCELLED
+    finally:
+        orch.close()
+    assert result is not None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _print_result(result)
+    if result.status == "failed":
+        err.print(f"[red]run failed:[/red] {result.error}. Resume with: orch run --resume {result.run_id}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _describe(event: Any) -> str:
+    update = event.update
+    pending = update.get("pending")
+    if event.node == "controller":
+        if update.get("status") == "budget_stop":
+            return f"[yellow]stopped: {update.get('stop_reason')}[/yellow]"
+        if pending:
+            body = {k: v for k, v in pending.items() if k != "action"}
+            return f"-> {pending['action']} {json.dumps(body, ensure_ascii=False)[:110]}"
+    messages = update.get("messages") or []
+    if messages:
+        return str(messages[-1].content).replace("\n", " ")[:120]
+    if update.get("status") == "budget_stop":
+        return f"[yellow]stopped: {update.get('stop_reason')}[/yellow]"
+    return ""
+
+
+def _next_label(event: Any) -> str:
+    pending = event.update.get("pending") or {}
+    action = pending.get("action")
+    if event.node == "controller" and action in {"find_tools", "call_tool"}:
+        return str(action)
+    if event.node == "controller" and action == "delegate":
+        return f"worker {pending.get('worker')}"
+    return "controller thinking"
+
+
+def _print_result(result: Any) -> None:
+    colour = {"ok": "green", "budget_stop": "yellow"}.get(result.status, "red")
+    out.print(f"\n[bold]Answer:[/bold] {result.answer if result.answer is not None else '(none)'}")
+    line = f"[{colour}]status: {result.status}[/{colour}]  run: {result.run_id}"
+    if result.stop_reason:
+        line += f"  ({result.stop_reason})"
+    out.print(line)
+    table = Table(title="Cost by node", title_justify="left")
+    for col in ("node", "model", "role", "calls", "in tok", "out tok", "cost", "wall", "TTFT"):
+        table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
+    for n in result.ledger.by_node():
+        table.add_row(n.node, n.model or "-", n.role or "-", str(n.calls), str(n.input_tokens), str(n.output_tokens),
+                      _money(n.cost_usd, n.unpriced_calls), _ms(n.wall_ms), _ms(n.ttft_ms))
+    led = result.ledger
+    table.add_row("total", "", "", "", str(led.input_tokens), str(led.output_tokens),
+                  _money(led.cost_usd, led.unpriced_calls), "", "", style="bold")
+    out.print(table)
+
+
+# --- orch models -----------------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from orchestrator.modelfiles import LOCAL_MODELS, build_model_file, is_verified, verify_model_file
+    from orchestrator.stable import resolve_profile
+
+    settings = _settings(args)
+    names = args.names or list(LOCAL_MODELS)
+    for name in names:
+        if name not in LOCAL_MODELS:
+            resolve_profile(f"local:{name}")  # raises with "did you mean"
+    if args.action == "verify":
+        failures = 0
+        for name in names:
+            try:
+                digest = verify_model_file(LOCAL_MODELS[name], settings.models_dir)
+                out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
+            except ConfigError as exc:
+                failures += 1
+                err.print(f"[red]bad[/red] local:{name}: {exc}")
+        return EXIT_CONFIG if failures else EXIT_OK
+    if args.action == "build":
+        for name in names:
+            spec = LOCAL_MODELS[name]
+            if is_verified(spec, settings.models_dir) and not args.force:
+                out.print(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
+                continue
+            build_model_file(spec, settings.models_dir, lambda m: err.print(f"[dim]{m}[/dim]"))
+        return EXIT_OK
+    rows = []
+    for name, spec in LOCAL_MODELS.items():
+        p = resolve_profile(f"local:{name}")
+        rows.append({"name": p.name, "description": spec.description, "file": str(spec.path(settings.models_dir)),
+                     "built": is_verified(spec, settings.models_dir), "sha256": spec.sha256,
+                     "input_per_token": p.prices.input if p.prices else None,
+                     "output_per_token": p.prices.output if p.prices else None,
+                     "price_source": p.price_source, "capabilities": p.capabilities.__dict__})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table = Table(title=f"Local models (files in {settings.models_dir})", title_justify="left")
+    for col in ("name", "description", "built", "price in/out per token", "price source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["description"], "yes" if r["built"] else "no (orch models build)",
+                      f"{r['input_per_token']}/{r['output_per_token']}", r["price_source"])
+    out.print(table)
+    return EXIT_OK
+
+
+# --- orch traces -----------------------------------------------------------------------------------------
+def cmd_traces(args: argparse.Namespace) -> int:
+    from orchestrator.tracing.report import hotspots, span_tree
+    from orchestrator.tracing.store import TraceStore
+
+    settings = _settings(args)
+    if not settings.traces_path.exists():
+        raise ConfigError(f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH")
+    store = TraceStore(settings.traces_path)
+    if args.action == "list":
+        runs = store.list_runs(args.limit)
+        if args.json:
+            print(json.dumps(runs, indent=2))
+            return EXIT_OK
+        table = Table(title=f"Runs in {settings.traces_path}", title_justify="left")
+        for col in ("run", "graph", "status", "cost", "in tok", "out tok", "duration"):
+            table.add_column(col)
+        for r in runs:
+            table.add_row(r["run_id"], r["graph"], r["status"], _money(r["cost_usd"], r["unpriced_calls"] or 0),
+                          str(r["input_tokens"] or 0), str(r["output_tokens"] or 0), _ms(r["duration_ms"]))
+        out.print(table)
+        return EXIT_OK
+    if args.action == "show":
+        row = store.get_run(args.run)
+        if row is None:
+            raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
+        roots = span_tree(store, row["run_id"])
+        if args.json:
+            print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
+            return EXIT_OK
+        tree = Tree(f"[bold]{row['run_id']}[/bold] {row['graph']} [{row['status']}] "
+                    f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}")
+        for root in roots:
+            _add(tree, root)
+        out.print(tree)
+        return EXIT_OK
+    spots = hotspots(store, args.by, run_id=args.run)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in spots], indent=2))
+        return EXIT_OK
+    table = Table(title=f"Hotspots by {args.by}", title_justify="left")
+    for col in (args.by, "calls", "in tok", "out tok", "cost (excl.)", "share", "p50", "p95", "errors"):
+        table.add_column(col)
+    for h in spots:
+        table.add_row(h.key, str(h.calls), str(h.input_tokens), str(h.output_tokens),
+                      _money(h.cost_usd, h.unpriced_calls), f"{h.share:.0%}" if h.share is not None else "-",
+                      _ms(h.p50_ms), _ms(h.p95_ms), str(h.errors))
+    out.print(table)
+    return EXIT_OK
+
+
+def _add(parent: Tree, span: dict[str, Any]) -> None:
+    bits = [f"[bold]{span['name']}[/bold]", _ms(span["duration_ms"])]
+    if span["kind"] == "chat":
+        bits += [f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok", _money(span["cost_usd"]),
+                 f"TTFT {_ms(span['ttft_ms'])}"]
+    if span["action"]:
+        bits.append(f"-> {span['action']}")
+    if span["status"] == "error":
+        bits.append(f"[red]{span['status_message']}[/red]")
+    branch = parent.add("  ".join(bits))
+    for child in span["children"]:
+        _add(branch, child)
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orch", description="Run racehorse-led agent graphs; inspect their cost.")
+    parser.add_argument("--project", default=".", help="project folder holding pyproject.toml (default: .)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a graph named in the manifest")
+    run.add_argument("graph", nargs="?", help="graph name from [tool.orchestrator.graphs]")
+    run.add_argument("input", nargs="?", help="the task text")
+    run.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    run.add_argument("--run-id", help="choose the new run's id")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
+    run.add_argument("--checkpoints", help="checkpoint database path (default: $ORCH_CHECKPOINTS)")
+    run.add_argument("--budget-usd", type=float)
+    run.add_argument("--budget-tokens", type=int)
+    run.add_argument("--budget-seconds", type=float)
+    run.add_argument("--max-steps", type=int, help="controller decisions at most")
+    run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="list, build or verify local model files")
+    models.add_argument("action", nargs="?", choices=["list", "build", "verify"], default="list")
+    models.add_argument("names", nargs="*", help="local model names (default: all)")
+    models.add_argument("--force", action="store_true", help="rebuild even if verified")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    traces = sub.add_parser("traces", help="inspect the trace store")
+    tsub = traces.add_subparsers(dest="action", required=True)
+    for name, helptext in (("list", "recent runs"), ("show", "one run as a span tree"), ("top", "hotspots")):
+        p = tsub.add_parser(name, help=helptext)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--traces", help="trace store path")
+        if name == "list":
+            p.add_argument("--limit", type=int, default=20)
+        if name == "show":
+            p.add_argument("run", help="run id (or a unique prefix)")
+        if name == "top":
+            p.add_argument("--by", choices=["node", "model", "tool"], default="node")
+            p.add_argument("--run", help="only this run")
+    traces.set_defaults(func=cmd_traces)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return EXIT_CONFIG
+    except OrchestratorError as exc:
+        err.print(f"[red]run error:[/red] {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("[yellow]cancelled[/yellow]")
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Settings and the project manifest.
+
+Precedence, highest first:
+
+| source                      | example                                   |
+|-----------------------------|-------------------------------------------|
+| keyword arguments           | `Settings(traces_path="t.db")`            |
+| environment                 | `ORCH_TRACES=t.db`, `ORCH_MODELS_DIR=...` |
+| project manifest            | `[tool.orchestrator] traces = "t.db"`     |
+| defaults                    | the per-user data / cache directories     |
+
+The manifest schema is documented in `docs/manifest.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import ManifestError
+
+__all__ = ["Limits", "Manifest", "Settings", "SlotConfig", "load_manifest"]
+
+Role = Literal["racehorse", "workhorse"]
+
+_ENV = {
+    "traces_path": "ORCH_TRACES",
+    "checkpoints_path": "ORCH_CHECKPOINTS",
+    "models_dir": "ORCH_MODELS_DIR",
+    "capture_content": "ORCH_CAPTURE_CONTENT",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceOverride(_Strict):
+    """USD per token, for a model the price table does not know."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
+class SlotConfig(_Strict):
+    """A slot bound to a model; the role belongs to the binding, not to the model."""
+
+    model: str
+    role: Role = "workhorse"
+    price_as: str | None = None
+    prices: PriceOverride | None = None
+    temperature: float = 0.0
+
+
+class Limits(_Strict):
+    """Run limits that keep a weak model from looping."""
+
+    max_steps: int = Field(default=8, ge=1, le=1000)
+    deadline_s: float = Field(default=120.0, gt=0)
+    max_tokens: int = Field(default=256, ge=1)
+    tool_timeout_s: float = Field(default=20.0, gt=0)
+    top_k: int = Field(default=4, ge=1, le=50)
+
+
+class Manifest(_Strict):
+    """The `[tool.orchestrator]` section of a project's pyproject.toml."""
+
+    default_graph: str | None = None
+    graphs: dict[str, str] = Field(default_factory=dict)
+    tool_packs: list[str] = Field(default_factory=list)
+    workers: list[str] = Field(default_factory=list)
+    slots: dict[str, SlotConfig] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    traces: str | None = None
+    checkpoints: str | None = None
+    models_dir: str | None = None
+    capture_content: bool = False
+
+    def config_hash(self) -> str:
+        """A short stable hash of the manifest, recorded on every run span."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_manifest(project_dir: str | Path) -> Manifest:
+    """Read `[tool.orchestrator]` from `project_dir/pyproject.toml`; errors name the bad field."""
+    path = Path(project_dir) / "pyproject.toml"
+    if not path.is_file():
+        raise ManifestError(f"no pyproject.toml in {str(project_dir)!r}; run from a project folder or pass --project DIR")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    section = data.get("tool", {}).get("orchestrator")
+    if section is None:
+        raise ManifestError(f"{path} has no [tool.orchestrator] section; see docs/manifest.md for its schema")
+    try:
+        return Manifest.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"[tool.orchestrator].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+            for err in exc.errors()
+        )
+        raise ManifestError(f"{path}: {problems}") from None
+
+
+def _env_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live on disk, and what is recorded.
+
+    Example:
+        >>> Settings(traces_path="/tmp/traces.db").traces_path
+        PosixPath('/tmp/traces.db')
+    """
+
+    traces_path: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "traces.db")
+    checkpoints_path: Path = field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "checkpoints.db"
+    )
+    models_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("orchestrator")) / "models")
+    capture_content: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("traces_path", "checkpoints_path", "models_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value).expanduser())
+
+    @classmethod
+    def resolve(cls, manifest: Manifest | None = None, **overrides: Any) -> Settings:
+        """Apply the precedence table: keyword arguments > ORCH_* environment > manifest > defaults."""
+        values: dict[str, Any] = {}
+        if manifest is not None:
+            for name, key in (
+                ("traces_path", manifest.traces),
+                ("checkpoints_path", manifest.checkpoints),
+                ("models_dir", manifest.models_dir),
+            ):
+                if key:
+                    values[name] = Path(key).expanduser()
+            if manifest.capture_content:
+                values["capture_content"] = True
+        for name, env in _ENV.items():
+            raw = os.environ.get(env)
+            if raw:
+                values[name] = _env_bool(raw) if name == "capture_content" else Path(raw).expanduser()
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value if name == "capture_content" else Path(value).expanduser()
+        return cls(**values)

@@ -1,0 +1,48 @@
+"""The per-run context that LangGraph hands every node (not checkpointed: rebuilt on resume)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from langchain_core.language_models import BaseChatModel
+from opentelemetry.trace import Tracer
+
+from orchestrator.catalog import Catalog
+from orchestrator.config import Limits
+from orchestrator.ledger import BudgetMeter
+from orchestrator.stable import SlotBinding
+
+if TYPE_CHECKING:
+    from orchestrator.workers import Worker
+
+__all__ = ["BudgetStop", "RunContext"]
+
+
+@dataclass
+class RunContext:
+    """What a node needs besides the state: bound models, catalog, workers, limits, tracer, budget meter."""
+
+    run_id: str
+    slots: dict[str, SlotBinding]
+    models: dict[str, BaseChatModel]
+    catalog: Catalog
+    workers: dict[str, Worker]
+    limits: Limits
+    tracer: Tracer
+    meter: BudgetMeter
+    capture_content: bool = False
+    deadline: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        if not self.deadline:
+            self.deadline = time.monotonic() + self.limits.deadline_s
+
+
+class BudgetStop(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a node when the next call would break the budget or a run limit; becomes a status."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

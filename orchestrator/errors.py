@@ -1,0 +1,86 @@
+"""The one exception root of orchestrator.
+
+```
+OrchestratorError
+├── ConfigError                 a developer mistake; fix the configuration and run again
+│   ├── ManifestError           malformed [tool.orchestrator] section or definition reference
+│   ├── UnknownGraphError       a graph name the manifest does not define
+│   ├── UnknownModelError       a model name no provider knows ("did you mean ...")
+│   └── ModelFileError          a local model file that is missing or fails its sha256 check
+└── RunError                    something failed after a run started (kept in the trace store)
+    ├── ModelError              a model call failed or returned output we cannot use
+    ├── ToolError               a tool could not be called (unknown, outside the catalog)
+    └── WorkerOutputError       a workhorse result failed validation after repair
+```
+
+A budget stop is not an exception: it is `RunResult.status == "budget_stop"`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ConfigError",
+    "ManifestError",
+    "ModelError",
+    "ModelFileError",
+    "OrchestratorError",
+    "RunError",
+    "ToolError",
+    "UnknownGraphError",
+    "UnknownModelError",
+    "WorkerOutputError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class ConfigError(OrchestratorError):
+    """The configuration is wrong; the message names the value and the fix."""
+
+
+class ManifestError(ConfigError):
+    """The `[tool.orchestrator]` manifest is malformed."""
+
+
+class UnknownGraphError(ConfigError):
+    """A graph name that the manifest does not define."""
+
+
+class UnknownModelError(ConfigError):
+    """A model or provider name that cannot be resolved."""
+
+
+class ModelFileError(ConfigError):
+    """A local model file is missing, incomplete or fails verification."""
+
+
+class RunError(OrchestratorError):
+    """A failure after a run started."""
+
+
+class ModelError(RunError):
+    """A model call failed, or its output could not be used."""
+
+
+class ToolError(RunError):
+    """A tool could not be resolved or bound."""
+
+
+class WorkerOutputError(RunError):
+    """A workhorse result failed validation, after one repair attempt."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return a `; did you mean 'x'?` suffix for the closest choice, or a list of the valid ones."""
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if len(options) <= 12:
+        return "; valid names: " + ", ".join(repr(c) for c in options)
+    return ""

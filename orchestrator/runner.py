@@ -1,0 +1,337 @@
+"""The async-first `Orchestrator`: runs graphs with a budget, a checkpointer, tracing and a ledger.
+
+A run is one LangGraph thread: the run id is the thread id, and each node's result is checkpointed before
+the next node starts, so `resume` continues after the last completed node without paying for it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.metadata
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import StateGraph
+from opentelemetry.trace import Status, StatusCode
+
+from orchestrator.catalog import Catalog
+from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
+from orchestrator.context import RunContext
+from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
+from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
+from orchestrator.providers import create_chat_model, provenance
+from orchestrator.stable import SlotBinding, bind_slot
+from orchestrator.tracing import attrs as A
+from orchestrator.tracing.setup import Tracing
+from orchestrator.tracing.spans import open_span
+from orchestrator.tracing.store import TraceStore
+from orchestrator.workers import Worker
+
+__all__ = ["Orchestrator", "RunEvent", "RunResult"]
+
+Status_ = Literal["ok", "budget_stop", "failed", "cancelled"]
+GraphRef = str | StateGraph[Any, Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run returns: the answer, how it ended, and what it cost."""
+
+    run_id: str
+    status: Status_
+    answer: str | None
+    ledger: Ledger
+    stop_reason: str | None = None
+    error: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "answer": self.answer,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "results": self.results,
+            "ledger": self.ledger.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """A node finished (`kind="node"`), or the run ended (`kind="end"`, with `result`)."""
+
+    run_id: str
+    kind: Literal["start", "node", "end"]
+    node: str | None = None
+    update: Mapping[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    result: RunResult | None = None
+
+
+def _import_ref(ref: str, what: str) -> Any:
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ManifestError(f"{what} reference {ref!r} must be 'module:attribute' (e.g. 'tools.catalog:TOOLS')")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ManifestError(f"{what} reference {ref!r}: cannot import module {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise ManifestError(f"{what} reference {ref!r}: module {module_name!r} has no {attr!r}"
+                            + did_you_mean(attr, names)) from None
+
+
+class Orchestrator:
+    """Runs agent graphs; safe to share between many concurrent runs in one process.
+
+    Example:
+        >>> import asyncio
+        >>> from orchestrator import Orchestrator, Budget
+        >>> orch = Orchestrator.from_project(".")                               # doctest: +SKIP
+        >>> result = asyncio.run(orch.arun("assistant", "What is 2+2?",        # doctest: +SKIP
+        ...                                budget=Budget(usd=0.01, steps=6)))
+        >>> result.status, result.answer                                        # doctest: +SKIP
+        ('ok', '4')
+    """
+
+    def __init__(
+        self,
+        *,
+        manifest: Manifest | None = None,
+        settings: Settings | None = None,
+        slots: Mapping[str, SlotConfig | SlotBinding] | None = None,
+        models: Mapping[str, BaseChatModel] | None = None,
+        tools: Sequence[BaseTool] | Catalog = (),
+        workers: Sequence[Worker] = (),
+        graphs: Mapping[str, GraphRef | Callable[[], StateGraph[Any, Any, Any, Any]]] | None = None,
+        limits: Limits | None = None,
+        tracing: bool = True,
+    ) -> None:
+        self.manifest = manifest or Manifest()
+        self.settings = settings or Settings.resolve(self.manifest)
+        self.limits = limits or self.manifest.limits
+        raw_slots: dict[str, SlotConfig | SlotBinding] = dict(self.manifest.slots)
+        raw_slots.update(slots or {})
+        self.slots = {n: s if isinstance(s, SlotBinding) else bind_slot(n, s) for n, s in raw_slots.items()}
+        self._model_overrides = dict(models or {})
+        for name in self._model_overrides:
+            if name not in self.slots:
+                raise ConfigError(f"a model was given for slot {name!r}, which has no binding" +
+                                  did_you_mean(name, self.slots))
+        self.catalog = tools if isinstance(tools, Catalog) else Catalog.from_tools(list(tools))
+        self.workers = {w.name: w for w in workers}
+        for w in self.workers.values():
+            for slot in (w.slot, w.escalate_to):
+                if slot and slot not in self.slots:
+                    raise ConfigError(f"worker {w.name!r} uses slot {slot!r}, which is not bound; add it under "
+                                      "[tool.orchestrator.slots]" + did_you_mean(slot, self.slots))
+        self.graphs: dict[str, Any] = dict(graphs or {})
+        self._models: dict[str, BaseChatModel] = {}
+        self._store = TraceStore(self.settings.traces_path) if tracing else None
+        self.tracing = Tracing(self._store, enabled=tracing)
+
+    @classmethod
+    def from_project(cls, project_dir: str | Path = ".", **overrides: Any) -> Orchestrator:
+        """Build from `[tool.orchestrator]` in `project_dir/pyproject.toml`, loading its definition folders."""
+        root = Path(project_dir).resolve()
+        manifest = load_manifest(root)
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        tools: list[BaseTool] = []
+        for ref in manifest.tool_packs:
+            pack = _import_ref(ref, "tool pack")
+            if not isinstance(pack, list | tuple) or not all(isinstance(t, BaseTool) for t in pack):
+                raise ManifestError(f"tool pack {ref!r} must be a list of langchain-core tools")
+            tools.extend(pack)
+        workers: list[Worker] = []
+        for ref in manifest.workers:
+            group = _import_ref(ref, "workers")
+            if not isinstance(group, list | tuple) or not all(isinstance(w, Worker) for w in group):
+                raise ManifestError(f"workers {ref!r} must be a list of orchestrator.Worker")
+            workers.extend(group)
+        settings = overrides.pop("settings", None) or Settings.resolve(manifest)
+        return cls(manifest=manifest, settings=settings, tools=tools, workers=workers,
+                   graphs=dict(manifest.graphs), **overrides)
+
+    @property
+    def store(self) -> TraceStore | None:
+        """The trace store runs are recorded in (None when tracing is off)."""
+        return self._store
+
+    # --- models ----------------------------------------------------------------------------------------
+    def model_for(self, slot: str) -> BaseChatModel:
+        """The chat model bound to a slot (created once, shared by all runs)."""
+        if slot not in self._models:
+            self._models[slot] = self._model_overrides.get(slot) or create_chat_model(self.slots[slot], self.settings)
+        return self._models[slot]
+
+    def _builder(self, graph: GraphRef) -> tuple[str, StateGraph[Any, Any, Any, Any]]:
+        if isinstance(graph, StateGraph):
+            return getattr(graph, "name", None) or "graph", graph
+        name = graph or self.manifest.default_graph or ""
+        if name not in self.graphs:
+            raise UnknownGraphError(f"unknown graph {name!r}" + did_you_mean(name, self.graphs)
+                                    + "; graphs are listed under [tool.orchestrator.graphs]")
+        ref = self.graphs[name]
+        target = _import_ref(ref, f"graph {name!r}") if isinstance(ref, str) else ref
+        builder = target if isinstance(target, StateGraph) else target()
+        if not isinstance(builder, StateGraph):
+            raise ManifestError(f"graph {name!r} ({ref!r}) must be a StateGraph or return one; got "
+                                f"{type(builder).__name__}")
+        return name, builder
+
+    # --- running ---------------------------------------------------------------------------------------
+    async def arun(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
+                   run_id: str | None = None, resume: bool = False) -> RunResult:
+        """Run a graph to its end and return the result; a budget stop is a status, not an exception."""
+        result: RunResult | None = None
+        async for event in self.astream(graph, input, budget=budget, run_id=run_id, resume=resume):
+            if event.result is not None:
+                result = event.result
+        assert result is not None
+        return result
+
+    def run_sync(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
+                 run_id: str | None = None, resume: bool = False) -> RunResult:
+        """`arun` for scripts (starts its own event loop)."""
+        return asyncio.run(self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
+
+    async def astream(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
+                      run_id: str | None = None, resume: bool = False) -> AsyncIterator[RunEvent]:
+        """Run a graph, yielding an event as each node finishes and a last one with the result."""
+        name, builder = self._builder(graph)
+        if not resume and not input:
+            raise ConfigError("the run needs an input text (or resume=True with a run_id)")
+        if resume and not run_id:
+            raise ConfigError("resume=True needs the run_id of the run to continue")
+        for slot in self.slots:
+            self.model_for(slot)  # load and verify models before the run starts
+        run_id = run_id or uuid.uuid4().hex[:16]
+        queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        task = asyncio.create_task(self._drive(name, builder, input, budget or Budget(), run_id, resume, queue))
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    event = getter.result()
+                    yield event
+                    if event.kind == "end":
+                        break
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield queue.get_nowait()
+                task.result()  # re-raise what the driver raised
+                break
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _drive(self, name: str, builder: StateGraph[Any, Any, Any, Any], input: str | None, budget: Budget,
+                     run_id: str, resume: bool, queue: asyncio.Queue[RunEvent]) -> None:
+        self.settings.checkpoints_path.parent.mkdir(parents=True, exist_ok=True)
+        async with AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoints_path)) as saver:
+            app = builder.compile(checkpointer=saver, name=name)
+            config: dict[str, Any] = {"configurable": {"thread_id": run_id},
+                                      "recursion_limit": 2 * self.limits.max_steps + 6}
+            snapshot = await app.aget_state(config)  # type: ignore[arg-type]
+            prior: list[LedgerEntry] = list(snapshot.values.get("ledger", [])) if snapshot.values else []
+            if resume and not snapshot.values:
+                raise ConfigError(f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
+                                  "check the id with `orch traces list`")
+            if not resume and snapshot.values:
+                raise ConfigError(f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`")
+            meter = BudgetMeter(budget, sum(e["cost_usd"] or 0.0 for e in prior),
+                                sum(e["input_tokens"] + e["output_tokens"] for e in prior))
+            ctx = RunContext(run_id=run_id, slots=self.slots, models={s: self.model_for(s) for s in self.slots},
+                             catalog=self.catalog, workers=self.workers, limits=self.limits,
+                             tracer=self.tracing.tracer, meter=meter,
+                             capture_content=self.settings.capture_content)
+            if self._store is not None:
+                self._store.start_run(run_id, name, config_hash=self.manifest.config_hash(), version=_version())
+            attributes: dict[str, Any] = {
+                A.OPERATION: "invoke_workflow", A.WORKFLOW_NAME: name, A.RUN_ID: run_id,
+                A.CONVERSATION_ID: run_id, A.VERSION: _version(), A.CONFIG_HASH: self.manifest.config_hash(),
+                **provenance(self.slots, self.settings),
+            }
+            t0 = time.perf_counter()
+            await queue.put(RunEvent(run_id, "start"))
+            status: Status_ = "ok"
+            error: str | None = None
+            try:
+                with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
+                    try:
+                        stream = app.astream(None if resume else {"input": input}, config,  # type: ignore[arg-type]
+                                             context=ctx, stream_mode="updates", durability="sync")
+                        async for chunk in stream:
+                            for node, update in chunk.items():
+                                if node.startswith("__"):
+                                    continue
+                                await queue.put(RunEvent(run_id, "node", node, update or {},
+                                                         time.perf_counter() - t0))
+                    except OrchestratorError as exc:
+                        status, error = "failed", f"{type(exc).__name__}: {exc}"
+                        span.record_exception(exc)
+                        span.set_status(Status(StatusCode.ERROR, error[:500]))
+                    state = (await app.aget_state(config)).values  # type: ignore[arg-type]
+                    if status == "ok":
+                        status = state.get("status") or ("ok" if state.get("answer") else "failed")
+                    span.set_attribute(A.STATUS, status)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                self._finish(run_id, "cancelled", None, prior, "cancelled; resume with `orch run --resume "
+                             f"{run_id}`")
+                raise
+            result = RunResult(run_id=run_id, status=status, answer=state.get("answer"),
+                               ledger=Ledger(run_id, tuple(state.get("ledger", []))),
+                               stop_reason=state.get("stop_reason"), error=error,
+                               results=list(state.get("results", [])))
+            self._finish(run_id, status, result, prior, error)
+            await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
+
+    def _finish(self, run_id: str, status: str, result: RunResult | None, prior: list[LedgerEntry],
+                error: str | None) -> None:
+        self.tracing.flush()
+        if self._store is None:
+            return
+        ledger = result.ledger if result else Ledger(run_id, tuple(prior))
+        self._store.end_run(run_id, status=status, cost_usd=ledger.cost_usd, unpriced_calls=ledger.unpriced_calls,
+                            input_tokens=ledger.input_tokens, output_tokens=ledger.output_tokens,
+                            answer=result.answer if result else None, error=error)
+
+    def close(self) -> None:
+        """Flush traces and release the trace store."""
+        self.tracing.close()
+        if self._store is not None:
+            self._store.close()
+
+
+def _version() -> str:
+    from orchestrator import __version__
+
+    return __version__
+
+
+def installed_version(dist: str) -> str | None:
+    """A distribution's installed version, or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,184 @@
+"""The SQLite trace store: runs and spans, written through sqlite-utils, changed only by named migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+__all__ = ["MIGRATIONS", "TraceStore"]
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def m001_runs_spans(db: sqlite_utils.Database) -> None:
+    """Runs (written at start, so a killed run is still listed) and spans (one row per ended span)."""
+    db["runs"].create(
+        {
+            "run_id": str,
+            "graph": str,
+            "status": str,
+            "started_at": float,
+            "ended_at": float,
+            "duration_ms": float,
+            "cost_usd": float,
+            "unpriced_calls": int,
+            "input_tokens": int,
+            "output_tokens": int,
+            "answer": str,
+            "error": str,
+            "config_hash": str,
+            "version": str,
+        },
+        pk="run_id",
+    )
+    db["spans"].create(
+        {
+            "span_id": str,
+            "trace_id": str,
+            "parent_id": str,
+            "run_id": str,
+            "name": str,
+            "kind": str,
+            "node": str,
+            "model": str,
+            "tool": str,
+            "role": str,
+            "action": str,
+            "start_ns": int,
+            "end_ns": int,
+            "duration_ms": float,
+            "status": str,
+            "status_message": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cache_read_tokens": int,
+            "cache_write_tokens": int,
+            "cost_usd": float,
+            "ttft_ms": float,
+            "attributes": str,
+        },
+        pk="span_id",
+    )
+    db["spans"].create_index(["run_id", "start_ns"])
+    db["spans"].create_index(["kind", "node"])
+    db["runs"].create_index(["started_at"])
+
+
+MIGRATIONS: list[Migration] = [m001_runs_spans]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply pending migrations in order; return the names applied now."""
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ not in done:
+            with db.conn:
+                fn(db)
+                db["_migrations"].insert({"name": fn.__name__, "applied_at": time.time()})
+            applied.append(fn.__name__)
+    return applied
+
+
+class TraceStore:
+    """A trace store file, safe to share between threads of one process and between processes (WAL).
+
+    Example:
+        >>> store = TraceStore(":memory:")
+        >>> store.list_runs()
+        []
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.Lock()
+        with self._lock:
+            migrate(self.db)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self.db.conn.close()
+
+    # --- writing ---------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, graph: str, *, config_hash: str, version: str) -> None:
+        """Record a run as running (a resumed run goes back to running)."""
+        row = {
+            "run_id": run_id,
+            "graph": graph,
+            "status": "running",
+            "started_at": time.time(),
+            "config_hash": config_hash,
+            "version": version,
+        }
+        with self._lock, self.db.conn:
+            existing = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
+            if existing:
+                row["started_at"] = existing[0]
+                self.db["runs"].update(run_id, {"status": "running", "ended_at": None, "error": None})
+            else:
+                self.db["runs"].insert(row)
+
+    def end_run(self, run_id: str, **fields: Any) -> None:
+        """Record a run's outcome: status, totals, answer, error."""
+        with self._lock, self.db.conn:
+            started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
+            now = time.time()
+            fields.setdefault("ended_at", now)
+            if started:
+                fields.setdefault("duration_ms", (now - started[0]) * 1000)
+            self.db["runs"].update(run_id, fields)
+
+    def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert span rows (idempotent on span_id)."""
+        if rows:
+            with self._lock, self.db.conn:
+                self.db["spans"].insert_all(rows, replace=True)
+
+    # --- reading ---------------------------------------------------------------------------------------
+    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Most recent runs first."""
+        sql = "select * from runs order by started_at desc limit ?"
+        return self._query(sql, [limit])
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run row, matched by full id or unique prefix."""
+        rows = self._query("select * from runs where run_id like ? order by started_at desc", [run_id + "%"])
+        return rows[0] if len(rows) == 1 or (rows and rows[0]["run_id"] == run_id) else None
+
+    def run_spans(self, run_id: str) -> list[dict[str, Any]]:
+        """All spans of a run, in start order."""
+        return self._query("select * from spans where run_id = ? order by start_ns", [run_id])
+
+    def spans(self, where: str = "1=1", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Span rows matching a SQL condition."""
+        return self._query(f"select * from spans where {where}", list(params))
+
+    def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.db.execute(sql, params)
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def decode_attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """The span's full attribute map."""
+    raw = row.get("attributes")
+    return dict(json.loads(raw)) if raw else {}

@@ -1,0 +1,60 @@
+"""Test support: tiny tools, workers, prices and a reply builder for scripted controllers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool, tool
+from pydantic import BaseModel
+
+from orchestrator import Orchestrator, classify_worker, extract_worker
+from orchestrator.config import PriceOverride
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@tool
+def date_diff(start: str, end: str) -> int:
+    """Number of days between two ISO dates (end minus start)."""
+    import datetime as dt
+
+    return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days
+
+
+@tool
+def explode(reason: str) -> str:
+    """A tool that always raises, for error-path tests."""
+    raise RuntimeError(f"boom: {reason}")
+
+
+@tool
+def word_count(text: str) -> int:
+    """Count the words in a text."""
+    return len(text.split())
+
+
+TOOLS: list[BaseTool] = [date_diff, explode, word_count]
+
+
+class Payment(BaseModel):
+    amount: float
+    currency: str
+
+
+WORKERS = [
+    classify_worker("classify_request", ["card_arrival", "refund", "other"], "Classify a message"),
+    extract_worker("extract_payment", Payment, "Extract a payment"),
+]
+
+PRICES = PriceOverride(input=1e-6, output=2e-6)
+
+
+def act(**body: Any) -> str:
+    """A controller reply."""
+    return json.dumps(body)
+
+
+MakeOrch = Callable[..., Orchestrator]

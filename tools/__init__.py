@@ -1,0 +1,1 @@
+"""Bundled offline tool catalog: small themed packs of deterministic langchain-core tools."""

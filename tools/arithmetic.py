@@ -1,0 +1,337 @@
+"""Arithmetic pack: a safe expression calculator and small number-theory helpers."""
+
+from __future__ import annotations
+
+import ast
+import cmath
+import math
+import operator
+from collections.abc import Callable
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Annotated, Literal
+
+from langchain_core.tools import BaseTool, tool
+
+from tools._common import clean_number, pack, require_finite
+
+MAX_EXPRESSION_CHARS = 500
+MAX_RESULT_BITS = 4096  # integers larger than ~1233 decimal digits are refused
+MAX_EXPONENT = 10_000
+MAX_FACTORIAL = 1000
+MAX_PRIME_INPUT = 10**15
+
+Number = int | float
+
+_BINARY_OPS: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+
+def _log(x: Number, base: Number = math.e) -> float:
+    return math.log(x, base)
+
+
+_FUNCTIONS: dict[str, Callable[..., Number]] = {
+    "sqrt": math.sqrt,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "log": _log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "radians": math.radians,
+    "degrees": math.degrees,
+    "hypot": math.hypot,
+}
+
+_CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
+
+
+def _check_size(value: Number) -> Number:
+    if isinstance(value, bool):
+        raise ValueError("booleans are not numbers in this calculator")
+    if isinstance(value, int) and value.bit_length() > MAX_RESULT_BITS:
+        raise ValueError(f"intermediate result is too large (more than {MAX_RESULT_BITS} bits)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("result is not a finite number (overflow or invalid operation)")
+    return value
+
+
+def _power(base: Number, exponent: Number) -> Number:
+    if abs(exponent) > MAX_EXPONENT:
+        raise ValueError(f"exponent {exponent!r} is too large; the limit is {MAX_EXPONENT}")
+    too_big = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
+    if too_big and max(int(base).bit_length(), 1) * int(exponent) > MAX_RESULT_BITS * 2:
+        raise ValueError(f"{base}**{exponent} would be too large to compute safely")
+    result = base**exponent
+    if isinstance(result, complex):
+        raise ValueError(f"{base}**{exponent} has no real value")
+    return result
+
+
+def _eval_node(node: ast.AST) -> Number:
+    if isinstance(node, ast.Expression):
+        return _eval_node(node.body)
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            raise ValueError(f"only numbers are allowed, got the literal {node.value!r}")
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in _CONSTANTS:
+            return _CONSTANTS[node.id]
+        raise ValueError(f"unknown name {node.id!r}; allowed constants are {sorted(_CONSTANTS)}")
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _eval_node(node.operand)
+        return -operand if isinstance(node.op, ast.USub) else +operand
+    if isinstance(node, ast.BinOp):
+        left, right = _eval_node(node.left), _eval_node(node.right)
+        if isinstance(node.op, ast.Pow):
+            return _check_size(_power(left, right))
+        op = _BINARY_OPS.get(type(node.op))
+        if op is None:
+            raise ValueError(f"operator {type(node.op).__name__} is not allowed")
+        if isinstance(node.op, ast.Div | ast.FloorDiv | ast.Mod) and right == 0:
+            raise ValueError("division by zero")
+        return _check_size(op(left, right))
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
+            shown = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            raise ValueError(f"function {shown!r} is not allowed; allowed functions are {sorted(_FUNCTIONS)}")
+        if node.keywords:
+            raise ValueError("keyword arguments are not allowed in function calls")
+        args = [_eval_node(a) for a in node.args]
+        try:
+            return _check_size(_FUNCTIONS[node.func.id](*args))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{node.func.id}() failed: {exc}") from None
+    raise ValueError(f"unsupported syntax: {type(node).__name__} (only numbers, operators and functions)")
+
+
+@tool
+def calculate(
+    expression: Annotated[str, "Arithmetic expression, e.g. '2*(3+4)**2' or 'sqrt(16) + log(100, 10)'"],
+) -> int | float:
+    """Safely evaluate an arithmetic math expression with + - * / // % **, parentheses and functions
+    such as sqrt, log, sin, cos, min, max, round; returns the numeric result.
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"could not parse expression {expression!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ValueError(f"expression {expression!r} is nested too deeply") from None
+    try:
+        result = _eval_node(tree)
+    except OverflowError:
+        raise ValueError(f"expression {expression!r} overflowed") from None
+    except RecursionError:
+        raise ValueError(f"expression {expression!r} is nested too deeply") from None
+    return clean_number(result) if isinstance(result, float) else result
+
+
+@tool
+def percent_change(
+    old_value: Annotated[float, "Starting value (must not be zero)"],
+    new_value: Annotated[float, "Ending value"],
+) -> float:
+    """Compute the percentage increase or decrease going from an old value to a new value; returns the
+    signed percent (e.g. 25.0 for +25%).
+    """
+    require_finite("old_value", old_value)
+    require_finite("new_value", new_value)
+    if old_value == 0:
+        raise ValueError("old_value must not be 0: percent change from zero is undefined")
+    return clean_number((new_value - old_value) / abs(old_value) * 100)
+
+
+@tool
+def percentage_of(
+    part: Annotated[float, "The part amount"],
+    whole: Annotated[float, "The whole amount (must not be zero)"],
+) -> float:
+    """Work out what percent one number (the part) is of another (the whole); returns the percentage,
+    e.g. 30 of 120 gives 25.0.
+    """
+    require_finite("part", part)
+    require_finite("whole", whole)
+    if whole == 0:
+        raise ValueError("whole must not be 0")
+    return clean_number(part / whole * 100)
+
+
+@tool
+def gcd_lcm(
+    integers: Annotated[list[int], "Two or more integers, e.g. [12, 18, 30]"],
+) -> dict[str, int]:
+    """Find the greatest common divisor (GCD, highest common factor) and least common multiple (LCM) of
+    a list of integers.
+    """
+    if len(integers) < 2:
+        raise ValueError(f"integers must hold at least two values, got {integers!r}")
+    if any(abs(n) > 10**18 for n in integers):
+        raise ValueError("each integer must be at most 10**18 in absolute value")
+    return {"gcd": math.gcd(*integers), "lcm": math.lcm(*integers)}
+
+
+@tool
+def factorial(n: Annotated[int, f"Non-negative integer, at most {MAX_FACTORIAL}"]) -> int:
+    """Compute n factorial (n!, the product 1*2*...*n) for a non-negative integer; returns the exact
+    integer."""
+    if n < 0 or n > MAX_FACTORIAL:
+        raise ValueError(f"n must be an integer between 0 and {MAX_FACTORIAL}, got {n}")
+    return math.factorial(n)
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    if n in small:
+        return True
+    if any(n % p == 0 for p in small):
+        return False
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        s += 1
+    for a in small:  # deterministic Miller-Rabin for n < 3.3e24
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@tool
+def is_prime(n: Annotated[int, "Integer to test, at most 10**15"]) -> bool:
+    """Check whether an integer is a prime number; returns true or false."""
+    if abs(n) > MAX_PRIME_INPUT:
+        raise ValueError(f"n must be at most {MAX_PRIME_INPUT} in absolute value, got {n}")
+    return _is_prime(n)
+
+
+@tool
+def prime_factors(n: Annotated[int, "Integer >= 2, at most 10**12"]) -> list[int]:
+    """Break an integer into its prime factorization; returns the prime factors in ascending order with
+    repeats, e.g. 360 -> [2, 2, 2, 3, 3, 5].
+    """
+    if n < 2 or n > 10**12:
+        raise ValueError(f"n must be an integer between 2 and 10**12, got {n}")
+    factors: list[int] = []
+    for p in (2, 3):
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+    f = 5
+    while f * f <= n:
+        for cand in (f, f + 2):
+            while n % cand == 0:
+                factors.append(cand)
+                n //= cand
+        f += 6
+    if n > 1:
+        factors.append(n)
+    return factors
+
+
+_ROUNDING = {"half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN, "up": ROUND_CEILING, "down": ROUND_FLOOR}
+
+
+@tool
+def round_number(
+    value: Annotated[float, "Number to round"],
+    decimals: Annotated[int, "Decimal places to keep (0-15); negative rounds to tens, hundreds, ..."] = 0,
+    mode: Annotated[
+        Literal["half_up", "half_even", "up", "down"],
+        "half_up: 2.5->3 (school rounding); half_even: banker's rounding 2.5->2; up: ceiling; down: floor",
+    ] = "half_up",
+) -> float:
+    """Round a number to a given count of decimal places using school, banker's, ceiling or floor
+    rounding; returns the rounded value.
+    """
+    require_finite("value", value)
+    if not -15 <= decimals <= 15:
+        raise ValueError(f"decimals must be between -15 and 15, got {decimals}")
+    quantum = Decimal(1).scaleb(-decimals)
+    return float(Decimal(repr(value)).quantize(quantum, rounding=_ROUNDING[mode]))
+
+
+@tool
+def combinations_count(
+    n: Annotated[int, "Size of the pool of items (0-10000)"],
+    k: Annotated[int, "How many items are chosen (0..n)"],
+    ordered: Annotated[bool, "True counts permutations (order matters); false counts combinations"] = False,
+) -> int:
+    """Count the ways to choose k items out of n, as combinations ('n choose k') or as permutations
+    when order matters.
+    """
+    if not 0 <= n <= 10_000:
+        raise ValueError(f"n must be between 0 and 10000, got {n}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be between 0 and n={n}, got {k}")
+    return math.perm(n, k) if ordered else math.comb(n, k)
+
+
+@tool
+def solve_quadratic(
+    a: Annotated[float, "Coefficient of x squared (non-zero)"],
+    b: Annotated[float, "Coefficient of x"],
+    c: Annotated[float, "Constant term"],
+) -> dict[str, float | str | list[float | str]]:
+    """Solve the quadratic equation a*x^2 + b*x + c = 0; returns the discriminant and the real or
+    complex roots."""
+    for name, v in (("a", a), ("b", b), ("c", c)):
+        require_finite(name, v)
+    if a == 0:
+        raise ValueError("a must not be 0 (that is a linear equation, not a quadratic)")
+    disc = b * b - 4 * a * c
+    if disc >= 0:
+        r = math.sqrt(disc)
+        real_roots = {clean_number((-b - r) / (2 * a)), clean_number((-b + r) / (2 * a))}
+        roots: list[float | str] = sorted(real_roots)
+        kind = "real"
+    else:
+        z = cmath.sqrt(disc)
+        pair = ((-b - z) / (2 * a), (-b + z) / (2 * a))
+        roots = [
+            f"{clean_number(w.real)}{'+' if w.imag >= 0 else '-'}{clean_number(abs(w.imag))}i"
+            for w in pair
+        ]
+        kind = "complex"
+    return {"discriminant": clean_number(disc), "root_type": kind, "roots": roots}
+
+
+TOOLS: list[BaseTool] = pack(
+    calculate,
+    percent_change,
+    percentage_of,
+    gcd_lcm,
+    factorial,
+    is_prime,
+    prime_factors,
+    round_number,
+    combinations_count,
+    solve_quadratic,
+)

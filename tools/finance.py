@@ -1,0 +1,264 @@
+"""Finance pack: interest, loans, discounting, cash flows, pricing and bill splitting."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from langchain_core.tools import BaseTool, tool
+
+from tools._common import clean_number, pack, require_finite
+
+_FLOWS_DOC = "Cash flow per period starting at period 0, e.g. [-1000, 300, 400, 500]"
+
+
+def _money(value: float) -> float:
+    return round(clean_number(value), 2) + 0.0
+
+
+def _non_negative(name: str, value: float) -> float:
+    require_finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be zero or positive, got {value}")
+    return value
+
+
+def _rate(name: str, percent: float) -> float:
+    require_finite(name, percent)
+    if not -100 < percent <= 1000:
+        raise ValueError(f"{name} must be a percentage between -100 and 1000, got {percent}")
+    return percent / 100
+
+
+@tool
+def compound_interest(
+    principal: Annotated[float, "Starting amount invested or saved"],
+    annual_rate_percent: Annotated[float, "Nominal yearly interest rate in percent, e.g. 5 for 5%"],
+    years: Annotated[float, "Investment period in years (may be fractional)"],
+    compounds_per_year: Annotated[int, "Compounding periods per year: 1 yearly, 12 monthly, 365 daily"] = 12,
+    monthly_contribution: Annotated[float, "Amount added at the end of every month (default 0)"] = 0.0,
+) -> dict[str, float]:
+    """Project savings growth with compound interest and optional monthly deposits; returns the future
+    balance, total contributed and interest earned."""
+    _non_negative("principal", principal)
+    _non_negative("years", years)
+    _non_negative("monthly_contribution", monthly_contribution)
+    rate = _rate("annual_rate_percent", annual_rate_percent)
+    if not 1 <= compounds_per_year <= 366:
+        raise ValueError(f"compounds_per_year must be between 1 and 366, got {compounds_per_year}")
+    if years > 200:
+        raise ValueError(f"years must be at most 200, got {years}")
+    growth = (1 + rate / compounds_per_year) ** (compounds_per_year * years)
+    balance = principal * growth
+    months = round(years * 12)
+    if monthly_contribution:
+        monthly_factor = (1 + rate / compounds_per_year) ** (compounds_per_year / 12)
+        balance += sum(monthly_contribution * monthly_factor ** (months - m) for m in range(1, months + 1))
+    contributed = principal + monthly_contribution * months
+    return {
+        "future_value": _money(balance),
+        "total_contributed": _money(contributed),
+        "interest_earned": _money(balance - contributed),
+    }
+
+
+@tool
+def loan_payment(
+    principal: Annotated[float, "Amount borrowed, e.g. 250000 for a mortgage"],
+    annual_rate_percent: Annotated[float, "Yearly interest rate in percent (APR), e.g. 4.5"],
+    years: Annotated[float, "Loan term in years, e.g. 30"],
+) -> dict[str, float]:
+    """Compute the fixed monthly repayment of an amortizing loan or mortgage; returns the monthly payment,
+    total repaid and total interest paid."""
+    if _non_negative("principal", principal) == 0:
+        raise ValueError("principal must be greater than 0")
+    rate = _rate("annual_rate_percent", annual_rate_percent)
+    if not 0 < years <= 100:
+        raise ValueError(f"years must be greater than 0 and at most 100, got {years}")
+    n = round(years * 12)
+    if n < 1:
+        raise ValueError(f"years={years} gives less than one monthly payment")
+    monthly_rate = rate / 12
+    if monthly_rate == 0:
+        payment = principal / n
+    else:
+        payment = principal * monthly_rate / (1 - (1 + monthly_rate) ** -n)
+    return {
+        "monthly_payment": _money(payment),
+        "number_of_payments": n,
+        "total_paid": _money(payment * n),
+        "total_interest": _money(payment * n - principal),
+    }
+
+
+@tool
+def present_value(
+    future_amount: Annotated[float, "Amount to be received in the future"],
+    annual_discount_rate_percent: Annotated[float, "Discount (or inflation) rate per year in percent"],
+    years: Annotated[float, "Years until the amount is received"],
+) -> float:
+    """Discount a future sum of money back to today's value at a yearly discount or inflation rate;
+    returns the present value (what it is worth now)."""
+    require_finite("future_amount", future_amount)
+    _non_negative("years", years)
+    rate = _rate("annual_discount_rate_percent", annual_discount_rate_percent)
+    return _money(future_amount / (1 + rate) ** years)
+
+
+def _npv(rate: float, flows: list[float]) -> float:
+    return math.fsum(cf / (1 + rate) ** t for t, cf in enumerate(flows))
+
+
+def _check_flows(cash_flows: list[float]) -> list[float]:
+    if len(cash_flows) < 2 or len(cash_flows) > 1000:
+        raise ValueError(f"cash_flows must hold between 2 and 1000 values, got {len(cash_flows)}")
+    for cf in cash_flows:
+        require_finite("cash_flows", cf)
+    return cash_flows
+
+
+@tool
+def net_present_value(
+    rate_percent: Annotated[float, "Discount rate per period in percent, e.g. 8"],
+    cash_flows: Annotated[list[float], _FLOWS_DOC],
+) -> float:
+    """Compute the NPV of an investment's cash flows (period 0 first, outflows negative) at a discount
+    rate; a positive result means the project adds value."""
+    rate = _rate("rate_percent", rate_percent)
+    return _money(_npv(rate, _check_flows(cash_flows)))
+
+
+@tool
+def internal_rate_of_return(
+    cash_flows: Annotated[list[float], _FLOWS_DOC],
+) -> float:
+    """Find the IRR: the per-period discount rate in percent at which the cash flows' net present value
+    is zero (solved by bisection)."""
+    flows = _check_flows(cash_flows)
+    if not (any(cf < 0 for cf in flows) and any(cf > 0 for cf in flows)):
+        raise ValueError("cash_flows need at least one negative and one positive value to have an IRR")
+    lo, hi = -0.9999, 10.0
+    f_lo, f_hi = _npv(lo, flows), _npv(hi, flows)
+    if f_lo * f_hi > 0:
+        raise ValueError("no IRR found between -99.99% and 1000% for these cash flows")
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        f_mid = _npv(mid, flows)
+        if f_lo * f_mid <= 0:
+            hi = mid
+        else:
+            lo, f_lo = mid, f_mid
+    return round((lo + hi) / 2 * 100, 4)
+
+
+@tool
+def split_bill(
+    bill_total: Annotated[float, "Bill amount before tip"],
+    people: Annotated[int, "Number of people sharing the bill (1-1000)"],
+    tip_percent: Annotated[float, "Tip or gratuity in percent, e.g. 15"] = 0.0,
+) -> dict[str, float]:
+    """Add a tip to a restaurant bill and divide it evenly between people; returns the tip, grand total
+    and amount each person pays."""
+    _non_negative("bill_total", bill_total)
+    _non_negative("tip_percent", tip_percent)
+    if not 1 <= people <= 1000:
+        raise ValueError(f"people must be between 1 and 1000, got {people}")
+    tip = bill_total * tip_percent / 100
+    total = bill_total + tip
+    return {"tip": _money(tip), "total": _money(total), "per_person": _money(total / people)}
+
+
+@tool
+def price_after_discount_and_tax(
+    list_price: Annotated[float, "Original price before any discount"],
+    discount_percent: Annotated[float, "Discount or sale percentage off, e.g. 20 for 20% off"] = 0.0,
+    tax_percent: Annotated[float, "Sales tax or VAT percentage applied after the discount, e.g. 8.25"] = 0.0,
+) -> dict[str, float]:
+    """Work out the final checkout price after a percentage discount and then sales tax/VAT; returns the
+    discount amount, tax amount and final price."""
+    _non_negative("list_price", list_price)
+    if not 0 <= discount_percent <= 100:
+        raise ValueError(f"discount_percent must be between 0 and 100, got {discount_percent}")
+    _non_negative("tax_percent", tax_percent)
+    discount = list_price * discount_percent / 100
+    discounted = list_price - discount
+    tax = discounted * tax_percent / 100
+    return {
+        "discount_amount": _money(discount),
+        "price_after_discount": _money(discounted),
+        "tax_amount": _money(tax),
+        "final_price": _money(discounted + tax),
+    }
+
+
+@tool
+def break_even_point(
+    fixed_costs: Annotated[float, "Total fixed costs (rent, salaries, ...)"],
+    price_per_unit: Annotated[float, "Selling price of one unit"],
+    variable_cost_per_unit: Annotated[float, "Variable cost of producing one unit"],
+) -> dict[str, float]:
+    """Find how many units must be sold to cover fixed costs; returns break-even units (rounded up),
+    break-even revenue and the contribution margin per unit."""
+    _non_negative("fixed_costs", fixed_costs)
+    _non_negative("price_per_unit", price_per_unit)
+    _non_negative("variable_cost_per_unit", variable_cost_per_unit)
+    margin = price_per_unit - variable_cost_per_unit
+    if margin <= 0:
+        raise ValueError(
+            f"price_per_unit ({price_per_unit}) must exceed variable_cost_per_unit ({variable_cost_per_unit})"
+        )
+    units = math.ceil(clean_number(fixed_costs / margin))
+    return {
+        "break_even_units": units,
+        "break_even_revenue": _money(units * price_per_unit),
+        "contribution_margin_per_unit": _money(margin),
+    }
+
+
+@tool
+def profit_margin(
+    cost: Annotated[float, "What the item costs you"],
+    selling_price: Annotated[float, "What you sell it for (greater than 0)"],
+) -> dict[str, float | None]:
+    """Compare cost and selling price; returns the profit, the gross margin percent (profit/price) and
+    the markup percent (profit/cost, null when cost is 0)."""
+    _non_negative("cost", cost)
+    if _non_negative("selling_price", selling_price) == 0:
+        raise ValueError("selling_price must be greater than 0")
+    profit = selling_price - cost
+    return {
+        "profit": _money(profit),
+        "margin_percent": round(profit / selling_price * 100, 4),
+        "markup_percent": round(profit / cost * 100, 4) if cost else None,
+    }
+
+
+@tool
+def cagr(
+    start_value: Annotated[float, "Value at the beginning (greater than 0)"],
+    end_value: Annotated[float, "Value at the end (zero or more)"],
+    years: Annotated[float, "Number of years between the two values (greater than 0)"],
+) -> float:
+    """Compute the compound annual growth rate (CAGR) between a starting and ending value over a number
+    of years; returns the yearly growth in percent."""
+    if _non_negative("start_value", start_value) == 0:
+        raise ValueError("start_value must be greater than 0")
+    _non_negative("end_value", end_value)
+    if _non_negative("years", years) == 0:
+        raise ValueError("years must be greater than 0")
+    growth: float = (end_value / start_value) ** (1 / years)
+    return round((growth - 1) * 100, 4)
+
+
+TOOLS: list[BaseTool] = pack(
+    compound_interest,
+    loan_payment,
+    present_value,
+    net_present_value,
+    internal_rate_of_return,
+    split_bill,
+    price_after_discount_and_tax,
+    break_even_point,
+    profit_margin,
+    cagr,
+)

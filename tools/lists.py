@@ -1,0 +1,84 @@
+"""Lists pack: sorting, de-duplication, set algebra and batching of plain lists."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from langchain_core.tools import BaseTool, tool
+
+from tools._common import pack, require_finite
+
+MAX_ITEMS = 100_000
+
+
+def _check_size(name: str, items: list[str] | list[float]) -> None:
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"{name} holds {len(items)} items; the limit is {MAX_ITEMS}")
+
+
+@tool
+def sort_numbers(
+    numbers: Annotated[list[float], "Numbers to put in order, e.g. [3, -1, 2.5]"],
+    descending: Annotated[bool, "Largest first instead of smallest first"] = False,
+) -> list[float]:
+    """Sort a list of numbers into ascending (smallest first) or descending order; returns the sorted
+    numbers."""
+    _check_size("numbers", numbers)
+    for n in numbers:
+        require_finite("numbers", n)
+    return sorted(numbers, reverse=descending)
+
+
+@tool
+def deduplicate_list(
+    items: Annotated[list[str], "Strings that may contain repeats, e.g. ['a', 'B', 'a', 'b']"],
+    case_sensitive: Annotated[bool, "Treat 'Apple' and 'apple' as different items"] = True,
+    strip_whitespace: Annotated[bool, "Ignore leading and trailing spaces when comparing"] = True,
+) -> list[str]:
+    """Remove repeated entries from a list of strings while keeping the first occurrence of each in its
+    original order."""
+    _check_size("items", items)
+    seen: set[str] = set()
+    unique: list[str] = []
+    for item in items:
+        value = item.strip() if strip_whitespace else item
+        key = value if case_sensitive else value.casefold()
+        if key not in seen:
+            seen.add(key)
+            unique.append(value)
+    return unique
+
+
+@tool
+def set_operations(
+    first: Annotated[list[str], "First collection of items (set A)"],
+    second: Annotated[list[str], "Second collection of items (set B)"],
+) -> dict[str, list[str]]:
+    """Compare two lists as sets: union, intersection (items in both), items only in the first, items
+    only in the second, and symmetric difference; each result is sorted."""
+    _check_size("first", first)
+    _check_size("second", second)
+    a, b = set(first), set(second)
+    return {
+        "union": sorted(a | b),
+        "intersection": sorted(a & b),
+        "only_in_first": sorted(a - b),
+        "only_in_second": sorted(b - a),
+        "symmetric_difference": sorted(a ^ b),
+    }
+
+
+@tool
+def chunk_list(
+    items: Annotated[list[str], "Items to split into batches"],
+    size: Annotated[int, "Maximum number of items per batch (1-10000)"],
+) -> list[list[str]]:
+    """Split a list into consecutive batches (pages) of at most a given size; the last batch holds
+    whatever remains."""
+    _check_size("items", items)
+    if not 1 <= size <= 10_000:
+        raise ValueError(f"size must be between 1 and 10000, got {size}")
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+TOOLS: list[BaseTool] = pack(sort_numbers, deduplicate_list, set_operations, chunk_list)

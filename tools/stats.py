@@ -1,0 +1,145 @@
+"""Statistics pack: descriptive statistics, percentiles, regression and averages over number lists."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Annotated, Literal
+
+from langchain_core.tools import BaseTool, tool
+
+from tools._common import clean_number, pack, require_finite, require_nonempty
+
+MAX_VALUES = 100_000
+
+
+def _check_list(name: str, values: list[float]) -> list[float]:
+    if len(values) > MAX_VALUES:
+        raise ValueError(f"{name} holds {len(values)} values; the limit is {MAX_VALUES}")
+    return require_nonempty(name, values)
+
+
+@tool
+def summary_statistics(
+    numbers: Annotated[list[float], "The data values, e.g. [2, 4, 4, 5, 7]"],
+) -> dict[str, float | int | list[float] | None]:
+    """Describe a list of numbers: count, sum, mean (average), median, mode, min, max, range, sample and
+    population standard deviation and variance."""
+    data = _check_list("numbers", numbers)
+    n = len(data)
+    sample_sd = statistics.stdev(data) if n > 1 else None
+    return {
+        "count": n,
+        "sum": clean_number(math.fsum(data)),
+        "mean": clean_number(statistics.fmean(data)),
+        "median": clean_number(statistics.median(data)),
+        "modes": [clean_number(m) for m in statistics.multimode(data)],
+        "min": min(data),
+        "max": max(data),
+        "range": clean_number(max(data) - min(data)),
+        "stdev_sample": None if sample_sd is None else clean_number(sample_sd),
+        "variance_sample": None if sample_sd is None else clean_number(statistics.variance(data)),
+        "stdev_population": clean_number(statistics.pstdev(data)),
+        "variance_population": clean_number(statistics.pvariance(data)),
+    }
+
+
+@tool
+def percentile(
+    numbers: Annotated[list[float], "The data values"],
+    percent: Annotated[float, "Which percentile to compute, from 0 to 100 (50 is the median, 90 the P90)"],
+) -> float:
+    """Find the value at a given percentile (e.g. P90, quartile, median) of a data set using linear
+    interpolation between closest ranks; returns that value."""
+    data = sorted(_check_list("numbers", numbers))
+    require_finite("percent", percent)
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be between 0 and 100, got {percent}")
+    pos = (len(data) - 1) * percent / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return clean_number(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+
+
+@tool
+def linear_regression(
+    x_values: Annotated[list[float], "Independent variable values"],
+    y_values: Annotated[list[float], "Dependent variable values, same length as x_values"],
+    predict_x: Annotated[float | None, "Optional x at which to predict y with the fitted line"] = None,
+) -> dict[str, float | None]:
+    """Fit a least-squares straight line y = slope*x + intercept to paired data; returns slope, intercept,
+    Pearson correlation r, R squared and an optional prediction (trend line forecast)."""
+    xs = _check_list("x_values", x_values)
+    ys = _check_list("y_values", y_values)
+    if len(xs) != len(ys):
+        raise ValueError(f"x_values has {len(xs)} items but y_values has {len(ys)}; they must match")
+    if len(xs) < 2:
+        raise ValueError("at least two (x, y) points are needed to fit a line")
+    if len(set(xs)) == 1:
+        raise ValueError("x_values are all identical, so the slope is undefined")
+    slope, intercept = statistics.linear_regression(xs, ys)
+    r = statistics.correlation(xs, ys) if len(set(ys)) > 1 else 0.0
+    prediction = None if predict_x is None else clean_number(slope * predict_x + intercept)
+    return {
+        "slope": clean_number(slope),
+        "intercept": clean_number(intercept),
+        "r": clean_number(r),
+        "r_squared": clean_number(r * r),
+        "prediction": prediction,
+    }
+
+
+@tool
+def weighted_average(
+    values: Annotated[list[float], "The values to average, e.g. grades [90, 80, 70]"],
+    weights: Annotated[list[float], "Non-negative weight of each value, e.g. credits [3, 2, 1]"],
+) -> float:
+    """Compute the weighted mean of values with matching weights (e.g. a GPA, weighted grade or
+    portfolio average); returns sum(value*weight)/sum(weight)."""
+    vals = _check_list("values", values)
+    ws = _check_list("weights", weights)
+    if len(vals) != len(ws):
+        raise ValueError(f"values has {len(vals)} items but weights has {len(ws)}; they must match")
+    if any(w < 0 for w in ws):
+        raise ValueError(f"weights must be non-negative, got {ws}")
+    total = math.fsum(ws)
+    if total == 0:
+        raise ValueError("weights sum to 0, so the weighted average is undefined")
+    return clean_number(math.fsum(v * w for v, w in zip(vals, ws, strict=True)) / total)
+
+
+@tool
+def moving_average(
+    numbers: Annotated[list[float], "Time series values in order, e.g. daily sales"],
+    window: Annotated[int, "Number of points in each window (>= 1 and <= the series length)"],
+    kind: Annotated[
+        Literal["simple", "exponential"],
+        "simple: rolling mean over the window; exponential: EMA with alpha = 2/(window+1)",
+    ] = "simple",
+) -> list[float]:
+    """Smooth a time series with a rolling simple moving average (SMA) or exponential moving average
+    (EMA); returns the smoothed series."""
+    data = _check_list("numbers", numbers)
+    if not 1 <= window <= len(data):
+        raise ValueError(f"window must be between 1 and {len(data)} (the series length), got {window}")
+    if kind == "exponential":
+        alpha = 2 / (window + 1)
+        out = [data[0]]
+        for v in data[1:]:
+            out.append(alpha * v + (1 - alpha) * out[-1])
+        return [clean_number(v) for v in out]
+    running = math.fsum(data[:window])
+    result = [running / window]
+    for i in range(window, len(data)):
+        running += data[i] - data[i - window]
+        result.append(running / window)
+    return [clean_number(v) for v in result]
+
+
+TOOLS: list[BaseTool] = pack(
+    summary_statistics,
+    percentile,
+    linear_regression,
+    weighted_average,
+    moving_average,
+)

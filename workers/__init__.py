@@ -1,0 +1,1 @@
+"""Worker definitions of this project, loaded by `module:attr` from the manifest."""
