@@ -1,4 +1,4 @@
-"""orchestrator: one racehorse model plans, cheap workhorse models do the bulk, every call traced and priced."""
+"""orchestrator: a racehorse model plans, cheap workhorse models do the bulk, every call traced and priced."""
 
 from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest

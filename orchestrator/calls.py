@@ -80,7 +80,9 @@ async def call_model(
         A.SLOT: slot,
     }
     if ctx.capture_content:
-        attributes[A.INPUT_MESSAGES] = json.dumps([{"role": m.type, "content": str(m.content)} for m in messages])
+        attributes[A.INPUT_MESSAGES] = json.dumps(
+            [{"role": m.type, "content": str(m.content)} for m in messages]
+        )
     with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes) as span:
         t0 = time.perf_counter()
         try:
@@ -88,7 +90,9 @@ async def call_model(
         except BudgetStop:
             raise
         except Exception as exc:
-            raise ModelError(f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}") from exc
+            raise ModelError(
+                f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         wall_ms = (time.perf_counter() - t0) * 1000
         if not isinstance(msg, AIMessage):
             raise ModelError(f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage")
@@ -116,7 +120,9 @@ async def call_model(
         if meta.get("finish_reason"):
             span.set_attribute(A.FINISH_REASONS, [str(meta["finish_reason"])])
         if ctx.capture_content:
-            span.set_attribute(A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}]))
+            span.set_attribute(
+                A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
+            )
     entry = LedgerEntry(
         node=node,
         kind="model",

@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -22,8 +22,43 @@ __all__ = ["Catalog", "CatalogEntry", "ToolHit"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WORD_RE = re.compile(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+")
 _STOP = frozenset(
-    "a an and are as at be by for from given how i in into is it of on or the this to what with you your "
-    "return returns me my please can do does".split()
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "given",
+        "how",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "the",
+        "this",
+        "to",
+        "what",
+        "with",
+        "you",
+        "your",
+        "return",
+        "returns",
+        "me",
+        "my",
+        "please",
+        "can",
+        "do",
+        "does",
+    }
 )
 
 
@@ -72,20 +107,23 @@ class Catalog:
         'date_diff'
     """
 
-    FIELD_WEIGHTS = {"name": 3.0, "description": 1.0, "params": 0.5}
+    FIELD_WEIGHTS: ClassVar[dict[str, float]] = {"name": 3.0, "description": 1.0, "params": 0.5}
 
     def __init__(self, entries: Iterable[CatalogEntry], k1: float = 1.2, b: float = 0.75) -> None:
         self._entries: dict[str, CatalogEntry] = {}
         for entry in entries:
             if not _NAME_RE.match(entry.name):
                 raise ConfigError(
-                    f"tool name {entry.name!r} must be 1-64 characters of letters, digits, '_' or '-'; rename it"
+                    f"tool name {entry.name!r} must be 1-64 characters of letters, digits, '_' or '-'; "
+                    "rename it"
                 )
             if entry.name in self._entries:
-                raise ConfigError(f"tool {entry.name!r} is defined twice in the catalog; tool names must be unique")
+                raise ConfigError(
+                    f"tool {entry.name!r} is defined twice in the catalog; tool names must be unique"
+                )
             self._entries[entry.name] = entry
         self.k1, self.b = k1, b
-        self._docs: dict[str, Counter[str]] = {n: self._doc_terms(e) for n, e in self._entries.items()}
+        self._docs: dict[str, dict[str, float]] = {n: self._doc_terms(e) for n, e in self._entries.items()}
         lengths = [sum(c.values()) for c in self._docs.values()]
         self._avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
         df: Counter[str] = Counter()
@@ -118,16 +156,20 @@ class Catalog:
         try:
             return self._entries[name]
         except KeyError:
-            raise ToolError(f"tool {name!r} is not in the catalog" + did_you_mean(name, self._entries)) from None
+            raise ToolError(
+                f"tool {name!r} is not in the catalog" + did_you_mean(name, self._entries)
+            ) from None
 
-    def _doc_terms(self, entry: CatalogEntry) -> Counter[str]:
-        terms: Counter[str] = Counter()
+    def _doc_terms(self, entry: CatalogEntry) -> dict[str, float]:
+        terms: dict[str, float] = {}
         props = entry.parameters.get("properties", {})
-        param_text = " ".join(f"{k} {v.get('description', '')}" for k, v in props.items() if isinstance(v, dict))
+        param_text = " ".join(
+            f"{k} {v.get('description', '')}" for k, v in props.items() if isinstance(v, dict)
+        )
         fields = {"name": entry.name, "description": entry.description, "params": param_text}
         for fld, text in fields.items():
             for tok in tokenize(text):
-                terms[tok] += self.FIELD_WEIGHTS[fld]  # type: ignore[assignment]
+                terms[tok] = terms.get(tok, 0.0) + self.FIELD_WEIGHTS[fld]
         return terms
 
     def search(self, query: str, k: int = 5, exclude: Iterable[str] = ()) -> list[ToolHit]:

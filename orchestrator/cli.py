@@ -11,10 +11,10 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -27,7 +27,7 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 130
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _money(value: float | None, unpriced: int = 0) -> str:
@@ -61,14 +61,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph, text = args.graph, args.input
     if not args.resume and text is None:
         raise ConfigError("usage: orch run GRAPH INPUT (or orch run --resume RUN)")
-    orch = Orchestrator.from_project(args.project, settings=Settings.resolve(
-        load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints))
+    orch = Orchestrator.from_project(
+        args.project,
+        settings=Settings.resolve(
+            load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints
+        ),
+    )
     if args.resume and orch.store is not None:
         row = orch.store.get_run(args.resume)
         if row is not None:
             graph = row["graph"]
             args.resume = row["run_id"]
-    budget = Budget(usd=args.budget_usd, tokens=args.budget_tokens, seconds=args.budget_seconds, steps=args.max_steps)
+    budget = Budget(
+        usd=args.budget_usd, tokens=args.budget_tokens, seconds=args.budget_seconds, steps=args.max_steps
+    )
     return asyncio.run(_run(orch, graph or "", text, budget, args))
 
 
@@ -77,12 +83,16 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     run_id = args.resume or args.run_id
     try:
         with err.status("starting ...", spinner="dots") as status:
-            async for event in orch.astream(graph, text, budget=budget, run_id=run_id, resume=bool(args.resume)):
+            async for event in orch.astream(
+                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume)
+            ):
                 run_id = event.run_id
                 if event.kind == "start":
                     status.update(f"run {run_id}: controller thinking ...")
                 elif event.kind == "node":
-                    err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{event.node:<11}[/bold] {_describe(event)}")
+                    err.print(
+                        f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{event.node:<11}[/bold] {_describe(event)}"
+                    )
                     status.update(f"run {run_id}: {_next_label(event)} ...")
                 elif event.result is not None:
                     result = event.result
@@ -97,7 +107,9 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     else:
         _print_result(result)
     if result.status == "failed":
-        err.print(f"[red]run failed:[/red] {result.error}. Resume with: orch run --resume {result.run_id}")
+        err.print(
+            f"[red]run failed:[/red] {escape(str(result.error))}. Resume with: orch run --resume {result.run_id}"
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -107,7 +119,7 @@ def _describe(event: Any) -> str:
     pending = update.get("pending")
     if event.node == "controller":
         if update.get("status") == "budget_stop":
-            return f"[yellow]stopped: {update.get('stop_reason')}[/yellow]"
+            return f"stopped: {update.get('stop_reason')}"
         if pending:
             body = {k: v for k, v in pending.items() if k != "action"}
             return f"-> {pending['action']} {json.dumps(body, ensure_ascii=False)[:110]}"
@@ -115,7 +127,7 @@ def _describe(event: Any) -> str:
     if messages:
         return str(messages[-1].content).replace("\n", " ")[:120]
     if update.get("status") == "budget_stop":
-        return f"[yellow]stopped: {update.get('stop_reason')}[/yellow]"
+        return f"stopped: {update.get('stop_reason')}"
     return ""
 
 
@@ -131,20 +143,40 @@ def _next_label(event: Any) -> str:
 
 def _print_result(result: Any) -> None:
     colour = {"ok": "green", "budget_stop": "yellow"}.get(result.status, "red")
-    out.print(f"\n[bold]Answer:[/bold] {result.answer if result.answer is not None else '(none)'}")
+    answer = escape(result.answer) if result.answer is not None else "(none)"
+    out.print(f"\n[bold]Answer:[/bold] {answer}")
     line = f"[{colour}]status: {result.status}[/{colour}]  run: {result.run_id}"
     if result.stop_reason:
-        line += f"  ({result.stop_reason})"
+        line += f"  ({escape(result.stop_reason)})"
     out.print(line)
     table = Table(title="Cost by node", title_justify="left")
     for col in ("node", "model", "role", "calls", "in tok", "out tok", "cost", "wall", "TTFT"):
         table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
     for n in result.ledger.by_node():
-        table.add_row(n.node, n.model or "-", n.role or "-", str(n.calls), str(n.input_tokens), str(n.output_tokens),
-                      _money(n.cost_usd, n.unpriced_calls), _ms(n.wall_ms), _ms(n.ttft_ms))
+        table.add_row(
+            n.node,
+            n.model or "-",
+            n.role or "-",
+            str(n.calls),
+            str(n.input_tokens),
+            str(n.output_tokens),
+            _money(n.cost_usd, n.unpriced_calls),
+            _ms(n.wall_ms),
+            _ms(n.ttft_ms),
+        )
     led = result.ledger
-    table.add_row("total", "", "", "", str(led.input_tokens), str(led.output_tokens),
-                  _money(led.cost_usd, led.unpriced_calls), "", "", style="bold")
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        str(led.input_tokens),
+        str(led.output_tokens),
+        _money(led.cost_usd, led.unpriced_calls),
+        "",
+        "",
+        style="bold",
+    )
     out.print(table)
 
 
@@ -166,7 +198,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
             except ConfigError as exc:
                 failures += 1
-                err.print(f"[red]bad[/red] local:{name}: {exc}")
+                err.print(f"[red]bad[/red] local:{name}: {escape(str(exc))}")
         return EXIT_CONFIG if failures else EXIT_OK
     if args.action == "build":
         for name in names:
@@ -179,11 +211,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name, spec in LOCAL_MODELS.items():
         p = resolve_profile(f"local:{name}")
-        rows.append({"name": p.name, "description": spec.description, "file": str(spec.path(settings.models_dir)),
-                     "built": is_verified(spec, settings.models_dir), "sha256": spec.sha256,
-                     "input_per_token": p.prices.input if p.prices else None,
-                     "output_per_token": p.prices.output if p.prices else None,
-                     "price_source": p.price_source, "capabilities": p.capabilities.__dict__})
+        rows.append(
+            {
+                "name": p.name,
+                "description": spec.description,
+                "file": str(spec.path(settings.models_dir)),
+                "built": is_verified(spec, settings.models_dir),
+                "sha256": spec.sha256,
+                "input_per_token": p.prices.input if p.prices else None,
+                "output_per_token": p.prices.output if p.prices else None,
+                "price_source": p.price_source,
+                "capabilities": p.capabilities.__dict__,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -191,8 +231,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     for col in ("name", "description", "built", "price in/out per token", "price source"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["description"], "yes" if r["built"] else "no (orch models build)",
-                      f"{r['input_per_token']}/{r['output_per_token']}", r["price_source"])
+        table.add_row(
+            str(r["name"]),
+            str(r["description"]),
+            "yes" if r["built"] else "no (orch models build)",
+            f"{r['input_per_token']}/{r['output_per_token']}",
+            str(r["price_source"]),
+        )
     out.print(table)
     return EXIT_OK
 
@@ -204,7 +249,9 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if not settings.traces_path.exists():
-        raise ConfigError(f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH")
+        raise ConfigError(
+            f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH"
+        )
     store = TraceStore(settings.traces_path)
     if args.action == "list":
         runs = store.list_runs(args.limit)
@@ -215,8 +262,15 @@ def cmd_traces(args: argparse.Namespace) -> int:
         for col in ("run", "graph", "status", "cost", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
-            table.add_row(r["run_id"], r["graph"], r["status"], _money(r["cost_usd"], r["unpriced_calls"] or 0),
-                          str(r["input_tokens"] or 0), str(r["output_tokens"] or 0), _ms(r["duration_ms"]))
+            table.add_row(
+                r["run_id"],
+                r["graph"],
+                r["status"],
+                _money(r["cost_usd"], r["unpriced_calls"] or 0),
+                str(r["input_tokens"] or 0),
+                str(r["output_tokens"] or 0),
+                _ms(r["duration_ms"]),
+            )
         out.print(table)
         return EXIT_OK
     if args.action == "show":
@@ -227,8 +281,10 @@ def cmd_traces(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
             return EXIT_OK
-        tree = Tree(f"[bold]{row['run_id']}[/bold] {row['graph']} [{row['status']}] "
-                    f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}")
+        tree = Tree(
+            f"[bold]{row['run_id']}[/bold] {row['graph']} [{row['status']}] "
+            f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}"
+        )
         for root in roots:
             _add(tree, root)
         out.print(tree)
@@ -241,9 +297,17 @@ def cmd_traces(args: argparse.Namespace) -> int:
     for col in (args.by, "calls", "in tok", "out tok", "cost (excl.)", "share", "p50", "p95", "errors"):
         table.add_column(col)
     for h in spots:
-        table.add_row(h.key, str(h.calls), str(h.input_tokens), str(h.output_tokens),
-                      _money(h.cost_usd, h.unpriced_calls), f"{h.share:.0%}" if h.share is not None else "-",
-                      _ms(h.p50_ms), _ms(h.p95_ms), str(h.errors))
+        table.add_row(
+            h.key,
+            str(h.calls),
+            str(h.input_tokens),
+            str(h.output_tokens),
+            _money(h.cost_usd, h.unpriced_calls),
+            f"{h.share:.0%}" if h.share is not None else "-",
+            _ms(h.p50_ms),
+            _ms(h.p95_ms),
+            str(h.errors),
+        )
     out.print(table)
     return EXIT_OK
 
@@ -251,8 +315,11 @@ def cmd_traces(args: argparse.Namespace) -> int:
 def _add(parent: Tree, span: dict[str, Any]) -> None:
     bits = [f"[bold]{span['name']}[/bold]", _ms(span["duration_ms"])]
     if span["kind"] == "chat":
-        bits += [f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok", _money(span["cost_usd"]),
-                 f"TTFT {_ms(span['ttft_ms'])}"]
+        bits += [
+            f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok",
+            _money(span["cost_usd"]),
+            f"TTFT {_ms(span['ttft_ms'])}",
+        ]
     if span["action"]:
         bits.append(f"-> {span['action']}")
     if span["status"] == "error":
@@ -264,7 +331,9 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
 
 # --- entry point -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orch", description="Run racehorse-led agent graphs; inspect their cost.")
+    parser = argparse.ArgumentParser(
+        prog="orch", description="Run racehorse-led agent graphs; inspect their cost."
+    )
     parser.add_argument("--project", default=".", help="project folder holding pyproject.toml (default: .)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -314,10 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         return EXIT_CONFIG
     except OrchestratorError as exc:
-        err.print(f"[red]run error:[/red] {exc}")
+        err.print(f"[red]run error:[/red] {escape(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("[yellow]cancelled[/yellow]")

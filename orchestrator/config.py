@@ -96,7 +96,9 @@ def load_manifest(project_dir: str | Path) -> Manifest:
     """Read `[tool.orchestrator]` from `project_dir/pyproject.toml`; errors name the bad field."""
     path = Path(project_dir) / "pyproject.toml"
     if not path.is_file():
-        raise ManifestError(f"no pyproject.toml in {str(project_dir)!r}; run from a project folder or pass --project DIR")
+        raise ManifestError(
+            f"no pyproject.toml in {str(project_dir)!r}; run from a project folder or pass --project DIR"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -128,11 +130,15 @@ class Settings:
         PosixPath('/tmp/traces.db')
     """
 
-    traces_path: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "traces.db")
+    traces_path: Path = field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "traces.db"
+    )
     checkpoints_path: Path = field(
         default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "checkpoints.db"
     )
-    models_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("orchestrator")) / "models")
+    models_dir: Path = field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("orchestrator")) / "models"
+    )
     capture_content: bool = False
 
     def __post_init__(self) -> None:

@@ -40,7 +40,7 @@ class RunContext:
             self.deadline = time.monotonic() + self.limits.deadline_s
 
 
-class BudgetStop(Exception):  # noqa: N818 - a control-flow signal, not an error
+class BudgetStop(Exception):
     """Raised inside a node when the next call would break the budget or a run limit; becomes a status."""
 
     def __init__(self, reason: str) -> None:

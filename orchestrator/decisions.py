@@ -56,7 +56,9 @@ class DecisionError(ValueError):
 
 
 def _clean_params(schema: Mapping[str, Any]) -> dict[str, Any]:
-    props = {k: {kk: vv for kk, vv in v.items() if kk != "title"} for k, v in schema.get("properties", {}).items()}
+    props = {
+        k: {kk: vv for kk, vv in v.items() if kk != "title"} for k, v in schema.get("properties", {}).items()
+    }
     out: dict[str, Any] = {"type": "object", "properties": props}
     if schema.get("required"):
         out["required"] = list(schema["required"])
@@ -68,7 +70,10 @@ def decision_schema(loaded: Sequence[str], catalog: Catalog, workers: Sequence[s
     options: list[dict[str, Any]] = [
         {
             "type": "object",
-            "properties": {"action": {"const": "find_tools"}, "query": {"type": "string", "minLength": 3, "maxLength": QUERY_MAX}},
+            "properties": {
+                "action": {"const": "find_tools"},
+                "query": {"type": "string", "minLength": 3, "maxLength": QUERY_MAX},
+            },
             "required": ["action", "query"],
         }
     ]
@@ -99,7 +104,10 @@ def decision_schema(loaded: Sequence[str], catalog: Catalog, workers: Sequence[s
     options.append(
         {
             "type": "object",
-            "properties": {"action": {"const": "final"}, "answer": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX}},
+            "properties": {
+                "action": {"const": "final"},
+                "answer": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX},
+            },
             "required": ["action", "answer"],
         }
     )

@@ -94,7 +94,9 @@ def _observation(kind: str, text: str) -> HumanMessage:
 NodeFn = Callable[[Any, RunContext], Awaitable[dict[str, Any]]]
 
 
-def traced_node(name: str, agent: bool = False) -> Callable[[NodeFn], Callable[..., Awaitable[dict[str, Any]]]]:
+def traced_node(
+    name: str, agent: bool = False
+) -> Callable[[NodeFn], Callable[..., Awaitable[dict[str, Any]]]]:
     """Wrap a node: a span per execution (flushed to the store when it ends), budget stops become a status."""
 
     def wrap(fn: NodeFn) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -136,27 +138,37 @@ async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         example_worker=next(iter(ctx.workers), "classifier"),
     )
     done = {str(m.content) for m in state.get("messages", []) if isinstance(m, AIMessage)}
-    prompt: list[BaseMessage] = [SystemMessage(system), HumanMessage(state["input"]), *state.get("messages", [])]
+    prompt: list[BaseMessage] = [
+        SystemMessage(system),
+        HumanMessage(state["input"]),
+        *state.get("messages", []),
+    ]
     schema = decision_schema(loaded, ctx.catalog, workers)
     entries: list[LedgerEntry] = []
     decision: Decision | None = None
     error = ""
     for attempt in range(2):
-        msg, entry = await call_model(ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens,
-                                      schema=schema)
+        msg, entry = await call_model(
+            ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
+        )
         entries.append(entry)
         try:
             decision = parse_decision(str(msg.content), loaded, workers)
             if decision.to_json() in done:
                 decision = None
-                raise DecisionError("this exact action was already done and its observation is above; "
-                                    "choose a different action, or final if the task is solved")
+                raise DecisionError(
+                    "this exact action was already done and its observation is above; "
+                    "choose a different action, or final if the task is solved"
+                )
             break
         except DecisionError as exc:
             error = str(exc)
             if attempt == 0:
-                prompt = [*prompt, AIMessage(str(msg.content)),
-                          HumanMessage(f"Invalid reply: {error}. Reply with one valid JSON action.")]
+                prompt = [
+                    *prompt,
+                    AIMessage(str(msg.content)),
+                    HumanMessage(f"Invalid reply: {error}. Reply with one valid JSON action."),
+                ]
     if decision is None:
         raise ModelError(f"the controller's reply was not a valid decision after one repair: {error}")
     update: dict[str, Any] = {
@@ -236,8 +248,18 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
             span.set_attribute(A.ERROR_TYPE, "tool_error")
         elif ctx.capture_content:
             span.set_attribute(A.TOOL_RESULT, text[:_OBSERVATION_CAP])
-    entry = LedgerEntry(node="call_tool", kind="tool", name=name, role=None, input_tokens=0, output_tokens=0,
-                        cost_usd=0.0, wall_ms=(time.perf_counter() - t0) * 1000, ttft_ms=None, compute_ms=None)
+    entry = LedgerEntry(
+        node="call_tool",
+        kind="tool",
+        name=name,
+        role=None,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        wall_ms=(time.perf_counter() - t0) * 1000,
+        ttft_ms=None,
+        compute_ms=None,
+    )
     return {"messages": [_observation(f"call_tool {name}", text)], "ledger": [entry], "pending": None}
 
 
@@ -259,11 +281,20 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
         span.set_attribute(A.ERROR_TYPE, type(error).__name__)
         obs = f"error: {error}"
         return {"messages": [_observation(f"delegate {spec.name}", obs)], "ledger": entries, "pending": None}
-    record = {"worker": spec.name, "value": result.value, "model": result.model, "repaired": result.repaired,
-              "escalated": result.escalated}
+    record = {
+        "worker": spec.name,
+        "value": result.value,
+        "model": result.model,
+        "repaired": result.repaired,
+        "escalated": result.escalated,
+    }
     obs = json.dumps(result.value, ensure_ascii=False)
-    return {"messages": [_observation(f"delegate {spec.name}", obs)], "results": [record], "ledger": entries,
-            "pending": None}
+    return {
+        "messages": [_observation(f"delegate {spec.name}", obs)],
+        "results": [record],
+        "ledger": entries,
+        "pending": None,
+    }
 
 
 def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentState]:
@@ -274,7 +305,9 @@ def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentS
         >>> sorted(builder.nodes)
         ['call_tool', 'controller', 'find_tools', 'worker']
     """
-    g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(AgentState, context_schema=RunContext)
+    g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(
+        AgentState, context_schema=RunContext
+    )
     g.add_node("controller", controller)
     g.add_node("find_tools", find_tools)
     g.add_node("call_tool", call_tool)

@@ -110,7 +110,9 @@ class Ledger:
                     calls=len(models) if models else len(es),
                     input_tokens=sum(e["input_tokens"] for e in es),
                     output_tokens=sum(e["output_tokens"] for e in es),
-                    cost_usd=sum(known) if known else (None if any(e["kind"] == "model" for e in es) else 0.0),
+                    cost_usd=sum(known)
+                    if known
+                    else (None if any(e["kind"] == "model" for e in es) else 0.0),
                     unpriced_calls=sum(1 for e in models if e["cost_usd"] is None),
                     wall_ms=sum(e["wall_ms"] for e in es),
                     ttft_ms=(sum(ttfts) / len(ttfts)) if ttfts else None,

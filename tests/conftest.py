@@ -17,8 +17,11 @@ from support import PRICES, TOOLS, WORKERS, MakeOrch
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(traces_path=tmp_path / "traces.db", checkpoints_path=tmp_path / "ckpt.db",
-                    models_dir=tmp_path / "models")
+    return Settings(
+        traces_path=tmp_path / "traces.db",
+        checkpoints_path=tmp_path / "ckpt.db",
+        models_dir=tmp_path / "models",
+    )
 
 
 @pytest.fixture
@@ -26,13 +29,19 @@ def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-
 @pytest.fixture
 def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
     """An orchestrator whose controller and workers replay scripts; spans also go to memory."""
 
-    def make(controller: Sequence[Any], worker: Sequence[Any] = (), *, limits: Limits | None = None,
-             tracing: bool = True, priced: bool = True, **kw: Any) -> Orchestrator:
+    def make(
+        controller: Sequence[Any],
+        worker: Sequence[Any] = (),
+        *,
+        limits: Limits | None = None,
+        tracing: bool = True,
+        priced: bool = True,
+        **kw: Any,
+    ) -> Orchestrator:
         prices = PRICES if priced else None
         slots = {
             "controller": SlotConfig(model="python:scripted", role="racehorse", prices=prices),
@@ -40,11 +49,22 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
             "extract": SlotConfig(model="python:scripted", role="workhorse", prices=prices),
         }
         worker_model = ScriptedChatModel(replies=list(worker))
-        models = {"controller": ScriptedChatModel(replies=list(controller)),
-                  "classify": worker_model, "extract": worker_model}
-        orch = Orchestrator(settings=settings, slots=slots, models=models, tools=TOOLS, workers=WORKERS,
-                            graphs={"agent": "orchestrator.graph:build_agent_graph"},
-                            limits=limits or Limits(max_steps=8), tracing=tracing, **kw)
+        models = {
+            "controller": ScriptedChatModel(replies=list(controller)),
+            "classify": worker_model,
+            "extract": worker_model,
+        }
+        orch = Orchestrator(
+            settings=kw.pop("settings", settings),
+            slots=slots,
+            models=models,
+            tools=TOOLS,
+            workers=WORKERS,
+            graphs={"agent": "orchestrator.graph:build_agent_graph"},
+            limits=limits or Limits(max_steps=8),
+            tracing=tracing,
+            **kw,
+        )
         if tracing:
             orch.tracing.provider.add_span_processor(SimpleSpanProcessor(spans))  # type: ignore[attr-defined]
         return orch

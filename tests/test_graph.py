@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from support import MakeOrch, act
 from orchestrator import Budget, Limits
+from support import MakeOrch, act
 
 FIND = act(action="find_tools", query="days between two dates")
 CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
@@ -19,15 +19,25 @@ async def test_full_loop_records_every_step(make_orch: MakeOrch) -> None:
     result = await orch.arun("agent", "How long has the customer waited?")
     assert result.status == "ok"
     assert result.answer == "18 days; card_arrival"
-    assert result.results == [{"worker": "classify_request", "value": {"label": "card_arrival"},
-                               "model": "python:scripted", "repaired": False, "escalated": False}]
+    assert result.results == [
+        {
+            "worker": "classify_request",
+            "value": {"label": "card_arrival"},
+            "model": "python:scripted",
+            "repaired": False,
+            "escalated": False,
+        }
+    ]
     nodes = [n.node for n in result.ledger.by_node()]
     assert nodes == ["controller", "call_tool", "worker"]
     controller = result.ledger.by_node()[0]
     assert controller.calls == 4 and controller.role == "racehorse"
     # whitespace-token usage of the scripted model, priced at 1e-6 in / 2e-6 out
-    expected = sum(e["input_tokens"] * 1e-6 + e["output_tokens"] * 2e-6
-                   for e in result.ledger.entries if e["kind"] == "model")
+    expected = sum(
+        e["input_tokens"] * 1e-6 + e["output_tokens"] * 2e-6
+        for e in result.ledger.entries
+        if e["kind"] == "model"
+    )
     assert result.ledger.cost_usd == pytest.approx(expected)
     assert result.ledger.cost_usd > 0
 
@@ -46,7 +56,9 @@ async def test_tool_observation_reaches_the_controller(make_orch: MakeOrch) -> N
     assert any("loaded tools:" in s and "date_diff(" in s for s in seen)
 
 
-async def test_tool_that_raises_goes_back_to_the_model(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
+async def test_tool_that_raises_goes_back_to_the_model(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
     seen: list[str] = []
 
     def final(messages: object) -> str:
@@ -105,8 +117,9 @@ async def test_token_budget(make_orch: MakeOrch) -> None:
     assert result.ledger.tokens == 0  # the first call's worst case already exceeds it: nothing was spent
 
 
-async def test_invalid_worker_output_is_rejected_not_passed_on(make_orch: MakeOrch,
-                                                              spans: InMemorySpanExporter) -> None:
+async def test_invalid_worker_output_is_rejected_not_passed_on(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
     seen: list[str] = []
 
     def final(messages: object) -> str:
@@ -135,7 +148,9 @@ async def test_worker_output_repaired_once(make_orch: MakeOrch) -> None:
 
 async def test_typed_extraction(make_orch: MakeOrch) -> None:
     delegate = act(action="delegate", worker="extract_payment", input="I paid 12.50 EUR")
-    orch = make_orch([delegate, FINAL], ['{"amount": "twelve", "currency": "EUR"}', '{"amount": 12.5, "currency": "EUR"}'])
+    orch = make_orch(
+        [delegate, FINAL], ['{"amount": "twelve", "currency": "EUR"}', '{"amount": 12.5, "currency": "EUR"}']
+    )
     result = await orch.arun("agent", "x")
     assert result.results[0]["value"] == {"amount": 12.5, "currency": "EUR"}
 
@@ -143,8 +158,15 @@ async def test_typed_extraction(make_orch: MakeOrch) -> None:
 async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:
     orch = make_orch([FIND, CALL, FINAL])
     kinds = [(e.kind, e.node) async for e in orch.astream("agent", "x")]
-    assert kinds == [("start", None), ("node", "controller"), ("node", "find_tools"), ("node", "controller"),
-                     ("node", "call_tool"), ("node", "controller"), ("end", None)]
+    assert kinds == [
+        ("start", None),
+        ("node", "controller"),
+        ("node", "find_tools"),
+        ("node", "controller"),
+        ("node", "call_tool"),
+        ("node", "controller"),
+        ("end", None),
+    ]
 
 
 def test_run_sync(make_orch: MakeOrch) -> None:

@@ -45,9 +45,7 @@ def parse_datetime(name: str, text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip())
     except (ValueError, AttributeError):
-        raise ValueError(
-            f"{name} must be an ISO date-time like 2026-01-31T14:30:00, got {text!r}"
-        ) from None
+        raise ValueError(f"{name} must be an ISO date-time like 2026-01-31T14:30:00, got {text!r}") from None
 
 
 def pack(*tools: BaseTool) -> list[BaseTool]:

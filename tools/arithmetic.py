@@ -183,8 +183,8 @@ def gcd_lcm(
     """Find the greatest common divisor (GCD, highest common factor) and least common multiple (LCM) of
     a list of integers.
     """
-    if len(integers) < 2:
-        raise ValueError(f"integers must hold at least two values, got {integers!r}")
+    if not 2 <= len(integers) <= 100:
+        raise ValueError(f"integers must hold between 2 and 100 values, got {len(integers)}")
     if any(abs(n) > 10**18 for n in integers):
         raise ValueError("each integer must be at most 10**18 in absolute value")
     return {"gcd": math.gcd(*integers), "lcm": math.lcm(*integers)}
@@ -291,7 +291,10 @@ def combinations_count(
         raise ValueError(f"n must be between 0 and 10000, got {n}")
     if not 0 <= k <= n:
         raise ValueError(f"k must be between 0 and n={n}, got {k}")
-    return math.perm(n, k) if ordered else math.comb(n, k)
+    count = math.perm(n, k) if ordered else math.comb(n, k)
+    if count.bit_length() > 12_000:
+        raise ValueError(f"the count for n={n}, k={k} has more than 3600 digits; use a smaller n or k")
+    return count
 
 
 @tool
@@ -316,8 +319,7 @@ def solve_quadratic(
         z = cmath.sqrt(disc)
         pair = ((-b - z) / (2 * a), (-b + z) / (2 * a))
         roots = [
-            f"{clean_number(w.real)}{'+' if w.imag >= 0 else '-'}{clean_number(abs(w.imag))}i"
-            for w in pair
+            f"{clean_number(w.real)}{'+' if w.imag >= 0 else '-'}{clean_number(abs(w.imag))}i" for w in pair
         ]
         kind = "complex"
     return {"discriminant": clean_number(disc), "root_type": kind, "roots": roots}

@@ -113,7 +113,7 @@ def csv_to_json(
 
 @tool
 def json_to_csv(
-    json_text: Annotated[str, "A JSON array of flat objects, e.g. [{\"name\": \"Ann\", \"age\": 31}]"],
+    json_text: Annotated[str, 'A JSON array of flat objects, e.g. [{"name": "Ann", "age": 31}]'],
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> str:
     """Convert a JSON array of objects into CSV text with a header row made from the union of their keys

@@ -68,7 +68,8 @@ def add_months(
 
 @tool
 def weekday_of(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> str:
-    """Tell which day of the week a date falls on; returns the weekday name such as 'Sunday'."""
+    """Find the weekday (day of the week) that a calendar date falls on; returns the weekday name such as
+    'Sunday'."""
     return _WEEKDAYS[parse_date("date_text", date_text).weekday()].title()
 
 
@@ -86,8 +87,8 @@ def days_until_weekday(
 
 @tool
 def iso_week(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> dict[str, int | str]:
-    """Give the ISO 8601 week number, ISO week-year and weekday number (Monday=1) of a date, plus the
-    week label such as 2026-W09."""
+    """Give the ISO 8601 week number and ISO week-year of a date, its day number within that week
+    (Monday=1), and the label such as 2026-W09."""
     year, week, weekday = parse_date("date_text", date_text).isocalendar()
     return {"iso_year": year, "week": week, "weekday": weekday, "label": f"{year}-W{week:02d}"}
 
@@ -96,12 +97,12 @@ def iso_week(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> dict[str, int | s
 def business_days_between(
     start_date: Annotated[str, "First day counted (inclusive), YYYY-MM-DD"],
     end_date: Annotated[str, "Last day, exclusive, YYYY-MM-DD"],
-    holidays: Annotated[list[str] | None, "Optional public holidays to skip, as YYYY-MM-DD dates"] = None,
+    holidays: Annotated[tuple[str, ...], "Optional public holidays to skip, as YYYY-MM-DD dates"] = (),
 ) -> int:
-    """Count working days (Monday to Friday, minus any listed holidays) from start date inclusive to end
-    date exclusive; negative if end is before start."""
+    """Count working days (Monday to Friday, minus any listed holidays) from a start date inclusive to an
+    end date or deadline exclusive; negative if the end is earlier."""
     start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
-    skip = {parse_date("holidays", h) for h in holidays or []}
+    skip = {parse_date("holidays", h) for h in holidays}
     sign = 1
     if end < start:
         start, end, sign = end, start, -1
@@ -198,8 +199,8 @@ def age_from_birthdate(
     birthdate: Annotated[str, "Date of birth, YYYY-MM-DD"],
     on_date: Annotated[str, "Date to measure the age on (e.g. today), YYYY-MM-DD"],
 ) -> dict[str, int]:
-    """Compute a person's exact age in years, months and days on a given date from their birthdate,
-    plus total days lived."""
+    """Work out how old someone is: exact age in years, months and days on a given date from the date they
+    were born (birthdate), plus total days lived."""
     born, on = parse_date("birthdate", birthdate), parse_date("on_date", on_date)
     if on < born:
         raise ValueError(f"on_date {on_date} is before birthdate {birthdate}")

@@ -38,7 +38,7 @@ def _stem(word: str) -> str:
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
             return word[: -len(suffix)]
-    return word
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word
 
 
 def _terms(text: str) -> list[str]:

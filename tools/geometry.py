@@ -133,8 +133,8 @@ def great_circle_distance(
     lon2: Annotated[float, "Longitude of the second point in decimal degrees"],
     unit: Annotated[Literal["km", "mi", "nmi"], "Result unit: kilometres, miles or nautical miles"] = "km",
 ) -> dict[str, float]:
-    """Compute the straight-line (as the crow flies) distance between two GPS latitude/longitude points
-    on Earth with the haversine formula, plus the initial compass bearing."""
+    """Compute the as-the-crow-flies distance between two places on Earth from their GPS coordinates
+    (latitude/longitude) with the haversine formula, plus the initial compass bearing."""
     checks = (("lat1", lat1, 90), ("lat2", lat2, 90), ("lon1", lon1, 180), ("lon2", lon2, 180))
     for name, value, bound in checks:
         require_finite(name, value)

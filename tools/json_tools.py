@@ -110,7 +110,7 @@ def json_keys(
         raise ValueError("json_text must be a JSON object or a non-empty array of objects")
     keys: dict[str, None] = {}
     for row in rows:
-        for k in (_flatten(row, "").keys() if recursive else row.keys()):
+        for k in _flatten(row, "").keys() if recursive else row.keys():
             keys.setdefault(k, None)
     return list(keys)
 

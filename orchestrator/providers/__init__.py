@@ -33,7 +33,7 @@ def create_chat_model(binding: SlotBinding, settings: Settings) -> BaseChatModel
     if profile.provider == "python":
         return _python_model(binding)
     raise ConfigError(
-        f"slot {binding.slot!r}: provider {profile.provider!r} has no built-in client in this version; bind a "
+        f"slot {binding.slot!r}: provider {profile.provider!r} has no client in this version; bind a "
         "local model, or any LangChain chat model with 'python:module:attr'"
     )
 
@@ -53,7 +53,9 @@ def _python_model(binding: SlotBinding) -> BaseChatModel:
         raise ManifestError(f"slot {binding.slot!r}: cannot load chat model {ref!r}: {exc}") from None
     model = target if isinstance(target, BaseChatModel) else target()
     if not isinstance(model, BaseChatModel):
-        raise ManifestError(f"slot {binding.slot!r}: {ref!r} is not a LangChain chat model (got {type(model).__name__})")
+        raise ManifestError(
+            f"slot {binding.slot!r}: {ref!r} is not a LangChain chat model (got {type(model).__name__})"
+        )
     return model
 
 
@@ -66,7 +68,9 @@ def provenance(slots: dict[str, SlotBinding], settings: Settings) -> dict[str, s
             continue
         spec = LOCAL_MODELS.get(p.model)
         if spec is not None:
-            out[A.MODEL_SHA256 + p.name] = spec.sha256 if is_verified(spec, settings.models_dir) else "unverified"
+            out[A.MODEL_SHA256 + p.name] = (
+                spec.sha256 if is_verified(spec, settings.models_dir) else "unverified"
+            )
         else:
             out[A.MODEL_SHA256 + p.name] = "unverified (user file)"
         try:

@@ -80,15 +80,56 @@ def hotspots(store: TraceStore, by: By = "node", run_id: str | None = None) -> l
 
 
 def span_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
-    """A run's spans as nested dicts (children in start order); several roots if the run was resumed."""
+    """A run's spans as nested dicts (children in start order), one root per attempt (a resume adds one).
+
+    An attempt whose process died never ended its run span; its spans are gathered under a stand-in root
+    named "interrupted attempt" so they are still shown and counted.
+    """
     rows = store.run_spans(run_id)
-    by_id = {r["span_id"]: {**r, "children": []} for r in rows}
-    roots = []
+    by_id: dict[str, dict[str, Any]] = {r["span_id"]: {**r, "children": []} for r in rows}
+    roots: list[dict[str, Any]] = []
+    lost: dict[str, dict[str, Any]] = {}
     for r in rows:
         node = by_id[r["span_id"]]
-        parent = by_id.get(r["parent_id"]) if r["parent_id"] else None
-        if parent is None:
+        parent_id = r["parent_id"]
+        if parent_id in by_id:
+            by_id[parent_id]["children"].append(node)
+        elif r["kind"] == "run" or parent_id is None:
             roots.append(node)
-        else:
-            parent["children"].append(node)
+        else:  # the parent (the run span of a killed process) was never exported
+            stand_in = lost.get(parent_id)
+            if stand_in is None:
+                stand_in = {
+                    "span_id": parent_id,
+                    "trace_id": r["trace_id"],
+                    "parent_id": None,
+                    "run_id": run_id,
+                    "name": "interrupted attempt (the process ended before its run span closed)",
+                    "kind": "run",
+                    "node": None,
+                    "model": None,
+                    "tool": None,
+                    "role": None,
+                    "action": None,
+                    "start_ns": r["start_ns"],
+                    "end_ns": r["end_ns"],
+                    "duration_ms": None,
+                    "status": "error",
+                    "status_message": "interrupted",
+                    "input_tokens": None,
+                    "output_tokens": None,
+                    "cache_read_tokens": None,
+                    "cache_write_tokens": None,
+                    "cost_usd": None,
+                    "ttft_ms": None,
+                    "attributes": "{}",
+                    "children": [],
+                }
+                lost[parent_id] = stand_in
+                roots.append(stand_in)
+            stand_in["children"].append(node)
+            stand_in["end_ns"] = max(stand_in["end_ns"] or 0, r["end_ns"] or 0)
+    for stand_in in lost.values():
+        stand_in["duration_ms"] = (stand_in["end_ns"] - stand_in["start_ns"]) / 1e6
+    roots.sort(key=lambda n: n["start_ns"] or 0)
     return roots

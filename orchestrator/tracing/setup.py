@@ -34,7 +34,11 @@ class SQLiteSpanExporter(SpanExporter):
         self.store = store
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        rows = [_row(s) for s in spans if s.instrumentation_scope is not None and s.instrumentation_scope.name == SCOPE]
+        rows = [
+            _row(s)
+            for s in spans
+            if s.instrumentation_scope is not None and s.instrumentation_scope.name == SCOPE
+        ]
         try:
             self.store.write_spans(rows)
         except Exception:  # tracing must never break a run

@@ -19,7 +19,7 @@ Migration = Callable[[sqlite_utils.Database], None]
 
 def m001_runs_spans(db: sqlite_utils.Database) -> None:
     """Runs (written at start, so a killed run is still listed) and spans (one row per ended span)."""
-    db["runs"].create(
+    db.table("runs").create(
         {
             "run_id": str,
             "graph": str,
@@ -38,7 +38,7 @@ def m001_runs_spans(db: sqlite_utils.Database) -> None:
         },
         pk="run_id",
     )
-    db["spans"].create(
+    db.table("spans").create(
         {
             "span_id": str,
             "trace_id": str,
@@ -66,9 +66,9 @@ def m001_runs_spans(db: sqlite_utils.Database) -> None:
         },
         pk="span_id",
     )
-    db["spans"].create_index(["run_id", "start_ns"])
-    db["spans"].create_index(["kind", "node"])
-    db["runs"].create_index(["started_at"])
+    db.table("spans").create_index(["run_id", "start_ns"])
+    db.table("spans").create_index(["kind", "node"])
+    db.table("runs").create_index(["started_at"])
 
 
 MIGRATIONS: list[Migration] = [m001_runs_spans]
@@ -77,14 +77,14 @@ MIGRATIONS: list[Migration] = [m001_runs_spans]
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; return the names applied now."""
     if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
-    done = {row["name"] for row in db["_migrations"].rows}
+        db.table("_migrations").create({"name": str, "applied_at": float}, pk="name")
+    done = {row["name"] for row in db.table("_migrations").rows}
     applied = []
     for fn in MIGRATIONS:
         if fn.__name__ not in done:
             with db.conn:
                 fn(db)
-                db["_migrations"].insert({"name": fn.__name__, "applied_at": time.time()})
+                db.table("_migrations").insert({"name": fn.__name__, "applied_at": time.time()})
             applied.append(fn.__name__)
     return applied
 
@@ -132,9 +132,9 @@ class TraceStore:
             existing = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
             if existing:
                 row["started_at"] = existing[0]
-                self.db["runs"].update(run_id, {"status": "running", "ended_at": None, "error": None})
+                self.db.table("runs").update(run_id, {"status": "running", "ended_at": None, "error": None})
             else:
-                self.db["runs"].insert(row)
+                self.db.table("runs").insert(row)
 
     def end_run(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome: status, totals, answer, error."""
@@ -144,13 +144,13 @@ class TraceStore:
             fields.setdefault("ended_at", now)
             if started:
                 fields.setdefault("duration_ms", (now - started[0]) * 1000)
-            self.db["runs"].update(run_id, fields)
+            self.db.table("runs").update(run_id, fields)
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert span rows (idempotent on span_id)."""
         if rows:
             with self._lock, self.db.conn:
-                self.db["spans"].insert_all(rows, replace=True)
+                self.db.table("spans").insert_all(rows, replace=True)
 
     # --- reading ---------------------------------------------------------------------------------------
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -73,7 +73,9 @@ def test_business_days_between() -> None:
     assert business_days_between.invoke({"start_date": "2026-03-07", "end_date": "2026-03-09"}) == 0
     assert business_days_between.invoke({"start_date": "2026-03-16", "end_date": "2026-03-02"}) == -10
     with pytest.raises(ValueError, match="holidays"):
-        business_days_between.invoke({"start_date": "2026-03-02", "end_date": "2026-03-16", "holidays": ["soon"]})
+        business_days_between.invoke(
+            {"start_date": "2026-03-02", "end_date": "2026-03-16", "holidays": ["soon"]}
+        )
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,9 @@ def test_convert_utc_offset() -> None:
         {"date_time": "2026-03-01T09:00", "from_offset": "+02:00", "to_offset": "+09:00"}
     )
     assert tokyo == "2026-03-01T16:00:00+09:00"
-    india = convert_utc_offset.invoke({"date_time": "2026-03-01T01:00", "from_offset": "UTC", "to_offset": "-0530"})
+    india = convert_utc_offset.invoke(
+        {"date_time": "2026-03-01T01:00", "from_offset": "UTC", "to_offset": "-0530"}
+    )
     assert india == "2026-02-28T19:30:00-05:30"
     with pytest.raises(ValueError, match="from_offset must be a UTC offset"):
         convert_utc_offset.invoke({"date_time": "2026-03-01T09:00", "from_offset": "CET", "to_offset": "UTC"})
@@ -152,6 +156,8 @@ def test_month_calendar_info() -> None:
 def test_nth_weekday_of_month() -> None:
     thanksgiving = nth_weekday_of_month.invoke({"year": 2026, "month": 11, "weekday": "thursday", "n": 4})
     assert thanksgiving == "2026-11-26"
-    assert nth_weekday_of_month.invoke({"year": 2026, "month": 5, "weekday": "monday", "n": -1}) == "2026-05-25"
+    assert (
+        nth_weekday_of_month.invoke({"year": 2026, "month": 5, "weekday": "monday", "n": -1}) == "2026-05-25"
+    )
     with pytest.raises(ValueError, match="only 4"):
         nth_weekday_of_month.invoke({"year": 2026, "month": 2, "weekday": "monday", "n": 5})

@@ -41,8 +41,13 @@ def test_loan_payment() -> None:
 
 
 def test_present_value() -> None:
-    assert present_value.invoke({"future_amount": 1100, "annual_discount_rate_percent": 10, "years": 1}) == 1000.0
-    assert present_value.invoke({"future_amount": 1000, "annual_discount_rate_percent": 0, "years": 5}) == 1000.0
+    assert (
+        present_value.invoke({"future_amount": 1100, "annual_discount_rate_percent": 10, "years": 1})
+        == 1000.0
+    )
+    assert (
+        present_value.invoke({"future_amount": 1000, "annual_discount_rate_percent": 0, "years": 5}) == 1000.0
+    )
 
 
 def test_net_present_value() -> None:
@@ -54,7 +59,9 @@ def test_net_present_value() -> None:
 
 def test_internal_rate_of_return() -> None:
     assert internal_rate_of_return.invoke({"cash_flows": [-100, 110]}) == pytest.approx(10.0, abs=1e-4)
-    assert internal_rate_of_return.invoke({"cash_flows": [-1000, 500, 500, 500]}) == pytest.approx(23.3752, abs=1e-3)
+    assert internal_rate_of_return.invoke({"cash_flows": [-1000, 500, 500, 500]}) == pytest.approx(
+        23.3752, abs=1e-3
+    )
     with pytest.raises(ValueError, match="negative and one positive"):
         internal_rate_of_return.invoke({"cash_flows": [100, 200]})
 
@@ -70,16 +77,31 @@ def test_split_bill() -> None:
 
 
 def test_price_after_discount_and_tax() -> None:
-    result = price_after_discount_and_tax.invoke({"list_price": 80, "discount_percent": 25, "tax_percent": 10})
-    assert result == {"discount_amount": 20.0, "price_after_discount": 60.0, "tax_amount": 6.0, "final_price": 66.0}
+    result = price_after_discount_and_tax.invoke(
+        {"list_price": 80, "discount_percent": 25, "tax_percent": 10}
+    )
+    assert result == {
+        "discount_amount": 20.0,
+        "price_after_discount": 60.0,
+        "tax_amount": 6.0,
+        "final_price": 66.0,
+    }
     with pytest.raises(ValueError, match="discount_percent"):
         price_after_discount_and_tax.invoke({"list_price": 80, "discount_percent": 120})
 
 
 def test_break_even_point() -> None:
-    result = break_even_point.invoke({"fixed_costs": 10000, "price_per_unit": 50, "variable_cost_per_unit": 30})
-    assert result == {"break_even_units": 500, "break_even_revenue": 25000.0, "contribution_margin_per_unit": 20.0}
-    rounded_up = break_even_point.invoke({"fixed_costs": 100, "price_per_unit": 7, "variable_cost_per_unit": 4})
+    result = break_even_point.invoke(
+        {"fixed_costs": 10000, "price_per_unit": 50, "variable_cost_per_unit": 30}
+    )
+    assert result == {
+        "break_even_units": 500,
+        "break_even_revenue": 25000.0,
+        "contribution_margin_per_unit": 20.0,
+    }
+    rounded_up = break_even_point.invoke(
+        {"fixed_costs": 100, "price_per_unit": 7, "variable_cost_per_unit": 4}
+    )
     assert rounded_up["break_even_units"] == 34
     with pytest.raises(ValueError, match="must exceed"):
         break_even_point.invoke({"fixed_costs": 100, "price_per_unit": 4, "variable_cost_per_unit": 4})

@@ -50,7 +50,9 @@ def test_linear_regression() -> None:
 
 
 def test_weighted_average() -> None:
-    assert weighted_average.invoke({"values": [90, 80, 70], "weights": [3, 2, 1]}) == pytest.approx(83.3333333)
+    assert weighted_average.invoke({"values": [90, 80, 70], "weights": [3, 2, 1]}) == pytest.approx(
+        83.3333333
+    )
     assert weighted_average.invoke({"values": [4.0, 3.0], "weights": [1, 1]}) == 3.5
     with pytest.raises(ValueError, match="sum to 0"):
         weighted_average.invoke({"values": [1, 2], "weights": [0, 0]})

@@ -35,7 +35,9 @@ def test_text_statistics() -> None:
 def test_word_frequency() -> None:
     top = word_frequency.invoke({"text": "The cat and the hat. The cat sat.", "top_n": 2})
     assert top == [{"word": "cat", "count": 2}, {"word": "hat", "count": 1}]
-    with_stopwords = word_frequency.invoke({"text": "The cat and the hat.", "top_n": 1, "skip_stopwords": False})
+    with_stopwords = word_frequency.invoke(
+        {"text": "The cat and the hat.", "top_n": 1, "skip_stopwords": False}
+    )
     assert with_stopwords == [{"word": "the", "count": 2}]
     with pytest.raises(ValueError, match="top_n"):
         word_frequency.invoke({"text": "x", "top_n": 0})
@@ -76,7 +78,10 @@ def test_convert_case(style: str, expected: str) -> None:
 
 
 def test_convert_case_splits_identifiers() -> None:
-    assert convert_case.invoke({"text": "myHTTPServer getURLValue", "style": "snake"}) == "my_http_server_get_url_value"
+    assert (
+        convert_case.invoke({"text": "myHTTPServer getURLValue", "style": "snake"})
+        == "my_http_server_get_url_value"
+    )
 
 
 def test_reverse_words() -> None:
@@ -135,7 +140,10 @@ def test_is_palindrome() -> None:
 
 
 def test_wrap_text() -> None:
-    assert wrap_text.invoke({"text": "aaa bbb ccc ddd eee fff ggg", "width": 11}) == "aaa bbb ccc\nddd eee fff\nggg"
+    assert (
+        wrap_text.invoke({"text": "aaa bbb ccc ddd eee fff ggg", "width": 11})
+        == "aaa bbb ccc\nddd eee fff\nggg"
+    )
     assert wrap_text.invoke({"text": "one\n\n two  three", "width": 20}) == "one\n\ntwo three"
     with pytest.raises(ValueError, match="width"):
         wrap_text.invoke({"text": "x", "width": 5})

@@ -1,0 +1,194 @@
+"""Span trees (in-memory exporter), the SQLite store, hotspots, and the host's TracerProvider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from orchestrator.tracing.report import hotspots, span_tree
+from orchestrator.tracing.store import MIGRATIONS, TraceStore, migrate
+from support import MakeOrch, act
+
+FIND = act(action="find_tools", query="days between two dates")
+CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
+DELEGATE = act(action="delegate", worker="classify_request", input="my card has not arrived")
+FINAL = act(action="final", answer="18")
+
+
+async def test_span_tree_and_attributes(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
+    result = await make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}']).arun("agent", "x")
+    finished = spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished}
+    names = sorted(s.name for s in finished)
+    assert names == sorted(
+        ["invoke_workflow agent"]
+        + ["invoke_agent controller"] * 4
+        + ["chat python:scripted"] * 5
+        + ["find_tools", "call_tool", "execute_tool date_diff", "invoke_agent worker"]
+    )
+    run = next(s for s in finished if s.name == "invoke_workflow agent")
+    assert run.parent is None
+    assert run.attributes is not None
+    assert run.attributes["gen_ai.operation.name"] == "invoke_workflow"
+    assert run.attributes["orchestrator.run_id"] == result.run_id
+    assert run.attributes["orchestrator.version"] == "0.1.0"
+    assert len(str(run.attributes["orchestrator.config_hash"])) == 16
+    for s in finished:
+        assert s.attributes is not None and s.attributes["orchestrator.run_id"] == result.run_id
+        if s.name.startswith("invoke_agent") or s.name in {"find_tools", "call_tool"}:
+            assert s.parent is not None and by_id[s.parent.span_id] is run
+        if s.name.startswith("chat "):
+            parent = by_id[s.parent.span_id]  # type: ignore[union-attr]
+            assert parent.name in {"invoke_agent controller", "invoke_agent worker"}
+            assert s.attributes["gen_ai.operation.name"] == "chat"
+            assert s.attributes["gen_ai.usage.input_tokens"] > 0  # type: ignore[operator]
+            assert s.attributes["orchestrator.cost_usd"] > 0  # type: ignore[operator]
+            expected_role = "racehorse" if parent.name.endswith("controller") else "workhorse"
+            assert s.attributes["orchestrator.role"] == expected_role
+        if s.name == "execute_tool date_diff":
+            assert by_id[s.parent.span_id].name == "call_tool"  # type: ignore[union-attr]
+            assert s.attributes["gen_ai.tool.name"] == "date_diff"
+    actions = [s.attributes["orchestrator.action"] for s in finished if s.name == "invoke_agent controller"]
+    assert actions == ["find_tools", "call_tool", "delegate", "final"]  # type: ignore[comparison-overlap]
+
+
+async def test_prompts_are_not_stored_unless_asked(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
+    await make_orch([FIND, CALL, FINAL]).arun("agent", "secret customer text")
+    for s in spans.get_finished_spans():
+        blob = json.dumps(dict(s.attributes or {}))
+        assert "secret customer text" not in blob
+        assert "gen_ai.input.messages" not in blob
+
+
+async def test_prompts_stored_on_opt_in(
+    make_orch: MakeOrch, settings: object, spans: InMemorySpanExporter
+) -> None:
+    from dataclasses import replace
+
+    orch = make_orch([FINAL], settings=replace(settings, capture_content=True))  # type: ignore[type-var]
+    await orch.arun("agent", "secret customer text")
+    chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
+    assert "secret customer text" in str((chat.attributes or {})["gen_ai.input.messages"])
+
+
+async def test_sqlite_store_holds_the_run(make_orch: MakeOrch) -> None:
+    orch = make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}'])
+    result = await orch.arun("agent", "x")
+    store = orch.store
+    assert store is not None
+    run = store.get_run(result.run_id)
+    assert run is not None
+    assert run["status"] == "ok" and run["graph"] == "agent"
+    assert run["cost_usd"] == pytest.approx(result.ledger.cost_usd)
+    assert run["input_tokens"] == result.ledger.input_tokens
+    rows = store.run_spans(result.run_id)
+    assert {r["kind"] for r in rows} == {"run", "node", "chat", "tool"}
+    assert sum(r["cost_usd"] or 0 for r in rows if r["kind"] == "chat") == pytest.approx(
+        result.ledger.cost_usd
+    )
+    (root,) = span_tree(store, result.run_id)
+    assert root["kind"] == "run" and len(root["children"]) == 7  # 4 controller + find + call + worker
+
+
+async def test_hotspots_by_node_model_tool(make_orch: MakeOrch) -> None:
+    orch = make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}'])
+    result = await orch.arun("agent", "x")
+    assert orch.store is not None
+    nodes = {h.key: h for h in hotspots(orch.store, "node")}
+    assert set(nodes) == {"controller", "find_tools", "call_tool", "worker"}
+    assert nodes["controller"].calls == 4
+    total = result.ledger.cost_usd or 0.0
+    assert nodes["controller"].cost_usd == pytest.approx(result.ledger.by_node()[0].cost_usd)
+    assert sum(h.share or 0 for h in nodes.values()) == pytest.approx(1.0)
+    assert nodes["controller"].cost_usd + nodes["worker"].cost_usd == pytest.approx(total)  # type: ignore[operator]
+    assert nodes["find_tools"].cost_usd == 0.0
+    assert nodes["controller"].p95_ms >= nodes["controller"].p50_ms
+    (model,) = hotspots(orch.store, "model")
+    assert model.key == "python:scripted" and model.calls == 5
+    (tool,) = hotspots(orch.store, "tool")
+    assert tool.key == "date_diff" and tool.calls == 1
+
+
+async def test_unpriced_model_costs_null_not_zero(make_orch: MakeOrch) -> None:
+    with pytest.warns(UserWarning, match="no price known"):
+        result = await make_orch([FIND, FINAL], priced=False).arun("agent", "x")
+    assert result.ledger.cost_usd is None
+    assert result.ledger.unpriced_calls == 2
+    assert result.ledger.by_node()[0].cost_usd is None
+
+
+async def test_node_spans_are_flushed_when_the_node_ends(make_orch: MakeOrch) -> None:
+    seen_in_store: list[int] = []
+    orch = make_orch([FIND, FINAL])
+
+    def final(messages: object) -> str:
+        assert orch.store is not None
+        seen_in_store.append(len(orch.store.spans("kind = 'node'")))
+        return FINAL
+
+    orch = make_orch([FIND, final])
+    await orch.arun("agent", "x")
+    # by the second controller call, the first controller node and find_tools are already in SQLite
+    assert seen_in_store == [2]
+
+
+def test_migrations_are_named_and_recorded() -> None:
+    db = sqlite_utils.Database(memory=True)
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS] == ["m001_runs_spans"]
+    assert migrate(db) == []
+    assert {"runs", "spans", "_migrations"} <= set(db.table_names())
+
+
+def test_store_uses_wal_and_lists_a_started_run(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    store.start_run("r1", "g", config_hash="h", version="v")
+    (row,) = store.list_runs()
+    assert row["status"] == "running"  # a killed run stays listed
+
+
+def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from orchestrator import Orchestrator, Settings, SlotConfig
+        from orchestrator.testing import ScriptedChatModel
+
+        host = TracerProvider()
+        memory = InMemorySpanExporter()
+        host.add_span_processor(SimpleSpanProcessor(memory))
+        trace.set_tracer_provider(host)
+        with trace.get_tracer("host.app").start_as_current_span("http request"):
+            orch = Orchestrator(
+                settings=Settings(traces_path={str(tmp_path / "t.db")!r}, checkpoints_path={str(tmp_path / "c.db")!r}),
+                slots={{"controller": SlotConfig(model="python:x", role="racehorse")}},
+                models={{"controller": ScriptedChatModel(replies=['{{"action": "final", "answer": "ok"}}'])}},
+                graphs={{"g": "orchestrator.graph:build_agent_graph"}})
+            import warnings; warnings.simplefilter("ignore")
+            result = asyncio.run(orch.arun("g", "hi"))
+        assert trace.get_tracer_provider() is host
+        names = [s.name for s in memory.get_finished_spans()]
+        assert "invoke_workflow g" in names and "http request" in names, names
+        run = next(s for s in memory.get_finished_spans() if s.name == "invoke_workflow g")
+        assert run.parent is not None  # nested under the host's own span
+        rows = orch.store.run_spans(result.run_id)
+        assert "http request" not in [r["name"] for r in rows]  # only our scope goes to SQLite
+        assert len(rows) == 3, rows
+        print("OK")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "OK"
