@@ -108,7 +108,8 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
         _print_result(result)
     if result.status == "failed":
         err.print(
-            f"[red]run failed:[/red] {escape(str(result.error))}. Resume with: orch run --resume {result.run_id}"
+            f"[red]run failed:[/red] {escape(str(result.error))}. "
+            f"Resume with: orch run --resume {result.run_id}"
         )
         return EXIT_FAILED
     return EXIT_OK

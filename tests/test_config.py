@@ -39,7 +39,7 @@ def test_bad_type_is_named_with_the_value(tmp_path: Path) -> None:
 
 def test_bad_role(tmp_path: Path) -> None:
     body = '[tool.orchestrator.slots]\ncontroller = { model = "local:qwen2.5-1.5b", role = "boss" }\n'
-    with pytest.raises(ManifestError, match="slots.controller.role"):
+    with pytest.raises(ManifestError, match=r"slots\.controller\.role"):
         load_manifest(_project(tmp_path, body))
 
 
@@ -61,12 +61,13 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_unknown_provider_suggests() -> None:
-    with pytest.raises(UnknownModelError, match="unknown provider 'opneai'.*did you mean 'openai'"):
+    with pytest.raises(UnknownModelError, match=r"unknown provider 'opneai'.*did you mean 'openai'"):
         resolve_profile("opneai:gpt-4o-mini")
 
 
 def test_unknown_local_model_suggests() -> None:
-    with pytest.raises(UnknownModelError, match="unknown model 'qwen2.5-1.5' .*did you mean 'qwen2.5-1.5b'"):
+    expected = r"unknown model 'qwen2\.5-1\.5' .*did you mean 'qwen2\.5-1\.5b'"
+    with pytest.raises(UnknownModelError, match=expected):
         resolve_profile("local:qwen2.5-1.5")
 
 

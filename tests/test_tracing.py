@@ -172,7 +172,8 @@ def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
         trace.set_tracer_provider(host)
         with trace.get_tracer("host.app").start_as_current_span("http request"):
             orch = Orchestrator(
-                settings=Settings(traces_path={str(tmp_path / "t.db")!r}, checkpoints_path={str(tmp_path / "c.db")!r}),
+                settings=Settings(traces_path={str(tmp_path / "t.db")!r},
+                                  checkpoints_path={str(tmp_path / "c.db")!r}),
                 slots={{"controller": SlotConfig(model="python:x", role="racehorse")}},
                 models={{"controller": ScriptedChatModel(replies=['{{"action": "final", "answer": "ok"}}'])}},
                 graphs={{"g": "orchestrator.graph:build_agent_graph"}})
