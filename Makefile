@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := $(VENV)/.stamps
 # llama-cpp-python compiles from source (~6-10 min on 2 cores, cached by pip afterwards).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
-DEMO_INPUT ?= A customer wrote: 'I ordered a new card on 2026-03-02 and it still has not arrived.' Today is 2026-03-20. Classify the message and say how many days the customer has waited.
+DEMO_INPUT ?= How many days are there between 2026-03-02 and 2026-03-20? Also classify this customer message: 'My new card was ordered on 2026-03-02 and still has not arrived.'
 
 .PHONY: demo test lint typecheck unit models bench clean
 

@@ -108,6 +108,7 @@ class Catalog:
     """
 
     FIELD_WEIGHTS: ClassVar[dict[str, float]] = {"name": 3.0, "description": 1.0, "params": 0.5}
+    PREFIX_WEIGHT: ClassVar[float] = 0.6
 
     def __init__(self, entries: Iterable[CatalogEntry], k1: float = 1.2, b: float = 0.75) -> None:
         self._entries: dict[str, CatalogEntry] = {}
@@ -172,9 +173,21 @@ class Catalog:
                 terms[tok] = terms.get(tok, 0.0) + self.FIELD_WEIGHTS[fld]
         return terms
 
+    def _expand(self, term: str) -> dict[str, float]:
+        """The term itself, plus vocabulary terms sharing a 4+ letter prefix with it (diff ~ difference)."""
+        out = {term: 1.0} if term in self._idf else {}
+        if len(term) >= 4:
+            for other in self._idf:
+                if other != term and len(other) >= 4 and (other.startswith(term) or term.startswith(other)):
+                    out.setdefault(other, self.PREFIX_WEIGHT)
+        return out
+
     def search(self, query: str, k: int = 5, exclude: Iterable[str] = ()) -> list[ToolHit]:
         """Top-k tools for a query by BM25; tools in `exclude` (already loaded) are skipped."""
-        q = set(tokenize(query))
+        q: dict[str, float] = {}
+        for term in set(tokenize(query)):
+            for t, w in self._expand(term).items():
+                q[t] = max(q.get(t, 0.0), w)
         skip = set(exclude)
         scored = []
         for name, terms in self._docs.items():
@@ -182,11 +195,11 @@ class Catalog:
                 continue
             length = sum(terms.values())
             score = 0.0
-            for t in q:
+            for t, weight in q.items():
                 tf = terms.get(t, 0.0)
                 if tf:
                     norm = tf + self.k1 * (1 - self.b + self.b * length / self._avg_len)
-                    score += self._idf[t] * tf * (self.k1 + 1) / norm
+                    score += weight * self._idf[t] * tf * (self.k1 + 1) / norm
             if score > 0:
                 scored.append(ToolHit(name, score, self._entries[name].description))
         scored.sort(key=lambda h: (-h.score, h.name))

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,8 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 130
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables keep their columns when piped (rich would otherwise assume 80 columns).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -379,7 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    warnings.simplefilter("default")
     try:
         code: int = args.func(args)
         return code

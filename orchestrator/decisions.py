@@ -22,6 +22,8 @@ Action = Literal["find_tools", "call_tool", "delegate", "final"]
 ACTIONS: tuple[Action, ...] = ("find_tools", "call_tool", "delegate", "final")
 # Bounded strings keep a weak model from running a field on until max_tokens.
 QUERY_MAX = 80
+# Plain words: keeps a small model from pasting identifiers or lists into the search query.
+QUERY_PATTERN = "^[a-z0-9][a-z0-9 ]{2,79}$"  # grammar converters ignore maxLength next to a pattern
 TEXT_MAX = 400
 
 
@@ -72,7 +74,7 @@ def decision_schema(loaded: Sequence[str], catalog: Catalog, workers: Sequence[s
             "type": "object",
             "properties": {
                 "action": {"const": "find_tools"},
-                "query": {"type": "string", "minLength": 3, "maxLength": QUERY_MAX},
+                "query": {"type": "string", "minLength": 3, "maxLength": QUERY_MAX, "pattern": QUERY_PATTERN},
             },
             "required": ["action", "query"],
         }

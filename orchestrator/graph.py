@@ -64,25 +64,45 @@ class WorkerTask(TypedDict):
     input: str
 
 
-CONTROLLER_PROMPT = """You are the controller of a tool-using assistant. Solve the user's task step by step.
-Each reply is ONE JSON object choosing one action:
-- find_tools: {{"action": "find_tools", "query": "<what a tool must compute>"}} loads matching tools.
-- call_tool: {{"action": "call_tool", "tool": "<loaded tool>", "args": {{...}}}} runs a loaded tool.
-- delegate: {{"action": "delegate", "worker": "<worker>", "input": "<text>"}} gives text to a worker.
-- final: {{"action": "final", "answer": "<answer>"}} ends the task.
-Workers:
+CONTROLLER_PROMPT = """You control an assistant. Each turn, reply with ONE JSON action:
+{{"action": "find_tools", "query": "..."}} search the tool catalog by what a tool computes; found tools become callable
+{{"action": "call_tool", "tool": "...", "args": {{...}}}} run a found tool
+{{"action": "delegate", "worker": "...", "input": "..."}} send text to a worker:
 {workers}
-Rules: find a tool before calling it; use tools for arithmetic, dates, units and text statistics; delegate
-classification and extraction to a worker; never repeat an action; answer as soon as the observations suffice.
+{{"action": "final", "answer": "..."}} finish with the answer
+Compute with tools (arithmetic, dates, units, text statistics); classify or extract text with a worker.
+Do only the steps the task asks for, never repeat one, and finish as soon as you have every result."""
 
-Example task: "Convert 26.2 miles to km, and classify: 'where is my parcel?'"
-{{"action": "find_tools", "query": "convert miles to kilometers"}}
-Observation (find_tools): loaded tools: convert_length(value: number, from_unit: string, to_unit: string) ...
-{{"action": "call_tool", "tool": "convert_length", "args": {{"value": 26.2, "from_unit": "mi", "to_unit": "km"}}}}
-Observation (call_tool convert_length): 42.16
-{{"action": "delegate", "worker": "{example_worker}", "input": "where is my parcel?"}}
-Observation (delegate {example_worker}): {{"label": "..."}}
-{{"action": "final", "answer": "26.2 miles is 42.16 km; the message is classified as ..."}}"""
+
+def example_turns(worker: str | None) -> list[BaseMessage]:
+    """One worked task as chat turns (marked `example=True`): small models follow turns better than rules."""
+    turns: list[BaseMessage] = [
+        HumanMessage(
+            "How many km is 26.2 miles?" + (" Also process: 'where is my parcel?'" if worker else "")
+        ),
+        AIMessage('{"action": "find_tools", "query": "convert miles to kilometers"}', example=True),
+        HumanMessage(
+            "Observation (find_tools): found convert_length(value, from_unit, to_unit): "
+            "Convert a length between units.\nconvert_speed(value, from_unit, to_unit): Convert a speed."
+            "\nconvert_area(value, from_unit, to_unit): Convert an area."
+        ),
+        AIMessage(
+            '{"action": "call_tool", "tool": "convert_length", '
+            '"args": {"value": 26.2, "from_unit": "mi", "to_unit": "km"}}',
+            example=True,
+        ),
+        HumanMessage("Observation (call_tool convert_length): 42.16"),
+    ]
+    if worker:
+        turns += [
+            AIMessage(
+                f'{{"action": "delegate", "worker": "{worker}", "input": "where is my parcel?"}}',
+                example=True,
+            ),
+            HumanMessage(f'Observation (delegate {worker}): {{"result": "..."}}'),
+        ]
+    turns.append(AIMessage('{"action": "final", "answer": "26.2 miles is 42.16 km."}', example=True))
+    return turns
 
 
 def _observation(kind: str, text: str) -> HumanMessage:
@@ -134,8 +154,7 @@ async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     loaded = state.get("loaded", [])
     workers = list(ctx.workers)
     system = CONTROLLER_PROMPT.format(
-        workers="\n".join(f"- {w.name}: {w.description}" for w in ctx.workers.values()) or "- (none)",
-        example_worker=next(iter(ctx.workers), "classifier"),
+        workers="\n".join(f"  {w.name}: {w.description}" for w in ctx.workers.values()) or "  (none)",
     )
     done = {str(m.content) for m in state.get("messages", []) if isinstance(m, AIMessage)}
     prompt: list[BaseMessage] = [
@@ -205,9 +224,9 @@ async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         lines = []
         for h in hits:
             props = ctx.catalog.get(h.name).parameters.get("properties", {})
-            args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in props.items())
-            lines.append(f"{h.name}({args}) - {h.description}")
-        text = "loaded tools:\n" + "\n".join(lines)
+            first_sentence = h.description.split(". ")[0].rstrip(".")
+            lines.append(f"{h.name}({', '.join(props)}): {first_sentence}.")
+        text = "found " + "\n".join(lines)
     return {"loaded": [h.name for h in hits], "messages": [_observation("find_tools", text)], "pending": None}
 
 

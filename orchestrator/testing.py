@@ -20,7 +20,7 @@ Reply = str | Callable[[Sequence[BaseMessage]], str]
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Replays `replies`; with `by_turn=True` it picks reply i where i = assistant messages in the prompt.
+    """Replays `replies`; with `by_turn=True` it picks reply i where i = assistant turns in the prompt.
 
     `by_turn` makes the script a function of the conversation, so a run resumed in another process gets
     the reply it would have got. Usage is counted in whitespace tokens so costs are predictable.
@@ -46,7 +46,7 @@ class ScriptedChatModel(BaseChatModel):
 
     def _next(self, messages: Sequence[BaseMessage], worker_key: str | None) -> str:
         if self.by_turn:
-            index = sum(1 for m in messages if isinstance(m, AIMessage))
+            index = sum(1 for m in messages if isinstance(m, AIMessage) and not m.example)
         else:
             index, self._cursor = self._cursor, self._cursor + 1
         if index >= len(self.replies):

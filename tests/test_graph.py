@@ -53,7 +53,7 @@ async def test_tool_observation_reaches_the_controller(make_orch: MakeOrch) -> N
     result = await orch.arun("agent", "wait?")
     assert result.status == "ok"
     assert any("Observation (call_tool date_diff): 18" in s for s in seen)
-    assert any("loaded tools:" in s and "date_diff(" in s for s in seen)
+    assert any(s.startswith("Observation (find_tools): found date_diff(start, end)") for s in seen)
 
 
 async def test_tool_that_raises_goes_back_to_the_model(

@@ -126,8 +126,8 @@ def _eval_node(node: ast.AST) -> Number:
 def calculate(
     expression: Annotated[str, "Arithmetic expression, e.g. '2*(3+4)**2' or 'sqrt(16) + log(100, 10)'"],
 ) -> int | float:
-    """Safely evaluate an arithmetic math expression with + - * / // % **, parentheses and functions
-    such as sqrt, log, sin, cos, min, max, round; returns the numeric result.
+    """Safely evaluate a numeric math expression with + - * / // % **, parentheses and functions
+    such as sqrt, log, sin, cos, min, max, round; returns the number (numbers only).
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")

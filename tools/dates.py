@@ -35,8 +35,8 @@ def date_diff(
     start_date: Annotated[str, "Earlier date, ISO format YYYY-MM-DD"],
     end_date: Annotated[str, "Later date, ISO format YYYY-MM-DD"],
 ) -> int:
-    """Count the number of days between two dates (end minus start, negative if end is earlier), e.g.
-    how many days from 2026-01-15 to 2026-03-01."""
+    """Date arithmetic: count the days between two dates (end minus start, negative if end is earlier),
+    e.g. how many days from 2026-01-15 to 2026-03-01."""
     return (parse_date("end_date", end_date) - parse_date("start_date", start_date)).days
 
 
