@@ -74,13 +74,18 @@ Compute with tools (arithmetic, dates, units, text statistics); classify or extr
 Do only the steps the task asks for, never repeat one, and finish as soon as you have every result."""
 
 
+EXAMPLE = {"example": True}  # marks worked-example turns (response_metadata never reaches a provider)
+
+
 def example_turns(worker: str | None) -> list[BaseMessage]:
-    """One worked task as chat turns (marked `example=True`): small models follow turns better than rules."""
+    """One worked task as chat turns: small models follow turns better than rules."""
     turns: list[BaseMessage] = [
         HumanMessage(
             "How many km is 26.2 miles?" + (" Also process: 'where is my parcel?'" if worker else "")
         ),
-        AIMessage('{"action": "find_tools", "query": "convert miles to kilometers"}', example=True),
+        AIMessage(
+            '{"action": "find_tools", "query": "convert miles to kilometers"}', response_metadata=EXAMPLE
+        ),
         HumanMessage(
             "Observation (find_tools): found convert_length(value, from_unit, to_unit): "
             "Convert a length between units.\nconvert_speed(value, from_unit, to_unit): Convert a speed."
@@ -101,7 +106,9 @@ def example_turns(worker: str | None) -> list[BaseMessage]:
             ),
             HumanMessage(f'Observation (delegate {worker}): {{"result": "..."}}'),
         ]
-    turns.append(AIMessage('{"action": "final", "answer": "26.2 miles is 42.16 km."}', example=True))
+    turns.append(
+        AIMessage('{"action": "final", "answer": "26.2 miles is 42.16 km."}', response_metadata=EXAMPLE)
+    )
     return turns
 
 

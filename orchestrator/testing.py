@@ -46,7 +46,9 @@ class ScriptedChatModel(BaseChatModel):
 
     def _next(self, messages: Sequence[BaseMessage], worker_key: str | None) -> str:
         if self.by_turn:
-            index = sum(1 for m in messages if isinstance(m, AIMessage) and not m.example)
+            index = sum(
+                1 for m in messages if isinstance(m, AIMessage) and not m.response_metadata.get("example")
+            )
         else:
             index, self._cursor = self._cursor, self._cursor + 1
         if index >= len(self.replies):
