@@ -1,0 +1,142 @@
+"""The real local models (llama-cpp-python, Qwen2.5-Coder GGUF): end to end, and 20 concurrent runs.
+
+These always run in CI (`make test` builds the model files first). On a machine without them, set
+ORCH_SKIP_LOCAL=1 to skip; nothing here downloads weights from a hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from orchestrator import Limits, Orchestrator, Settings, SlotConfig
+from orchestrator.testing import ScriptedChatModel
+from support import TOOLS, WORKERS
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.environ.get("ORCH_SKIP_LOCAL") == "1", reason="ORCH_SKIP_LOCAL=1"),
+]
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = (
+    "How many days are there between 2026-03-02 and 2026-03-20? Also classify this customer message: "
+    "'My new card was ordered on 2026-03-02 and still has not arrived.'"
+)
+
+
+def test_example_graph_end_to_end_on_local_models(tmp_path: Path) -> None:
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(ROOT), "run", "assistant", DEMO, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok"
+    assert "18" in result["answer"]  # tolerant: the date tool's result reaches the answer
+    nodes = {n["node"]: n for n in result["ledger"]["nodes"]}
+    assert nodes["controller"]["model"] == "local:qwen2.5-1.5b" and nodes["controller"]["role"] == "racehorse"
+    assert nodes["worker"]["model"] == "local:qwen2.5-0.5b" and nodes["worker"]["role"] == "workhorse"
+    assert nodes["call_tool"]["calls"] >= 1
+    assert result["results"] and result["results"][0]["worker"] in {"classify_request", "extract_transaction"}
+    if result["results"][0]["worker"] == "classify_request":
+        assert result["results"][0]["value"]["label"] in {"card_arrival", "lost_or_stolen_card", "other"}
+
+    top = subprocess.run(
+        [*cmd[:5], "traces", "top", "--by", "node", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    spots = {h["key"]: h for h in json.loads(top.stdout)}
+    assert {"controller", "find_tools", "call_tool", "worker"} <= set(spots)
+    assert spots["controller"]["input_tokens"] > 0 and spots["controller"]["p50_ms"] > 0
+    assert spots["controller"]["cost_usd"] == 0.0  # local models are priced 0 explicitly, not unknown
+    shown = json.loads(
+        subprocess.run(
+            [*cmd[:5], "traces", "show", result["run_id"], "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        ).stdout
+    )
+    (root,) = shown["spans"]
+    attributes = json.loads(root["attributes"])
+    assert attributes["orchestrator.model_sha256.local:qwen2.5-1.5b"] == (
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    )
+    assert attributes["orchestrator.llama_cpp_version"] == "0.3.36"
+    chats = [c for n in root["children"] for c in n["children"] if c["kind"] == "chat"]
+    assert all(c["ttft_ms"] is not None and c["ttft_ms"] > 0 for c in chats)
+    assert all(json.loads(c["attributes"])["orchestrator.compute_ms"] > 0 for c in chats)
+
+
+async def test_twenty_concurrent_runs_share_one_instance(tmp_path: Path) -> None:
+    from orchestrator.providers.local import loaded_instances
+
+    messages_labels = [("my card still has not arrived", "card_arrival"), ("what is the exchange rate", "x")]
+
+    def delegate(messages: Sequence[BaseMessage]) -> str:
+        task = str(messages[-1].content)
+        return json.dumps({"action": "delegate", "worker": "classify_request", "input": task})
+
+    def final(messages: Sequence[BaseMessage]) -> str:
+        return json.dumps({"action": "final", "answer": str(messages[-1].content)})
+
+    exporter = InMemorySpanExporter()
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "controller": SlotConfig(model="python:scripted", role="racehorse"),
+            "classify": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+            "extract": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+        },
+        models={"controller": ScriptedChatModel(replies=[delegate, final], by_turn=True)},
+        tools=TOOLS,
+        workers=WORKERS,
+        graphs={"g": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=4, deadline_s=600),
+    )
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    orch.tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    inputs = [f"{messages_labels[i % 2][0]} (ticket {i})" for i in range(20)]
+    with pytest.warns(UserWarning, match="no price known"):
+        results = await asyncio.gather(*(orch.arun("g", text) for text in inputs))
+
+    assert [r.status for r in results] == ["ok"] * 20
+    assert len({r.run_id for r in results}) == 20
+    loads = loaded_instances()
+    assert len(loads) == 1 and list(loads.values()) == [1]  # one llama instance for the 0.5B, loaded once
+    for r in results:
+        assert len(r.results) == 1
+        worker_entries = [e for e in r.ledger.entries if e["node"] == "worker"]
+        assert len(worker_entries) in (1, 2)  # one call, or a call and its repair: this run's own
+        assert all(e["name"] == "local:qwen2.5-0.5b" for e in worker_entries)
+        assert r.ledger.by_node()[0].calls == 2
+    spans = exporter.get_finished_spans()
+    by_id: dict[int, Any] = {s.context.span_id: s for s in spans}
+    runs = {s.attributes["orchestrator.run_id"]: s for s in spans if s.name == "invoke_workflow g"}  # type: ignore[index]
+    assert len(runs) == 20
+    for s in spans:
+        if s.name == "invoke_workflow g":
+            continue
+        top = s
+        while top.parent is not None:
+            top = by_id[top.parent.span_id]
+        # every span's root is the run span of its own run: no cross-run parenting under concurrency
+        assert top is runs[s.attributes["orchestrator.run_id"]]  # type: ignore[index]
+    queue_waits = [
+        s.attributes.get("orchestrator.queue_ms", 0) for s in spans if s.name.startswith("chat local")
+    ]
+    assert max(queue_waits) > 100  # type: ignore[operator]  # calls really waited behind the single instance
