@@ -19,6 +19,7 @@ from rich.tree import Tree
 
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.graph import last_decision
 from orchestrator.ledger import Budget
 
 __all__ = ["main"]
@@ -117,7 +118,7 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
 
 def _describe(event: Any) -> str:
     update = event.update
-    pending = update.get("pending")
+    pending = last_decision(update)
     if event.node == "controller":
         if update.get("status") == "budget_stop":
             return f"stopped: {update.get('stop_reason')}"
@@ -133,7 +134,7 @@ def _describe(event: Any) -> str:
 
 
 def _next_label(event: Any) -> str:
-    pending = event.update.get("pending") or {}
+    pending = last_decision(event.update) or {}
     action = pending.get("action")
     if event.node == "controller" and action in {"find_tools", "call_tool"}:
         return str(action)

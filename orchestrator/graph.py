@@ -13,9 +13,10 @@ START -> controller -> find_tools -> controller
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import operator
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -27,7 +28,7 @@ from orchestrator.calls import call_model
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.decisions import Decision, DecisionError, decision_schema, parse_decision
 from orchestrator.errors import ModelError, ToolError
-from orchestrator.ledger import LedgerEntry
+from orchestrator.ledger import LedgerEntry, LedgerLine, ledger_delta, merge_ledger
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 from orchestrator.workers import reject, run_worker
@@ -49,9 +50,7 @@ class AgentState(TypedDict, total=False):
     messages: Annotated[list[BaseMessage], operator.add]
     loaded: Annotated[list[str], _append_new]
     results: Annotated[list[dict[str, Any]], operator.add]
-    ledger: Annotated[list[LedgerEntry], operator.add]
-    steps: int
-    pending: dict[str, Any] | None
+    ledger: Annotated[dict[str, LedgerLine], merge_ledger]
     answer: str | None
     status: str | None
     stop_reason: str | None
@@ -77,7 +76,8 @@ Do only the steps the task asks for, never repeat one, and finish as soon as you
 EXAMPLE = {"example": True}  # marks worked-example turns (response_metadata never reaches a provider)
 
 
-def example_turns(worker: str | None) -> list[BaseMessage]:
+@functools.cache
+def example_turns(worker: str | None) -> tuple[BaseMessage, ...]:
     """One worked task as chat turns: small models follow turns better than rules."""
     turns: list[BaseMessage] = [
         HumanMessage(
@@ -109,7 +109,7 @@ def example_turns(worker: str | None) -> list[BaseMessage]:
     turns.append(
         AIMessage('{"action": "final", "answer": "26.2 miles is 42.16 km."}', response_metadata=EXAMPLE)
     )
-    return turns
+    return tuple(turns)
 
 
 def _observation(kind: str, text: str) -> HumanMessage:
@@ -139,9 +139,10 @@ def traced_node(
                     update = await fn(state, ctx)
                 except BudgetStop as stop:
                     span.set_attribute(A.STATUS, "budget_stop")
-                    return {"status": "budget_stop", "stop_reason": stop.reason, "pending": None}
-                if update.get("pending"):
-                    span.set_attribute(A.ACTION, str(update["pending"]["action"]))
+                    return {"status": "budget_stop", "stop_reason": stop.reason}
+                decision = last_decision(update)
+                if decision is not None:
+                    span.set_attribute(A.ACTION, str(decision["action"]))
                 return update
 
         node.__name__ = name
@@ -153,7 +154,7 @@ def traced_node(
 @traced_node("controller", agent=True)
 async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """Ask the racehorse for the next action, under a schema of what is loaded now."""
-    steps = state.get("steps", 0)
+    steps = sum(1 for m in state.get("messages", []) if isinstance(m, AIMessage))
     budget_steps = ctx.meter.budget.steps
     limit = min(ctx.limits.max_steps, budget_steps) if budget_steps is not None else ctx.limits.max_steps
     if steps >= limit:
@@ -199,18 +200,25 @@ async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         raise ModelError(f"the controller's reply was not a valid decision after one repair: {error}")
     update: dict[str, Any] = {
         "messages": [AIMessage(decision.to_json())],
-        "pending": {"action": decision.action, **json.loads(decision.to_json())},
-        "steps": steps + 1,
-        "ledger": entries,
+        "ledger": ledger_delta(entries),
     }
     if decision.action == "final":
         update |= {"answer": decision.answer, "status": "ok"}
     return update
 
 
+def last_decision(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The decision in the last transcript message, if that message is the controller's (derived, not stored)."""
+    messages = state.get("messages") or []
+    if not messages or not isinstance(messages[-1], AIMessage):
+        return None
+    decision: dict[str, Any] = json.loads(str(messages[-1].content))
+    return decision
+
+
 def route(state: AgentState) -> str | list[Send]:
     """After the controller: follow its decision, or stop."""
-    pending = state.get("pending")
+    pending = last_decision(state)
     if state.get("status") or not pending:
         return END
     action = pending["action"]
@@ -222,7 +230,7 @@ def route(state: AgentState) -> str | list[Send]:
 @traced_node("find_tools")
 async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """Search the catalog and load the top-k tools (append-only)."""
-    query = (state.get("pending") or {}).get("query", "")
+    query = (last_decision(state) or {}).get("query", "")
     loaded = state.get("loaded", [])
     hits = ctx.catalog.search(query, k=ctx.limits.top_k, exclude=loaded)
     if not hits:
@@ -234,13 +242,13 @@ async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
             first_sentence = h.description.split(". ")[0].rstrip(".")
             lines.append(f"{h.name}({', '.join(props)}): {first_sentence}.")
         text = "found " + "\n".join(lines)
-    return {"loaded": [h.name for h in hits], "messages": [_observation("find_tools", text)], "pending": None}
+    return {"loaded": [h.name for h in hits], "messages": [_observation("find_tools", text)]}
 
 
 @traced_node("call_tool")
 async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """Run one loaded tool with a timeout; an error goes back to the controller as an observation."""
-    pending = state.get("pending") or {}
+    pending = last_decision(state) or {}
     name, args = str(pending.get("tool", "")), dict(pending.get("args") or {})
     attributes: dict[str, Any] = {
         A.OPERATION: "execute_tool",
@@ -260,7 +268,8 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
             tool = ctx.catalog.get(name).tool
             if tool is None:
                 raise ToolError(f"tool {name!r} has no implementation in this catalog")
-            result = await asyncio.wait_for(tool.ainvoke(args), timeout=ctx.limits.tool_timeout_s)
+            async with asyncio.timeout(ctx.limits.tool_timeout_s):
+                result = await tool.ainvoke(args)
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             ok = True
         except TimeoutError:
@@ -286,7 +295,10 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         ttft_ms=None,
         compute_ms=None,
     )
-    return {"messages": [_observation(f"call_tool {name}", text)], "ledger": [entry], "pending": None}
+    return {
+        "messages": [_observation(f"call_tool {name}", text)],
+        "ledger": ledger_delta([entry]),
+    }
 
 
 @traced_node("worker", agent=True)
@@ -306,7 +318,10 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
         span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
         span.set_attribute(A.ERROR_TYPE, type(error).__name__)
         obs = f"error: {error}"
-        return {"messages": [_observation(f"delegate {spec.name}", obs)], "ledger": entries, "pending": None}
+        return {
+            "messages": [_observation(f"delegate {spec.name}", obs)],
+            "ledger": ledger_delta(entries),
+        }
     record = {
         "worker": spec.name,
         "value": result.value,
@@ -318,8 +333,7 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     return {
         "messages": [_observation(f"delegate {spec.name}", obs)],
         "results": [record],
-        "ledger": entries,
-        "pending": None,
+        "ledger": ledger_delta(entries),
     }
 
 

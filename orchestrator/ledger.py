@@ -1,4 +1,4 @@
-"""The cost ledger: one entry per model or tool call, checkpointed in the graph state.
+"""The cost ledger: totals per node and model or tool, checkpointed in the graph state.
 
 The checkpointed ledger is the authoritative cost record: a resumed run starts from it, so a finished node is
 never paid twice. `Budget` is checked before every model call against a worst-case estimate.
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["Budget", "Ledger", "LedgerEntry", "NodeCost"]
+__all__ = ["Budget", "Ledger", "LedgerEntry", "LedgerLine", "NodeCost", "ledger_delta", "merge_ledger"]
 
 Kind = Literal["model", "tool"]
 
@@ -45,6 +45,82 @@ class Budget:
     steps: int | None = None
 
 
+class LedgerLine(TypedDict):
+    """Totals for one (node, kind, model-or-tool) in the checkpointed state; merged by `merge_ledger`.
+
+    The state keeps totals, not one row per call, so a checkpoint stays the same size however long a run
+    is; the per-call detail lives in the trace store.
+    """
+
+    node: str
+    kind: Kind
+    name: str
+    role: str | None
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float  # the sum of known costs
+    unpriced_calls: int  # calls whose cost is unknown: the total is then a lower bound
+    wall_ms: float
+    ttft_ms_total: float
+    ttft_calls: int
+    compute_ms: float
+
+
+def _line(e: LedgerEntry) -> LedgerLine:
+    return LedgerLine(
+        node=e["node"],
+        kind=e["kind"],
+        name=e["name"],
+        role=e["role"],
+        calls=1,
+        input_tokens=e["input_tokens"],
+        output_tokens=e["output_tokens"],
+        cost_usd=e["cost_usd"] or 0.0,
+        unpriced_calls=int(e["kind"] == "model" and e["cost_usd"] is None),
+        wall_ms=e["wall_ms"],
+        ttft_ms_total=e["ttft_ms"] or 0.0,
+        ttft_calls=int(e["ttft_ms"] is not None),
+        compute_ms=e["compute_ms"] or 0.0,
+    )
+
+
+_SUMMED = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "wall_ms",
+    "ttft_ms_total",
+    "ttft_calls",
+    "compute_ms",
+)
+
+
+def merge_ledger(left: dict[str, LedgerLine], right: dict[str, LedgerLine]) -> dict[str, LedgerLine]:
+    """Reducer: add the right side's totals into the left's, key by key (order of first appearance)."""
+    out = dict(left)
+    for key, line in right.items():
+        have = out.get(key)
+        if have is None:
+            out[key] = line
+        else:
+            merged = dict(have)
+            for f in _SUMMED:
+                merged[f] = have[f] + line[f]  # type: ignore[literal-required]
+            out[key] = merged  # type: ignore[assignment]
+    return out
+
+
+def ledger_delta(entries: list[LedgerEntry]) -> dict[str, LedgerLine]:
+    """A node's state update for the calls it made."""
+    delta: dict[str, LedgerLine] = {}
+    for e in entries:
+        delta = merge_ledger(delta, {f"{e['node']}|{e['kind']}|{e['name']}": _line(e)})
+    return delta
+
+
 @dataclass(frozen=True)
 class NodeCost:
     """The per-node line of a run's cost table."""
@@ -66,56 +142,57 @@ class Ledger:
     """A run's ledger: totals and the per-node breakdown."""
 
     run_id: str
-    entries: tuple[LedgerEntry, ...]
+    lines: tuple[LedgerLine, ...]
+
+    @classmethod
+    def from_state(cls, run_id: str, state: dict[str, LedgerLine] | None) -> Ledger:
+        """The ledger of a checkpointed state."""
+        return cls(run_id, tuple((state or {}).values()))
 
     @property
     def input_tokens(self) -> int:
-        return sum(e["input_tokens"] for e in self.entries)
+        return sum(e["input_tokens"] for e in self.lines)
 
     @property
     def output_tokens(self) -> int:
-        return sum(e["output_tokens"] for e in self.entries)
+        return sum(e["output_tokens"] for e in self.lines)
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
     @property
-    def cost_usd(self) -> float | None:
-        """Sum of known costs; None if no call had a known price."""
-        known = [e["cost_usd"] for e in self.entries if e["cost_usd"] is not None]
-        return sum(known) if known else (None if self.unpriced_calls else 0.0)
-
-    @property
     def unpriced_calls(self) -> int:
         """Model calls whose cost is unknown: the total is then a lower bound."""
-        return sum(1 for e in self.entries if e["kind"] == "model" and e["cost_usd"] is None)
+        return sum(e["unpriced_calls"] for e in self.lines)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Sum of known costs; None if no call had a known price."""
+        return _cost(self.lines)
 
     def by_node(self) -> list[NodeCost]:
         """Aggregate per node (in first-seen order)."""
-        groups: dict[str, list[LedgerEntry]] = {}
-        for e in self.entries:
+        groups: dict[str, list[LedgerLine]] = {}
+        for e in self.lines:
             groups.setdefault(e["node"], []).append(e)
         rows = []
         for node, es in groups.items():
             models = [e for e in es if e["kind"] == "model"]
-            names = sorted({e["name"] for e in models})
-            known = [e["cost_usd"] for e in es if e["cost_usd"] is not None]
-            ttfts = [e["ttft_ms"] for e in models if e["ttft_ms"] is not None]
+            counted = models or es
+            ttft_calls = sum(e["ttft_calls"] for e in models)
             rows.append(
                 NodeCost(
                     node=node,
-                    model=", ".join(names) if names else None,
+                    model=", ".join(sorted({e["name"] for e in models})) or None,
                     role=next((e["role"] for e in models if e["role"]), None),
-                    calls=len(models) if models else len(es),
+                    calls=sum(e["calls"] for e in counted),
                     input_tokens=sum(e["input_tokens"] for e in es),
                     output_tokens=sum(e["output_tokens"] for e in es),
-                    cost_usd=sum(known)
-                    if known
-                    else (None if any(e["kind"] == "model" for e in es) else 0.0),
-                    unpriced_calls=sum(1 for e in models if e["cost_usd"] is None),
+                    cost_usd=_cost(es),
+                    unpriced_calls=sum(e["unpriced_calls"] for e in es),
                     wall_ms=sum(e["wall_ms"] for e in es),
-                    ttft_ms=(sum(ttfts) / len(ttfts)) if ttfts else None,
+                    ttft_ms=(sum(e["ttft_ms_total"] for e in models) / ttft_calls) if ttft_calls else None,
                 )
             )
         return rows
@@ -130,6 +207,14 @@ class Ledger:
             "output_tokens": self.output_tokens,
             "nodes": [n.__dict__ for n in self.by_node()],
         }
+
+
+def _cost(lines: tuple[LedgerLine, ...] | list[LedgerLine]) -> float | None:
+    calls = sum(e["calls"] for e in lines if e["kind"] == "model")
+    unpriced = sum(e["unpriced_calls"] for e in lines)
+    if calls and unpriced == calls:
+        return None
+    return sum(e["cost_usd"] for e in lines)
 
 
 class BudgetMeter:

@@ -29,7 +29,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
-from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
+from orchestrator.ledger import Budget, BudgetMeter, Ledger
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.tracing import attrs as A
@@ -308,7 +308,7 @@ class Orchestrator:
                 "recursion_limit": 2 * self.limits.max_steps + 6,
             }
             snapshot = await app.aget_state(config)
-            prior: list[LedgerEntry] = list(snapshot.values.get("ledger", [])) if snapshot.values else []
+            prior = Ledger.from_state(run_id, snapshot.values.get("ledger") if snapshot.values else None)
             if resume and not snapshot.values:
                 raise ConfigError(
                     f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
@@ -320,8 +320,8 @@ class Orchestrator:
                 )
             meter = BudgetMeter(
                 budget,
-                sum(e["cost_usd"] or 0.0 for e in prior),
-                sum(e["input_tokens"] + e["output_tokens"] for e in prior),
+                prior.cost_usd or 0.0,
+                prior.tokens,
             )
             ctx = RunContext(
                 run_id=run_id,
@@ -374,15 +374,19 @@ class Orchestrator:
                         status = state.get("status") or ("ok" if state.get("answer") else "failed")
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
+                latest = prior
+                with contextlib.suppress(BaseException):  # the checkpoint holds what finished nodes spent
+                    values = (await asyncio.shield(app.aget_state(config))).values
+                    latest = Ledger.from_state(run_id, values.get("ledger"))
                 self._finish(
-                    run_id, "cancelled", None, prior, f"cancelled; resume with `orch run --resume {run_id}`"
+                    run_id, "cancelled", None, latest, f"cancelled; resume with `orch run --resume {run_id}`"
                 )
                 raise
             result = RunResult(
                 run_id=run_id,
                 status=status,
                 answer=state.get("answer"),
-                ledger=Ledger(run_id, tuple(state.get("ledger", []))),
+                ledger=Ledger.from_state(run_id, state.get("ledger")),
                 stop_reason=state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results", [])),
@@ -391,12 +395,12 @@ class Orchestrator:
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
 
     def _finish(
-        self, run_id: str, status: str, result: RunResult | None, prior: list[LedgerEntry], error: str | None
+        self, run_id: str, status: str, result: RunResult | None, prior: Ledger, error: str | None
     ) -> None:
         self.tracing.flush()
         if self._store is None:
             return
-        ledger = result.ledger if result else Ledger(run_id, tuple(prior))
+        ledger = result.ledger if result else prior
         self._store.end_run(
             run_id,
             status=status,

@@ -33,11 +33,7 @@ async def test_full_loop_records_every_step(make_orch: MakeOrch) -> None:
     controller = result.ledger.by_node()[0]
     assert controller.calls == 4 and controller.role == "racehorse"
     # whitespace-token usage of the scripted model, priced at 1e-6 in / 2e-6 out
-    expected = sum(
-        e["input_tokens"] * 1e-6 + e["output_tokens"] * 2e-6
-        for e in result.ledger.entries
-        if e["kind"] == "model"
-    )
+    expected = sum(e["input_tokens"] * 1e-6 + e["output_tokens"] * 2e-6 for e in result.ledger.lines)
     assert result.ledger.cost_usd == pytest.approx(expected)
     assert result.ledger.cost_usd > 0
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,9 @@ async def test_node_spans_are_flushed_when_the_node_ends(make_orch: MakeOrch) ->
 
     def final(messages: object) -> str:
         assert orch.store is not None
+        deadline = time.monotonic() + 2.0  # written by the trace writer thread within milliseconds
+        while len(orch.store.spans("kind = 'node'")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         seen_in_store.append(len(orch.store.spans("kind = 'node'")))
         return FINAL
 

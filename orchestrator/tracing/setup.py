@@ -7,6 +7,7 @@ replace it; the exporter keeps only spans from the `orchestrator` instrumentatio
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -53,13 +54,33 @@ class SQLiteSpanExporter(SpanExporter):
 
 
 class NodeFlushSpanProcessor(SpanProcessor):
-    """Buffers ended spans and exports them when a node or run span ends (or the buffer fills)."""
+    """Buffers ended spans; when a node or run span ends, hands the batch to a writer thread.
+
+    The batch is written within milliseconds, off the run's hot path (sqlite3 releases the GIL while it
+    writes). `force_flush` waits until everything handed over is written; the runner calls it at the end of
+    every run, so a finished run's spans are always in the store.
+    """
 
     def __init__(self, exporter: SpanExporter, max_buffer: int = 512) -> None:
         self.exporter = exporter
         self.max_buffer = max_buffer
         self._buffer: list[ReadableSpan] = []
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[list[ReadableSpan] | threading.Event | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="orchestrator-trace-writer", daemon=True
+        )
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self.exporter.export(item)
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         return None
@@ -71,17 +92,22 @@ class NodeFlushSpanProcessor(SpanProcessor):
             if kind not in _FLUSH_KINDS and len(self._buffer) < self.max_buffer:
                 return
             batch, self._buffer = self._buffer, []
-        self.exporter.export(batch)
+        self._queue.put(batch)
 
     def shutdown(self) -> None:
         self.force_flush()
+        self._queue.put(None)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         with self._lock:
             batch, self._buffer = self._buffer, []
         if batch:
-            self.exporter.export(batch)
-        return True
+            self._queue.put(batch)
+        if not self._writer.is_alive():
+            return False
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout_millis / 1000)
 
 
 def _row(span: ReadableSpan) -> dict[str, Any]:
@@ -158,7 +184,7 @@ def _add_processor(provider: Any, processor: SpanProcessor) -> None:
 def _remove_processor(provider: Any, processor: SpanProcessor) -> None:
     # The SDK has no public remove; our processor turns inert instead so a host provider stays intact.
     if isinstance(processor, NodeFlushSpanProcessor):
-        processor.force_flush()
+        processor.shutdown()
         processor.exporter = _NullExporter()
 
 
