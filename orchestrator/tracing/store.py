@@ -73,6 +73,35 @@ def m001_runs_spans(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS: list[Migration] = [m001_runs_spans]
 
+SPAN_COLUMNS = (
+    "span_id",
+    "trace_id",
+    "parent_id",
+    "run_id",
+    "name",
+    "kind",
+    "node",
+    "model",
+    "tool",
+    "role",
+    "action",
+    "start_ns",
+    "end_ns",
+    "duration_ms",
+    "status",
+    "status_message",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "ttft_ms",
+    "attributes",
+)
+_INSERT_SPAN = (
+    f"insert or replace into spans ({', '.join(SPAN_COLUMNS)}) values ({', '.join('?' * len(SPAN_COLUMNS))})"
+)
+
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply pending migrations in order; return the names applied now."""
@@ -147,10 +176,11 @@ class TraceStore:
             self.db.table("runs").update(run_id, fields)
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert span rows (idempotent on span_id)."""
+        """Insert span rows (idempotent on span_id) with one prepared statement: this runs per node."""
         if rows:
+            values = [tuple(r.get(c) for c in SPAN_COLUMNS) for r in rows]
             with self._lock, self.db.conn:
-                self.db.table("spans").insert_all(rows, replace=True)
+                self.db.conn.executemany(_INSERT_SPAN, values)
 
     # --- reading ---------------------------------------------------------------------------------------
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
