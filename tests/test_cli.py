@@ -276,3 +276,37 @@ def test_python_dash_m_and_models_list() -> None:
     assert proc.returncode == 0, proc.stderr
     names = [m["name"] for m in json.loads(proc.stdout)]
     assert names == ["local:qwen2.5-1.5b", "local:qwen2.5-0.5b"]
+
+
+def test_models_verify_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    from orchestrator.modelfiles import LOCAL_MODELS
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / LOCAL_MODELS["qwen2.5-0.5b"].filename).write_bytes(b"GGUF not really")
+    env = {**os.environ, "ORCH_MODELS_DIR": str(models)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "models", "verify", "qwen2.5-0.5b"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "expected 1d9614638d18024d" in proc.stderr and "orch models build qwen2.5-0.5b" in proc.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "models", "verify", "qwen2.5-1.5b"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "is missing" in missing.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "models", "verify", "qwen3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "unknown model 'qwen3'" in unknown.stderr

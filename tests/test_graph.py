@@ -168,3 +168,15 @@ async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:
 def test_run_sync(make_orch: MakeOrch) -> None:
     result = make_orch([FINAL]).run_sync("agent", "x")
     assert (result.status, result.answer) == ("ok", "18 days; card_arrival")
+
+
+async def test_deadline_stops_the_run(make_orch: MakeOrch) -> None:
+    result = await make_orch([FIND, CALL, FINAL], limits=Limits(deadline_s=1e-6)).arun("agent", "x")
+    assert result.status == "budget_stop"
+    assert result.stop_reason is not None and result.stop_reason.startswith("deadline")
+
+
+async def test_seconds_budget(make_orch: MakeOrch) -> None:
+    result = await make_orch([FIND, CALL, FINAL]).arun("agent", "x", budget=Budget(seconds=0))
+    assert result.status == "budget_stop"
+    assert result.stop_reason == "time budget of 0s used up"
