@@ -365,8 +365,9 @@ class Orchestrator:
                                 await queue.put(
                                     RunEvent(run_id, "node", node, update or {}, time.perf_counter() - t0)
                                 )
-                    except OrchestratorError as exc:
-                        status, error = "failed", f"{type(exc).__name__}: {exc}"
+                    except Exception as exc:  # recorded as a failed run, never left "running"
+                        kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
+                        status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     state = (await app.aget_state(config)).values

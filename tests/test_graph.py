@@ -180,3 +180,15 @@ async def test_seconds_budget(make_orch: MakeOrch) -> None:
     result = await make_orch([FIND, CALL, FINAL]).arun("agent", "x", budget=Budget(seconds=0))
     assert result.status == "budget_stop"
     assert result.stop_reason == "time budget of 0s used up"
+
+
+async def test_a_model_that_raises_fails_the_run_and_is_recorded(make_orch: MakeOrch) -> None:
+    def crash(messages: object) -> str:
+        raise KeyError("bug in a custom model")
+
+    orch = make_orch([crash])
+    result = await orch.arun("agent", "x")
+    assert result.status == "failed"
+    assert result.error is not None and "bug in a custom model" in result.error
+    assert orch.store is not None
+    assert orch.store.get_run(result.run_id)["status"] == "failed"  # type: ignore[index]
