@@ -108,12 +108,7 @@ def shipped_table() -> PriceTable:
 
 
 def warn_unpriced(model: str) -> None:
-    """Warn once per model that its calls will carry cost `null`."""
-    _warn_once(model)
-
-
-@cache
-def _warn_once(model: str) -> None:
+    """Warn that a model's calls carry cost `null` (Python's warning filters show it once per place)."""
     warnings.warn(
         f"no price known for model {model!r}: its cost is recorded as null ('?'); "
         "set price_as= or prices= on the slot to price it",
