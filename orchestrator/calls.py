@@ -101,24 +101,27 @@ async def call_model(
         meta = msg.response_metadata or {}
         ttft = meta.get("ttft_ms")
         compute = meta.get("compute_ms")
-        span.set_attribute(A.INPUT_TOKENS, usage.input_tokens)
-        span.set_attribute(A.OUTPUT_TOKENS, usage.output_tokens)
-        span.set_attribute(A.CACHE_READ, usage.cache_read_tokens)
-        span.set_attribute(A.CACHE_WRITE, usage.cache_write_tokens)
+        result: dict[str, Any] = {
+            A.INPUT_TOKENS: usage.input_tokens,
+            A.OUTPUT_TOKENS: usage.output_tokens,
+            A.CACHE_READ: usage.cache_read_tokens,
+            A.CACHE_WRITE: usage.cache_write_tokens,
+        }
         if cost is not None:
-            span.set_attribute(A.COST, cost)
+            result[A.COST] = cost
         if ttft is not None:
-            span.set_attribute(A.TTFT_MS, float(ttft))
-            span.set_attribute(A.TTFC, float(ttft) / 1000)
+            result[A.TTFT_MS] = float(ttft)
+            result[A.TTFC] = float(ttft) / 1000
         if compute is not None:
-            span.set_attribute(A.COMPUTE_MS, float(compute))
+            result[A.COMPUTE_MS] = float(compute)
         if meta.get("queue_ms") is not None:
-            span.set_attribute(A.QUEUE_MS, float(meta["queue_ms"]))
+            result[A.QUEUE_MS] = float(meta["queue_ms"])
         gen_ms = float(meta.get("generation_ms") or wall_ms)
         if usage.output_tokens and gen_ms > 0:
-            span.set_attribute(A.TOKENS_PER_S, usage.output_tokens / (gen_ms / 1000))
+            result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
         if meta.get("finish_reason"):
-            span.set_attribute(A.FINISH_REASONS, [str(meta["finish_reason"])])
+            result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
+        span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
         if ctx.capture_content:
             span.set_attribute(
                 A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
