@@ -29,13 +29,39 @@ def usage_of(msg: AIMessage) -> Usage:
     um = msg.usage_metadata
     if not um:
         return Usage()
-    details = um.get("input_token_details") or {}
+    details: dict[str, Any] = dict(um.get("input_token_details") or {})
+    out_details: dict[str, Any] = dict(um.get("output_token_details") or {})
     return Usage(
         input_tokens=int(um.get("input_tokens", 0)),
         output_tokens=int(um.get("output_tokens", 0)),
         cache_read_tokens=int(details.get("cache_read", 0) or 0),
         cache_write_tokens=int(details.get("cache_creation", 0) or 0),
+        cache_write_1h_tokens=int(details.get("ephemeral_1h_input_tokens", 0) or 0),
+        reasoning_tokens=int(out_details.get("reasoning", 0) or 0),
+        estimated=bool((msg.response_metadata or {}).get("usage_estimated")),
     )
+
+
+def _billed(attempts: Sequence[dict[str, Any]]) -> list[tuple[str, Usage]]:
+    """Failed attempts that generated tokens (a dropped stream): billed by the provider, so by us."""
+    out = []
+    for a in attempts:
+        u = a.get("usage")
+        if a.get("error") and u:
+            out.append(
+                (
+                    str(a["model"]),
+                    Usage(
+                        input_tokens=u["input_tokens"],
+                        output_tokens=u["output_tokens"],
+                        cache_read_tokens=u["cache_read_input_tokens"],
+                        cache_write_tokens=u["cache_creation_input_tokens"],
+                        cache_write_1h_tokens=u.get("cache_creation_1h_input_tokens", 0),
+                        estimated=True,
+                    ),
+                )
+            )
+    return out
 
 
 async def call_model(
@@ -46,11 +72,13 @@ async def call_model(
     *,
     max_tokens: int,
     schema: dict[str, Any] | None = None,
-) -> tuple[AIMessage, LedgerEntry]:
+) -> tuple[AIMessage, list[LedgerEntry]]:
     """Call the model bound to `slot`, after checking the budget against the worst case.
 
-    Raises BudgetStop before the call when it could break the budget or the deadline, and ModelError when
-    the model fails.
+    Returns the reply and the ledger entries it cost: the answering model's, plus one per failed attempt
+    that was billed (estimated usage). Raises BudgetStop before the call when it could break the budget or
+    the deadline, and ModelError when the model (and its fallbacks) fail; that error carries the billed
+    attempts' entries in `ledger_entries`.
     """
     binding = ctx.slots[slot]
     profile = binding.profile
@@ -58,7 +86,8 @@ async def call_model(
     if time.monotonic() >= ctx.deadline:
         raise BudgetStop(f"deadline of {ctx.limits.deadline_s:g}s reached")
     est_in = estimate_tokens(messages)
-    est_usd = cost_usd(Usage(est_in, max_tokens), profile.prices)
+    worst = [cost_usd(Usage(est_in, max_tokens), p.prices) for p in binding.chain]
+    est_usd = None if any(w is None for w in worst) else max(w for w in worst if w is not None)
     reason = ctx.meter.refusal(est_in + max_tokens, est_usd)
     if reason:
         raise BudgetStop(reason)
@@ -83,6 +112,24 @@ async def call_model(
         attributes[A.INPUT_MESSAGES] = json.dumps(
             [{"role": m.type, "content": str(m.content)} for m in messages]
         )
+
+    def entry(
+        name: str, usage: Usage, cost: float | None, wall_ms: float, ttft: Any, compute: Any
+    ) -> LedgerEntry:
+        return LedgerEntry(
+            node=node,
+            kind="model",
+            name=name,
+            role=binding.role,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            wall_ms=wall_ms,
+            ttft_ms=float(ttft) if ttft is not None else None,
+            compute_ms=float(compute) if compute is not None else None,
+        )
+
+    entries: list[LedgerEntry] = []
     with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes) as span:
         t0 = time.perf_counter()
         try:
@@ -90,25 +137,63 @@ async def call_model(
         except BudgetStop:
             raise
         except Exception as exc:
-            raise ModelError(
-                f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            wall_ms = (time.perf_counter() - t0) * 1000
+            billed = _billed([a.as_dict() for a in getattr(exc, "attempts", [])])
+            for name, usage in billed:
+                entries.append(
+                    entry(name, usage, cost_usd(usage, binding.profile_of(name).prices), wall_ms, None, None)
+                )
+            if billed:
+                total = sum((u for _, u in billed), Usage())
+                costs = [e["cost_usd"] for e in entries]
+                span.set_attributes(
+                    {
+                        A.INPUT_TOKENS: total.input_tokens,
+                        A.OUTPUT_TOKENS: total.output_tokens,
+                        A.USAGE_ESTIMATED: True,
+                        **({A.COST: sum(c for c in costs if c is not None)} if None not in costs else {}),
+                    }
+                )
+            for e in entries:
+                ctx.meter.add(e)
+            error = ModelError(f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}")
+            error.ledger_entries = entries  # type: ignore[attr-defined]
+            raise error from exc
         wall_ms = (time.perf_counter() - t0) * 1000
         if not isinstance(msg, AIMessage):
             raise ModelError(f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage")
-        usage = usage_of(msg)
-        cost = cost_usd(usage, profile.prices)
         meta = msg.response_metadata or {}
+        served = binding.profile_of(str(meta.get("served_by") or profile.name))
+        usage = usage_of(msg)
+        cost = cost_usd(usage, served.prices)
         ttft = meta.get("ttft_ms")
         compute = meta.get("compute_ms")
+        attempts = list(meta.get("attempts") or [])
+        for name, extra in _billed(attempts):
+            entries.append(
+                entry(name, extra, cost_usd(extra, binding.profile_of(name).prices), 0.0, None, None)
+            )
+        entries.append(entry(served.name, usage, cost, wall_ms, ttft, compute))
+        total = sum((Usage(e["input_tokens"], e["output_tokens"]) for e in entries), Usage())
+        costs = [e["cost_usd"] for e in entries]
         result: dict[str, Any] = {
-            A.INPUT_TOKENS: usage.input_tokens,
-            A.OUTPUT_TOKENS: usage.output_tokens,
+            A.INPUT_TOKENS: total.input_tokens,
+            A.OUTPUT_TOKENS: total.output_tokens,
             A.CACHE_READ: usage.cache_read_tokens,
             A.CACHE_WRITE: usage.cache_write_tokens,
+            A.RESPONSE_MODEL: served.name,
         }
-        if cost is not None:
-            result[A.COST] = cost
+        if usage.cache_write_1h_tokens:
+            result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
+        if usage.reasoning_tokens:
+            result[A.REASONING] = usage.reasoning_tokens
+        if usage.estimated or len(entries) > 1:
+            result[A.USAGE_ESTIMATED] = usage.estimated or len(entries) > 1
+        if None not in costs:
+            result[A.COST] = sum(c for c in costs if c is not None)
+        if attempts:
+            result[A.ATTEMPTS] = len(attempts)
+            result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)
         if ttft is not None:
             result[A.TTFT_MS] = float(ttft)
             result[A.TTFC] = float(ttft) / 1000
@@ -116,7 +201,7 @@ async def call_model(
             result[A.COMPUTE_MS] = float(compute)
         if meta.get("queue_ms") is not None:
             result[A.QUEUE_MS] = float(meta["queue_ms"])
-        gen_ms = float(meta.get("generation_ms") or wall_ms)
+        gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
         if usage.output_tokens and gen_ms > 0:
             result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
         if meta.get("finish_reason"):
@@ -126,17 +211,6 @@ async def call_model(
             span.set_attribute(
                 A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
             )
-    entry = LedgerEntry(
-        node=node,
-        kind="model",
-        name=profile.name,
-        role=binding.role,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost_usd=cost,
-        wall_ms=wall_ms,
-        ttft_ms=float(ttft) if ttft is not None else None,
-        compute_ms=float(compute) if compute is not None else None,
-    )
-    ctx.meter.add(entry)
-    return msg, entry
+    for e in entries:
+        ctx.meter.add(e)
+    return msg, entries

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import ManifestError
 
-__all__ = ["Limits", "Manifest", "Settings", "SlotConfig", "load_manifest"]
+__all__ = ["Limits", "Manifest", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
 Role = Literal["racehorse", "workhorse"]
 
@@ -35,6 +35,7 @@ _ENV = {
     "traces_path": "ORCH_TRACES",
     "checkpoints_path": "ORCH_CHECKPOINTS",
     "models_dir": "ORCH_MODELS_DIR",
+    "prices_path": "ORCH_PRICES",
     "capture_content": "ORCH_CAPTURE_CONTENT",
 }
 
@@ -50,16 +51,36 @@ class PriceOverride(_Strict):
     output: float = Field(ge=0)
     cache_read: float | None = Field(default=None, ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+    cache_write_1h: float | None = Field(default=None, ge=0)
 
 
-class SlotConfig(_Strict):
-    """A slot bound to a model; the role belongs to the binding, not to the model."""
+class ModelConfig(_Strict):
+    """A model and how to reach it: the `provider:model` name, endpoint, key variable, limits, prices."""
 
     model: str
-    role: Role = "workhorse"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
     price_as: str | None = None
     prices: PriceOverride | None = None
+    stream: bool = True
+    cache: Literal["5m", "1h"] | None = None
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+
+class SlotConfig(ModelConfig):
+    """A slot bound to a model; the role belongs to the binding, not to the model.
+
+    `fallback` lists the models tried, in order, when the slot's model fails (names or full tables).
+    """
+
+    role: Role = "workhorse"
     temperature: float = 0.0
+    fallback: list[str | ModelConfig] = Field(default_factory=list)
+    cooldown_after: int = Field(default=2, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0)
 
 
 class Limits(_Strict):
@@ -82,6 +103,7 @@ class Manifest(_Strict):
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     traces: str | None = None
+    prices: str | None = None
     checkpoints: str | None = None
     models_dir: str | None = None
     capture_content: bool = False
@@ -140,11 +162,12 @@ class Settings:
         default_factory=lambda: Path(platformdirs.user_cache_dir("orchestrator")) / "models"
     )
     capture_content: bool = False
+    prices_path: Path | None = None  # the user's own price file (LiteLLM layout), over the shipped one
 
     def __post_init__(self) -> None:
-        for name in ("traces_path", "checkpoints_path", "models_dir"):
+        for name in ("traces_path", "checkpoints_path", "models_dir", "prices_path"):
             value = getattr(self, name)
-            if not isinstance(value, Path):
+            if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
 
     @classmethod
@@ -156,6 +179,7 @@ class Settings:
                 ("traces_path", manifest.traces),
                 ("checkpoints_path", manifest.checkpoints),
                 ("models_dir", manifest.models_dir),
+                ("prices_path", manifest.prices),
             ):
                 if key:
                     values[name] = Path(key).expanduser()

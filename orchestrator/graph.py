@@ -175,10 +175,10 @@ async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     decision: Decision | None = None
     error = ""
     for attempt in range(2):
-        msg, entry = await call_model(
+        msg, new_entries = await call_model(
             ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
         )
-        entries.append(entry)
+        entries.extend(new_entries)
         try:
             decision = parse_decision(str(msg.content), loaded, workers)
             if decision.to_json() in done:

@@ -29,7 +29,8 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
-from orchestrator.ledger import Budget, BudgetMeter, Ledger
+from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry, ledger_delta, merge_ledger
+from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.tracing import attrs as A
@@ -133,7 +134,10 @@ class Orchestrator:
         self.limits = limits or self.manifest.limits
         raw_slots: dict[str, SlotConfig | SlotBinding] = dict(self.manifest.slots)
         raw_slots.update(slots or {})
-        self.slots = {n: s if isinstance(s, SlotBinding) else bind_slot(n, s) for n, s in raw_slots.items()}
+        table = price_table(self.settings.prices_path)
+        self.slots = {
+            n: s if isinstance(s, SlotBinding) else bind_slot(n, s, table) for n, s in raw_slots.items()
+        }
         self._model_overrides = dict(models or {})
         for name in self._model_overrides:
             if name not in self.slots:
@@ -351,6 +355,7 @@ class Orchestrator:
             await queue.put(RunEvent(run_id, "start"))
             status: Status_ = "ok"
             error: str | None = None
+            unsaved: list[LedgerEntry] = []
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
                     try:
@@ -366,6 +371,7 @@ class Orchestrator:
                                     RunEvent(run_id, "node", node, update or {}, time.perf_counter() - t0)
                                 )
                     except Exception as exc:  # recorded as a failed run, never left "running"
+                        unsaved = _ledger_entries(exc)  # billed attempts of the node that failed
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
                         status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
                         span.record_exception(exc)
@@ -387,7 +393,9 @@ class Orchestrator:
                 run_id=run_id,
                 status=status,
                 answer=state.get("answer"),
-                ledger=Ledger.from_state(run_id, state.get("ledger")),
+                ledger=Ledger.from_state(
+                    run_id, merge_ledger(state.get("ledger") or {}, ledger_delta(unsaved))
+                ),
                 stop_reason=state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results", [])),
@@ -418,6 +426,17 @@ class Orchestrator:
         self.tracing.close()
         if self._store is not None:
             self._store.close()
+
+
+def _ledger_entries(exc: BaseException) -> list[LedgerEntry]:
+    """Ledger entries a failed model call carried (its billed attempts), looking through the cause chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        found = getattr(seen, "ledger_entries", None)
+        if found:
+            return list(found)
+        seen = seen.__cause__ or seen.__context__
+    return []
 
 
 def _version() -> str:

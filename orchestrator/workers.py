@@ -129,8 +129,10 @@ async def run_worker(
                 AIMessage(last_reply),
                 HumanMessage(f"That output is invalid: {last_error}. Reply again with corrected JSON only."),
             ]
-        msg, entry = await call_model(ctx, slot, node, prompt, max_tokens=worker.max_tokens, schema=schema)
-        entries.append(entry)
+        msg, new_entries = await call_model(
+            ctx, slot, node, prompt, max_tokens=worker.max_tokens, schema=schema
+        )
+        entries.extend(new_entries)
         last_reply = str(msg.content)
         try:
             value = _validate(worker, last_reply)

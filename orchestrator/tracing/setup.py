@@ -124,7 +124,7 @@ def _row(span: ReadableSpan) -> dict[str, Any]:
         "name": span.name,
         "kind": at.get(A.KIND),
         "node": at.get(A.NODE),
-        "model": at.get(A.REQUEST_MODEL),
+        "model": at.get(A.RESPONSE_MODEL) or at.get(A.REQUEST_MODEL),
         "tool": at.get(A.TOOL_NAME),
         "role": at.get(A.ROLE),
         "action": at.get(A.ACTION),

@@ -1,0 +1,333 @@
+"""What the HTTP chat models share: the LangChain `BaseChatModel` face over `http.send`.
+
+One async implementation: `_agenerate` and `_astream` both go through `complete()`; the sync methods run it
+on a private event loop. Every result carries, in `response_metadata`, the measurements of the call
+(`ttft_ms`, `duration_ms`, `generation_ms`, `attempts`, `retry_wait_ms`, `served_by`) and, in
+`usage_metadata`, the usage in LangChain's convention (input includes cached tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field
+
+from orchestrator.errors import ModelError
+from orchestrator.providers.http import Completion, Endpoint, Protocol, aclose_clients, send, usage_dict
+
+__all__ = ["HttpChatModel", "ToolChoice", "normalize_tool_choice", "run_blocking"]
+
+T = TypeVar("T")
+
+# A neutral tool choice both protocols translate: "auto", "none", "required", or a tool's name.
+ToolChoice = str
+
+
+def normalize_tool_choice(choice: Any) -> ToolChoice | None:
+    """Accept OpenAI, Anthropic and LangChain spellings; return 'auto' | 'none' | 'required' | a tool name."""
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice == "any":
+        return "required"
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function":
+            return str(choice["function"]["name"])
+        if kind == "tool":
+            return str(choice["name"])
+        if kind == "any":
+            return "required"
+        if kind in ("auto", "none"):
+            return str(kind)
+    raise ModelError(f"unsupported tool_choice {choice!r}: use 'auto', 'none', 'required' or a tool name")
+
+
+def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
+
+    async def main() -> T:
+        try:
+            return await factory()
+        finally:
+            await aclose_clients()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(main())
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="orchestrator-sync-call")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["value"]
+    return result
+
+
+class _Restart:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_END = object()
+
+
+class HttpChatModel(BaseChatModel):
+    """Base of the OpenAI-compatible and Anthropic clients (not used directly)."""
+
+    model: str
+    """The model id sent to the API (e.g. `gpt-4o-mini`)."""
+    model_name: str = ""
+    """The `provider:model` name, recorded as `served_by` (defaults to `model`)."""
+    base_url: str
+    api_key_env: str | None = None
+    key_required: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    use_streaming: bool = True
+    """Stream requests (the only way to measure TTFT); False sends plain requests (TTFT is then null)."""
+    max_tokens: int = 1024
+    temperature: float | None = None
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_retries: int = 2
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    max_retry_after_s: float = 60.0
+    max_concurrency: int = 16
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            key_required=self.key_required,
+            headers=tuple(self.headers.items()),
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            max_retries=self.max_retries,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+            max_retry_after_s=self.max_retry_after_s,
+            max_concurrency=self.max_concurrency,
+        )
+
+    @property
+    def label(self) -> str:
+        return self.model_name or self.model
+
+    # --- what each protocol provides ---
+    @property
+    @abstractmethod
+    def protocol(self) -> Protocol: ...
+
+    @abstractmethod
+    def build_body(
+        self, messages: Sequence[BaseMessage], *, stop: list[str] | None, stream: bool, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The request body for these messages and options."""
+
+    # --- LangChain surface ---
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools in the neutral (OpenAI function) form, which every client and fallback understands."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = normalize_tool_choice(tool_choice)
+        return self.bind(tools=formatted, **kwargs)
+
+    async def complete(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        stop: list[str] | None = None,
+        stream: bool | None = None,
+        on_text: Callable[[str], None] | None = None,
+        on_restart: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> Completion:
+        """One call, measured. The lowest level the CLI and the LangChain methods share."""
+        streaming = self.use_streaming if stream is None else stream
+        body = self.build_body(messages, stop=stop, stream=streaming, **kwargs)
+        estimate = (
+            sum(len(str(m.content)) // 4 + 4 for m in messages) + len(json.dumps(body.get("tools", []))) // 4
+        )
+        return await send(
+            self.protocol,
+            self.endpoint,
+            self.model,
+            body,
+            stream=streaming,
+            estimate_input=estimate,
+            on_text=on_text,
+            on_restart=on_restart,
+            label=self.label,
+        )
+
+    def to_message(self, c: Completion) -> AIMessage:
+        """A Completion as an AIMessage with usage and measurements attached."""
+        tool_calls: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        for call in c.draft.tool_calls:
+            raw = call.get("arguments") or "{}"
+            try:
+                args = json.loads(raw)
+            except ValueError:
+                args = None
+            if isinstance(args, dict):
+                tool_calls.append(
+                    {"id": call.get("id"), "name": call["name"], "args": args, "type": "tool_call"}
+                )
+            else:
+                invalid.append(
+                    {
+                        "id": call.get("id"),
+                        "name": call.get("name"),
+                        "args": raw,
+                        "error": "arguments are not a JSON object",
+                        "type": "invalid_tool_call",
+                    }
+                )
+        u = c.usage
+        details: dict[str, int] = {"cache_read": u.cache_read_tokens, "cache_creation": u.cache_write_tokens}
+        if u.cache_write_1h_tokens:
+            details["ephemeral_1h_input_tokens"] = u.cache_write_1h_tokens
+            details["ephemeral_5m_input_tokens"] = u.cache_write_tokens - u.cache_write_1h_tokens
+        usage_metadata: Any = {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "total_tokens": u.input_tokens + u.output_tokens,
+            "input_token_details": details,
+            "output_token_details": {"reasoning": u.reasoning_tokens},
+        }
+        return AIMessage(
+            content=c.draft.text,
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
+            usage_metadata=usage_metadata,
+            response_metadata=self._metadata(c),
+        )
+
+    def _metadata(self, c: Completion) -> dict[str, Any]:
+        return {
+            "model_name": self.label,
+            "served_by": self.label,
+            "model": c.draft.model or self.model,
+            "finish_reason": c.draft.finish_reason,
+            "ttft_ms": c.ttft_ms,
+            "duration_ms": c.duration_ms,
+            "generation_ms": c.generation_ms,
+            "retry_wait_ms": c.retry_wait_ms,
+            "attempts": [a.as_dict() for a in c.attempts],
+            "usage": usage_dict(c.usage),
+            "usage_estimated": c.usage.estimated,
+            "rate_limits": dict(c.rate_limits),
+        }
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        completion = await self.complete(messages, stop=stop, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=self.to_message(completion))])
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return run_blocking(lambda: self._agenerate(messages, stop, **kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(
+            self.complete(
+                messages,
+                stop=stop,
+                stream=True,
+                on_text=queue.put_nowait,
+                on_restart=lambda reason: queue.put_nowait(_Restart(reason)),
+                **kwargs,
+            )
+        )
+        task.add_done_callback(lambda _t: queue.put_nowait(_END))
+        emitted = False
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, _Restart):
+                    if emitted:
+                        raise ModelError(
+                            f"{self.label}: the stream broke after text was delivered ({item.reason}); "
+                            "a streamed call cannot be retried transparently, call it again"
+                        )
+                    continue
+                emitted = True
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(item, chunk=chunk)
+                yield chunk
+            completion = task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+        final = self.to_message(completion)
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc["id"], "index": i}
+                    for i, tc in enumerate(final.tool_calls)
+                ],
+                usage_metadata=final.usage_metadata,
+                response_metadata=final.response_metadata,
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        async def collect() -> list[ChatGenerationChunk]:
+            return [c async for c in self._astream(messages, stop, **kwargs)]
+
+        yield from run_blocking(collect)

@@ -1,0 +1,135 @@
+"""A slot's fallback chain: try each model in order; a model that keeps failing cools down.
+
+Tools and tool choice are bound in the neutral (OpenAI function) form, so they are forwarded unchanged to
+whichever member answers: binding survives fallback. Every attempt of every member is kept in the answer's
+`response_metadata["attempts"]` (with the estimated usage of broken streams) so the caller can bill them at
+each member's own price.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict
+
+from orchestrator.providers.base import normalize_tool_choice, run_blocking
+from orchestrator.providers.http import Attempt, ProviderError, model_state
+
+__all__ = ["FallbackChatModel"]
+
+
+class FallbackChatModel(BaseChatModel):
+    """Members tried in order; `cooldown_after` failed calls in a row bench a member for `cooldown_s`.
+
+    Members in cooldown are tried last (after every healthy one), not never: a chain whose members are all
+    cooling still makes its call.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    members: list[BaseChatModel]
+    names: list[str]
+    cooldown_after: int = 2
+    cooldown_s: float = 30.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "orchestrator-fallback"
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = normalize_tool_choice(tool_choice)
+        return self.bind(tools=formatted, **kwargs)
+
+    def order(self) -> list[int]:
+        """Member indexes in the order they will be tried now."""
+        states = [model_state("chain", name) for name in self.names]
+        healthy = [i for i, s in enumerate(states) if not s.cooling()]
+        return healthy + [i for i, s in enumerate(states) if s.cooling()]
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        attempts: list[dict[str, Any]] = []
+        errors: list[str] = []
+        for i in self.order():
+            name, member = self.names[i], self.members[i]
+            state = model_state("chain", name)
+            t0 = time.perf_counter()
+            try:
+                msg = await member.ainvoke(messages, stop=stop, **kwargs)
+            except Exception as exc:
+                state.record(False, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
+                if isinstance(exc, ProviderError):
+                    attempts += [a.as_dict() for a in exc.attempts]
+                else:
+                    attempts.append(
+                        Attempt(
+                            name, None, f"{type(exc).__name__}: {exc}", (time.perf_counter() - t0) * 1000
+                        ).as_dict()
+                    )
+                errors.append(f"{name}: {exc}")
+                continue
+            state.record(True, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
+            if not isinstance(msg, AIMessage):
+                msg = AIMessage(content=str(msg.content))
+            meta = dict(msg.response_metadata or {})
+            own = meta.get("attempts") or [
+                Attempt(name, 200, None, (time.perf_counter() - t0) * 1000).as_dict()
+            ]
+            meta["attempts"] = attempts + list(own)
+            meta["served_by"] = name
+            meta["fallbacks"] = len(errors)
+            msg.response_metadata = meta
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+        raise ProviderError(
+            "every model in the fallback chain failed: " + "; ".join(errors),
+            [_attempt(a) for a in attempts],
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return run_blocking(lambda: self._agenerate(messages, stop, **kwargs))
+
+
+def _attempt(d: dict[str, Any]) -> Attempt:
+    from orchestrator.pricing import Usage
+
+    u = d.get("usage")
+    usage = None
+    if u:
+        usage = Usage(
+            input_tokens=u["input_tokens"],
+            output_tokens=u["output_tokens"],
+            cache_read_tokens=u["cache_read_input_tokens"],
+            cache_write_tokens=u["cache_creation_input_tokens"],
+            cache_write_1h_tokens=u["cache_creation_1h_input_tokens"],
+            reasoning_tokens=u["reasoning_tokens"],
+            estimated=u["usage_estimated"],
+        )
+    return Attempt(d["model"], d["status"], d["error"], d["duration_ms"], d["wait_ms"], usage)
