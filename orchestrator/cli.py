@@ -184,14 +184,15 @@ def _print_result(result: Any) -> None:
 
 # --- orch models -----------------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace) -> int:
-    from orchestrator.modelfiles import LOCAL_MODELS, build_model_file, is_verified, verify_model_file
+    from orchestrator.modelfiles import LOCAL_MODELS, build_model_file, verify_model_file
     from orchestrator.stable import resolve_profile
 
     settings = _settings(args)
-    names = args.names or list(LOCAL_MODELS)
-    for name in names:
-        if name not in LOCAL_MODELS:
-            resolve_profile(f"local:{name}")  # raises with "did you mean"
+    if args.action in ("build", "verify"):
+        names = args.names or list(LOCAL_MODELS)
+        for name in names:
+            if name not in LOCAL_MODELS:
+                resolve_profile(f"local:{name}")  # raises with "did you mean"
     if args.action == "verify":
         failures = 0
         for name in names:
@@ -203,6 +204,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 err.print(f"[red]bad[/red] local:{name}: {escape(str(exc))}")
         return EXIT_CONFIG if failures else EXIT_OK
     if args.action == "build":
+        from orchestrator.modelfiles import is_verified
+
         for name in names:
             spec = LOCAL_MODELS[name]
             if is_verified(spec, settings.models_dir) and not args.force:
@@ -210,37 +213,174 @@ def cmd_models(args: argparse.Namespace) -> int:
                 continue
             build_model_file(spec, settings.models_dir, lambda m: err.print(f"[dim]{m}[/dim]"))
         return EXIT_OK
-    rows = []
-    for name, spec in LOCAL_MODELS.items():
-        p = resolve_profile(f"local:{name}")
-        rows.append(
-            {
-                "name": p.name,
-                "description": spec.description,
-                "file": str(spec.path(settings.models_dir)),
-                "built": is_verified(spec, settings.models_dir),
-                "sha256": spec.sha256,
-                "input_per_token": p.prices.input if p.prices else None,
-                "output_per_token": p.prices.output if p.prices else None,
-                "price_source": p.price_source,
-                "capabilities": p.capabilities.__dict__,
-            }
-        )
+    rows = _profile_rows(args, settings)
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    table = Table(title=f"Local models (files in {settings.models_dir})", title_justify="left")
-    for col in ("name", "description", "built", "price in/out per token", "price source"):
+    table = Table(title="Model profiles (USD per million tokens)", title_justify="left")
+    for col in (
+        "name",
+        "slot",
+        "context",
+        "in",
+        "out",
+        "cache r/w(5m)/w(1h)",
+        "tiers",
+        "can",
+        "price source",
+    ):
         table.add_column(col)
     for r in rows:
+        p = r["prices"]
         table.add_row(
-            str(r["name"]),
-            str(r["description"]),
-            "yes" if r["built"] else "no (orch models build)",
-            f"{r['input_per_token']}/{r['output_per_token']}",
-            str(r["price_source"]),
+            escape(r["name"]) + ("" if r.get("built", True) else " [dim](not built)[/dim]"),
+            escape(", ".join(f"{s} ({role})" for s, role in r["slots"])) or "-",
+            str(r["context_window"] or "?"),
+            _mtok(p and p["input"]),
+            _mtok(p and p["output"]),
+            "/".join(_mtok(p and p[k]) for k in ("cache_read", "cache_write", "cache_write_1h")),
+            ", ".join(f">{t['above_tokens'] // 1000}k" for t in (p["tiers"] if p else [])) or "-",
+            ",".join(_CAN.get(k, k) for k, v in r["capabilities"].items() if v),
+            escape(r["price_source"]),
         )
     out.print(table)
+    return EXIT_OK
+
+
+_CAN = {
+    "tool_calling": "tools",
+    "json_schema": "schema",
+    "grammar": "grammar",
+    "prefill": "prefill",
+    "streaming_usage": "stream-usage",
+    "prompt_caching": "cache",
+}
+
+
+def _mtok(value: float | None) -> str:
+    return "?" if value is None else f"{value * 1e6:g}"
+
+
+def _profile_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+    import dataclasses
+    import warnings
+
+    from orchestrator.modelfiles import LOCAL_MODELS, is_verified
+    from orchestrator.pricing import price_table
+    from orchestrator.stable import ModelProfile, bind_slot, catalog_names, resolve_profile
+
+    table = price_table(settings.prices_path)
+    profiles: dict[str, ModelProfile] = {}
+    slots: dict[str, list[tuple[str, str]]] = {}
+    try:
+        manifest = load_manifest(args.project)
+    except ConfigError:
+        manifest = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for slot, config in manifest.slots.items() if manifest else []:
+            binding = bind_slot(slot, config, table)
+            for i, p in enumerate(binding.chain):
+                profiles.setdefault(p.name, p)
+                slots.setdefault(p.name, []).append((slot, binding.role if i == 0 else "fallback"))
+        for name in LOCAL_MODELS:
+            profiles.setdefault(f"local:{name}", resolve_profile(f"local:{name}"))
+        for name in catalog_names(table, args.provider) if (args.all or args.provider) else []:
+            profiles.setdefault(name, resolve_profile(name, table=table))
+    rows = []
+    for name, p in profiles.items():
+        if args.provider and p.provider != args.provider:
+            continue
+        row: dict[str, Any] = {
+            "name": name,
+            "provider": p.provider,
+            "slots": slots.get(name, []),
+            "context_window": p.context_window,
+            "capabilities": dataclasses.asdict(p.capabilities),
+            "prices": dataclasses.asdict(p.prices) if p.prices else None,
+            "price_source": p.price_source,
+            "base_url": p.base_url,
+            "api_key_env": p.api_key_env,
+            "rate_limits": dataclasses.asdict(p.rate_limits),
+        }
+        if row["prices"]:
+            row["prices"].pop("source", None)
+        if p.provider == "local" and p.model in LOCAL_MODELS:
+            spec = LOCAL_MODELS[p.model]
+            row.update(built=is_verified(spec, settings.models_dir), file=str(spec.path(settings.models_dir)))
+        rows.append(row)
+    return rows
+
+
+# --- orch ask -----------------------------------------------------------------------------------------
+def cmd_ask(args: argparse.Namespace) -> int:
+    from orchestrator.ask import aask, ask_profile, failed_attempts
+
+    settings = Settings.resolve(None, prices_path=args.prices)
+    schema = None
+    if args.schema:
+        try:
+            with open(args.schema, encoding="utf-8") as fh:
+                schema = json.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"--schema {args.schema!r}: cannot read it: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"--schema {args.schema!r}: not valid JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise ConfigError(f"--schema {args.schema!r}: a JSON Schema must be an object")
+    profile = ask_profile(args.model, settings=settings, base_url=args.base_url, price_as=args.price_as)
+    printed: list[str] = []
+
+    def show(delta: str) -> None:
+        printed.append(delta)
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    def restart(reason: str) -> None:
+        if printed:
+            sys.stdout.write("\n")
+            printed.clear()
+        err.print(f"[yellow]retrying:[/yellow] {escape(reason)}")
+
+    try:
+        result = asyncio.run(
+            aask(
+                profile,
+                args.prompt,
+                settings=settings,
+                system=args.system,
+                schema=schema,
+                stream=not args.no_stream,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                on_text=None if args.json else show,
+                on_restart=None if args.json else restart,
+            )
+        )
+    except OrchestratorError as exc:
+        if args.json and not isinstance(exc, ConfigError):
+            print(
+                json.dumps(
+                    {"error": str(exc), "model": profile.name, "attempts": failed_attempts(exc)}, indent=2
+                )
+            )
+            return EXIT_FAILED
+        raise
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    if not printed and result.text:  # structured output through a tool call arrives whole
+        sys.stdout.write(result.text)
+    if result.tool_calls:
+        sys.stdout.write(json.dumps(result.tool_calls))
+    sys.stdout.write("\n")
+    u = result.usage
+    err.print(
+        f"[dim]{escape(result.model)}: {u.input_tokens} in ({u.cache_read_tokens} cache read, "
+        f"{u.cache_write_tokens} cache write) / {u.output_tokens} out{' (estimated)' if u.estimated else ''}"
+        f" · {_money(result.cost_usd)} · TTFT {_ms(result.ttft_ms)} · {_ms(result.duration_ms)}"
+        f" · {len(result.attempts) or 1} attempt(s)[/dim]"
+    )
     return EXIT_OK
 
 
@@ -353,12 +493,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, help="controller decisions at most")
     run.set_defaults(func=cmd_run)
 
-    models = sub.add_parser("models", help="list, build or verify local model files")
+    models = sub.add_parser(
+        "models", help="list model profiles and prices; build or verify local model files"
+    )
     models.add_argument("action", nargs="?", choices=["list", "build", "verify"], default="list")
-    models.add_argument("names", nargs="*", help="local model names (default: all)")
+    models.add_argument("names", nargs="*", help="local model names for build / verify (default: all)")
     models.add_argument("--force", action="store_true", help="rebuild even if verified")
+    models.add_argument("--all", action="store_true", help="also every chat model of the price table")
+    models.add_argument("--provider", help="only this provider's models (implies the price table's)")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    ask = sub.add_parser("ask", help="one measured call to a model: text as it arrives, then usage and cost")
+    ask.add_argument("model", help="provider:model, e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5")
+    ask.add_argument("prompt")
+    ask.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    ask.add_argument("--base-url", help="API root (OpenAI-compatible: with /v1; Anthropic: without /v1)")
+    ask.add_argument("--schema", metavar="FILE", help="a JSON Schema file: ask for JSON output of that shape")
+    ask.add_argument("--no-stream", action="store_true", help="one plain request (TTFT is then null)")
+    ask.add_argument("--system", help="a system prompt")
+    ask.add_argument("--max-tokens", type=int, default=1024)
+    ask.add_argument("--temperature", type=float)
+    ask.add_argument("--price-as", help="price the model as this price-table key")
+    ask.add_argument("--prices", help="your own price file (LiteLLM layout); default $ORCH_PRICES")
+    ask.set_defaults(func=cmd_ask)
 
     traces = sub.add_parser("traces", help="inspect the trace store")
     tsub = traces.add_subparsers(dest="action", required=True)

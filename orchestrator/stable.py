@@ -141,6 +141,12 @@ def resolve_profile(
     if provider == "python":
         found = prices or (table.lookup(price_as) if price_as else None)
         return ModelProfile(name, provider, model, spec.capabilities, None, found)
+    url = base_url or spec.default_base_url
+    if url is None:
+        raise UnknownModelError(
+            f"model {name!r}: provider {provider!r} needs a base URL; set base_url on the slot "
+            "(e.g. 'http://127.0.0.1:8080/v1' for llama.cpp's server) or pass --base-url"
+        )
     key = spec.table_prefix + model
     found = prices or table.lookup(price_as or key)
     if price_as and found is None and prices is None:
@@ -154,12 +160,6 @@ def resolve_profile(
             + did_you_mean(key, [k for k in table.keys() if k.startswith(spec.table_prefix)]),  # noqa: SIM118
             UnknownModelWarning,
             stacklevel=2,
-        )
-    url = base_url or spec.default_base_url
-    if url is None:
-        raise UnknownModelError(
-            f"model {name!r}: provider {provider!r} needs a base URL; set base_url on the slot "
-            "(e.g. 'http://127.0.0.1:8080/v1' for llama.cpp's server) or pass --base-url"
         )
     entry = table.entry(price_as or key) or table.entry(key)
     return ModelProfile(
@@ -270,3 +270,20 @@ def bind_slot(slot: str, config: SlotConfig, table: PriceTable | None = None) ->
     return SlotBinding(
         slot, _profile(slot, config, table), config.role, config.temperature, config, tuple(fallbacks)
     )
+
+
+def catalog_names(table: PriceTable, provider: str | None = None) -> list[str]:
+    """`provider:model` names for every chat model of the price table that a known provider serves."""
+    by_prefix = {spec.table_prefix: name for name, spec in PROVIDERS.items() if spec.table_prefix}
+    names: list[str] = []
+    for key in table.keys():  # noqa: SIM118 (a PriceTable, not a dict)
+        entry = table.entry(key)
+        if entry.get("mode") != "chat":
+            continue
+        owner = entry.get("litellm_provider")
+        prefix, sep, rest = key.partition("/")
+        if sep and prefix + "/" in by_prefix:
+            names.append(f"{by_prefix[prefix + '/']}:{rest}")
+        elif not sep and owner in ("openai", "anthropic"):
+            names.append(f"{owner}:{key}")
+    return [n for n in names if provider is None or n.startswith(provider + ":")]
