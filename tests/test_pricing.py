@@ -40,7 +40,11 @@ def test_anthropic_usage_adds_cache_reads_and_writes_to_the_input_count() -> Non
         }
     )
     assert u == Usage(
-        input_tokens=13050, output_tokens=40, cache_read_tokens=10000, cache_write_tokens=3000, cache_write_1h_tokens=2000
+        input_tokens=13050,
+        output_tokens=40,
+        cache_read_tokens=10000,
+        cache_write_tokens=3000,
+        cache_write_1h_tokens=2000,
     )
     p = shipped_table().lookup("claude-sonnet-4-5")
     assert p is not None and p.cache_write_1h == 6e-6
@@ -73,7 +77,10 @@ def test_the_highest_passed_tier_wins() -> None:
 def test_unknown_price_is_none_and_missing_cache_rates_fall_back_to_input() -> None:
     assert cost_usd(Usage(10, 10), None) is None
     p = Prices(input=1.0, output=2.0)
-    assert cost_usd(Usage(input_tokens=10, output_tokens=1, cache_read_tokens=4, cache_write_tokens=3), p) == 12.0
+    assert (
+        cost_usd(Usage(input_tokens=10, output_tokens=1, cache_read_tokens=4, cache_write_tokens=3), p)
+        == 12.0
+    )
 
 
 def test_user_price_file_overrides_the_snapshot_key_by_key(tmp_path: Path) -> None:
@@ -90,7 +97,7 @@ def test_user_price_file_overrides_the_snapshot_key_by_key(tmp_path: Path) -> No
 def test_a_bad_price_file_is_a_config_error_naming_it(tmp_path: Path, content: str) -> None:
     f = tmp_path / "bad.json"
     f.write_text(content)
-    with pytest.raises(ConfigError, match="bad.json"):
+    with pytest.raises(ConfigError, match=r"bad\.json"):
         PriceTable.from_file(f)
     with pytest.raises(ConfigError, match="does not exist"):
         PriceTable.from_file(tmp_path / "missing.json")

@@ -46,7 +46,10 @@ def test_openai_body_carries_messages_tools_choice_and_stream_usage() -> None:
     assert body["tools"] == [TOOL]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "date_diff"}}
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "tool"]
-    assert body["messages"][2]["tool_calls"][0]["function"] == {"name": "date_diff", "arguments": '{"a": "2026-03-02"}'}
+    assert body["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "date_diff",
+        "arguments": '{"a": "2026-03-02"}',
+    }
     assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": "18"}
 
 
@@ -62,10 +65,16 @@ def test_openai_response_format_json_schema_or_json_object() -> None:
 
 
 def test_anthropic_body_system_tools_tool_results_and_choice() -> None:
-    body = anthropic().build_body(CONVERSATION, stop=["\n\n"], stream=True, tools=[TOOL], tool_choice="required")
+    body = anthropic().build_body(
+        CONVERSATION, stop=["\n\n"], stream=True, tools=[TOOL], tool_choice="required"
+    )
     assert body["system"] == [{"type": "text", "text": "You are terse."}]
     assert body["tools"] == [
-        {"name": "date_diff", "description": "Days between two dates.", "input_schema": TOOL["function"]["parameters"]}
+        {
+            "name": "date_diff",
+            "description": "Days between two dates.",
+            "input_schema": TOOL["function"]["parameters"],
+        }
     ]
     assert body["tool_choice"] == {"type": "any"}
     assert body["stop_sequences"] == ["\n\n"]
@@ -74,12 +83,19 @@ def test_anthropic_body_system_tools_tool_results_and_choice() -> None:
     assert body["messages"][1]["content"] == [
         {"type": "tool_use", "id": "call_1", "name": "date_diff", "input": {"a": "2026-03-02"}}
     ]
-    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "call_1", "content": "18"}]
+    assert body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "call_1", "content": "18"}
+    ]
 
 
 def test_anthropic_prefill_is_the_last_assistant_turn_without_trailing_space() -> None:
-    body = anthropic().build_body([HumanMessage("Name a colour"), AIMessage("The colour is ")], stop=None, stream=False)
-    assert body["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": "The colour is"}]}
+    body = anthropic().build_body(
+        [HumanMessage("Name a colour"), AIMessage("The colour is ")], stop=None, stream=False
+    )
+    assert body["messages"][-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "The colour is"}],
+    }
 
 
 def test_anthropic_cache_markers_on_the_stable_prefix_and_on_marked_messages() -> None:
@@ -98,7 +114,10 @@ def test_anthropic_cache_markers_on_the_stable_prefix_and_on_marked_messages() -
 def test_anthropic_structured_output_is_a_forced_tool_with_an_object_schema() -> None:
     schema = {"anyOf": [{"type": "object"}, {"type": "object"}]}
     body = anthropic().build_body(
-        [HumanMessage("decide")], stop=None, stream=False, response_format={"type": "json_object", "schema": schema}
+        [HumanMessage("decide")],
+        stop=None,
+        stream=False,
+        response_format={"type": "json_object", "schema": schema},
     )
     assert body["tool_choice"] == {"type": "tool", "name": "respond"}
     assert body["tools"][-1]["input_schema"] == {
@@ -141,7 +160,10 @@ def test_rate_limit_headers_cap_concurrency_and_block_an_exhausted_window() -> N
     headers = httpx.Headers({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1s"})
     state.observe(200, headers)
     assert state.limit == 3
-    assert window({"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": "x"})[0] == 0
+    assert (
+        window({"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": "x"})[0]
+        == 0
+    )
     state.observe(200, httpx.Headers({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s"}))
     import time
 

@@ -88,7 +88,7 @@ class FallbackChatModel(BaseChatModel):
                             name, None, f"{type(exc).__name__}: {exc}", (time.perf_counter() - t0) * 1000
                         ).as_dict()
                     )
-                errors.append(f"{name}: {exc}")
+                errors.append(str(exc) if str(exc).startswith(name) else f"{name}: {exc}")
                 continue
             state.record(True, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
             if not isinstance(msg, AIMessage):

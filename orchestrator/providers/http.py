@@ -450,12 +450,13 @@ async def send(
     state = model_state(endpoint.base_url, model, endpoint.max_concurrency)
     payload = json.dumps(body, separators=(",", ":")).encode()
     client = _client(endpoint)
+    name = label or model
     attempts: list[Attempt] = []
     last_status: int | None = None
     for n in range(endpoint.max_retries + 1):
         await state.acquire()
         t0 = time.perf_counter()
-        attempt = Attempt(model=label or model, status=None, error=None, duration_ms=0.0)
+        attempt = Attempt(model=name, status=None, error=None, duration_ms=0.0)
         attempts.append(attempt)
         try:
             if stream:
@@ -481,7 +482,7 @@ async def send(
         except _Fatal as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000
-            raise ProviderError(f"{model}: {attempt.error}", attempts, status=exc.status) from None
+            raise ProviderError(f"{name}: {attempt.error}", attempts, status=exc.status) from None
         except _Retryable as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000
@@ -490,7 +491,7 @@ async def send(
                 state.block(exc.retry_after if exc.retry_after is not None else backoff(n, endpoint))
             if exc.retry_after is not None and exc.retry_after > endpoint.max_retry_after_s:
                 raise ProviderError(
-                    f"{model}: rate limited, Retry-After {exc.retry_after:.0f}s is longer than the "
+                    f"{name}: rate limited, Retry-After {exc.retry_after:.0f}s is longer than the "
                     f"{endpoint.max_retry_after_s:.0f}s allowed",
                     attempts,
                     status=exc.status,
@@ -507,7 +508,7 @@ async def send(
         await asyncio.sleep(attempt.wait_ms / 1000)  # outside the concurrency slot
     tried = len(attempts)
     raise ProviderError(
-        f"{model}: failed after {tried} attempt{'s' if tried > 1 else ''}: {attempts[-1].error}",
+        f"{name}: failed after {tried} attempt{'s' if tried > 1 else ''}: {attempts[-1].error}",
         attempts,
         status=last_status,
     )
