@@ -45,6 +45,7 @@ test: lint typecheck models unit
 
 bench: $(STAMPS)/dev models
 	$(PY) bench/run.py
+	$(PY) bench/providers.py
 
 clean:
 	rm -rf $(VENV)

@@ -225,10 +225,14 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     target = ROOT / "docs" / "benchmarks.md"
-    notes = ""
-    if target.exists() and "## Notes" in target.read_text():
-        notes = target.read_text()[target.read_text().index("## Notes") :]
-    target.write_text(text + ("\n" + notes if notes else ""))
+    notes = providers = ""
+    old = target.read_text() if target.exists() else ""
+    if "## Notes" in old:
+        notes = old[old.index("## Notes") :]
+    start, end = "<!-- providers:start -->", "<!-- providers:end -->"
+    if start in old and end in old:  # written by bench/providers.py; kept
+        providers = old[old.index(start) : old.index(end) + len(end)] + "\n\n"
+    target.write_text(text + ("\n" + providers if providers else "") + ("\n" + notes if notes else ""))
     print(text)
 
 

@@ -76,7 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = Budget(
         usd=args.budget_usd, tokens=args.budget_tokens, seconds=args.budget_seconds, steps=args.max_steps
     )
-    return asyncio.run(_run(orch, graph or "", text, budget, args))
+    from orchestrator.providers.base import run_blocking
+
+    return run_blocking(lambda: _run(orch, graph or "", text, budget, args))
 
 
 async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: argparse.Namespace) -> int:
@@ -315,6 +317,7 @@ def _profile_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str
 # --- orch ask -----------------------------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace) -> int:
     from orchestrator.ask import aask, ask_profile, failed_attempts
+    from orchestrator.providers.base import run_blocking
 
     settings = Settings.resolve(None, prices_path=args.prices)
     schema = None
@@ -343,8 +346,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         err.print(f"[yellow]retrying:[/yellow] {escape(reason)}")
 
     try:
-        result = asyncio.run(
-            aask(
+        result = run_blocking(
+            lambda: aask(
                 profile,
                 args.prompt,
                 settings=settings,

@@ -248,8 +248,10 @@ class Orchestrator:
         run_id: str | None = None,
         resume: bool = False,
     ) -> RunResult:
-        """`arun` for scripts (starts its own event loop)."""
-        return asyncio.run(self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
+        """`arun` for scripts (starts its own event loop, and closes its HTTP connections at the end)."""
+        from orchestrator.providers.base import run_blocking
+
+        return run_blocking(lambda: self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
 
     async def astream(
         self,

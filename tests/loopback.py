@@ -66,6 +66,7 @@ class Loopback:
     def __init__(self) -> None:
         self.url = ""
         self.requests: list[Request] = []
+        self.connections = 0  # TCP connections accepted (keep-alive reuse shows as fewer than requests)
         self.default = Reply(status=404, body={"error": "no scripted reply"})
         self._fifo: deque[Reply] = deque()
         self._routes: dict[str, deque[Reply]] = {}
@@ -126,6 +127,7 @@ class Loopback:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)  # type: ignore[arg-type]
+        self.connections += 1
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

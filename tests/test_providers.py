@@ -120,6 +120,14 @@ async def test_a_plain_request_has_null_ttft_not_a_copy_of_the_total(server: Loo
     assert "stream" not in body_of(server.requests[0])
 
 
+async def test_streamed_calls_reuse_one_connection(server: Loopback) -> None:
+    server.push(*[openai_stream(["x"], openai_usage(5, 1)) for _ in range(3)])
+    model = openai(server)
+    for _ in range(3):
+        await model.ainvoke("hi")
+    assert server.connections == 1  # each stream is read to its end, so the connection goes back to the pool
+
+
 def test_sync_invoke_and_stream_work_from_plain_code(server: Loopback) -> None:
     server.push(openai_stream(["a", "b"], openai_usage(5, 2)), openai_stream(["c", "d"], openai_usage(5, 2)))
     model = openai(server)

@@ -584,7 +584,7 @@ async def _stream_once(
                 data = "\n".join(data_lines)
                 data_lines = []
                 if data == "[DONE]":
-                    break
+                    continue  # read on to the end of the body, so the connection goes back to the pool
                 try:
                     obj = json.loads(data)
                 except ValueError:

@@ -75,35 +75,39 @@ class _Stream(StreamState):
 
     def feed(self, event: str | None, data: dict[str, Any]) -> str | None:
         d = self.draft
-        if data.get("model"):
+        if d.model is None and data.get("model"):
             d.model = str(data["model"])
-        if data.get("usage"):
-            d.usage = openai_usage(data["usage"])
+        usage = data.get("usage")
+        if usage:
+            d.usage = openai_usage(usage)
         out: str | None = None
-        for choice in data.get("choices") or []:
+        for choice in data.get("choices") or ():
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if text:
                 d.text += text
-                out = (out or "") + text
-            if delta.get("reasoning_content") or delta.get("reasoning"):
+                out = text if out is None else out + text
+            elif delta.get("reasoning_content") or delta.get("reasoning"):
                 out = out or ""
-            for tc in delta.get("tool_calls") or []:
-                slot = self._calls.setdefault(
-                    int(tc.get("index", 0)), {"id": None, "name": "", "arguments": ""}
-                )
-                if tc.get("id"):
-                    slot["id"] = tc["id"]
-                fn = tc.get("function") or {}
-                if fn.get("name"):
-                    slot["name"] += fn["name"]
-                if fn.get("arguments"):
-                    slot["arguments"] += fn["arguments"]
+            calls = delta.get("tool_calls")
+            if calls:
+                self._tool_deltas(calls)
                 out = out or ""
             if choice.get("finish_reason"):
                 d.finish_reason = str(choice["finish_reason"])
-        d.tool_calls = [self._calls[i] for i in sorted(self._calls)]
         return out
+
+    def _tool_deltas(self, calls: list[dict[str, Any]]) -> None:
+        for tc in calls:
+            slot = self._calls.setdefault(int(tc.get("index", 0)), {"id": None, "name": "", "arguments": ""})
+            if tc.get("id"):
+                slot["id"] = tc["id"]
+            fn = tc.get("function") or {}
+            if fn.get("name"):
+                slot["name"] += fn["name"]
+            if fn.get("arguments"):
+                slot["arguments"] += fn["arguments"]
+        self.draft.tool_calls = [self._calls[i] for i in sorted(self._calls)]
 
 
 class _OpenAI(Protocol):
