@@ -22,7 +22,7 @@ from wire import (
 from orchestrator.errors import ModelError
 from orchestrator.providers.anthropic import AnthropicChatModel
 from orchestrator.providers.fallback import FallbackChatModel
-from orchestrator.providers.http import ProviderError, aclose_clients, reset_model_states
+from orchestrator.providers.http import ProviderError, aclose_clients, model_state, reset_model_states
 from orchestrator.providers.openai import OpenAIChatModel
 
 KEY = "sk-test-SECRETKEY123456"
@@ -215,6 +215,7 @@ async def test_429_with_retry_after_is_waited_out_and_ttft_comes_from_the_good_a
     meta = msg.response_metadata
     assert [a["status"] for a in meta["attempts"]] == [429, 200]
     assert meta["attempts"][0]["wait_ms"] == pytest.approx(300)
+    assert model_state(server.url + "/v1", "gpt-4o-mini").limit < 16  # the 429 lowered the concurrency cap
     assert meta["retry_wait_ms"] == pytest.approx(300)
     assert 20 <= meta["ttft_ms"] < 250  # measured from the start of the attempt that succeeded
 

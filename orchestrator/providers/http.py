@@ -414,10 +414,17 @@ async def aclose_clients() -> None:
 
 # --- one call ---------------------------------------------------------------------------------------
 class _Retryable(Exception):
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        headers: httpx.Headers | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.headers = headers
 
 
 class _Fatal(Exception):
@@ -487,6 +494,8 @@ async def send(
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000
             last_status = exc.status
+            if exc.status is not None and exc.headers is not None:
+                state.observe(exc.status, exc.headers)  # a 429 halves the concurrency cap
             if exc.status == 429 or exc.retry_after:
                 state.block(exc.retry_after if exc.retry_after is not None else backoff(n, endpoint))
             if exc.retry_after is not None and exc.retry_after > endpoint.max_retry_after_s:
@@ -524,7 +533,7 @@ def _estimate(estimate_input: int, draft: Draft, *, estimated: bool) -> Usage:
 def _status_error(status: int, headers: httpx.Headers, text: str, protocol: Protocol) -> Exception:
     message = f"HTTP {status}: {protocol.error_message(text)}"
     if status == 429 or status >= 500 or status == 408:
-        return _Retryable(message, status, parse_retry_after(headers.get("retry-after")))
+        return _Retryable(message, status, parse_retry_after(headers.get("retry-after")), headers)
     hint = {
         401: " (check the API key in the configured environment variable)",
         403: " (the key lacks access to this model)",
