@@ -140,3 +140,28 @@ async def test_twenty_concurrent_runs_share_one_instance(tmp_path: Path) -> None
         s.attributes.get("orchestrator.queue_ms", 0) for s in spans if s.name.startswith("chat local")
     ]
     assert max(queue_waits) > 100  # type: ignore[operator]  # calls really waited behind the single instance
+
+
+def test_orch_ask_on_the_local_model_reports_usage_cost_and_ttft() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "ask",
+            "local:qwen2.5-0.5b",
+            "Say hi.",
+            "--max-tokens",
+            "8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["text"].strip()
+    assert out["usage"]["input_tokens"] > 5 and 0 < out["usage"]["output_tokens"] <= 8
+    assert out["cost_usd"] == 0.0 and out["price_source"].startswith("local model")
+    assert 0 < out["ttft_ms"] <= out["duration_ms"]
