@@ -13,6 +13,7 @@ import importlib.metadata
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +309,10 @@ class Orchestrator:
     ) -> None:
         self.settings.checkpoints_path.parent.mkdir(parents=True, exist_ok=True)
         async with AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoints_path)) as saver:
+            async with _setup_lock(str(self.settings.checkpoints_path)):
+                # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
+                # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
+                await saver.setup()
             app = builder.compile(checkpointer=saver, name=name)
             config: RunnableConfig = {
                 "configurable": {"thread_id": run_id},
@@ -428,6 +433,17 @@ class Orchestrator:
         self.tracing.close()
         if self._store is not None:
             self._store.close()
+
+
+_setup_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _setup_lock(path: str) -> asyncio.Lock:
+    """One lock per (event loop, checkpoint file) for the checkpointer's schema set-up."""
+    locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(path, asyncio.Lock())
 
 
 def _ledger_entries(exc: BaseException) -> list[LedgerEntry]:
