@@ -8,7 +8,6 @@ first byte, stalls, and connections cut mid-stream (the socket really closes, no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import threading
@@ -34,8 +33,8 @@ def sse(data: dict[str, Any] | str, event: str | None = None) -> str:
 @dataclass
 class Request:
     method: str
-    path: str
-    headers: dict[str, str]
+    path: str  # including the query string
+    headers: dict[str, str]  # names lower-cased
     body: bytes
 
     def json(self) -> Any:
@@ -47,17 +46,13 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | str | dict[str, Any] | list[Any] | None = None
-    events: list[str | bytes] | None = None
-    delay: float = 0.0
-    gap: float = 0.0
-    first_event_delay: float = 0.0
-    cut_after: int | None = None
-    stall: float | None = None
-    stall_after_events: int | None = None
-
-
-class _Closed(Exception):
-    pass
+    events: list[str | bytes] | None = None  # set: an SSE stream, one HTTP chunk per event
+    delay: float = 0.0  # before the status line
+    gap: float = 0.0  # between events
+    first_event_delay: float = 0.0  # after the headers, before the first event
+    cut_after: int | None = None  # send this many events, then close without the terminating chunk
+    stall: float | None = None  # send nothing for this long, then close
+    stall_after_events: int | None = None  # send this many events, then stall
 
 
 class Loopback:
@@ -71,12 +66,14 @@ class Loopback:
         self._fifo: deque[Reply] = deque()
         self._routes: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="loopback", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def start(self) -> Loopback:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="loopback", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
         return self
@@ -86,21 +83,32 @@ class Loopback:
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
 
-    def close(self) -> None:
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            for task in list(self._tasks):
+    async def _stop(self) -> None:
+        assert self._server is not None
+        # Stop accepting first, and only close the server once every accepted connection has its task: a
+        # connection accepted just before `Server.close()` would otherwise leak its socket (CPython 3.11).
+        for sock in self._server.sockets:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        # Cancel each connection once its task has started (cancelling one before its first step would skip
+        # the `finally` that closes its socket).
+        me = asyncio.current_task()
+        while pending := asyncio.all_tasks() - {me}:
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            if self._server is not None:
-                await self._server.wait_closed()
+            await asyncio.wait(pending, timeout=0.005)
+        self._server.close()
+        await self._server.wait_closed()
 
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop.close()
+    def close(self) -> None:
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(5)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
 
     def __enter__(self) -> Loopback:
         return self.start()
@@ -119,96 +127,101 @@ class Loopback:
     def _next(self, path: str) -> Reply:
         with self._lock:
             for prefix, queue in self._routes.items():
-                if path.startswith(prefix) and queue:
+                if queue and path.startswith(prefix):
                     return queue.popleft()
             return self._fifo.popleft() if self._fifo else self.default
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self.connections += 1
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    break
+            while (request := await _read_request(reader)) is not None:
                 self.requests.append(request)
-                if not await self._answer(self._next(request.path), writer):
+                keep_alive = await _answer(self._next(request.path), writer)
+                if not keep_alive or request.headers.get("connection", "").lower() == "close":
+                    writer.close()  # flushes what was written, then FIN: the client sees a cut body
+                    await writer.wait_closed()
                     break
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass  # the client went away, or sent something that is not HTTP
         except asyncio.CancelledError:
-            pass
+            pass  # close(): drop the connection at once
         finally:
             writer.transport.abort()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
-    async def _answer(self, reply: Reply, writer: asyncio.StreamWriter) -> bool:
-        """Send one reply; False when the connection must close."""
-        if reply.stall is not None and reply.stall_after_events is None:
-            await asyncio.sleep(reply.stall)
-            return False
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        reason = _reason(reply.status)
-        head = {k.lower(): v for k, v in reply.headers.items()}
-        if reply.events is None:
-            body, ctype = _encode(reply.body)
+
+async def _answer(reply: Reply, writer: asyncio.StreamWriter) -> bool:
+    """Send one reply; False when the connection must close afterwards."""
+    if reply.stall is not None and reply.stall_after_events is None:
+        await asyncio.sleep(reply.stall)
+        return False
+    if reply.delay:
+        await asyncio.sleep(reply.delay)
+    head = {k.lower(): v for k, v in reply.headers.items()}
+    keep_alive = head.get("connection", "").lower() != "close"
+    if reply.events is None:
+        body, ctype = _encode(reply.body)
+        if ctype:
             head.setdefault("content-type", ctype)
-            head["content-length"] = str(len(body))
-            writer.write(_head(reply.status, reason, head) + body)
-            await writer.drain()
-            return True
-        head.setdefault("content-type", "text/event-stream")
-        head.setdefault("cache-control", "no-cache")
-        head["transfer-encoding"] = "chunked"
-        writer.write(_head(reply.status, reason, head))
+        head["content-length"] = str(len(body))
+        writer.write(_head(reply.status, head) + body)
         await writer.drain()
-        if reply.first_event_delay:
-            await asyncio.sleep(reply.first_event_delay)
-        for i, event in enumerate(reply.events):
-            if reply.cut_after is not None and i >= reply.cut_after:
-                return False
-            if reply.stall_after_events is not None and i >= reply.stall_after_events:
-                await asyncio.sleep(reply.stall or 0.0)
-                return False
-            if i and reply.gap:
-                await asyncio.sleep(reply.gap)
-            data = event.encode() if isinstance(event, str) else event
-            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            await writer.drain()
-        if reply.cut_after is not None and reply.cut_after >= len(reply.events):
+        return keep_alive
+    head.setdefault("content-type", "text/event-stream")
+    head.setdefault("cache-control", "no-cache")
+    head["transfer-encoding"] = "chunked"
+    head.pop("content-length", None)
+    writer.write(_head(reply.status, head))
+    await writer.drain()
+    if reply.first_event_delay:
+        await asyncio.sleep(reply.first_event_delay)
+    for i, event in enumerate(reply.events):
+        if reply.cut_after is not None and i >= reply.cut_after:
             return False
-        writer.write(b"0\r\n\r\n")
+        if reply.stall_after_events is not None and i >= reply.stall_after_events:
+            await asyncio.sleep(reply.stall or 0.0)
+            return False
+        if i and reply.gap:
+            await asyncio.sleep(reply.gap)
+        data = event.encode() if isinstance(event, str) else event
+        writer.write(b"%x\r\n%b\r\n" % (len(data), data))
         await writer.drain()
-        return True
+    if reply.cut_after is not None or reply.stall_after_events is not None:
+        if reply.stall_after_events is not None:  # fewer events than the stall point: stall at the end
+            await asyncio.sleep(reply.stall or 0.0)
+        return False
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return keep_alive
 
 
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:  # e.g. Anthropic's 529 "overloaded"
-        return "Unknown"
-
-
-def _encode(body: bytes | str | dict[str, Any] | list[Any] | None) -> tuple[bytes, str]:
+def _encode(body: bytes | str | dict[str, Any] | list[Any] | None) -> tuple[bytes, str | None]:
     if isinstance(body, dict | list):
         return json.dumps(body).encode(), "application/json"
     if isinstance(body, str):
-        return body.encode(), "text/plain"
-    return body or b"", "application/octet-stream"
+        return body.encode(), "text/plain; charset=utf-8"
+    if body is None:
+        return b"", None
+    return body, "application/octet-stream"
 
 
-def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+def _head(status: int, headers: dict[str, str]) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:  # e.g. Anthropic's 529 "overloaded"
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+    """The next request on the connection, or None when the client closed it between requests."""
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
@@ -220,14 +233,12 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         if line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
+    if "chunked" in headers.get("transfer-encoding", "").lower():
         parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            parts.append(chunk[:-2])
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16):
+            parts.append((await reader.readexactly(size + 2))[:-2])
+        while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+            pass
         body = b"".join(parts)
     else:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
@@ -237,9 +248,5 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
 @pytest.fixture
 def loopback() -> Iterator[Loopback]:
     """A started loopback server, closed after the test."""
-    server = Loopback().start()
-    try:
+    with Loopback() as server:
         yield server
-    finally:
-        with contextlib.suppress(Exception):
-            server.close()
