@@ -201,6 +201,8 @@ async def call_model(
             result[A.COMPUTE_MS] = float(compute)
         if meta.get("queue_ms") is not None:
             result[A.QUEUE_MS] = float(meta["queue_ms"])
+        if meta.get("grammar_fallbacks") is not None:
+            result[A.GRAMMAR_FALLBACKS] = int(meta["grammar_fallbacks"])
         gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
         if usage.output_tokens and gen_ms > 0:
             result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)

@@ -54,7 +54,9 @@ def model_for(
             path = profile.file
         else:
             path = ensure_model_file(LOCAL_MODELS[profile.model], settings.models_dir, _say)
-        return LocalChatModel(model_path=str(path), model_name=profile.name)
+        return LocalChatModel(
+            model_path=str(path), model_name=profile.name, kv_dir=str(settings.models_dir / "kv")
+        )
     if profile.provider == "python":
         return _python_model(slot, profile.model)
     if profile.base_url is None or profile.protocol is None:

@@ -2,16 +2,18 @@
 
 A llama.cpp instance is not safe to call from several tasks at once: every model file is loaded once per
 process and shared behind a lock (a FIFO queue of callers); calls run in a worker thread so the event loop
-keeps serving other runs.
+keeps serving other runs. Decoding (prefix reuse, prompt states on disk, lazy grammar) is in `llama_engine`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -20,13 +22,14 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from orchestrator.errors import ConfigError, ModelError
+from orchestrator.providers.llama_engine import LlamaEngine, PromptTooLong
 
 __all__ = ["LocalChatModel", "loaded_instances"]
 
 
 @dataclass
 class _Instance:
-    llama: Any
+    engine: LlamaEngine
     lock: threading.Lock
     load_s: float
 
@@ -41,7 +44,13 @@ def loaded_instances() -> dict[str, int]:
     return dict(_load_count)
 
 
-def _instance(path: str, n_ctx: int, n_threads: int) -> _Instance:
+def _model_id(path: str) -> str:
+    """What identifies a model file's contents for its saved prompt states: name, size and mtime."""
+    st = os.stat(path)
+    return f"{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Instance:
     with _registry_lock:
         inst = _instances.get(path)
         if inst is None:
@@ -54,7 +63,8 @@ def _instance(path: str, n_ctx: int, n_threads: int) -> _Instance:
                 ) from None
             t0 = time.perf_counter()
             llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-            inst = _Instance(llama, threading.Lock(), time.perf_counter() - t0)
+            engine = LlamaEngine(llama, model_id=_model_id(path), kv_dir=Path(kv_dir) if kv_dir else None)
+            inst = _Instance(engine, threading.Lock(), time.perf_counter() - t0)
             _instances[path] = inst
             _load_count[path] = _load_count.get(path, 0) + 1
         return inst
@@ -78,57 +88,59 @@ class LocalChatModel(BaseChatModel):
     model_name: str
     n_ctx: int = 4096
     n_threads: int = 2
+    kv_dir: str | None = None  # where prompt-prefix states are kept across processes (None: memory only)
 
     @property
     def _llm_type(self) -> str:
         return "llama-cpp"
 
     def _call(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
-        inst = _instance(self.model_path, self.n_ctx, self.n_threads)
+        inst = _instance(self.model_path, self.n_ctx, self.n_threads, self.kv_dir)
+        engine = inst.engine
+        grammar = kwargs.get("grammar")
+        response_format = kwargs.get("response_format") or {}
+        if grammar is None and response_format.get("type") == "json_object":
+            schema = response_format.get("schema")
+            grammar = engine.grammar_for(schema) if schema else engine.grammar_for({})
+        if grammar is not None and not isinstance(grammar, str):
+            grammar = str(getattr(grammar, "_grammar", grammar))  # a llama_cpp LlamaGrammar
         queued = time.perf_counter()
         with inst.lock:
             start = time.perf_counter()
-            first: list[float] = []
-
-            def mark_first(_ids: Any, scores: Any) -> Any:
-                if not first:
-                    first.append(time.perf_counter())
-                return scores
-
-            params: dict[str, Any] = {
-                "max_tokens": int(kwargs.get("max_tokens") or 256),
-                "temperature": float(kwargs.get("temperature", 0.0)),
-                "logits_processor": [mark_first],
-            }
-            if stop:
-                params["stop"] = stop
-            if kwargs.get("response_format"):
-                params["response_format"] = kwargs["response_format"]
-            if kwargs.get("grammar") is not None:
-                params["grammar"] = kwargs["grammar"]
             try:
-                out = inst.llama.create_chat_completion(messages=_to_chat(messages), **params)
+                done = engine.complete(
+                    _to_chat(messages),
+                    max_tokens=int(kwargs.get("max_tokens") or 256),
+                    temperature=float(kwargs.get("temperature") or 0.0),
+                    grammar=grammar,
+                    seed=kwargs.get("seed"),
+                )
+            except PromptTooLong as exc:
+                raise ModelError(f"{self.model_name}: {exc}") from None
             except Exception as exc:
                 raise ModelError(f"{self.model_name}: llama.cpp failed: {type(exc).__name__}: {exc}") from exc
             end = time.perf_counter()
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        text = choice["message"].get("content") or ""
-        ttft_ms = (first[0] - start) * 1000 if first else None
+        text = done.text
+        if stop:
+            cut = [text.index(s) for s in stop if s in text]
+            text = text[: min(cut)] if cut else text
         msg = AIMessage(
             content=text,
             usage_metadata={
-                "input_tokens": int(usage.get("prompt_tokens", 0)),
-                "output_tokens": int(usage.get("completion_tokens", 0)),
-                "total_tokens": int(usage.get("total_tokens", 0)),
+                "input_tokens": done.prompt_tokens,
+                "output_tokens": done.completion_tokens,
+                "total_tokens": done.prompt_tokens + done.completion_tokens,
+                "input_token_details": {"cache_read": done.cached_tokens},
             },
             response_metadata={
                 "model_name": self.model_name,
-                "finish_reason": choice.get("finish_reason"),
-                "ttft_ms": ttft_ms,
+                "finish_reason": done.finish_reason,
+                "ttft_ms": done.ttft_s * 1000 if done.ttft_s is not None else None,
                 "compute_ms": (end - start) * 1000,
                 "queue_ms": (start - queued) * 1000,
-                "generation_ms": (end - first[0]) * 1000 if first else None,
+                "generation_ms": done.generation_s * 1000,
+                "prompt_eval_ms": done.prompt_eval_s * 1000,
+                "grammar_fallbacks": done.grammar_fallbacks,
             },
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
