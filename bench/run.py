@@ -1,8 +1,8 @@
 """Benchmarks; results go to docs/benchmarks.md (machine and date noted). Run with `make bench`.
 
-1. Orchestration overhead per controller step, with a zero-latency scripted model, against a bare LangGraph
-   graph of the same shape (controller -> tool -> controller ...) and the same SQLite checkpointer; our
-   graph with tracing on and off. Ratios within one run: the machines are shared and noisy.
+1. Orchestration overhead per model decision, with a zero-latency scripted model, against a bare LangGraph
+   graph making the same decisions (a plan, four tool calls, an answer) with the same tool, prompt and SQLite
+   checkpointer; our graph with tracing on and off. Ratios within one run: the machines are shared and noisy.
 2. The demo run (`orch run assistant ...` on the local models) after set-up, wall time end to end.
 """
 
@@ -31,22 +31,24 @@ from langgraph.graph import END, START, StateGraph  # noqa: E402
 
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
-from orchestrator.graph import CONTROLLER_PROMPT, example_turns  # noqa: E402
+from orchestrator.controller import SYSTEM_PROMPT  # noqa: E402
+from orchestrator.plan import MAX_PARTS  # noqa: E402
 from orchestrator.testing import ScriptedChatModel  # noqa: E402
 from tools.catalog import TOOLS  # noqa: E402
 
-STEPS = 40
 REPEATS = 15
 WORD_COUNT = next(t for t in TOOLS if t.name == "text_statistics")
+TEXTS = [f"alpha beta gamma {i}" for i in range(MAX_PARTS)]
+INPUT = "Measure each text: " + ", ".join(f"'{t}'" for t in TEXTS)
+STEPS = MAX_PARTS + 2  # model decisions per run: the plan, one call per part, the answer
 
 
 def script() -> list[str]:
-    replies = [json.dumps({"action": "find_tools", "query": "count words in a text"})]
+    replies = [json.dumps({"plan": [{"tool": "measure the text statistics"} for _ in TEXTS]})]
     replies += [
-        json.dumps({"action": "call_tool", "tool": "text_statistics", "args": {"text": f"step {i}"}})
-        for i in range(STEPS - 2)
+        json.dumps({"action": "call_tool", "tool": "text_statistics", "args": {"text": t}}) for t in TEXTS
     ]
-    replies.append(json.dumps({"action": "final", "answer": "done"}))
+    replies.append(json.dumps({"action": "final", "answer": "done: 4 words each"}))
     return replies
 
 
@@ -58,8 +60,8 @@ class BareState(TypedDict, total=False):
     answer: str | None
 
 
-# The same instructions and worked example our controller sends: a real bare graph has a prompt too.
-PROMPT = [SystemMessage(CONTROLLER_PROMPT.format(workers="  (none)")), *example_turns(None)]
+# The same instructions our controller sends: a real bare graph has a prompt too.
+PROMPT = [SystemMessage(SYSTEM_PROMPT.format(workers="  (none)"))]
 
 
 def build_bare(model: ScriptedChatModel) -> StateGraph[Any, Any, Any, Any]:
@@ -67,17 +69,13 @@ def build_bare(model: ScriptedChatModel) -> StateGraph[Any, Any, Any, Any]:
         msg = await model.ainvoke([*PROMPT, HumanMessage(state["input"]), *state.get("messages", [])])
         decision = json.loads(str(msg.content))
         update: dict[str, Any] = {"messages": [AIMessage(str(msg.content))], "pending": decision}
-        if decision["action"] == "final":
+        if decision.get("action") == "final":
             update["answer"] = decision["answer"]
         return update
 
     async def act(state: BareState) -> dict[str, Any]:
         decision = state["pending"] or {}
-        text = (
-            "found text_statistics"
-            if decision["action"] == "find_tools"
-            else json.dumps(await WORD_COUNT.ainvoke(decision["args"]))
-        )
+        text = "planned" if "plan" in decision else json.dumps(await WORD_COUNT.ainvoke(decision["args"]))
         return {"messages": [HumanMessage(f"Observation: {text}")], "pending": None}
 
     def route(state: BareState) -> str:
@@ -98,7 +96,7 @@ async def run_bare(folder: Path, i: int) -> float:
         app = build_bare(model).compile(checkpointer=saver)
         t0 = time.perf_counter()
         await app.ainvoke(
-            {"input": "count"},
+            {"input": INPUT},
             {"configurable": {"thread_id": f"bare{i}"}, "recursion_limit": 200},
             durability="sync",
         )
@@ -120,7 +118,7 @@ async def run_ours(folder: Path, i: int, tracing: bool) -> float:
         tracing=tracing,
     )
     t0 = time.perf_counter()
-    result = await orch.arun("g", "count", run_id=f"ours{tracing}{i}")
+    result = await orch.arun("g", INPUT, run_id=f"ours{tracing}{i}")
     elapsed = time.perf_counter() - t0
     assert result.status == "ok", result
     orch.close()
@@ -195,14 +193,15 @@ def main() -> None:
         f"Last run: {dt.date.today().isoformat()} on {machine()}. Produced by `make bench` (`bench/run.py`).",
         "These machines are shared and noisy: compare the ratios, which come from one interleaved run.",
         "",
-        "## Orchestration overhead per controller step",
+        "## Orchestration overhead per model decision",
         "",
-        f"A zero-latency scripted controller makes {STEPS} decisions (find_tools, then call_tool on a real tool,",
-        "then final) through our provider path, ledger, budget check, decision schema and checkpointer. The bare",
-        "graph has the same shape (controller -> tool -> controller), the same model, prompt, tool and `AsyncSqliteSaver`",
-        f'with `durability="sync"`, and none of our machinery. Median of {REPEATS} interleaved runs.',
+        f"A zero-latency scripted controller makes {STEPS} decisions per run (a plan of {MAX_PARTS} tool parts, a call on",
+        "a real tool for each, the answer) through our provider path, ledger, budget checks, grounding checks, decision",
+        "schemas and checkpointer; the graph adds a tool search per part. The bare graph makes the same decisions",
+        "(controller -> tool -> controller) with the same model, prompt, tool and `AsyncSqliteSaver` with",
+        f'`durability="sync"`, and none of our machinery. Median of {REPEATS} interleaved runs.',
         "",
-        "| variant | ms per controller step | ratio | goal |",
+        "| variant | ms per decision | ratio | goal |",
         "|---|---|---|---|",
         f"| bare LangGraph graph | {per_step['bare']:.2f} | 1.00 | |",
         f"| orchestrator, tracing off | {per_step['untraced']:.2f} | {per_step['untraced'] / per_step['bare']:.2f} | |",

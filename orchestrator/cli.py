@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from orchestrator.config import Settings, load_manifest
+from orchestrator.decisions import decision_of
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.graph import last_decision
 from orchestrator.ledger import Budget
@@ -93,9 +94,8 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
                 if event.kind == "start":
                     status.update(f"run {run_id}: controller thinking ...")
                 elif event.kind == "node":
-                    err.print(
-                        f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{event.node:<11}[/bold] {_describe(event)}"
-                    )
+                    node, what = escape(event.node), escape(_describe(event))
+                    err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{node:<11}[/bold] {what}")
                     status.update(f"run {run_id}: {_next_label(event)} ...")
                 elif event.result is not None:
                     result = event.result
@@ -120,13 +120,16 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
 
 def _describe(event: Any) -> str:
     update = event.update
-    pending = last_decision(update)
     if event.node == "controller":
         if update.get("status") == "budget_stop":
             return f"stopped: {update.get('stop_reason')}"
-        if pending:
-            body = {k: v for k, v in pending.items() if k != "action"}
-            return f"-> {pending['action']} {json.dumps(body, ensure_ascii=False)[:110]}"
+        steps = []
+        for message in update.get("messages") or []:
+            decision = decision_of(str(message.content)) if message.type == "ai" else None
+            if decision:
+                body = {k: v for k, v in decision.items() if k != "action"}
+                steps.append(f"-> {decision['action']} {json.dumps(body, ensure_ascii=False)[:110]}")
+        return " ".join(steps)
     messages = update.get("messages") or []
     if messages:
         return str(messages[-1].content).replace("\n", " ")[:120]
@@ -182,6 +185,108 @@ def _print_result(result: Any) -> None:
         style="bold",
     )
     out.print(table)
+
+
+# --- orch eval --------------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.evaluate import TaskResult, evaluate, load_tasks
+    from orchestrator.providers.base import run_blocking
+    from orchestrator.runner import Orchestrator
+
+    tasks = load_tasks(args.data)
+    if args.limit is not None:
+        tasks = tasks[: args.limit]
+    settings = Settings.resolve(
+        load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints
+    )
+    orch = Orchestrator.from_project(
+        args.project, settings=dataclasses.replace(settings, capture_content=True)
+    )
+    graph = args.graph or orch.manifest.default_graph or ""
+    progress = Progress(
+        TextColumn("[bold]eval[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[right]} right"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=args.json,
+    )
+    bar = progress.add_task("eval", total=len(tasks), right=0)
+    right = 0
+
+    def show(result: TaskResult) -> None:
+        nonlocal right
+        right += result.ok
+        progress.update(bar, advance=1, right=right)
+        if not args.json:
+            mark = "[green]right[/green]" if result.ok else "[red]wrong[/red]"
+            flag = f" [yellow]ungrounded x{len(result.ungrounded)}[/yellow]" if result.ungrounded else ""
+            progress.console.print(
+                f"{mark} {escape(result.id)} [dim]{escape(result.category)}[/dim] "
+                f"{result.seconds:.1f}s {len(result.steps)} steps{flag}"
+            )
+
+    try:
+        with progress:
+            report = run_blocking(lambda: evaluate(orch, graph, tasks, on_result=show))
+    finally:
+        orch.close()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_eval(report)
+    accuracy = report.totals()["accuracy"] or 0.0
+    if args.min_accuracy is not None and accuracy < args.min_accuracy:
+        err.print(f"[red]accuracy {accuracy:.0%} is below --min-accuracy {args.min_accuracy:.0%}[/red]")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_eval(report: Any) -> None:
+    table = Table(title=f"Eval of {escape(report.graph)}: per task", title_justify="left")
+    for col in ("task", "category", "result", "time", "steps", "tokens", "cost", "answer / why"):
+        table.add_column(col, overflow="fold")
+    for t in report.tasks:
+        why = t.answer or t.error or "(no answer)"
+        if not t.ok:
+            why += "".join(f"\n  missing {m}" for m in t.missing) + "".join(
+                f"\n  forbidden {f}" for f in t.forbidden
+            )
+        why += "".join(f"\n  ungrounded: {u}" for u in t.ungrounded)
+        table.add_row(
+            escape(t.id),
+            escape(t.category),
+            "[green]right[/green]" if t.ok else f"[red]wrong[/red] ({escape(t.status)})",
+            f"{t.seconds:.1f}s",
+            escape(" > ".join(t.steps)),
+            str(t.input_tokens + t.output_tokens),
+            _money(t.cost_usd),
+            escape(why),
+        )
+    out.print(table)
+    totals = Table(title="By category", title_justify="left")
+    for col in ("category", "right", "accuracy", "median time", "mean steps", "tokens", "cost", "ungrounded"):
+        totals.add_column(col)
+    rows = [*report.by_category().items(), ("total", report.totals())]
+    for name, c in rows:
+        totals.add_row(
+            escape(name),
+            f"{c['right']}/{c['tasks']}",
+            f"{c['accuracy']:.0%}",
+            f"{c['median_s']:.1f}s",
+            f"{c['mean_steps']:.1f}",
+            str(c["input_tokens"] + c["output_tokens"]),
+            _money(c["cost_usd"]),
+            str(c["ungrounded_steps"]),
+            style="bold" if name == "total" else None,
+        )
+    out.print(totals)
 
 
 # --- orch models -----------------------------------------------------------------------------------------
@@ -495,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget-seconds", type=float)
     run.add_argument("--max-steps", type=int, help="controller decisions at most")
     run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="run labelled tasks through a graph: right or wrong, steps, time, cost")
+    ev.add_argument("graph", nargs="?", help="graph name (default: the manifest's default_graph)")
+    ev.add_argument("--data", required=True, metavar="FILE", help="tasks, JSON Lines: input, expect, ...")
+    ev.add_argument("--limit", type=int, help="only the first N tasks")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--min-accuracy", type=float, metavar="SHARE", help="exit 1 below this share (0-1)")
+    ev.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
+    ev.add_argument("--checkpoints", help="checkpoint database path (default: $ORCH_CHECKPOINTS)")
+    ev.set_defaults(func=cmd_eval)
 
     models = sub.add_parser(
         "models", help="list model profiles and prices; build or verify local model files"

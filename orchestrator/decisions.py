@@ -1,10 +1,16 @@
-"""The controller's decision protocol: a JSON action constrained by a schema built from what is loaded.
+"""The controller's decision protocol: JSON replies constrained by a schema built for the step at hand.
 
-`{"action": "find_tools", "query": ...}` | `{"action": "call_tool", "tool": <loaded tool>, "args": {...}}` |
-`{"action": "delegate", "worker": <worker>, "input": ...}` | `{"action": "final", "answer": ...}`
+| step                  | the model may reply                                                          |
+|-----------------------|------------------------------------------------------------------------------|
+| plan (first)          | `{"plan": [{"tool": ...} or {"worker": ..., "text": <a span of the request>}]}` |
+| a tool part           | `{"action": "call_tool", "tool": <a tool found for it>, "args": {...}}` or     |
+|                       | `{"action": "skip", "reason": ...}`                                          |
+| every part settled    | `{"action": "final", "answer": ...}`                                         |
 
-With a grammar-capable model the schema constrains decoding; in every case the reply is parsed and checked
-here, so a tool outside the loaded set can never be called.
+Steps the plan fixes (`find_tools` for a tool part, `delegate` for a worker part, a final answer when nothing
+can be done) are taken without asking the model. With a grammar-capable model the schema constrains
+decoding; in every case the reply is parsed and checked here, so a tool outside the offered set can never
+be called.
 """
 
 from __future__ import annotations
@@ -15,16 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.catalog import Catalog
+from orchestrator.plan import MAX_PARTS, TASK_MAX, Part, new_part, plan_json
 
-__all__ = ["Decision", "DecisionError", "decision_schema", "parse_decision"]
+__all__ = [
+    "Decision",
+    "DecisionError",
+    "act_schema",
+    "decision_of",
+    "final_schema",
+    "parse_decision",
+    "parse_plan",
+]
 
-Action = Literal["find_tools", "call_tool", "delegate", "final"]
-ACTIONS: tuple[Action, ...] = ("find_tools", "call_tool", "delegate", "final")
-# Bounded strings keep a weak model from running a field on until max_tokens.
-QUERY_MAX = 80
-# Plain words: keeps a small model from pasting identifiers or lists into the search query.
-QUERY_PATTERN = "^[a-z0-9][a-z0-9 ]{2,79}$"  # grammar converters ignore maxLength next to a pattern
+Action = Literal["plan", "find_tools", "call_tool", "delegate", "skip", "final"]
+ACTIONS: tuple[Action, ...] = ("plan", "find_tools", "call_tool", "delegate", "skip", "final")
 TEXT_MAX = 400
+REASON_MAX = 160
 
 
 @dataclass(frozen=True)
@@ -38,9 +50,13 @@ class Decision:
     worker: str = ""
     input: str = ""
     answer: str = ""
+    reason: str = ""
+    plan: tuple[Part, ...] = ()
 
     def to_json(self) -> str:
         """The canonical JSON form (what goes back into the transcript)."""
+        if self.action == "plan":
+            return plan_json(self.plan)
         body: dict[str, Any] = {"action": self.action}
         if self.action == "find_tools":
             body["query"] = self.query
@@ -48,6 +64,8 @@ class Decision:
             body |= {"tool": self.tool, "args": self.args}
         elif self.action == "delegate":
             body |= {"worker": self.worker, "input": self.input}
+        elif self.action == "skip":
+            body["reason"] = self.reason
         else:
             body["answer"] = self.answer
         return json.dumps(body, ensure_ascii=False)
@@ -67,57 +85,46 @@ def _clean_params(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decision_schema(loaded: Sequence[str], catalog: Catalog, workers: Sequence[str]) -> dict[str, Any]:
-    """The JSON schema of a valid decision given the loaded tools and the known workers."""
+def act_schema(tools: Sequence[str], catalog: Catalog) -> dict[str, Any]:
+    """A call to one of `tools` (each with its own argument schema), or a skip with a reason."""
     options: list[dict[str, Any]] = [
         {
             "type": "object",
             "properties": {
-                "action": {"const": "find_tools"},
-                "query": {"type": "string", "minLength": 3, "maxLength": QUERY_MAX, "pattern": QUERY_PATTERN},
+                "action": {"const": "call_tool"},
+                "tool": {"const": name},
+                "args": _clean_params(catalog.get(name).parameters),
             },
-            "required": ["action", "query"],
+            "required": ["action", "tool", "args"],
         }
+        for name in tools
     ]
-    for name in loaded:
-        options.append(
-            {
-                "type": "object",
-                "properties": {
-                    "action": {"const": "call_tool"},
-                    "tool": {"const": name},
-                    "args": _clean_params(catalog.get(name).parameters),
-                },
-                "required": ["action", "tool", "args"],
-            }
-        )
-    if workers:
-        options.append(
-            {
-                "type": "object",
-                "properties": {
-                    "action": {"const": "delegate"},
-                    "worker": {"enum": list(workers)},
-                    "input": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX},
-                },
-                "required": ["action", "worker", "input"],
-            }
-        )
     options.append(
         {
             "type": "object",
             "properties": {
-                "action": {"const": "final"},
-                "answer": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX},
+                "action": {"const": "skip"},
+                "reason": {"type": "string", "minLength": 3, "maxLength": REASON_MAX},
             },
-            "required": ["action", "answer"],
+            "required": ["action", "reason"],
         }
     )
     return {"anyOf": options}
 
 
-def parse_decision(text: str, loaded: Sequence[str], workers: Sequence[str]) -> Decision:
-    """Parse and check one reply; DecisionError says exactly what is wrong."""
+def final_schema() -> dict[str, Any]:
+    """The final answer."""
+    return {
+        "type": "object",
+        "properties": {
+            "action": {"const": "final"},
+            "answer": {"type": "string", "minLength": 1, "maxLength": TEXT_MAX},
+        },
+        "required": ["action", "answer"],
+    }
+
+
+def _loads(text: str) -> dict[str, Any]:
     raw = text.strip()
     if raw.startswith("```"):
         raw = raw.strip("`").removeprefix("json").strip()
@@ -127,30 +134,71 @@ def parse_decision(text: str, loaded: Sequence[str], workers: Sequence[str]) -> 
         raise DecisionError(f"not valid JSON ({exc.msg} at position {exc.pos}): {raw[:200]!r}") from None
     if not isinstance(data, dict):
         raise DecisionError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _text(data: Mapping[str, Any], key: str, action: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DecisionError(f"action {action!r} needs a non-empty string {key!r}")
+    return value.strip()
+
+
+def parse_plan(text: str, workers: Sequence[str]) -> Decision:
+    """Parse a plan reply; a worker part must name a known worker (its text is checked for grounding)."""
+    data = _loads(text)
+    items = data.get("plan")
+    if not isinstance(items, list):
+        raise DecisionError('a plan is {"plan": [...]}, a list of parts')
+    if len(items) > MAX_PARTS:
+        raise DecisionError(f"a plan has at most {MAX_PARTS} parts; got {len(items)}")
+    parts: list[Part] = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise DecisionError(f"part {n} must be an object")
+        if "tool" in item:
+            task = _text(item, "tool", "plan")[:TASK_MAX]
+            parts.append(new_part(tool=task))
+        elif "worker" in item:
+            worker = _text(item, "worker", "plan")
+            if worker not in workers:
+                raise DecisionError(f"part {n}: unknown worker {worker!r}; workers: {', '.join(workers)}")
+            parts.append(new_part(worker=worker, text=_text(item, "text", "plan")))
+        else:
+            raise DecisionError(f'part {n} must be {{"tool": ...}} or {{"worker": ..., "text": ...}}')
+    return Decision("plan", plan=tuple(parts))
+
+
+def parse_decision(text: str, tools: Sequence[str], *, allowed: Sequence[Action]) -> Decision:
+    """Parse and check one step reply; DecisionError says exactly what is wrong."""
+    data = _loads(text)
     action = data.get("action")
-    if action not in ACTIONS:
-        raise DecisionError(f"'action' must be one of {', '.join(ACTIONS)}; got {action!r}")
-
-    def text_field(key: str) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise DecisionError(f"action {action!r} needs a non-empty string {key!r}")
-        return value.strip()
-
-    if action == "find_tools":
-        return Decision("find_tools", query=text_field("query"))
+    if action not in allowed:
+        raise DecisionError(f"'action' must be one of {', '.join(allowed)}; got {action!r}")
     if action == "call_tool":
-        tool = text_field("tool")
-        if tool not in loaded:
-            hint = ", ".join(loaded) if loaded else "none yet: use find_tools first"
-            raise DecisionError(f"tool {tool!r} is not loaded (loaded: {hint})")
+        tool = _text(data, "tool", action)
+        if tool not in tools:
+            hint = ", ".join(tools) if tools else "none"
+            raise DecisionError(f"tool {tool!r} is not one of the tools found for this part ({hint})")
         args = data.get("args", {})
         if not isinstance(args, dict):
             raise DecisionError(f"'args' must be a JSON object, got {type(args).__name__}")
         return Decision("call_tool", tool=tool, args=args)
-    if action == "delegate":
-        worker = text_field("worker")
-        if worker not in workers:
-            raise DecisionError(f"unknown worker {worker!r}; workers: {', '.join(workers)}")
-        return Decision("delegate", worker=worker, input=text_field("input"))
-    return Decision("final", answer=text_field("answer"))
+    if action == "skip":
+        return Decision("skip", reason=_text(data, "reason", action)[:REASON_MAX])
+    if action == "final":
+        return Decision("final", answer=_text(data, "answer", action))
+    raise DecisionError(f"action {action!r} is not one the model chooses here")
+
+
+def decision_of(text: str) -> dict[str, Any] | None:
+    """The decision a transcript message holds, as a dict with its action (None if it holds none)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "plan" in data and "action" not in data:
+        return {"action": "plan", **data}
+    return data if "action" in data else None

@@ -1,34 +1,40 @@
-"""The agent graph: a racehorse controller that finds tools, calls them, delegates to workhorses, answers.
+"""The agent graph: a racehorse controller plans, finds tools, calls them, delegates to workhorses, answers.
 
 ```
 START -> controller -> find_tools -> controller
                     -> call_tool  -> controller
                     -> worker (Send, one per delegation) -> controller
+                    -> controller (after a plan or a skipped part, when the next step needs the model)
                     -> END (final answer, budget stop)
 ```
 
-`build_agent_graph` returns an *uncompiled* `StateGraph`; the runner compiles it with its checkpointer.
+The controller's logic is in `orchestrator.controller`; the plan it keeps in the state is in
+`orchestrator.plan`. `build_agent_graph` returns an *uncompiled* `StateGraph`; the runner compiles it
+with its checkpointer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import operator
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
-from orchestrator.calls import call_model
 from orchestrator.context import BudgetStop, RunContext
-from orchestrator.decisions import Decision, DecisionError, decision_schema, parse_decision
-from orchestrator.errors import ModelError, ToolError
+from orchestrator.controller import controller_step
+from orchestrator.decisions import decision_of
+from orchestrator.errors import ToolError
 from orchestrator.ledger import LedgerEntry, LedgerLine, ledger_delta, merge_ledger
+from orchestrator.plan import Part, current_part, merge_plan
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 from orchestrator.workers import reject, run_worker
@@ -36,6 +42,7 @@ from orchestrator.workers import reject, run_worker
 __all__ = ["AgentState", "build_agent_graph"]
 
 _OBSERVATION_CAP = 2000
+_ARG_NOTE = 60  # characters of an argument's description shown with a found tool
 
 
 def _append_new(left: list[str], right: list[str]) -> list[str]:
@@ -48,6 +55,7 @@ class AgentState(TypedDict, total=False):
 
     input: str
     messages: Annotated[list[BaseMessage], operator.add]
+    plan: Annotated[list[Part] | None, merge_plan]
     loaded: Annotated[list[str], _append_new]
     results: Annotated[list[dict[str, Any]], operator.add]
     ledger: Annotated[dict[str, LedgerLine], merge_ledger]
@@ -61,55 +69,7 @@ class WorkerTask(TypedDict):
 
     worker: str
     input: str
-
-
-CONTROLLER_PROMPT = """You control an assistant. Each turn, reply with ONE JSON action:
-{{"action": "find_tools", "query": "..."}} search the tool catalog by what a tool computes; found tools become callable
-{{"action": "call_tool", "tool": "...", "args": {{...}}}} run a found tool
-{{"action": "delegate", "worker": "...", "input": "..."}} send text to a worker:
-{workers}
-{{"action": "final", "answer": "..."}} finish with the answer
-Compute with tools (arithmetic, dates, units, text statistics); classify or extract text with a worker.
-Do only the steps the task asks for, never repeat one, and finish as soon as you have every result."""
-
-
-EXAMPLE = {"example": True}  # marks worked-example turns (response_metadata never reaches a provider)
-
-
-@functools.cache
-def example_turns(worker: str | None) -> tuple[BaseMessage, ...]:
-    """One worked task as chat turns: small models follow turns better than rules."""
-    turns: list[BaseMessage] = [
-        HumanMessage(
-            "How many km is 26.2 miles?" + (" Also process: 'where is my parcel?'" if worker else "")
-        ),
-        AIMessage(
-            '{"action": "find_tools", "query": "convert miles to kilometers"}', response_metadata=EXAMPLE
-        ),
-        HumanMessage(
-            "Observation (find_tools): found convert_length(value, from_unit, to_unit): "
-            "Convert a length between units.\nconvert_speed(value, from_unit, to_unit): Convert a speed."
-            "\nconvert_area(value, from_unit, to_unit): Convert an area."
-        ),
-        AIMessage(
-            '{"action": "call_tool", "tool": "convert_length", '
-            '"args": {"value": 26.2, "from_unit": "mi", "to_unit": "km"}}',
-            example=True,
-        ),
-        HumanMessage("Observation (call_tool convert_length): 42.16"),
-    ]
-    if worker:
-        turns += [
-            AIMessage(
-                f'{{"action": "delegate", "worker": "{worker}", "input": "where is my parcel?"}}',
-                example=True,
-            ),
-            HumanMessage(f'Observation (delegate {worker}): {{"result": "..."}}'),
-        ]
-    turns.append(
-        AIMessage('{"action": "final", "answer": "26.2 miles is 42.16 km."}', response_metadata=EXAMPLE)
-    )
-    return tuple(turns)
+    part: int | None
 
 
 def _observation(kind: str, text: str) -> HumanMessage:
@@ -151,69 +111,15 @@ def traced_node(
     return wrap
 
 
-@traced_node("controller", agent=True)
-async def controller(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """Ask the racehorse for the next action, under a schema of what is loaded now."""
-    steps = sum(1 for m in state.get("messages", []) if isinstance(m, AIMessage))
-    budget_steps = ctx.meter.budget.steps
-    limit = min(ctx.limits.max_steps, budget_steps) if budget_steps is not None else ctx.limits.max_steps
-    if steps >= limit:
-        raise BudgetStop(f"step limit of {limit} reached")
-    loaded = state.get("loaded", [])
-    workers = list(ctx.workers)
-    system = CONTROLLER_PROMPT.format(
-        workers="\n".join(f"  {w.name}: {w.description}" for w in ctx.workers.values()) or "  (none)",
-    )
-    done = {str(m.content) for m in state.get("messages", []) if isinstance(m, AIMessage)}
-    prompt: list[BaseMessage] = [
-        SystemMessage(system),
-        HumanMessage(state["input"]),
-        *state.get("messages", []),
-    ]
-    schema = decision_schema(loaded, ctx.catalog, workers)
-    entries: list[LedgerEntry] = []
-    decision: Decision | None = None
-    error = ""
-    for attempt in range(2):
-        msg, new_entries = await call_model(
-            ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
-        )
-        entries.extend(new_entries)
-        try:
-            decision = parse_decision(str(msg.content), loaded, workers)
-            if decision.to_json() in done:
-                decision = None
-                raise DecisionError(
-                    "this exact action was already done and its observation is above; "
-                    "choose a different action, or final if the task is solved"
-                )
-            break
-        except DecisionError as exc:
-            error = str(exc)
-            if attempt == 0:
-                prompt = [
-                    *prompt,
-                    AIMessage(str(msg.content)),
-                    HumanMessage(f"Invalid reply: {error}. Reply with one valid JSON action."),
-                ]
-    if decision is None:
-        raise ModelError(f"the controller's reply was not a valid decision after one repair: {error}")
-    update: dict[str, Any] = {
-        "messages": [AIMessage(decision.to_json())],
-        "ledger": ledger_delta(entries),
-    }
-    if decision.action == "final":
-        update |= {"answer": decision.answer, "status": "ok"}
-    return update
+controller = traced_node("controller", agent=True)(controller_step)
 
 
 def last_decision(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The decision in the last transcript message, if that message is the controller's (derived, not stored)."""
+    """The decision in the last transcript message, if that message is the controller's."""
     messages = state.get("messages") or []
     if not messages or not isinstance(messages[-1], AIMessage):
         return None
-    decision: dict[str, Any] = json.loads(str(messages[-1].content))
-    return decision
+    return decision_of(str(messages[-1].content))
 
 
 def route(state: AgentState) -> str | list[Send]:
@@ -223,26 +129,64 @@ def route(state: AgentState) -> str | list[Send]:
         return END
     action = pending["action"]
     if action == "delegate":
-        return [Send("worker", WorkerTask(worker=pending["worker"], input=pending["input"]))]
+        part = current_part(state.get("plan"))
+        return [Send("worker", WorkerTask(worker=pending["worker"], input=pending["input"], part=part))]
+    if action in ("plan", "skip"):
+        return "controller"
     return str(action)
+
+
+def _first_sentence(text: str) -> str:
+    """A description's first sentence ("e.g." and "i.e." do not end one)."""
+    cut = 0
+    while True:
+        cut = text.find(". ", cut)
+        if cut < 0:
+            return text.rstrip(".")
+        if not text[max(0, cut - 3) : cut].endswith(("e.g", "i.e", "etc", "vs")):
+            return text[:cut]
+        cut += 2
+
+
+def _signature(name: str, parameters: Mapping[str, Any]) -> str:
+    """`name(arg: its description, unit: C|F|K)`: each argument with a short description or its choices."""
+    args = []
+    for arg, spec in parameters.get("properties", {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        choices = spec.get("enum")
+        if choices and len(choices) <= 8:
+            args.append(f"{arg}: {'|'.join(map(str, choices))}")
+            continue
+        described = " ".join(str(spec.get("description", "")).split())
+        if len(described) > _ARG_NOTE:
+            described = described[: _ARG_NOTE - 3].rsplit(" ", 1)[0] + "..."
+        args.append(f"{arg}: {described}" if described else arg)
+    return f"{name}({'; '.join(args)})"
 
 
 @traced_node("find_tools")
 async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """Search the catalog and load the top-k tools (append-only)."""
+    """Search the catalog; load the top-k tools (append-only) and offer them to the current part."""
     query = (last_decision(state) or {}).get("query", "")
-    loaded = state.get("loaded", [])
-    hits = ctx.catalog.search(query, k=ctx.limits.top_k, exclude=loaded)
+    hits = ctx.catalog.search(query, k=ctx.limits.top_k)
+    index = current_part(state.get("plan"))
     if not hits:
-        text = f"no tool matches {query!r}; try other words"
+        text = f"no tool matches {query!r}"
+        patch: dict[str, Any] = {"status": "failed", "note": text}
     else:
-        lines = []
-        for h in hits:
-            props = ctx.catalog.get(h.name).parameters.get("properties", {})
-            first_sentence = h.description.split(". ")[0].rstrip(".")
-            lines.append(f"{h.name}({', '.join(props)}): {first_sentence}.")
+        lines = [
+            f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."
+            for h in hits
+        ]
         text = "found " + "\n".join(lines)
-    return {"loaded": [h.name for h in hits], "messages": [_observation("find_tools", text)]}
+        patch = {"status": "searched", "tools": [h.name for h in hits]}
+    update: dict[str, Any] = {
+        "loaded": [h.name for h in hits],
+        "messages": [_observation("find_tools", text)],
+    }
+    if index is not None:
+        update["plan"] = [{"index": index, **patch}]
+    return update
 
 
 @traced_node("call_tool")
@@ -258,8 +202,6 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     }
     if ctx.capture_content:
         attributes[A.TOOL_ARGS] = json.dumps(args)
-    import time
-
     t0 = time.perf_counter()
     with open_span(ctx.tracer, f"execute_tool {name}", "tool", attributes) as span:
         try:
@@ -277,8 +219,6 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         except Exception as exc:  # a tool that raises: the model sees the error and may recover
             text, ok = f"error: {type(exc).__name__}: {exc}", False
         if not ok:
-            from opentelemetry.trace import Status, StatusCode
-
             span.set_status(Status(StatusCode.ERROR, text[:500]))
             span.set_attribute(A.ERROR_TYPE, "tool_error")
         elif ctx.capture_content:
@@ -295,33 +235,46 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         ttft_ms=None,
         compute_ms=None,
     )
-    return {
+    update: dict[str, Any] = {
         "messages": [_observation(f"call_tool {name}", text)],
         "ledger": ledger_delta([entry]),
     }
+    index = current_part(state.get("plan"))
+    if index is not None:
+        part = (state.get("plan") or [])[index]
+        if ok:
+            patch: dict[str, Any] = {"status": "done", "result": text[:_OBSERVATION_CAP]}
+        elif part["tries"] + 1 >= 2:
+            patch = {"status": "failed", "tries": part["tries"] + 1, "note": text[:200]}
+        else:
+            patch = {"tries": part["tries"] + 1}
+        update["plan"] = [{"index": index, **patch}]
+    return update
 
 
 @traced_node("worker", agent=True)
 async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     """Run a workhorse worker; only a validated result enters the state."""
     spec = ctx.workers[task["worker"]]
-    from opentelemetry import trace
-
     span = trace.get_current_span()
     span.set_attribute(A.AGENT_NAME, spec.name)
+    if ctx.capture_content:
+        span.set_attribute(A.WORKER_INPUT, task["input"])
     result, entries, reason = await run_worker(ctx, spec, task["input"], "worker")
+    index = task.get("part")
     if result is None:
-        from opentelemetry.trace import Status, StatusCode
-
         error = reject(reason or "invalid output")
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
         span.set_attribute(A.ERROR_TYPE, type(error).__name__)
         obs = f"error: {error}"
-        return {
+        failed: dict[str, Any] = {
             "messages": [_observation(f"delegate {spec.name}", obs)],
             "ledger": ledger_delta(entries),
         }
+        if index is not None:
+            failed["plan"] = [{"index": index, "status": "failed", "note": str(error)[:200]}]
+        return failed
     record = {
         "worker": spec.name,
         "value": result.value,
@@ -330,11 +283,16 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
         "escalated": result.escalated,
     }
     obs = json.dumps(result.value, ensure_ascii=False)
-    return {
+    if ctx.capture_content:
+        span.set_attribute(A.WORKER_OUTPUT, obs)
+    update: dict[str, Any] = {
         "messages": [_observation(f"delegate {spec.name}", obs)],
         "results": [record],
         "ledger": ledger_delta(entries),
     }
+    if index is not None:
+        update["plan"] = [{"index": index, "status": "done", "result": obs}]
+    return update
 
 
 def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentState]:
@@ -353,7 +311,7 @@ def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentS
     g.add_node("call_tool", call_tool)
     g.add_node("worker", worker)
     g.add_edge(START, "controller")
-    g.add_conditional_edges("controller", route, ["find_tools", "call_tool", "worker", END])
+    g.add_conditional_edges("controller", route, ["controller", "find_tools", "call_tool", "worker", END])
     g.add_edge("find_tools", "controller")
     g.add_edge("call_tool", "controller")
     g.add_edge("worker", "controller")

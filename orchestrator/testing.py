@@ -19,9 +19,19 @@ __all__ = ["ScriptedChatModel"]
 Reply = str | Callable[[Sequence[BaseMessage]], str]
 
 
-class ScriptedChatModel(BaseChatModel):
-    """Replays `replies`; with `by_turn=True` it picks reply i where i = assistant turns in the prompt.
+def _is_final_prompt(messages: Sequence[BaseMessage]) -> bool:
+    from orchestrator.controller import FINAL_PROMPT
 
+    return bool(messages) and str(messages[0].content) == FINAL_PROMPT
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Replays `replies`; with `by_turn=True` it picks reply i where i = model turns in the prompt.
+
+    A model turn is an assistant message a model wrote: worked examples (`response_metadata["example"]`)
+    and steps the controller's plan fixed (`response_metadata["decided_by"] == "plan"`) do not count.
+    The agent controller asks for its final answer in a prompt of its own; with `by_turn`, that prompt
+    always gets the last reply.
     `by_turn` makes the script a function of the conversation, so a run resumed in another process gets
     the reply it would have got. Usage is counted in whitespace tokens so costs are predictable.
 
@@ -45,9 +55,15 @@ class ScriptedChatModel(BaseChatModel):
         return "scripted"
 
     def _next(self, messages: Sequence[BaseMessage], worker_key: str | None) -> str:
-        if self.by_turn:
+        if self.by_turn and _is_final_prompt(messages):
+            index = len(self.replies) - 1
+        elif self.by_turn:
             index = sum(
-                1 for m in messages if isinstance(m, AIMessage) and not m.response_metadata.get("example")
+                1
+                for m in messages
+                if isinstance(m, AIMessage)
+                and not m.response_metadata.get("example")
+                and m.response_metadata.get("decided_by") != "plan"
             )
         else:
             index, self._cursor = self._cursor, self._cursor + 1

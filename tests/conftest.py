@@ -41,6 +41,7 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
         limits: Limits | None = None,
         tracing: bool = True,
         priced: bool = True,
+        by_turn: bool = False,
         **kw: Any,
     ) -> Orchestrator:
         prices = PRICES if priced else None
@@ -51,7 +52,7 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
         }
         worker_model = ScriptedChatModel(replies=list(worker))
         models = {
-            "controller": ScriptedChatModel(replies=list(controller)),
+            "controller": ScriptedChatModel(replies=list(controller), by_turn=by_turn),
             "classify": worker_model,
             "extract": worker_model,
         }

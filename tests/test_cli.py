@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+# The request must hold every value the scripted calls use (tool arguments are checked against it).
+TASK = "How many days from 2026-03-02 to 2026-03-20? Count the words of 'one two three'"
+# Model decisions only: the graph itself searches for each tool part's tools (find_tools) from the plan.
 STEPS = [
-    {"action": "find_tools", "query": "days between two dates"},
+    {"plan": [{"tool": "days between 2026-03-02 and 2026-03-20"}, {"tool": "count the words of the text"}]},
     {"action": "call_tool", "tool": "date_diff", "args": {"start": "2026-03-02", "end": "2026-03-20"}},
-    {"action": "find_tools", "query": "count words"},
     {"action": "call_tool", "tool": "word_count", "args": {"text": "one two three"}},
     {"action": "final", "answer": "18 days, 3 words"},
 ]
@@ -98,7 +100,7 @@ def orch(
 
 
 def test_run_then_traces_commands(project: Path) -> None:
-    proc = orch(project, "run", "agent", "how long?", "--json")
+    proc = orch(project, "run", "agent", TASK, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "ok" and result["answer"] == "18 days, 3 words"
@@ -121,7 +123,7 @@ def test_run_then_traces_commands(project: Path) -> None:
     tools = json.loads(orch(project, "traces", "top", "--by", "tool", "--json").stdout)
     assert {h["key"] for h in tools} == {"date_diff", "word_count"}
 
-    human = orch(project, "run", "agent", "again")
+    human = orch(project, "run", "agent", TASK)
     assert human.returncode == 0
     assert "Answer: 18 days, 3 words" in human.stdout and "Cost by node" in human.stdout
 
@@ -193,7 +195,7 @@ def _start(project: Path, log: Path, run_id: str) -> subprocess.Popen[str]:
             str(project),
             "run",
             "agent",
-            "how long?",
+            TASK,
             "--run-id",
             run_id,
         ],
@@ -217,8 +219,10 @@ def _wait_for_lines(log: Path, n: int, proc: subprocess.Popen[str]) -> None:
 def test_sigkill_then_resume_does_not_pay_twice(project: Path) -> None:
     log = project / "calls.log"
     proc = _start(project, log, "killme")
-    _wait_for_lines(log, 2, proc)  # two decisions made; their nodes checkpoint within milliseconds
-    time.sleep(0.4)  # now inside the third (1 s) model call
+    # Two decisions made (the plan, the date_diff call). Their nodes, the call itself and the fixed search
+    # for the second part (no model call) checkpoint within milliseconds; then the third decision starts.
+    _wait_for_lines(log, 2, proc)
+    time.sleep(0.4)  # now inside the third (1 s) model call: the word_count call
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert _checkpoints(project, "killme") > 0
@@ -234,7 +238,7 @@ def test_sigkill_then_resume_does_not_pay_twice(project: Path) -> None:
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == STEPS  # each decision made exactly once across both processes
     controller = next(n for n in result["ledger"]["nodes"] if n["node"] == "controller")
-    assert controller["calls"] == len(STEPS)
+    assert controller["calls"] == len(STEPS)  # model calls only: plan, two tool calls, the answer
     roots = json.loads(orch(project, "traces", "show", "killme", "--json").stdout)["spans"]
     assert [r["name"].split(" (")[0] for r in roots] == ["interrupted attempt", "invoke_workflow agent"]
     chats = [s for s in _walk(roots) if s["kind"] == "chat"]
@@ -253,8 +257,8 @@ def _walk(spans: list[dict[str, object]]) -> list[dict[str, object]]:
 def test_ctrl_c_leaves_a_resumable_run(project: Path) -> None:
     log = project / "calls.log"
     proc = _start(project, log, "interrupt")
-    _wait_for_lines(log, 1, proc)
-    time.sleep(0.4)
+    _wait_for_lines(log, 1, proc)  # the plan is made
+    time.sleep(0.4)  # now inside the second (1 s) model call: the date_diff call
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr

@@ -1,24 +1,38 @@
-"""Graph logic on scripted models: the four actions, limits, budgets, repairs and rejections."""
+"""Graph logic on scripted models: the plan and its steps, grounding checks, limits, budgets, repairs."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import pytest
+from langchain_core.messages import BaseMessage
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator import Budget, Limits
 from support import MakeOrch, act
 
-FIND = act(action="find_tools", query="days between two dates")
+TASK = "How many days from 2026-03-02 to 2026-03-20? Also classify: 'my card has not arrived'"
+
+
+def plan(*parts: dict[str, str]) -> str:
+    return json.dumps({"plan": list(parts)})
+
+
+DAYS = {"tool": "days between 2026-03-02 and 2026-03-20"}
+CLASSIFY = {"worker": "classify_request", "text": "my card has not arrived"}
 CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
-DELEGATE = act(action="delegate", worker="classify_request", input="my card has not arrived")
 FINAL = act(action="final", answer="18 days; card_arrival")
 
 
-async def test_full_loop_records_every_step(make_orch: MakeOrch) -> None:
-    orch = make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}'])
-    result = await orch.arun("agent", "How long has the customer waited?")
-    assert result.status == "ok"
-    assert result.answer == "18 days; card_arrival"
+def node_spans(spans: InMemorySpanExporter, name: str) -> list[dict[str, object]]:
+    return [dict(s.attributes or {}) for s in spans.get_finished_spans() if s.name == name]
+
+
+async def test_plan_tool_part_and_worker_part(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
+    orch = make_orch([plan(DAYS, CLASSIFY), CALL, FINAL], ['{"label": "card_arrival"}'], by_turn=True)
+    result = await orch.arun("agent", TASK)
+    assert (result.status, result.answer) == ("ok", "18 days; card_arrival")
     assert result.results == [
         {
             "worker": "classify_request",
@@ -28,52 +42,69 @@ async def test_full_loop_records_every_step(make_orch: MakeOrch) -> None:
             "escalated": False,
         }
     ]
-    nodes = [n.node for n in result.ledger.by_node()]
-    assert nodes == ["controller", "call_tool", "worker"]
-    controller = result.ledger.by_node()[0]
-    assert controller.calls == 4 and controller.role == "racehorse"
-    # whitespace-token usage of the scripted model, priced at 1e-6 in / 2e-6 out
+    by_node = {n.node: n for n in result.ledger.by_node()}
+    assert by_node["controller"].calls == 3  # plan, the call, the answer: search and delegation are fixed
+    assert by_node["worker"].calls == 1 and by_node["call_tool"].calls == 1
     expected = sum(e["input_tokens"] * 1e-6 + e["output_tokens"] * 2e-6 for e in result.ledger.lines)
     assert result.ledger.cost_usd == pytest.approx(expected)
-    assert result.ledger.cost_usd > 0
+    controllers = node_spans(spans, "invoke_agent controller")
+    assert controllers[0]["orchestrator.plan.parts"] == ("tool", "worker:classify_request")
+    assert "orchestrator.plan" not in controllers[0]  # the parts quote the request: content capture only
+    assert [c["orchestrator.action"] for c in controllers] == ["find_tools", "call_tool", "delegate", "final"]
+    assert [c["orchestrator.decided_by"] for c in controllers] == ["plan", "model", "plan", "model"]
 
 
-async def test_tool_observation_reaches_the_controller(make_orch: MakeOrch) -> None:
+async def test_search_uses_the_part_words_without_its_values(make_orch: MakeOrch) -> None:
     seen: list[str] = []
 
-    def final(messages: object) -> str:
-        seen.extend(str(m.content) for m in messages)  # type: ignore[attr-defined]
-        return FINAL
+    def call(messages: Sequence[BaseMessage]) -> str:
+        seen.extend(str(m.content) for m in messages)
+        return CALL
 
-    orch = make_orch([FIND, CALL, final])
-    result = await orch.arun("agent", "wait?")
+    orch = make_orch([plan(DAYS), call, act(action="final", answer="18 days")], by_turn=True)
+    result = await orch.arun("agent", TASK)
+    assert result.answer == "18 days"
+    assert '{"action": "find_tools", "query": "days between and"}' in seen
+    assert any(s.startswith("Observation (find_tools): found date_diff(start; end)") for s in seen)
+    assert (
+        "Part 1 of 1: days between 2026-03-02 and 2026-03-20. Call the found tool that does it, or skip."
+        in seen
+    )
+
+
+async def test_an_empty_plan_says_it_cannot_answer_without_more_calls(make_orch: MakeOrch) -> None:
+    result = await make_orch([plan()], by_turn=True).arun("agent", "What's the weather in Oslo?")
     assert result.status == "ok"
-    assert any("Observation (call_tool date_diff): 18" in s for s in seen)
-    assert any(s.startswith("Observation (find_tools): found date_diff(start, end)") for s in seen)
+    assert result.answer == "I can't answer that: none of my tools or workers can do it."
+    assert result.ledger.by_node()[0].calls == 1
 
 
-async def test_tool_that_raises_goes_back_to_the_model(
+async def test_a_tool_that_raises_twice_fails_its_part_honestly(
     make_orch: MakeOrch, spans: InMemorySpanExporter
 ) -> None:
     seen: list[str] = []
-
-    def final(messages: object) -> str:
-        seen.extend(str(m.content) for m in messages)  # type: ignore[attr-defined]
-        return act(action="final", answer="could not")
-
-    find = act(action="find_tools", query="always raises explode")
     boom = act(action="call_tool", tool="explode", args={"reason": "x"})
-    result = await make_orch([find, boom, final]).arun("agent", "try it")
+
+    def again(messages: Sequence[BaseMessage]) -> str:
+        seen.extend(str(m.content) for m in messages)
+        return boom
+
+    result = await make_orch([plan({"tool": "explode with reason x"}), boom, again], by_turn=True).arun(
+        "agent", "Explode with reason x"
+    )
     assert result.status == "ok"
     assert any("error: RuntimeError: boom: x" in s for s in seen)
-    tool_span = next(s for s in spans.get_finished_spans() if s.name == "execute_tool explode")
-    assert tool_span.status.status_code.name == "ERROR"
-    assert "boom" in (tool_span.status.description or "")
+    assert result.answer is not None and result.answer.startswith(
+        "I can't answer that with my tools and workers"
+    )
+    assert "boom: x" in result.answer
+    tool_spans = [s for s in spans.get_finished_spans() if s.name == "execute_tool explode"]
+    assert len(tool_spans) == 2 and all(s.status.status_code.name == "ERROR" for s in tool_spans)
 
 
-async def test_calling_a_tool_that_was_not_found_is_repaired(make_orch: MakeOrch) -> None:
-    # date_diff is in the catalog but not loaded: the reply is rejected and repaired once.
-    result = await make_orch([CALL, FIND, CALL, FINAL]).arun("agent", "wait?")
+async def test_calling_a_tool_not_found_for_the_part_is_repaired(make_orch: MakeOrch) -> None:
+    count = act(action="call_tool", tool="word_count", args={"text": "x"})
+    result = await make_orch([plan(DAYS), count, CALL, FINAL]).arun("agent", TASK)
     assert result.status == "ok"
     assert result.ledger.by_node()[0].calls == 4
 
@@ -85,30 +116,117 @@ async def test_invalid_json_gets_one_repair_then_the_run_fails(make_orch: MakeOr
     assert "after one repair" in result.error
 
 
-async def test_repeating_an_action_is_refused(make_orch: MakeOrch) -> None:
-    result = await make_orch([FIND, FIND, FIND]).arun("agent", "x")
-    assert result.status == "failed"
-    assert "already done" in (result.error or "")
+async def test_an_invented_argument_is_repaired_before_the_call(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
+    invented = act(action="call_tool", tool="date_diff", args={"start": "2026-01-01", "end": "2026-03-20"})
+    seen: list[str] = []
+
+    def repaired(messages: Sequence[BaseMessage]) -> str:
+        seen.append(str(messages[-1].content))
+        return CALL
+
+    result = await make_orch([plan(DAYS), invented, repaired, FINAL]).arun("agent", TASK)
+    assert result.status == "ok"
+    assert "the date 2026-01-01 is in neither the request nor an observation" in seen[0]
+    (tool,) = [
+        dict(s.attributes or {}) for s in spans.get_finished_spans() if s.name == "execute_tool date_diff"
+    ]
+    controller = node_spans(spans, "invoke_agent controller")[1]
+    assert controller["orchestrator.repairs"] == 1
+    assert controller["orchestrator.ungrounded.count"] == 1
+    assert "orchestrator.ungrounded" not in controller  # the values are the user's: content capture only
+    assert tool["orchestrator.node"] == "call_tool"
 
 
-async def test_step_limit_stops_a_looping_model(make_orch: MakeOrch) -> None:
-    queries = [act(action="find_tools", query=f"query number {i}") for i in range(10)]
-    result = await make_orch(queries, limits=Limits(max_steps=3)).arun("agent", "x")
+async def test_a_call_still_ungrounded_after_its_repair_is_not_made(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
+    invented = act(action="call_tool", tool="date_diff", args={"start": "2026-01-01", "end": "2026-03-20"})
+    result = await make_orch([plan(DAYS), invented, invented]).arun("agent", TASK)
+    assert result.status == "ok"
+    assert not [s for s in spans.get_finished_spans() if s.name.startswith("execute_tool")]
+    assert result.answer == (
+        "I can't answer that with my tools and workers (not called: a value in its arguments is in neither "
+        "the request nor an observation)."
+    )
+
+
+async def test_an_answer_with_an_unsupported_number_is_repaired_then_replaced(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
+    wrong = act(action="final", answer="There are 19 days.")
+    result = await make_orch([plan(DAYS), CALL, wrong, wrong]).arun("agent", TASK)
+    assert result.answer == "Results: days between 2026-03-02 and 2026-03-20: 18."
+    final = node_spans(spans, "invoke_agent controller")[-1]
+    assert final["orchestrator.answer_fallback"] is True
+    assert final["orchestrator.ungrounded.count"] == 2  # 19 is unsupported, and 18 is not stated
+    fixed = await make_orch([plan(DAYS), CALL, wrong, FINAL]).arun("agent", TASK)
+    assert fixed.answer == "18 days; card_arrival"
+
+
+async def test_a_worker_written_as_a_tool_part_becomes_its_worker_part(make_orch: MakeOrch) -> None:
+    # A small model sometimes names a worker as a tool part: it gets the request's quoted text, no repair.
+    final = act(action="final", answer="card_arrival")
+    orch = make_orch([plan({"tool": "classify_request"}), final], ['{"label": "card_arrival"}'])
+    result = await orch.arun("agent", TASK)
+    assert result.results[0]["value"] == {"label": "card_arrival"}
+    assert result.ledger.by_node()[0].calls == 2
+
+
+async def test_worker_text_not_in_the_request_is_never_sent(make_orch: MakeOrch) -> None:
+    made_up = {"worker": "classify_request", "text": "a customer lost a card"}
+    result = await make_orch([plan(made_up), plan(made_up)]).arun("agent", TASK)
+    assert result.results == []
+    assert result.answer == "I can't answer that with my tools and workers (its text is not in the request)."
+
+
+async def test_skipping_a_part_keeps_the_others(make_orch: MakeOrch) -> None:
+    skip = act(action="skip", reason="no found tool gives the weather")
+    steps = [
+        plan({"tool": "count the words of the forecast"}, DAYS),
+        skip,
+        CALL,
+        act(action="final", answer="18 days"),
+    ]
+    result = await make_orch(steps, by_turn=True).arun("agent", TASK + " And the weather in Oslo?")
+    assert result.answer == "18 days"
+    nothing = await make_orch([plan({"tool": "weather in Oslo"})], by_turn=True).arun(
+        "agent", "Weather in Oslo?"
+    )
+    assert (
+        nothing.answer == "I can't answer that with my tools and workers (no tool matches 'weather in Oslo')."
+    )
+
+
+async def test_a_later_part_uses_an_earlier_result(make_orch: MakeOrch) -> None:
+    hours = {"tool": "count the words of the result"}
+    count = act(action="call_tool", tool="word_count", args={"text": "18"})  # 18 comes from an observation
+    steps = [plan(DAYS, hours), CALL, count, act(action="final", answer="18 days, 1 word")]
+    result = await make_orch(steps, by_turn=True).arun("agent", TASK)
+    assert result.answer == "18 days, 1 word"
+
+
+async def test_step_limit_counts_model_decisions(make_orch: MakeOrch) -> None:
+    steps = [plan(DAYS, DAYS), CALL, CALL, FINAL]
+    result = await make_orch(steps, limits=Limits(max_steps=2), by_turn=True).arun("agent", TASK)
     assert result.status == "budget_stop"
-    assert result.stop_reason == "step limit of 3 reached"
-    assert result.ledger.by_node()[0].calls == 3
+    assert result.stop_reason == "step limit of 2 reached"
+    assert result.ledger.by_node()[0].calls == 2
 
 
 async def test_budget_is_checked_before_the_call(make_orch: MakeOrch) -> None:
     # One controller call costs ~1e-4 worst case (max_tokens 256 * 2e-6 + prompt); allow about one.
-    result = await make_orch([FIND, CALL, FINAL]).arun("agent", "x", budget=Budget(usd=0.0009))
+    result = await make_orch([plan(DAYS), CALL, FINAL], by_turn=True).arun(
+        "agent", TASK, budget=Budget(usd=0.0009)
+    )
     assert result.status == "budget_stop"
     assert result.stop_reason is not None and result.stop_reason.startswith("cost budget")
     assert result.ledger.cost_usd is not None and result.ledger.cost_usd <= 0.0009
 
 
 async def test_token_budget(make_orch: MakeOrch) -> None:
-    result = await make_orch([FIND, CALL, FINAL]).arun("agent", "x", budget=Budget(tokens=100))
+    result = await make_orch([plan(DAYS), CALL, FINAL]).arun("agent", "x", budget=Budget(tokens=100))
     assert result.status == "budget_stop"
     assert result.ledger.tokens == 0  # the first call's worst case already exceeds it: nothing was spent
 
@@ -116,44 +234,40 @@ async def test_token_budget(make_orch: MakeOrch) -> None:
 async def test_invalid_worker_output_is_rejected_not_passed_on(
     make_orch: MakeOrch, spans: InMemorySpanExporter
 ) -> None:
-    seen: list[str] = []
-
-    def final(messages: object) -> str:
-        seen.extend(str(m.content) for m in messages)  # type: ignore[attr-defined]
-        return act(action="final", answer="unknown")
-
     # label outside the enum, then still invalid after the repair
-    orch = make_orch([DELEGATE, final], ['{"label": "mortgage"}', '{"label": "loan"}'])
-    result = await orch.arun("agent", "x")
+    orch = make_orch([plan(CLASSIFY)], ['{"label": "mortgage"}', '{"label": "loan"}'], by_turn=True)
+    result = await orch.arun("agent", TASK)
     assert result.status == "ok"
     assert result.results == []
-    assert any("failed validation" in s and "label" in s for s in seen)
-    worker_span = next(s for s in spans.get_finished_spans() if s.name == "invoke_agent worker")
-    assert worker_span.status.status_code.name == "ERROR"
-    assert worker_span.attributes is not None
-    assert worker_span.attributes["error.type"] == "WorkerOutputError"
-    assert result.ledger.by_node()[1].calls == 2  # the attempt and its one repair were both paid for
+    assert result.answer == "I can't answer that with my tools and workers."
+    (worker,) = [s for s in spans.get_finished_spans() if s.name == "invoke_agent worker"]
+    assert worker.status.status_code.name == "ERROR"
+    assert worker.attributes is not None and worker.attributes["error.type"] == "WorkerOutputError"
+    assert {n.node: n.calls for n in result.ledger.by_node()}["worker"] == 2  # both attempts were paid for
 
 
 async def test_worker_output_repaired_once(make_orch: MakeOrch) -> None:
-    orch = make_orch([DELEGATE, FINAL], ["not json at all", '{"label": "refund"}'])
-    result = await orch.arun("agent", "x")
+    orch = make_orch([plan(CLASSIFY), FINAL], ["not json at all", '{"label": "refund"}'], by_turn=True)
+    result = await orch.arun("agent", TASK)
     assert result.results[0]["value"] == {"label": "refund"}
     assert result.results[0]["repaired"] is True
 
 
 async def test_typed_extraction(make_orch: MakeOrch) -> None:
-    delegate = act(action="delegate", worker="extract_payment", input="I paid 12.50 EUR")
+    part = {"worker": "extract_payment", "text": "I paid 12.50 EUR"}
     orch = make_orch(
-        [delegate, FINAL], ['{"amount": "twelve", "currency": "EUR"}', '{"amount": 12.5, "currency": "EUR"}']
+        [plan(part), act(action="final", answer="12.5 EUR")],
+        ['{"amount": "twelve", "currency": "EUR"}', '{"amount": 12.5, "currency": "EUR"}'],
+        by_turn=True,
     )
-    result = await orch.arun("agent", "x")
+    result = await orch.arun("agent", "Extract: 'I paid 12.50 EUR'")
     assert result.results[0]["value"] == {"amount": 12.5, "currency": "EUR"}
+    assert result.answer == "12.5 EUR"
 
 
 async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:
-    orch = make_orch([FIND, CALL, FINAL])
-    kinds = [(e.kind, e.node) async for e in orch.astream("agent", "x")]
+    orch = make_orch([plan(DAYS), CALL, FINAL], by_turn=True)
+    kinds = [(e.kind, e.node) async for e in orch.astream("agent", TASK)]
     assert kinds == [
         ("start", None),
         ("node", "controller"),
@@ -166,18 +280,21 @@ async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:
 
 
 def test_run_sync(make_orch: MakeOrch) -> None:
-    result = make_orch([FINAL]).run_sync("agent", "x")
-    assert (result.status, result.answer) == ("ok", "18 days; card_arrival")
+    result = make_orch([plan()]).run_sync("agent", "x")
+    assert (result.status, result.answer) == (
+        "ok",
+        "I can't answer that: none of my tools or workers can do it.",
+    )
 
 
 async def test_deadline_stops_the_run(make_orch: MakeOrch) -> None:
-    result = await make_orch([FIND, CALL, FINAL], limits=Limits(deadline_s=1e-6)).arun("agent", "x")
+    result = await make_orch([plan(DAYS), CALL, FINAL], limits=Limits(deadline_s=1e-6)).arun("agent", "x")
     assert result.status == "budget_stop"
     assert result.stop_reason is not None and result.stop_reason.startswith("deadline")
 
 
 async def test_seconds_budget(make_orch: MakeOrch) -> None:
-    result = await make_orch([FIND, CALL, FINAL]).arun("agent", "x", budget=Budget(seconds=0))
+    result = await make_orch([plan(DAYS), CALL, FINAL]).arun("agent", "x", budget=Budget(seconds=0))
     assert result.status == "budget_stop"
     assert result.stop_reason == "time budget of 0s used up"
 
@@ -192,3 +309,51 @@ async def test_a_model_that_raises_fails_the_run_and_is_recorded(make_orch: Make
     assert result.error is not None and "bug in a custom model" in result.error
     assert orch.store is not None
     assert orch.store.get_run(result.run_id)["status"] == "failed"  # type: ignore[index]
+
+
+def test_worked_examples_are_chosen_for_the_request() -> None:
+    from orchestrator.plan import TOOL_EXAMPLES, select_examples
+
+    chosen = select_examples("How many miles is 10 kilometers?", TOOL_EXAMPLES, 3)
+    assert chosen[-1].request == "How far is 5 miles in kilometers?"  # the best match goes last
+    assert sum(1 for e in chosen if not e.plan) == 1  # always one that needs no step
+    assert select_examples("anything", TOOL_EXAMPLES, 0) == []
+
+
+async def test_plan_and_problems_are_recorded_only_with_content_capture(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
+    import dataclasses
+
+    invented = act(action="call_tool", tool="date_diff", args={"start": "2026-01-01", "end": "2026-03-20"})
+    orch = make_orch([plan(DAYS, CLASSIFY), invented, CALL, FINAL], ['{"label": "card_arrival"}'])
+    await orch.arun("agent", TASK)
+    attributes = " ".join(str(dict(s.attributes or {})) for s in spans.get_finished_spans())
+    assert "my card has not arrived" not in attributes and "2026-01-01" not in attributes
+    spans.clear()
+    orch = make_orch([plan(DAYS, CLASSIFY), invented, CALL, FINAL], ['{"label": "card_arrival"}'])
+    orch.settings = dataclasses.replace(orch.settings, capture_content=True)
+    await orch.arun("agent", TASK)
+    controllers = node_spans(spans, "invoke_agent controller")
+    assert json.loads(str(controllers[0]["orchestrator.plan"]))["plan"] == [DAYS, CLASSIFY]
+    assert "2026-01-01" in str(controllers[1]["orchestrator.ungrounded"])
+
+
+async def test_an_ungrounded_optional_argument_is_dropped_not_repaired(make_orch: MakeOrch) -> None:
+    from langchain_core.tools import tool
+
+    from orchestrator.catalog import Catalog
+
+    @tool
+    def round_to(value: float, places: int = 0) -> float:
+        """Round a number to some decimal places."""
+        return round(value, places)
+
+    call = act(action="call_tool", tool="round_to", args={"value": 3.1416, "places": 37})
+    orch = make_orch(
+        [plan({"tool": "round 3.1416"}), call, act(action="final", answer="3.1416 rounds to 3.")]
+    )
+    orch.catalog = Catalog.from_tools([round_to])
+    result = await orch.arun("agent", "Round 3.1416 please")
+    assert result.answer == "3.1416 rounds to 3."  # places=37 was dropped: the default 0 gave 3.0
+    assert result.ledger.by_node()[0].calls == 3  # plan, call, answer: no repair

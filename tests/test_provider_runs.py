@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from orchestrator.providers.http import aclose_clients, reset_model_states
 from orchestrator.tracing.store import TraceStore
 from support import TOOLS, WORKERS, act
 
-FIND = act(action="find_tools", query="days between two dates")
+# The request holds the values the scripted call uses (tool arguments are checked against it).
+TASK = "How many days from 2026-03-02 to 2026-03-20?"
+PLAN = json.dumps({"plan": [{"tool": "days between 2026-03-02 and 2026-03-20"}]})
 CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
 FINAL = act(action="final", answer="18 days")
 PRICE = PriceOverride(input=1e-6, output=4e-6)
@@ -54,11 +57,12 @@ def openai_slot(server: Loopback, **kw: Any) -> SlotConfig:
 async def test_a_broken_stream_fails_the_run_but_keeps_the_finished_node_and_all_costs(
     loopback: Loopback, settings: Settings
 ) -> None:
-    loopback.push(openai_stream([FIND], openai_usage(300, 20)))
+    # model decisions: the plan (the search for its part is fixed, no call), the date_diff call, the answer
+    loopback.push(openai_stream([PLAN], openai_usage(300, 20)))
     cut = openai_stream([CALL[:10], CALL[10:30], CALL[30:]], openai_usage(400, 30), cut_after=3)
     loopback.push(cut, cut)  # both attempts of the second decision break after tokens arrived
     orch = orchestrator(settings, openai_slot(loopback))
-    result = await orch.arun("agent", "How many days from 2026-03-02 to 2026-03-20?", run_id="r-cut")
+    result = await orch.arun("agent", TASK, run_id="r-cut")
     assert result.status == "failed"
     assert "failed after 2 attempts" in (result.error or "")
     first = 300 * 1e-6 + 20 * 4e-6
@@ -79,11 +83,11 @@ async def test_a_broken_stream_fails_the_run_but_keeps_the_finished_node_and_all
     )
     store.close()
 
-    # the server recovers; the run resumes without asking for the first decision again
+    # the server recovers; the run resumes without asking for the plan again
     loopback.push(openai_stream([CALL], openai_usage(400, 30)), openai_stream([FINAL], openai_usage(450, 10)))
     resumed = await orch.arun("agent", None, run_id="r-cut", resume=True)
     assert resumed.status == "ok" and resumed.answer == "18 days"
-    assert len(loopback.requests) == 1 + 2 + 2
+    assert len(loopback.requests) == 1 + 2 + 2  # plan, two broken attempts, then the call and the answer
     orch.close()
 
 
@@ -93,20 +97,22 @@ async def test_the_controller_falls_back_to_another_protocol_and_is_priced_by_th
     loopback.route("/v1/chat/completions", *[Reply(status=500, body=error_body("down")) for _ in range(4)])
     loopback.route(
         "/v1/messages",
-        anthropic_stream([], anthropic_usage(200, 15), tool_use=("t1", "respond", [FIND])),
-        anthropic_stream([], anthropic_usage(250, 10), tool_use=("t2", "respond", [FINAL])),
+        anthropic_stream([], anthropic_usage(200, 15), tool_use=("t1", "respond", [PLAN])),
+        anthropic_stream([], anthropic_usage(220, 20), tool_use=("t2", "respond", [CALL])),
+        anthropic_stream([], anthropic_usage(250, 10), tool_use=("t3", "respond", [FINAL])),
     )
     backup = ModelConfig(model="anthropic:claude-haiku-4-5", base_url=loopback.url)
     slot = openai_slot(loopback, max_concurrency=4).model_copy(
         update={"fallback": [backup], "max_retries": 0}
     )
     orch = orchestrator(settings, slot)
-    result = await orch.arun("agent", "Say 18 days", run_id="r-fb")
+    result = await orch.arun("agent", TASK, run_id="r-fb")
     assert result.status == "ok" and result.answer == "18 days"
-    haiku = 1e-6 * (200 + 250) + 5e-6 * (15 + 10)
+    haiku = 1e-6 * (200 + 220 + 250) + 5e-6 * (15 + 20 + 10)  # plan, call, answer: all answered by haiku
     assert result.ledger.cost_usd == pytest.approx(haiku)
     assert {(line["node"], line["name"]) for line in result.ledger.lines} == {
-        ("controller", "anthropic:claude-haiku-4-5")
+        ("controller", "anthropic:claude-haiku-4-5"),
+        ("call_tool", "date_diff"),  # the tool call's line (no model, $0)
     }
     sent = body_of(next(r for r in loopback.requests if r.path == "/v1/messages"))
     assert sent["tool_choice"] == {"type": "tool", "name": "respond"}

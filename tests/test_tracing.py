@@ -17,21 +17,35 @@ from orchestrator.tracing.report import hotspots, span_tree
 from orchestrator.tracing.store import MIGRATIONS, TraceStore, migrate
 from support import MakeOrch, act
 
-FIND = act(action="find_tools", query="days between two dates")
+# The request holds every value the scripted steps use (tool arguments and worker text are checked).
+TASK = "How many days from 2026-03-02 to 2026-03-20? Also classify: 'my card has not arrived'"
+DAYS = {"tool": "days between 2026-03-02 and 2026-03-20"}
+CLASSIFY = {"worker": "classify_request", "text": "my card has not arrived"}
 CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
-DELEGATE = act(action="delegate", worker="classify_request", input="my card has not arrived")
-FINAL = act(action="final", answer="18")
+FINAL = act(action="final", answer="18 days; card_arrival")  # states every result, as the answer must
+DAYS_FINAL = act(action="final", answer="18 days")
+
+
+def plan(*parts: dict[str, str]) -> str:
+    return json.dumps({"plan": list(parts)})
+
+
+# Model decisions: the plan, the date_diff call, the answer. The search for the tool part and the
+# delegation of the worker part are fixed by the plan (no model call), so a run of these takes four
+# controller executions: plan (+ fixed find_tools), call_tool, (fixed) delegate, final.
+STEPS = [plan(DAYS, CLASSIFY), CALL, FINAL]
 
 
 async def test_span_tree_and_attributes(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
-    result = await make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}']).arun("agent", "x")
+    result = await make_orch(STEPS, ['{"label": "card_arrival"}']).arun("agent", TASK)
+    assert (result.status, result.answer) == ("ok", "18 days; card_arrival")
     finished = spans.get_finished_spans()
     by_id = {s.context.span_id: s for s in finished}
     names = sorted(s.name for s in finished)
     assert names == sorted(
         ["invoke_workflow agent"]
         + ["invoke_agent controller"] * 4
-        + ["chat python:scripted"] * 5
+        + ["chat python:scripted"] * 4  # 3 controller calls + 1 worker call
         + ["find_tools", "call_tool", "execute_tool date_diff", "invoke_agent worker"]
     )
     run = next(s for s in finished if s.name == "invoke_workflow agent")
@@ -56,12 +70,17 @@ async def test_span_tree_and_attributes(make_orch: MakeOrch, spans: InMemorySpan
         if s.name == "execute_tool date_diff":
             assert by_id[s.parent.span_id].name == "call_tool"  # type: ignore[union-attr]
             assert s.attributes["gen_ai.tool.name"] == "date_diff"
-    actions = [s.attributes["orchestrator.action"] for s in finished if s.name == "invoke_agent controller"]
-    assert actions == ["find_tools", "call_tool", "delegate", "final"]  # type: ignore[comparison-overlap]
+    controllers = [dict(s.attributes or {}) for s in finished if s.name == "invoke_agent controller"]
+    assert [c["orchestrator.action"] for c in controllers] == ["find_tools", "call_tool", "delegate", "final"]
+    # the search and the delegation are fixed by the plan; the plan, the call and the answer are the model's
+    assert [c["orchestrator.decided_by"] for c in controllers] == ["plan", "model", "plan", "model"]
 
 
 async def test_prompts_are_not_stored_unless_asked(make_orch: MakeOrch, spans: InMemorySpanExporter) -> None:
-    await make_orch([FIND, CALL, FINAL]).arun("agent", "secret customer text")
+    result = await make_orch([plan(DAYS), CALL, DAYS_FINAL]).arun(
+        "agent", "secret customer text: how many days from 2026-03-02 to 2026-03-20?"
+    )
+    assert result.status == "ok" and result.answer == "18 days"
     for s in spans.get_finished_spans():
         blob = json.dumps(dict(s.attributes or {}))
         assert "secret customer text" not in blob
@@ -73,15 +92,16 @@ async def test_prompts_stored_on_opt_in(
 ) -> None:
     from dataclasses import replace
 
-    orch = make_orch([FINAL], settings=replace(settings, capture_content=True))  # type: ignore[type-var]
+    orch = make_orch([plan()], settings=replace(settings, capture_content=True))  # type: ignore[type-var]
     await orch.arun("agent", "secret customer text")
     chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
     assert "secret customer text" in str((chat.attributes or {})["gen_ai.input.messages"])
 
 
 async def test_sqlite_store_holds_the_run(make_orch: MakeOrch) -> None:
-    orch = make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}'])
-    result = await orch.arun("agent", "x")
+    orch = make_orch(STEPS, ['{"label": "card_arrival"}'])
+    result = await orch.arun("agent", TASK)
+    assert result.status == "ok"
     store = orch.store
     assert store is not None
     run = store.get_run(result.run_id)
@@ -99,12 +119,12 @@ async def test_sqlite_store_holds_the_run(make_orch: MakeOrch) -> None:
 
 
 async def test_hotspots_by_node_model_tool(make_orch: MakeOrch) -> None:
-    orch = make_orch([FIND, CALL, DELEGATE, FINAL], ['{"label": "card_arrival"}'])
-    result = await orch.arun("agent", "x")
+    orch = make_orch(STEPS, ['{"label": "card_arrival"}'])
+    result = await orch.arun("agent", TASK)
     assert orch.store is not None
     nodes = {h.key: h for h in hotspots(orch.store, "node")}
     assert set(nodes) == {"controller", "find_tools", "call_tool", "worker"}
-    assert nodes["controller"].calls == 4
+    assert nodes["controller"].calls == 4  # node executions: plan/find, call, delegate (fixed), final
     total = result.ledger.cost_usd or 0.0
     assert nodes["controller"].cost_usd == pytest.approx(result.ledger.by_node()[0].cost_usd)
     assert sum(h.share or 0 for h in nodes.values()) == pytest.approx(1.0)
@@ -112,34 +132,36 @@ async def test_hotspots_by_node_model_tool(make_orch: MakeOrch) -> None:
     assert nodes["find_tools"].cost_usd == 0.0
     assert nodes["controller"].p95_ms >= nodes["controller"].p50_ms
     (model,) = hotspots(orch.store, "model")
-    assert model.key == "python:scripted" and model.calls == 5
+    assert model.key == "python:scripted" and model.calls == 4  # 3 controller calls + 1 worker call
     (tool,) = hotspots(orch.store, "tool")
     assert tool.key == "date_diff" and tool.calls == 1
 
 
 async def test_unpriced_model_costs_null_not_zero(make_orch: MakeOrch) -> None:
     with pytest.warns(UserWarning, match="no price known"):
-        result = await make_orch([FIND, FINAL], priced=False).arun("agent", "x")
+        result = await make_orch([plan(DAYS), CALL, DAYS_FINAL], priced=False).arun("agent", TASK)
+    assert result.status == "ok"
     assert result.ledger.cost_usd is None
-    assert result.ledger.unpriced_calls == 2
+    assert result.ledger.unpriced_calls == 3  # plan, call, answer
     assert result.ledger.by_node()[0].cost_usd is None
 
 
 async def test_node_spans_are_flushed_when_the_node_ends(make_orch: MakeOrch) -> None:
     seen_in_store: list[int] = []
-    orch = make_orch([FIND, FINAL])
 
-    def final(messages: object) -> str:
+    def call(messages: object) -> str:
         assert orch.store is not None
         deadline = time.monotonic() + 2.0  # written by the trace writer thread within milliseconds
         while len(orch.store.spans("kind = 'node'")) < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
         seen_in_store.append(len(orch.store.spans("kind = 'node'")))
-        return FINAL
+        return CALL
 
-    orch = make_orch([FIND, final])
-    await orch.arun("agent", "x")
-    # by the second controller call, the first controller node and find_tools are already in SQLite
+    orch = make_orch([plan(DAYS), call, DAYS_FINAL])
+    result = await orch.arun("agent", TASK)
+    assert result.answer == "18 days"
+    # by the second model call (the date_diff call), the first controller node (the plan and its fixed
+    # search) and find_tools are already in SQLite
     assert seen_in_store == [2]
 
 
@@ -179,7 +201,7 @@ def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
                 settings=Settings(traces_path={str(tmp_path / "t.db")!r},
                                   checkpoints_path={str(tmp_path / "c.db")!r}),
                 slots={{"controller": SlotConfig(model="python:x", role="racehorse")}},
-                models={{"controller": ScriptedChatModel(replies=['{{"action": "final", "answer": "ok"}}'])}},
+                models={{"controller": ScriptedChatModel(replies=['{{"plan": []}}'])}},
                 graphs={{"g": "orchestrator.graph:build_agent_graph"}})
             import warnings; warnings.simplefilter("ignore")
             result = asyncio.run(orch.arun("g", "hi"))
@@ -190,7 +212,8 @@ def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
         assert run.parent is not None  # nested under the host's own span
         rows = orch.store.run_spans(result.run_id)
         assert "http request" not in [r["name"] for r in rows]  # only our scope goes to SQLite
-        assert len(rows) == 3, rows
+        assert len(rows) == 3, rows  # run, controller (an empty plan: answered without a second call), chat
+        assert result.status == "ok", result
         print("OK")
         """
     )

@@ -1,0 +1,416 @@
+"""The racehorse node: plan once, then take one step per turn until every part of the plan has its result.
+
+Each execution makes at most one model call; steps that the plan fixes ride along without one:
+
+```
+no plan yet        -> the model writes the plan (examples retrieved for the request)
+a worker part      -> delegate its text (a span of the request)            [fixed by the plan]
+a new tool part    -> find_tools with the part's words                     [fixed by the plan]
+a searched part    -> the model calls one of the tools found for it, or skips the part
+every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
+```
+
+Before a step runs, its values are checked against the request and the observations (`grounding`); a
+failed check gets one repair, and a step that is still ungrounded is not taken: a tool call becomes a
+failed part, and an answer is replaced by one built from the observations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from opentelemetry import trace
+
+from orchestrator.calls import call_model
+from orchestrator.context import BudgetStop, RunContext
+from orchestrator.decisions import (
+    Decision,
+    DecisionError,
+    act_schema,
+    final_schema,
+    parse_decision,
+    parse_plan,
+)
+from orchestrator.errors import ModelError
+from orchestrator.grounding import (
+    Evidence,
+    candidate_spans,
+    check_answer,
+    check_results_stated,
+    check_tool_args,
+    check_worker_input,
+)
+from orchestrator.ledger import LedgerEntry, ledger_delta
+from orchestrator.plan import (
+    TOOL_EXAMPLES,
+    Example,
+    Part,
+    current_part,
+    plan_json,
+    plan_schema,
+    select_examples,
+    worker_examples,
+)
+from orchestrator.tracing import attrs as A
+
+__all__ = ["DERIVED", "SYSTEM_PROMPT", "controller_step", "is_model_decision"]
+
+SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
+
+First reply with a plan, {{"plan": [...]}}: one part for each thing the request asks, in order.
+- {{"tool": "<one computation in plain words, with its values copied from the request>"}} for arithmetic, percentages, money (interest, loans, prices), unit conversions, dates and weekdays, or measuring and changing a text.
+- {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
+{workers}
+A computation that needs an earlier result is its own later part. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
+
+For each tool part you are shown the tools found for it. Reply with one action:
+{{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
+{{"action": "skip", "reason": "..."}} if no found tool does this part"""
+
+FINAL_PROMPT = """You write an assistant's final answer from the results its tools and workers gave. Reply with {"action": "final", "answer": "..."}: one or two sentences that answer the user's request. State every result exactly as given (numbers, dates, labels, names; round long decimals to 2 places), and say plainly when a part could not be done. Add no other facts, numbers or advice."""
+
+DERIVED = {"decided_by": "plan"}  # response_metadata of a step the plan fixed (no model call)
+EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (never in the state)
+CANNOT = "I can't answer that: none of my tools or workers can do it."
+_EXAMPLES = 3
+
+
+def is_model_decision(message: BaseMessage) -> bool:
+    """A controller message that a model call produced (the ones the step limit counts)."""
+    return isinstance(message, AIMessage) and message.response_metadata.get("decided_by") != "plan"
+
+
+@functools.lru_cache(maxsize=32)
+def _system(workers: tuple[tuple[str, str], ...]) -> str:
+    listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
+    return SYSTEM_PROMPT.format(workers=listed)
+
+
+@functools.lru_cache(maxsize=32)
+def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[Example, ...]:
+    return (*TOOL_EXAMPLES, *worker_examples(workers))
+
+
+def _examples(request: str, ctx: RunContext) -> list[BaseMessage]:
+    bank = _bank(tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values()))
+    turns: list[BaseMessage] = []
+    for example in select_examples(request, bank, _EXAMPLES):
+        turns += [HumanMessage(example.request), AIMessage(example.reply(), response_metadata=dict(EXAMPLE))]
+    return turns
+
+
+_QUOTED_OR_VALUE = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\S*\d\S*|[-+*/=%^()]|\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|"
+    r"june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday)\b",
+    re.I,
+)
+
+
+def search_words(task: str) -> str:
+    """A part's words without its values (quoted text, numbers, dates): what a tool search should match."""
+    words = " ".join(_QUOTED_OR_VALUE.sub(" ", task).split())
+    return words or task
+
+
+def evidence_of(request: str, plan: Sequence[Part]) -> Evidence:
+    """The request and every settled part's result: what a step may draw values from."""
+    return Evidence(request, [p["result"] for p in plan if p["status"] == "done" and p["result"]])
+
+
+def _as_worker_part(part: Part, workers: Mapping[str, str], spans: Sequence[str]) -> Part:
+    """A tool part that names a worker is that worker's part: a small model sometimes writes
+    `{"tool": "classify_request"}` for `{"worker": "classify_request", "text": ...}`. It gets the first
+    text the request offers a worker (a quoted passage, what follows a colon, or the whole request)."""
+    named = [w for w in workers if part["tool"] and w in part["tool"]]
+    if not named:
+        return part
+    if not spans:
+        return {
+            **part,
+            "tool": "",
+            "worker": named[0],
+            "status": "failed",
+            "note": "no text was given for it",
+        }
+    return {**part, "tool": "", "worker": named[0], "text": spans[0]}
+
+
+def _without_ungrounded_options(
+    decision: Decision, parameters: Mapping[str, Any], evidence: Evidence
+) -> Decision:
+    """An optional argument whose value nothing gives is dropped, so the tool's default applies: a small
+    model likes to fill every optional field, and repairing that often ends in a skipped part."""
+    required = set(parameters.get("required", []))
+    args = {
+        k: v
+        for k, v in decision.args.items()
+        if k in required or not check_tool_args({k: v}, parameters, evidence)
+    }
+    return decision if args == decision.args else dataclasses.replace(decision, args=args)
+
+
+class _Step:
+    """What one controller execution produced: messages for the transcript, plan patches, costs."""
+
+    def __init__(self) -> None:
+        self.messages: list[BaseMessage] = []
+        self.patches: list[dict[str, Any]] = []
+        self.entries: list[LedgerEntry] = []
+        self.model_called = False
+
+    def derived(self, decision: Decision) -> None:
+        self.messages.append(AIMessage(decision.to_json(), response_metadata=dict(DERIVED)))
+
+    def patch(self, plan: list[Part], index: int, **fields: Any) -> None:
+        plan[index] = cast(Part, {**plan[index], **fields})
+        self.patches.append({"index": index, **fields})
+
+
+def _record_problems(ctx: RunContext, problems: list[str]) -> None:
+    """A failed grounding check on the span: how many problems always, what they are (values from the
+    request) only with content capture."""
+    span = trace.get_current_span()
+    span.set_attribute(A.UNGROUNDED_COUNT, len(problems))
+    if ctx.capture_content:
+        span.set_attribute(A.UNGROUNDED, problems[:10])
+
+
+async def _decide(
+    ctx: RunContext,
+    prompt: list[BaseMessage],
+    schema: dict[str, Any],
+    parse: Callable[[str], Decision],
+    check: Callable[[Decision], list[str]],
+    repair_hint: str,
+    step: _Step,
+) -> tuple[Decision, list[str]]:
+    """One model decision with one repair: returns it and the problems its check still finds."""
+    span = trace.get_current_span()
+    last_error = ""
+    for attempt in range(2):
+        msg, entries = await call_model(
+            ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
+        )
+        step.entries.extend(entries)
+        raw = str(msg.content)
+        try:
+            decision = parse(raw)
+        except DecisionError as exc:
+            last_error = str(exc)
+            problems: list[str] = []
+        else:
+            problems = check(decision)
+            if not problems or attempt == 1:
+                if attempt == 1:
+                    span.set_attribute(A.REPAIRS, 1)
+                if problems:
+                    _record_problems(ctx, problems)
+                return decision, problems
+            _record_problems(ctx, problems)
+            last_error = "; ".join(problems) + ". " + repair_hint
+        if attempt == 0:
+            prompt = [
+                *prompt,
+                AIMessage(raw),
+                HumanMessage(f"Invalid reply: {last_error}. Reply again with one JSON."),
+            ]
+    raise ModelError(f"the controller's reply was not a valid decision after one repair: {last_error}")
+
+
+async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """One controller execution (see the module docstring)."""
+    request: str = state["input"]
+    transcript: list[BaseMessage] = list(state.get("messages", []))
+    made = sum(1 for m in transcript if is_model_decision(m))
+    budget_steps = ctx.meter.budget.steps
+    limit = min(ctx.limits.max_steps, budget_steps) if budget_steps is not None else ctx.limits.max_steps
+    if made >= limit:
+        raise BudgetStop(f"step limit of {limit} reached")
+    workers = {w.name: w.description for w in ctx.workers.values()}
+    head: list[BaseMessage] = [
+        SystemMessage(_system(tuple(workers.items()))),
+        *_examples(request, ctx),
+        HumanMessage(request),
+    ]
+    span = trace.get_current_span()
+    step = _Step()
+    plan: list[Part] | None = [dict(p) for p in state["plan"]] if state.get("plan") is not None else None  # type: ignore[misc]
+    update: dict[str, Any] = {}
+
+    if plan is None:
+        spans = candidate_spans(request)  # no quoted text, nothing after a colon: no worker can be asked
+        request_evidence = Evidence(request)
+
+        def check_plan(d: Decision) -> list[str]:
+            return [
+                f"part {n}: {p}"
+                for n, part in enumerate(d.plan, 1)
+                if part["worker"]
+                for p in check_worker_input(part["text"], request_evidence)
+            ]
+
+        decision, _ = await _decide(
+            ctx,
+            head,
+            plan_schema(list(workers), spans),
+            lambda raw: parse_plan(raw, list(workers)),
+            check_plan,
+            "Copy every value and text exactly from the request.",
+            step,
+        )
+        step.model_called = True
+        plan = [_as_worker_part(cast(Part, dict(p)), workers, spans) for p in decision.plan]
+        for n, part in enumerate(plan):
+            if part["worker"] and check_worker_input(part["text"], request_evidence):
+                plan[n] = cast(Part, {**part, "status": "failed", "note": "its text is not in the request"})
+        step.messages.append(AIMessage(plan_json(plan)))
+        update["plan"] = plan
+        # The parts' kinds always; their words and texts (the user's own) only with content capture.
+        span.set_attribute(A.PLAN_PARTS, [f"worker:{p['worker']}" if p["worker"] else "tool" for p in plan])
+        if ctx.capture_content:
+            span.set_attribute(A.PLAN, plan_json(plan))
+
+    await _advance(ctx, request, head + transcript, plan, step)
+    update["messages"] = step.messages
+    if step.patches and "plan" not in update:
+        update["plan"] = step.patches
+    elif step.patches:
+        update["plan"] = plan
+    if step.entries:
+        update["ledger"] = ledger_delta(step.entries)
+    last = step.messages[-1] if step.messages else None
+    if isinstance(last, AIMessage):
+        decided = last.response_metadata.get("decided_by", "model")
+        span.set_attribute(A.DECIDED_BY, str(decided))
+        body = json.loads(str(last.content))
+        if body.get("action") == "final":
+            update |= {"answer": body["answer"], "status": "ok"}
+    return update
+
+
+async def _advance(
+    ctx: RunContext, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+) -> None:
+    """Take steps until one needs a node (or a second model call): the rest of one controller execution."""
+    while True:
+        index = current_part(plan)
+        if index is None:
+            await _final(ctx, request, prompt + step.messages, plan, step)
+            return
+        part = plan[index]
+        if part["worker"]:
+            step.derived(Decision("delegate", worker=part["worker"], input=part["text"]))
+            return
+        if part["status"] == "pending":
+            step.derived(Decision("find_tools", query=search_words(part["tool"])))
+            return
+        if step.model_called:
+            return  # one model call per execution: the next one comes on the next turn
+        instruction = HumanMessage(
+            f"Part {index + 1} of {len(plan)}: {part['tool']}. Call the found tool that does it, or skip."
+        )
+        step.messages.append(instruction)
+        evidence = evidence_of(request, plan)
+
+        def check(d: Decision, evidence: Evidence = evidence) -> list[str]:
+            if d.action != "call_tool":
+                return []
+            return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+
+        def parse(raw: str, tools: list[str] = part["tools"], evidence: Evidence = evidence) -> Decision:
+            decision = parse_decision(raw, tools, allowed=("call_tool", "skip"))
+            if decision.action != "call_tool":
+                return decision
+            return _without_ungrounded_options(decision, ctx.catalog.get(decision.tool).parameters, evidence)
+
+        decision, problems = await _decide(
+            ctx,
+            prompt + step.messages,
+            act_schema(part["tools"], ctx.catalog),
+            parse,
+            check,
+            "Take values only from the request or the observations, or skip.",
+            step,
+        )
+        step.model_called = True
+        if decision.action == "call_tool" and not problems:
+            step.messages.append(AIMessage(decision.to_json()))
+            return
+        if decision.action == "call_tool":
+            note = "not called: a value in its arguments is in neither the request nor an observation"
+            step.derived(Decision("skip", reason=note))
+        else:
+            note = decision.reason
+            step.messages.append(AIMessage(decision.to_json()))
+        step.patch(plan, index, status="failed", note=note)
+
+
+def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:
+    """(what, result, every value) for each settled part, as the final answer must state them."""
+    return [(p["tool"] or p["worker"], p["result"], bool(p["worker"])) for p in plan if p["status"] == "done"]
+
+
+async def _final(
+    ctx: RunContext, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+) -> None:
+    """The final answer: written by the model from the results alone, checked, and never invented.
+
+    The model writes it in a prompt of its own (the request and the results, no transcript and no worked
+    examples), so nothing but the results can leak into it. The answer must state every result and
+    nothing the request and the results do not support; it gets one repair, then is built from the
+    results instead.
+    """
+    done = [p for p in plan if p["status"] == "done"]
+    evidence = evidence_of(request, plan)
+    if not done:
+        # Only notes that state nothing unsupported (a skip reason is the model's own words).
+        notes = "; ".join(p["note"] for p in plan if p["note"] and not check_answer(p["note"], evidence))
+        answer = (
+            CANNOT
+            if not plan
+            else "I can't answer that with my tools and workers" + (f" ({notes})." if notes else ".")
+        )
+        step.derived(Decision("final", answer=answer))
+        return
+    if step.model_called:
+        return
+    lines = []
+    for p in plan:
+        what = p["tool"] or f"{p['worker']} of the text"
+        lines.append(f"- {what}: {p['result']}" if p["status"] == "done" else f"- {what}: could not be done")
+    final_prompt: list[BaseMessage] = [
+        SystemMessage(FINAL_PROMPT),
+        HumanMessage(f"Request: {request}\nResults:\n" + "\n".join(lines)),
+    ]
+    results = _results(plan)
+    decision, problems = await _decide(
+        ctx,
+        final_prompt,
+        final_schema(),
+        lambda raw: parse_decision(raw, [], allowed=("final",)),
+        lambda d: check_answer(d.answer, evidence) + check_results_stated(d.answer, results),
+        "State each result exactly as given, and nothing else.",
+        step,
+    )
+    step.model_called = True
+    if not problems:
+        step.messages.append(AIMessage(decision.to_json()))
+        return
+    trace.get_current_span().set_attribute(A.ANSWER_FALLBACK, True)
+    step.derived(Decision("final", answer=fallback_answer(plan)))
+
+
+def fallback_answer(plan: Sequence[Part]) -> str:
+    """An answer built from the observations alone, for when the model's answer states what they do not."""
+    lines = []
+    for p in plan:
+        what = p["tool"] or f"{p['worker']} of the message"
+        lines.append(f"{what}: {p['result']}" if p["status"] == "done" else f"{what}: could not be done")
+    return "Results: " + "; ".join(lines) + "."
