@@ -314,3 +314,37 @@ def test_models_verify_refuses_a_corrupt_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert unknown.returncode == 2 and "unknown model 'qwen3'" in unknown.stderr
+
+
+def test_eval_reports_each_task_and_gates_on_accuracy(project: Path) -> None:
+    data = project / "tasks.jsonl"
+    data.write_text(
+        json.dumps({"id": "days", "category": "dates", "input": TASK, "expect": ["18"], "forbid": ["19"]})
+        + "\n"
+        + json.dumps({"id": "words", "category": "text", "input": TASK, "expect_all": ["4 words"]})
+        + "\n"
+    )
+    proc = orch(project, "eval", "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(t["id"], t["ok"]) for t in report["tasks"]] == [("days", True), ("words", False)]
+    assert report["tasks"][1]["missing"] == ["4 words"]
+    assert report["tasks"][0]["steps"][:2] == ["controller:find_tools", "find_tools"]
+    assert report["total"]["right"] == 1 and report["by_category"]["dates"]["accuracy"] == 1.0
+    assert report["total"]["ungrounded_steps"] == 0
+
+    human = orch(project, "eval", "agent", "--data", str(data), "--limit", "1")
+    assert human.returncode == 0, human.stderr
+    assert "right days" in human.stderr and "By category" in human.stdout
+
+    gated = orch(project, "eval", "--data", str(data), "--min-accuracy", "0.9")
+    assert gated.returncode == 1 and "below --min-accuracy" in gated.stderr
+
+
+def test_eval_bad_task_file_is_a_clear_error(project: Path) -> None:
+    data = project / "tasks.jsonl"
+    data.write_text('{"input": "x", "expect": ["1"]}\n{"input": ""}\n')
+    proc = orch(project, "eval", "--data", str(data))
+    assert proc.returncode == 2
+    assert "tasks.jsonl:2: \"input\" must be a non-empty string" in proc.stderr
+    assert "Traceback" not in proc.stderr
