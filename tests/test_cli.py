@@ -346,5 +346,5 @@ def test_eval_bad_task_file_is_a_clear_error(project: Path) -> None:
     data.write_text('{"input": "x", "expect": ["1"]}\n{"input": ""}\n')
     proc = orch(project, "eval", "--data", str(data))
     assert proc.returncode == 2
-    assert "tasks.jsonl:2: \"input\" must be a non-empty string" in proc.stderr
+    assert 'tasks.jsonl:2: "input" must be a non-empty string' in proc.stderr
     assert "Traceback" not in proc.stderr
