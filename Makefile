@@ -46,6 +46,8 @@ test: lint typecheck models unit
 bench: $(STAMPS)/dev models
 	$(PY) bench/run.py
 	$(PY) bench/providers.py
+	$(PY) bench/local.py
+	$(PY) bench/eval.py  # about 20 minutes: both task sets on the local models
 
 clean:
 	rm -rf $(VENV)

@@ -224,14 +224,17 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     target = ROOT / "docs" / "benchmarks.md"
-    notes = providers = ""
+    notes = ""
     old = target.read_text() if target.exists() else ""
     if "## Notes" in old:
         notes = old[old.index("## Notes") :]
-    start, end = "<!-- providers:start -->", "<!-- providers:end -->"
-    if start in old and end in old:  # written by bench/providers.py; kept
-        providers = old[old.index(start) : old.index(end) + len(end)] + "\n\n"
-    target.write_text(text + ("\n" + providers if providers else "") + ("\n" + notes if notes else ""))
+    # Sections other benchmarks write (bench/providers.py, bench/local.py, bench/eval.py) are kept.
+    kept = []
+    for name in ("providers", "local", "eval"):
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start in old and end in old:
+            kept.append(old[old.index(start) : old.index(end) + len(end)] + "\n")
+    target.write_text(text + "".join("\n" + k for k in kept) + ("\n" + notes if notes else ""))
     print(text)
 
 

@@ -73,8 +73,9 @@ For each tool part you are shown the tools found for it. Reply with one action:
 {{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
 {{"action": "skip", "reason": "..."}} if no found tool does this part"""
 
-FINAL_PROMPT = """You write an assistant's final answer from the results its tools and workers gave. Reply with {"action": "final", "answer": "..."}: one or two sentences that answer the user's request. State every result exactly as given (numbers, dates, labels, names; round long decimals to 2 places), and say plainly when a part could not be done. Add no other facts, numbers or advice."""
+FINAL_PROMPT = """You write an assistant's final answer from the results its tools and workers gave. Reply with {"action": "final", "answer": "..."}: one short sentence per result, answering the user's request. State every result exactly as given (numbers, dates, labels, names; round long decimals to 2 places), and say plainly when a part could not be done. Add no other facts, numbers or advice."""
 
+_REPAIR_LEAD = "Invalid reply:"  # starts the repair message; a reply that repeats it is not an answer
 DERIVED = {"decided_by": "plan"}  # response_metadata of a step the plan fixed (no model call)
 EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (never in the state)
 CANNOT = "I can't answer that: none of my tools or workers can do it."
@@ -207,6 +208,8 @@ async def _decide(
             problems: list[str] = []
         else:
             problems = check(decision)
+            if attempt == 1 and _REPAIR_LEAD in raw:
+                problems.append("the reply repeats the error message instead of answering")
             if not problems or attempt == 1:
                 if attempt == 1:
                     span.set_attribute(A.REPAIRS, 1)
@@ -219,7 +222,7 @@ async def _decide(
             prompt = [
                 *prompt,
                 AIMessage(raw),
-                HumanMessage(f"Invalid reply: {last_error}. Reply again with one JSON."),
+                HumanMessage(f"{_REPAIR_LEAD} {last_error}. Reply again with one JSON."),
             ]
     raise ModelError(f"the controller's reply was not a valid decision after one repair: {last_error}")
 

@@ -42,7 +42,7 @@ from orchestrator.workers import reject, run_worker
 __all__ = ["AgentState", "build_agent_graph"]
 
 _OBSERVATION_CAP = 2000
-_ARG_NOTE = 60  # characters of an argument's description shown with a found tool
+_ARG_NOTE = 40  # characters of an argument's description shown with a found tool
 
 
 def _append_new(left: list[str], right: list[str]) -> list[str]:

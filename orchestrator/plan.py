@@ -130,13 +130,16 @@ TOOL_EXAMPLES: tuple[Example, ...] = (
     Example("Turn 350 grams into ounces please", ({"tool": "convert mass 350 g to oz"},)),
     Example(
         "How long is it from 2025-04-03 to 2025-06-30?",
-        ({"tool": "number of days from 2025-04-03 to 2025-06-30"},),
+        ({"tool": "difference in days between 2025-04-03 and 2025-06-30"},),
     ),
     Example("Which day of the week was 14 July 1999?", ({"tool": "weekday of 1999-07-14"},)),
     Example("What date is 45 days after 2025-03-10?", ({"tool": "add 45 days to 2025-03-10"},)),
     Example(
         "How many hours are there between 2025-01-01 and 2025-01-09?",
-        ({"tool": "number of days from 2025-01-01 to 2025-01-09"}, {"tool": "convert those days to hours"}),
+        (
+            {"tool": "difference in days between 2025-01-01 and 2025-01-09"},
+            {"tool": "convert those days to hours"},
+        ),
     ),
     Example("What's 3 to the power of 5, minus 10?", ({"tool": "calculate 3**5 - 10"},)),
     Example(

@@ -357,3 +357,12 @@ async def test_an_ungrounded_optional_argument_is_dropped_not_repaired(make_orch
     result = await orch.arun("agent", "Round 3.1416 please")
     assert result.answer == "3.1416 rounds to 3."  # places=37 was dropped: the default 0 gave 3.0
     assert result.ledger.by_node()[0].calls == 3  # plan, call, answer: no repair
+
+
+async def test_an_answer_that_repeats_the_repair_message_is_replaced(make_orch: MakeOrch) -> None:
+    def parrot(messages: Sequence[BaseMessage]) -> str:
+        return act(action="final", answer=str(messages[-1].content).replace("19", "")[:200])  # states 18
+
+    wrong = act(action="final", answer="There are 19 days.")
+    result = await make_orch([plan(DAYS), CALL, wrong, parrot]).arun("agent", TASK)
+    assert result.answer == "Results: days between 2026-03-02 and 2026-03-20: 18."

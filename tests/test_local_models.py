@@ -71,7 +71,7 @@ def test_eval_tasks_answer_right_on_local_models(tmp_path: Path) -> None:
     assert all(t["status"] == "ok" for t in report["tasks"])
     by_id = {t["id"]: t for t in report["tasks"]}
     assert not any(s.startswith("worker") for s in by_id["dev-002"]["steps"])  # no worker for a conversion
-    assert by_id["dev-058"]["steps"] == ["controller:final"]  # nothing to do: said so, no tool run
+    assert not any(s.startswith("call_tool") for s in by_id["dev-058"]["steps"])  # no tool gives live data
 
 
 def test_example_graph_end_to_end_on_local_models(tmp_path: Path) -> None:
