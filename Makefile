@@ -35,7 +35,7 @@ demo: models
 lint: $(STAMPS)/dev
 	$(VENV)/bin/ruff check .
 
-typecheck: $(STAMPS)/dev
+typecheck: $(STAMPS)/dev $(STAMPS)/local  # mypy sees llama-cpp-python and numpy, as the code uses them
 	$(VENV)/bin/mypy --strict
 
 unit: $(STAMPS)/dev $(STAMPS)/local
