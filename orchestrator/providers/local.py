@@ -8,6 +8,8 @@ keeps serving other runs. Decoding (prefix reuse, prompt states on disk, lazy gr
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 import os
 import threading
 import time
@@ -37,6 +39,15 @@ class _Instance:
 _instances: dict[str, _Instance] = {}
 _registry_lock = threading.Lock()
 _load_count: dict[str, int] = {}
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the loaded models before the interpreter tears its modules down (llama-cpp-python's finalizers
+    then find its own functions gone and print a traceback at exit)."""
+    with _registry_lock:
+        _instances.clear()
+    gc.collect()  # their finalizers run now, while llama-cpp-python's module is still whole
 
 
 def loaded_instances() -> dict[str, int]:
