@@ -407,13 +407,19 @@ async def _final(
         step.messages.append(AIMessage(decision.to_json()))
         return
     trace.get_current_span().set_attribute(A.ANSWER_FALLBACK, True)
-    step.derived(Decision("final", answer=fallback_answer(plan)))
+    step.derived(Decision("final", answer=fallback_answer(plan, evidence)))
 
 
-def fallback_answer(plan: Sequence[Part]) -> str:
-    """An answer built from the observations alone, for when the model's answer states what they do not."""
+def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None) -> str:
+    """An answer built from the results alone, for when the model's answer states what they do not.
+
+    Each part is named by its words; words that carry a value nothing supports (a plan may write
+    "7**2" for "7 squared") are named without their values.
+    """
     lines = []
     for p in plan:
         what = p["tool"] or f"{p['worker']} of the message"
+        if evidence is not None and check_answer(what, evidence):
+            what = search_words(what)
         lines.append(f"{what}: {p['result']}" if p["status"] == "done" else f"{what}: could not be done")
     return "Results: " + "; ".join(lines) + "."

@@ -366,3 +366,19 @@ async def test_an_answer_that_repeats_the_repair_message_is_replaced(make_orch: 
     wrong = act(action="final", answer="There are 19 days.")
     result = await make_orch([plan(DAYS), CALL, wrong, parrot]).arun("agent", TASK)
     assert result.answer == "Results: days between 2026-03-02 and 2026-03-20: 18."
+
+
+def test_an_answer_built_from_results_states_no_value_they_do_not_give() -> None:
+    from orchestrator.controller import fallback_answer
+    from orchestrator.grounding import Evidence, check_answer
+    from orchestrator.plan import new_part
+
+    parts = [
+        {**new_part(tool="calculate 7**2"), "status": "done", "result": "49"},
+        {**new_part(tool="calculate 12"), "status": "done", "result": "12"},
+        new_part(tool="add the results"),
+    ]
+    evidence = Evidence("What is 7 squared plus 12?", ["49", "12"])
+    answer = fallback_answer(parts, evidence)  # type: ignore[arg-type]
+    assert answer == "Results: calculate: 49; calculate 12: 12; add the results: could not be done."
+    assert check_answer(answer, evidence) == []  # "7**2" would have stated a 2 nothing gives
