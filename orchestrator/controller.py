@@ -282,10 +282,8 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
 
     await _advance(ctx, request, head + transcript, plan, step)
     update["messages"] = step.messages
-    if step.patches and "plan" not in update:
+    if step.patches and "plan" not in update:  # a plan made now already holds its patches
         update["plan"] = step.patches
-    elif step.patches:
-        update["plan"] = plan
     if step.entries:
         update["ledger"] = ledger_delta(step.entries)
     last = step.messages[-1] if step.messages else None

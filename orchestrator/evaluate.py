@@ -34,8 +34,8 @@ from orchestrator.grounding import (
     check_worker_input,
     decimals_of,
     find_dates,
-    find_numbers,
     normalize,
+    split_values,
 )
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import TraceStore, decode_attributes
@@ -119,14 +119,6 @@ def load_tasks(path: str | Path) -> list[Task]:
     return tasks
 
 
-def _numbers_in(answer: str) -> list[float]:
-    dates = find_dates(answer)
-    chars = list(answer)
-    for _, (start, end) in dates:
-        chars[start:end] = " " * (end - start)
-    return [v for v, _ in find_numbers("".join(chars))]
-
-
 def matches(answer: str, item: str) -> bool:
     """Does the answer contain `item` (a text, a number or an ISO date)?"""
     item = item.strip()
@@ -134,7 +126,7 @@ def matches(answer: str, item: str) -> bool:
         raw = item.rstrip("%").replace(",", "").replace("−", "-").lstrip("+")
         expected, places = float(raw), decimals_of(raw)
         tolerance = 0.5 * 10**-places + 1e-9 * max(1.0, abs(expected))
-        return any(abs(v - expected) <= tolerance for v in _numbers_in(answer))
+        return any(abs(v - expected) <= tolerance for v, _ in split_values(answer)[1])
     if _ISO_DATE.match(item) and any(d.isoformat() == item for d, _ in find_dates(answer)):
         return True
     return normalize(item) in normalize(answer)

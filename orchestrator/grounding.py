@@ -32,6 +32,7 @@ __all__ = [
     "find_dates",
     "find_numbers",
     "normalize",
+    "split_values",
 ]
 
 # A number: optional minus (not after a word character: "2026-03-02" is three numbers, not two negatives),
@@ -210,6 +211,13 @@ def find_dates(text: str) -> list[tuple[dt.date, tuple[int, int]]]:
     return found
 
 
+def split_values(text: str) -> tuple[list[dt.date], list[tuple[float, int]], str]:
+    """The dates in a text, the numbers outside them, and the text with its dates blanked out."""
+    dates = find_dates(text)
+    rest = _without_spans(text, [s for _, s in dates])
+    return [d for d, _ in dates], find_numbers(rest), rest
+
+
 def _without_spans(text: str, spans: Iterable[tuple[int, int]]) -> str:
     chars = list(text)
     for start, end in spans:
@@ -350,14 +358,13 @@ def _check_text(name: str, value: str, evidence: Evidence) -> list[str]:
     if not value.strip() or evidence.has_span(value):
         return []
     problems: list[str] = []
-    dates = find_dates(value)
-    for d, _ in dates:
+    dates, numbers, rest = split_values(value)
+    for d in dates:
         if d not in evidence.dates:
             problems.append(
                 f"{name}={value!r}: the date {d.isoformat()} is in neither the request nor an observation"
             )
-    rest = _without_spans(value, [s for _, s in dates])
-    for number, decimals in find_numbers(rest):
+    for number, decimals in numbers:
         if number not in CONSTANTS and not evidence.supports_number(number, decimals, scaled=True):
             problems.append(
                 f"{name}={value!r}: the number {number:g} is in neither the request nor an observation"
@@ -385,13 +392,12 @@ def check_worker_input(text: str, evidence: Evidence) -> list[str]:
 def check_answer(answer: str, evidence: Evidence) -> list[str]:
     """Numbers and dates in an answer that neither the request nor an observation supports."""
     problems: list[str] = []
-    dates = find_dates(answer)
-    for d, _ in dates:
+    dates, numbers, _ = split_values(answer)
+    for d in dates:
         if d not in evidence.dates:
             problems.append(f"the date {d.isoformat()} is in neither the request nor an observation")
-    rest = _without_spans(answer, [s for _, s in dates])
     seen: set[float] = set()
-    for number, decimals in find_numbers(rest):
+    for number, decimals in numbers:
         if number in seen:
             continue
         seen.add(number)
@@ -426,9 +432,7 @@ def _states(answer: str, value: Any) -> bool:
             needle = normalize(value)
             return needle in text or needle.replace("_", " ") in text.replace("_", " ")
     if isinstance(value, int | float):
-        dates = find_dates(answer)
-        rest = _without_spans(answer, [s for _, s in dates])
-        return any(_close(float(value), a, d) for a, d in find_numbers(rest))
+        return any(_close(float(value), a, d) for a, d in split_values(answer)[1])
     return False
 
 
