@@ -90,6 +90,7 @@ class Limits(_Strict):
     deadline_s: float = Field(default=120.0, gt=0)
     max_tokens: int = Field(default=256, ge=1)
     tool_timeout_s: float = Field(default=20.0, gt=0)
+    isolate_tools: bool = True  # synchronous tools run in killable child processes
     top_k: int = Field(default=3, ge=1, le=50)
 
 

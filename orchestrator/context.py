@@ -13,6 +13,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits
 from orchestrator.ledger import BudgetMeter
 from orchestrator.stable import SlotBinding
+from orchestrator.toolproc import ToolRunner
 
 if TYPE_CHECKING:
     from orchestrator.workers import Worker
@@ -33,6 +34,7 @@ class RunContext:
     tracer: Tracer
     meter: BudgetMeter
     capture_content: bool = False
+    tool_runner: ToolRunner | None = None
     deadline: float = field(default=0.0)
 
     def __post_init__(self) -> None:

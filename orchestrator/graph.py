@@ -15,7 +15,6 @@ with its checkpointer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import operator
 import time
@@ -35,6 +34,7 @@ from orchestrator.decisions import decision_of
 from orchestrator.errors import ToolError
 from orchestrator.ledger import LedgerEntry, LedgerLine, ledger_delta, merge_ledger
 from orchestrator.plan import Part, current_part, merge_plan
+from orchestrator.toolproc import ToolFailed, ToolRunner
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 from orchestrator.workers import reject, run_worker
@@ -42,6 +42,7 @@ from orchestrator.workers import reject, run_worker
 __all__ = ["AgentState", "build_agent_graph"]
 
 _OBSERVATION_CAP = 2000
+_IN_PROCESS = ToolRunner(isolate=False)
 _ARG_NOTE = 40  # characters of an argument's description shown with a found tool
 
 
@@ -210,12 +211,15 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
             tool = ctx.catalog.get(name).tool
             if tool is None:
                 raise ToolError(f"tool {name!r} has no implementation in this catalog")
-            async with asyncio.timeout(ctx.limits.tool_timeout_s):
-                result = await tool.ainvoke(args)
+            runner = ctx.tool_runner or _IN_PROCESS
+            span.set_attribute(A.TOOL_ISOLATED, runner.isolated(tool))
+            result = await runner.run(tool, args, ctx.limits.tool_timeout_s)
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             ok = True
         except TimeoutError:
             text, ok = f"error: tool {name!r} timed out after {ctx.limits.tool_timeout_s:g}s", False
+        except ToolFailed as exc:  # raised in the tool's process
+            text, ok = f"error: {exc.type_name}: {exc}", False
         except Exception as exc:  # a tool that raises: the model sees the error and may recover
             text, ok = f"error: {type(exc).__name__}: {exc}", False
         if not ok:

@@ -34,6 +34,7 @@ from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry, ledger
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.stable import SlotBinding, bind_slot
+from orchestrator.toolproc import ToolRunner, shared_runner, tool_reference
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
@@ -156,6 +157,10 @@ class Orchestrator:
                         "[tool.orchestrator.slots]" + did_you_mean(slot, self.slots)
                     )
         self.graphs: dict[str, Any] = dict(graphs or {})
+        entries = (self.catalog.get(n) for n in self.catalog.names())
+        modules = {ref[0] for e in entries if e.tool and (ref := tool_reference(e.tool))}
+        self._tool_modules = sorted(modules)
+        self.tool_runner = shared_runner() if self.limits.isolate_tools else ToolRunner(isolate=False)
         self._models: dict[str, BaseChatModel] = {}
         self._store = TraceStore(self.settings.traces_path) if tracing else None
         self.tracing = Tracing(self._store, enabled=tracing)
@@ -269,6 +274,7 @@ class Orchestrator:
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
         if resume and not run_id:
             raise ConfigError("resume=True needs the run_id of the run to continue")
+        self.tool_runner.warm(self._tool_modules)  # its child imports the tools while models load
         for slot in self.slots:
             self.model_for(slot)  # load and verify models before the run starts
         run_id = run_id or uuid.uuid4().hex[:16]
@@ -344,6 +350,7 @@ class Orchestrator:
                 tracer=self.tracing.tracer,
                 meter=meter,
                 capture_content=self.settings.capture_content,
+                tool_runner=self.tool_runner,
             )
             if self._store is not None:
                 self._store.start_run(
@@ -429,7 +436,7 @@ class Orchestrator:
         )
 
     def close(self) -> None:
-        """Flush traces and release the trace store."""
+        """Flush traces and release the trace store (tool processes are shared, and stop at exit)."""
         self.tracing.close()
         if self._store is not None:
             self._store.close()

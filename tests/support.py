@@ -36,7 +36,25 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-TOOLS: list[BaseTool] = [date_diff, explode, word_count]
+@tool
+def backtrack(size: int) -> bool:
+    """A regular expression that backtracks exponentially and holds the interpreter lock meanwhile."""
+    import re
+
+    return re.match(r"(a|aa)+$", "a" * size + "b") is not None
+
+
+@tool
+def noisy(text: str) -> str:
+    """A tool that prints to stdout and stderr before it returns."""
+    import sys
+
+    print("chatter on stdout")
+    print("chatter on stderr", file=sys.stderr)
+    return text.upper()
+
+
+TOOLS: list[BaseTool] = [date_diff, explode, word_count, backtrack, noisy]
 
 
 class Payment(BaseModel):
