@@ -10,9 +10,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from orchestrator.context import BudgetStop, RunContext
-from orchestrator.errors import ModelError
+from orchestrator.errors import ModelError, PromptTooLongError
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Usage, cost_usd, warn_unpriced
+from orchestrator.stable import ModelProfile
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 
@@ -22,6 +23,24 @@ __all__ = ["call_model", "estimate_tokens"]
 def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
     """A deliberately high prompt-token estimate (3 characters a token, plus per-message overhead)."""
     return sum(len(str(m.content)) // 3 + 8 for m in messages)
+
+
+def check_context(profile: ModelProfile, messages: Sequence[BaseMessage], max_tokens: int, slot: str) -> None:
+    """Refuse, before the call, a prompt that can't fit the model's context window with its reply.
+
+    The count is a low estimate (6 characters a token), so only prompts that surely overflow are refused;
+    local models also count exactly, before generating.
+    """
+    window = profile.context_window
+    if not window:
+        return
+    low = sum(len(str(m.content)) for m in messages) // 6
+    if low + max_tokens > window:
+        raise PromptTooLongError(
+            f"slot {slot!r}: the prompt is at least {low} tokens, and with max_tokens {max_tokens} it "
+            f"can't fit model {profile.name!r}'s context window of {window} tokens; shorten the input, or "
+            "use a model with a larger window (a local model's window is the slot's context_window)"
+        )
 
 
 def usage_of(msg: AIMessage) -> Usage:
@@ -86,6 +105,7 @@ async def call_model(
     if time.monotonic() >= ctx.deadline:
         raise BudgetStop(f"deadline of {ctx.limits.deadline_s:g}s reached")
     est_in = estimate_tokens(messages)
+    check_context(profile, messages, max_tokens, slot)
     worst = [cost_usd(Usage(est_in, max_tokens), p.prices) for p in binding.chain]
     est_usd = None if any(w is None for w in worst) else max(w for w in worst if w is not None)
     reason = ctx.meter.refusal(est_in + max_tokens, est_usd)
@@ -156,7 +176,12 @@ async def call_model(
                 )
             for e in entries:
                 ctx.meter.add(e)
-            error = ModelError(f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, PromptTooLongError):
+                error: ModelError = PromptTooLongError(f"slot {slot!r}: {exc}")
+            else:
+                error = ModelError(
+                    f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
+                )
             error.ledger_entries = entries  # type: ignore[attr-defined]
             raise error from exc
         wall_ms = (time.perf_counter() - t0) * 1000

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,16 +60,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runner import Orchestrator
 
-    if args.resume and args.input:
-        raise ConfigError("give either --resume RUN or GRAPH INPUT, not both")
+    manifest = load_manifest(args.project)
     graph, text = args.graph, args.input
-    if not args.resume and text is None:
-        raise ConfigError("usage: orch run GRAPH INPUT (or orch run --resume RUN)")
+    if text is None and graph is not None and graph not in manifest.graphs and manifest.default_graph:
+        graph, text = manifest.default_graph, graph  # `orch run "question"` runs the default graph
+    if args.input_file is not None:
+        if text is not None:
+            raise ConfigError("give the input either as an argument or with --input-file, not both")
+        text = _read_input_file(args.input_file)
+    elif text == "-":
+        text = sys.stdin.read()
+    if args.resume and (text is not None or graph is not None):
+        raise ConfigError("give either --resume RUN or GRAPH INPUT, not both")
+    if not args.resume and not text:
+        raise ConfigError(
+            "usage: orch run [GRAPH] INPUT (INPUT '-' reads stdin; or --input-file FILE; "
+            "or orch run --resume RUN)"
+        )
     orch = Orchestrator.from_project(
         args.project,
-        settings=Settings.resolve(
-            load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints
-        ),
+        settings=Settings.resolve(manifest, traces_path=args.traces, checkpoints_path=args.checkpoints),
     )
     if args.resume and orch.store is not None:
         row = orch.store.get_run(args.resume)
@@ -87,20 +99,20 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     run_id = args.resume or args.run_id
     try:
         with err.status("starting ...", spinner="dots") as status:
-            async for event in orch.astream(
-                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume)
-            ):
-                run_id = event.run_id
-                if event.kind == "start":
-                    status.update(f"run {run_id}: controller thinking ...")
-                elif event.kind == "node":
-                    node, what = escape(event.node), escape(_describe(event))
-                    err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{node:<11}[/bold] {what}")
-                    status.update(f"run {run_id}: {_next_label(event)} ...")
-                elif event.result is not None:
-                    result = event.result
+            events = orch.astream(graph, text, budget=budget, run_id=run_id, resume=bool(args.resume))
+            async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
+                async for event in events:
+                    run_id = event.run_id
+                    if event.kind == "start":
+                        status.update(f"run {escape(run_id)}: controller thinking ...")
+                    elif event.kind == "node":
+                        node, what = escape(event.node), escape(_describe(event))
+                        err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{node:<11}[/bold] {what}")
+                        status.update(f"run {escape(run_id)}: {escape(_next_label(event))} ...")
+                    elif event.result is not None:
+                        result = event.result
     except (KeyboardInterrupt, asyncio.CancelledError):
-        err.print(f"\n[yellow]cancelled.[/yellow] Resume with: orch run --resume {run_id}")
+        err.print(f"\n[yellow]cancelled.[/yellow] Resume with: orch run --resume {escape(str(run_id))}")
         return EXIT_CANCELLED
     finally:
         orch.close()
@@ -110,12 +122,20 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     else:
         _print_result(result)
     if result.status == "failed":
-        err.print(
-            f"[red]run failed:[/red] {escape(str(result.error))}. "
-            f"Resume with: orch run --resume {result.run_id}"
-        )
+        hint = f" Resume with: orch run --resume {escape(result.run_id)}" if result.resumable else ""
+        err.print(f"[red]run failed:[/red] {escape(str(result.error))}.{hint}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _read_input_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"--input-file {path!r}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--input-file {path!r}: not UTF-8 text") from None
 
 
 def _describe(event: Any) -> str:
@@ -152,7 +172,7 @@ def _print_result(result: Any) -> None:
     colour = {"ok": "green", "budget_stop": "yellow"}.get(result.status, "red")
     answer = escape(result.answer) if result.answer is not None else "(none)"
     out.print(f"\n[bold]Answer:[/bold] {answer}")
-    line = f"[{colour}]status: {result.status}[/{colour}]  run: {result.run_id}"
+    line = f"[{colour}]status: {result.status}[/{colour}]  run: {escape(result.run_id)}"
     if result.stop_reason:
         line += f"  ({escape(result.stop_reason)})"
     out.print(line)
@@ -161,9 +181,9 @@ def _print_result(result: Any) -> None:
         table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
     for n in result.ledger.by_node():
         table.add_row(
-            n.node,
-            n.model or "-",
-            n.role or "-",
+            escape(n.node),
+            escape(n.model or "-"),
+            escape(n.role or "-"),
             str(n.calls),
             str(n.input_tokens),
             str(n.output_tokens),
@@ -201,7 +221,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None:
         tasks = tasks[: args.limit]
     settings = Settings.resolve(
-        load_manifest(args.project), traces_path=args.traces, checkpoints_path=args.checkpoints
+        load_manifest(args.project),
+        traces_path=args.traces,
+        checkpoints_path=args.checkpoints,
     )
     orch = Orchestrator.from_project(
         args.project, settings=dataclasses.replace(settings, capture_content=True)
@@ -316,9 +338,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in names:
             spec = LOCAL_MODELS[name]
             if is_verified(spec, settings.models_dir) and not args.force:
-                out.print(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
+                where = escape(str(spec.path(settings.models_dir)))
+                out.print(f"local:{name} already built and verified at {where}")
                 continue
-            build_model_file(spec, settings.models_dir, lambda m: err.print(f"[dim]{m}[/dim]"))
+            build_model_file(spec, settings.models_dir, lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
         return EXIT_OK
     rows = _profile_rows(args, settings)
     if args.json:
@@ -508,14 +531,14 @@ def cmd_traces(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
-        table = Table(title=f"Runs in {settings.traces_path}", title_justify="left")
+        table = Table(title=f"Runs in {escape(str(settings.traces_path))}", title_justify="left")
         for col in ("run", "graph", "status", "cost", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
             table.add_row(
-                r["run_id"],
-                r["graph"],
-                r["status"],
+                escape(r["run_id"]),
+                escape(r["graph"] or ""),
+                escape(r["status"] or ""),
                 _money(r["cost_usd"], r["unpriced_calls"] or 0),
                 str(r["input_tokens"] or 0),
                 str(r["output_tokens"] or 0),
@@ -532,23 +555,29 @@ def cmd_traces(args: argparse.Namespace) -> int:
             print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
             return EXIT_OK
         tree = Tree(
-            f"[bold]{row['run_id']}[/bold] {row['graph']} [{row['status']}] "
+            f"[bold]{escape(row['run_id'])}[/bold] {escape(row['graph'] or '')} \\[{escape(row['status'])}] "
             f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}"
         )
         for root in roots:
             _add(tree, root)
         out.print(tree)
         return EXIT_OK
-    spots = hotspots(store, args.by, run_id=args.run)
+    run_id = None
+    if args.run:
+        found = store.get_run(args.run)
+        if found is None:
+            raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
+        run_id = found["run_id"]
+    spots = hotspots(store, args.by, run_id=run_id)
     if args.json:
         print(json.dumps([h.to_dict() for h in spots], indent=2))
         return EXIT_OK
-    table = Table(title=f"Hotspots by {args.by}", title_justify="left")
+    table = Table(title=f"Hotspots by {escape(args.by)}", title_justify="left")
     for col in (args.by, "calls", "in tok", "out tok", "cost (excl.)", "share", "p50", "p95", "errors"):
         table.add_column(col)
     for h in spots:
         table.add_row(
-            h.key,
+            escape(h.key),
             str(h.calls),
             str(h.input_tokens),
             str(h.output_tokens),
@@ -563,7 +592,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def _add(parent: Tree, span: dict[str, Any]) -> None:
-    bits = [f"[bold]{span['name']}[/bold]", _ms(span["duration_ms"])]
+    bits = [f"[bold]{escape(span['name'])}[/bold]", _ms(span["duration_ms"])]
     if span["kind"] == "chat":
         bits += [
             f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok",
@@ -571,9 +600,9 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
             f"TTFT {_ms(span['ttft_ms'])}",
         ]
     if span["action"]:
-        bits.append(f"-> {span['action']}")
+        bits.append(f"-> {escape(span['action'])}")
     if span["status"] == "error":
-        bits.append(f"[red]{span['status_message']}[/red]")
+        bits.append(f"[red]{escape(span['status_message'] or 'error')}[/red]")
     branch = parent.add("  ".join(bits))
     for child in span["children"]:
         _add(branch, child)
@@ -588,8 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a graph named in the manifest")
-    run.add_argument("graph", nargs="?", help="graph name from [tool.orchestrator.graphs]")
-    run.add_argument("input", nargs="?", help="the task text")
+    run.add_argument(
+        "graph", nargs="?", help="graph name from [tool.orchestrator.graphs] (default: default_graph)"
+    )
+    run.add_argument("input", nargs="?", help="the task text ('-' reads it from stdin)")
+    run.add_argument("--input-file", metavar="FILE", help="read the task text from a file")
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     run.add_argument("--run-id", help="choose the new run's id")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -653,9 +685,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
+) -> None:
+    """Warnings as one plain line (no source path, no code line)."""
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         code: int = args.func(args)
         return code

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from orchestrator.errors import ManifestError
 
@@ -68,6 +68,7 @@ class ModelConfig(_Strict):
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    context_window: int | None = Field(default=None, ge=512, le=1_048_576)  # local: the KV cache size
 
 
 class SlotConfig(ModelConfig):
@@ -108,6 +109,12 @@ class Manifest(_Strict):
     checkpoints: str | None = None
     models_dir: str | None = None
     capture_content: bool = False
+    _root: Path | None = PrivateAttr(default=None)
+
+    @property
+    def root(self) -> Path | None:
+        """The project folder the manifest was read from: its relative paths are relative to it."""
+        return self._root
 
     def config_hash(self) -> str:
         """A short stable hash of the manifest, recorded on every run span."""
@@ -130,7 +137,7 @@ def load_manifest(project_dir: str | Path) -> Manifest:
     if section is None:
         raise ManifestError(f"{path} has no [tool.orchestrator] section; see docs/manifest.md for its schema")
     try:
-        return Manifest.model_validate(section)
+        manifest = Manifest.model_validate(section)
     except ValidationError as exc:
         problems = "; ".join(
             f"[tool.orchestrator].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
@@ -138,6 +145,8 @@ def load_manifest(project_dir: str | Path) -> Manifest:
             for err in exc.errors()
         )
         raise ManifestError(f"{path}: {problems}") from None
+    manifest._root = path.parent.resolve()
+    return manifest
 
 
 def _env_bool(value: str) -> bool:
@@ -183,7 +192,10 @@ class Settings:
                 ("prices_path", manifest.prices),
             ):
                 if key:
-                    values[name] = Path(key).expanduser()
+                    value = Path(key).expanduser()
+                    values[name] = (
+                        manifest.root / value if manifest.root and not value.is_absolute() else value
+                    )
             if manifest.capture_content:
                 values["capture_content"] = True
         for name, env in _ENV.items():

@@ -27,6 +27,7 @@ __all__ = [
     "ModelError",
     "ModelFileError",
     "OrchestratorError",
+    "PromptTooLongError",
     "RunError",
     "ToolError",
     "UnknownGraphError",
@@ -65,6 +66,10 @@ class RunError(OrchestratorError):
 
 class ModelError(RunError):
     """A model call failed, or its output could not be used."""
+
+
+class PromptTooLongError(ModelError):
+    """The prompt and the reply's max_tokens don't fit the model's context window; raised before the call."""
 
 
 class ToolError(RunError):

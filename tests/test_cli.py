@@ -229,7 +229,8 @@ def test_sigkill_then_resume_does_not_pay_twice(project: Path) -> None:
     assert len(log.read_text().splitlines()) == 2
 
     (run,) = json.loads(orch(project, "traces", "list", "--json").stdout)
-    assert run["run_id"] == "killme" and run["status"] == "running"  # listed although killed
+    assert run["run_id"] == "killme" and run["status"] == "interrupted"  # its dead process is detected
+    assert "orch run --resume killme" in run["error"]
 
     resumed = orch(project, "run", "--resume", "killme", "--json", env={"SCRIPT_LOG": str(log)})
     assert resumed.returncode == 0, resumed.stderr

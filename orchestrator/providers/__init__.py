@@ -12,7 +12,7 @@ from orchestrator.config import ModelConfig, Settings, SlotConfig
 from orchestrator.errors import ConfigError, ManifestError, ModelFileError
 from orchestrator.modelfiles import LOCAL_MODELS, ensure_model_file, is_verified
 from orchestrator.providers.http import Endpoint
-from orchestrator.stable import ModelProfile, SlotBinding
+from orchestrator.stable import LOCAL_CONTEXT, ModelProfile, SlotBinding
 from orchestrator.tracing import attrs as A
 
 __all__ = ["create_chat_model", "model_for", "provenance"]
@@ -55,7 +55,10 @@ def model_for(
         else:
             path = ensure_model_file(LOCAL_MODELS[profile.model], settings.models_dir, _say)
         return LocalChatModel(
-            model_path=str(path), model_name=profile.name, kv_dir=str(settings.models_dir / "kv")
+            model_path=str(path),
+            model_name=profile.name,
+            kv_dir=str(settings.models_dir / "kv"),
+            n_ctx=profile.context_window or LOCAL_CONTEXT,
         )
     if profile.provider == "python":
         return _python_model(slot, profile.model)

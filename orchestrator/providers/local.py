@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from orchestrator.errors import ConfigError, ModelError
+from orchestrator.errors import ConfigError, ModelError, PromptTooLongError
 from orchestrator.providers.llama_engine import LlamaEngine, PromptTooLong
 
 __all__ = ["LocalChatModel", "loaded_instances"]
@@ -127,7 +127,7 @@ class LocalChatModel(BaseChatModel):
                     seed=kwargs.get("seed"),
                 )
             except PromptTooLong as exc:
-                raise ModelError(f"{self.model_name}: {exc}") from None
+                raise PromptTooLongError(f"{self.model_name}: {exc}") from None
             except Exception as exc:
                 raise ModelError(f"{self.model_name}: llama.cpp failed: {type(exc).__name__}: {exc}") from exc
             end = time.perf_counter()

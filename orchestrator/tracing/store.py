@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -12,7 +14,23 @@ from typing import Any
 
 import sqlite_utils
 
-__all__ = ["MIGRATIONS", "TraceStore"]
+from orchestrator.errors import ConfigError
+
+__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError"]
+
+
+class TraceStoreError(ConfigError):
+    """The trace store can't be opened or written: names the path and the fix."""
+
+    def __init__(self, path: str, exc: BaseException) -> None:
+        why = getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            why = "the file is not an SQLite trace store"
+        super().__init__(
+            f"trace store {path!r}: {why}; point ORCH_TRACES (or --traces, or the manifest's traces) "
+            "at a writable .db file path"
+        )
+
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -71,7 +89,41 @@ def m001_runs_spans(db: sqlite_utils.Database) -> None:
     db.table("runs").create_index(["started_at"])
 
 
-MIGRATIONS: list[Migration] = [m001_runs_spans]
+def m002_run_owner(db: sqlite_utils.Database) -> None:
+    """The process that runs a run (host, pid and its start time), so a run whose process died is detected."""
+    runs = db.table("runs")
+    runs.add_column("host", str)
+    runs.add_column("pid", int)
+    runs.add_column("pid_started", int)
+
+
+MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner]
+
+_HOST = socket.gethostname()
+_ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
+
+
+def _process_started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart; else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    if pid == os.getpid():
+        return False  # our own runs are in _ACTIVE; an older process with our pid is long gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    now = _process_started(pid)
+    return started is None or now is None or now == started
+
 
 SPAN_COLUMNS = (
     "span_id",
@@ -129,17 +181,27 @@ class TraceStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        self.db = sqlite_utils.Database(conn)
-        self._lock = threading.Lock()
-        with self._lock:
-            migrate(self.db)
+        self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                if Path(self.path).is_dir():
+                    raise IsADirectoryError(21, "it is a directory")
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+            try:
+                conn.execute("PRAGMA busy_timeout = 10000")
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                self.db = sqlite_utils.Database(conn)
+                self._lock = threading.Lock()
+                with self._lock:
+                    migrate(self.db)
+            except BaseException:
+                conn.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise TraceStoreError(self.path, exc) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -157,16 +219,21 @@ class TraceStore:
             "config_hash": config_hash,
             "version": version,
         }
+        owner = {"host": _HOST, "pid": os.getpid(), "pid_started": _process_started(os.getpid())}
+        _ACTIVE.add((self._key, run_id))
         with self._lock, self.db.conn:
             existing = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
             if existing:
                 row["started_at"] = existing[0]
-                self.db.table("runs").update(run_id, {"status": "running", "ended_at": None, "error": None})
+                self.db.table("runs").update(
+                    run_id, {"status": "running", "ended_at": None, "error": None, **owner}
+                )
             else:
-                self.db.table("runs").insert(row)
+                self.db.table("runs").insert({**row, **owner})
 
     def end_run(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome: status, totals, answer, error."""
+        _ACTIVE.discard((self._key, run_id))
         with self._lock, self.db.conn:
             started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
             now = time.time()
@@ -185,13 +252,50 @@ class TraceStore:
     # --- reading ---------------------------------------------------------------------------------------
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Most recent runs first."""
+        self.mark_interrupted()
         sql = "select * from runs order by started_at desc limit ?"
         return self._query(sql, [limit])
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        """One run row, matched by full id or unique prefix."""
-        rows = self._query("select * from runs where run_id like ? order by started_at desc", [run_id + "%"])
-        return rows[0] if len(rows) == 1 or (rows and rows[0]["run_id"] == run_id) else None
+        """One run row, by full id or unique prefix (a `ConfigError` if the prefix fits several runs)."""
+        self.mark_interrupted()
+        exact = self._query("select * from runs where run_id = ?", [run_id])
+        if exact:
+            return exact[0]
+        pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._query(
+            "select * from runs where run_id like ? escape '\\' order by started_at desc limit 6", [pattern]
+        )
+        if len(rows) > 1:
+            shown = ", ".join(r["run_id"] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise ConfigError(f"run id prefix {run_id!r} fits several runs ({shown}); give more of the id")
+        return rows[0] if rows else None
+
+    def mark_interrupted(self) -> list[str]:
+        """Runs left `running` by a process of this host that has ended become `interrupted`; their ids."""
+        rows = self._query(
+            "select run_id, pid, pid_started from runs where status = 'running' and host = ?", [_HOST]
+        )
+        dead = [
+            r["run_id"]
+            for r in rows
+            if r["pid"] is not None
+            and (self._key, r["run_id"]) not in _ACTIVE
+            and not _alive(r["pid"], r["pid_started"])
+        ]
+        if dead:
+            with self._lock, self.db.conn:
+                for run_id, pid in ((r["run_id"], r["pid"]) for r in rows if r["run_id"] in dead):
+                    self.db.execute(
+                        "update runs set status = 'interrupted', error = ? "
+                        "where run_id = ? and status = 'running'",
+                        [
+                            f"its process (pid {pid}) ended before the run did; "
+                            f"continue it with `orch run --resume {run_id}`",
+                            run_id,
+                        ],
+                    )
+        return dead
 
     def run_spans(self, run_id: str) -> list[dict[str, Any]]:
         """All spans of a run, in start order."""
