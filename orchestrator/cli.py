@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from orchestrator.config import Settings, load_manifest
@@ -30,8 +30,15 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 130
 
 # Tables keep their columns when piped (rich would otherwise assume 80 columns).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No highlighting or emoji codes. Text from users, tools and models never goes through markup: it is put
+# into `Text` objects (see `_line`), which rich shows character for character.
+out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One line from plain text (never read as markup) and (text, style) pairs."""
+    return Text.assemble(*parts)
 
 
 def _money(value: float | None, unpriced: int = 0) -> str:
@@ -104,15 +111,22 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
                 async for event in events:
                     run_id = event.run_id
                     if event.kind == "start":
-                        status.update(f"run {escape(run_id)}: controller thinking ...")
+                        status.update(_line(f"run {run_id}: controller thinking ..."))
                     elif event.kind == "node":
-                        node, what = escape(event.node), escape(_describe(event))
-                        err.print(f"[dim]{event.elapsed_s:6.1f}s[/dim] [bold]{node:<11}[/bold] {what}")
-                        status.update(f"run {escape(run_id)}: {escape(_next_label(event))} ...")
+                        err.print(
+                            _line(
+                                (f"{event.elapsed_s:6.1f}s", "dim"),
+                                " ",
+                                (f"{event.node or '':<11}", "bold"),
+                                " ",
+                                _describe(event),
+                            )
+                        )
+                        status.update(_line(f"run {run_id}: {_next_label(event)} ..."))
                     elif event.result is not None:
                         result = event.result
     except (KeyboardInterrupt, asyncio.CancelledError):
-        err.print(f"\n[yellow]cancelled.[/yellow] Resume with: orch run --resume {escape(str(run_id))}")
+        err.print(_line("\n", ("cancelled.", "yellow"), f" Resume with: orch run --resume {run_id}"))
         return EXIT_CANCELLED
     finally:
         orch.close()
@@ -122,8 +136,8 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     else:
         _print_result(result)
     if result.status == "failed":
-        hint = f" Resume with: orch run --resume {escape(result.run_id)}" if result.resumable else ""
-        err.print(f"[red]run failed:[/red] {escape(str(result.error))}.{hint}")
+        hint = f" Resume with: orch run --resume {result.run_id}" if result.resumable else ""
+        err.print(_line(("run failed:", "red"), f" {result.error}.{hint}"))
         return EXIT_FAILED
     return EXIT_OK
 
@@ -170,20 +184,20 @@ def _next_label(event: Any) -> str:
 
 def _print_result(result: Any) -> None:
     colour = {"ok": "green", "budget_stop": "yellow"}.get(result.status, "red")
-    answer = escape(result.answer) if result.answer is not None else "(none)"
-    out.print(f"\n[bold]Answer:[/bold] {answer}")
-    line = f"[{colour}]status: {result.status}[/{colour}]  run: {escape(result.run_id)}"
+    answer = result.answer if result.answer is not None else "(none)"
+    out.print(_line("\n", ("Answer:", "bold"), f" {answer}"))
+    line = _line((f"status: {result.status}", colour), f"  run: {result.run_id}")
     if result.stop_reason:
-        line += f"  ({escape(result.stop_reason)})"
+        line.append(f"  ({result.stop_reason})")
     out.print(line)
     table = Table(title="Cost by node", title_justify="left")
     for col in ("node", "model", "role", "calls", "in tok", "out tok", "cost", "wall", "TTFT"):
         table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
     for n in result.ledger.by_node():
         table.add_row(
-            escape(n.node),
-            escape(n.model or "-"),
-            escape(n.role or "-"),
+            Text(n.node),
+            Text(n.model or "-"),
+            Text(n.role or "-"),
             str(n.calls),
             str(n.input_tokens),
             str(n.output_tokens),
@@ -247,11 +261,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         right += result.ok
         progress.update(bar, advance=1, right=right)
         if not args.json:
-            mark = "[green]right[/green]" if result.ok else "[red]wrong[/red]"
-            flag = f" [yellow]ungrounded x{len(result.ungrounded)}[/yellow]" if result.ungrounded else ""
+            flag = f" ungrounded x{len(result.ungrounded)}" if result.ungrounded else ""
             progress.console.print(
-                f"{mark} {escape(result.id)} [dim]{escape(result.category)}[/dim] "
-                f"{result.seconds:.1f}s {len(result.steps)} steps{flag}"
+                _line(
+                    ("right", "green") if result.ok else ("wrong", "red"),
+                    f" {result.id} ",
+                    (result.category, "dim"),
+                    f" {result.seconds:.1f}s {len(result.steps)} steps",
+                    (flag, "yellow"),
+                )
             )
 
     try:
@@ -271,7 +289,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_eval(report: Any) -> None:
-    table = Table(title=f"Eval of {escape(report.graph)}: per task", title_justify="left")
+    table = Table(title=Text(f"Eval of {report.graph}: per task"), title_justify="left")
     for col in ("task", "category", "result", "time", "steps", "tokens", "cost", "answer / why"):
         table.add_column(col, overflow="fold")
     for t in report.tasks:
@@ -282,14 +300,14 @@ def _print_eval(report: Any) -> None:
             )
         why += "".join(f"\n  ungrounded: {u}" for u in t.ungrounded)
         table.add_row(
-            escape(t.id),
-            escape(t.category),
-            "[green]right[/green]" if t.ok else f"[red]wrong[/red] ({escape(t.status)})",
+            Text(t.id),
+            Text(t.category),
+            _line(("right", "green")) if t.ok else _line(("wrong", "red"), f" ({t.status})"),
             f"{t.seconds:.1f}s",
-            escape(" > ".join(t.steps)),
+            Text(" > ".join(t.steps)),
             str(t.input_tokens + t.output_tokens),
             _money(t.cost_usd),
-            escape(why),
+            Text(why),
         )
     out.print(table)
     totals = Table(title="By category", title_justify="left")
@@ -298,7 +316,7 @@ def _print_eval(report: Any) -> None:
     rows = [*report.by_category().items(), ("total", report.totals())]
     for name, c in rows:
         totals.add_row(
-            escape(name),
+            Text(name),
             f"{c['right']}/{c['tasks']}",
             f"{c['accuracy']:.0%}",
             f"{c['median_s']:.1f}s",
@@ -330,7 +348,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
             except ConfigError as exc:
                 failures += 1
-                err.print(f"[red]bad[/red] local:{name}: {escape(str(exc))}")
+                err.print(_line(("bad", "red"), f" local:{name}: {exc}"))
         return EXIT_CONFIG if failures else EXIT_OK
     if args.action == "build":
         from orchestrator.modelfiles import is_verified
@@ -338,10 +356,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in names:
             spec = LOCAL_MODELS[name]
             if is_verified(spec, settings.models_dir) and not args.force:
-                where = escape(str(spec.path(settings.models_dir)))
-                out.print(f"local:{name} already built and verified at {where}")
+                out.print(
+                    Text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
+                )
                 continue
-            build_model_file(spec, settings.models_dir, lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            build_model_file(spec, settings.models_dir, lambda m: err.print(Text(m, style="dim")))
         return EXIT_OK
     rows = _profile_rows(args, settings)
     if args.json:
@@ -363,15 +382,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         p = r["prices"]
         table.add_row(
-            escape(r["name"]) + ("" if r.get("built", True) else " [dim](not built)[/dim]"),
-            escape(", ".join(f"{s} ({role})" for s, role in r["slots"])) or "-",
+            _line(r["name"], ("" if r.get("built", True) else " (not built)", "dim")),
+            Text(", ".join(f"{s} ({role})" for s, role in r["slots"]) or "-"),
             str(r["context_window"] or "?"),
             _mtok(p and p["input"]),
             _mtok(p and p["output"]),
             "/".join(_mtok(p and p[k]) for k in ("cache_read", "cache_write", "cache_write_1h")),
             ", ".join(f">{t['above_tokens'] // 1000}k" for t in (p["tiers"] if p else [])) or "-",
             ",".join(_CAN.get(k, k) for k, v in r["capabilities"].items() if v),
-            escape(r["price_source"]),
+            Text(r["price_source"]),
         )
     out.print(table)
     return EXIT_OK
@@ -471,7 +490,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if printed:
             sys.stdout.write("\n")
             printed.clear()
-        err.print(f"[yellow]retrying:[/yellow] {escape(reason)}")
+        err.print(_line(("retrying:", "yellow"), f" {reason}"))
 
     try:
         result = run_blocking(
@@ -507,10 +526,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     sys.stdout.write("\n")
     u = result.usage
     err.print(
-        f"[dim]{escape(result.model)}: {u.input_tokens} in ({u.cache_read_tokens} cache read, "
-        f"{u.cache_write_tokens} cache write) / {u.output_tokens} out{' (estimated)' if u.estimated else ''}"
-        f" · {_money(result.cost_usd)} · TTFT {_ms(result.ttft_ms)} · {_ms(result.duration_ms)}"
-        f" · {len(result.attempts) or 1} attempt(s)[/dim]"
+        Text(
+            f"{result.model}: {u.input_tokens} in ({u.cache_read_tokens} cache read, "
+            f"{u.cache_write_tokens} cache write) / {u.output_tokens} out"
+            f"{' (estimated)' if u.estimated else ''}"
+            f" · {_money(result.cost_usd)} · TTFT {_ms(result.ttft_ms)} · {_ms(result.duration_ms)}"
+            f" · {len(result.attempts) or 1} attempt(s)",
+            style="dim",
+        )
     )
     return EXIT_OK
 
@@ -531,14 +554,14 @@ def cmd_traces(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
-        table = Table(title=f"Runs in {escape(str(settings.traces_path))}", title_justify="left")
+        table = Table(title=Text(f"Runs in {settings.traces_path}"), title_justify="left")
         for col in ("run", "graph", "status", "cost", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
             table.add_row(
-                escape(r["run_id"]),
-                escape(r["graph"] or ""),
-                escape(r["status"] or ""),
+                Text(r["run_id"]),
+                Text(r["graph"] or ""),
+                Text(r["status"] or ""),
                 _money(r["cost_usd"], r["unpriced_calls"] or 0),
                 str(r["input_tokens"] or 0),
                 str(r["output_tokens"] or 0),
@@ -555,8 +578,11 @@ def cmd_traces(args: argparse.Namespace) -> int:
             print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
             return EXIT_OK
         tree = Tree(
-            f"[bold]{escape(row['run_id'])}[/bold] {escape(row['graph'] or '')} \\[{escape(row['status'])}] "
-            f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}"
+            _line(
+                (row["run_id"], "bold"),
+                f" {row['graph'] or ''} [{row['status']}] "
+                f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}",
+            )
         )
         for root in roots:
             _add(tree, root)
@@ -572,12 +598,12 @@ def cmd_traces(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([h.to_dict() for h in spots], indent=2))
         return EXIT_OK
-    table = Table(title=f"Hotspots by {escape(args.by)}", title_justify="left")
+    table = Table(title=f"Hotspots by {args.by}", title_justify="left")
     for col in (args.by, "calls", "in tok", "out tok", "cost (excl.)", "share", "p50", "p95", "errors"):
         table.add_column(col)
     for h in spots:
         table.add_row(
-            escape(h.key),
+            Text(h.key),
             str(h.calls),
             str(h.input_tokens),
             str(h.output_tokens),
@@ -592,7 +618,8 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def _add(parent: Tree, span: dict[str, Any]) -> None:
-    bits = [f"[bold]{escape(span['name'])}[/bold]", _ms(span["duration_ms"])]
+    label = _line((span["name"] or "", "bold"))
+    bits = [_ms(span["duration_ms"])]
     if span["kind"] == "chat":
         bits += [
             f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok",
@@ -600,10 +627,11 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
             f"TTFT {_ms(span['ttft_ms'])}",
         ]
     if span["action"]:
-        bits.append(f"-> {escape(span['action'])}")
+        bits.append(f"-> {span['action']}")
+    label.append("  " + "  ".join(bits))
     if span["status"] == "error":
-        bits.append(f"[red]{escape(span['status_message'] or 'error')}[/red]")
-    branch = parent.add("  ".join(bits))
+        label.append("  " + (span["status_message"] or "error"), style="red")
+    branch = parent.add(label)
     for child in span["children"]:
         _add(branch, child)
 
@@ -689,7 +717,7 @@ def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
 ) -> None:
     """Warnings as one plain line (no source path, no code line)."""
-    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}")
+    err.print(_line(("warning:", "yellow"), f" {message}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -700,10 +728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(_line(("error:", "red"), f" {exc}"))
         return EXIT_CONFIG
     except OrchestratorError as exc:
-        err.print(f"[red]run error:[/red] {escape(str(exc))}")
+        err.print(_line(("run error:", "red"), f" {exc}"))
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("[yellow]cancelled[/yellow]")

@@ -1,0 +1,111 @@
+"""What the store keeps about a run: never left `running`, answers only with capture, old stores migrate."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from orchestrator import Settings, SlotConfig
+from orchestrator.tracing.store import TraceStore, m001_runs_spans
+from support import MakeOrch, act
+
+TASK = "How many days from 2026-03-02 to 2026-03-20?"
+STEPS = [
+    '{"plan": [{"tool": "days between 2026-03-02 and 2026-03-20"}]}',
+    act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"}),
+    act(action="final", answer="18 days"),
+]
+
+
+def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    script = (
+        "import os, sys; from orchestrator.tracing.store import TraceStore; "
+        f"TraceStore({str(db)!r}).start_run('dead', 'g', config_hash='h', version='v'); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    store = TraceStore(db)
+    store.start_run("alive", "g", config_hash="h", version="v")  # this process runs it: left alone
+    runs = {r["run_id"]: r for r in store.list_runs()}
+    assert runs["dead"]["status"] == "interrupted"
+    assert "orch run --resume dead" in runs["dead"]["error"]
+    assert runs["alive"]["status"] == "running"
+
+
+def test_a_stale_run_with_this_processes_pid_is_interrupted(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    store.start_run("mine", "g", config_hash="h", version="v")
+    store.end_run("mine", status="ok")
+    # an earlier process that had our pid left a run behind
+    store.db.execute("update runs set status = 'running' where run_id = 'mine'")
+    store.db.conn.commit()
+    assert store.get_run("mine")["status"] == "interrupted"  # type: ignore[index]
+
+
+def test_a_store_from_the_first_schema_migrates_in_place(tmp_path: Path) -> None:
+    db_path = tmp_path / "old.db"
+    old = sqlite_utils.Database(db_path)
+    m001_runs_spans(old)
+    old.table("_migrations").insert({"name": "m001_runs_spans", "applied_at": 0.0}, pk="name")
+    old.table("runs").insert({"run_id": "old", "graph": "g", "status": "running", "started_at": 1.0})
+    old.conn.commit()
+    old.conn.close()
+    store = TraceStore(db_path)
+    (row,) = store.list_runs()
+    assert row["run_id"] == "old" and row["pid"] is None
+    assert row["status"] == "running"  # no owner recorded: nothing to judge it by
+
+
+async def test_a_consumer_that_crashes_mid_run_still_ends_the_run(make_orch: MakeOrch) -> None:
+    orch = make_orch(STEPS, by_turn=True)
+    events = orch.astream("agent", TASK, run_id="crashy")
+    with pytest.raises(RuntimeError, match="renderer broke"):
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.kind == "node":
+                    raise RuntimeError("renderer broke")
+    assert orch.store is not None
+    assert orch.store.get_run("crashy")["status"] == "cancelled"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("capture", [False, True])
+async def test_the_answer_is_stored_only_with_content_capture(
+    make_orch: MakeOrch, settings: Settings, capture: bool
+) -> None:
+    orch = make_orch(STEPS, by_turn=True, settings=dataclasses.replace(settings, capture_content=capture))
+    result = await orch.arun("agent", TASK)
+    assert result.answer == "18 days"
+    assert orch.store is not None
+    stored = orch.store.get_run(result.run_id)["answer"]  # type: ignore[index]
+    assert stored == ("18 days" if capture else None)
+    raw = sqlite3.connect(settings.traces_path).execute("select group_concat(attributes) from spans")
+    assert ("18 days" in (raw.fetchone()[0] or "")) == capture
+
+
+async def test_a_prompt_past_the_context_window_fails_before_the_call(make_orch: MakeOrch) -> None:
+    orch = make_orch(STEPS, by_turn=True)
+    binding = orch.slots["controller"]
+    orch.slots["controller"] = dataclasses.replace(
+        binding, profile=dataclasses.replace(binding.profile, context_window=1024)
+    )
+    result = await orch.arun("agent", TASK + " " + "filler words " * 2000)
+    assert result.status == "failed"
+    assert "context window of 1024 tokens" in (result.error or "")
+    assert result.error and result.error.startswith("PromptTooLongError")
+    assert result.ledger.input_tokens == 0  # no call was made
+
+
+def test_the_context_window_is_the_one_used_and_the_manifest_sets_it() -> None:
+    from orchestrator.stable import LOCAL_CONTEXT, bind_slot
+
+    assert LOCAL_CONTEXT == 4096
+    assert bind_slot("c", SlotConfig(model="local:qwen2.5-1.5b")).profile.context_window == 4096
+    bigger = bind_slot("c", SlotConfig(model="local:qwen2.5-1.5b", context_window=8192))
+    assert bigger.profile.context_window == 8192
