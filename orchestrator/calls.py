@@ -37,9 +37,9 @@ def check_context(profile: ModelProfile, messages: Sequence[BaseMessage], max_to
     low = sum(len(str(m.content)) for m in messages) // 6
     if low + max_tokens > window:
         raise PromptTooLongError(
-            f"slot {slot!r}: the prompt is at least {low} tokens, and with max_tokens {max_tokens} it "
-            f"can't fit model {profile.name!r}'s context window of {window} tokens; shorten the input, or "
-            "use a model with a larger window (a local model's window is the slot's context_window)"
+            f"slot {slot!r}: the prompt is at least {low} tokens; with max_tokens {max_tokens} it can't fit "
+            f"the context window of {profile.name!r} ({window} tokens). Shorten the input, or use a model "
+            "with a larger window (a local model's window is the slot's context_window)"
         )
 
 

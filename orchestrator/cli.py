@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -105,7 +105,7 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
     result = None
     run_id = args.resume or args.run_id
     try:
-        with err.status("starting ...", spinner="dots") as status:
+        with _status("starting ...") as status:
             events = orch.astream(graph, text, budget=budget, run_id=run_id, resume=bool(args.resume))
             async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
                 async for event in events:
@@ -140,6 +140,26 @@ async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: ar
         err.print(_line(("run failed:", "red"), f" {result.error}.{hint}"))
         return EXIT_FAILED
     return EXIT_OK
+
+
+class _NoStatus:
+    def update(self, *_: Any) -> None:
+        """A status line only where there is a terminal to redraw it on."""
+
+
+@contextlib.contextmanager
+def _status(text: str) -> Iterator[Any]:
+    """A live spinner on a terminal; nothing when stderr is a pipe or a file.
+
+    rich's live display, fed by prints and updates from a non-terminal console, dropped progress lines
+    now and then (a run's "controller -> delegate" line, seen on a pipe): there is nothing to redraw
+    there anyway, so plain lines are all it gets.
+    """
+    if err.is_terminal:
+        with err.status(text, spinner="dots") as status:
+            yield status
+    else:
+        yield _NoStatus()
 
 
 def _read_input_file(path: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -116,6 +117,10 @@ def test_example_graph_end_to_end_on_local_models(tmp_path: Path) -> None:
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     )
     assert attributes["orchestrator.llama_cpp_version"] == "0.3.36"
+    # progress: every node execution printed exactly once, in order (a delegating run included)
+    printed = re.findall(r"^\s*\d+\.\ds (\w+)", proc.stderr, flags=re.MULTILINE)
+    executed = [n["node"] for n in root["children"] if n["kind"] == "node"]
+    assert "worker" in executed and printed == executed, (printed, executed)
     chats = [c for n in root["children"] for c in n["children"] if c["kind"] == "chat"]
     assert all(c["ttft_ms"] is not None and c["ttft_ms"] > 0 for c in chats)
     assert all(json.loads(c["attributes"])["orchestrator.compute_ms"] > 0 for c in chats)
