@@ -215,9 +215,11 @@ class Orchestrator:
     def model_for(self, slot: str) -> BaseChatModel:
         """The chat model bound to a slot (created once, shared by all runs)."""
         if slot not in self._models:
-            self._models[slot] = self._model_overrides.get(slot) or create_chat_model(
-                self.slots[slot], self.settings
-            )
+            model = self._model_overrides.get(slot) or create_chat_model(self.slots[slot], self.settings)
+            preload = getattr(model, "preload", None)
+            if callable(preload):
+                preload()  # in-process models load now, not mid-run (see LocalChatModel.preload)
+            self._models[slot] = model
         return self._models[slot]
 
     def _builder(self, graph: GraphRef) -> tuple[str, StateGraph[Any, Any, Any, Any]]:

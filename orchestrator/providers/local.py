@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import gc
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ class _Instance:
     load_s: float
 
 
-_instances: dict[str, _Instance] = {}
+_instances: dict[tuple[str, int], _Instance] = {}  # (file, context window)
 _registry_lock = threading.Lock()
 _load_count: dict[str, int] = {}
 
@@ -48,6 +49,11 @@ def _close_all() -> None:
     with _registry_lock:
         _instances.clear()
     gc.collect()  # their finalizers run now, while llama-cpp-python's module is still whole
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):  # its /dev/null handles, else a ResourceWarning at exit
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
 
 
 def loaded_instances() -> dict[str, int]:
@@ -63,7 +69,7 @@ def _model_id(path: str) -> str:
 
 def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Instance:
     with _registry_lock:
-        inst = _instances.get(path)
+        inst = _instances.get((path, n_ctx))
         if inst is None:
             try:
                 from llama_cpp import Llama
@@ -76,7 +82,7 @@ def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Ins
             llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
             engine = LlamaEngine(llama, model_id=_model_id(path), kv_dir=Path(kv_dir) if kv_dir else None)
             inst = _Instance(engine, threading.Lock(), time.perf_counter() - t0)
-            _instances[path] = inst
+            _instances[(path, n_ctx)] = inst
             _load_count[path] = _load_count.get(path, 0) + 1
         return inst
 
@@ -104,6 +110,15 @@ class LocalChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "llama-cpp"
+
+    def preload(self) -> None:
+        """Load the model now rather than at its first call.
+
+        llama-cpp-python silences a model's load by pointing the process's stdout and stderr at /dev/null,
+        so any thread's output meanwhile is lost (a run's progress lines were). The orchestrator loads every
+        slot's model before a run starts, while nothing else is printing.
+        """
+        _instance(self.model_path, self.n_ctx, self.n_threads, self.kv_dir)
 
     def _call(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
         inst = _instance(self.model_path, self.n_ctx, self.n_threads, self.kv_dir)
