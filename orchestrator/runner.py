@@ -39,7 +39,7 @@ from orchestrator.toolproc import ToolRunner, shared_runner, tool_reference
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
-from orchestrator.tracing.store import TraceStore
+from orchestrator.tracing.store import TraceStore, check_database
 from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
@@ -174,6 +174,7 @@ class Orchestrator:
         self._tool_modules = sorted(modules)
         self.tool_runner = shared_runner() if self.limits.isolate_tools else ToolRunner(isolate=False)
         self._models: dict[str, BaseChatModel] = {}
+        check_database(self.settings.checkpoints_path, "checkpoint store", "checkpoints")
         self._store = TraceStore(self.settings.traces_path) if tracing else None
         self.tracing = Tracing(self._store, enabled=tracing)
 

@@ -69,6 +69,19 @@ def test_a_bad_trace_store_path_is_one_clear_line(project: Path, kind: str) -> N
         assert len(lines) == 1 and str(bad) in lines[0] and "ORCH_TRACES" in lines[0], proc.stderr
 
 
+@pytest.mark.parametrize("kind", ["directory", "not sqlite"])
+def test_a_bad_checkpoint_path_is_one_clear_line(project: Path, kind: str) -> None:
+    bad = project / ("adir" if kind == "directory" else "junk.db")
+    if kind == "directory":
+        bad.mkdir()
+    else:
+        bad.write_text("not a database\n" * 100)
+    proc = orch(project, "run", "agent", TASK, env={"ORCH_CHECKPOINTS": str(bad)})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "ORCH_CHECKPOINTS" in lines[0], proc.stderr
+
+
 def test_manifest_paths_are_relative_to_the_project_not_the_current_folder(tmp_path: Path) -> None:
     project = _project(tmp_path / "proj", STEPS)
     text = (project / "pyproject.toml").read_text()

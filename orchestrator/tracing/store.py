@@ -16,20 +16,39 @@ import sqlite_utils
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError"]
+__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database"]
 
 
 class TraceStoreError(ConfigError):
-    """The trace store can't be opened or written: names the path and the fix."""
+    """A store file (traces or checkpoints) can't be opened or written: names the path and the fix."""
 
-    def __init__(self, path: str, exc: BaseException) -> None:
+    def __init__(
+        self, path: str, exc: BaseException, what: str = "trace store", setting: str = "traces"
+    ) -> None:
         why = getattr(exc, "strerror", None) or str(exc)
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
-            why = "the file is not an SQLite trace store"
+            why = "the file is not an SQLite database"
+        env = f"ORCH_{setting.upper()}"
         super().__init__(
-            f"trace store {path!r}: {why}; point ORCH_TRACES (or --traces, or the manifest's traces) "
+            f"{what} {path!r}: {why}; point {env} (or --{setting}, or the manifest's {setting}) "
             "at a writable .db file path"
         )
+
+
+def check_database(path: str | Path, what: str, setting: str) -> None:
+    """Raise `TraceStoreError` now if `path` can't serve as an SQLite file (a folder, junk, unwritable)."""
+    try:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(21, "it is a directory")
+        conn = sqlite3.connect(target)
+        try:
+            conn.execute("pragma schema_version").fetchone()
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise TraceStoreError(str(path), exc, what, setting) from None
 
 
 Migration = Callable[[sqlite_utils.Database], None]
