@@ -46,7 +46,7 @@ from orchestrator.grounding import (
     check_tool_args,
     check_worker_input,
 )
-from orchestrator.ledger import LedgerEntry, ledger_delta
+from orchestrator.ledger import LedgerEntry
 from orchestrator.plan import (
     TOOL_EXAMPLES,
     Example,
@@ -284,8 +284,6 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
     update["messages"] = step.messages
     if step.patches and "plan" not in update:  # a plan made now already holds its patches
         update["plan"] = step.patches
-    if step.entries:
-        update["ledger"] = ledger_delta(step.entries)
     last = step.messages[-1] if step.messages else None
     if isinstance(last, AIMessage):
         decided = last.response_metadata.get("decided_by", "model")

@@ -32,7 +32,7 @@ from orchestrator.context import BudgetStop, RunContext
 from orchestrator.controller import controller_step
 from orchestrator.decisions import decision_of
 from orchestrator.errors import ToolError
-from orchestrator.ledger import LedgerEntry, LedgerLine, ledger_delta, merge_ledger
+from orchestrator.ledger import LedgerEntry, LedgerLine, merge_ledger
 from orchestrator.plan import Part, current_part, merge_plan
 from orchestrator.toolproc import ToolFailed, ToolRunner
 from orchestrator.tracing import attrs as A
@@ -59,7 +59,7 @@ class AgentState(TypedDict, total=False):
     plan: Annotated[list[Part] | None, merge_plan]
     loaded: Annotated[list[str], _append_new]
     results: Annotated[list[dict[str, Any]], operator.add]
-    ledger: Annotated[dict[str, LedgerLine], merge_ledger]
+    ledger: Annotated[dict[str, LedgerLine], merge_ledger]  # written before 0.2 only; read on resume
     answer: str | None
     status: str | None
     stop_reason: str | None
@@ -239,10 +239,8 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         ttft_ms=None,
         compute_ms=None,
     )
-    update: dict[str, Any] = {
-        "messages": [_observation(f"call_tool {name}", text)],
-        "ledger": ledger_delta([entry]),
-    }
+    ctx.meter.add(entry)
+    update: dict[str, Any] = {"messages": [_observation(f"call_tool {name}", text)]}
     index = current_part(state.get("plan"))
     if index is not None:
         part = (state.get("plan") or [])[index]
@@ -264,7 +262,7 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     span.set_attribute(A.AGENT_NAME, spec.name)
     if ctx.capture_content:
         span.set_attribute(A.WORKER_INPUT, task["input"])
-    result, entries, reason = await run_worker(ctx, spec, task["input"], "worker")
+    result, _, reason = await run_worker(ctx, spec, task["input"], "worker")
     index = task.get("part")
     if result is None:
         error = reject(reason or "invalid output")
@@ -272,10 +270,7 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
         span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
         span.set_attribute(A.ERROR_TYPE, type(error).__name__)
         obs = f"error: {error}"
-        failed: dict[str, Any] = {
-            "messages": [_observation(f"delegate {spec.name}", obs)],
-            "ledger": ledger_delta(entries),
-        }
+        failed: dict[str, Any] = {"messages": [_observation(f"delegate {spec.name}", obs)]}
         if index is not None:
             failed["plan"] = [{"index": index, "status": "failed", "note": str(error)[:200]}]
         return failed
@@ -292,7 +287,6 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     update: dict[str, Any] = {
         "messages": [_observation(f"delegate {spec.name}", obs)],
         "results": [record],
-        "ledger": ledger_delta(entries),
     }
     if index is not None:
         update["plan"] = [{"index": index, "status": "done", "result": obs}]

@@ -1,16 +1,33 @@
-"""The cost ledger: totals per node and model or tool, checkpointed in the graph state.
+"""The cost ledger: one entry per billed call, kept beside the run's checkpoints, for any graph.
 
-The checkpointed ledger is the authoritative cost record: a resumed run starts from it, so a finished node is
-never paid twice. `Budget` is checked before every model call against a worst-case estimate.
+Every model or tool call that a run pays for becomes a `LedgerEntry` the moment it ends, through the run's
+`BudgetMeter`, which also writes it to the `LedgerBook` (a table in the checkpoint database). The graph's
+state needs no ledger key. A resumed run starts from the book, so its totals include every earlier attempt,
+and LangGraph does not run a finished node again, so a finished node is never paid twice. `Budget` is
+checked before every model call against a worst-case estimate.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-__all__ = ["Budget", "Ledger", "LedgerEntry", "LedgerLine", "NodeCost", "ledger_delta", "merge_ledger"]
+__all__ = [
+    "Budget",
+    "Ledger",
+    "LedgerBook",
+    "LedgerEntry",
+    "LedgerLine",
+    "NodeCost",
+    "ledger_delta",
+    "merge_ledger",
+]
 
 Kind = Literal["model", "tool"]
 
@@ -149,6 +166,13 @@ class Ledger:
         """The ledger of a checkpointed state."""
         return cls(run_id, tuple((state or {}).values()))
 
+    @classmethod
+    def from_entries(
+        cls, run_id: str, entries: Sequence[LedgerEntry], legacy: dict[str, LedgerLine] | None = None
+    ) -> Ledger:
+        """The ledger of a run's entries (after the totals a checkpoint of an earlier version held)."""
+        return cls.from_state(run_id, merge_ledger(legacy or {}, ledger_delta(list(entries))))
+
     @property
     def input_tokens(self) -> int:
         return sum(e["input_tokens"] for e in self.lines)
@@ -218,18 +242,35 @@ def _cost(lines: tuple[LedgerLine, ...] | list[LedgerLine]) -> float | None:
 
 
 class BudgetMeter:
-    """Live spend of one run in this process: checkpointed totals plus calls made since (re)start."""
+    """Live spend of one run: what earlier attempts spent plus the calls made since (re)start.
 
-    def __init__(self, budget: Budget, spent_usd: float = 0.0, spent_tokens: int = 0) -> None:
+    `add` is where every billed call of a run goes: it counts the call against the budget, keeps it in
+    `entries` and hands it to `record` (the ledger book) at once, so a crash loses no cost record.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        spent_usd: float = 0.0,
+        spent_tokens: int = 0,
+        record: Callable[[LedgerEntry], None] | None = None,
+    ) -> None:
         self.budget = budget
         self.spent_usd = spent_usd
         self.spent_tokens = spent_tokens
         self.started = time.monotonic()
+        self.entries: list[LedgerEntry] = []
+        self._record = record
+        self._lock = threading.Lock()
 
     def add(self, entry: LedgerEntry) -> None:
-        """Count a finished call."""
-        self.spent_usd += entry["cost_usd"] or 0.0
-        self.spent_tokens += entry["input_tokens"] + entry["output_tokens"]
+        """Count a finished (billed) call, keep it, and record it durably."""
+        with self._lock:
+            self.spent_usd += entry["cost_usd"] or 0.0
+            self.spent_tokens += entry["input_tokens"] + entry["output_tokens"]
+            self.entries.append(entry)
+        if self._record is not None:
+            self._record(entry)
 
     def refusal(self, est_tokens: int, est_usd: float | None) -> str | None:
         """Why a call with this worst case would break the budget, or None if it fits."""
@@ -241,3 +282,53 @@ class BudgetMeter:
         if b.usd is not None and est_usd is not None and self.spent_usd + est_usd > b.usd:
             return f"cost budget: ${self.spent_usd:.6f} spent + ${est_usd:.6f} worst case > ${b.usd:g}"
         return None
+
+
+class LedgerBook:
+    """Every run's ledger entries, one row per billed call, in a table of the checkpoint database.
+
+    Written as each call ends (WAL, one short transaction), read when a run resumes or reports its totals.
+    Safe to share between threads; several processes may write one file.
+
+    Example:
+        >>> import tempfile, os
+        >>> book = LedgerBook(os.path.join(tempfile.mkdtemp(), "c.db"))
+        >>> book.entries("r1")
+        []
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+        with self._lock, self._conn:
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(
+                "create table if not exists orch_ledger ("
+                "seq integer primary key autoincrement, run_id text not null, at real not null, "
+                "entry text not null)"
+            )
+            self._conn.execute("create index if not exists orch_ledger_run on orch_ledger (run_id, seq)")
+
+    def add(self, run_id: str, entry: LedgerEntry) -> None:
+        """Append one entry to a run's ledger."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "insert into orch_ledger (run_id, at, entry) values (?, ?, ?)",
+                (run_id, time.time(), json.dumps(entry)),
+            )
+
+    def entries(self, run_id: str) -> list[LedgerEntry]:
+        """A run's entries, in the order they were written."""
+        with self._lock:
+            rows = self._conn.execute(
+                "select entry from orch_ledger where run_id = ? order by seq", (run_id,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()

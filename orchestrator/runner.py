@@ -30,7 +30,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
-from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry, ledger_delta, merge_ledger
+from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerBook
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
@@ -175,6 +175,7 @@ class Orchestrator:
         self.tool_runner = shared_runner() if self.limits.isolate_tools else ToolRunner(isolate=False)
         self._models: dict[str, BaseChatModel] = {}
         check_database(self.settings.checkpoints_path, "checkpoint store", "checkpoints")
+        self.book = LedgerBook(self.settings.checkpoints_path)
         self._store = TraceStore(self.settings.traces_path) if tracing else None
         self.tracing = Tracing(self._store, enabled=tracing)
 
@@ -340,7 +341,9 @@ class Orchestrator:
                 "recursion_limit": 2 * self.limits.max_steps + 6,
             }
             snapshot = await app.aget_state(config)
-            prior = Ledger.from_state(run_id, snapshot.values.get("ledger") if snapshot.values else None)
+            legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
+            earlier = self.book.entries(run_id)
+            prior = Ledger.from_entries(run_id, earlier, legacy)
             if resume and not snapshot.values:
                 raise ConfigError(
                     f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
@@ -351,9 +354,7 @@ class Orchestrator:
                     f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`"
                 )
             meter = BudgetMeter(
-                budget,
-                prior.cost_usd or 0.0,
-                prior.tokens,
+                budget, prior.cost_usd or 0.0, prior.tokens, record=lambda e: self.book.add(run_id, e)
             )
             ctx = RunContext(
                 run_id=run_id,
@@ -385,7 +386,6 @@ class Orchestrator:
             status: Status_ = "ok"
             error: str | None = None
             resumable = False
-            unsaved: list[LedgerEntry] = []
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
                     try:
@@ -401,7 +401,6 @@ class Orchestrator:
                                     RunEvent(run_id, "node", node, update or {}, time.perf_counter() - t0)
                                 )
                     except Exception as exc:  # recorded as a failed run, never left "running"
-                        unsaved = _ledger_entries(exc)  # billed attempts of the node that failed
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
                         status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
                         resumable = isinstance(exc, ProviderError)  # not a bad output, which would repeat
@@ -412,10 +411,7 @@ class Orchestrator:
                         status = state.get("status") or ("ok" if state.get("answer") else "failed")
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
-                latest = prior
-                with contextlib.suppress(BaseException):  # the checkpoint holds what finished nodes spent
-                    values = (await asyncio.shield(app.aget_state(config))).values
-                    latest = Ledger.from_state(run_id, values.get("ledger"))
+                latest = Ledger.from_entries(run_id, earlier + meter.entries, legacy)
                 self._finish(
                     run_id, "cancelled", None, latest, f"cancelled; resume with `orch run --resume {run_id}`"
                 )
@@ -424,9 +420,7 @@ class Orchestrator:
                 run_id=run_id,
                 status=status,
                 answer=state.get("answer"),
-                ledger=Ledger.from_state(
-                    run_id, merge_ledger(state.get("ledger") or {}, ledger_delta(unsaved))
-                ),
+                ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
                 stop_reason=state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results", [])),
@@ -454,8 +448,9 @@ class Orchestrator:
         )
 
     def close(self) -> None:
-        """Flush traces and release the trace store (tool processes are shared, and stop at exit)."""
+        """Flush traces, release the stores (tool processes are shared, and stop at exit)."""
         self.tracing.close()
+        self.book.close()
         if self._store is not None:
             self._store.close()
 
@@ -469,17 +464,6 @@ def _setup_lock(path: str) -> asyncio.Lock:
     """One lock per (event loop, checkpoint file) for the checkpointer's schema set-up."""
     locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(path, asyncio.Lock())
-
-
-def _ledger_entries(exc: BaseException) -> list[LedgerEntry]:
-    """Ledger entries a failed model call carried (its billed attempts), looking through the cause chain."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        found = getattr(seen, "ledger_entries", None)
-        if found:
-            return list(found)
-        seen = seen.__cause__ or seen.__context__
-    return []
 
 
 def _version() -> str:
