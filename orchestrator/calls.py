@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
+from opentelemetry.trace import Span
 
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.errors import ModelError, PromptTooLongError
+from orchestrator.instrument import TRACED
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Usage, cost_usd, warn_unpriced
 from orchestrator.stable import ModelProfile
@@ -91,6 +93,8 @@ async def call_model(
     *,
     max_tokens: int,
     schema: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    parent: Span | None = None,
 ) -> tuple[AIMessage, list[LedgerEntry]]:
     """Call the model bound to `slot`, after checking the budget against the worst case.
 
@@ -114,7 +118,7 @@ async def call_model(
     if profile.prices is None:
         warn_unpriced(profile.name)
 
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": binding.temperature}
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": binding.temperature, **(options or {})}
     if schema is not None:
         kwargs["response_format"] = {"type": "json_object", "schema": schema}
     attributes: dict[str, Any] = {
@@ -150,10 +154,10 @@ async def call_model(
         )
 
     entries: list[LedgerEntry] = []
-    with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes) as span:
+    with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes, parent) as span:
         t0 = time.perf_counter()
         try:
-            msg = await model.ainvoke(list(messages), **kwargs)
+            msg = await model.ainvoke(list(messages), config={"tags": [TRACED]}, **kwargs)
         except BudgetStop:
             raise
         except Exception as exc:

@@ -109,6 +109,7 @@ class Manifest(_Strict):
     checkpoints: str | None = None
     models_dir: str | None = None
     capture_content: bool = False
+    outputs: dict[str, str] = Field(default_factory=dict)  # graph name -> the state key holding its answer
     _root: Path | None = PrivateAttr(default=None)
 
     @property

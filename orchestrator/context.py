@@ -41,6 +41,26 @@ class RunContext:
         if not self.deadline:
             self.deadline = time.monotonic() + self.limits.deadline_s
 
+    def model(self, slot: str) -> BaseChatModel:
+        """The slot's model as a langchain-core chat model whose every call is budgeted, traced and priced.
+
+        Example (inside a node):
+            >>> reply = await runtime.context.model("summarize").ainvoke([...])  # doctest: +SKIP
+        """
+        import difflib
+
+        from orchestrator.errors import ConfigError
+        from orchestrator.instrument import SlotModel
+
+        if slot not in self.slots:
+            close = difflib.get_close_matches(slot, list(self.slots), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            defined = ", ".join(repr(s) for s in sorted(self.slots)) or "none"
+            raise ConfigError(
+                f"no slot {slot!r}{hint} The slots defined under [tool.orchestrator.slots] are: {defined}"
+            )
+        return SlotModel(slot=slot, context=self)
+
 
 class BudgetStop(Exception):
     """Raised inside a node when the next call would break the budget or a run limit; becomes a status."""

@@ -304,10 +304,11 @@ def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentS
     g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(
         AgentState, context_schema=RunContext
     )
-    g.add_node("controller", controller)
-    g.add_node("find_tools", find_tools)
-    g.add_node("call_tool", call_tool)
-    g.add_node("worker", worker)
+    own = {"orch_traced": True}  # these nodes open their own spans (see `traced_node`)
+    g.add_node("controller", controller, metadata=own)
+    g.add_node("find_tools", find_tools, metadata=own)
+    g.add_node("call_tool", call_tool, metadata=own)
+    g.add_node("worker", worker, metadata=own)
     g.add_edge(START, "controller")
     g.add_conditional_edges("controller", route, ["controller", "find_tools", "call_tool", "worker", END])
     g.add_edge("find_tools", "controller")

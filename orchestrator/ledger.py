@@ -10,6 +10,7 @@ checked before every model call against a worst-case estimate.
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 import time
@@ -287,14 +288,16 @@ class BudgetMeter:
 class LedgerBook:
     """Every run's ledger entries, one row per billed call, in a table of the checkpoint database.
 
-    Written as each call ends (WAL, one short transaction), read when a run resumes or reports its totals.
-    Safe to share between threads; several processes may write one file.
+    `add` never blocks the caller (it runs on the event loop): a writer thread commits each entry within
+    milliseconds, in order. Reads wait for pending writes first. Safe to share between threads; several
+    processes may write one file.
 
     Example:
         >>> import tempfile, os
         >>> book = LedgerBook(os.path.join(tempfile.mkdtemp(), "c.db"))
         >>> book.entries("r1")
         []
+        >>> book.close()
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -303,25 +306,31 @@ class LedgerBook:
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
         with self._lock, self._conn:
             self._conn.execute("PRAGMA busy_timeout = 30000")
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(
                 "create table if not exists orch_ledger ("
                 "seq integer primary key autoincrement, run_id text not null, at real not null, "
                 "entry text not null)"
             )
             self._conn.execute("create index if not exists orch_ledger_run on orch_ledger (run_id, seq)")
+        self._queue: queue.Queue[tuple[str, float, str] | threading.Event | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="orch-ledger", daemon=True)
+        self._writer.start()
+        self._closed = False
 
     def add(self, run_id: str, entry: LedgerEntry) -> None:
-        """Append one entry to a run's ledger."""
-        with self._lock, self._conn:
-            self._conn.execute(
-                "insert into orch_ledger (run_id, at, entry) values (?, ?, ?)",
-                (run_id, time.time(), json.dumps(entry)),
-            )
+        """Append one entry to a run's ledger (committed by the writer thread)."""
+        self._queue.put((run_id, time.time(), json.dumps(entry)))
+
+    def flush(self) -> None:
+        """Wait until every entry added so far is committed."""
+        if self._writer.is_alive():
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait()
 
     def entries(self, run_id: str) -> list[LedgerEntry]:
-        """A run's entries, in the order they were written."""
+        """A run's entries, in the order they were added."""
+        self.flush()
         with self._lock:
             rows = self._conn.execute(
                 "select entry from orch_ledger where run_id = ? order by seq", (run_id,)
@@ -329,6 +338,37 @@ class LedgerBook:
         return [json.loads(r[0]) for r in rows]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Commit what is pending and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
         with self._lock:
             self._conn.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            batch = [item]
+            while not self._queue.empty():  # whatever else is waiting goes in the same transaction
+                more = self._queue.get()
+                if more is None or isinstance(more, threading.Event):
+                    self._commit(batch)
+                    batch = []
+                    if more is None:
+                        return
+                    more.set()
+                    continue
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, rows: list[tuple[str, float, str]]) -> None:
+        if rows:
+            with self._lock, self._conn:
+                self._conn.executemany("insert into orch_ledger (run_id, at, entry) values (?, ?, ?)", rows)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import importlib
 import importlib.metadata
+import inspect
 import sys
 import time
 import uuid
@@ -30,7 +32,8 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
-from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerBook
+from orchestrator.instrument import GraphTracer
+from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerBook, LedgerEntry
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
@@ -77,7 +80,11 @@ class RunResult:
 
 @dataclass(frozen=True)
 class RunEvent:
-    """A node finished (`kind="node"`), or the run ended (`kind="end"`, with `result`)."""
+    """A node finished (`kind="node"`), or the run ended (`kind="end"`, with `result`).
+
+    A node event carries the node's state update, how long it ran (`node_s`, where known), and the model
+    calls, tokens and cost it spent.
+    """
 
     run_id: str
     kind: Literal["start", "node", "end"]
@@ -85,6 +92,10 @@ class RunEvent:
     update: Mapping[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
     result: RunResult | None = None
+    node_s: float | None = None
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float | None = 0.0
 
 
 def _import_ref(ref: str, what: str) -> Any:
@@ -149,6 +160,7 @@ class Orchestrator:
         raw_slots: dict[str, SlotConfig | SlotBinding] = dict(self.manifest.slots)
         raw_slots.update(slots or {})
         table = price_table(self.settings.prices_path)
+        self._prices = table
         self.slots = {
             n: s if isinstance(s, SlotBinding) else bind_slot(n, s, table) for n, s in raw_slots.items()
         }
@@ -224,8 +236,15 @@ class Orchestrator:
             self._models[slot] = model
         return self._models[slot]
 
-    def _builder(self, graph: GraphRef) -> tuple[str, StateGraph[Any, Any, Any, Any]]:
-        if isinstance(graph, StateGraph):
+    def slot_models(self) -> dict[str, BaseChatModel]:
+        """Every slot's model, instrumented (each call budgeted, traced and priced in the current run)."""
+        from orchestrator.instrument import SlotModel
+
+        return {slot: SlotModel(slot=slot) for slot in self.slots}
+
+    def _graph(self, graph: GraphRef) -> tuple[str, Any]:
+        """The graph's name and its builder (a `StateGraph`) or compiled graph."""
+        if isinstance(graph, StateGraph) or _is_compiled(graph):
             return getattr(graph, "name", None) or "graph", graph
         name = graph or self.manifest.default_graph or ""
         if name not in self.graphs:
@@ -236,12 +255,38 @@ class Orchestrator:
             )
         ref = self.graphs[name]
         target = _import_ref(ref, f"graph {name!r}") if isinstance(ref, str) else ref
-        builder = target if isinstance(target, StateGraph) else target()
-        if not isinstance(builder, StateGraph):
+        if isinstance(target, StateGraph) or _is_compiled(target):
+            return name, target
+        if not callable(target):
+            raise ManifestError(f"graph {name!r} ({ref!r}) must be a graph or a function that returns one")
+        try:
+            params = [
+                p
+                for p in inspect.signature(target).parameters.values()
+                if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            ]
+        except (TypeError, ValueError):
+            params = []
+        if len(params) > 1:
             raise ManifestError(
-                f"graph {name!r} ({ref!r}) must be a StateGraph or return one; got {type(builder).__name__}"
+                f"graph {name!r} ({ref!r}): a graph factory takes no parameter or one (the slot models, "
+                f"a mapping from slot name to chat model); it takes {len(params)}"
             )
-        return name, builder
+        try:
+            built = target(self.slot_models()) if params else target()
+        except OrchestratorError:
+            raise
+        except Exception as exc:
+            raise ManifestError(
+                f"graph {name!r} ({ref!r}): its factory raised {type(exc).__name__}: {exc}"
+            ) from None
+        if not (isinstance(built, StateGraph) or _is_compiled(built)):
+            raise ManifestError(
+                f"graph {name!r} ({ref!r}) must return a StateGraph or a compiled graph; "
+                f"got {type(built).__name__}"
+            )
+        return name, built
 
     # --- running ---------------------------------------------------------------------------------------
     async def arun(
@@ -285,7 +330,7 @@ class Orchestrator:
         resume: bool = False,
     ) -> AsyncIterator[RunEvent]:
         """Run a graph, yielding an event as each node finishes and a last one with the result."""
-        name, builder = self._builder(graph)
+        name, builder = self._graph(graph)
         if not resume and not input:
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
         if resume and not run_id:
@@ -298,14 +343,17 @@ class Orchestrator:
         task = asyncio.create_task(
             self._drive(name, builder, input, budget or Budget(), run_id, resume, queue)
         )
+        ended = False
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     event = getter.result()
-                    yield event
                     if event.kind == "end":
+                        ended = True
+                    yield event
+                    if ended:
                         break
                     continue
                 getter.cancel()
@@ -314,7 +362,9 @@ class Orchestrator:
                 task.result()  # re-raise what the driver raised
                 break
         finally:
-            if not task.done():
+            if ended:
+                await task  # it is closing its checkpoint connection: let it, or the close is cut off
+            elif not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -323,7 +373,7 @@ class Orchestrator:
         self,
         name: str,
         builder: StateGraph[Any, Any, Any, Any],
-        input: str | None,
+        input: str | Mapping[str, Any] | None,
         budget: Budget,
         run_id: str,
         resume: bool,
@@ -335,11 +385,21 @@ class Orchestrator:
                 # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
                 # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
                 await saver.setup()
-            app = builder.compile(checkpointer=saver, name=name)
+            if isinstance(builder, StateGraph):
+                try:
+                    app = builder.compile(checkpointer=saver, name=name)
+                except Exception as exc:
+                    raise ManifestError(
+                        f"graph {name!r} does not compile: {type(exc).__name__}: {exc}"
+                    ) from None
+            else:
+                app = copy.copy(builder)  # a compiled graph: the run's checkpointer on a copy
+                app.checkpointer = saver
             config: RunnableConfig = {
                 "configurable": {"thread_id": run_id},
-                "recursion_limit": 2 * self.limits.max_steps + 6,
+                "recursion_limit": max(25, 2 * self.limits.max_steps + 6),
             }
+            graph_input = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
             earlier = self.book.entries(run_id)
@@ -388,17 +448,41 @@ class Orchestrator:
             resumable = False
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
+                    watcher = GraphTracer(
+                        run_id=run_id,
+                        tracer=self.tracing.tracer,
+                        root=span,
+                        meter=meter,
+                        prices=self._prices,
+                        capture_content=self.settings.capture_content,
+                    )
+                    seen = 0  # ledger entries already reported with a node event
                     try:
-                        graph_input: dict[str, Any] | None = None if resume else {"input": input}
                         stream = app.astream(
-                            graph_input, config, context=ctx, stream_mode="updates", durability="sync"
+                            graph_input,
+                            {**config, "callbacks": [watcher]},
+                            context=ctx,
+                            stream_mode="updates",
+                            durability="sync",
                         )
                         async for chunk in stream:
                             for node, update in chunk.items():
                                 if node.startswith("__"):
                                     continue
+                                fresh = [e for e in meter.entries[seen:] if e["node"] == node]
+                                seen = len(meter.entries)
                                 await queue.put(
-                                    RunEvent(run_id, "node", node, update or {}, time.perf_counter() - t0)
+                                    RunEvent(
+                                        run_id,
+                                        "node",
+                                        node,
+                                        update if isinstance(update, Mapping) else {},
+                                        time.perf_counter() - t0,
+                                        node_s=watcher.node_seconds.get(node),
+                                        calls=sum(e["kind"] == "model" for e in fresh),
+                                        cost_usd=_known_cost(fresh),
+                                        tokens=sum(e["input_tokens"] + e["output_tokens"] for e in fresh),
+                                    )
                                 )
                     except Exception as exc:  # recorded as a failed run, never left "running"
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
@@ -406,9 +490,11 @@ class Orchestrator:
                         resumable = isinstance(exc, ProviderError)  # not a bad output, which would repeat
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
+                    finally:
+                        watcher.close()
                     state = (await app.aget_state(config)).values
-                    if status == "ok":
-                        status = state.get("status") or ("ok" if state.get("answer") else "failed")
+                    if status == "ok" and state.get("status") in ("budget_stop", "failed"):
+                        status = state["status"]
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 latest = Ledger.from_entries(run_id, earlier + meter.entries, legacy)
@@ -419,11 +505,11 @@ class Orchestrator:
             result = RunResult(
                 run_id=run_id,
                 status=status,
-                answer=state.get("answer"),
+                answer=_answer(state, self.manifest.outputs.get(name)) if status != "failed" else None,
                 ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
                 stop_reason=state.get("stop_reason"),
                 error=error,
-                results=list(state.get("results", [])),
+                results=list(state.get("results") or []) if isinstance(state.get("results"), list) else [],
                 resumable=resumable,
             )
             self._finish(run_id, status, result, prior, error)
@@ -464,6 +550,62 @@ def _setup_lock(path: str) -> asyncio.Lock:
     """One lock per (event loop, checkpoint file) for the checkpointer's schema set-up."""
     locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(path, asyncio.Lock())
+
+
+def _is_compiled(graph: Any) -> bool:
+    from langgraph.pregel import Pregel
+
+    return isinstance(graph, Pregel)
+
+
+def _input_keys(app: Any) -> set[str]:
+    try:
+        schema = app.get_input_jsonschema()
+    except Exception:
+        return set()
+    return set((schema or {}).get("properties") or {})
+
+
+def _graph_input(app: Any, value: str | Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    """The input state: a mapping as given; a text in `input`, or as a human message for a messages graph."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    keys = _input_keys(app)
+    if "input" in keys or not keys:
+        return {"input": value}
+    if "messages" in keys:
+        from langchain_core.messages import HumanMessage
+
+        return {"messages": [HumanMessage(str(value))]}
+    raise ConfigError(
+        f"graph {name!r} takes neither an 'input' nor a 'messages' key (its input keys: "
+        f"{', '.join(sorted(keys))}); pass its input state as JSON with --input-json FILE "
+        "(or input={...} in Python)"
+    )
+
+
+def _answer(state: Mapping[str, Any], output_key: str | None) -> str | None:
+    """The run's answer: the output key (or `answer`), else the last AI message, else the state as JSON."""
+    import json
+
+    key = output_key or "answer"
+    if key in state:
+        value = state[key]
+        return value if isinstance(value, str) or value is None else json.dumps(value, default=str)
+    if state.get("status") == "budget_stop":
+        return None  # stopped before an answer
+    for message in reversed(state.get("messages") or []):
+        content = getattr(message, "content", None)
+        if getattr(message, "type", None) == "ai" and isinstance(content, str) and content:
+            return content
+    return json.dumps({k: v for k, v in state.items() if k != "ledger"}, default=str, ensure_ascii=False)
+
+
+def _known_cost(entries: Sequence[LedgerEntry]) -> float | None:
+    costs = [e["cost_usd"] for e in entries if e["kind"] == "model"]
+    if costs and all(c is None for c in costs):
+        return None
+    return sum(c or 0.0 for c in costs)
 
 
 def _version() -> str:

@@ -107,7 +107,7 @@ async def test_the_controller_falls_back_to_another_protocol_and_is_priced_by_th
     )
     orch = orchestrator(settings, slot)
     result = await orch.arun("agent", TASK, run_id="r-fb")
-    assert result.status == "ok" and result.answer == "18 days"
+    assert result.status == "ok" and result.answer == "18 days", result.error
     haiku = 1e-6 * (200 + 220 + 250) + 5e-6 * (15 + 20 + 10)  # plan, call, answer: all answered by haiku
     assert result.ledger.cost_usd == pytest.approx(haiku)
     assert {(line["node"], line["name"]) for line in result.ledger.lines} == {

@@ -21,6 +21,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
+from orchestrator.instrument import TRACED
 from orchestrator.providers.base import normalize_tool_choice, run_blocking
 from orchestrator.providers.http import Attempt, ProviderError, model_state
 
@@ -77,7 +78,8 @@ class FallbackChatModel(BaseChatModel):
             state = model_state("chain", name)
             t0 = time.perf_counter()
             try:
-                msg = await member.ainvoke(messages, stop=stop, **kwargs)
+                # the chain's own run is the traced unit: its members' runs are not counted again
+                msg = await member.ainvoke(messages, config={"tags": [TRACED]}, stop=stop, **kwargs)
             except Exception as exc:
                 state.record(False, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
                 if isinstance(exc, ProviderError):

@@ -17,11 +17,20 @@ __all__ = ["open_span"]
 
 @contextmanager
 def open_span(
-    tracer: trace.Tracer, name: str, kind: str, attributes: dict[str, AttributeValue]
+    tracer: trace.Tracer,
+    name: str,
+    kind: str,
+    attributes: dict[str, AttributeValue],
+    parent: Span | None = None,
 ) -> Iterator[Span]:
-    """Start a current span; record an exception as error and a cancellation as a cancelled error."""
+    """Start a current span (under `parent` if given, else the current one); record an exception as error
+    and a cancellation as a cancelled error."""
     with tracer.start_as_current_span(
-        name, attributes={A.KIND: kind, **attributes}, record_exception=False, set_status_on_exception=False
+        name,
+        context=trace.set_span_in_context(parent) if parent is not None else None,
+        attributes={A.KIND: kind, **attributes},
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         try:
             yield span
