@@ -2,12 +2,14 @@
 
 from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
+from orchestrator.context import RunContext
 from orchestrator.errors import (
     ConfigError,
     ManifestError,
     ModelError,
     ModelFileError,
     OrchestratorError,
+    PromptTooLongError,
     RunError,
     ToolError,
     UnknownGraphError,
@@ -36,6 +38,8 @@ __all__ = [
     "ModelProfile",
     "Orchestrator",
     "OrchestratorError",
+    "PromptTooLongError",
+    "RunContext",
     "RunError",
     "RunEvent",
     "RunResult",

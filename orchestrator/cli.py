@@ -71,15 +71,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph, text = args.graph, args.input
     if text is None and graph is not None and graph not in manifest.graphs and manifest.default_graph:
         graph, text = manifest.default_graph, graph  # `orch run "question"` runs the default graph
+    state: dict[str, Any] | None = None
+    if args.input_json is not None:
+        if text is not None or args.input_file is not None:
+            raise ConfigError("give the input one way: an argument, --input-file or --input-json")
+        state = _read_input_json(args.input_json)
     if args.input_file is not None:
         if text is not None:
             raise ConfigError("give the input either as an argument or with --input-file, not both")
         text = _read_input_file(args.input_file)
     elif text == "-":
         text = sys.stdin.read()
-    if args.resume and (text is not None or graph is not None):
+    if args.resume and (text is not None or graph is not None or state is not None):
         raise ConfigError("give either --resume RUN or GRAPH INPUT, not both")
-    if not args.resume and not text:
+    if not args.resume and not text and state is None:
         raise ConfigError(
             "usage: orch run [GRAPH] INPUT (INPUT '-' reads stdin; or --input-file FILE; "
             "or orch run --resume RUN)"
@@ -98,10 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from orchestrator.providers.base import run_blocking
 
-    return run_blocking(lambda: _run(orch, graph or "", text, budget, args))
+    given: str | dict[str, Any] | None = state if state is not None else text
+    return run_blocking(lambda: _run(orch, graph or "", given, budget, args))
 
 
-async def _run(orch: Any, graph: str, text: str | None, budget: Budget, args: argparse.Namespace) -> int:
+async def _run(
+    orch: Any, graph: str, text: str | dict[str, Any] | None, budget: Budget, args: argparse.Namespace
+) -> int:
     result = None
     run_id = args.resume or args.run_id
     try:
@@ -162,6 +170,22 @@ def _status(text: str) -> Iterator[Any]:
         yield _NoStatus()
 
 
+def _read_input_json(path: str) -> dict[str, Any]:
+    try:
+        raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"--input-json {path!r}: cannot read it: {exc.strerror}") from None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--input-json {path!r}: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--input-json {path!r}: the input state must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
 def _read_input_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -173,6 +197,20 @@ def _read_input_file(path: str) -> str:
 
 
 def _describe(event: Any) -> str:
+    """A node's progress line: the agent's decisions or observations, else what the node spent."""
+    own = _describe_agent(event)
+    spent = []
+    if event.node_s is not None:
+        spent.append(_ms(event.node_s * 1000))
+    if event.calls:
+        spent.append(f"{event.calls} model call{'s' if event.calls != 1 else ''}, {event.tokens} tok")
+        spent.append(_money(event.cost_usd))
+    if own:
+        return own
+    return " · ".join(spent) or "done"
+
+
+def _describe_agent(event: Any) -> str:
     update = event.update
     if event.node == "controller":
         if update.get("status") == "budget_stop":
@@ -185,7 +223,7 @@ def _describe(event: Any) -> str:
                 steps.append(f"-> {decision['action']} {json.dumps(body, ensure_ascii=False)[:110]}")
         return " ".join(steps)
     messages = update.get("messages") or []
-    if messages:
+    if messages and isinstance(messages, list) and hasattr(messages[-1], "content"):
         return str(messages[-1].content).replace("\n", " ")[:120]
     if update.get("status") == "budget_stop":
         return f"stopped: {update.get('stop_reason')}"
@@ -670,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("input", nargs="?", help="the task text ('-' reads it from stdin)")
     run.add_argument("--input-file", metavar="FILE", help="read the task text from a file")
+    run.add_argument(
+        "--input-json", metavar="FILE", help="the graph's input state as a JSON object ('-' reads stdin)"
+    )
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
     run.add_argument("--run-id", help="choose the new run's id")
     run.add_argument("--json", action="store_true", help="print the result as JSON")

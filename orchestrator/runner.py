@@ -559,6 +559,12 @@ def _is_compiled(graph: Any) -> bool:
 
 
 def _input_keys(app: Any) -> set[str]:
+    """The keys of a graph's input state (empty when it can't be told)."""
+    builder = getattr(app, "builder", None)
+    schemas = getattr(builder, "schemas", None)
+    schema = getattr(builder, "input_schema", None)
+    if schemas is not None and schema in schemas:
+        return set(schemas[schema])
     try:
         schema = app.get_input_jsonschema()
     except Exception:

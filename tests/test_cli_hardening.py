@@ -172,3 +172,17 @@ def test_an_unknown_models_warning_is_one_plain_line(tmp_path: Path) -> None:
     warning = next(line for line in proc.stderr.splitlines() if "no-such-model-xyz" in line)
     assert warning.startswith("warning: ")
     assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
+def test_input_json_passes_a_state_and_rejects_what_is_not_an_object(project: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"input": TASK}))
+    ran = orch(project, "run", "agent", "--input-json", str(state), "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["answer"] == "18 days, 3 words"
+    state.write_text("[1, 2, 3]")
+    bad = orch(project, "run", "agent", "--input-json", str(state))
+    assert bad.returncode == 2 and "must be a JSON object, got list" in bad.stderr
+    state.write_text("{not json")
+    broken = orch(project, "run", "agent", "--input-json", str(state))
+    assert broken.returncode == 2 and "not valid JSON" in broken.stderr

@@ -1,0 +1,250 @@
+"""Any LangGraph graph is traced and priced: a user's own graph, a prebuilt agent, a ToolNode's tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
+from langgraph.graph import END, START, StateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+from loopback import Loopback
+from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
+
+from orchestrator import ConfigError, Orchestrator, RunContext, Settings, SlotConfig
+from orchestrator.config import PriceOverride
+from orchestrator.providers.http import aclose_clients, reset_model_states
+from orchestrator.testing import ScriptedChatModel
+from orchestrator.tracing.report import hotspots
+
+OPENAI_PRICE = PriceOverride(input=1e-6, output=4e-6)
+ANTHROPIC_PRICE = PriceOverride(input=3e-6, output=15e-6)
+TWO_SLOTS = "usergraphs.two_slots:build"
+
+
+@pytest.fixture(autouse=True)
+async def _clean() -> AsyncIterator[None]:
+    reset_model_states()
+    yield
+    await aclose_clients()
+    reset_model_states()
+
+
+def _slots(server: Loopback) -> dict[str, SlotConfig]:
+    return {
+        "summarize": SlotConfig(
+            model="openai-compat:small", base_url=server.url + "/v1", prices=OPENAI_PRICE
+        ),
+        "write": SlotConfig(model="anthropic:claude-haiku-4-5", base_url=server.url, prices=ANTHROPIC_PRICE),
+    }
+
+
+def _script(server: Loopback) -> None:
+    server.route("/v1/chat/completions", openai_stream(["A card has not arrived."], openai_usage(120, 8)))
+    server.route("/v1/messages", anthropic_stream(["Sorry, we'll send a new card."], anthropic_usage(60, 12)))
+
+
+SUMMARIZE_COST = 120 * 1e-6 + 8 * 4e-6
+WRITE_COST = 60 * 3e-6 + 12 * 15e-6
+
+
+async def test_a_users_two_node_graph_is_traced_and_priced_per_node(
+    loopback: Loopback, settings: Settings
+) -> None:
+    _script(loopback)
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"mine": TWO_SLOTS})
+    result = await orch.arun("mine", "My card never came and I need it for a trip.")
+    assert result.status == "ok", result.error
+    assert result.answer == "Sorry, we'll send a new card."
+    by_node = {n.node: n for n in result.ledger.by_node()}
+    assert by_node["summarize"].cost_usd == pytest.approx(SUMMARIZE_COST)
+    assert by_node["reply"].cost_usd == pytest.approx(WRITE_COST)
+    assert by_node["summarize"].model == "openai-compat:small"
+    assert orch.store is not None
+    spans = orch.store.run_spans(result.run_id)
+    nodes = [s for s in spans if s["kind"] == "node"]
+    assert [s["node"] for s in nodes] == ["summarize", "reply"]
+    chats = [s for s in spans if s["kind"] == "chat"]
+    assert len(chats) == 2  # one span per call: the provider's own run is not counted twice
+    for chat in chats:
+        parent = next(s for s in spans if s["span_id"] == chat["parent_id"])
+        assert parent["kind"] == "node" and parent["node"] == chat["node"]
+    spots = {h.key: h for h in hotspots(orch.store, "node", run_id=result.run_id)}
+    assert spots["summarize"].cost_usd == pytest.approx(SUMMARIZE_COST)
+    assert spots["reply"].cost_usd == pytest.approx(WRITE_COST)
+    orch.close()
+
+
+def test_the_same_graph_through_the_cli(loopback: Loopback, tmp_path: Path) -> None:
+    _script(loopback)
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [tool.orchestrator]
+            default_graph = "mine"
+            [tool.orchestrator.graphs]
+            mine = "{TWO_SLOTS}"
+            [tool.orchestrator.slots.summarize]
+            model = "openai-compat:small"
+            base_url = "{loopback.url}/v1"
+            prices = {{ input = 1e-6, output = 4e-6 }}
+            [tool.orchestrator.slots.write]
+            model = "anthropic:claude-haiku-4-5"
+            base_url = "{loopback.url}"
+            prices = {{ input = 3e-6, output = 15e-6 }}
+            """
+        )
+    )
+    env = {
+        **os.environ,
+        "ORCH_TRACES": str(tmp_path / "t.db"),
+        "ORCH_CHECKPOINTS": str(tmp_path / "c.db"),
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    base = [sys.executable, "-m", "orchestrator", "--project", str(project)]
+    run = subprocess.run(
+        [*base, "run", "mine", "My card never came.", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["status"] == "ok" and isinstance(result["answer"], str)
+    assert "summarize" in run.stderr and "reply" in run.stderr  # a progress line per node
+    top = subprocess.run(
+        [*base, "traces", "top", "--by", "node", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    spots = {h["key"]: h for h in json.loads(top.stdout)}
+    assert spots["summarize"]["cost_usd"] == pytest.approx(SUMMARIZE_COST)
+    assert spots["reply"]["cost_usd"] == pytest.approx(WRITE_COST)
+
+
+@tool
+def lookup_order(order_id: str) -> str:
+    """Look an order up by its id."""
+    if order_id == "404":
+        raise ValueError("no such order 404")
+    return f"order {order_id}: shipped"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:create_react_agent has been moved"
+)  # langgraph's prebuilt, as users have it
+def test_a_prebuilt_agent_from_the_slot_models_runs_traced_and_priced(
+    loopback: Loopback, settings: Settings
+) -> None:
+    from langgraph.prebuilt import create_react_agent
+
+    call = json.dumps({"order_id": "A7"})
+    loopback.route(
+        "/v1/chat/completions",
+        openai_stream([], openai_usage(200, 10), tool_calls=[("c1", "lookup_order", [call])]),
+        openai_stream(["Your order A7 has shipped."], openai_usage(260, 9)),
+    )
+
+    def build(models: dict[str, Any]) -> Any:
+        return create_react_agent(models["controller"], [lookup_order])
+
+    slots = {
+        "controller": SlotConfig(
+            model="openai-compat:big", base_url=loopback.url + "/v1", role="racehorse", prices=OPENAI_PRICE
+        )
+    }
+    orch = Orchestrator(settings=settings, slots=slots, graphs={"agent": build})
+    result = orch.run_sync("agent", "Where is my order A7?")
+    assert result.status == "ok", result.error
+    assert result.answer == "Your order A7 has shipped."
+    assert result.ledger.cost_usd == pytest.approx((200 + 260) * 1e-6 + (10 + 9) * 4e-6)
+    assert orch.store is not None
+    spans = orch.store.run_spans(result.run_id)
+    assert [s["node"] for s in spans if s["kind"] == "node"] == ["agent", "tools", "agent"]
+    (tool_span,) = [s for s in spans if s["kind"] == "tool"]
+    assert tool_span["tool"] == "lookup_order" and tool_span["status"] != "error"
+    orch.close()
+
+
+class Orders(TypedDict, total=False):
+    messages: list[Any]
+
+
+async def test_a_tool_node_error_gets_an_error_span(settings: Settings) -> None:
+    from langchain_core.messages import AIMessage
+
+    def ask(state: dict[str, Any]) -> dict[str, Any]:
+        call = {"name": "lookup_order", "args": {"order_id": "404"}, "id": "c1", "type": "tool_call"}
+        return {"messages": [AIMessage("", tool_calls=[call])]}
+
+    from langgraph.graph import MessagesState
+
+    g = StateGraph(MessagesState)
+    g.add_node("ask", ask)
+    g.add_node("tools", ToolNode([lookup_order], handle_tool_errors=True))
+    g.add_edge(START, "ask")
+    g.add_edge("ask", "tools")
+    g.add_edge("tools", END)
+    orch = Orchestrator(settings=settings, graphs={"g": g})
+    result = await orch.arun("g", "find order 404")
+    assert result.status == "ok"  # ToolNode turns the error into a tool message
+    assert orch.store is not None
+    (tool_span,) = [s for s in orch.store.run_spans(result.run_id) if s["kind"] == "tool"]
+    assert tool_span["status"] == "error" and "no such order 404" in tool_span["status_message"]
+    assert tool_span["node"] == "tools"
+    orch.close()
+
+
+async def test_a_graph_without_input_or_messages_asks_for_json_input(settings: Settings) -> None:
+    class Odd(TypedDict):
+        numbers: list[int]
+
+    g = StateGraph(Odd)
+    g.add_node("noop", lambda s: {"numbers": s["numbers"]})
+    g.add_edge(START, "noop")
+    orch = Orchestrator(settings=settings, graphs={"odd": g})
+    with pytest.raises(ConfigError, match="--input-json"):
+        await orch.arun("odd", "some text")
+    result = await orch.arun("odd", {"numbers": [1, 2]})  # a mapping is the input state
+    assert result.status == "ok" and json.loads(result.answer or "") == {"numbers": [1, 2]}
+    orch.close()
+
+
+async def test_an_unknown_slot_names_the_defined_ones(settings: Settings) -> None:
+    class S(TypedDict, total=False):
+        input: str
+        answer: str
+
+    async def node(state: S, runtime: Runtime[RunContext]) -> dict[str, str]:
+        await runtime.context.model("sumarize").ainvoke([HumanMessage("x")])
+        return {"answer": "never"}
+
+    g = StateGraph(S, context_schema=RunContext)
+    g.add_node("n", node)
+    g.add_edge(START, "n")
+    scripted = {"summarize": ScriptedChatModel(replies=["s"]), "write": ScriptedChatModel(replies=["w"])}
+    orch = Orchestrator(
+        settings=settings,
+        slots={name: SlotConfig(model="python:scripted", prices=OPENAI_PRICE) for name in scripted},
+        models=scripted,
+        graphs={"g": g},
+    )
+    result = await orch.arun("g", "x")
+    assert result.status == "failed"
+    assert "no slot 'sumarize'; did you mean 'summarize'?" in (result.error or "")
+    assert "'summarize', 'write'" in (result.error or "")
+    orch.close()
