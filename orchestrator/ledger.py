@@ -10,6 +10,7 @@ checked before every model call against a worst-case estimate.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 Kind = Literal["model", "tool"]
+_log = logging.getLogger("orchestrator.ledger")
 
 
 class LedgerEntry(TypedDict):
@@ -303,8 +305,8 @@ class LedgerBook:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
-        with self._lock, self._conn:
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        with self._lock:
             self._conn.execute("PRAGMA busy_timeout = 30000")
             self._conn.execute(
                 "create table if not exists orch_ledger ("
@@ -323,10 +325,11 @@ class LedgerBook:
 
     def flush(self) -> None:
         """Wait until every entry added so far is committed."""
-        if self._writer.is_alive():
-            done = threading.Event()
-            self._queue.put(done)
-            done.wait()
+        done = threading.Event()
+        self._queue.put(done)
+        while not done.wait(0.5):
+            if not self._writer.is_alive():
+                return
 
     def entries(self, run_id: str) -> list[LedgerEntry]:
         """A run's entries, in the order they were added."""
@@ -369,6 +372,28 @@ class LedgerBook:
             self._commit(batch)
 
     def _commit(self, rows: list[tuple[str, float, str]]) -> None:
-        if rows:
-            with self._lock, self._conn:
-                self._conn.executemany("insert into orch_ledger (run_id, at, entry) values (?, ?, ?)", rows)
+        """Insert rows in one transaction; a busy database is waited for and retried, never given up on
+        silently (the thread must outlive any error, or `flush` would wait for ever)."""
+        delay = 0.01
+        for attempt in range(60):
+            try:
+                with self._lock:
+                    self._conn.execute("begin immediate")  # take the write lock now: the busy wait applies
+                    try:
+                        self._conn.executemany(
+                            "insert into orch_ledger (run_id, at, entry) values (?, ?, ?)", rows
+                        )
+                        self._conn.execute("commit")
+                    except BaseException:
+                        self._conn.execute("rollback")
+                        raise
+                return
+            except sqlite3.OperationalError as exc:
+                if attempt == 59 or ("locked" not in str(exc) and "busy" not in str(exc)):
+                    _log.error("ledger: %d entries could not be written to %s: %s", len(rows), self.path, exc)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except sqlite3.Error as exc:
+                _log.error("ledger: %d entries could not be written to %s: %s", len(rows), self.path, exc)
+                return

@@ -402,7 +402,7 @@ class Orchestrator:
             graph_input = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
-            earlier = self.book.entries(run_id)
+            earlier = await asyncio.to_thread(self.book.entries, run_id)  # never block the loop on SQLite
             prior = Ledger.from_entries(run_id, earlier, legacy)
             if resume and not snapshot.values:
                 raise ConfigError(
