@@ -1,5 +1,6 @@
 """orchestrator: a racehorse model plans, cheap workhorse models do the bulk, every call traced and priced."""
 
+from orchestrator._version import __version__
 from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
@@ -21,8 +22,6 @@ from orchestrator.ledger import Budget, Ledger
 from orchestrator.runner import Orchestrator, RunEvent, RunResult
 from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
 from orchestrator.workers import Worker, classify_worker, extract_worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AgentState",

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -774,6 +775,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ErrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "red" if record.levelno >= logging.ERROR else "dim"
+        err.print(Text(f"[{record.name.removeprefix('orchestrator.')}] {record.getMessage()}", style=style))
+
+
+def _show_library_logs() -> None:
+    """The library logs (model-file builds, ledger problems); the CLI shows those records on stderr."""
+    logger = logging.getLogger("orchestrator")
+    if not any(isinstance(h, _ErrHandler) for h in logger.handlers):
+        logger.addHandler(_ErrHandler())
+        logger.setLevel(logging.INFO)
+
+
 def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
 ) -> None:
@@ -785,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    _show_library_logs()
     try:
         code: int = args.func(args)
         return code

@@ -615,7 +615,7 @@ def _known_cost(entries: Sequence[LedgerEntry]) -> float | None:
 
 
 def _version() -> str:
-    from orchestrator import __version__
+    from orchestrator._version import __version__
 
     return __version__
 

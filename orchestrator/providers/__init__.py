@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -93,9 +94,8 @@ def model_for(
 
 
 def _say(message: str) -> None:
-    import sys
-
-    print(f"[models] {message}", file=sys.stderr, flush=True)
+    """Model-file progress goes to logging (the library never prints; the CLI shows these records)."""
+    logging.getLogger("orchestrator.models").info("%s", message)
 
 
 def _python_model(slot: str, ref: str) -> BaseChatModel:

@@ -161,7 +161,7 @@ class Tracing:
             if store is not None:
                 self.processor = NodeFlushSpanProcessor(SQLiteSpanExporter(store))
                 _add_processor(self.provider, self.processor)
-        from orchestrator import __version__
+        from orchestrator._version import __version__
 
         self.tracer = self.provider.get_tracer(SCOPE, __version__)
 
