@@ -210,3 +210,33 @@ def test_orch_ask_on_the_local_model_reports_usage_cost_and_ttft() -> None:
     assert out["usage"]["input_tokens"] > 5 and 0 < out["usage"]["output_tokens"] <= 8
     assert out["cost_usd"] == 0.0 and out["price_source"].startswith("local model")
     assert 0 < out["ttft_ms"] <= out["duration_ms"]
+
+
+def test_the_graphs_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (ROOT / "docs" / "graphs.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) == 3
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("ORCH_TRACES", str(tmp_path / "t.db"))
+    monkeypatch.setenv("ORCH_CHECKPOINTS", str(tmp_path / "c.db"))
+    namespace: dict[str, Any] = {"__name__": "graphs_page"}
+    for block in blocks:
+        exec(compile(block, "docs/graphs.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.status == "ok" and result.answer
+    assert [n.node for n in result.ledger.by_node()] == ["classify", "answer"]
+    assert all(n.model == "local:qwen2.5-0.5b" and n.calls == 1 for n in result.ledger.by_node())
+
+
+def test_the_triage_example_on_local_models(tmp_path: Path) -> None:
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    message = "Someone used my card for 450 EUR in Paris. This is fraud and I will call my lawyer."
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(ROOT), "run", "triage", message, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    nodes = [n["node"] for n in result["ledger"]["nodes"]]
+    assert nodes == ["classify", "extract", "summarize", "escalate"]  # a fraud report reaches the racehorse
+    escalate = result["ledger"]["nodes"][-1]
+    assert escalate["model"] == "local:qwen2.5-1.5b" and escalate["role"] == "racehorse"
+    assert result["answer"]
