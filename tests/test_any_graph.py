@@ -25,6 +25,7 @@ from orchestrator.config import PriceOverride
 from orchestrator.providers.http import aclose_clients, reset_model_states
 from orchestrator.testing import ScriptedChatModel
 from orchestrator.tracing.report import hotspots
+from orchestrator.tracing.store import TraceStore
 
 OPENAI_PRICE = PriceOverride(input=1e-6, output=4e-6)
 ANTHROPIC_PRICE = PriceOverride(input=3e-6, output=15e-6)
@@ -247,4 +248,20 @@ async def test_an_unknown_slot_names_the_defined_ones(settings: Settings) -> Non
     assert result.status == "failed"
     assert "no slot 'sumarize'; did you mean 'summarize'?" in (result.error or "")
     assert "'summarize', 'write'" in (result.error or "")
+    orch.close()
+
+
+def _agree(store: TraceStore, result: Any) -> None:
+    chats = [s for s in store.run_spans(result.run_id) if s["kind"] == "chat"]
+    assert sum(s["input_tokens"] or 0 for s in chats) == result.ledger.input_tokens
+    assert sum(s["output_tokens"] or 0 for s in chats) == result.ledger.output_tokens
+    assert sum(s["cost_usd"] or 0.0 for s in chats) == pytest.approx(result.ledger.cost_usd or 0.0)
+
+
+async def test_spans_and_ledger_agree_to_the_token(loopback: Loopback, settings: Settings) -> None:
+    _script(loopback)
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"mine": TWO_SLOTS})
+    result = await orch.arun("mine", "My card never came.")
+    assert orch.store is not None
+    _agree(orch.store, result)
     orch.close()
