@@ -265,3 +265,27 @@ async def test_spans_and_ledger_agree_to_the_token(loopback: Loopback, settings:
     assert orch.store is not None
     _agree(orch.store, result)
     orch.close()
+
+
+async def test_subgraph_nodes_get_their_own_spans_under_the_parent_node(settings: Settings) -> None:
+    class S(TypedDict, total=False):
+        input: str
+        answer: str
+
+    inner = StateGraph(S)
+    inner.add_node("draft", lambda s: {"answer": s["input"].upper()})
+    inner.add_node("polish", lambda s: {"answer": s["answer"] + "!"})
+    inner.add_edge(START, "draft")
+    inner.add_edge("draft", "polish")
+    outer = StateGraph(S)
+    outer.add_node("write", inner.compile())
+    outer.add_edge(START, "write")
+    orch = Orchestrator(settings=settings, graphs={"nested": outer})
+    result = await orch.arun("nested", "hi")
+    assert result.status == "ok" and result.answer == "HI!"
+    assert orch.store is not None
+    nodes = {s["node"]: s for s in orch.store.run_spans(result.run_id) if s["kind"] == "node"}
+    assert set(nodes) == {"write", "draft", "polish"}
+    assert nodes["draft"]["parent_id"] == nodes["write"]["span_id"]
+    assert nodes["polish"]["parent_id"] == nodes["write"]["span_id"]
+    orch.close()
