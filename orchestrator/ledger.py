@@ -352,28 +352,21 @@ class LedgerBook:
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-                continue
-            batch = [item]
+            items = [self._queue.get()]
             while not self._queue.empty():  # whatever else is waiting goes in the same transaction
-                more = self._queue.get()
-                if more is None or isinstance(more, threading.Event):
-                    self._commit(batch)
-                    batch = []
-                    if more is None:
-                        return
-                    more.set()
-                    continue
-                batch.append(more)
-            self._commit(batch)
+                items.append(self._queue.get_nowait())
+            self._commit([i for i in items if isinstance(i, tuple)])
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()  # set after the rows queued before it are committed
+            if None in items:
+                return
 
     def _commit(self, rows: list[tuple[str, float, str]]) -> None:
-        """Insert rows in one transaction; a busy database is waited for and retried, never given up on
-        silently (the thread must outlive any error, or `flush` would wait for ever)."""
+        """Insert rows (if any) in one transaction; a busy database is waited for and retried, never given up
+        on silently (the thread must outlive any error, or `flush` would wait for ever)."""
+        if not rows:
+            return
         delay = 0.01
         for attempt in range(60):
             try:
