@@ -19,6 +19,7 @@ from orchestrator.errors import (
 )
 from orchestrator.graph import AgentState, build_agent_graph
 from orchestrator.ledger import Budget, Ledger
+from orchestrator.plan import Example as PlanExample
 from orchestrator.runner import Orchestrator, RunEvent, RunResult
 from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
 from orchestrator.workers import Worker, classify_worker, extract_worker
@@ -37,6 +38,7 @@ __all__ = [
     "ModelProfile",
     "Orchestrator",
     "OrchestratorError",
+    "PlanExample",
     "PromptTooLongError",
     "RunContext",
     "RunError",

@@ -22,6 +22,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -48,7 +49,7 @@ from orchestrator.grounding import (
 )
 from orchestrator.ledger import LedgerEntry
 from orchestrator.plan import (
-    TOOL_EXAMPLES,
+    NO_STEP_EXAMPLES,
     Example,
     Part,
     current_part,
@@ -59,12 +60,12 @@ from orchestrator.plan import (
 )
 from orchestrator.tracing import attrs as A
 
-__all__ = ["DERIVED", "SYSTEM_PROMPT", "controller_step", "is_model_decision"]
+__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision"]
 
 SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
 
 First reply with a plan, {{"plan": [...]}}: one part for each thing the request asks, in order.
-- {{"tool": "<one computation in plain words, with its values copied from the request>"}} for arithmetic, percentages, money (interest, loans, prices), unit conversions, dates and weekdays, or measuring and changing a text.
+- {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
 - {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
 {workers}
 A computation that needs an earlier result is its own later part. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
@@ -80,6 +81,17 @@ DERIVED = {"decided_by": "plan"}  # response_metadata of a step the plan fixed (
 EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (never in the state)
 CANNOT = "I can't answer that: none of my tools or workers can do it."
 _EXAMPLES = 3
+COVERS = "a computation or a lookup that one of the tools does"
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: one graph's parts key its example bank
+class AgentParts:
+    """What the agent loop is given besides the run context: which slot plans and decides, what its tools
+    cover (one phrase in the system prompt), and worked plan examples for them (retrieved per request)."""
+
+    slot: str = "controller"
+    covers: str = COVERS
+    examples: tuple[Example, ...] = ()
 
 
 def is_model_decision(message: BaseMessage) -> bool:
@@ -88,18 +100,21 @@ def is_model_decision(message: BaseMessage) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _system(workers: tuple[tuple[str, str], ...]) -> str:
+def _system(workers: tuple[tuple[str, str], ...], covers: str) -> str:
     listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
-    return SYSTEM_PROMPT.format(workers=listed)
+    return SYSTEM_PROMPT.format(workers=listed, covers=covers)
 
 
 @functools.lru_cache(maxsize=32)
-def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[Example, ...]:
-    return (*TOOL_EXAMPLES, *worker_examples(workers))
+def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentParts) -> tuple[Example, ...]:
+    mix = next((e for e in parts.examples if len(e.plan) == 1 and "tool" in e.plan[0]), None)
+    return (*parts.examples, *NO_STEP_EXAMPLES, *worker_examples(workers, mix))
 
 
-def _examples(request: str, ctx: RunContext) -> list[BaseMessage]:
-    bank = _bank(tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values()))
+def _examples(request: str, ctx: RunContext, parts: AgentParts) -> list[BaseMessage]:
+    bank = _bank(
+        tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values()), parts
+    )
     turns: list[BaseMessage] = []
     for example in select_examples(request, bank, _EXAMPLES):
         turns += [HumanMessage(example.request), AIMessage(example.reply(), response_metadata=dict(EXAMPLE))]
@@ -185,6 +200,7 @@ def _record_problems(ctx: RunContext, problems: list[str]) -> None:
 
 async def _decide(
     ctx: RunContext,
+    slot: str,
     prompt: list[BaseMessage],
     schema: dict[str, Any],
     parse: Callable[[str], Decision],
@@ -197,7 +213,7 @@ async def _decide(
     last_error = ""
     for attempt in range(2):
         msg, entries = await call_model(
-            ctx, "controller", "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
+            ctx, slot, "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
         )
         step.entries.extend(entries)
         raw = str(msg.content)
@@ -227,7 +243,9 @@ async def _decide(
     raise ModelError(f"the controller's reply was not a valid decision after one repair: {last_error}")
 
 
-async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+async def controller_step(
+    state: Mapping[str, Any], ctx: RunContext, parts: AgentParts = AgentParts()
+) -> dict[str, Any]:
     """One controller execution (see the module docstring)."""
     request: str = state["input"]
     transcript: list[BaseMessage] = list(state.get("messages", []))
@@ -238,8 +256,8 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
         raise BudgetStop(f"step limit of {limit} reached")
     workers = {w.name: w.description for w in ctx.workers.values()}
     head: list[BaseMessage] = [
-        SystemMessage(_system(tuple(workers.items()))),
-        *_examples(request, ctx),
+        SystemMessage(_system(tuple(workers.items()), parts.covers)),
+        *_examples(request, ctx, parts),
         HumanMessage(request),
     ]
     span = trace.get_current_span()
@@ -261,6 +279,7 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
 
         decision, _ = await _decide(
             ctx,
+            parts.slot,
             head,
             plan_schema(list(workers), spans),
             lambda raw: parse_plan(raw, list(workers)),
@@ -280,7 +299,7 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
         if ctx.capture_content:
             span.set_attribute(A.PLAN, plan_json(plan))
 
-    await _advance(ctx, request, head + transcript, plan, step)
+    await _advance(ctx, parts.slot, request, head + transcript, plan, step)
     update["messages"] = step.messages
     if step.patches and "plan" not in update:  # a plan made now already holds its patches
         update["plan"] = step.patches
@@ -295,13 +314,13 @@ async def controller_step(state: Mapping[str, Any], ctx: RunContext) -> dict[str
 
 
 async def _advance(
-    ctx: RunContext, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+    ctx: RunContext, slot: str, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
 ) -> None:
     """Take steps until one needs a node (or a second model call): the rest of one controller execution."""
     while True:
         index = current_part(plan)
         if index is None:
-            await _final(ctx, request, prompt + step.messages, plan, step)
+            await _final(ctx, slot, request, prompt + step.messages, plan, step)
             return
         part = plan[index]
         if part["worker"]:
@@ -331,6 +350,7 @@ async def _advance(
 
         decision, problems = await _decide(
             ctx,
+            slot,
             prompt + step.messages,
             act_schema(part["tools"], ctx.catalog),
             parse,
@@ -357,7 +377,7 @@ def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:
 
 
 async def _final(
-    ctx: RunContext, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+    ctx: RunContext, slot: str, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
 ) -> None:
     """The final answer: written by the model from the results alone, checked, and never invented.
 
@@ -391,6 +411,7 @@ async def _final(
     results = _results(plan)
     decision, problems = await _decide(
         ctx,
+        slot,
         final_prompt,
         final_schema(),
         lambda raw: parse_decision(raw, [], allowed=("final",)),

@@ -15,29 +15,33 @@ with its checkpointer.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import operator
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from orchestrator.catalog import Catalog, ToolHit
 from orchestrator.context import BudgetStop, RunContext
-from orchestrator.controller import controller_step
+from orchestrator.controller import COVERS, AgentParts, controller_step
 from orchestrator.decisions import decision_of
 from orchestrator.errors import ToolError
 from orchestrator.ledger import LedgerEntry, LedgerLine, merge_ledger
-from orchestrator.plan import Part, current_part, merge_plan
+from orchestrator.plan import Example, Part, current_part, merge_plan
 from orchestrator.toolproc import ToolFailed, ToolRunner
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
-from orchestrator.workers import reject, run_worker
+from orchestrator.workers import Worker, reject, run_worker
 
 __all__ = ["AgentState", "build_agent_graph"]
 
@@ -83,13 +87,16 @@ NodeFn = Callable[[Any, RunContext], Awaitable[dict[str, Any]]]
 
 
 def traced_node(
-    name: str, agent: bool = False
+    name: str, agent: bool = False, adapt: Callable[[RunContext], RunContext] | None = None
 ) -> Callable[[NodeFn], Callable[..., Awaitable[dict[str, Any]]]]:
-    """Wrap a node: a span per execution (flushed to the store when it ends), budget stops become a status."""
+    """Wrap a node: a span per execution (flushed to the store when it ends), budget stops become a status.
+
+    `adapt` turns the run's context into the one the node sees (a graph given its own catalog or workers).
+    """
 
     def wrap(fn: NodeFn) -> Callable[..., Awaitable[dict[str, Any]]]:
         async def node(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
-            ctx = runtime.context
+            ctx = runtime.context if adapt is None else adapt(runtime.context)
             attributes: dict[str, Any] = {A.RUN_ID: ctx.run_id, A.NODE: name}
             span_name = name
             if agent:
@@ -110,9 +117,6 @@ def traced_node(
         return node
 
     return wrap
-
-
-controller = traced_node("controller", agent=True)(controller_step)
 
 
 def last_decision(state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -165,11 +169,17 @@ def _signature(name: str, parameters: Mapping[str, Any]) -> str:
     return f"{name}({'; '.join(args)})"
 
 
-@traced_node("find_tools")
-async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """Search the catalog; load the top-k tools (append-only) and offer them to the current part."""
+Retrieve = Callable[[Catalog, str, int], Sequence[ToolHit]]
+
+
+def _search(catalog: Catalog, query: str, k: int) -> Sequence[ToolHit]:
+    return catalog.search(query, k=k)
+
+
+async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _search) -> dict[str, Any]:
+    """Search the catalog (with `retrieve`); load the top-k tools (append-only), offer them to the part."""
     query = (last_decision(state) or {}).get("query", "")
-    hits = ctx.catalog.search(query, k=ctx.limits.top_k)
+    hits = list(retrieve(ctx.catalog, query, ctx.limits.top_k))
     index = current_part(state.get("plan"))
     if not hits:
         text = f"no tool matches {query!r}"
@@ -190,7 +200,6 @@ async def find_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     return update
 
 
-@traced_node("call_tool")
 async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """Run one loaded tool with a timeout; an error goes back to the controller as an observation."""
     pending = last_decision(state) or {}
@@ -254,7 +263,6 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     return update
 
 
-@traced_node("worker", agent=True)
 async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     """Run a workhorse worker; only a validated result enters the state."""
     spec = ctx.workers[task["worker"]]
@@ -293,22 +301,57 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
     return update
 
 
-def build_agent_graph() -> StateGraph[AgentState, RunContext, AgentState, AgentState]:
-    """The racehorse-led agent graph, uncompiled.
+def build_agent_graph(
+    *,
+    catalog: Catalog | Sequence[BaseTool] | None = None,
+    workers: Mapping[str, Worker] | Iterable[Worker] | None = None,
+    controller: str = "controller",
+    retrieve: Retrieve | None = None,
+    covers: str = COVERS,
+    examples: Sequence[Example] = (),
+) -> StateGraph[AgentState, RunContext, AgentState, AgentState]:
+    """The racehorse-led agent graph, uncompiled, from its parts.
+
+    - `catalog`: the tools it may find and call (a `Catalog` or tools); default: the manifest's tool packs.
+    - `workers`: the workhorse workers it may delegate to; default: the manifest's workers.
+    - `controller`: the slot whose model plans, picks tools and answers.
+    - `retrieve(catalog, query, k)`: the tool search; default: the catalog's BM25 search.
+    - `covers`: what the tools cover, in a phrase the system prompt ends "... for <covers>." with.
+    - `examples`: worked plans for requests its tools answer (`PlanExample`s); the few closest to each
+      request are shown to the model.
 
     Example:
         >>> builder = build_agent_graph()
         >>> sorted(builder.nodes)
         ['call_tool', 'controller', 'find_tools', 'worker']
     """
+    tools = None
+    if catalog is not None:
+        tools = catalog if isinstance(catalog, Catalog) else Catalog.from_tools(list(catalog))
+    crew = None
+    if workers is not None:
+        crew = dict(workers) if isinstance(workers, Mapping) else {w.name: w for w in workers}
+    adapt = None
+    if tools is not None or crew is not None:
+
+        def adapt(ctx: RunContext) -> RunContext:
+            return dataclasses.replace(
+                ctx,
+                catalog=tools if tools is not None else ctx.catalog,
+                workers=crew if crew is not None else ctx.workers,
+            )
+
+    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples))
+    plan_step = functools.partial(controller_step, parts=parts)
+    search = functools.partial(find_tools, retrieve=retrieve or _search)
     g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(
         AgentState, context_schema=RunContext
     )
     own = {"orch_traced": True}  # these nodes open their own spans (see `traced_node`)
-    g.add_node("controller", controller, metadata=own)
-    g.add_node("find_tools", find_tools, metadata=own)
-    g.add_node("call_tool", call_tool, metadata=own)
-    g.add_node("worker", worker, metadata=own)
+    g.add_node("controller", traced_node("controller", True, adapt)(plan_step), metadata=own)
+    g.add_node("find_tools", traced_node("find_tools", False, adapt)(search), metadata=own)
+    g.add_node("call_tool", traced_node("call_tool", False, adapt)(call_tool), metadata=own)
+    g.add_node("worker", traced_node("worker", True, adapt)(worker), metadata=own)
     g.add_edge(START, "controller")
     g.add_conditional_edges("controller", route, ["controller", "find_tools", "call_tool", "worker", END])
     g.add_edge("find_tools", "controller")

@@ -122,42 +122,10 @@ class Example:
         return plan_json(self.plan)
 
 
-# One small example per pattern; none is a copy of an evaluation task. Worker examples are made from the
-# project's own workers (`worker_examples`), since their names and purposes belong to the project.
-TOOL_EXAMPLES: tuple[Example, ...] = (
-    Example("What is 15% of 240?", ({"tool": "calculate 15/100*240"},)),
-    Example("How far is 5 miles in kilometers?", ({"tool": "convert length 5 mi to km"},)),
-    Example("Turn 350 grams into ounces please", ({"tool": "convert mass 350 g to oz"},)),
-    Example(
-        "How long is it from 2025-04-03 to 2025-06-30?",
-        ({"tool": "difference in days between 2025-04-03 and 2025-06-30"},),
-    ),
-    Example("Which day of the week was 14 July 1999?", ({"tool": "weekday of 1999-07-14"},)),
-    Example("What date is 45 days after 2025-03-10?", ({"tool": "add 45 days to 2025-03-10"},)),
-    Example(
-        "How many hours are there between 2025-01-01 and 2025-01-09?",
-        (
-            {"tool": "difference in days between 2025-01-01 and 2025-01-09"},
-            {"tool": "convert those days to hours"},
-        ),
-    ),
-    Example("What's 3 to the power of 5, minus 10?", ({"tool": "calculate 3**5 - 10"},)),
-    Example(
-        "A client paid 19.99 and 5.01 for two orders. What is the total?",
-        ({"tool": "calculate 19.99 + 5.01"},),
-    ),
-    Example("By what percent did the price go from 80 to 92?", ({"tool": "percent change from 80 to 92"},)),
-    Example(
-        "If I put 2000 in savings at 4% a year, compounded monthly, what do I have after 3 years?",
-        ({"tool": "compound interest on 2000 at 4 percent for 3 years, monthly"},),
-    ),
-    Example(
-        "How many words are in 'the cat sat on the warm mat'?", ({"tool": "count the words of the text"},)
-    ),
-    Example(
-        "What is 12 squared? And how many days are in February 2028?",
-        ({"tool": "calculate 12**2"}, {"tool": "days in the month February 2028"}),
-    ),
+# Requests that no tool or worker can answer: their plan is empty. Every project's agent sees these, so a
+# model always has an example of saying so. Examples for a project's tools come with its tools
+# (`build_agent_graph(examples=...)`), and worker examples are made from its workers (`worker_examples`).
+NO_STEP_EXAMPLES: tuple[Example, ...] = (
     Example("What's the weather in Rome tomorrow?", ()),
     Example("What is Apple's share price right now?", ()),
     Example("Who wrote the novel Dracula?", ()),
@@ -167,11 +135,14 @@ TOOL_EXAMPLES: tuple[Example, ...] = (
 _SAMPLE = "Hello, I have a question about my account."
 
 
-def worker_examples(workers: Sequence[tuple[str, str, Sequence[str]]]) -> list[Example]:
+def worker_examples(
+    workers: Sequence[tuple[str, str, Sequence[str]]], mix: Example | None = None
+) -> list[Example]:
     """Plan examples for the project's workers: (name, description, example requests) each.
 
     A worker's own example requests are used as given (the quoted text is what it gets); a worker without
-    any gets one made from its description. One more example mixes a tool part with the first worker.
+    any gets one made from its description. Given `mix`, a one-part tool example, one more example asks
+    for both: that tool part, then the first worker.
     """
     from orchestrator.grounding import candidate_spans
 
@@ -180,12 +151,10 @@ def worker_examples(workers: Sequence[tuple[str, str, Sequence[str]]]) -> list[E
         for request in requests or [f"{description.rstrip('.')}: '{_SAMPLE}'"]:
             spans = candidate_spans(request)
             out.append(Example(request, ({"worker": name, "text": spans[0] if spans else request},)))
-    if out:
+    if out and mix is not None:
         first = out[0]
         request = first.request[0].lower() + first.request[1:]
-        out.append(
-            Example(f"What is 8% of 50? Also, {request}", ({"tool": "calculate 8/100*50"}, *first.plan))
-        )
+        out.append(Example(f"{mix.request} Also, {request}", (*mix.plan, *first.plan)))
     return out
 
 

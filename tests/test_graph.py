@@ -9,8 +9,8 @@ import pytest
 from langchain_core.messages import BaseMessage
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from orchestrator import Budget, Limits
-from support import MakeOrch, act
+from orchestrator import Budget, Limits, Orchestrator, Settings
+from support import PRICES, TOOLS, MakeOrch, act
 
 TASK = "How many days from 2026-03-02 to 2026-03-20? Also classify: 'my card has not arrived'"
 
@@ -312,12 +312,14 @@ async def test_a_model_that_raises_fails_the_run_and_is_recorded(make_orch: Make
 
 
 def test_worked_examples_are_chosen_for_the_request() -> None:
-    from orchestrator.plan import TOOL_EXAMPLES, select_examples
+    from orchestrator.plan import NO_STEP_EXAMPLES, select_examples
+    from tools.catalog import PLAN_EXAMPLES
 
-    chosen = select_examples("How many miles is 10 kilometers?", TOOL_EXAMPLES, 3)
+    bank = (*PLAN_EXAMPLES, *NO_STEP_EXAMPLES)
+    chosen = select_examples("How many miles is 10 kilometers?", bank, 3)
     assert chosen[-1].request == "How far is 5 miles in kilometers?"  # the best match goes last
     assert sum(1 for e in chosen if not e.plan) == 1  # always one that needs no step
-    assert select_examples("anything", TOOL_EXAMPLES, 0) == []
+    assert select_examples("anything", bank, 0) == []
 
 
 async def test_plan_and_problems_are_recorded_only_with_content_capture(
@@ -382,3 +384,63 @@ def test_an_answer_built_from_results_states_no_value_they_do_not_give() -> None
     answer = fallback_answer(parts, evidence)  # type: ignore[arg-type]
     assert answer == "Results: calculate: 49; calculate 12: 12; add the results: could not be done."
     assert check_answer(answer, evidence) == []  # "7**2" would have stated a 2 nothing gives
+
+
+async def test_the_agent_graph_takes_its_parts_as_arguments(settings: Settings) -> None:
+    """Catalog, workers, planning slot, tool search, prompt phrase and examples come from the builder."""
+    from langchain_core.tools import tool
+
+    from orchestrator import PlanExample, SlotConfig, build_agent_graph, classify_worker
+    from orchestrator.catalog import Catalog, ToolHit
+    from orchestrator.testing import ScriptedChatModel
+
+    @tool
+    def shout(text: str) -> str:
+        """Upper-case a text."""
+        return text.upper()
+
+    searched: list[str] = []
+
+    def retrieve(catalog: Catalog, query: str, k: int) -> list[ToolHit]:
+        searched.append(query)
+        return list(catalog.search(query, k=k))
+
+    prompts: list[str] = []
+
+    def planner_reply(messages: Sequence[BaseMessage]) -> str:
+        prompts.extend(str(m.content) for m in messages)
+        return plan({"tool": "shout the text 'hello'"})
+
+    builder = build_agent_graph(
+        catalog=[shout],
+        workers=[],
+        controller="planner",
+        retrieve=retrieve,
+        covers="making texts louder",
+        examples=[PlanExample("Make 'abc' loud", ({"tool": "shout the text 'abc'"},))],
+    )
+    planner = ScriptedChatModel(
+        replies=[
+            planner_reply,
+            act(action="call_tool", tool="shout", args={"text": "hello"}),
+            act(action="final", answer="HELLO"),
+        ],
+        by_turn=True,
+    )
+    orch = Orchestrator(
+        settings=settings,
+        slots={"planner": SlotConfig(model="python:scripted", role="racehorse", prices=PRICES)},
+        models={"planner": planner},
+        tools=TOOLS,  # the manifest's tools: this graph uses its own catalog instead
+        workers=[classify_worker("manifest_worker", ["a", "b"], "Sort a message", slot="planner")],
+        graphs={"loud": builder},
+        tracing=False,
+    )
+    result = await orch.arun("loud", "Shout 'hello' please")
+    assert (result.status, result.answer) == ("ok", "HELLO")
+    assert searched == ["shout the text"]
+    system = prompts[0]
+    assert "for making texts louder." in system
+    assert "manifest_worker" not in system  # its workers (none), not the manifest's
+    assert "Make 'abc' loud" in prompts  # its worked example
+    assert {n.node for n in result.ledger.by_node()} == {"controller", "call_tool"}

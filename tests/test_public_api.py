@@ -20,6 +20,7 @@ def test_exported_members() -> None:
             "PromptTooLongError",
             "Orchestrator",
             "OrchestratorError",
+            "PlanExample",
             "RunError",
             "RunContext",
             "RunEvent",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from langchain_core.tools import BaseTool
 
+from orchestrator import PlanExample
 from tools import (
     arithmetic,
     csv_tools,
@@ -54,3 +55,49 @@ def _collect() -> list[BaseTool]:
 
 
 TOOLS: list[BaseTool] = _collect()
+
+# What the tools cover, in the words the agent's system prompt uses ("... for <COVERS>.").
+COVERS = (
+    "arithmetic, percentages, money (interest, loans, prices), unit conversions, dates and weekdays, "
+    "or measuring and changing a text"
+)
+
+# Worked plans for requests these tools answer, one small example per pattern (none is a copy of an
+# evaluation task). The agent shows the few closest to each request to the model that plans.
+PLAN_EXAMPLES: tuple[PlanExample, ...] = (
+    PlanExample("What is 15% of 240?", ({"tool": "calculate 15/100*240"},)),
+    PlanExample("How far is 5 miles in kilometers?", ({"tool": "convert length 5 mi to km"},)),
+    PlanExample("Turn 350 grams into ounces please", ({"tool": "convert mass 350 g to oz"},)),
+    PlanExample(
+        "How long is it from 2025-04-03 to 2025-06-30?",
+        ({"tool": "difference in days between 2025-04-03 and 2025-06-30"},),
+    ),
+    PlanExample("Which day of the week was 14 July 1999?", ({"tool": "weekday of 1999-07-14"},)),
+    PlanExample("What date is 45 days after 2025-03-10?", ({"tool": "add 45 days to 2025-03-10"},)),
+    PlanExample(
+        "How many hours are there between 2025-01-01 and 2025-01-09?",
+        (
+            {"tool": "difference in days between 2025-01-01 and 2025-01-09"},
+            {"tool": "convert those days to hours"},
+        ),
+    ),
+    PlanExample("What's 3 to the power of 5, minus 10?", ({"tool": "calculate 3**5 - 10"},)),
+    PlanExample(
+        "A client paid 19.99 and 5.01 for two orders. What is the total?",
+        ({"tool": "calculate 19.99 + 5.01"},),
+    ),
+    PlanExample(
+        "By what percent did the price go from 80 to 92?", ({"tool": "percent change from 80 to 92"},)
+    ),
+    PlanExample(
+        "If I put 2000 in savings at 4% a year, compounded monthly, what do I have after 3 years?",
+        ({"tool": "compound interest on 2000 at 4 percent for 3 years, monthly"},),
+    ),
+    PlanExample(
+        "How many words are in 'the cat sat on the warm mat'?", ({"tool": "count the words of the text"},)
+    ),
+    PlanExample(
+        "What is 12 squared? And how many days are in February 2028?",
+        ({"tool": "calculate 12**2"}, {"tool": "days in the month February 2028"}),
+    ),
+)
