@@ -22,8 +22,8 @@ $(STAMPS)/local: pyproject.toml $(STAMPS)/core
 	$(PY) -m pip install --quiet -e '.[local]'
 	@touch $@
 
-$(STAMPS)/dev: pyproject.toml $(STAMPS)/core
-	$(PY) -m pip install --quiet -e '.[dev]'
+$(STAMPS)/dev: pyproject.toml $(STAMPS)/core  # the postgres extra too: its checkpointer is tested and typed
+	$(PY) -m pip install --quiet -e '.[dev,postgres]'
 	@touch $@
 
 models: $(STAMPS)/local

@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = Budget(
         usd=args.budget_usd, tokens=args.budget_tokens, seconds=args.budget_seconds, steps=args.max_steps
     )
-    from orchestrator.providers.base import run_blocking
+    from orchestrator.sync import run_blocking
 
     given: str | dict[str, Any] | None = state if state is not None else text
     return run_blocking(lambda: _run(orch, graph or "", given, budget, args))
@@ -287,8 +287,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestrator.evaluate import TaskResult, evaluate, load_tasks
-    from orchestrator.providers.base import run_blocking
     from orchestrator.runner import Orchestrator
+    from orchestrator.sync import run_blocking
 
     tasks = load_tasks(args.data)
     if args.limit is not None:
@@ -523,7 +523,7 @@ def _profile_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str
 # --- orch ask -----------------------------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace) -> int:
     from orchestrator.ask import aask, ask_profile, failed_attempts
-    from orchestrator.providers.base import run_blocking
+    from orchestrator.sync import run_blocking
 
     settings = Settings.resolve(None, prices_path=args.prices)
     schema = None
@@ -695,6 +695,33 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
         _add(branch, child)
 
 
+# --- orch init ---------------------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from orchestrator.modelfiles import LOCAL_MODELS, is_verified
+    from orchestrator.scaffold import FILES, scaffold
+
+    made = scaffold(args.directory or args.project, name=args.name)
+    out.print(_line("Wrote project ", (made.name, "bold"), f" in {made.root}:"))
+    for rel in made.files:
+        if FILES.get(rel):
+            out.print(_line(f"  {rel:<20} ", (FILES[rel], "dim")))
+    steps = [] if made.root.resolve() == Path.cwd().resolve() else [f"cd {shlex.quote(str(made.root))}"]
+    models_dir = Settings.resolve(load_manifest(made.root)).models_dir
+    if not all(is_verified(spec, models_dir) for spec in LOCAL_MODELS.values()):
+        steps.append("orch models build    # once: the local model files")
+    steps += [
+        'orch run "Summarize: the train was late, so I missed the first half of the meeting."',
+        'orch run agent "How many days are there between 2026-03-02 and 2026-03-20?"',
+    ]
+    out.print(_line(("Next:", "bold")))
+    for step in steps:
+        out.print(Text(f"  {step}"))
+    return EXIT_OK
+
+
 # --- entry point -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -716,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="choose the new run's id")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
-    run.add_argument("--checkpoints", help="checkpoint database path (default: $ORCH_CHECKPOINTS)")
+    run.add_argument("--checkpoints", help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)")
     run.add_argument("--budget-usd", type=float)
     run.add_argument("--budget-tokens", type=int)
     run.add_argument("--budget-seconds", type=float)
@@ -730,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.add_argument("--min-accuracy", type=float, metavar="SHARE", help="exit 1 below this share (0-1)")
     ev.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
-    ev.add_argument("--checkpoints", help="checkpoint database path (default: $ORCH_CHECKPOINTS)")
+    ev.add_argument("--checkpoints", help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)")
     ev.set_defaults(func=cmd_eval)
 
     models = sub.add_parser(
@@ -772,6 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--by", choices=["node", "model", "tool"], default="node")
             p.add_argument("--run", help="only this run")
     traces.set_defaults(func=cmd_traces)
+
+    init = sub.add_parser("init", help="start a project folder: manifest, a graph, a worker and a tool pack")
+    init.add_argument("directory", nargs="?", help="the folder, created if missing (default: --project)")
+    init.add_argument("--name", help="the project's name in pyproject.toml (default: from the folder's)")
+    init.set_defaults(func=cmd_init)
     return parser
 
 

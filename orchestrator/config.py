@@ -9,6 +9,7 @@ Precedence, highest first:
 | project manifest            | `[tool.orchestrator] traces = "t.db"`     |
 | defaults                    | the per-user data / cache directories     |
 
+`checkpoints` is a SQLite file (a path or `sqlite:///PATH`) or a `postgresql://` URL: see checkpoints.py.
 The manifest schema is documented in `docs/manifest.md`.
 """
 
@@ -166,7 +167,7 @@ class Settings:
     traces_path: Path = field(
         default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "traces.db"
     )
-    checkpoints_path: Path = field(
+    checkpoints_path: Path | str = field(  # a SQLite file, or a PostgreSQL URL (a str)
         default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "checkpoints.db"
     )
     models_dir: Path = field(
@@ -176,7 +177,10 @@ class Settings:
     prices_path: Path | None = None  # the user's own price file (LiteLLM layout), over the shipped one
 
     def __post_init__(self) -> None:
-        for name in ("traces_path", "checkpoints_path", "models_dir", "prices_path"):
+        from orchestrator.checkpoints import checkpoints_location
+
+        object.__setattr__(self, "checkpoints_path", checkpoints_location(self.checkpoints_path))
+        for name in ("traces_path", "models_dir", "prices_path"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
@@ -193,17 +197,30 @@ class Settings:
                 ("prices_path", manifest.prices),
             ):
                 if key:
-                    value = Path(key).expanduser()
+                    value = _parse(name, key, "[tool.orchestrator].checkpoints")
                     values[name] = (
-                        manifest.root / value if manifest.root and not value.is_absolute() else value
+                        manifest.root / value
+                        if manifest.root and isinstance(value, Path) and not value.is_absolute()
+                        else value
                     )
             if manifest.capture_content:
                 values["capture_content"] = True
         for name, env in _ENV.items():
             raw = os.environ.get(env)
             if raw:
-                values[name] = _env_bool(raw) if name == "capture_content" else Path(raw).expanduser()
+                values[name] = _parse(name, raw, env)
         for name, value in overrides.items():
             if value is not None:
-                values[name] = value if name == "capture_content" else Path(value).expanduser()
+                values[name] = value if name == "capture_content" else _parse(name, value, "checkpoints")
         return cls(**values)
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    """A manifest, environment or keyword value as its setting's type (`source` names it in errors)."""
+    if name == "capture_content":
+        return _env_bool(value)
+    if name == "checkpoints_path":
+        from orchestrator.checkpoints import checkpoints_location
+
+        return checkpoints_location(value, source)
+    return Path(value).expanduser()

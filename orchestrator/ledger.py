@@ -1,7 +1,8 @@
 """The cost ledger: one entry per billed call, kept beside the run's checkpoints, for any graph.
 
 Every model or tool call that a run pays for becomes a `LedgerEntry` the moment it ends, through the run's
-`BudgetMeter`, which also writes it to the `LedgerBook` (a table in the checkpoint database). The graph's
+`BudgetMeter`, which also writes it to the `LedgerBook` (a table in the checkpoint database: a `SqliteLedger`
+or a `PostgresLedger`, whichever the run's checkpoints use; see `orchestrator.checkpoints`). The graph's
 state needs no ledger key. A resumed run starts from the book, so its totals include every earlier attempt,
 and LangGraph does not run a finished node again, so a finished node is never paid twice. `Budget` is
 checked before every model call against a worst-case estimate.
@@ -18,7 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "Budget",
@@ -26,7 +30,10 @@ __all__ = [
     "LedgerBook",
     "LedgerEntry",
     "LedgerLine",
+    "LedgerStore",
     "NodeCost",
+    "PostgresLedger",
+    "SqliteLedger",
     "ledger_delta",
     "merge_ledger",
 ]
@@ -287,12 +294,34 @@ class BudgetMeter:
         return None
 
 
+Row = tuple[str, float, str]  # run id, unix time, the entry as JSON
+
+
+class LedgerStore(Protocol):
+    """Where a `LedgerBook` keeps its rows: the `orch_ledger` table of a SQLite file or a PostgreSQL database.
+
+    `insert` runs on the book's writer thread and may retry (a busy file, a dropped connection); what it
+    raises is logged, never lost silently.
+    """
+
+    name: str  # where the rows go, for messages (a path, or a URL without its password)
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        """Commit rows in one transaction."""
+
+    def select(self, run_id: str) -> list[str]:
+        """A run's entries as JSON, in the order they were added."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
 class LedgerBook:
-    """Every run's ledger entries, one row per billed call, in a table of the checkpoint database.
+    """Every run's ledger entries, one row per billed call, in a table beside the run's checkpoints.
 
     `add` never blocks the caller (it runs on the event loop): a writer thread commits each entry within
     milliseconds, in order. Reads wait for pending writes first. Safe to share between threads; several
-    processes may write one file.
+    processes (or machines, with PostgreSQL) may write one store. A path means the SQLite store.
 
     Example:
         >>> import tempfile, os
@@ -302,19 +331,9 @@ class LedgerBook:
         >>> book.close()
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
-        with self._lock:
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            self._conn.execute(
-                "create table if not exists orch_ledger ("
-                "seq integer primary key autoincrement, run_id text not null, at real not null, "
-                "entry text not null)"
-            )
-            self._conn.execute("create index if not exists orch_ledger_run on orch_ledger (run_id, seq)")
-        self._queue: queue.Queue[tuple[str, float, str] | threading.Event | None] = queue.Queue()
+    def __init__(self, store: str | Path | LedgerStore) -> None:
+        self.store: LedgerStore = SqliteLedger(store) if isinstance(store, str | Path) else store
+        self._queue: queue.Queue[Row | threading.Event | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="orch-ledger", daemon=True)
         self._writer.start()
         self._closed = False
@@ -334,11 +353,7 @@ class LedgerBook:
     def entries(self, run_id: str) -> list[LedgerEntry]:
         """A run's entries, in the order they were added."""
         self.flush()
-        with self._lock:
-            rows = self._conn.execute(
-                "select entry from orch_ledger where run_id = ? order by seq", (run_id,)
-            ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [json.loads(r) for r in self.store.select(run_id)]
 
     def close(self) -> None:
         """Commit what is pending and close the connection."""
@@ -347,26 +362,50 @@ class LedgerBook:
         self._closed = True
         self._queue.put(None)
         self._writer.join()
-        with self._lock:
-            self._conn.close()
+        self.store.close()
 
     def _write_loop(self) -> None:
         while True:
             items = [self._queue.get()]
             while not self._queue.empty():  # whatever else is waiting goes in the same transaction
                 items.append(self._queue.get_nowait())
-            self._commit([i for i in items if isinstance(i, tuple)])
+            rows = [i for i in items if isinstance(i, tuple)]
+            if rows:
+                try:
+                    self.store.insert(rows)
+                except Exception as exc:  # the thread must outlive any error, or `flush` would wait for ever
+                    _log.error(
+                        "ledger: %d entries could not be written to %s: %s", len(rows), self.store.name, exc
+                    )
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()  # set after the rows queued before it are committed
             if None in items:
                 return
 
-    def _commit(self, rows: list[tuple[str, float, str]]) -> None:
-        """Insert rows (if any) in one transaction; a busy database is waited for and retried, never given up
-        on silently (the thread must outlive any error, or `flush` would wait for ever)."""
-        if not rows:
-            return
+
+_CREATE = (
+    "create table if not exists orch_ledger ({seq}, run_id text not null, at {real} not null, "
+    "entry text not null)",
+    "create index if not exists orch_ledger_run on orch_ledger (run_id, seq)",
+)
+_PG_LOCK = 0x6F72636C  # an advisory lock id ("orcl"): one process at a time creates the table
+
+
+class SqliteLedger:
+    """Ledger rows in a SQLite file (the checkpoint file): several processes may write it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.name = str(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.name, check_same_thread=False, timeout=30.0, isolation_level=None)
+        with self._lock:
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._conn.execute(_CREATE[0].format(seq="seq integer primary key autoincrement", real="real"))
+            self._conn.execute(_CREATE[1])
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        """Insert in one transaction; a busy database is waited for and retried (about a minute)."""
         delay = 0.01
         for attempt in range(60):
             try:
@@ -383,10 +422,75 @@ class LedgerBook:
                 return
             except sqlite3.OperationalError as exc:
                 if attempt == 59 or ("locked" not in str(exc) and "busy" not in str(exc)):
-                    _log.error("ledger: %d entries could not be written to %s: %s", len(rows), self.path, exc)
-                    return
+                    raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-            except sqlite3.Error as exc:
-                _log.error("ledger: %d entries could not be written to %s: %s", len(rows), self.path, exc)
+
+    def select(self, run_id: str) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "select entry from orch_ledger where run_id = ? order by seq", (run_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class PostgresLedger:
+    """Ledger rows in a PostgreSQL database (the postgres extra), so a run resumed on another machine sees
+    what its earlier attempts paid. `connect` goes to `psycopg.connect` (e.g. `connect_timeout`)."""
+
+    def __init__(self, url: str, name: str | None = None, **connect: Any) -> None:
+        self.url = url
+        self.name = name or url
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._conn = self._open()
+        with self._lock, self._conn.transaction():
+            self._conn.execute("select pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            self._conn.execute(_CREATE[0].format(seq="seq bigserial primary key", real="double precision"))
+            self._conn.execute(_CREATE[1])
+
+    def _open(self) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, **self._connect)
+
+    def insert(self, rows: Sequence[Row]) -> None:
+        """Insert in one transaction; a dropped connection is reopened and the insert retried (a few times:
+        losing a billed call would under-report, which is worse than the rare double row of a lost ack)."""
+        import psycopg
+
+        delay = 0.1
+        for attempt in range(5):
+            try:
+                with self._lock:
+                    if self._conn.closed:
+                        self._conn = self._open()
+                    with self._conn.transaction(), self._conn.cursor() as cur:
+                        cur.executemany(
+                            "insert into orch_ledger (run_id, at, entry) values (%s, %s, %s)", rows
+                        )
                 return
+            except psycopg.OperationalError:
+                if attempt == 4:
+                    raise
+                with self._lock:
+                    self._conn.close()  # reopened on the next attempt
+                time.sleep(delay)
+                delay = min(delay * 4, 5.0)
+
+    def select(self, run_id: str) -> list[str]:
+        with self._lock:
+            if self._conn.closed:
+                self._conn = self._open()
+            rows = self._conn.execute(
+                "select entry from orch_ledger where run_id = %s order by seq", (run_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

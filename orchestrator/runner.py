@@ -15,7 +15,6 @@ import inspect
 import sys
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,17 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from opentelemetry.trace import Status, StatusCode
 
 from orchestrator.catalog import Catalog
+from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
 from orchestrator.instrument import GraphTracer
-from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerBook, LedgerEntry
+from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
@@ -42,7 +42,7 @@ from orchestrator.toolproc import ToolRunner, shared_runner, tool_reference
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
-from orchestrator.tracing.store import TraceStore, check_database
+from orchestrator.tracing.store import TraceStore
 from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
@@ -131,6 +131,10 @@ def _import_ref(ref: str, what: str) -> Any:
 class Orchestrator:
     """Runs agent graphs; safe to share between many concurrent runs in one process.
 
+    Checkpoints go where `settings.checkpoints_path` points (a SQLite file or a `postgresql://` URL), unless
+    `checkpointer` gives any LangGraph checkpointer (sync or async): runs then use it as given (its `setup()`
+    is called once) and the ledger stays where the setting points (see `orchestrator.checkpoints`).
+
     Example:
         >>> import asyncio
         >>> from orchestrator import Orchestrator, Budget
@@ -153,6 +157,7 @@ class Orchestrator:
         graphs: Mapping[str, GraphRef | Callable[[], StateGraph[Any, Any, Any, Any]]] | None = None,
         limits: Limits | None = None,
         tracing: bool = True,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
     ) -> None:
         self.manifest = manifest or Manifest()
         self.settings = settings or Settings.resolve(self.manifest)
@@ -186,8 +191,8 @@ class Orchestrator:
         self._tool_modules = sorted(modules)
         self.tool_runner = shared_runner() if self.limits.isolate_tools else ToolRunner(isolate=False)
         self._models: dict[str, BaseChatModel] = {}
-        check_database(self.settings.checkpoints_path, "checkpoint store", "checkpoints")
-        self.book = LedgerBook(self.settings.checkpoints_path)
+        self.checkpoints = Checkpoints(self.settings.checkpoints_path, checkpointer)
+        self.book = self.checkpoints.ledger()
         self._store = TraceStore(self.settings.traces_path) if tracing else None
         self.tracing = Tracing(self._store, enabled=tracing)
 
@@ -316,7 +321,7 @@ class Orchestrator:
         resume: bool = False,
     ) -> RunResult:
         """`arun` for scripts (starts its own event loop, and closes its HTTP connections at the end)."""
-        from orchestrator.providers.base import run_blocking
+        from orchestrator.sync import run_blocking
 
         return run_blocking(lambda: self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
 
@@ -379,12 +384,7 @@ class Orchestrator:
         resume: bool,
         queue: asyncio.Queue[RunEvent],
     ) -> None:
-        self.settings.checkpoints_path.parent.mkdir(parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(self.settings.checkpoints_path)) as saver:
-            async with _setup_lock(str(self.settings.checkpoints_path)):
-                # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
-                # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
-                await saver.setup()
+        async with self.checkpoints.open() as saver:
             if isinstance(builder, StateGraph):
                 try:
                     app = builder.compile(checkpointer=saver, name=name)
@@ -402,11 +402,11 @@ class Orchestrator:
             graph_input = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
-            earlier = await asyncio.to_thread(self.book.entries, run_id)  # never block the loop on SQLite
+            earlier = await asyncio.to_thread(self.book.entries, run_id)  # never block the loop on the store
             prior = Ledger.from_entries(run_id, earlier, legacy)
             if resume and not snapshot.values:
                 raise ConfigError(
-                    f"no checkpoint for run {run_id!r} in {self.settings.checkpoints_path}; "
+                    f"no checkpoint for run {run_id!r} in {self.checkpoints.describe()}; "
                     "check the id with `orch traces list`"
                 )
             if not resume and snapshot.values:
@@ -539,17 +539,6 @@ class Orchestrator:
         self.book.close()
         if self._store is not None:
             self._store.close()
-
-
-_setup_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _setup_lock(path: str) -> asyncio.Lock:
-    """One lock per (event loop, checkpoint file) for the checkpointer's schema set-up."""
-    locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
-    return locks.setdefault(path, asyncio.Lock())
 
 
 def _is_compiled(graph: Any) -> bool:

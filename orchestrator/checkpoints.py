@@ -1,0 +1,345 @@
+"""Where runs keep their checkpoints and their ledger: a SQLite file, a PostgreSQL database, or a saver.
+
+| `checkpoints` setting / argument     | checkpointer                          | ledger (`orch_ledger`)     |
+|--------------------------------------|---------------------------------------|----------------------------|
+| `PATH` or `sqlite:///PATH` (default) | `AsyncSqliteSaver` on the file        | a table in that file       |
+| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra) | a table in that database   |
+| `Orchestrator(checkpointer=saver)`   | the saver, as given (sync or async)   | where `checkpoints` points |
+
+The setting comes from a keyword, `ORCH_CHECKPOINTS`, `--checkpoints` or the manifest (`orchestrator.config`).
+`sqlite:///c.db` is relative to the current (or the manifest's) folder, `sqlite:////var/c.db` absolute, as in
+SQLAlchemy. The runner only calls `Checkpoints.open()` per run and `Checkpoints.ledger()` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import re
+import weakref
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+
+from orchestrator._version import DIST_NAME
+from orchestrator.errors import ConfigError
+from orchestrator.ledger import LedgerBook
+
+__all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
+
+ACCEPTED = "a file path or sqlite:///PATH (SQLite), or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+Location = Path | str  # a SQLite file, or a PostgreSQL URL
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # two letters at least: C:/ is a Windows drive
+_POSTGRES = ("postgresql", "postgres")
+_CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
+_PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
+_SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
+
+
+def checkpoints_location(value: str | os.PathLike[str], source: str = "checkpoints") -> Location:
+    """A `checkpoints` setting as a SQLite file `Path` or a PostgreSQL URL; any other URL is a ConfigError.
+
+    Example:
+        >>> checkpoints_location("sqlite:///runs/c.db")
+        PosixPath('runs/c.db')
+        >>> checkpoints_location("postgresql://orch@db.internal/orch")
+        'postgresql://orch@db.internal/orch'
+    """
+    text = os.fspath(value)
+    scheme = _SCHEME.match(text)
+    if isinstance(value, Path):
+        if scheme:  # Path() folded the URL's '//' to '/': it can't be told from a folder named 'postgresql:'
+            raise ConfigError(f"{source} {text!r} looks like a URL made into a Path; pass it as a str")
+        return value.expanduser()
+    if not scheme or "://" not in text:
+        return Path(text).expanduser()
+    name = scheme.group(1).lower()
+    if name in _POSTGRES:
+        return text
+    if name == "sqlite":
+        parts = urlsplit(text)
+        path = text[len("sqlite:///") :] if text.lower().startswith("sqlite:///") else ""
+        if parts.netloc or not path or parts.query:
+            raise ConfigError(
+                f"{source} {text!r}: a SQLite URL is sqlite:///PATH (relative) or sqlite:////PATH "
+                "(absolute), with no host or query"
+            )
+        return Path(path).expanduser()
+    raise ConfigError(f"{source} {redact(text)!r}: unknown scheme {name!r}; checkpoints take {ACCEPTED}")
+
+
+def redact(url: str) -> str:
+    """A URL without its password (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def describe(location: Location) -> str:
+    """A location for messages: the file path, or the URL without its password."""
+    return str(location) if isinstance(location, Path) else redact(location)
+
+
+class Checkpoints:
+    """One orchestrator's checkpoint store: the run's checkpointer, opened per run, and the ledger book.
+
+    Example:
+        >>> import tempfile
+        >>> store = Checkpoints(Path(tempfile.mkdtemp()) / "c.db")
+        >>> book = store.ledger()
+        >>> book.entries("r1")
+        []
+        >>> book.close()
+    """
+
+    def __init__(self, location: Location, saver: BaseCheckpointSaver[Any] | None = None) -> None:
+        if saver is not None and not isinstance(saver, BaseCheckpointSaver):
+            raise ConfigError(
+                f"checkpointer must be a LangGraph checkpointer (a BaseCheckpointSaver); "
+                f"got {type(saver).__name__}"
+            )
+        self.location = location
+        self.saver = saver
+        self._ready: BaseCheckpointSaver[Any] | None = None  # the given saver, set up (and made async)
+
+    def describe(self) -> str:
+        """Where the checkpoints are, for messages."""
+        if self.saver is not None:
+            return f"the given checkpointer ({type(self.saver).__name__})"
+        return describe(self.location)
+
+    def ledger(self) -> LedgerBook:
+        """The ledger book, where the setting points (also with a given saver: its storage is not ours to
+        reach). Raises a `ConfigError` now for an unusable file or an unreachable server."""
+        if isinstance(self.location, Path):
+            from orchestrator.tracing.store import check_database
+
+            check_database(self.location, "checkpoint store", "checkpoints")
+            return LedgerBook(self.location)
+        from orchestrator.ledger import PostgresLedger
+
+        psycopg = _psycopg(self.location)
+        try:
+            store = PostgresLedger(self.location, redact(self.location), **_connect_args(self.location))
+        except psycopg.Error as exc:
+            raise _unreachable(self.location, exc) from None
+        return LedgerBook(store)
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        """The checkpointer for one run: set up, and closed at the end unless it was given."""
+        if self.saver is not None:
+            yield await self._given(self.saver)
+        elif isinstance(self.location, Path):
+            async with _sqlite_saver(self.location) as saver:
+                yield saver
+        else:
+            async with _postgres_saver(self.location) as saver:
+                yield saver
+
+    async def _given(self, saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
+        if self._ready is not None:
+            return self._ready
+        async with _setup_lock(f"given:{id(saver)}"):
+            if self._ready is None:
+                setup = getattr(saver, "setup", None)  # savers with tables make them here (idempotent)
+                if inspect.iscoroutinefunction(setup):
+                    await setup()
+                elif callable(setup):
+                    await asyncio.to_thread(setup)
+                probe: RunnableConfig = {"configurable": {"thread_id": "orch-probe", "checkpoint_ns": ""}}
+                try:
+                    await saver.aget_tuple(probe)
+                    self._ready = saver
+                except NotImplementedError:  # a sync-only saver (SqliteSaver, PostgresSaver)
+                    self._ready = _Threaded(saver)
+        return self._ready
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        async with _setup_lock(str(path)):
+            # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
+            # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
+            await saver.setup()
+        yield saver
+
+
+_set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
+
+
+@contextlib.asynccontextmanager
+async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    psycopg = _psycopg(url)
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **_connect_args(url)
+        )
+    except psycopg.Error as exc:
+        raise _unreachable(url, exc) from None
+    async with conn:
+        saver = AsyncPostgresSaver(conn)
+        if url not in _set_up:
+            async with _setup_lock(url):
+                if url not in _set_up:
+                    # processes on several machines may start at once: the migrations run one at a time
+                    await conn.execute("select pg_advisory_lock(%s)", (_PG_LOCK,))
+                    try:
+                        await saver.setup()
+                    finally:
+                        await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
+                    _set_up.add(url)
+        yield saver
+
+
+def _psycopg(url: str) -> Any:
+    """psycopg, once the postgres extra is known to be installed; else a ConfigError with the fix."""
+    try:
+        import langgraph.checkpoint.postgres.aio  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError(
+            f"checkpoints {redact(url)!r} need PostgreSQL support, which is not installed "
+            f"({exc.name or exc}); pip install '{DIST_NAME}[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(url)
+    except Exception as exc:
+        raise ConfigError(
+            f"checkpoints {redact(url)!r}: not a valid PostgreSQL URL: {_one_line(exc)}"
+        ) from None
+    return {} if "connect_timeout" in given else {"connect_timeout": _CONNECT_TIMEOUT_S}
+
+
+def _unreachable(url: str, exc: BaseException) -> ConfigError:
+    """One line naming the server and why; never the password, never a traceback."""
+    parts = urlsplit(url)
+    host = f"{parts.hostname or 'the local socket'}:{parts.port or 5432}"
+    return ConfigError(
+        f"checkpoint store {redact(url)!r}: cannot use PostgreSQL at {host}: {_one_line(exc)}; "
+        f"start the server or point {_SETTING} at one that runs"
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+_setup_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _setup_lock(key: str) -> asyncio.Lock:
+    """One lock per (event loop, store) for a checkpointer's schema set-up."""
+    locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(key, asyncio.Lock())
+
+
+class _Threaded(BaseCheckpointSaver[Any]):
+    """A sync-only checkpointer made usable by async runs: each call runs in a worker thread."""
+
+    def __init__(self, inner: BaseCheckpointSaver[Any]) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return list(self.inner.config_specs)
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self.inner.put_writes(config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.inner.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        def read() -> list[CheckpointTuple]:
+            return [*self.inner.list(config, filter=filter, before=before, limit=limit)]
+
+        for item in await asyncio.to_thread(read):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.inner.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.inner.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.inner.delete_thread, thread_id)
+
+    def with_allowlist(self, extra_allowlist: Any) -> BaseCheckpointSaver[Any]:
+        return _Threaded(self.inner.with_allowlist(extra_allowlist))
