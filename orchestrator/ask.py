@@ -9,13 +9,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from orchestrator.calls import _billed, usage_of
+from orchestrator.billing import bill, total
 from orchestrator.config import ModelConfig, Settings
 from orchestrator.errors import ModelError
-from orchestrator.pricing import Usage, cost_usd, price_table
+from orchestrator.pricing import Usage, price_table
 from orchestrator.providers import model_for
 from orchestrator.providers.base import HttpChatModel
-from orchestrator.providers.http import ProviderError, usage_dict
+from orchestrator.providers.http import ProviderError
 from orchestrator.stable import ModelProfile, resolve_profile
 
 __all__ = ["AskResult", "aask"]
@@ -43,7 +43,7 @@ class AskResult:
             "text": self.text,
             "model": self.model,
             "served_model": self.served_model,
-            "usage": usage_dict(self.usage),
+            "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,
             "price_source": self.price_source,
             "ttft_ms": self.ttft_ms,
@@ -106,13 +106,11 @@ async def aask(
             on_text(str(msg.content))
     duration_ms = (time.perf_counter() - t0) * 1000
     meta = msg.response_metadata or {}
-    usage = usage_of(msg)
-    cost = cost_usd(usage, profile.prices)
     attempts = list(meta.get("attempts") or [])
-    for _name, extra in _billed(attempts):  # broken attempts were billed too
-        usage = usage + extra
-        extra_cost = cost_usd(extra, profile.prices)
-        cost = None if cost is None or extra_cost is None else cost + extra_cost
+    charges = bill(
+        msg, attempts, model=profile.name, price_of=lambda _name: profile.prices, wall_ms=duration_ms
+    )
+    usage, cost = total(charges)  # broken attempts were billed too
     return AskResult(
         text=str(msg.content),
         model=profile.name,

@@ -10,79 +10,34 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from opentelemetry.trace import Span
 
+from orchestrator.billing import bill, estimate_prompt, total
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.errors import ModelError, PromptTooLongError
 from orchestrator.instrument import TRACED
 from orchestrator.ledger import LedgerEntry
-from orchestrator.pricing import Usage, cost_usd, warn_unpriced
+from orchestrator.pricing import Prices, Usage, cost_usd, warn_unpriced
 from orchestrator.stable import ModelProfile
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 
-__all__ = ["call_model", "estimate_tokens"]
+__all__ = ["call_model", "check_context"]
 
 
-def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
-    """A deliberately high prompt-token estimate (3 characters a token, plus per-message overhead)."""
-    return sum(len(str(m.content)) // 3 + 8 for m in messages)
-
-
-def check_context(profile: ModelProfile, messages: Sequence[BaseMessage], max_tokens: int, slot: str) -> None:
+def check_context(profile: ModelProfile, low_estimate: int, max_tokens: int, slot: str) -> None:
     """Refuse, before the call, a prompt that can't fit the model's context window with its reply.
 
-    The count is a low estimate (6 characters a token), so only prompts that surely overflow are refused;
-    local models also count exactly, before generating.
+    The count is the prompt's low estimate, so only prompts that surely overflow are refused; local models
+    also count exactly, before generating.
     """
     window = profile.context_window
     if not window:
         return
-    low = sum(len(str(m.content)) for m in messages) // 6
-    if low + max_tokens > window:
+    if low_estimate + max_tokens > window:
         raise PromptTooLongError(
-            f"slot {slot!r}: the prompt is at least {low} tokens; with max_tokens {max_tokens} it can't fit "
-            f"the context window of {profile.name!r} ({window} tokens). Shorten the input, or use a model "
-            "with a larger window (a local model's window is the slot's context_window)"
+            f"slot {slot!r}: the prompt is at least {low_estimate} tokens; with max_tokens {max_tokens} it "
+            f"can't fit the context window of {profile.name!r} ({window} tokens). Shorten the input, or use "
+            "a model with a larger window (a local model's window is the slot's context_window)"
         )
-
-
-def usage_of(msg: AIMessage) -> Usage:
-    """Usage in OTel's convention (input includes cached tokens) from langchain's `usage_metadata`."""
-    um = msg.usage_metadata
-    if not um:
-        return Usage()
-    details: dict[str, Any] = dict(um.get("input_token_details") or {})
-    out_details: dict[str, Any] = dict(um.get("output_token_details") or {})
-    return Usage(
-        input_tokens=int(um.get("input_tokens", 0)),
-        output_tokens=int(um.get("output_tokens", 0)),
-        cache_read_tokens=int(details.get("cache_read", 0) or 0),
-        cache_write_tokens=int(details.get("cache_creation", 0) or 0),
-        cache_write_1h_tokens=int(details.get("ephemeral_1h_input_tokens", 0) or 0),
-        reasoning_tokens=int(out_details.get("reasoning", 0) or 0),
-        estimated=bool((msg.response_metadata or {}).get("usage_estimated")),
-    )
-
-
-def _billed(attempts: Sequence[dict[str, Any]]) -> list[tuple[str, Usage]]:
-    """Failed attempts that generated tokens (a dropped stream): billed by the provider, so by us."""
-    out = []
-    for a in attempts:
-        u = a.get("usage")
-        if a.get("error") and u:
-            out.append(
-                (
-                    str(a["model"]),
-                    Usage(
-                        input_tokens=u["input_tokens"],
-                        output_tokens=u["output_tokens"],
-                        cache_read_tokens=u["cache_read_input_tokens"],
-                        cache_write_tokens=u["cache_creation_input_tokens"],
-                        cache_write_1h_tokens=u.get("cache_creation_1h_input_tokens", 0),
-                        estimated=True,
-                    ),
-                )
-            )
-    return out
 
 
 async def call_model(
@@ -108,8 +63,9 @@ async def call_model(
     model = ctx.models[slot]
     if time.monotonic() >= ctx.deadline:
         raise BudgetStop(f"deadline of {ctx.limits.deadline_s:g}s reached")
-    est_in = estimate_tokens(messages)
-    check_context(profile, messages, max_tokens, slot)
+    estimate = estimate_prompt(messages, (options or {}).get("tools") or ())
+    check_context(profile, estimate.low, max_tokens, slot)
+    est_in = estimate.high
     worst = [cost_usd(Usage(est_in, max_tokens), p.prices) for p in binding.chain]
     est_usd = None if any(w is None for w in worst) else max(w for w in worst if w is not None)
     reason = ctx.meter.refusal(est_in + max_tokens, est_usd)
@@ -137,21 +93,8 @@ async def call_model(
             [{"role": m.type, "content": str(m.content)} for m in messages]
         )
 
-    def entry(
-        name: str, usage: Usage, cost: float | None, wall_ms: float, ttft: Any, compute: Any
-    ) -> LedgerEntry:
-        return LedgerEntry(
-            node=node,
-            kind="model",
-            name=name,
-            role=binding.role,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_usd=cost,
-            wall_ms=wall_ms,
-            ttft_ms=float(ttft) if ttft is not None else None,
-            compute_ms=float(compute) if compute is not None else None,
-        )
+    def price_of(name: str) -> Prices | None:
+        return binding.profile_of(name).prices
 
     entries: list[LedgerEntry] = []
     with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes, parent) as span:
@@ -162,20 +105,18 @@ async def call_model(
             raise
         except Exception as exc:
             wall_ms = (time.perf_counter() - t0) * 1000
-            billed = _billed([a.as_dict() for a in getattr(exc, "attempts", [])])
-            for name, usage in billed:
-                entries.append(
-                    entry(name, usage, cost_usd(usage, binding.profile_of(name).prices), wall_ms, None, None)
-                )
-            if billed:
-                total = sum((u for _, u in billed), Usage())
-                costs = [e["cost_usd"] for e in entries]
+            charges = bill(
+                None, getattr(exc, "attempts", []), model=profile.name, price_of=price_of, wall_ms=wall_ms
+            )
+            entries = [c.entry(node, binding.role) for c in charges]
+            if charges:
+                used, cost = total(charges)
                 span.set_attributes(
                     {
-                        A.INPUT_TOKENS: total.input_tokens,
-                        A.OUTPUT_TOKENS: total.output_tokens,
+                        A.INPUT_TOKENS: used.input_tokens,
+                        A.OUTPUT_TOKENS: used.output_tokens,
                         A.USAGE_ESTIMATED: True,
-                        **({A.COST: sum(c for c in costs if c is not None)} if None not in costs else {}),
+                        **({A.COST: cost} if cost is not None else {}),
                     }
                 )
             for e in entries:
@@ -193,21 +134,16 @@ async def call_model(
             raise ModelError(f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage")
         meta = msg.response_metadata or {}
         served = binding.profile_of(str(meta.get("served_by") or profile.name))
-        usage = usage_of(msg)
-        cost = cost_usd(usage, served.prices)
+        attempts = list(meta.get("attempts") or [])
+        charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
+        entries = [c.entry(node, binding.role) for c in charges]
+        usage = charges[-1].usage
+        used, cost = total(charges)
         ttft = meta.get("ttft_ms")
         compute = meta.get("compute_ms")
-        attempts = list(meta.get("attempts") or [])
-        for name, extra in _billed(attempts):
-            entries.append(
-                entry(name, extra, cost_usd(extra, binding.profile_of(name).prices), 0.0, None, None)
-            )
-        entries.append(entry(served.name, usage, cost, wall_ms, ttft, compute))
-        total = sum((Usage(e["input_tokens"], e["output_tokens"]) for e in entries), Usage())
-        costs = [e["cost_usd"] for e in entries]
         result: dict[str, Any] = {
-            A.INPUT_TOKENS: total.input_tokens,
-            A.OUTPUT_TOKENS: total.output_tokens,
+            A.INPUT_TOKENS: used.input_tokens,
+            A.OUTPUT_TOKENS: used.output_tokens,
             A.CACHE_READ: usage.cache_read_tokens,
             A.CACHE_WRITE: usage.cache_write_tokens,
             A.RESPONSE_MODEL: served.name,
@@ -216,10 +152,10 @@ async def call_model(
             result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
         if usage.reasoning_tokens:
             result[A.REASONING] = usage.reasoning_tokens
-        if usage.estimated or len(entries) > 1:
-            result[A.USAGE_ESTIMATED] = usage.estimated or len(entries) > 1
-        if None not in costs:
-            result[A.COST] = sum(c for c in costs if c is not None)
+        if used.estimated:
+            result[A.USAGE_ESTIMATED] = True
+        if cost is not None:
+            result[A.COST] = cost
         if attempts:
             result[A.ATTEMPTS] = len(attempts)
             result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from langchain_core.language_models import BaseChatModel
 from opentelemetry.trace import Tracer
@@ -14,9 +13,7 @@ from orchestrator.config import Limits
 from orchestrator.ledger import BudgetMeter
 from orchestrator.stable import SlotBinding
 from orchestrator.toolproc import ToolRunner
-
-if TYPE_CHECKING:
-    from orchestrator.workers import Worker
+from orchestrator.workers import Worker
 
 __all__ = ["BudgetStop", "RunContext"]
 

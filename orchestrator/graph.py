@@ -41,7 +41,8 @@ from orchestrator.plan import Example, Part, current_part, merge_plan
 from orchestrator.toolproc import ToolFailed, ToolRunner
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
-from orchestrator.workers import Worker, reject, run_worker
+from orchestrator.workers import Worker
+from orchestrator.workhorse import reject, run_worker
 
 __all__ = ["AgentState", "build_agent_graph"]
 

@@ -35,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import Field
 
+from orchestrator.billing import Charge, usage_of
 from orchestrator.ledger import BudgetMeter, LedgerEntry
 from orchestrator.pricing import PriceTable, Usage, cost_usd
 from orchestrator.tracing import attrs as A
@@ -242,20 +243,7 @@ class GraphTracer(BaseCallbackHandler):
             }
         )
         self._end(run_id)
-        self.meter.add(
-            LedgerEntry(
-                node=found.node or "graph",
-                kind="model",
-                name=model,
-                role=None,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost_usd=cost,
-                wall_ms=wall_ms,
-                ttft_ms=ttft,
-                compute_ms=None,
-            )
-        )
+        self.meter.add(Charge(model, usage, cost, wall_ms, ttft).entry(found.node or "graph", None))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error)
@@ -329,18 +317,12 @@ def _task_key(meta: Mapping[str, Any]) -> str:
 
 
 def _usage(response: LLMResult) -> Usage:
+    """A result's usage: its message's `usage_metadata`, else the provider's `llm_output` token counts."""
     for generations in response.generations:
         for gen in generations:
             message = getattr(gen, "message", None)
-            um = getattr(message, "usage_metadata", None)
-            if um:
-                details = um.get("input_token_details") or {}
-                return Usage(
-                    int(um.get("input_tokens") or 0),
-                    int(um.get("output_tokens") or 0),
-                    cache_read_tokens=int(details.get("cache_read") or 0),
-                    cache_write_tokens=int(details.get("cache_creation") or 0),
-                )
+            if message is not None and getattr(message, "usage_metadata", None):
+                return usage_of(message)
     usage = (response.llm_output or {}).get("token_usage") or (response.llm_output or {}).get("usage") or {}
     return Usage(
         int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),

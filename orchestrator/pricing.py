@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -90,6 +91,31 @@ class Usage:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`orch ask --json`, response metadata, attempts)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens,
+            "cache_creation_1h_input_tokens": self.cache_write_1h_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "usage_estimated": self.estimated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        """The inverse of `to_dict` (missing counts are 0)."""
+        return cls(
+            input_tokens=int(d.get("input_tokens") or 0),
+            output_tokens=int(d.get("output_tokens") or 0),
+            cache_read_tokens=int(d.get("cache_read_input_tokens") or 0),
+            cache_write_tokens=int(d.get("cache_creation_input_tokens") or 0),
+            cache_write_1h_tokens=int(d.get("cache_creation_1h_input_tokens") or 0),
+            reasoning_tokens=int(d.get("reasoning_tokens") or 0),
+            estimated=bool(d.get("usage_estimated")),
+        )
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -101,3 +101,36 @@ def test_a_bad_price_file_is_a_config_error_naming_it(tmp_path: Path, content: s
         PriceTable.from_file(f)
     with pytest.raises(ConfigError, match="does not exist"):
         PriceTable.from_file(tmp_path / "missing.json")
+
+
+def test_one_bill_for_a_reply_and_the_broken_attempts_before_it() -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from orchestrator.billing import bill, estimate_prompt, total
+    from orchestrator.providers.http import Attempt
+
+    prices = Prices(input=1e-6, output=2e-6)
+    broken = Attempt("m", 200, "stream cut", 50.0, usage=Usage(100, 10))
+    waited = Attempt("m", 429, "rate limited", 5.0)  # generated nothing: not billed
+    reply = AIMessage(
+        "hi",
+        usage_metadata={"input_tokens": 100, "output_tokens": 3, "total_tokens": 103},
+        response_metadata={"ttft_ms": 12.5},
+    )
+    dicts = [broken.as_dict(), waited.as_dict()]  # as attempts travel in response metadata
+    assert [Attempt.from_dict(d) for d in dicts] == [broken, waited]
+    charges = bill(reply, dicts, model="m", price_of=lambda _m: prices, wall_ms=80.0)
+    assert [(c.usage.input_tokens, c.usage.output_tokens, c.usage.estimated) for c in charges] == [
+        (100, 10, True),
+        (100, 3, False),
+    ]
+    assert charges[-1].ttft_ms == 12.5 and charges[-1].wall_ms == 80.0
+    used, cost = total(charges)
+    assert (used.input_tokens, used.output_tokens, used.estimated) == (200, 13, True)
+    assert cost == pytest.approx(200e-6 + 13 * 2e-6)
+    assert total([*charges, bill(reply, [], model="x", price_of=lambda _m: None, wall_ms=1)[0]])[1] is None
+    failed = bill(None, [broken], model="m", price_of=lambda _m: prices, wall_ms=70.0)
+    assert [(c.model, c.wall_ms) for c in failed] == [("m", 70.0)]
+    est = estimate_prompt([HumanMessage("x" * 600)])
+    assert est.low < est.likely < est.high
+    assert estimate_prompt([HumanMessage("x" * 600)], [{"name": "t" * 300}]).likely > est.likely

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -24,10 +23,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from orchestrator.billing import estimate_prompt
 from orchestrator.errors import ModelError
-from orchestrator.providers.http import Completion, Endpoint, Protocol, aclose_clients, send, usage_dict
+from orchestrator.providers.http import Completion, Endpoint, Protocol, send
+from orchestrator.sync import run_blocking
 
-__all__ = ["HttpChatModel", "ToolChoice", "normalize_tool_choice", "run_blocking"]
+__all__ = ["HttpChatModel", "ToolChoice", "normalize_tool_choice"]
 
 T = TypeVar("T")
 
@@ -54,36 +55,6 @@ def normalize_tool_choice(choice: Any) -> ToolChoice | None:
         if kind in ("auto", "none"):
             return str(kind)
     raise ModelError(f"unsupported tool_choice {choice!r}: use 'auto', 'none', 'required' or a tool name")
-
-
-def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
-
-    async def main() -> T:
-        try:
-            return await factory()
-        finally:
-            await aclose_clients()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(main())
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(main())
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="orchestrator-sync-call")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    result: T = box["value"]
-    return result
 
 
 class _Restart:
@@ -175,9 +146,7 @@ class HttpChatModel(BaseChatModel):
         """One call, measured. The lowest level the CLI and the LangChain methods share."""
         streaming = self.use_streaming if stream is None else stream
         body = self.build_body(messages, stop=stop, stream=streaming, **kwargs)
-        estimate = (
-            sum(len(str(m.content)) // 4 + 4 for m in messages) + len(json.dumps(body.get("tools", []))) // 4
-        )
+        estimate = estimate_prompt(messages, body.get("tools") or ()).likely
         return await send(
             self.protocol,
             self.endpoint,
@@ -245,7 +214,7 @@ class HttpChatModel(BaseChatModel):
             "generation_ms": c.generation_ms,
             "retry_wait_ms": c.retry_wait_ms,
             "attempts": [a.as_dict() for a in c.attempts],
-            "usage": usage_dict(c.usage),
+            "usage": c.usage.to_dict(),
             "usage_estimated": c.usage.estimated,
             "rate_limits": dict(c.rate_limits),
         }

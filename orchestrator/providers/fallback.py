@@ -22,8 +22,9 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from orchestrator.instrument import TRACED
-from orchestrator.providers.base import normalize_tool_choice, run_blocking
+from orchestrator.providers.base import normalize_tool_choice
 from orchestrator.providers.http import Attempt, ProviderError, model_state
+from orchestrator.sync import run_blocking
 
 __all__ = ["FallbackChatModel"]
 
@@ -106,7 +107,7 @@ class FallbackChatModel(BaseChatModel):
             return ChatResult(generations=[ChatGeneration(message=msg)])
         raise ProviderError(
             "every model in the fallback chain failed: " + "; ".join(errors),
-            [_attempt(a) for a in attempts],
+            [Attempt.from_dict(a) for a in attempts],
         )
 
     def _generate(
@@ -117,21 +118,3 @@ class FallbackChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return run_blocking(lambda: self._agenerate(messages, stop, **kwargs))
-
-
-def _attempt(d: dict[str, Any]) -> Attempt:
-    from orchestrator.pricing import Usage
-
-    u = d.get("usage")
-    usage = None
-    if u:
-        usage = Usage(
-            input_tokens=u["input_tokens"],
-            output_tokens=u["output_tokens"],
-            cache_read_tokens=u["cache_read_input_tokens"],
-            cache_write_tokens=u["cache_creation_input_tokens"],
-            cache_write_1h_tokens=u["cache_creation_1h_input_tokens"],
-            reasoning_tokens=u["reasoning_tokens"],
-            estimated=u["usage_estimated"],
-        )
-    return Attempt(d["model"], d["status"], d["error"], d["duration_ms"], d["wait_ms"], usage)

@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,21 +75,21 @@ class Attempt:
             "wait_ms": round(self.wait_ms, 3),
         }
         if self.usage is not None:
-            out["usage"] = usage_dict(self.usage)
+            out["usage"] = self.usage.to_dict()
         return out
 
-
-def usage_dict(u: Usage) -> dict[str, Any]:
-    """Usage as a plain dict, in OTel's convention (input includes cached tokens)."""
-    return {
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_read_input_tokens": u.cache_read_tokens,
-        "cache_creation_input_tokens": u.cache_write_tokens,
-        "cache_creation_1h_input_tokens": u.cache_write_1h_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "usage_estimated": u.estimated,
-    }
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Attempt:
+        """The inverse of `as_dict` (attempts travel in response metadata as plain data)."""
+        u = d.get("usage")
+        return cls(
+            str(d["model"]),
+            d.get("status"),
+            d.get("error"),
+            float(d.get("duration_ms") or 0.0),
+            float(d.get("wait_ms") or 0.0),
+            Usage.from_dict(u) if u else None,
+        )
 
 
 @dataclass

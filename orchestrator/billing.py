@@ -1,0 +1,154 @@
+"""One path for every cost: what a call used, what it cost, and the ledger entries it makes.
+
+Every caller that pays for a model call goes through `bill`: `calls.call_model` (the agent loop and the
+slot models), the graph tracer (models a user calls directly) and `orch ask`. A call is billed for its
+reply and for every failed attempt that generated tokens before it broke (its usage is estimated).
+
+Prompt sizes are estimated in one place, `estimate_prompt`, with three bounds: the budget check uses the
+high one (never under-reserve), the context-window check the low one (never refuse a prompt that fits),
+and a stream that broke before its usage arrived is billed at the likely one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from orchestrator.ledger import LedgerEntry
+from orchestrator.pricing import Prices, Usage, cost_usd
+from orchestrator.providers.http import Attempt
+
+__all__ = ["Charge", "PromptEstimate", "bill", "estimate_prompt", "total", "usage_of"]
+
+
+@dataclass(frozen=True)
+class PromptEstimate:
+    """Bounds on a prompt's token count, from its characters (no tokenizer: any model, no cost).
+
+    `low` counts 6 characters a token, `likely` 4 (English text on common BPE vocabularies) plus a few
+    tokens a message for the chat template, `high` 3 plus 8 a message.
+    """
+
+    low: int
+    likely: int
+    high: int
+
+
+def estimate_prompt(
+    messages: Sequence[BaseMessage], tools: Sequence[Mapping[str, Any]] = ()
+) -> PromptEstimate:
+    """Bound the tokens of `messages` (and of the tool schemas sent with them)."""
+    chars = sum(len(str(m.content)) for m in messages)
+    if tools:
+        chars += len(json.dumps(list(tools)))
+    n = len(messages)
+    return PromptEstimate(low=chars // 6, likely=chars // 4 + 4 * n, high=chars // 3 + 8 * n)
+
+
+def usage_of(message: BaseMessage) -> Usage:
+    """A reply's usage in OTel's convention (input includes cached tokens), from LangChain's
+    `usage_metadata`; `response_metadata["usage_estimated"]` marks counts a provider could only guess."""
+    um: Any = getattr(message, "usage_metadata", None)
+    if not um:
+        return Usage()
+    details: Mapping[str, Any] = um.get("input_token_details") or {}
+    out_details: Mapping[str, Any] = um.get("output_token_details") or {}
+    return Usage(
+        input_tokens=int(um.get("input_tokens") or 0),
+        output_tokens=int(um.get("output_tokens") or 0),
+        cache_read_tokens=int(details.get("cache_read") or 0),
+        cache_write_tokens=int(details.get("cache_creation") or 0),
+        cache_write_1h_tokens=int(details.get("ephemeral_1h_input_tokens") or 0),
+        reasoning_tokens=int(out_details.get("reasoning") or 0),
+        estimated=bool((getattr(message, "response_metadata", None) or {}).get("usage_estimated")),
+    )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one model (one answer, or one broken attempt) used and cost."""
+
+    model: str
+    usage: Usage
+    cost_usd: float | None
+    wall_ms: float = 0.0
+    ttft_ms: float | None = None
+    compute_ms: float | None = None
+
+    def entry(self, node: str, role: str | None) -> LedgerEntry:
+        """This charge as a run ledger entry under `node`."""
+        return LedgerEntry(
+            node=node,
+            kind="model",
+            name=self.model,
+            role=role,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cost_usd=self.cost_usd,
+            wall_ms=self.wall_ms,
+            ttft_ms=self.ttft_ms,
+            compute_ms=self.compute_ms,
+        )
+
+
+PriceOf = Callable[[str], Prices | None]
+
+
+def bill(
+    reply: BaseMessage | None,
+    attempts: Sequence[Attempt | Mapping[str, Any]],
+    *,
+    model: str,
+    price_of: PriceOf,
+    wall_ms: float,
+) -> list[Charge]:
+    """The charges of one call: one per failed attempt that was billed, then the reply's (if any).
+
+    `model` names the reply's model (a fallback chain names the member that answered); `price_of` prices
+    any model of the call by name. With no reply (the call failed), the billed attempts carry the wall time.
+    """
+    charges = []
+    for a in attempts:
+        attempt = a if isinstance(a, Attempt) else Attempt.from_dict(a)
+        if attempt.error and attempt.usage is not None:
+            usage = attempt.usage if attempt.usage.estimated else _estimated(attempt.usage)
+            waited = wall_ms if reply is None else 0.0
+            charges.append(Charge(attempt.model, usage, cost_usd(usage, price_of(attempt.model)), waited))
+    if reply is not None:
+        meta = getattr(reply, "response_metadata", None) or {}
+        usage = usage_of(reply)
+        ttft, compute = meta.get("ttft_ms"), meta.get("compute_ms")
+        charges.append(
+            Charge(
+                model,
+                usage,
+                cost_usd(usage, price_of(model)),
+                wall_ms,
+                float(ttft) if ttft is not None else None,
+                float(compute) if compute is not None else None,
+            )
+        )
+    return charges
+
+
+def _estimated(u: Usage) -> Usage:
+    return Usage(
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.cache_write_1h_tokens,
+        u.reasoning_tokens,
+        estimated=True,
+    )
+
+
+def total(charges: Sequence[Charge]) -> tuple[Usage, float | None]:
+    """The summed usage and cost of charges (cost `None` when any is unpriced)."""
+    usage = sum((c.usage for c in charges), Usage())
+    costs = [c.cost_usd for c in charges]
+    return usage, None if None in costs else sum(c for c in costs if c is not None)
