@@ -78,7 +78,7 @@ async def test_other_calls_finish_while_one_tool_runs_away(runner: ToolRunner) -
 
     async def runaway() -> None:
         with pytest.raises(TimeoutError):
-            await runner.run(backtrack, {"size": 60}, 8.0)  # a second child may start slowly on a busy machine
+            await runner.run(backtrack, {"size": 60}, 8.0)  # a second child starts slowly on a busy machine
         finished["runaway"] = time.perf_counter() - t0
 
     async def normal() -> None:
