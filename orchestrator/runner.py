@@ -487,7 +487,7 @@ class Orchestrator:
                     except Exception as exc:  # recorded as a failed run, never left "running"
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
                         status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
-                        resumable = isinstance(exc, ProviderError)  # not a bad output, which would repeat
+                        resumable = _provider_failed(exc)  # not a bad output, which would repeat
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     finally:
@@ -594,6 +594,18 @@ def _answer(state: Mapping[str, Any], output_key: str | None) -> str | None:
         if getattr(message, "type", None) == "ai" and isinstance(content, str) and content:
             return content
     return json.dumps({k: v for k, v in state.items() if k != "ledger"}, default=str, ensure_ascii=False)
+
+
+def _provider_failed(exc: BaseException) -> bool:
+    """A provider call failed (perhaps wrapped as the model error of a slot): resuming may get past it."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ProviderError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _known_cost(entries: Sequence[LedgerEntry]) -> float | None:

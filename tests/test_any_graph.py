@@ -289,3 +289,24 @@ async def test_subgraph_nodes_get_their_own_spans_under_the_parent_node(settings
     assert nodes["draft"]["parent_id"] == nodes["write"]["span_id"]
     assert nodes["polish"]["parent_id"] == nodes["write"]["span_id"]
     orch.close()
+
+
+async def test_a_provider_failure_in_a_users_graph_is_resumable(
+    loopback: Loopback, settings: Settings
+) -> None:
+    from loopback import Reply
+
+    loopback.route("/v1/chat/completions", openai_stream(["A card has not arrived."], openai_usage(120, 8)))
+    loopback.route("/v1/messages", Reply(status=500, body=b'{"error": "down"}'))
+    slots = _slots(loopback)
+    slots["write"] = slots["write"].model_copy(update={"max_retries": 0})
+    orch = Orchestrator(settings=settings, slots=slots, graphs={"mine": TWO_SLOTS})
+    failed = await orch.arun("mine", "My card never came.", run_id="r-500")
+    assert failed.status == "failed" and failed.resumable, failed.error
+    loopback.route(
+        "/v1/messages", anthropic_stream(["Sorry, we'll send a new card."], anthropic_usage(60, 12))
+    )
+    resumed = await orch.arun("mine", None, run_id="r-500", resume=True)
+    assert (resumed.status, resumed.answer) == ("ok", "Sorry, we'll send a new card.")
+    assert resumed.ledger.cost_usd == pytest.approx(SUMMARIZE_COST + WRITE_COST)  # summarize paid once
+    orch.close()
