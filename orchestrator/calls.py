@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -50,6 +50,7 @@ async def call_model(
     schema: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     parent: Span | None = None,
+    on_text: Callable[[str, bool], None] | None = None,
 ) -> tuple[AIMessage, list[LedgerEntry]]:
     """Call the model bound to `slot`, after checking the budget against the worst case.
 
@@ -57,6 +58,9 @@ async def call_model(
     that was billed (estimated usage). Raises BudgetStop before the call when it could break the budget or
     the deadline, and ModelError when the model (and its fallbacks) fail; that error carries the billed
     attempts' entries in `ledger_entries`.
+
+    The reply's text goes, as it arrives, to `on_text(text, restart)` and to the run's text sink: a model
+    that streams delivers it in pieces, any other model in one piece when it has answered.
     """
     binding = ctx.slots[slot]
     profile = binding.profile
@@ -77,6 +81,9 @@ async def call_model(
     kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": binding.temperature, **(options or {})}
     if schema is not None:
         kwargs["response_format"] = {"type": "json_object", "schema": schema}
+    text = _TextOut(on_text, ctx.text_sink, node, slot)
+    if text.wanted and getattr(model, "streams_text", False):
+        kwargs["on_text"], kwargs["on_restart"] = text.piece, text.restart
     attributes: dict[str, Any] = {
         A.OPERATION: "chat",
         A.PROVIDER: profile.provider,
@@ -180,4 +187,36 @@ async def call_model(
             )
     for e in entries:
         ctx.meter.add(e)
+    if text.wanted and not text.sent and msg.content:
+        text.piece(str(msg.content))  # a model that does not stream: its text in one piece
     return msg, entries
+
+
+class _TextOut:
+    """A call's text, sent to the caller's callback and to the run's sink."""
+
+    __slots__ = ("callback", "node", "sent", "sink", "slot")
+
+    def __init__(self, callback: Callable[[str, bool], None] | None, sink: Any, node: str, slot: str) -> None:
+        self.callback, self.sink, self.node, self.slot = callback, sink, node, slot
+        self.sent = False
+
+    @property
+    def wanted(self) -> bool:
+        return self.callback is not None or self.sink is not None
+
+    def piece(self, text: str) -> None:
+        self.sent = True
+        if self.callback is not None:
+            self.callback(text, False)
+        if self.sink is not None:
+            self.sink(self.node, self.slot, text)
+
+    def restart(self, reason: str = "") -> None:
+        if not self.sent:
+            return
+        self.sent = False
+        if self.callback is not None:
+            self.callback("", True)
+        if self.sink is not None:
+            self.sink(self.node, self.slot, "", restart=True)

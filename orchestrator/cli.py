@@ -115,7 +115,9 @@ async def _run(
     run_id = args.resume or args.run_id
     try:
         with _status("starting ...") as status:
-            events = orch.astream(graph, text, budget=budget, run_id=run_id, resume=bool(args.resume))
+            events = orch.astream(
+                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume), tokens=False
+            )
             async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
                 async for event in events:
                     run_id = event.run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from langchain_core.language_models import BaseChatModel
 from opentelemetry.trace import Tracer
@@ -15,7 +16,16 @@ from orchestrator.stable import SlotBinding
 from orchestrator.toolproc import ToolRunner
 from orchestrator.workers import Worker
 
-__all__ = ["BudgetStop", "RunContext"]
+__all__ = ["BudgetStop", "RunContext", "TextSink"]
+
+
+class TextSink(Protocol):
+    """Where model text goes as it arrives: `(node, source, text)`; `restart=True` (with text "") when
+    the text so far is void (a stream broke and its call starts over, or a fallback model takes over).
+    `source` is the slot, or the model name for a model the user called directly. Called on the run's
+    event loop."""
+
+    def __call__(self, node: str, source: str, text: str, restart: bool = False) -> None: ...
 
 
 @dataclass
@@ -33,6 +43,7 @@ class RunContext:
     capture_content: bool = False
     tool_runner: ToolRunner | None = None
     deadline: float = field(default=0.0)
+    text_sink: TextSink | None = None  # model text as it arrives, for `Orchestrator.astream`'s token events
 
     def __post_init__(self) -> None:
         if not self.deadline:

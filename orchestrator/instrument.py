@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -28,8 +28,8 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
@@ -72,8 +72,10 @@ class GraphTracer(BaseCallbackHandler):
         meter: BudgetMeter,
         prices: PriceTable,
         capture_content: bool = False,
+        text_sink: Any = None,
     ) -> None:
         self.run_id = run_id
+        self.text_sink = text_sink  # a `context.TextSink`: the text of the models it traces, as it arrives
         self.tracer = tracer
         self.root = root
         self.meter = meter
@@ -219,8 +221,12 @@ class GraphTracer(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         found = self._open.get(run_id)
-        if found is not None and found.first_token is None:
+        if found is None:
+            return
+        if found.first_token is None:
             found.first_token = time.perf_counter()
+        if self.text_sink is not None and isinstance(token, str) and token:
+            self.text_sink(found.node or "graph", found.name.partition("/")[2], token)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         found = self._open.get(run_id)
@@ -382,12 +388,72 @@ class SlotModel(BaseChatModel):
         node = (tracer.node_of(parent) if tracer else None) or _config_node() or "graph"
         span = tracer.span_of(parent) if tracer else None
         max_tokens = int(kwargs.pop("max_tokens", None) or ctx.limits.max_tokens)
+        on_text = kwargs.pop("on_text", None)
         if stop:
             kwargs["stop"] = stop
         msg, _ = await call_model(
-            ctx, self.slot, node, messages, max_tokens=max_tokens, options=kwargs, parent=span
+            ctx,
+            self.slot,
+            node,
+            messages,
+            max_tokens=max_tokens,
+            options=kwargs,
+            parent=span,
+            on_text=on_text,
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The reply's text in pieces as the model writes them, then a last chunk with its usage and tool
+        calls. Text voided by a restart (a broken stream, a fallback) can't be taken back from a stream:
+        the call then fails rather than yield it twice."""
+        queue: asyncio.Queue[tuple[str, bool] | None] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self._agenerate(
+                messages, stop, run_manager, on_text=lambda t, r: queue.put_nowait((t, r)), **kwargs
+            )
+        )
+        task.add_done_callback(lambda _t: queue.put_nowait(None))
+        sent = False
+        try:
+            while (item := await queue.get()) is not None:
+                text, restart = item
+                if restart:
+                    if sent:
+                        task.cancel()
+                        from orchestrator.errors import ModelError
+
+                        raise ModelError(
+                            f"slot {self.slot!r}: the stream broke after text was delivered; call it again"
+                        )
+                    continue
+                sent = True
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+            result = task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+        final = result.generations[0].message
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="" if sent else final.content,
+                tool_call_chunks=[
+                    {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc["id"], "index": i}
+                    for i, tc in enumerate(getattr(final, "tool_calls", []) or [])
+                ],
+                usage_metadata=getattr(final, "usage_metadata", None),
+                response_metadata=final.response_metadata,
+            )
+        )
 
     def _generate(
         self,

@@ -30,7 +30,7 @@ from opentelemetry.trace import Status, StatusCode
 from orchestrator.catalog import Catalog
 from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
-from orchestrator.context import RunContext
+from orchestrator.context import RunContext, TextSink
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
 from orchestrator.instrument import GraphTracer
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
@@ -80,14 +80,21 @@ class RunResult:
 
 @dataclass(frozen=True)
 class RunEvent:
-    """A node finished (`kind="node"`), or the run ended (`kind="end"`, with `result`).
+    """What a run reports as it goes.
 
-    A node event carries the node's state update, how long it ran (`node_s`, where known), and the model
-    calls, tokens and cost it spent.
+    - `kind="start"`: the run began.
+    - `kind="token"`: a model call inside `node` produced `text` (a piece, as it arrives); `source` is the
+      slot, or the model's name for a model the user called directly. Models that stream send many
+      pieces, others one piece with their whole reply.
+    - `kind="restart"`: the text that node's call sent so far is void (a stream broke and the call starts
+      over, or a fallback model took over); what follows replaces it.
+    - `kind="node"`: a node finished, with its state update, how long it ran (`node_s`, where known), and
+      the model calls, tokens and cost it spent.
+    - `kind="end"`: the run ended, with its `result`.
     """
 
     run_id: str
-    kind: Literal["start", "node", "end"]
+    kind: Literal["start", "token", "restart", "node", "end"]
     node: str | None = None
     update: Mapping[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -96,6 +103,8 @@ class RunEvent:
     calls: int = 0
     tokens: int = 0
     cost_usd: float | None = 0.0
+    text: str = ""
+    source: str | None = None
 
 
 def _import_ref(ref: str, what: str) -> Any:
@@ -305,7 +314,8 @@ class Orchestrator:
     ) -> RunResult:
         """Run a graph to its end and return the result; a budget stop is a status, not an exception."""
         result: RunResult | None = None
-        async for event in self.astream(graph, input, budget=budget, run_id=run_id, resume=resume):
+        events = self.astream(graph, input, budget=budget, run_id=run_id, resume=resume, tokens=False)
+        async for event in events:
             if event.result is not None:
                 result = event.result
         assert result is not None
@@ -333,8 +343,10 @@ class Orchestrator:
         budget: Budget | None = None,
         run_id: str | None = None,
         resume: bool = False,
+        tokens: bool = True,
     ) -> AsyncIterator[RunEvent]:
-        """Run a graph, yielding an event as each node finishes and a last one with the result."""
+        """Run a graph, yielding events (`RunEvent`): the models' text as it arrives (`tokens=False`: none),
+        each node as it finishes, and a last one with the result."""
         name, builder = self._graph(graph)
         if not resume and not input:
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
@@ -346,7 +358,7 @@ class Orchestrator:
         run_id = run_id or uuid.uuid4().hex[:16]
         queue: asyncio.Queue[RunEvent] = asyncio.Queue()
         task = asyncio.create_task(
-            self._drive(name, builder, input, budget or Budget(), run_id, resume, queue)
+            self._drive(name, builder, input, budget or Budget(), run_id, resume, queue, tokens)
         )
         ended = False
         try:
@@ -383,7 +395,17 @@ class Orchestrator:
         run_id: str,
         resume: bool,
         queue: asyncio.Queue[RunEvent],
+        tokens: bool = False,
     ) -> None:
+        t0 = time.perf_counter()
+        sink: TextSink | None = None
+        if tokens:
+
+            def sink(node: str, source: str, text: str, restart: bool = False) -> None:
+                kind: Literal["token", "restart"] = "restart" if restart else "token"
+                elapsed = time.perf_counter() - t0
+                queue.put_nowait(RunEvent(run_id, kind, node, elapsed_s=elapsed, text=text, source=source))
+
         async with self.checkpoints.open() as saver:
             if isinstance(builder, StateGraph):
                 try:
@@ -427,6 +449,7 @@ class Orchestrator:
                 meter=meter,
                 capture_content=self.settings.capture_content,
                 tool_runner=self.tool_runner,
+                text_sink=sink,
             )
             if self._store is not None:
                 self._store.start_run(
@@ -455,6 +478,7 @@ class Orchestrator:
                         meter=meter,
                         prices=self._prices,
                         capture_content=self.settings.capture_content,
+                        text_sink=sink,
                     )
                     seen = 0  # ledger entries already reported with a node event
                     try:

@@ -310,3 +310,121 @@ async def test_a_provider_failure_in_a_users_graph_is_resumable(
     assert (resumed.status, resumed.answer) == ("ok", "Sorry, we'll send a new card.")
     assert resumed.ledger.cost_usd == pytest.approx(SUMMARIZE_COST + WRITE_COST)  # summarize paid once
     orch.close()
+
+
+async def test_astream_yields_the_models_text_as_it_arrives(loopback: Loopback, settings: Settings) -> None:
+    loopback.route(
+        "/v1/chat/completions",
+        openai_stream(["The answer ", "is forty", " two"], openai_usage(40, 9), cut_after=2),  # breaks
+        openai_stream(["A card ", "has not ", "arrived."], openai_usage(120, 8)),
+    )
+    loopback.route(
+        "/v1/messages", anthropic_stream(["Sorry, ", "we'll send ", "a new card."], anthropic_usage(60, 12))
+    )
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"mine": TWO_SLOTS})
+    events = [e async for e in orch.astream("mine", "My card never came.")]
+    kinds = [(e.kind, e.node) for e in events if e.kind != "token"]
+    assert kinds == [
+        ("start", None),
+        ("restart", "summarize"),
+        ("node", "summarize"),
+        ("node", "reply"),
+        ("end", None),
+    ]
+    restart = next(i for i, e in enumerate(events) if e.kind == "restart")
+    before = [e.text for e in events[:restart] if e.kind == "token"]
+    assert before and "".join(before) in "The answer is forty"  # what the broken stream had sent
+    after = [e for e in events[restart:] if e.kind == "token"]
+    summarize = [e.text for e in after if e.node == "summarize"]
+    reply = [e.text for e in after if e.node == "reply"]
+    assert summarize == ["A card ", "has not ", "arrived."]  # piece by piece, as the server sent them
+    assert reply == ["Sorry, ", "we'll send ", "a new card."]
+    assert {e.source for e in after} == {"summarize", "write"}
+    node_at = {e.node: i for i, e in enumerate(events) if e.kind == "node"}
+    assert all(
+        i < node_at[e.node] for i, e in enumerate(events) if e.kind == "token" and e.node
+    )  # before its node ends
+    assert events[-1].result is not None and events[-1].result.answer == "Sorry, we'll send a new card."
+    orch.close()
+
+
+async def test_a_slot_model_streams_inside_a_node(loopback: Loopback, settings: Settings) -> None:
+    """`astream` on a slot model yields the text in pieces, and the call is still priced and traced."""
+
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    pieces: list[str] = []
+
+    async def write(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        model = runtime.context.model("write")
+        async for chunk in model.astream([HumanMessage(state["input"])]):
+            if chunk.content:
+                pieces.append(str(chunk.content))
+        return {"answer": "".join(pieces)}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("write", write)
+    g.add_edge(START, "write")
+    g.add_edge("write", END)
+    loopback.route("/v1/messages", anthropic_stream(["One, ", "two, ", "three."], anthropic_usage(60, 12)))
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"w": g})
+    result = await orch.arun("w", "Count to three.")
+    assert pieces == ["One, ", "two, ", "three."]
+    assert (result.status, result.answer) == ("ok", "One, two, three.")
+    assert result.ledger.cost_usd == pytest.approx(WRITE_COST)
+    assert orch.store is not None
+    chats = [s for s in orch.store.run_spans(result.run_id) if s["kind"] == "chat"]
+    assert [c["node"] for c in chats] == ["write"]
+    orch.close()
+
+
+async def test_a_model_that_does_not_stream_sends_its_text_in_one_piece(settings: Settings) -> None:
+    orch = Orchestrator(
+        settings=settings,
+        slots={
+            "summarize": SlotConfig(model="python:scripted", prices=OPENAI_PRICE),
+            "write": SlotConfig(model="python:scripted", prices=OPENAI_PRICE),
+        },
+        models={
+            "summarize": ScriptedChatModel(replies=["short"]),
+            "write": ScriptedChatModel(replies=["the whole reply"]),
+        },
+        graphs={"mine": TWO_SLOTS},
+    )
+    events = [e async for e in orch.astream("mine", "x")]
+    assert [(e.node, e.text) for e in events if e.kind == "token"] == [
+        ("summarize", "short"),
+        ("reply", "the whole reply"),
+    ]
+    orch.close()
+
+
+async def test_a_users_own_streaming_model_sends_its_text_too(settings: Settings) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    own = GenericFakeChatModel(messages=iter([AIMessage("hello there world")]))
+
+    async def talk(state: State) -> dict[str, str]:
+        text = ""
+        async for chunk in own.astream([HumanMessage(state["input"])]):
+            text += str(chunk.content)
+        return {"answer": text}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("talk", talk)
+    g.add_edge(START, "talk")
+    g.add_edge("talk", END)
+    orch = Orchestrator(settings=settings, slots={}, graphs={"g": g})
+    events = [e async for e in orch.astream("g", "hi")]
+    tokens = [e for e in events if e.kind == "token"]
+    assert "".join(e.text for e in tokens) == "hello there world" and len(tokens) > 1
+    assert {e.node for e in tokens} == {"talk"}
+    assert events[-1].result is not None and events[-1].result.answer == "hello there world"
+    orch.close()

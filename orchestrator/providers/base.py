@@ -12,7 +12,7 @@ import asyncio
 import json
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -77,6 +77,7 @@ class HttpChatModel(BaseChatModel):
     key_required: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
     use_streaming: bool = True
+    streams_text: ClassVar[bool] = True  # takes on_text/on_restart callbacks (see `calls.call_model`)
     """Stream requests (the only way to measure TTFT); False sends plain requests (TTFT is then null)."""
     max_tokens: int = 1024
     temperature: float | None = None

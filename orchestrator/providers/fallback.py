@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -42,6 +42,7 @@ class FallbackChatModel(BaseChatModel):
     names: list[str]
     cooldown_after: int = 2
     cooldown_s: float = 30.0
+    streams_text: ClassVar[bool] = True  # passes on_text to members that take it
 
     @property
     def _llm_type(self) -> str:
@@ -74,14 +75,21 @@ class FallbackChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts: list[dict[str, Any]] = []
         errors: list[str] = []
+        on_text = kwargs.pop("on_text", None)
+        on_restart = kwargs.pop("on_restart", None)
         for i in self.order():
             name, member = self.names[i], self.members[i]
             state = model_state("chain", name)
             t0 = time.perf_counter()
+            text: dict[str, Any] = {}
+            if on_text is not None and getattr(member, "streams_text", False):
+                text = {"on_text": on_text, "on_restart": on_restart}
             try:
                 # the chain's own run is the traced unit: its members' runs are not counted again
-                msg = await member.ainvoke(messages, config={"tags": [TRACED]}, stop=stop, **kwargs)
+                msg = await member.ainvoke(messages, config={"tags": [TRACED]}, stop=stop, **kwargs, **text)
             except Exception as exc:
+                if text and on_restart is not None:
+                    on_restart(f"{name} failed; the next model of the chain answers")
                 state.record(False, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
                 if isinstance(exc, ProviderError):
                     attempts += [a.as_dict() for a in exc.attempts]

@@ -17,6 +17,7 @@ The engine is not safe for concurrent use: the caller holds the model's lock aro
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import hashlib
 import json
@@ -24,7 +25,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,8 +232,10 @@ class LlamaEngine:
         top_k: int = 40,
         min_p: float = 0.05,
         seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        """Generate a reply to `messages`, constrained by a GBNF `grammar` when given."""
+        """Generate a reply to `messages`, constrained by a GBNF `grammar` when given; `on_text` gets the
+        text as it is generated, piece by piece (whole UTF-8 characters)."""
         lib = self._lib
         start = time.perf_counter()
         prompt = self.render(messages)
@@ -255,6 +258,7 @@ class LlamaEngine:
         fallbacks = 0
         first: float | None = None
         finish = "length"
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore") if on_text is not None else None
         try:
             for _ in range(max_tokens):
                 logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, -1), shape=(self.n_vocab,))
@@ -270,6 +274,10 @@ class LlamaEngine:
                 if sampler is not None:
                     lib.llama_sampler_accept(sampler, token)
                 out.append(token)
+                if utf8 is not None and on_text is not None:
+                    piece = utf8.decode(self.llama.detokenize([token]))
+                    if piece:
+                        on_text(piece)
                 if len(tokens) + len(out) >= self.n_ctx:
                     break
                 self.llama.eval([token])

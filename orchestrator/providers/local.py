@@ -17,13 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError, ModelError, PromptTooLongError
 from orchestrator.providers.llama_engine import LlamaEngine, PromptTooLong
 
@@ -76,7 +77,7 @@ def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Ins
             except ImportError:
                 raise ConfigError(
                     "local models need llama-cpp-python: install the 'local' extra "
-                    "(pip install 'orchestrator[local]')"
+                    f"(pip install '{DIST_NAME}[local]')"
                 ) from None
             t0 = time.perf_counter()
             llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
@@ -106,6 +107,7 @@ class LocalChatModel(BaseChatModel):
     n_ctx: int = 4096
     n_threads: int = 2
     kv_dir: str | None = None  # where prompt-prefix states are kept across processes (None: memory only)
+    streams_text: ClassVar[bool] = True  # takes an on_text callback (see `calls.call_model`)
 
     @property
     def _llm_type(self) -> str:
@@ -140,6 +142,7 @@ class LocalChatModel(BaseChatModel):
                     temperature=float(kwargs.get("temperature") or 0.0),
                     grammar=grammar,
                     seed=kwargs.get("seed"),
+                    on_text=None if stop else kwargs.get("on_text"),  # stop strings cut the text afterwards
                 )
             except PromptTooLong as exc:
                 raise PromptTooLongError(f"{self.model_name}: {exc}") from None
@@ -187,4 +190,9 @@ class LocalChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        on_text = kwargs.pop("on_text", None)
+        kwargs.pop("on_restart", None)  # a local call never starts over
+        if on_text is not None:  # generation runs in a worker thread: hand each piece to this loop
+            loop = asyncio.get_running_loop()
+            kwargs["on_text"] = lambda text: loop.call_soon_threadsafe(on_text, text)
         return await asyncio.to_thread(self._call, messages, stop, **kwargs)
