@@ -14,7 +14,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# The uninstall drops an install from before the rename to racehorse-orchestrator (both would own bin/orch).
 $(STAMPS)/core: pyproject.toml | $(PY)
+	-@$(PY) -m pip uninstall --quiet --yes orchestrator 2>/dev/null
 	$(PY) -m pip install --quiet -e .
 	@mkdir -p $(STAMPS) && touch $@
 

@@ -1,24 +1,22 @@
 """The stable: model names, profiles (capabilities, context, prices) and slot bindings.
 
 A model is named `"provider:model"`; `resolve_profile` is the one function that turns a name into a profile.
-The role (racehorse / workhorse) belongs to the slot binding, never to the profile.
+The prefix names a provider of the registry (`orchestrator.providers.registry`: entry points, built-ins
+included); the provider makes the profile. The role (racehorse / workhorse) belongs to the slot binding,
+never to the profile.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.config import ModelConfig, Role, SlotConfig
-from orchestrator.errors import UnknownModelError, did_you_mean
-from orchestrator.modelfiles import LOCAL_MODELS
-from orchestrator.pricing import ZERO, Prices, PriceTable, shipped_table
+from orchestrator.errors import UnknownModelError
+from orchestrator.pricing import Prices, PriceTable, shipped_table
 
 __all__ = [
-    "PROVIDERS",
     "Capabilities",
     "ModelProfile",
     "RateLimits",
@@ -72,40 +70,6 @@ class ModelProfile:
         return self.prices.source if self.prices else "unknown (cost recorded as null)"
 
 
-@dataclass(frozen=True)
-class _Provider:
-    table_prefix: str
-    capabilities: Capabilities
-    default_base_url: str | None = None
-    protocol: str | None = None
-    api_key_env: str | None = None
-
-
-_API = Capabilities(tool_calling=True, json_schema=True, streaming_usage=True)
-_LOCAL = Capabilities(grammar=True, json_schema=True, prefill=True)
-_SELF_HOSTED = Capabilities(tool_calling=True, json_schema=True, streaming_usage=True)
-
-PROVIDERS: dict[str, _Provider] = {
-    "local": _Provider("", _LOCAL),
-    "openai": _Provider("", _API, "https://api.openai.com/v1", "openai", "OPENAI_API_KEY"),
-    "anthropic": _Provider(
-        "",
-        Capabilities(tool_calling=True, prefill=True, streaming_usage=True, prompt_caching=True),
-        "https://api.anthropic.com",
-        "anthropic",
-        "ANTHROPIC_API_KEY",
-    ),
-    "openai-compat": _Provider("", _SELF_HOSTED, None, "openai"),
-    "groq": _Provider("groq/", _API, "https://api.groq.com/openai/v1", "openai", "GROQ_API_KEY"),
-    "together": _Provider("together_ai/", _API, "https://api.together.xyz/v1", "openai", "TOGETHER_API_KEY"),
-    "mistral": _Provider("mistral/", _API, "https://api.mistral.ai/v1", "openai", "MISTRAL_API_KEY"),
-    "ollama": _Provider("ollama/", _SELF_HOSTED, "http://127.0.0.1:11434/v1", "openai"),
-    "vllm": _Provider("", _SELF_HOSTED, "http://127.0.0.1:8000/v1", "openai"),
-    # any LangChain chat model object: "python:module:attr" (priced only by the slot's prices / price_as)
-    "python": _Provider("", Capabilities()),
-}
-
-
 def resolve_profile(
     name: str,
     *,
@@ -131,92 +95,23 @@ def resolve_profile(
             f"model name {name!r} is not of the form 'provider:model' (e.g. 'local:qwen2.5-0.5b', "
             "'openai:gpt-4o-mini')"
         )
-    if provider not in PROVIDERS:
-        raise UnknownModelError(
-            f"unknown provider {provider!r} in model {name!r}" + did_you_mean(provider, PROVIDERS)
-        )
-    spec = PROVIDERS[provider]
-    table = table or shipped_table()
-    if provider == "local":
-        return _local_profile(name, model, prices)
-    if provider == "python":
-        found = prices or (table.lookup(price_as) if price_as else None)
-        return ModelProfile(name, provider, model, spec.capabilities, None, found)
-    url = base_url or spec.default_base_url
-    if url is None:
-        raise UnknownModelError(
-            f"model {name!r}: provider {provider!r} needs a base URL; set base_url on the slot "
-            "(e.g. 'http://127.0.0.1:8080/v1' for llama.cpp's server) or pass --base-url"
-        )
-    key = spec.table_prefix + model
-    found = prices or table.lookup(price_as or key)
-    if price_as and found is None and prices is None:
-        raise UnknownModelError(
-            f"price_as={price_as!r} is not in the price table" + did_you_mean(price_as, table.keys())
-        )
-    if table.lookup(key) is None and prices is None and price_as is None:
-        warnings.warn(
-            f"model {model!r} is not in the price table for provider {provider!r}; it runs with cost null. "
-            "Set price_as= or prices= on its slot to price it"
-            + did_you_mean(key, [k for k in table.keys() if k.startswith(spec.table_prefix)]),  # noqa: SIM118
-            UnknownModelWarning,
-            stacklevel=2,
-        )
-    entry = table.entry(price_as or key) or table.entry(key)
-    return ModelProfile(
+    from orchestrator.providers.registry import ModelRequest, get_provider
+
+    request = ModelRequest(
         name,
         provider,
         model,
-        _capabilities(spec.capabilities, entry),
-        table.context_window(key) or table.context_window(price_as or key),
-        found,
-        protocol=spec.protocol,
-        base_url=url,
-        api_key_env=api_key_env or spec.api_key_env,
-        key_required=spec.default_base_url is not None
-        and url == spec.default_base_url
-        and bool(spec.api_key_env),
-        rate_limits=RateLimits(_int(entry.get("rpm")), _int(entry.get("tpm")), max_concurrency),
+        table or shipped_table(),
+        price_as=price_as,
+        prices=prices,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        max_concurrency=max_concurrency,
     )
-
-
-def _int(value: object) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _capabilities(default: Capabilities, entry: dict[str, Any]) -> Capabilities:
-    """The provider's defaults, refined by what the price table says of this model."""
-    if not entry:
-        return default
-
-    def flag(key: str, fallback: bool) -> bool:
-        value = entry.get(key)
-        return bool(value) if isinstance(value, bool) else fallback
-
-    return Capabilities(
-        tool_calling=flag("supports_function_calling", default.tool_calling),
-        json_schema=flag("supports_response_schema", default.json_schema),
-        grammar=default.grammar,
-        prefill=flag("supports_assistant_prefill", default.prefill),
-        streaming_usage=default.streaming_usage,
-        prompt_caching=flag("supports_prompt_caching", default.prompt_caching),
-    )
+    return get_provider(provider, name).profile(request)
 
 
 LOCAL_CONTEXT = 4096  # the KV cache allocated for a local model, unless its slot sets context_window
-
-
-def _local_profile(name: str, model: str, prices: Prices | None) -> ModelProfile:
-    if model.endswith(".gguf"):
-        path = Path(model).expanduser()
-        return ModelProfile(name, "local", model, _LOCAL, LOCAL_CONTEXT, prices or ZERO, file=path)
-    if model not in LOCAL_MODELS:
-        raise UnknownModelError(
-            f"unknown model {model!r} for provider 'local'"
-            + did_you_mean(model, LOCAL_MODELS)
-            + " (or give a path ending in .gguf)"
-        )
-    return ModelProfile(name, "local", model, _LOCAL, LOCAL_CONTEXT, prices or ZERO)
 
 
 class UnknownModelWarning(UserWarning):
@@ -280,17 +175,12 @@ def bind_slot(slot: str, config: SlotConfig, table: PriceTable | None = None) ->
 
 
 def catalog_names(table: PriceTable, provider: str | None = None) -> list[str]:
-    """`provider:model` names for every chat model of the price table that a known provider serves."""
-    by_prefix = {spec.table_prefix: name for name, spec in PROVIDERS.items() if spec.table_prefix}
-    names: list[str] = []
-    for key in table.keys():  # noqa: SIM118 (a PriceTable, not a dict)
-        entry = table.entry(key)
-        if entry.get("mode") != "chat":
-            continue
-        owner = entry.get("litellm_provider")
-        prefix, sep, rest = key.partition("/")
-        if sep and prefix + "/" in by_prefix:
-            names.append(f"{by_prefix[prefix + '/']}:{rest}")
-        elif not sep and owner in ("openai", "anthropic"):
-            names.append(f"{owner}:{key}")
-    return [n for n in names if provider is None or n.startswith(provider + ":")]
+    """`provider:model` names for every chat model of the price table that a registered provider serves."""
+    from orchestrator.providers.registry import iter_providers
+
+    return [
+        f"{name}:{model}"
+        for name, found in iter_providers()
+        if provider is None or name == provider
+        for model in found.known_models(table)
+    ]

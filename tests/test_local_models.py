@@ -240,3 +240,29 @@ def test_the_triage_example_on_local_models(tmp_path: Path) -> None:
     escalate = result["ledger"]["nodes"][-1]
     assert escalate["model"] == "local:qwen2.5-1.5b" and escalate["role"] == "racehorse"
     assert result["answer"]
+
+
+def test_a_project_from_orch_init_runs_on_local_models(tmp_path: Path) -> None:
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+
+    def orch(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "orchestrator", *args]
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+    made = orch(tmp_path, "init", "agents")
+    assert made.returncode == 0, made.stderr
+    project = tmp_path / "agents"
+    text = "Summarize: the train was late, so I missed the first half of the meeting."
+    proc = orch(project, "run", text, "--json")  # the default graph: the project's own
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok" and "train" in result["answer"].lower()
+    (node,) = result["ledger"]["nodes"]
+    assert (node["node"], node["model"], node["role"]) == ("summarize", "local:qwen2.5-0.5b", "workhorse")
+
+    days = "How many days are there between 2026-03-02 and 2026-03-20?"
+    proc = orch(project, "run", "agent", days, "--json")  # the agent over the scaffold's tool pack
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok" and "18" in result["answer"]
+    assert "call_tool" in {n["node"] for n in result["ledger"]["nodes"]}

@@ -1,22 +1,44 @@
-"""Chat-model clients behind slots. Heavy imports (llama-cpp) happen only when a slot needs them."""
+"""Chat-model clients behind slots, found through one registry of providers.
+
+Every `provider:` prefix is an entry point of the `orchestrator.providers` group (`registry.py`); the
+built-ins (`builtin.py`) are registered that way too, in this distribution's pyproject.toml. A third-party
+package subclasses `Provider` (or configures an `HttpProvider`) and declares its own entry point;
+what it needs is importable from here (`Provider`, `ModelRequest`, `ModelProfile`, `Capabilities`, `Prices`).
+Heavy imports (llama-cpp) happen only when a slot needs them.
+"""
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import logging
-from typing import Any
-
-from langchain_core.language_models import BaseChatModel
+from typing import TYPE_CHECKING
 
 from orchestrator.config import ModelConfig, Settings, SlotConfig
-from orchestrator.errors import ConfigError, ManifestError, ModelFileError
-from orchestrator.modelfiles import LOCAL_MODELS, ensure_model_file, is_verified
-from orchestrator.providers.http import Endpoint
-from orchestrator.stable import LOCAL_CONTEXT, ModelProfile, SlotBinding
+from orchestrator.modelfiles import LOCAL_MODELS, is_verified
+from orchestrator.pricing import Prices
+from orchestrator.providers.builtin import HttpProvider
+from orchestrator.providers.registry import GROUP, ModelRequest, Provider, get_provider, provider_names
+from orchestrator.stable import Capabilities, ModelProfile
 from orchestrator.tracing import attrs as A
 
-__all__ = ["create_chat_model", "model_for", "provenance"]
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from orchestrator.stable import SlotBinding
+
+__all__ = [
+    "GROUP",
+    "Capabilities",
+    "HttpProvider",
+    "ModelProfile",
+    "ModelRequest",
+    "Prices",
+    "Provider",
+    "create_chat_model",
+    "get_provider",
+    "model_for",
+    "provenance",
+    "provider_names",
+]
 
 
 def create_chat_model(binding: SlotBinding, settings: Settings) -> BaseChatModel:
@@ -45,71 +67,10 @@ def model_for(
     slot: str = "ask",
     temperature: float | None = None,
 ) -> BaseChatModel:
-    """A chat model for one resolved profile and its endpoint settings."""
-    if profile.provider == "local":
-        from orchestrator.providers.local import LocalChatModel
-
-        if profile.file is not None:
-            if not profile.file.is_file():
-                raise ModelFileError(f"slot {slot!r}: GGUF file {str(profile.file)!r} does not exist")
-            path = profile.file
-        else:
-            path = ensure_model_file(LOCAL_MODELS[profile.model], settings.models_dir, _say)
-        return LocalChatModel(
-            model_path=str(path),
-            model_name=profile.name,
-            kv_dir=str(settings.models_dir / "kv"),
-            n_ctx=profile.context_window or LOCAL_CONTEXT,
-        )
-    if profile.provider == "python":
-        return _python_model(slot, profile.model)
-    if profile.base_url is None or profile.protocol is None:
-        raise ConfigError(f"slot {slot!r}: model {profile.name!r} has no endpoint")
-    if profile.key_required:
-        Endpoint(profile.base_url, profile.api_key_env, key_required=True).api_key()  # fail early, clearly
-    common: dict[str, Any] = {
-        "model": profile.model,
-        "model_name": profile.name,
-        "base_url": profile.base_url,
-        "api_key_env": profile.api_key_env,
-        "key_required": profile.key_required,
-        "headers": dict(config.headers),
-        "use_streaming": config.stream,
-        "temperature": temperature,
-        "read_timeout_s": config.timeout_s,
-        "max_retries": config.max_retries,
-        "max_concurrency": config.max_concurrency,
-    }
-    if profile.protocol == "anthropic":
-        from orchestrator.providers.anthropic import AnthropicChatModel
-
-        return AnthropicChatModel(prompt_cache=config.cache, **common)
-    from orchestrator.providers.openai import OpenAIChatModel
-
-    return OpenAIChatModel(
-        json_schema=profile.capabilities.json_schema,
-        max_tokens_field="max_completion_tokens" if profile.provider == "openai" else "max_tokens",
-        **common,
+    """A chat model for one resolved profile and its endpoint settings, made by the profile's provider."""
+    return get_provider(profile.provider, profile.name).chat_model(
+        profile, config, settings, slot=slot, temperature=temperature
     )
-
-
-def _say(message: str) -> None:
-    """Model-file progress goes to logging (the library never prints; the CLI shows these records)."""
-    logging.getLogger("orchestrator.models").info("%s", message)
-
-
-def _python_model(slot: str, ref: str) -> BaseChatModel:
-    module_name, _, attr = ref.partition(":")
-    try:
-        target: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ManifestError(f"slot {slot!r}: cannot load chat model {ref!r}: {exc}") from None
-    model = target if isinstance(target, BaseChatModel) else target()
-    if not isinstance(model, BaseChatModel):
-        raise ManifestError(
-            f"slot {slot!r}: {ref!r} is not a LangChain chat model (got {type(model).__name__})"
-        )
-    return model
 
 
 def provenance(slots: dict[str, SlotBinding], settings: Settings) -> dict[str, str]:
