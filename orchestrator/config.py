@@ -125,17 +125,28 @@ class Manifest(_Strict):
 
 
 def load_manifest(project_dir: str | Path) -> Manifest:
-    """Read `[tool.orchestrator]` from `project_dir/pyproject.toml`; errors name the bad field."""
-    path = Path(project_dir) / "pyproject.toml"
+    """Read `[tool.orchestrator]` from `project_dir/pyproject.toml`; errors name the bad field.
+
+    A LangGraph project without that section runs as it is: its `langgraph.json` gives the graphs (its
+    `graphs` map, each `./path/file.py:name` or `module:name`) and an `env` file of variables to set.
+    """
+    root = Path(project_dir)
+    path = root / "pyproject.toml"
+    graph_file = root / "langgraph.json"
+    section = None
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+        section = data.get("tool", {}).get("orchestrator")
+    if section is None and graph_file.is_file():
+        return _langgraph_manifest(graph_file)
     if not path.is_file():
         raise ManifestError(
-            f"no pyproject.toml in {str(project_dir)!r}; run from a project folder or pass --project DIR"
+            f"no pyproject.toml (or langgraph.json) in {str(project_dir)!r}; run from a project folder or "
+            "pass --project DIR"
         )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
-    section = data.get("tool", {}).get("orchestrator")
     if section is None:
         raise ManifestError(f"{path} has no [tool.orchestrator] section; see docs/manifest.md for its schema")
     try:
@@ -149,6 +160,51 @@ def load_manifest(project_dir: str | Path) -> Manifest:
         raise ManifestError(f"{path}: {problems}") from None
     manifest._root = path.parent.resolve()
     return manifest
+
+
+def _langgraph_manifest(path: Path) -> Manifest:
+    """A manifest from a LangGraph project's `langgraph.json`: its graphs, the first one the default."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+    graphs = data.get("graphs") if isinstance(data, dict) else None
+    if not isinstance(graphs, dict) or not graphs:
+        raise ManifestError(f'{path} has no "graphs" map (graph name -> "./file.py:variable")')
+    refs: dict[str, str] = {}
+    for name, ref in graphs.items():
+        if isinstance(ref, dict):  # {"path": "./file.py:graph", "description": ...}
+            ref = ref.get("path")
+        if not isinstance(ref, str) or ":" not in ref:
+            raise ManifestError(f'{path}: graph {name!r} must be "./file.py:variable" or "module:variable"')
+        target, _, attr = ref.rpartition(":")
+        if target.endswith(".py") or "/" in target:
+            target = str((path.parent / target).resolve())
+        refs[str(name)] = f"{target}:{attr}"
+    env = data.get("env")
+    if isinstance(env, str):
+        _load_env_file(path.parent / env)
+    elif isinstance(env, dict):
+        for key, value in env.items():
+            os.environ.setdefault(str(key), str(value))
+    manifest = Manifest(default_graph=next(iter(refs)), graphs=refs)
+    manifest._root = path.parent.resolve()
+    return manifest
+
+
+def _load_env_file(path: Path) -> None:
+    """Set the `KEY=value` lines of a .env file that the environment does not already set."""
+    if not path.is_file():
+        raise ManifestError(f"langgraph.json names the env file {str(path)!r}, which does not exist")
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key.strip(), value)
 
 
 def _env_bool(value: str) -> bool:

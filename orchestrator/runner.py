@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import sys
 import time
@@ -108,13 +110,16 @@ class RunEvent:
 
 
 def _import_ref(ref: str, what: str) -> Any:
-    module_name, sep, attr = ref.partition(":")
+    module_name, sep, attr = ref.rpartition(":")
     if not sep or not module_name or not attr:
         raise ManifestError(
-            f"{what} reference {ref!r} must be 'module:attribute' (e.g. 'tools.catalog:TOOLS')"
+            f"{what} reference {ref!r} must be 'module:attribute' (e.g. 'tools.catalog:TOOLS') "
+            "or 'path/to/file.py:attribute'"
         )
     try:
-        module = importlib.import_module(module_name)
+        module = (
+            _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+        )
     except ImportError as exc:
         raise ManifestError(
             f"{what} reference {ref!r}: cannot import module {module_name!r}: {exc}"
@@ -135,6 +140,27 @@ def _import_ref(ref: str, what: str) -> Any:
         raise ManifestError(
             f"{what} reference {ref!r}: module {module_name!r} has no {attr!r}" + did_you_mean(attr, names)
         ) from None
+
+
+def _import_file(path: str) -> Any:
+    """Import a module from its file (a LangGraph project names graphs by file), once per file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ImportError(f"no file {path!r}")
+    name = "orch_graph_" + hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path!r} as a module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 class Orchestrator:
@@ -285,10 +311,17 @@ class Orchestrator:
         if len(params) > 1:
             raise ManifestError(
                 f"graph {name!r} ({ref!r}): a graph factory takes no parameter or one (the slot models, "
-                f"a mapping from slot name to chat model); it takes {len(params)}"
+                f"a mapping from slot name to chat model; or a RunnableConfig named config); it takes "
+                f"{len(params)}"
             )
+        wants_config = bool(params) and (
+            params[0].name == "config" or "RunnableConfig" in str(params[0].annotation)
+        )  # a LangGraph factory: make_graph(config)
         try:
-            built = target(self.slot_models()) if params else target()
+            if wants_config:
+                built = target({"configurable": {}})
+            else:
+                built = target(self.slot_models()) if params else target()
         except OrchestratorError:
             raise
         except Exception as exc:

@@ -428,3 +428,84 @@ async def test_a_users_own_streaming_model_sends_its_text_too(settings: Settings
     assert {e.node for e in tokens} == {"talk"}
     assert events[-1].result is not None and events[-1].result.answer == "hello there world"
     orch.close()
+
+
+def test_a_langgraph_project_runs_as_it_is(tmp_path: Path) -> None:
+    """No [tool.orchestrator]: `orch run` reads langgraph.json's graphs (files, a factory taking a config)
+    and its env file, and traces every node."""
+    project = tmp_path / "lgproj"
+    (project / "src" / "agent").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "lgproj"\nversion = "0.1"\n')
+    (project / ".env").write_text('# keys\nexport GREETING="Hello"\n')
+    (project / "src" / "agent" / "graph.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            from typing import TypedDict
+
+            from langchain_core.runnables import RunnableConfig
+            from langgraph.graph import END, START, StateGraph
+
+
+            class State(TypedDict, total=False):
+                input: str
+                words: int
+                answer: str
+
+
+            def count(state: State) -> dict:
+                return {"words": len(state["input"].split())}
+
+
+            def greet(state: State) -> dict:
+                return {"answer": f"{os.environ['GREETING']}: {state['words']} words"}
+
+
+            def builder() -> StateGraph:
+                g = StateGraph(State)
+                g.add_node("count", count)
+                g.add_node("greet", greet)
+                g.add_edge(START, "count")
+                g.add_edge("count", "greet")
+                g.add_edge("greet", END)
+                return g
+
+
+            graph = builder().compile()
+
+
+            def make_graph(config: RunnableConfig):
+                return builder().compile()
+            """
+        )
+    )
+    (project / "langgraph.json").write_text(
+        json.dumps(
+            {
+                "dependencies": ["."],
+                "graphs": {
+                    "counter": "./src/agent/graph.py:graph",
+                    "made": "./src/agent/graph.py:make_graph",
+                },
+                "env": ".env",
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GREETING"}
+    env |= {"ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    for graph in ([], ["made"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "run", *graph, "one two three", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=project,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        result = json.loads(run.stdout)
+        assert (result["status"], result["answer"]) == ("ok", "Hello: 3 words")
+    store = TraceStore(tmp_path / "t.db")
+    run_id = store.list_runs(limit=1)[0]["run_id"]
+    assert [s["node"] for s in store.run_spans(run_id) if s["kind"] == "node"] == ["count", "greet"]
+    store.close()

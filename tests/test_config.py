@@ -109,3 +109,18 @@ def test_cost_prices_cached_tokens_at_their_rate() -> None:
     usage = Usage(input_tokens=100, output_tokens=5, cache_read_tokens=60, cache_write_tokens=20)
     assert cost_usd(usage, prices) == pytest.approx(20 * 1.0 + 60 * 0.1 + 20 * 1.25 + 5 * 10.0)
     assert cost_usd(usage, None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"dependencies": ["."]}', 'no "graphs" map'),
+        ('{"graphs": {"g": "no_colon"}}', "graph 'g' must be"),
+        ('{"graphs": {"g": "./g.py:graph"}, "env": ".env.missing"}', "names the env file"),
+    ],
+)
+def test_a_bad_langgraph_json_is_a_clear_error(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "langgraph.json").write_text(text)
+    with pytest.raises(ManifestError, match=problem):
+        load_manifest(tmp_path)
