@@ -18,7 +18,7 @@ from orchestrator.errors import (
     WorkerOutputError,
 )
 from orchestrator.graph import AgentState, build_agent_graph
-from orchestrator.ledger import Budget, Ledger
+from orchestrator.ledger import Budget, Ledger, SharedBudget
 from orchestrator.plan import Example as PlanExample
 from orchestrator.runner import Orchestrator, RunEvent, RunResult
 from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
@@ -45,6 +45,7 @@ __all__ = [
     "RunEvent",
     "RunResult",
     "Settings",
+    "SharedBudget",
     "SlotBinding",
     "SlotConfig",
     "ToolError",

@@ -72,124 +72,131 @@ async def call_model(
     est_in = estimate.high
     worst = [cost_usd(Usage(est_in, max_tokens), p.prices) for p in binding.chain]
     est_usd = None if any(w is None for w in worst) else max(w for w in worst if w is not None)
-    reason = ctx.meter.refusal(est_in + max_tokens, est_usd)
-    if reason:
-        raise BudgetStop(reason)
-    if profile.prices is None:
-        warn_unpriced(profile.name)
+    # the worst case stays reserved while the call runs: concurrent calls can't jointly overspend
+    with ctx.meter.hold(est_in + max_tokens, est_usd) as reason:
+        if reason:
+            raise BudgetStop(reason)
+        if profile.prices is None:
+            warn_unpriced(profile.name)
 
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": binding.temperature, **(options or {})}
-    if schema is not None:
-        kwargs["response_format"] = {"type": "json_object", "schema": schema}
-    text = _TextOut(on_text, ctx.text_sink, node, slot)
-    if text.wanted and getattr(model, "streams_text", False):
-        kwargs["on_text"], kwargs["on_restart"] = text.piece, text.restart
-    attributes: dict[str, Any] = {
-        A.OPERATION: "chat",
-        A.PROVIDER: profile.provider,
-        A.REQUEST_MODEL: profile.name,
-        A.MAX_TOKENS: max_tokens,
-        A.TEMPERATURE: binding.temperature,
-        A.RUN_ID: ctx.run_id,
-        A.NODE: node,
-        A.ROLE: binding.role,
-        A.SLOT: slot,
-    }
-    if ctx.capture_content:
-        attributes[A.INPUT_MESSAGES] = json.dumps(
-            [{"role": m.type, "content": str(m.content)} for m in messages]
-        )
-
-    def price_of(name: str) -> Prices | None:
-        return binding.profile_of(name).prices
-
-    entries: list[LedgerEntry] = []
-    with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes, parent) as span:
-        t0 = time.perf_counter()
-        try:
-            msg = await model.ainvoke(list(messages), config={"tags": [TRACED]}, **kwargs)
-        except BudgetStop:
-            raise
-        except Exception as exc:
-            wall_ms = (time.perf_counter() - t0) * 1000
-            charges = bill(
-                None, getattr(exc, "attempts", []), model=profile.name, price_of=price_of, wall_ms=wall_ms
-            )
-            entries = [c.entry(node, binding.role) for c in charges]
-            if charges:
-                used, cost = total(charges)
-                span.set_attributes(
-                    {
-                        A.INPUT_TOKENS: used.input_tokens,
-                        A.OUTPUT_TOKENS: used.output_tokens,
-                        A.USAGE_ESTIMATED: True,
-                        **({A.COST: cost} if cost is not None else {}),
-                    }
-                )
-            for e in entries:
-                ctx.meter.add(e)
-            if isinstance(exc, PromptTooLongError):
-                error: ModelError = PromptTooLongError(f"slot {slot!r}: {exc}")
-            else:
-                error = ModelError(
-                    f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
-                )
-            error.ledger_entries = entries  # type: ignore[attr-defined]
-            raise error from exc
-        wall_ms = (time.perf_counter() - t0) * 1000
-        if not isinstance(msg, AIMessage):
-            raise ModelError(f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage")
-        meta = msg.response_metadata or {}
-        served = binding.profile_of(str(meta.get("served_by") or profile.name))
-        attempts = list(meta.get("attempts") or [])
-        charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
-        entries = [c.entry(node, binding.role) for c in charges]
-        usage = charges[-1].usage
-        used, cost = total(charges)
-        ttft = meta.get("ttft_ms")
-        compute = meta.get("compute_ms")
-        result: dict[str, Any] = {
-            A.INPUT_TOKENS: used.input_tokens,
-            A.OUTPUT_TOKENS: used.output_tokens,
-            A.CACHE_READ: usage.cache_read_tokens,
-            A.CACHE_WRITE: usage.cache_write_tokens,
-            A.RESPONSE_MODEL: served.name,
+        kwargs: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": binding.temperature,
+            **(options or {}),
         }
-        if usage.cache_write_1h_tokens:
-            result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
-        if usage.reasoning_tokens:
-            result[A.REASONING] = usage.reasoning_tokens
-        if used.estimated:
-            result[A.USAGE_ESTIMATED] = True
-        if cost is not None:
-            result[A.COST] = cost
-        if attempts:
-            result[A.ATTEMPTS] = len(attempts)
-            result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)
-        if ttft is not None:
-            result[A.TTFT_MS] = float(ttft)
-            result[A.TTFC] = float(ttft) / 1000
-        if compute is not None:
-            result[A.COMPUTE_MS] = float(compute)
-        if meta.get("queue_ms") is not None:
-            result[A.QUEUE_MS] = float(meta["queue_ms"])
-        if meta.get("grammar_fallbacks") is not None:
-            result[A.GRAMMAR_FALLBACKS] = int(meta["grammar_fallbacks"])
-        gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
-        if usage.output_tokens and gen_ms > 0:
-            result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
-        if meta.get("finish_reason"):
-            result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
-        span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        text = _TextOut(on_text, ctx.text_sink, node, slot)
+        if text.wanted and getattr(model, "streams_text", False):
+            kwargs["on_text"], kwargs["on_restart"] = text.piece, text.restart
+        attributes: dict[str, Any] = {
+            A.OPERATION: "chat",
+            A.PROVIDER: profile.provider,
+            A.REQUEST_MODEL: profile.name,
+            A.MAX_TOKENS: max_tokens,
+            A.TEMPERATURE: binding.temperature,
+            A.RUN_ID: ctx.run_id,
+            A.NODE: node,
+            A.ROLE: binding.role,
+            A.SLOT: slot,
+        }
         if ctx.capture_content:
-            span.set_attribute(
-                A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
+            attributes[A.INPUT_MESSAGES] = json.dumps(
+                [{"role": m.type, "content": str(m.content)} for m in messages]
             )
-    for e in entries:
-        ctx.meter.add(e)
-    if text.wanted and not text.sent and msg.content:
-        text.piece(str(msg.content))  # a model that does not stream: its text in one piece
-    return msg, entries
+
+        def price_of(name: str) -> Prices | None:
+            return binding.profile_of(name).prices
+
+        entries: list[LedgerEntry] = []
+        with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes, parent) as span:
+            t0 = time.perf_counter()
+            try:
+                msg = await model.ainvoke(list(messages), config={"tags": [TRACED]}, **kwargs)
+            except BudgetStop:
+                raise
+            except Exception as exc:
+                wall_ms = (time.perf_counter() - t0) * 1000
+                charges = bill(
+                    None, getattr(exc, "attempts", []), model=profile.name, price_of=price_of, wall_ms=wall_ms
+                )
+                entries = [c.entry(node, binding.role) for c in charges]
+                if charges:
+                    used, cost = total(charges)
+                    span.set_attributes(
+                        {
+                            A.INPUT_TOKENS: used.input_tokens,
+                            A.OUTPUT_TOKENS: used.output_tokens,
+                            A.USAGE_ESTIMATED: True,
+                            **({A.COST: cost} if cost is not None else {}),
+                        }
+                    )
+                for e in entries:
+                    ctx.meter.add(e)
+                if isinstance(exc, PromptTooLongError):
+                    error: ModelError = PromptTooLongError(f"slot {slot!r}: {exc}")
+                else:
+                    error = ModelError(
+                        f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
+                    )
+                error.ledger_entries = entries  # type: ignore[attr-defined]
+                raise error from exc
+            wall_ms = (time.perf_counter() - t0) * 1000
+            if not isinstance(msg, AIMessage):
+                raise ModelError(
+                    f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage"
+                )
+            meta = msg.response_metadata or {}
+            served = binding.profile_of(str(meta.get("served_by") or profile.name))
+            attempts = list(meta.get("attempts") or [])
+            charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
+            entries = [c.entry(node, binding.role) for c in charges]
+            usage = charges[-1].usage
+            used, cost = total(charges)
+            ttft = meta.get("ttft_ms")
+            compute = meta.get("compute_ms")
+            result: dict[str, Any] = {
+                A.INPUT_TOKENS: used.input_tokens,
+                A.OUTPUT_TOKENS: used.output_tokens,
+                A.CACHE_READ: usage.cache_read_tokens,
+                A.CACHE_WRITE: usage.cache_write_tokens,
+                A.RESPONSE_MODEL: served.name,
+            }
+            if usage.cache_write_1h_tokens:
+                result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
+            if usage.reasoning_tokens:
+                result[A.REASONING] = usage.reasoning_tokens
+            if used.estimated:
+                result[A.USAGE_ESTIMATED] = True
+            if cost is not None:
+                result[A.COST] = cost
+            if attempts:
+                result[A.ATTEMPTS] = len(attempts)
+                result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)
+            if ttft is not None:
+                result[A.TTFT_MS] = float(ttft)
+                result[A.TTFC] = float(ttft) / 1000
+            if compute is not None:
+                result[A.COMPUTE_MS] = float(compute)
+            if meta.get("queue_ms") is not None:
+                result[A.QUEUE_MS] = float(meta["queue_ms"])
+            if meta.get("grammar_fallbacks") is not None:
+                result[A.GRAMMAR_FALLBACKS] = int(meta["grammar_fallbacks"])
+            gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
+            if usage.output_tokens and gen_ms > 0:
+                result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
+            if meta.get("finish_reason"):
+                result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
+            span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
+            if ctx.capture_content:
+                span.set_attribute(
+                    A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
+                )
+        for e in entries:
+            ctx.meter.add(e)
+        if text.wanted and not text.sent and msg.content:
+            text.piece(str(msg.content))  # a model that does not stream: its text in one piece
+        return msg, entries
 
 
 class _TextOut:

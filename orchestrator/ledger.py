@@ -10,13 +10,14 @@ checked before every model call against a worst-case estimate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
@@ -70,6 +71,63 @@ class Budget:
     tokens: int | None = None
     seconds: float | None = None
     steps: int | None = None
+    shared: SharedBudget | None = None  # a cap this run draws from with others (a service's daily cap)
+
+
+class SharedBudget:
+    """A spending cap that many runs draw from, safe under concurrency (threads and tasks alike).
+
+    Each model call reserves its worst case before it starts and settles at its actual cost when it ends,
+    so runs racing for the last cents can't jointly overspend: a call that could break the cap is refused
+    (its run ends `budget_stop`). Pass it in each run's `Budget(shared=...)`; `reset()` starts a new period.
+
+    Example:
+        >>> daily = SharedBudget(usd=5.0)
+        >>> Budget(usd=0.05, shared=daily).shared is daily
+        True
+    """
+
+    def __init__(self, usd: float | None = None, tokens: int | None = None, name: str = "shared") -> None:
+        self.usd, self.tokens, self.name = usd, tokens, name
+        self.spent_usd = 0.0
+        self.spent_tokens = 0
+        self._held_usd = 0.0
+        self._held_tokens = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, tokens: int, usd: float | None) -> str | None:
+        """Hold a call's worst case; if it would break the cap, hold nothing and return why."""
+        with self._lock:
+            if self.tokens is not None and self.spent_tokens + self._held_tokens + tokens > self.tokens:
+                return (
+                    f"{self.name} token budget: {self.spent_tokens} spent + {self._held_tokens} reserved + "
+                    f"{tokens} worst case > {self.tokens}"
+                )
+            if self.usd is not None and usd is not None and self.spent_usd + self._held_usd + usd > self.usd:
+                return (
+                    f"{self.name} cost budget: ${self.spent_usd:.6f} spent + ${self._held_usd:.6f} "
+                    f"reserved + ${usd:.6f} worst case > ${self.usd:g}"
+                )
+            self._held_tokens += tokens
+            self._held_usd += usd or 0.0
+            return None
+
+    def release(self, tokens: int, usd: float | None) -> None:
+        """Let go of a reservation (its call ended; what it cost is `charge`d apart)."""
+        with self._lock:
+            self._held_tokens = max(0, self._held_tokens - tokens)
+            self._held_usd = max(0.0, self._held_usd - (usd or 0.0))
+
+    def charge(self, tokens: int, usd: float | None) -> None:
+        """Count what a call cost."""
+        with self._lock:
+            self.spent_tokens += tokens
+            self.spent_usd += usd or 0.0
+
+    def reset(self) -> None:
+        """Start a new period (a new day): spent goes back to zero; reservations in flight stay held."""
+        with self._lock:
+            self.spent_usd, self.spent_tokens = 0.0, 0
 
 
 class LedgerLine(TypedDict):
@@ -272,26 +330,70 @@ class BudgetMeter:
         self.entries: list[LedgerEntry] = []
         self._record = record
         self._lock = threading.Lock()
+        self._held_tokens = 0
+        self._held_usd = 0.0
 
     def add(self, entry: LedgerEntry) -> None:
         """Count a finished (billed) call, keep it, and record it durably."""
+        tokens = entry["input_tokens"] + entry["output_tokens"]
         with self._lock:
             self.spent_usd += entry["cost_usd"] or 0.0
-            self.spent_tokens += entry["input_tokens"] + entry["output_tokens"]
+            self.spent_tokens += tokens
             self.entries.append(entry)
+        if self.budget.shared is not None:
+            self.budget.shared.charge(tokens, entry["cost_usd"])
         if self._record is not None:
             self._record(entry)
 
     def refusal(self, est_tokens: int, est_usd: float | None) -> str | None:
-        """Why a call with this worst case would break the budget, or None if it fits."""
+        """Why a call with this worst case would break the budget, or None if it fits (nothing is held)."""
+        with self._lock:
+            return self._refusal(est_tokens, est_usd)
+
+    def _refusal(self, est_tokens: int, est_usd: float | None) -> str | None:
         b = self.budget
         if b.seconds is not None and time.monotonic() - self.started >= b.seconds:
             return f"time budget of {b.seconds:g}s used up"
-        if b.tokens is not None and self.spent_tokens + est_tokens > b.tokens:
-            return f"token budget: {self.spent_tokens} spent + {est_tokens} worst case > {b.tokens}"
-        if b.usd is not None and est_usd is not None and self.spent_usd + est_usd > b.usd:
-            return f"cost budget: ${self.spent_usd:.6f} spent + ${est_usd:.6f} worst case > ${b.usd:g}"
+        held = self._held_tokens
+        if b.tokens is not None and self.spent_tokens + held + est_tokens > b.tokens:
+            return (
+                f"token budget: {self.spent_tokens} spent + {held} reserved + {est_tokens} worst case "
+                f"> {b.tokens}"
+            )
+        held_usd = self._held_usd
+        if b.usd is not None and est_usd is not None and self.spent_usd + held_usd + est_usd > b.usd:
+            return (
+                f"cost budget: ${self.spent_usd:.6f} spent + ${held_usd:.6f} reserved + ${est_usd:.6f} "
+                f"worst case > ${b.usd:g}"
+            )
         return None
+
+    @contextlib.contextmanager
+    def hold(self, est_tokens: int, est_usd: float | None) -> Iterator[str | None]:
+        """Reserve a call's worst case for as long as it runs, in this run and in the shared budget.
+
+        Yields why the call can't be made (then nothing is held), or None. Concurrent calls (parallel
+        nodes, other runs on a shared budget) see each other's reservations, so together they can't
+        overspend.
+        """
+        with self._lock:
+            reason = self._refusal(est_tokens, est_usd)
+            if reason is None and self.budget.shared is not None:
+                reason = self.budget.shared.reserve(est_tokens, est_usd)
+            if reason is None:
+                self._held_tokens += est_tokens
+                self._held_usd += est_usd or 0.0
+        if reason is not None:
+            yield reason
+            return
+        try:
+            yield None
+        finally:
+            with self._lock:
+                self._held_tokens -= est_tokens
+                self._held_usd -= est_usd or 0.0
+            if self.budget.shared is not None:
+                self.budget.shared.release(est_tokens, est_usd)
 
 
 Row = tuple[str, float, str]  # run id, unix time, the entry as JSON

@@ -32,7 +32,7 @@ from opentelemetry.trace import Status, StatusCode
 from orchestrator.catalog import Catalog
 from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
-from orchestrator.context import RunContext, TextSink
+from orchestrator.context import BudgetStop, RunContext, TextSink
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
 from orchestrator.instrument import GraphTracer
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
@@ -501,6 +501,7 @@ class Orchestrator:
             await queue.put(RunEvent(run_id, "start"))
             status: Status_ = "ok"
             error: str | None = None
+            stopped: str | None = None
             resumable = False
             try:
                 with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
@@ -541,6 +542,11 @@ class Orchestrator:
                                         tokens=sum(e["input_tokens"] + e["output_tokens"] for e in fresh),
                                     )
                                 )
+                    except (
+                        BudgetStop
+                    ) as stop:  # raised in a node of a user's graph: a status, as in the agent's
+                        status, stopped = "budget_stop", stop.reason
+                        span.set_attribute(A.STOP_REASON, stop.reason)
                     except Exception as exc:  # recorded as a failed run, never left "running"
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
                         status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
@@ -564,7 +570,7 @@ class Orchestrator:
                 status=status,
                 answer=_answer(state, self.manifest.outputs.get(name)) if status != "failed" else None,
                 ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
-                stop_reason=state.get("stop_reason"),
+                stop_reason=stopped or state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results") or []) if isinstance(state.get("results"), list) else [],
                 resumable=resumable,

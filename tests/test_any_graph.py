@@ -509,3 +509,45 @@ def test_a_langgraph_project_runs_as_it_is(tmp_path: Path) -> None:
     run_id = store.list_runs(limit=1)[0]["run_id"]
     assert [s["node"] for s in store.run_spans(run_id) if s["kind"] == "node"] == ["count", "greet"]
     store.close()
+
+
+async def test_a_shared_budget_holds_across_concurrent_runs(settings: Settings) -> None:
+    """Runs racing for one cap: each call reserves its worst case, so together they never overspend, and a
+    refused call ends its run `budget_stop` (a status, not a failure), also in a user's graph."""
+    import asyncio
+
+    from orchestrator import Budget, Limits, SharedBudget
+
+    def orch() -> Orchestrator:
+        return Orchestrator(
+            settings=settings,
+            slots={
+                "summarize": SlotConfig(model="python:scripted", prices=OPENAI_PRICE),
+                "write": SlotConfig(model="python:scripted", prices=OPENAI_PRICE),
+            },
+            models={
+                "summarize": ScriptedChatModel(replies=["short " * 5] * 10, delay_s=0.2),
+                "write": ScriptedChatModel(replies=["a reply"] * 10, delay_s=0.2),
+            },
+            graphs={"mine": TWO_SLOTS},
+            limits=Limits(max_tokens=100),
+        )
+
+    # a call's worst case here: ~30 input tokens (high estimate) + 100 output = ~$0.00043; its actual
+    # cost ~$0.00003. A cap of $0.001 holds two calls in flight at once, not three.
+    daily = SharedBudget(usd=0.001)
+    service = orch()
+    results = await asyncio.gather(
+        *(service.arun("mine", f"message {i}", budget=Budget(shared=daily)) for i in range(6))
+    )
+    statuses = sorted(r.status for r in results)
+    assert statuses == ["budget_stop"] * 4 + ["ok"] * 2, [r.error for r in results]
+    stopped = next(r for r in results if r.status == "budget_stop")
+    assert stopped.stop_reason is not None and "shared cost budget" in stopped.stop_reason
+    spent = sum(r.ledger.cost_usd or 0.0 for r in results)
+    assert daily.spent_usd == pytest.approx(spent) and 0 < spent <= 0.001
+    assert daily.spent_tokens == sum(r.ledger.tokens for r in results)
+    daily.reset()
+    again = await service.arun("mine", "next day", budget=Budget(shared=daily))
+    assert again.status == "ok" and daily.spent_usd == pytest.approx(again.ledger.cost_usd or 0.0)
+    service.close()

@@ -267,7 +267,9 @@ async def test_typed_extraction(make_orch: MakeOrch) -> None:
 
 async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:
     orch = make_orch([plan(DAYS), CALL, FINAL], by_turn=True)
-    kinds = [(e.kind, e.node) async for e in orch.astream("agent", TASK)]
+    events = [e async for e in orch.astream("agent", TASK)]
+    assert [e.text for e in events if e.kind == "token"] == [plan(DAYS), CALL, FINAL]
+    kinds = [(e.kind, e.node) for e in events if e.kind != "token"]
     assert kinds == [
         ("start", None),
         ("node", "controller"),

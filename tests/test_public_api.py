@@ -26,6 +26,7 @@ def test_exported_members() -> None:
             "RunEvent",
             "RunResult",
             "Settings",
+            "SharedBudget",
             "SlotBinding",
             "SlotConfig",
             "ToolError",
