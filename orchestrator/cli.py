@@ -116,13 +116,15 @@ async def _run(
     try:
         with _status("starting ...") as status:
             events = orch.astream(
-                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume), tokens=False
+                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume), tokens=err.is_terminal
             )
             async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
                 async for event in events:
                     run_id = event.run_id
                     if event.kind == "start":
-                        status.update(_line(f"run {run_id}: controller thinking ..."))
+                        status.update(_line(f"run {run_id}: running ..."))
+                    elif event.kind == "token":  # only asked for on a terminal: the spinner names the writer
+                        status.update(_line(f"run {run_id}: {event.node} ({event.source}) writing ..."))
                     elif event.kind == "node":
                         err.print(
                             _line(
@@ -240,7 +242,7 @@ def _next_label(event: Any) -> str:
         return str(action)
     if event.node == "controller" and action == "delegate":
         return f"worker {pending.get('worker')}"
-    return "controller thinking"
+    return "running"
 
 
 def _print_result(result: Any) -> None:

@@ -44,6 +44,7 @@ class RunContext:
     tool_runner: ToolRunner | None = None
     deadline: float = field(default=0.0)
     text_sink: TextSink | None = None  # model text as it arrives, for `Orchestrator.astream`'s token events
+    _slot_models: dict[str, BaseChatModel] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -67,7 +68,10 @@ class RunContext:
             raise ConfigError(
                 f"no slot {slot!r}{hint} The slots defined under [tool.orchestrator.slots] are: {defined}"
             )
-        return SlotModel(slot=slot, context=self)
+        made = self._slot_models.get(slot)
+        if made is None:  # one per slot and run: LangChain caches per-model work (its serialized form)
+            made = self._slot_models[slot] = SlotModel(slot=slot, context=self)
+        return made
 
 
 class BudgetStop(Exception):

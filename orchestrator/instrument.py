@@ -87,6 +87,7 @@ class GraphTracer(BaseCallbackHandler):
         self._tasks: set[str] = set()  # node executions seen (a nested run of the same name is not one)
         self._traced: set[UUID] = set()  # model and tool runs the orchestrator's own path traces
         self.node_seconds: dict[str, float] = {}  # the last finished execution of each node
+        self.failed_node: str | None = None  # the node where an error was first raised
 
     # --- where a run sits ------------------------------------------------------------------------------
     def _parent_span(self, parent_run_id: UUID | None) -> Span:
@@ -187,6 +188,8 @@ class GraphTracer(BaseCallbackHandler):
             self.node_seconds[done.node] = time.perf_counter() - done.t0
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        if self.failed_node is None and type(error).__name__ not in _CONTROL_FLOW and run_id in self._nodes:
+            self.failed_node = self._nodes[run_id]  # the innermost node the error passed through first
         done = self._end(run_id, error)
         if done is not None and done.kind == "node" and done.node:
             self.node_seconds[done.node] = time.perf_counter() - done.t0
@@ -344,7 +347,7 @@ class SlotModel(BaseChatModel):
     """
 
     slot: str
-    context: Any = None  # the RunContext; None: the current run's, looked up at call time
+    context: Any = Field(default=None, repr=False)  # the RunContext; None: the current run's, at call time
     tags: list[str] | None = Field(default_factory=lambda: [TRACED])
 
     @property

@@ -201,6 +201,8 @@ class Orchestrator:
         raw_slots.update(slots or {})
         table = price_table(self.settings.prices_path)
         self._prices = table
+        self._built: dict[str, Any] = {}  # graph name -> what its factory built
+        self._compiled: dict[int, tuple[Any, Any]] = {}  # id(builder) -> (builder, compiled graph)
         self.slots = {
             n: s if isinstance(s, SlotBinding) else bind_slot(n, s, table) for n, s in raw_slots.items()
         }
@@ -293,6 +295,8 @@ class Orchestrator:
                 + did_you_mean(name, self.graphs)
                 + "; graphs are listed under [tool.orchestrator.graphs]"
             )
+        if name in self._built:
+            return name, self._built[name]
         ref = self.graphs[name]
         target = _import_ref(ref, f"graph {name!r}") if isinstance(ref, str) else ref
         if isinstance(target, StateGraph) or _is_compiled(target):
@@ -333,7 +337,22 @@ class Orchestrator:
                 f"graph {name!r} ({ref!r}) must return a StateGraph or a compiled graph; "
                 f"got {type(built).__name__}"
             )
+        self._built[name] = built  # a factory runs once: its slot models and parts do not change
         return name, built
+
+    def _compile(self, name: str, builder: Any) -> Any:
+        """The graph compiled once (without a checkpointer: each run sets its own on a copy)."""
+        if not isinstance(builder, StateGraph):
+            return builder
+        hit = self._compiled.get(id(builder))
+        if hit is not None and hit[0] is builder:
+            return hit[1]
+        try:
+            app = builder.compile(name=name)
+        except Exception as exc:
+            raise ManifestError(f"graph {name!r} does not compile: {type(exc).__name__}: {exc}") from None
+        self._compiled[id(builder)] = (builder, app)
+        return app
 
     # --- running ---------------------------------------------------------------------------------------
     async def arun(
@@ -440,16 +459,8 @@ class Orchestrator:
                 queue.put_nowait(RunEvent(run_id, kind, node, elapsed_s=elapsed, text=text, source=source))
 
         async with self.checkpoints.open() as saver:
-            if isinstance(builder, StateGraph):
-                try:
-                    app = builder.compile(checkpointer=saver, name=name)
-                except Exception as exc:
-                    raise ManifestError(
-                        f"graph {name!r} does not compile: {type(exc).__name__}: {exc}"
-                    ) from None
-            else:
-                app = copy.copy(builder)  # a compiled graph: the run's checkpointer on a copy
-                app.checkpointer = saver
+            app = copy.copy(self._compile(name, builder))  # the run's checkpointer on a copy
+            app.checkpointer = saver
             config: RunnableConfig = {
                 "configurable": {"thread_id": run_id},
                 "recursion_limit": max(25, 2 * self.limits.max_steps + 6),
@@ -549,7 +560,9 @@ class Orchestrator:
                         span.set_attribute(A.STOP_REASON, stop.reason)
                     except Exception as exc:  # recorded as a failed run, never left "running"
                         kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
-                        status, error = "failed", f"{kind}{type(exc).__name__}: {exc}"
+                        where = f"node {watcher.failed_node!r} of " if watcher.failed_node else ""
+                        status = "failed"
+                        error = f"{where}graph {name!r}: {kind}{type(exc).__name__}: {exc}"
                         resumable = _provider_failed(exc)  # not a bad output, which would repeat
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))

@@ -18,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from loopback import Loopback
-from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
+from wire import anthropic_stream, anthropic_usage, body_of, openai_stream, openai_usage
 
 from orchestrator import ConfigError, Orchestrator, RunContext, Settings, SlotConfig
 from orchestrator.config import PriceOverride
@@ -551,3 +551,107 @@ async def test_a_shared_budget_holds_across_concurrent_runs(settings: Settings) 
     again = await service.arun("mine", "next day", budget=Budget(shared=daily))
     assert again.status == "ok" and daily.spent_usd == pytest.approx(again.ledger.cost_usd or 0.0)
     service.close()
+
+
+async def test_a_node_that_raises_fails_the_run_naming_it_and_keeps_what_finished(settings: Settings) -> None:
+    class State(TypedDict, total=False):
+        input: str
+        first: str
+        answer: str
+
+    ran: list[str] = []
+    broken = {"second": True}
+
+    async def first(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        ran.append("first")
+        reply = await runtime.context.model("summarize").ainvoke([HumanMessage(state["input"])])
+        return {"first": str(reply.content)}
+
+    def second(state: State) -> dict[str, str]:
+        ran.append("second")
+        if broken["second"]:
+            raise ValueError("the parser choked on <b>this</b>")
+        return {"answer": state["first"].upper()}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("first", first)
+    g.add_node("second", second)
+    g.add_edge(START, "first")
+    g.add_edge("first", "second")
+    g.add_edge("second", END)
+    orch = Orchestrator(
+        settings=settings,
+        slots={"summarize": SlotConfig(model="python:scripted", prices=OPENAI_PRICE)},
+        models={"summarize": ScriptedChatModel(replies=["done"])},
+        graphs={"pipeline": g},
+    )
+    failed = await orch.arun("pipeline", "go", run_id="r-raise")
+    assert failed.status == "failed" and not failed.resumable
+    assert failed.error == (
+        "node 'second' of graph 'pipeline': unexpected ValueError: the parser choked on <b>this</b>"
+    )
+    assert orch.store is not None
+    row = orch.store.get_run("r-raise")
+    assert row is not None and row["status"] == "failed"
+    spans = orch.store.run_spans("r-raise")
+    nodes = {s["node"]: s for s in spans if s["kind"] == "node"}
+    assert nodes["second"]["status"] == "error" and nodes["first"]["status"] != "error"
+    paid = failed.ledger.cost_usd
+    assert paid and paid > 0
+    broken["second"] = False  # the bug is fixed: resume from the failed node
+    resumed = await orch.arun("pipeline", None, run_id="r-raise", resume=True)
+    assert (resumed.status, resumed.answer) == ("ok", "DONE")
+    assert ran == ["first", "second", "second"]  # the finished node did not run again
+    assert resumed.ledger.cost_usd == pytest.approx(paid)  # nor was it paid twice
+    orch.close()
+
+
+async def test_a_slot_model_gives_structured_output_and_batches(
+    loopback: Loopback, settings: Settings
+) -> None:
+    from pydantic import BaseModel
+
+    class Ticket(BaseModel):
+        order_id: str
+        urgent: bool
+
+    class State(TypedDict, total=False):
+        input: str
+        ticket: dict[str, Any]
+        answer: str
+
+    async def extract(state: State, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        model = runtime.context.model("summarize").with_structured_output(Ticket)
+        ticket = await model.ainvoke([HumanMessage(state["input"])])
+        assert isinstance(ticket, Ticket)
+        return {"ticket": ticket.model_dump()}
+
+    async def reply(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        replies = await runtime.context.model("write").abatch([[HumanMessage("one")], [HumanMessage("two")]])
+        return {"answer": " / ".join(str(r.content) for r in replies)}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("extract", extract)
+    g.add_node("reply", reply)
+    g.add_edge(START, "extract")
+    g.add_edge("extract", "reply")
+    g.add_edge("reply", END)
+    args = json.dumps({"order_id": "A7", "urgent": True})
+    loopback.route(
+        "/v1/chat/completions", openai_stream([], openai_usage(120, 8), tool_calls=[("c1", "Ticket", [args])])
+    )
+    loopback.route(
+        "/v1/messages",
+        anthropic_stream(["First."], anthropic_usage(60, 12)),
+        anthropic_stream(["Second."], anthropic_usage(60, 12)),
+    )
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"g": g})
+    result = await orch.arun("g", "Order A7 is late, urgent!")
+    assert result.status == "ok", result.error
+    assert sorted(result.answer.split(" / ")) == ["First.", "Second."]  # type: ignore[union-attr]
+    sent = body_of(next(r for r in loopback.requests if r.path == "/v1/chat/completions"))
+    assert [t["function"]["name"] for t in sent["tools"]] == ["Ticket"]
+    by_node = {n.node: n for n in result.ledger.by_node()}
+    assert by_node["extract"].cost_usd == pytest.approx(SUMMARIZE_COST)
+    assert by_node["reply"].calls == 2 and by_node["reply"].cost_usd == pytest.approx(2 * WRITE_COST)
+    orch.close()

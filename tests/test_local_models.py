@@ -266,3 +266,41 @@ def test_a_project_from_orch_init_runs_on_local_models(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["status"] == "ok" and "18" in result["answer"]
     assert "call_tool" in {n["node"] for n in result["ledger"]["nodes"]}
+
+
+async def test_astream_yields_the_local_models_text_piece_by_piece(tmp_path: Path) -> None:
+    from typing import TypedDict
+
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import Runtime
+
+    from orchestrator import RunContext
+
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    async def answer(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        reply = await runtime.context.model("write").ainvoke([HumanMessage(state["input"])], max_tokens=24)
+        return {"answer": str(reply.content)}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("answer", answer)
+    g.add_edge(START, "answer")
+    g.add_edge("answer", END)
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={"write": SlotConfig(model="local:qwen2.5-0.5b")},
+        graphs={"g": g},
+    )
+    events = [e async for e in orch.astream("g", "Name three colours of the rainbow.")]
+    pieces = [e.text for e in events if e.kind == "token"]
+    node_at = next(i for i, e in enumerate(events) if e.kind == "node")
+    assert len(pieces) > 3 and all(
+        e.kind != "token" for e in events[node_at:]
+    )  # as generated, before its node ends
+    result = events[-1].result
+    assert result is not None and result.status == "ok"
+    assert "".join(pieces) == result.answer
+    orch.close()

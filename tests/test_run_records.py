@@ -98,7 +98,7 @@ async def test_a_prompt_past_the_context_window_fails_before_the_call(make_orch:
     result = await orch.arun("agent", TASK + " " + "filler words " * 2000)
     assert result.status == "failed"
     assert "(1024 tokens)" in (result.error or "")
-    assert result.error and result.error.startswith("PromptTooLongError")
+    assert result.error and result.error.startswith("node 'controller' of graph 'agent': PromptTooLongError")
     assert result.ledger.input_tokens == 0  # no call was made
 
 
