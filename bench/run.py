@@ -162,7 +162,7 @@ def build_user(call: Any) -> StateGraph[Any, Any, Any, Any]:
 
 
 def user_model() -> ScriptedChatModel:
-    return ScriptedChatModel(replies=["a short rewritten text"] * 3)
+    return ScriptedChatModel(replies=["a short rewritten text"], by_turn=True)  # any number of calls
 
 
 async def run_user_bare(folder: Path, i: int) -> float:

@@ -468,7 +468,8 @@ class Orchestrator:
             graph_input = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
-            earlier = await asyncio.to_thread(self.book.entries, run_id)  # never block the loop on the store
+            # what earlier attempts paid (a new run has none); never block the loop on the store
+            earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
             prior = Ledger.from_entries(run_id, earlier, legacy)
             if resume and not snapshot.values:
                 raise ConfigError(
@@ -526,15 +527,19 @@ class Orchestrator:
                         text_sink=sink,
                     )
                     seen = 0  # ledger entries already reported with a node event
+                    final: Any = None
                     try:
                         stream = app.astream(
                             graph_input,
                             {**config, "callbacks": [watcher]},
                             context=ctx,
-                            stream_mode="updates",
+                            stream_mode=["updates", "values"],
                             durability="sync",
                         )
-                        async for chunk in stream:
+                        async for mode, chunk in stream:
+                            if mode == "values":
+                                final = chunk  # the state after each step: the last one is the run's
+                                continue
                             for node, update in chunk.items():
                                 if node.startswith("__"):
                                     continue
@@ -553,9 +558,7 @@ class Orchestrator:
                                         tokens=sum(e["input_tokens"] + e["output_tokens"] for e in fresh),
                                     )
                                 )
-                    except (
-                        BudgetStop
-                    ) as stop:  # raised in a node of a user's graph: a status, as in the agent's
+                    except BudgetStop as stop:  # from a user's node: a status, as in the agent
                         status, stopped = "budget_stop", stop.reason
                         span.set_attribute(A.STOP_REASON, stop.reason)
                     except Exception as exc:  # recorded as a failed run, never left "running"
@@ -568,7 +571,9 @@ class Orchestrator:
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     finally:
                         watcher.close()
-                    state = (await app.aget_state(config)).values
+                    if not isinstance(final, Mapping) or status != "ok":  # read what was checkpointed
+                        final = (await app.aget_state(config)).values
+                    state: Mapping[str, Any] = final if isinstance(final, Mapping) else {}
                     if status == "ok" and state.get("status") in ("budget_stop", "failed"):
                         status = state["status"]
                     span.set_attribute(A.STATUS, status)
