@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,6 +45,7 @@ class RunContext:
     tool_runner: ToolRunner | None = None
     deadline: float = field(default=0.0)
     text_sink: TextSink | None = None  # model text as it arrives, for `Orchestrator.astream`'s token events
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)  # the run's event loop
     _slot_models: dict[str, BaseChatModel] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -465,10 +465,34 @@ class SlotModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        raise NotImplementedError(
-            f"slot model {self.slot!r}: call it with `await ...ainvoke(...)` (the orchestrator runs graphs "
-            "asynchronously); in a synchronous node, make the node `async def`"
+        """A synchronous call: LangGraph runs a sync node in a worker thread, so the call is handed to the
+        run's event loop and waited for. Called on that loop's own thread it would wait for ever: refused."""
+        ctx = self._ctx()
+        loop = getattr(ctx, "loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop or not loop.is_running():
+            raise NotImplementedError(
+                f"slot model {self.slot!r}: a synchronous call can't be made from the run's event loop; "
+                "in an `async def` node, use `await ...ainvoke(...)`"
+            )
+        manager = _AsyncManagerOf(run_manager)
+        future = asyncio.run_coroutine_threadsafe(
+            self._agenerate(messages, stop, manager, **kwargs),  # type: ignore[arg-type]
+            loop,
         )
+        return future.result()
+
+
+class _AsyncManagerOf:
+    """What `_agenerate` reads of a run manager (its handlers and parent), taken from a sync one."""
+
+    def __init__(self, sync: Any) -> None:
+        self.handlers = getattr(sync, "handlers", None) or []
+        self.inheritable_handlers = getattr(sync, "inheritable_handlers", None) or []
+        self.parent_run_id = getattr(sync, "parent_run_id", None)
 
 
 def _tracer_of(run_manager: Any) -> GraphTracer | None:

@@ -495,6 +495,7 @@ class Orchestrator:
                 capture_content=self.settings.capture_content,
                 tool_runner=self.tool_runner,
                 text_sink=sink,
+                loop=asyncio.get_running_loop(),
             )
             if self._store is not None:
                 self._store.start_run(

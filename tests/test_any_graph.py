@@ -655,3 +655,62 @@ async def test_a_slot_model_gives_structured_output_and_batches(
     assert by_node["extract"].cost_usd == pytest.approx(SUMMARIZE_COST)
     assert by_node["reply"].calls == 2 and by_node["reply"].cost_usd == pytest.approx(2 * WRITE_COST)
     orch.close()
+
+
+async def test_a_sync_node_calls_its_slot_model_with_invoke(loopback: Loopback, settings: Settings) -> None:
+    """LangGraph runs a sync node in a worker thread: `invoke` and `stream` work there, traced and priced."""
+
+    class State(TypedDict, total=False):
+        input: str
+        summary: str
+        answer: str
+
+    def summarize(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        reply = runtime.context.model("summarize").invoke([HumanMessage(state["input"])])
+        return {"summary": str(reply.content)}
+
+    def reply(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        text = "".join(str(c.content) for c in runtime.context.model("write").stream([HumanMessage("x")]))
+        return {"answer": text}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("summarize", summarize)
+    g.add_node("reply", reply)
+    g.add_edge(START, "summarize")
+    g.add_edge("summarize", "reply")
+    g.add_edge("reply", END)
+    _script(loopback)
+    orch = Orchestrator(settings=settings, slots=_slots(loopback), graphs={"sync": g})
+    result = await orch.arun("sync", "My card never came.")
+    assert (result.status, result.answer) == ("ok", "Sorry, we'll send a new card."), result.error
+    by_node = {n.node: n for n in result.ledger.by_node()}
+    assert by_node["summarize"].cost_usd == pytest.approx(SUMMARIZE_COST)
+    assert by_node["reply"].cost_usd == pytest.approx(WRITE_COST)
+    assert orch.store is not None
+    chats = [s for s in orch.store.run_spans(result.run_id) if s["kind"] == "chat"]
+    assert sorted(c["node"] for c in chats) == ["reply", "summarize"]
+    orch.close()
+
+
+async def test_a_sync_call_on_the_event_loop_is_refused_clearly(settings: Settings) -> None:
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    async def wrong(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        return {"answer": str(runtime.context.model("summarize").invoke([HumanMessage("x")]).content)}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("wrong", wrong)
+    g.add_edge(START, "wrong")
+    g.add_edge("wrong", END)
+    orch = Orchestrator(
+        settings=settings,
+        slots={"summarize": SlotConfig(model="python:scripted", prices=OPENAI_PRICE)},
+        models={"summarize": ScriptedChatModel(replies=["x"])},
+        graphs={"g": g},
+    )
+    result = await orch.arun("g", "x")
+    assert result.status == "failed" and result.error is not None
+    assert "node 'wrong'" in result.error and "use `await ...ainvoke(...)`" in result.error
+    orch.close()
