@@ -33,10 +33,15 @@ from orchestrator.context import BudgetStop, RunContext
 from orchestrator.decisions import (
     Decision,
     DecisionError,
+    ToolForm,
     act_schema,
+    act_tools,
+    decision_text,
     final_schema,
+    final_tools,
     parse_decision,
     parse_plan,
+    plan_tools,
 )
 from orchestrator.errors import ModelError
 from orchestrator.grounding import (
@@ -180,6 +185,7 @@ class _Step:
         self.patches: list[dict[str, Any]] = []
         self.entries: list[LedgerEntry] = []
         self.model_called = False
+        self.steps_left: int | None = None  # model decisions the budget still allows, where it sets some
 
     def derived(self, decision: Decision) -> None:
         self.messages.append(AIMessage(decision.to_json(), response_metadata=dict(DERIVED)))
@@ -187,6 +193,18 @@ class _Step:
     def patch(self, plan: list[Part], index: int, **fields: Any) -> None:
         plan[index] = cast(Part, {**plan[index], **fields})
         self.patches.append({"index": index, **fields})
+
+
+def _with_budget(ctx: RunContext, prompt: list[BaseMessage], steps_left: int | None) -> list[BaseMessage]:
+    """The prompt with what is left of the run's budget at the end of its last message (only there: the
+    system prompt and the tools stay the same from call to call, so a cached prefix stays valid)."""
+    left = ctx.meter.left()
+    if steps_left is not None:
+        left.append(f"{steps_left} model steps")
+    if not left or not prompt or not isinstance(prompt[-1], HumanMessage):
+        return prompt
+    note = "Budget left: " + ", ".join(left) + "."
+    return [*prompt[:-1], HumanMessage(f"{prompt[-1].content}\n{note}")]
 
 
 def _record_problems(ctx: RunContext, problems: list[str]) -> None:
@@ -207,17 +225,33 @@ async def _decide(
     check: Callable[[Decision], list[str]],
     repair_hint: str,
     step: _Step,
+    form: ToolForm | None = None,
 ) -> tuple[Decision, list[str]]:
-    """One model decision with one repair: returns it and the problems its check still finds."""
+    """One model decision with one repair: returns it and the problems its check still finds.
+
+    A model that calls tools natively gets the step as `form` (tools bound, a call required) and its call
+    is read back as the JSON decision; any other model gets `schema` (a JSON schema, or a grammar for a
+    local model). Either way the same parser, checks and repair apply.
+    """
     span = trace.get_current_span()
+    native = form is not None and ctx.slots[slot].profile.capabilities.tool_calling
+    span.set_attribute(A.DECISION_STRATEGY, "tool_calls" if native else "json_schema")
     last_error = ""
     for attempt in range(2):
-        msg, entries = await call_model(
-            ctx, slot, "controller", prompt, max_tokens=ctx.limits.max_tokens, schema=schema
-        )
+        asked = _with_budget(ctx, prompt, step.steps_left)
+        if native and form is not None:
+            msg, entries = await call_model(
+                ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, options=form.options()
+            )
+        else:
+            msg, entries = await call_model(
+                ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, schema=schema
+            )
         step.entries.extend(entries)
         raw = str(msg.content)
         try:
+            if native and form is not None:
+                raw = decision_text(msg, form)
             decision = parse(raw)
         except DecisionError as exc:
             last_error = str(exc)
@@ -262,6 +296,8 @@ async def controller_step(
     ]
     span = trace.get_current_span()
     step = _Step()
+    if budget_steps is not None:
+        step.steps_left = budget_steps - made
     plan: list[Part] | None = [dict(p) for p in state["plan"]] if state.get("plan") is not None else None  # type: ignore[misc]
     update: dict[str, Any] = {}
 
@@ -277,15 +313,17 @@ async def controller_step(
                 for p in check_worker_input(part["text"], request_evidence)
             ]
 
+        schema = plan_schema(list(workers), spans)
         decision, _ = await _decide(
             ctx,
             parts.slot,
             head,
-            plan_schema(list(workers), spans),
+            schema,
             lambda raw: parse_plan(raw, list(workers)),
             check_plan,
             "Copy every value and text exactly from the request.",
             step,
+            plan_tools(schema),
         )
         step.model_called = True
         plan = [_as_worker_part(cast(Part, dict(p)), workers, spans) for p in decision.plan]
@@ -299,7 +337,8 @@ async def controller_step(
         if ctx.capture_content:
             span.set_attribute(A.PLAN, plan_json(plan))
 
-    await _advance(ctx, parts.slot, request, head + transcript, plan, step)
+    loaded = list(state.get("loaded") or [])
+    await _advance(ctx, parts.slot, request, head + transcript, plan, step, loaded)
     update["messages"] = step.messages
     if step.patches and "plan" not in update:  # a plan made now already holds its patches
         update["plan"] = step.patches
@@ -314,7 +353,13 @@ async def controller_step(
 
 
 async def _advance(
-    ctx: RunContext, slot: str, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+    ctx: RunContext,
+    slot: str,
+    request: str,
+    prompt: list[BaseMessage],
+    plan: list[Part],
+    step: _Step,
+    loaded: Sequence[str] = (),
 ) -> None:
     """Take steps until one needs a node (or a second model call): the rest of one controller execution."""
     while True:
@@ -357,6 +402,7 @@ async def _advance(
             check,
             "Take values only from the request or the observations, or skip.",
             step,
+            act_tools(loaded, ctx.catalog),
         )
         step.model_called = True
         if decision.action == "call_tool" and not problems:
@@ -418,6 +464,7 @@ async def _final(
         lambda d: check_answer(d.answer, evidence) + check_results_stated(d.answer, results),
         "State each result exactly as given, and nothing else.",
         step,
+        final_tools(),
     )
     step.model_called = True
     if not problems:

@@ -24,13 +24,19 @@ from orchestrator.catalog import Catalog
 from orchestrator.plan import MAX_PARTS, TASK_MAX, Part, new_part, plan_json
 
 __all__ = [
+    "MAX_BOUND_TOOLS",
     "Decision",
     "DecisionError",
+    "ToolForm",
     "act_schema",
+    "act_tools",
     "decision_of",
+    "decision_text",
     "final_schema",
+    "final_tools",
     "parse_decision",
     "parse_plan",
+    "plan_tools",
 ]
 
 Action = Literal["plan", "find_tools", "call_tool", "delegate", "skip", "final"]
@@ -202,3 +208,89 @@ def decision_of(text: str) -> dict[str, Any] | None:
     if "plan" in data and "action" not in data:
         return {"action": "plan", **data}
     return data if "action" in data else None
+
+
+# --- the same decisions as native tool calls --------------------------------------------------------------
+# A model that calls tools natively gets each step as tools to call instead of a JSON schema to follow: the
+# plan as a `plan` tool, a tool part as the tools loaded so far (append-only: the prompt prefix stays
+# cache-stable) plus `skip`, the answer as `final`. Its call is read back as the same JSON decision, so
+# parsing, grounding checks and repairs are the same on every rung.
+MAX_BOUND_TOOLS = 128  # OpenAI's limit on tools per request; Anthropic's is higher
+META_TOOLS = ("plan", "skip", "final")
+
+
+@dataclass(frozen=True)
+class ToolForm:
+    """A decision asked for as a tool call: the tools bound (OpenAI's function format) and the choice
+    (`"required"`, or the one tool to call)."""
+
+    tools: tuple[dict[str, Any], ...]
+    choice: str
+
+    def options(self) -> dict[str, Any]:
+        """The call options that bind these tools."""
+        return {"tools": list(self.tools), "tool_choice": self.choice}
+
+
+def _function(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
+def plan_tools(schema: Mapping[str, Any]) -> ToolForm:
+    """The plan step: one `plan` tool whose arguments are the plan (`schema`, from `plan_schema`)."""
+    description = (
+        "Write the plan: one part for each thing the request asks, in order (an empty list if none)."
+    )
+    return ToolForm((_function("plan", description, schema),), "plan")
+
+
+def act_tools(loaded: Sequence[str], catalog: Catalog) -> ToolForm:
+    """A tool part: every tool loaded so far, in the order loaded, and `skip`; one call is required."""
+    tools = [
+        _function(name, catalog.get(name).description, _clean_params(catalog.get(name).parameters))
+        for name in loaded[: MAX_BOUND_TOOLS - 1]
+    ]
+    skip = {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "why no loaded tool does this part"}},
+        "required": ["reason"],
+    }
+    tools.append(_function("skip", "Skip this part: none of the tools does it.", skip))
+    return ToolForm(tuple(tools), "required")
+
+
+def final_tools() -> ToolForm:
+    """The answer: one `final` tool."""
+    answer = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "description": "the final answer to the user"}},
+        "required": ["answer"],
+    }
+    return ToolForm((_function("final", "Give the final answer.", answer),), "final")
+
+
+def decision_text(reply: Any, form: ToolForm) -> str:
+    """A tool-calling reply as the JSON decision it stands for (what the parsers and the transcript take).
+
+    The first tool call decides (a weak model makes one action a step). A reply with no call is read as a
+    JSON decision; where the answer was asked for, plain text is the answer.
+    """
+    calls = list(getattr(reply, "tool_calls", None) or [])
+    if not calls:
+        text = str(getattr(reply, "content", "") or "").strip()
+        if form.choice == "final" and text and not text.startswith("{"):
+            return json.dumps({"action": "final", "answer": text}, ensure_ascii=False)
+        return text
+    name, args = str(calls[0].get("name") or ""), calls[0].get("args") or {}
+    if not isinstance(args, dict):
+        raise DecisionError(f"the arguments of tool {name!r} must be a JSON object")
+    if name == "plan":
+        return json.dumps(args, ensure_ascii=False)
+    if name == "skip":
+        return json.dumps({"action": "skip", "reason": args.get("reason", "")}, ensure_ascii=False)
+    if name == "final":
+        return json.dumps({"action": "final", "answer": args.get("answer", "")}, ensure_ascii=False)
+    return json.dumps({"action": "call_tool", "tool": name, "args": args}, ensure_ascii=False)

@@ -368,6 +368,20 @@ class BudgetMeter:
             )
         return None
 
+    def left(self) -> list[str]:
+        """What is left of each limit the budget sets, in words (none set: an empty list)."""
+        b, out = self.budget, []
+        with self._lock:
+            if b.usd is not None:
+                out.append(f"${max(0.0, b.usd - self.spent_usd - self._held_usd):.4f}")
+            if b.tokens is not None:
+                out.append(f"{max(0, b.tokens - self.spent_tokens - self._held_tokens)} tokens")
+        if b.shared is not None and b.shared.usd is not None:
+            out.append(f"${max(0.0, b.shared.usd - b.shared.spent_usd):.4f} of the shared budget")
+        if b.seconds is not None:
+            out.append(f"{max(0.0, b.seconds - (time.monotonic() - self.started)):.0f} s")
+        return out
+
     @contextlib.contextmanager
     def hold(self, est_tokens: int, est_usd: float | None) -> Iterator[str | None]:
         """Reserve a call's worst case for as long as it runs, in this run and in the shared budget.

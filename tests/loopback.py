@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -65,6 +65,7 @@ class Loopback:
         self.default = Reply(status=404, body={"error": "no scripted reply"})
         self._fifo: deque[Reply] = deque()
         self._routes: dict[str, deque[Reply]] = {}
+        self._handlers: dict[str, Callable[[Request], Reply]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -124,8 +125,18 @@ class Loopback:
         with self._lock:
             self._routes.setdefault(path_prefix, deque()).extend(replies)
 
-    def _next(self, path: str) -> Reply:
+    def handle(self, path_prefix: str, answer: Callable[[Request], Reply]) -> None:
+        """Answer every request under `path_prefix` with `answer(request)`: a reply derived from what
+        was sent (so a wrong request gets a wrong answer), before any scripted route."""
         with self._lock:
+            self._handlers[path_prefix] = answer
+
+    def _next(self, request: Request) -> Reply:
+        path = request.path
+        with self._lock:
+            for prefix, answer in self._handlers.items():
+                if path.startswith(prefix):
+                    return answer(request)
             for prefix, queue in self._routes.items():
                 if queue and path.startswith(prefix):
                     return queue.popleft()
@@ -142,7 +153,7 @@ class Loopback:
         try:
             while (request := await _read_request(reader)) is not None:
                 self.requests.append(request)
-                keep_alive = await _answer(self._next(request.path), writer)
+                keep_alive = await _answer(self._next(request), writer)
                 if not keep_alive or request.headers.get("connection", "").lower() == "close":
                     writer.close()  # flushes what was written, then FIN: the client sees a cut body
                     await writer.wait_closed()

@@ -21,6 +21,7 @@ TASK = "How many days from 2026-03-02 to 2026-03-20?"
 PLAN = json.dumps({"plan": [{"tool": "days between 2026-03-02 and 2026-03-20"}]})
 CALL = act(action="call_tool", tool="date_diff", args={"start": "2026-03-02", "end": "2026-03-20"})
 FINAL = act(action="final", answer="18 days")
+DATE_ARGS = json.dumps({"start": "2026-03-02", "end": "2026-03-20"})
 PRICE = PriceOverride(input=1e-6, output=4e-6)
 
 
@@ -97,9 +98,12 @@ async def test_the_controller_falls_back_to_another_protocol_and_is_priced_by_th
     loopback.route("/v1/chat/completions", *[Reply(status=500, body=error_body("down")) for _ in range(4)])
     loopback.route(
         "/v1/messages",
-        anthropic_stream([], anthropic_usage(200, 15), tool_use=("t1", "respond", [PLAN])),
-        anthropic_stream([], anthropic_usage(220, 20), tool_use=("t2", "respond", [CALL])),
-        anthropic_stream([], anthropic_usage(250, 10), tool_use=("t3", "respond", [FINAL])),
+        # native tool calls: the plan tool, the loaded tool itself, the final tool
+        anthropic_stream([], anthropic_usage(200, 15), tool_use=("t1", "plan", [PLAN])),
+        anthropic_stream([], anthropic_usage(220, 20), tool_use=("t2", "date_diff", [DATE_ARGS])),
+        anthropic_stream(
+            [], anthropic_usage(250, 10), tool_use=("t3", "final", [json.dumps({"answer": "18 days"})])
+        ),
     )
     backup = ModelConfig(model="anthropic:claude-haiku-4-5", base_url=loopback.url)
     slot = openai_slot(loopback, max_concurrency=4).model_copy(
@@ -115,7 +119,7 @@ async def test_the_controller_falls_back_to_another_protocol_and_is_priced_by_th
         ("call_tool", "date_diff"),  # the tool call's line (no model, $0)
     }
     sent = body_of(next(r for r in loopback.requests if r.path == "/v1/messages"))
-    assert sent["tool_choice"] == {"type": "tool", "name": "respond"}
+    assert sent["tool_choice"] == {"type": "tool", "name": "plan"}
     store = TraceStore(settings.traces_path)
     models = {s["model"] for s in store.spans("run_id = ?", ["r-fb"]) if s["kind"] == "chat"}
     assert models == {"anthropic:claude-haiku-4-5"}

@@ -39,6 +39,7 @@ TOKENS_PER_S = NS + "tokens_per_s"
 COMPUTE_MS = NS + "compute_ms"
 QUEUE_MS = NS + "queue_ms"
 STATUS = NS + "status"
+DECISION_STRATEGY = NS + "decision.strategy"  # how the controller asked: tool_calls or json_schema
 STOP_REASON = NS + "stop_reason"  # why a run stopped early (budget, step limit, deadline)
 CANCELLED = NS + "cancelled"
 VERSION = NS + "version"

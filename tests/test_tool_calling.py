@@ -1,0 +1,210 @@
+"""The controller on models that call tools natively: OpenAI tool calls and Anthropic `tool_use` blocks.
+
+The loopback servers here are not replays: each reply is derived from the request (the tools it binds, the
+tool choice, the request text and the observations in it), as a model would, so a request that binds the
+wrong tools or asks the wrong way gets a wrong answer and the run goes wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from loopback import Loopback, Reply, Request
+from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
+
+from orchestrator import Budget, Limits, Orchestrator, Settings, SlotConfig
+from orchestrator.config import PriceOverride
+from orchestrator.providers.http import aclose_clients, reset_model_states
+from orchestrator.tracing.store import decode_attributes
+from support import TOOLS
+
+TASK = "How many days are there from 2026-03-02 to 2026-03-20, and how many words are in 'red green blue'?"
+PRICE = PriceOverride(input=1e-6, output=4e-6)
+DATES = re.compile(r"\d{4}-\d{2}-\d{2}")
+QUOTED = re.compile(r"'([^']+)'")
+
+
+@pytest.fixture(autouse=True)
+async def _clean() -> AsyncIterator[None]:
+    reset_model_states()
+    yield
+    await aclose_clients()
+    reset_model_states()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+
+
+def _blocks(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+
+
+class Model:
+    """Decides like a capable tool-calling model, from what the request holds. Records what it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[str], str]] = []  # (the tools bound, the tool choice) per request
+
+    def decide(
+        self, tools: list[str], choice: str, messages: list[tuple[str, str]]
+    ) -> tuple[str, dict[str, Any]]:
+        self.seen.append((tools, choice))
+        users = [text for role, text in messages if role == "user"]
+        request = next(u for u in reversed(users) if DATES.search(u) and "Observation" not in u)
+        if choice == "plan":
+            start, end = DATES.findall(request)[:2]
+            quoted = QUOTED.search(request)
+            parts = [{"tool": f"days between {start} and {end}"}]
+            if quoted:
+                parts.append({"tool": f"count the words of '{quoted.group(1)}'"})
+            return "plan", {"plan": parts}
+        if choice == "final":
+            results = re.findall(r"^- (.+?): (.+)$", users[-1], flags=re.M)
+            return "final", {"answer": "; ".join(f"{what}: {value}" for what, value in results)}
+        part = next(u for u in reversed(users) if u.startswith("Part "))
+        if "days between" in part and "date_diff" in tools:
+            start, end = DATES.findall(part)[:2]
+            return "date_diff", {"start": start, "end": end}
+        if "count the words" in part and "word_count" in tools:
+            return "word_count", {"text": QUOTED.search(part).group(1)}  # type: ignore[union-attr]
+        return "skip", {"reason": "no bound tool does this part"}
+
+
+def openai_server(model: Model) -> Callable[[Request], Reply]:
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        tools = [t["function"]["name"] for t in body.get("tools", [])]
+        choice = body.get("tool_choice")
+        wanted = choice["function"]["name"] if isinstance(choice, dict) else str(choice)
+        messages = [(m["role"], _text(m.get("content") or "")) for m in body["messages"]]
+        name, args = model.decide(tools, wanted, messages)
+        return openai_stream([], openai_usage(300, 20), tool_calls=[("c1", name, [json.dumps(args)])])
+
+    return answer
+
+
+def anthropic_server(model: Model) -> Callable[[Request], Reply]:
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        tools = [t["name"] for t in body.get("tools", [])]
+        choice = body.get("tool_choice") or {}
+        wanted = (
+            choice.get("name")
+            if choice.get("type") == "tool"
+            else ("required" if choice.get("type") == "any" else "auto")
+        )
+        messages = [  # consecutive user turns arrive as one message of several text blocks
+            (m["role"], block) for m in body["messages"] for block in _blocks(m["content"])
+        ]
+        name, args = model.decide(tools, str(wanted), messages)
+        return anthropic_stream([], anthropic_usage(300, 20), tool_use=("t1", name, [json.dumps(args)]))
+
+    return answer
+
+
+def orchestrator(settings: Settings, slot: SlotConfig, **limits: Any) -> Orchestrator:
+    return Orchestrator(
+        settings=settings,
+        slots={"controller": slot},
+        tools=TOOLS,
+        graphs={"agent": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=8, **limits),
+    )
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_the_agent_runs_on_native_tool_calls(
+    loopback: Loopback, settings: Settings, protocol: str
+) -> None:
+    model = Model()
+    if protocol == "openai":
+        loopback.handle("/v1/chat/completions", openai_server(model))
+        slot = SlotConfig(
+            model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+        )
+        required = "required"
+    else:
+        loopback.handle("/v1/messages", anthropic_server(model))
+        slot = SlotConfig(
+            model="anthropic:claude-haiku-4-5", base_url=loopback.url, role="racehorse", prices=PRICE
+        )
+        required = "required"  # Anthropic's {"type": "any"}
+    orch = orchestrator(settings, slot)
+    result = await orch.arun("agent", TASK)
+    assert result.status == "ok", result.error
+    assert result.answer is not None and "18" in result.answer and ": 3" in result.answer
+    # the plan tool, then for each tool part the loaded tools (append-only) and skip, then the final tool
+    choices = [choice for _, choice in model.seen]
+    assert choices == ["plan", required, required, "final"]
+    first, second = model.seen[1][0], model.seen[2][0]
+    assert first[-1] == second[-1] == "skip" and "date_diff" in first and "word_count" in second
+    assert second[: len(first) - 1] == first[:-1]  # what was bound stays, in order: the prefix is stable
+    assert {line["name"] for line in result.ledger.lines} >= {"date_diff", "word_count"}
+    assert orch.store is not None
+    spans = orch.store.run_spans(result.run_id)
+    strategies = {
+        decode_attributes(s).get("orchestrator.decision.strategy")
+        for s in spans
+        if s["kind"] == "node" and s["node"] == "controller"
+    }
+    assert strategies == {"tool_calls", None}  # None: steps the plan fixed, with no model call
+    orch.close()
+
+
+async def test_a_call_to_a_tool_that_was_not_found_for_the_part_gets_one_repair(
+    loopback: Loopback, settings: Settings
+) -> None:
+    """A model that calls a bound tool the part did not find (or one it was never given) is told so."""
+    model = Model()
+    served = openai_server(model)
+    wrong = {"done": False}
+
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        if body.get("tool_choice") == "required" and not wrong["done"]:
+            wrong["done"] = True  # the first act step calls a tool nobody bound
+            return openai_stream([], openai_usage(300, 20), tool_calls=[("c1", "delete_everything", ["{}"])])
+        return served(request)
+
+    loopback.handle("/v1/chat/completions", answer)
+    slot = SlotConfig(
+        model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+    )
+    orch = orchestrator(settings, slot)
+    result = await orch.arun("agent", TASK)
+    assert result.status == "ok", result.error
+    assert "18" in (result.answer or "")
+    repair = [m for m in loopback.requests if b"Invalid reply" in m.body]
+    assert repair and b"delete_everything" in repair[0].body  # the repair names the bad call
+    orch.close()
+
+
+async def test_each_decision_shows_what_is_left_of_the_budget_in_its_last_message(
+    loopback: Loopback, settings: Settings
+) -> None:
+    model = Model()
+    loopback.handle("/v1/chat/completions", openai_server(model))
+    slot = SlotConfig(
+        model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+    )
+    orch = orchestrator(settings, slot)
+    result = await orch.arun("agent", TASK, budget=Budget(usd=1.0, tokens=100_000, steps=8))
+    assert result.status == "ok", result.error
+    bodies = [json.loads(r.body) for r in loopback.requests]
+    for body in bodies:
+        last = body["messages"][-1]["content"]
+        assert "Budget left: $" in last and "tokens" in last and "model steps" in last
+        assert all("Budget left" not in str(m["content"]) for m in body["messages"][:-1])
+        assert "Budget left" not in json.dumps(body["tools"])
+    steps = [int(re.search(r"(\d+) model steps", b["messages"][-1]["content"]).group(1)) for b in bodies]  # type: ignore[union-attr]
+    assert steps == sorted(steps, reverse=True) and steps[0] == 8
+    orch.close()
