@@ -283,6 +283,9 @@ def decision_text(reply: Any, form: ToolForm) -> str:
         text = str(getattr(reply, "content", "") or "").strip()
         if form.choice == "final" and text and not text.startswith("{"):
             return json.dumps({"action": "final", "answer": text}, ensure_ascii=False)
+        if not text.startswith("{"):  # neither a call nor a decision in JSON
+            names = ", ".join(t["function"]["name"] for t in form.tools)
+            raise DecisionError(f"a tool call was required; call one of: {names}")
         return text
     name, args = str(calls[0].get("name") or ""), calls[0].get("args") or {}
     if not isinstance(args, dict):

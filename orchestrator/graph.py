@@ -34,7 +34,7 @@ from opentelemetry.trace import Status, StatusCode
 from orchestrator.catalog import Catalog, ToolHit
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.controller import COVERS, AgentParts, controller_step
-from orchestrator.decisions import decision_of
+from orchestrator.decisions import MAX_BOUND_TOOLS, META_TOOLS, decision_of
 from orchestrator.errors import ToolError
 from orchestrator.ledger import LedgerEntry, LedgerLine, merge_ledger
 from orchestrator.plan import Example, Part, current_part, merge_plan
@@ -180,11 +180,22 @@ def _search(catalog: Catalog, query: str, k: int) -> Sequence[ToolHit]:
 async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _search) -> dict[str, Any]:
     """Search the catalog (with `retrieve`); load the top-k tools (append-only), offer them to the part."""
     query = (last_decision(state) or {}).get("query", "")
-    hits = list(retrieve(ctx.catalog, query, ctx.limits.top_k))
+    found = retrieve(ctx.catalog, query, ctx.limits.top_k)
+    hits = [h for h in found if h.name in ctx.catalog]  # only the catalog's tools are ever bound
     index = current_part(state.get("plan"))
-    if not hits:
-        text = f"no tool matches {query!r}"
+    loaded = list(state.get("loaded") or [])
+    room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
+    new = [h for h in hits if h.name not in loaded]
+    if len(new) > room:  # a provider takes at most MAX_BOUND_TOOLS tools a request
+        text = (
+            f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded already, "
+            f"and a request binds at most {MAX_BOUND_TOOLS}"
+        )
         patch: dict[str, Any] = {"status": "failed", "note": text}
+        hits = []
+    elif not hits:
+        text = f"no tool matches {query!r}"
+        patch = {"status": "failed", "note": text}
     else:
         lines = [
             f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."

@@ -208,3 +208,45 @@ async def test_each_decision_shows_what_is_left_of_the_budget_in_its_last_messag
     steps = [int(re.search(r"(\d+) model steps", b["messages"][-1]["content"]).group(1)) for b in bodies]  # type: ignore[union-attr]
     assert steps == sorted(steps, reverse=True) and steps[0] == 8
     orch.close()
+
+
+async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_limit(
+    settings: Settings,
+) -> None:
+    """Whatever a search (or a tool result quoted into one) names, only catalog tools load, and a load that
+    would bind more tools than a provider takes is refused with an observation."""
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator.catalog import Catalog, ToolHit
+    from orchestrator.context import RunContext
+    from orchestrator.decisions import MAX_BOUND_TOOLS
+    from orchestrator.graph import find_tools
+    from orchestrator.ledger import Budget, BudgetMeter
+
+    catalog = Catalog.from_tools(TOOLS)
+
+    def retrieve(_catalog: Catalog, _query: str, _k: int) -> list[ToolHit]:
+        return [ToolHit("shell_exec", 9.0, "run anything"), ToolHit("date_diff", 1.0, "days")]
+
+    ctx = RunContext(
+        run_id="r",
+        slots={},
+        models={},
+        catalog=catalog,
+        workers={},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )
+    from langchain_core.messages import AIMessage
+
+    from orchestrator.plan import new_part
+
+    state: dict[str, Any] = {"plan": [new_part(tool="days")], "loaded": []}
+    state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "days"}))]
+    update = await find_tools(state, ctx, retrieve)  # type: ignore[arg-type]
+    assert update["loaded"] == ["date_diff"]
+    state["loaded"] = [f"t{i}" for i in range(MAX_BOUND_TOOLS - 3)]
+    update = await find_tools(state, ctx, retrieve)  # type: ignore[arg-type]
+    assert update["loaded"] == [] and "at most 128" in update["messages"][0].content
+    assert update["plan"][0]["status"] == "failed"
