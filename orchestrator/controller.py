@@ -368,8 +368,9 @@ async def _advance(
             await _final(ctx, slot, request, prompt + step.messages, plan, step)
             return
         part = plan[index]
-        if part["worker"]:
-            step.derived(Decision("delegate", worker=part["worker"], input=part["text"]))
+        if part["worker"]:  # this and the worker parts right after it: they fan out together
+            for later in _delegations(plan, index):
+                step.derived(Decision("delegate", worker=later["worker"], input=later["text"]))
             return
         if part["status"] == "pending":
             step.derived(Decision("find_tools", query=search_words(part["tool"])))
@@ -415,6 +416,17 @@ async def _advance(
             note = decision.reason
             step.messages.append(AIMessage(decision.to_json()))
         step.patch(plan, index, status="failed", note=note)
+
+
+def _delegations(plan: Sequence[Part], index: int) -> list[Part]:
+    """The pending worker parts from `index` on, up to the first part of another kind: their texts come from
+    the request, never from an earlier result, so they can run at once."""
+    out = []
+    for part in plan[index:]:
+        if not part["worker"] or part["status"] != "pending":
+            break
+        out.append(part)
+    return out
 
 
 def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:

@@ -135,8 +135,17 @@ def route(state: AgentState) -> str | list[Send]:
         return END
     action = pending["action"]
     if action == "delegate":
-        part = current_part(state.get("plan"))
-        return [Send("worker", WorkerTask(worker=pending["worker"], input=pending["input"], part=part))]
+        plan = state.get("plan") or []
+        part = current_part(plan)
+        if part is None:  # no plan (a graph that delegates on its own): the decision's worker alone
+            return [Send("worker", WorkerTask(worker=pending["worker"], input=pending["input"], part=None))]
+        sends = []
+        for index in range(part, len(plan)):  # consecutive worker parts fan out: one worker node each
+            p = plan[index]
+            if not p["worker"] or p["status"] != "pending":
+                break
+            sends.append(Send("worker", WorkerTask(worker=p["worker"], input=p["text"], part=index)))
+        return sends
     if action in ("plan", "skip"):
         return "controller"
     return str(action)

@@ -42,6 +42,7 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
         tracing: bool = True,
         priced: bool = True,
         by_turn: bool = False,
+        worker_delay_s: float = 0.0,
         **kw: Any,
     ) -> Orchestrator:
         prices = PRICES if priced else None
@@ -50,7 +51,7 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
             "classify": SlotConfig(model="python:scripted", role="workhorse", prices=prices),
             "extract": SlotConfig(model="python:scripted", role="workhorse", prices=prices),
         }
-        worker_model = ScriptedChatModel(replies=list(worker))
+        worker_model = ScriptedChatModel(replies=list(worker), delay_s=worker_delay_s)
         models = {
             "controller": ScriptedChatModel(replies=list(controller), by_turn=by_turn),
             "classify": worker_model,

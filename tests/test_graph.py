@@ -446,3 +446,31 @@ async def test_the_agent_graph_takes_its_parts_as_arguments(settings: Settings) 
     assert "manifest_worker" not in system  # its workers (none), not the manifest's
     assert "Make 'abc' loud" in prompts  # its worked example
     assert {n.node for n in result.ledger.by_node()} == {"controller", "call_tool"}
+
+
+async def test_worker_parts_in_a_row_fan_out_in_one_step(
+    make_orch: MakeOrch, spans: InMemorySpanExporter
+) -> None:
+    """Worker parts take their texts from the request, never from an earlier result: consecutive ones run
+    at once, one worker node each, in the same step."""
+    text = "I paid 20 EUR to Acme on 2026-03-02 and my card has not arrived"
+    extract = {"worker": "extract_payment", "text": text}
+    classify = {"worker": "classify_request", "text": text}
+
+    def worker_reply(messages: Sequence[BaseMessage]) -> str:
+        system = str(messages[0].content)
+        if "Classify" in system:
+            return '{"label": "card_arrival"}'
+        return json.dumps({"amount": 20, "currency": "EUR", "date": "2026-03-02", "merchant": "Acme"})
+
+    final = act(action="final", answer="card_arrival; 20 EUR to Acme on 2026-03-02")
+    orch = make_orch([plan(classify, extract), final], [worker_reply] * 2, by_turn=True, worker_delay_s=0.3)
+    result = await orch.arun("agent", f"Classify and extract this: '{text}'")
+    assert result.status == "ok", result.error
+    assert sorted(r["worker"] for r in result.results) == ["classify_request", "extract_payment"]
+    workers = [s for s in spans.get_finished_spans() if s.name == "invoke_agent worker"]
+    assert len(workers) == 2
+    steps = {s.parent.span_id if s.parent else None for s in workers}
+    assert len(steps) == 1  # both under the same run span, side by side
+    starts = sorted((s.start_time or 0, s.end_time or 0) for s in workers)
+    assert starts[1][0] < starts[0][1]  # the second began before the first ended: they ran at once
