@@ -25,6 +25,8 @@ from orchestrator.decisions import decision_of
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.graph import last_decision
 from orchestrator.ledger import Budget
+from orchestrator.tracing import attrs as A
+from orchestrator.tracing.store import decode_attributes
 
 __all__ = ["main"]
 
@@ -691,6 +693,12 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
         ]
     if span["action"]:
         bits.append(f"-> {span['action']}")
+    attrs = decode_attributes(span)
+    if attrs.get(A.DECISION_STRATEGY):
+        bits.append(f"via {attrs[A.DECISION_STRATEGY]}")
+    plan = attrs.get(A.PLAN) or (", ".join(attrs[A.PLAN_PARTS]) if attrs.get(A.PLAN_PARTS) else None)
+    if plan:
+        bits.append(f"plan: {plan}")  # the parts (their texts only with content capture)
     label.append("  " + "  ".join(bits))
     if span["status"] == "error":
         label.append("  " + (span["status_message"] or "error"), style="red")

@@ -8,7 +8,10 @@ wrong tools or asks the wrong way gets a wrong answer and the run goes wrong.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -158,6 +161,24 @@ async def test_the_agent_runs_on_native_tool_calls(
     }
     assert strategies == {"tool_calls", None}  # None: steps the plan fixed, with no model call
     orch.close()
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "traces",
+            "show",
+            result.run_id,
+            "--traces",
+            str(settings.traces_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "plan: tool, tool" in shown.stdout and "via tool_calls" in shown.stdout  # the plan, on every rung
 
 
 async def test_a_call_to_a_tool_that_was_not_found_for_the_part_gets_one_repair(
