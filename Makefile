@@ -24,8 +24,11 @@ $(STAMPS)/local: pyproject.toml $(STAMPS)/core
 	$(PY) -m pip install --quiet -e '.[local]'
 	@touch $@
 
-$(STAMPS)/dev: pyproject.toml $(STAMPS)/core  # the postgres extra too: its checkpointer is tested and typed
-	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+# the postgres extra too: its checkpointer is tested and typed; and the server extra (llama-cpp-python's
+# OpenAI-compatible server, tested as a provider): the same llama-cpp-python version as `local`, so the
+# wheel built once is reused by whichever stamp comes second
+$(STAMPS)/dev: pyproject.toml $(STAMPS)/core
+	$(PY) -m pip install --quiet -e '.[dev,postgres,server]'
 	@touch $@
 
 models: $(STAMPS)/local

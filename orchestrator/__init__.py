@@ -13,6 +13,7 @@ from orchestrator.errors import (
     PromptTooLongError,
     RunError,
     ToolError,
+    ToolsUnsupportedError,
     UnknownGraphError,
     UnknownModelError,
     WorkerOutputError,
@@ -22,7 +23,8 @@ from orchestrator.ledger import Budget, Ledger, SharedBudget
 from orchestrator.plan import Example as PlanExample
 from orchestrator.runner import Orchestrator, RunEvent, RunResult
 from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
-from orchestrator.workers import Worker, classify_worker, extract_worker
+from orchestrator.workers import Worker, classify_worker, extract_worker, style_worker, summarize_worker
+from orchestrator.workhorse import worker_node
 
 __all__ = [
     "AgentState",
@@ -49,6 +51,7 @@ __all__ = [
     "SlotBinding",
     "SlotConfig",
     "ToolError",
+    "ToolsUnsupportedError",
     "UnknownGraphError",
     "UnknownModelError",
     "Worker",
@@ -59,4 +62,7 @@ __all__ = [
     "extract_worker",
     "load_manifest",
     "resolve_profile",
+    "style_worker",
+    "summarize_worker",
+    "worker_node",
 ]

@@ -36,6 +36,8 @@ class AskResult:
     served_model: str | None = None
     finish_reason: str | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    structured_output: str | None = None  # the rung structured output was asked on (providers/ladder.py)
+    downgraded: list[dict[str, Any]] = field(default_factory=list)  # features the endpoint refused
 
     def to_dict(self) -> dict[str, Any]:
         """The `orch ask --json` object."""
@@ -51,6 +53,8 @@ class AskResult:
             "attempts": self.attempts,
             "finish_reason": self.finish_reason,
             "tool_calls": self.tool_calls,
+            "structured_output": self.structured_output,
+            "downgraded": self.downgraded,
         }
 
 
@@ -123,6 +127,8 @@ async def aask(
         served_model=meta.get("model") or meta.get("model_name"),
         finish_reason=meta.get("finish_reason"),
         tool_calls=[{"name": c["name"], "args": c["args"], "id": c.get("id")} for c in msg.tool_calls],
+        structured_output=meta.get("structured_output"),
+        downgraded=list(meta.get("downgraded") or []),
     )
 
 

@@ -13,7 +13,7 @@ from opentelemetry.trace import Span
 from orchestrator.billing import bill, estimate_prompt, total
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.errors import ModelError, PromptTooLongError
-from orchestrator.instrument import TRACED
+from orchestrator.instrument import TRACED, node_span
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Prices, Usage, cost_usd, warn_unpriced
 from orchestrator.stable import ModelProfile
@@ -64,6 +64,8 @@ async def call_model(
     """
     binding = ctx.slots[slot]
     profile = binding.profile
+    if parent is None:
+        parent = node_span()  # a plain node's span (the graph tracer's); else the current span
     model = ctx.models[slot]
     if time.monotonic() >= ctx.deadline:
         raise BudgetStop(f"deadline of {ctx.limits.deadline_s:g}s reached")

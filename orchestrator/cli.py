@@ -468,6 +468,7 @@ _CAN = {
     "prefill": "prefill",
     "streaming_usage": "stream-usage",
     "prompt_caching": "cache",
+    "parallel_tool_calls": "parallel",
 }
 
 

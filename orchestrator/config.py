@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError, field_validator
 
 from orchestrator.errors import ManifestError
 
@@ -70,6 +70,17 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     context_window: int | None = Field(default=None, ge=512, le=1_048_576)  # local: the KV cache size
+    capabilities: dict[str, StrictBool] = Field(default_factory=dict)  # over the profile's (stable.py)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known_capabilities(cls, value: dict[str, bool]) -> dict[str, bool]:
+        from orchestrator.stable import CAPABILITY_NAMES, capability_error  # stable imports this module
+
+        for name in value:
+            if name not in CAPABILITY_NAMES:
+                raise ValueError(capability_error(name))
+        return value
 
 
 class SlotConfig(ModelConfig):

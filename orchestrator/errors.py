@@ -9,6 +9,7 @@ OrchestratorError
 │   └── ModelFileError          a local model file that is missing or fails its sha256 check
 └── RunError                    something failed after a run started (kept in the trace store)
     ├── ModelError              a model call failed or returned output we cannot use
+    │   └── ToolsUnsupportedError   the endpoint refuses tools: decide another way (a JSON decision)
     ├── ToolError               a tool could not be called (unknown, outside the catalog)
     └── WorkerOutputError       a workhorse result failed validation after repair
 ```
@@ -19,7 +20,8 @@ A budget stop is not an exception: it is `RunResult.status == "budget_stop"`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -30,6 +32,7 @@ __all__ = [
     "PromptTooLongError",
     "RunError",
     "ToolError",
+    "ToolsUnsupportedError",
     "UnknownGraphError",
     "UnknownModelError",
     "WorkerOutputError",
@@ -70,6 +73,19 @@ class ModelError(RunError):
 
 class PromptTooLongError(ModelError):
     """The prompt and the reply's max_tokens don't fit the model's context window; raised before the call."""
+
+
+class ToolsUnsupportedError(ModelError):
+    """The endpoint refused the tools sent (`feature`: "tools" or "tool_choice"), and is remembered to.
+
+    Raised at once, not retried; later calls with tools to the same endpoint raise it without a request.
+    `attempts` are the HTTP attempts it took (none when remembered).
+    """
+
+    def __init__(self, message: str, *, feature: str = "tools", attempts: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.attempts = list(attempts)
 
 
 class ToolError(RunError):

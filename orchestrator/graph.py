@@ -310,7 +310,7 @@ async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:
         "repaired": result.repaired,
         "escalated": result.escalated,
     }
-    obs = json.dumps(result.value, ensure_ascii=False)
+    obs = result.value if isinstance(result.value, str) else json.dumps(result.value, ensure_ascii=False)
     if ctx.capture_content:
         span.set_attribute(A.WORKER_OUTPUT, obs)
     update: dict[str, Any] = {

@@ -120,6 +120,16 @@ class GraphTracer(BaseCallbackHandler):
         """The innermost open span around a LangChain run (the run span if none)."""
         return self._parent_span(run_id)
 
+    def open_span_of(self, run_id: UUID | None) -> Span | None:
+        """The innermost span this tracer opened around a LangChain run, or None."""
+        seen = run_id
+        while seen is not None:
+            found = self._open.get(seen)
+            if found is not None:
+                return found.span
+            seen = self._parents.get(seen)
+        return None
+
     def _start(
         self,
         run_id: UUID,
@@ -493,6 +503,19 @@ class _AsyncManagerOf:
         self.handlers = getattr(sync, "handlers", None) or []
         self.inheritable_handlers = getattr(sync, "inheritable_handlers", None) or []
         self.parent_run_id = getattr(sync, "parent_run_id", None)
+
+
+def node_span() -> Span | None:
+    """The span the graph tracer opened for the node running now (None outside one, or where the node
+    opens its own span, as the bundled agent's nodes do: that one is then the current span)."""
+    try:
+        from langgraph.config import get_config
+
+        manager = get_config().get("callbacks")
+    except Exception:  # not inside a graph run
+        return None
+    tracer = _tracer_of(manager)
+    return tracer.open_span_of(getattr(manager, "parent_run_id", None)) if tracer is not None else None
 
 
 def _tracer_of(run_manager: Any) -> GraphTracer | None:

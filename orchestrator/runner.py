@@ -216,8 +216,8 @@ class Orchestrator:
         self.catalog = tools if isinstance(tools, Catalog) else Catalog.from_tools(list(tools))
         self.workers = {w.name: w for w in workers}
         for w in self.workers.values():
-            for slot in (w.slot, w.escalate_to):
-                if slot and slot not in self.slots:
+            for slot in (w.slot, *w.escalation()):
+                if slot not in self.slots:
                     raise ConfigError(
                         f"worker {w.name!r} uses slot {slot!r}, which is not bound; add it under "
                         "[tool.orchestrator.slots]" + did_you_mean(slot, self.slots)

@@ -9,14 +9,16 @@ never to the profile.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import ModelConfig, Role, SlotConfig
-from orchestrator.errors import UnknownModelError
+from orchestrator.errors import ManifestError, UnknownModelError
 from orchestrator.pricing import Prices, PriceTable, shipped_table
 
 __all__ = [
+    "CAPABILITY_NAMES",
     "Capabilities",
     "ModelProfile",
     "RateLimits",
@@ -28,14 +30,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a model's endpoint can do; decisions and structured output are chosen from these."""
+    """What a model's endpoint can do; decisions and structured output are chosen from these.
 
-    tool_calling: bool = False
-    json_schema: bool = False
-    grammar: bool = False
-    prefill: bool = False
+    A slot overrides any of them in the manifest (`capabilities = { tool_calling = false }`).
+    """
+
+    tool_calling: bool = False  # native tool calls, and a tool can be forced
+    json_schema: bool = False  # a JSON-schema response format
+    grammar: bool = False  # grammar-constrained decoding (in-process local models)
+    prefill: bool = False  # the reply continues a trailing assistant message
     streaming_usage: bool = False
     prompt_caching: bool = False
+    parallel_tool_calls: bool = False  # several tool calls in one reply
+
+
+CAPABILITY_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Capabilities))
+
+
+def capability_error(name: str) -> str:
+    """The message for a capability name that does not exist, naming the ones that do."""
+    close = difflib.get_close_matches(name, CAPABILITY_NAMES, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown capability {name!r}{hint}; the capabilities are: {', '.join(CAPABILITY_NAMES)}"
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,12 @@ def _profile(slot: str, config: ModelConfig, table: PriceTable | None) -> ModelP
         raise UnknownModelError(f"slot {slot!r}: {exc}") from None
     if config.context_window is not None:
         profile = dataclasses.replace(profile, context_window=config.context_window)
+    if config.capabilities:
+        unknown = sorted(set(config.capabilities) - set(CAPABILITY_NAMES))
+        if unknown:  # the manifest's validation catches this first; a config built another way lands here
+            raise ManifestError(f"slot {slot!r}: {capability_error(unknown[0])}")
+        caps = dataclasses.replace(profile.capabilities, **config.capabilities)
+        profile = dataclasses.replace(profile, capabilities=caps)
     return profile
 
 

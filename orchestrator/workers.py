@@ -14,26 +14,52 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from orchestrator.errors import ConfigError
+from orchestrator.validators import (
+    Validator,
+    adds_no_facts,
+    is_bullets,
+    keeps_facts,
+    within_sentences,
+    within_words,
+)
 
-__all__ = ["Worker", "WorkerResult", "classify_worker", "extract_worker"]
+__all__ = ["Worker", "WorkerResult", "classify_worker", "extract_worker", "style_worker", "summarize_worker"]
 
 
 @dataclass(frozen=True)
 class Worker:
-    """A workhorse task: instructions, the slot whose model runs it, and the type its output must have."""
+    """A workhorse task: instructions, the slot whose model runs it, and what its output must be.
+
+    `output` is a pydantic model (structured output, validated against it) or None (plain text). Either way
+    `validators` may reject an output, each saying why (`orchestrator.validators`). A rejected output gets
+    one repair on the same slot, then goes up `escalate_to`: the slots to try in order. None means the
+    run's racehorse slots; `()` means never escalate. An invalid result is never passed on.
+    """
 
     name: str
     description: str
     slot: str
-    output: type[BaseModel]
+    output: type[BaseModel] | None
     instructions: str
     max_tokens: int = 128
-    escalate_to: str | None = None  # a racehorse slot to try once after a failed repair
+    escalate_to: str | tuple[str, ...] | None = None
     example_requests: tuple[str, ...] = ()  # requests it serves, each quoting its text: taught to the planner
+    validators: tuple[Validator, ...] = ()
 
-    def schema(self) -> dict[str, Any]:
-        """The output's JSON schema, as given to constrained decoding."""
-        return self.output.model_json_schema()
+    def schema(self) -> dict[str, Any] | None:
+        """The output's JSON schema, as given to constrained decoding (None for plain text)."""
+        return self.output.model_json_schema() if self.output is not None else None
+
+    def escalation(self, racehorses: Sequence[str] = ()) -> tuple[str, ...]:
+        """The slots to escalate to, in order (`racehorses` stand in for None), never the worker's own."""
+        chain = (
+            tuple(racehorses)
+            if self.escalate_to is None
+            else (self.escalate_to,)
+            if isinstance(self.escalate_to, str)
+            else tuple(self.escalate_to)
+        )
+        return tuple(s for s in chain if s != self.slot)
 
 
 @dataclass(frozen=True)
@@ -41,7 +67,7 @@ class WorkerResult:
     """A validated worker output."""
 
     worker: str
-    value: dict[str, Any]
+    value: Any  # a dict for structured output, the text for a free-text worker
     model: str
     repaired: bool
     escalated: bool
@@ -145,3 +171,98 @@ def extract_worker(
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
     )
+
+
+def summarize_worker(
+    name: str = "summarize",
+    description: str = "Summarize a text",
+    *,
+    words: tuple[int, int] | None = None,
+    sentences: tuple[int, int] | None = (1, 3),
+    bullets: bool = False,
+    slot: str = "summarize",
+    escalate_to: str | tuple[str, ...] | None = None,
+    shots: Sequence[tuple[str, str]] = (),
+    example_requests: Sequence[str] = (),
+    max_tokens: int = 200,
+) -> Worker:
+    """A worker that summarizes a text in plain text, within a length, adding nothing.
+
+    Its output is checked: the length (`words` or `sentences`, as (fewest, most)), the format (`bullets`),
+    and that it adds no facts: every number, date and capitalised name in it appears in the source.
+
+    Example:
+        >>> w = summarize_worker(words=(5, 40))
+        >>> w.validators[0]("", "Too short.")
+        'it has 2 words; it must have 5 to 40'
+    """
+    checks: list[Validator] = []
+    length = ""
+    if words is not None:
+        checks.append(within_words(*words))
+        length = f"in {words[0]} to {words[1]} words"
+    elif sentences is not None:
+        checks.append(within_sentences(*sentences))
+        unit = "bullets" if bullets else "sentences"
+        length = (
+            f"in {sentences[0]} to {sentences[1]} {unit}"
+            if sentences[0] != sentences[1]
+            else (f"in {sentences[0]} {unit[:-1] if sentences[0] == 1 else unit}")
+        )
+    if bullets:
+        checks.append(is_bullets)
+    checks.append(adds_no_facts)
+    form = "as bullets, each line starting with '- '" if bullets else "as plain prose"
+    instructions = (
+        f"{description}. Write the summary {length}, {form}. Keep the key facts (numbers, dates, names) "
+        "exactly as written; add nothing the text does not say. Reply with the summary only."
+        + _text_shots(shots)
+    )
+    return Worker(
+        name,
+        description,
+        slot,
+        None,
+        instructions,
+        max_tokens=max_tokens,
+        escalate_to=escalate_to,
+        example_requests=tuple(example_requests),
+        validators=tuple(checks),
+    )
+
+
+def style_worker(
+    name: str = "style",
+    style: str = "plain, friendly English",
+    description: str = "Rewrite a text in another style",
+    *,
+    slot: str = "style",
+    escalate_to: str | tuple[str, ...] | None = None,
+    shots: Sequence[tuple[str, str]] = (),
+    example_requests: Sequence[str] = (),
+    max_tokens: int = 300,
+) -> Worker:
+    """A worker that rewrites a text in a named style or tone (or a house style shown by `shots`, pairs of
+    (text, rewrite)), keeping every fact: the source's numbers, dates and names must survive."""
+    instructions = (
+        f"{description}. Rewrite the user's text in this style: {style}. Keep every fact exactly: all "
+        "numbers, dates and names. Add no new facts. Reply with the rewritten text only." + _text_shots(shots)
+    )
+    return Worker(
+        name,
+        description,
+        slot,
+        None,
+        instructions,
+        max_tokens=max_tokens,
+        escalate_to=escalate_to,
+        example_requests=tuple(example_requests),
+        validators=(keeps_facts, adds_no_facts),
+    )
+
+
+def _text_shots(shots: Sequence[tuple[str, str]]) -> str:
+    """Examples of free-text output: each text, then what the worker writes for it."""
+    if not shots:
+        return ""
+    return "\nExamples:\n" + "\n".join(f"Text: {text}\nOutput: {out}" for text, out in shots)

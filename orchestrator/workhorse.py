@@ -12,68 +12,135 @@ import json
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from orchestrator.calls import call_model
 from orchestrator.context import RunContext
 from orchestrator.errors import WorkerOutputError
+from orchestrator.instrument import node_span
 from orchestrator.ledger import LedgerEntry
+from orchestrator.tracing import attrs as A
 from orchestrator.workers import Worker, WorkerResult
 
-__all__ = ["reject", "run_worker"]
+__all__ = ["reject", "run_worker", "worker_node"]
 
 
-def _validate(worker: Worker, text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
-    try:
-        return worker.output.model_validate(data).model_dump(mode="json")
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(details) from None
+def _validate(worker: Worker, source: str, text: str) -> Any:
+    """The output as it enters the state (a dict for structured output, else the text), or ValueError
+    saying why it is rejected."""
+    value: Any = text.strip()
+    if worker.output is not None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+        try:
+            value = worker.output.model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(details) from None
+    elif not value:
+        raise ValueError("the output is empty")
+    reasons = [
+        r for check in worker.validators if (r := check(source, value if isinstance(value, str) else text))
+    ]
+    if reasons:
+        raise ValueError("; ".join(reasons))
+    return value
+
+
+def racehorses(ctx: RunContext) -> tuple[str, ...]:
+    """The run's racehorse slots: where a worker escalates when it names no slots of its own."""
+    return tuple(name for name, binding in ctx.slots.items() if binding.role == "racehorse")
 
 
 async def run_worker(
     ctx: RunContext, worker: Worker, text: str, node: str
 ) -> tuple[WorkerResult | None, list[LedgerEntry], str | None]:
-    """Run one worker on `text`; returns (result or None, ledger entries, rejection reason or None)."""
+    """Run one worker on `text`; returns (result or None, ledger entries, rejection reason or None).
+
+    The ladder: the worker's slot (schema-constrained where the model supports it), one repair there with
+    the reason, then each escalation slot in turn with the original request. The first valid output wins;
+    every attempt is billed and recorded on the current span (repairs, escalations).
+    """
     messages: list[BaseMessage] = [SystemMessage(worker.instructions), HumanMessage(text)]
     schema = worker.schema()
     entries: list[LedgerEntry] = []
+    chain = [s for s in worker.escalation(racehorses(ctx)) if s in ctx.slots]
     attempts: list[tuple[str, bool]] = [(worker.slot, False), (worker.slot, True)]
-    if worker.escalate_to and worker.escalate_to in ctx.slots:
-        attempts.append((worker.escalate_to, True))
+    attempts += [(slot, False) for slot in chain]
+    span = node_span() or trace.get_current_span()  # a plain node's span, or the agent's worker span
     last_error = last_reply = ""
-    for i, (slot, is_retry) in enumerate(attempts):
+    repairs = escalations = 0
+    for i, (slot, is_repair) in enumerate(attempts):
         prompt = messages
-        if is_retry:
+        if is_repair:
+            repairs += 1
             prompt = [
                 *messages,
                 AIMessage(last_reply),
-                HumanMessage(f"That output is invalid: {last_error}. Reply again with corrected JSON only."),
+                HumanMessage(
+                    f"That output is invalid: {last_error}. Reply again, corrected, with the output only."
+                ),
             ]
+        elif slot != worker.slot:
+            escalations += 1
         msg, new_entries = await call_model(
             ctx, slot, node, prompt, max_tokens=worker.max_tokens, schema=schema
         )
         entries.extend(new_entries)
         last_reply = str(msg.content)
         try:
-            value = _validate(worker, last_reply)
+            value = _validate(worker, text, last_reply)
         except ValueError as exc:
             last_error = str(exc)
             continue
+        span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
         result = WorkerResult(
             worker.name, value, ctx.slots[slot].profile.name, repaired=i > 0, escalated=slot != worker.slot
         )
         return result, entries, None
-    reason = (
-        f"worker {worker.name!r} output failed validation after {len(attempts) - 1} repair(s): {last_error}"
-    )
-    return None, entries, reason
+    span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
+    tried = f"after {repairs} repair(s) and {escalations} escalation(s)"
+    return None, entries, f"worker {worker.name!r} output failed validation {tried}: {last_error}"
 
 
 def reject(reason: str) -> WorkerOutputError:
     """The error recorded on the worker span when its output is rejected."""
     return WorkerOutputError(reason)
+
+
+def worker_node(worker: Worker, *, source: str = "input", into: str | None = None) -> Any:
+    """A graph node that runs `worker` on the state's `source` key and writes its validated output to
+    `into` (default: the worker's name). An output that stays invalid fails the node with
+    `WorkerOutputError`: it never enters the state.
+
+    Example:
+        >>> from orchestrator import summarize_worker
+        >>> node = worker_node(summarize_worker(words=(5, 40)), into="summary")
+        >>> node.__name__
+        'summarize'
+    """
+    key = into or worker.name
+
+    async def node(state: Any, runtime: Any) -> dict[str, Any]:
+        ctx: RunContext = runtime.context
+        result, _, reason = await run_worker(ctx, worker, str(state[source]), _node_name() or worker.name)
+        if result is None:
+            raise reject(reason or "invalid output")
+        return {key: result.value}
+
+    node.__name__ = worker.name
+    return node
+
+
+def _node_name() -> str | None:
+    try:
+        from langgraph.config import get_config
+
+        return str(get_config().get("metadata", {}).get("langgraph_node") or "") or None
+    except Exception:
+        return None

@@ -124,3 +124,56 @@ def test_a_bad_langgraph_json_is_a_clear_error(tmp_path: Path, text: str, proble
     (tmp_path / "langgraph.json").write_text(text)
     with pytest.raises(ManifestError, match=problem):
         load_manifest(tmp_path)
+
+
+def test_a_slot_overrides_capabilities_over_the_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-unused")  # the client is made, never called
+    body = (
+        "[tool.orchestrator.slots]\n"
+        'controller = { model = "openai:gpt-4o-mini", role = "racehorse", '
+        "capabilities = { tool_calling = false, json_schema = false } }\n"
+        'extract = { model = "openai:gpt-4o-mini", fallback = [{ model = "vllm:qwen", '
+        "capabilities = { parallel_tool_calls = true } }] }\n"
+    )
+    manifest = load_manifest(_project(tmp_path, body))
+    caps = bind_slot("controller", manifest.slots["controller"]).profile.capabilities
+    assert not caps.tool_calling and not caps.json_schema
+    assert caps.streaming_usage and caps.parallel_tool_calls  # the rest stays the profile's
+    plain = resolve_profile("openai:gpt-4o-mini").capabilities
+    assert plain.tool_calling and plain.json_schema
+    with pytest.warns(UnknownModelWarning):
+        extract = bind_slot("extract", manifest.slots["extract"])
+    assert extract.fallbacks[0][0].capabilities.parallel_tool_calls
+    with pytest.warns(UnknownModelWarning):
+        assert not resolve_profile("vllm:qwen").capabilities.parallel_tool_calls
+
+    from orchestrator.providers import model_for
+    from orchestrator.providers.openai import OpenAIChatModel
+
+    model = model_for(
+        bind_slot("controller", manifest.slots["controller"]).profile,
+        manifest.slots["controller"],
+        Settings(),
+    )
+    assert isinstance(model, OpenAIChatModel) and not model.json_schema and not model.tool_calling
+    assert model.strict  # OpenAI's own API gets strict schemas
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (
+            "{ tool_call = false }",
+            r"unknown capability 'tool_call' \(did you mean 'tool_calling'\?\); the "
+            r"capabilities are: tool_calling, json_schema, grammar, prefill",
+        ),
+        ("{ vision = true }", r"unknown capability 'vision'; the capabilities are: tool_calling"),
+        ('{ json_schema = "no" }', r"\.json_schema: Input should be a valid boolean"),
+    ],
+)
+def test_an_unknown_or_mistyped_capability_is_named(tmp_path: Path, table: str, problem: str) -> None:
+    body = f'[tool.orchestrator.slots]\nc = {{ model = "local:qwen2.5-0.5b", capabilities = {table} }}\n'
+    with pytest.raises(ManifestError, match=r"slots\.c\.capabilities.*" + problem):
+        load_manifest(_project(tmp_path, body))

@@ -243,7 +243,10 @@ async def test_invalid_worker_output_is_rejected_not_passed_on(
     (worker,) = [s for s in spans.get_finished_spans() if s.name == "invoke_agent worker"]
     assert worker.status.status_code.name == "ERROR"
     assert worker.attributes is not None and worker.attributes["error.type"] == "WorkerOutputError"
-    assert {n.node: n.calls for n in result.ledger.by_node()}["worker"] == 2  # both attempts were paid for
+    # the first answer, its repair, then the racehorse (the default end of a worker's escalation chain)
+    assert worker.attributes["orchestrator.worker.repairs"] == 1
+    assert worker.attributes["orchestrator.worker.escalations"] == 1
+    assert {n.node: n.calls for n in result.ledger.by_node()}["worker"] == 3  # every attempt was paid for
 
 
 async def test_worker_output_repaired_once(make_orch: MakeOrch) -> None:

@@ -53,15 +53,23 @@ def test_openai_body_carries_messages_tools_choice_and_stream_usage() -> None:
     assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_1", "content": "18"}
 
 
-def test_openai_response_format_json_schema_or_json_object() -> None:
+def test_openai_response_format_json_schema_then_a_forced_tool_then_json_object() -> None:
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
     fmt = {"type": "json_object", "schema": schema}
     assert openai().build_body([], stop=None, stream=False, response_format=fmt)["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "response", "schema": schema},
     }
-    weak = openai(json_schema=False).build_body([], stop=None, stream=False, response_format=fmt)
-    assert weak["response_format"] == {"type": "json_object"}
+    no_schema = openai(json_schema=False).build_body([], stop=None, stream=False, response_format=fmt)
+    assert "response_format" not in no_schema
+    assert no_schema["tool_choice"] == {"type": "function", "function": {"name": "respond"}}
+    assert no_schema["tools"][0]["function"]["parameters"] == schema
+    weak = openai(json_schema=False, tool_calling=False)
+    body = weak.build_body([], stop=None, stream=False, response_format=fmt)
+    assert body["response_format"] == {"type": "json_object", "schema": schema}  # llama-cpp-python reads it
+    assert "tools" not in body
+    plain = weak.build_body([], stop=None, stream=False, response_format=fmt, rung="prompt")
+    assert "response_format" not in plain and "tools" not in plain
 
 
 def test_anthropic_body_system_tools_tool_results_and_choice() -> None:
@@ -124,6 +132,7 @@ def test_anthropic_structured_output_is_a_forced_tool_with_an_object_schema() ->
         "type": "object",
         "properties": {"response": schema},
         "required": ["response"],
+        "additionalProperties": False,
     }
 
 

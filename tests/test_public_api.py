@@ -30,6 +30,7 @@ def test_exported_members() -> None:
             "SlotBinding",
             "SlotConfig",
             "ToolError",
+            "ToolsUnsupportedError",
             "UnknownGraphError",
             "UnknownModelError",
             "Worker",
@@ -40,6 +41,9 @@ def test_exported_members() -> None:
             "extract_worker",
             "load_manifest",
             "resolve_profile",
+            "style_worker",
+            "summarize_worker",
+            "worker_node",
         ]
     )
     for name in orchestrator.__all__:

@@ -14,13 +14,14 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from orchestrator.pricing import Usage
-from orchestrator.providers.base import HttpChatModel, normalize_tool_choice
+from orchestrator.providers.base import RESPOND, HttpChatModel, normalize_tool_choice, schema_of
 from orchestrator.providers.http import Completion, Draft, Protocol, StreamState
+from orchestrator.providers.ladder import Rung
+from orchestrator.providers.schemas import Prepared
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicChatModel", "anthropic_usage"]
 
 ANTHROPIC_VERSION = "2023-06-01"
-_RESPOND = "respond"  # the forced tool that carries structured output
 
 
 def anthropic_usage(u: dict[str, Any] | None, prior: Usage | None = None) -> Usage | None:
@@ -148,8 +149,9 @@ class AnthropicChatModel(HttpChatModel):
     * A trailing `AIMessage` is a prefill: the model continues it; the reply holds only the continuation.
     * `prompt_cache="5m"` or `"1h"` marks the cache-stable prefix (the tools and the system prompt) for prompt
       caching; a message's `additional_kwargs["cache_control"]` marks that message.
-    * Structured output (`response_format` with a schema) goes through a forced `respond` tool; the reply's
-      text is the tool input as JSON.
+    * Structured output (`response_format` with a schema) goes through a forced `respond` tool (its
+      `input_schema` an object: another root is wrapped); the reply's text is the tool input as JSON, in
+      the caller's shape. Where tools are refused, a `{` prefill asks for JSON instead.
 
     Example:
         >>> m = AnthropicChatModel(model="claude-haiku-4-5", base_url="https://api.anthropic.com")
@@ -205,8 +207,9 @@ class AnthropicChatModel(HttpChatModel):
             else:
                 turns.append({"role": role, "content": blocks})
         fmt = kwargs.get("response_format") or {}
-        schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
-        if fmt and schema is None and (not turns or turns[-1]["role"] != "assistant"):
+        schema = schema_of(fmt)
+        rung: Rung | None = (kwargs.get("rung") or self.structured_rungs(**kwargs)[0]) if fmt else None
+        if rung == "prompt" and (not turns or turns[-1]["role"] != "assistant"):
             turns.append({"role": "assistant", "content": [{"type": "text", "text": "{"}]})  # JSON by prefill
         if turns and turns[-1]["role"] == "assistant":
             last = turns[-1]["content"]
@@ -236,11 +239,10 @@ class AnthropicChatModel(HttpChatModel):
             for t in kwargs.get("tools") or []
         ]
         choice = normalize_tool_choice(kwargs.get("tool_choice"))
-        if schema is not None:
-            tools.append(
-                {"name": _RESPOND, "description": "Give the answer.", "input_schema": _object(schema)}
-            )
-            choice = _RESPOND
+        if schema is not None and rung == "tool":
+            sent = self.prepared(schema).schema
+            tools.append({"name": RESPOND, "description": "Give the answer.", "input_schema": sent})
+            choice = RESPOND
         if tools:
             _mark(tools, self._marker())
             body["tools"] = tools
@@ -257,37 +259,16 @@ class AnthropicChatModel(HttpChatModel):
         body.update(kwargs.get("extra_body") or {})
         return body
 
-    async def complete(self, messages: Sequence[BaseMessage], **kwargs: Any) -> Completion:
-        """One call; unwraps structured output from the `respond` tool and restores a JSON prefill."""
-        completion = await super().complete(messages, **kwargs)
-        fmt = kwargs.get("response_format") or {}
-        d = completion.draft
-        if fmt and (fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")) is not None:
-            for call in d.tool_calls:
-                if call["name"] == _RESPOND:
-                    try:
-                        args = json.loads(call["arguments"] or "{}")
-                    except ValueError:
-                        d.text = call["arguments"]  # left for the caller's validation and repair
-                    else:
-                        d.text = json.dumps(args.get("response", args) if _wrapped(fmt) else args)
-            d.tool_calls = [c for c in d.tool_calls if c["name"] != _RESPOND]
-        elif fmt and not (messages and isinstance(messages[-1], AIMessage)):
-            d.text = "{" + d.text
-        return completion
+    def structured_rungs(self, **kwargs: Any) -> tuple[Rung, ...]:
+        """A forced tool when there is a schema, else (or when tools are refused) a `{` prefill."""
+        if self.tool_calling and schema_of(kwargs.get("response_format")) is not None:
+            return ("tool", "prompt")
+        return ("prompt",)
 
-
-def _schema_of(fmt: dict[str, Any]) -> Any:
-    return fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
-
-
-def _wrapped(fmt: dict[str, Any]) -> bool:
-    schema = _schema_of(fmt)
-    return _object(schema) is not schema
-
-
-def _object(schema: dict[str, Any]) -> dict[str, Any]:
-    """Tool inputs must be objects: a schema that is not a plain object is wrapped in `{"response": ...}`."""
-    if schema.get("type") == "object" and not any(k in schema for k in ("anyOf", "oneOf", "allOf")):
-        return schema
-    return {"type": "object", "properties": {"response": schema}, "required": ["response"]}
+    def finish(
+        self, completion: Completion, rung: Rung, prepared: Prepared | None, messages: Sequence[BaseMessage]
+    ) -> None:
+        """The `respond` tool's input as the text; on the prompt rung, the `{` our prefill took."""
+        super().finish(completion, rung, prepared, messages)
+        if rung == "prompt" and not (messages and isinstance(messages[-1], AIMessage)):
+            completion.draft.text = "{" + completion.draft.text

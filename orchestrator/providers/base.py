@@ -4,12 +4,19 @@ One async implementation: `_agenerate` and `_astream` both go through `complete(
 on a private event loop. Every result carries, in `response_metadata`, the measurements of the call
 (`ttft_ms`, `duration_ms`, `generation_ms`, `attempts`, `retry_wait_ms`, `served_by`) and, in
 `usage_metadata`, the usage in LangChain's convention (input includes cached tokens).
+
+Structured output (`response_format` with a schema) is asked for on the best rung of the ladder the
+endpoint allows (`ladder.py`); a refusal steps down at once and is remembered for the process, and the
+reply says so: `response_metadata["structured_output"]` names the rung that answered and
+`["downgraded"]` lists each step down (`{"feature", "to", "reason"}`). Schemas are sent in the form each
+protocol accepts and replies come back in the caller's shape (`schemas.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -24,13 +31,27 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from orchestrator.billing import estimate_prompt
-from orchestrator.errors import ModelError
-from orchestrator.providers.http import Completion, Endpoint, Protocol, send
+from orchestrator.errors import ModelError, ToolsUnsupportedError
+from orchestrator.providers.http import (
+    Attempt,
+    Completion,
+    Endpoint,
+    ModelState,
+    Protocol,
+    UnsupportedFeatureError,
+    model_state,
+    send,
+)
+from orchestrator.providers.ladder import RUNGS, Rung, feature_of_rung
+from orchestrator.providers.schemas import Prepared, prepare
 from orchestrator.sync import run_blocking
 
-__all__ = ["HttpChatModel", "ToolChoice", "normalize_tool_choice"]
+__all__ = ["RESPOND", "HttpChatModel", "ToolChoice", "normalize_tool_choice", "schema_of"]
 
 T = TypeVar("T")
+_log = logging.getLogger("orchestrator.providers")
+RESPOND = "respond"  # the forced tool that carries structured output on the "tool" rung
+_TOOL_FEATURES = ("tools", "tool_choice")
 
 # A neutral tool choice both protocols translate: "auto", "none", "required", or a tool's name.
 ToolChoice = str
@@ -88,6 +109,8 @@ class HttpChatModel(BaseChatModel):
     backoff_max_s: float = 20.0
     max_retry_after_s: float = 60.0
     max_concurrency: int = 16
+    tool_calling: bool = True
+    """The endpoint takes tools and can force one (so structured output may ride a forced tool)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -118,7 +141,34 @@ class HttpChatModel(BaseChatModel):
     def build_body(
         self, messages: Sequence[BaseMessage], *, stop: list[str] | None, stream: bool, **kwargs: Any
     ) -> dict[str, Any]:
-        """The request body for these messages and options."""
+        """The request body for these messages and options.
+
+        `rung` (one of `ladder.RUNGS`) says how a `response_format` with a schema is asked for; without it,
+        the best rung the model's capabilities allow.
+        """
+
+    def structured_rungs(self, **kwargs: Any) -> tuple[Rung, ...]:
+        """The ladder this model offers for structured output, best first (`kwargs`: the call's options)."""
+        return ("prompt",)
+
+    def prepared(self, schema: dict[str, Any]) -> Prepared:
+        """The schema in the form this protocol sends it (an object root), and the way back."""
+        return prepare(schema)
+
+    def finish(
+        self, completion: Completion, rung: Rung, prepared: Prepared | None, messages: Sequence[BaseMessage]
+    ) -> None:
+        """Bring a structured reply back to the caller's shape: the text is the JSON the caller asked for."""
+        d = completion.draft
+        if prepared is None:
+            return
+        if rung == "tool":
+            for call in d.tool_calls:
+                if call["name"] == RESPOND:
+                    d.text = prepared.reply(call["arguments"] or "{}")
+            d.tool_calls = [c for c in d.tool_calls if c["name"] != RESPOND]
+        elif rung == "json_schema":
+            d.text = prepared.reply(d.text)
 
     # --- LangChain surface ---
     def bind_tools(
@@ -144,21 +194,111 @@ class HttpChatModel(BaseChatModel):
         on_restart: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> Completion:
-        """One call, measured. The lowest level the CLI and the LangChain methods share."""
+        """One call, measured. The lowest level the CLI and the LangChain methods share.
+
+        A feature the endpoint refuses steps down a rung at once (not retried as a server error), for this
+        call and, remembered per (base URL, model), for every later call of the process.
+        """
         streaming = self.use_streaming if stream is None else stream
-        body = self.build_body(messages, stop=stop, stream=streaming, **kwargs)
-        estimate = estimate_prompt(messages, body.get("tools") or ()).likely
-        return await send(
-            self.protocol,
-            self.endpoint,
-            self.model,
-            body,
-            stream=streaming,
-            estimate_input=estimate,
-            on_text=on_text,
-            on_restart=on_restart,
-            label=self.label,
-        )
+        state = model_state(self.base_url, self.model, self.max_concurrency)
+        downgraded: list[dict[str, Any]] = []
+        earlier: list[Attempt] = []
+        for _ in range(len(RUNGS) + 3):  # each pass remembers one more refusal, so this ends
+            call, rung = self._adapt(kwargs, state, earlier)
+            body = self.build_body(messages, stop=stop, stream=streaming, **call)
+            prepared = self._prepared_for(call)
+            reshaped = rung == "tool" or (
+                rung == "json_schema" and prepared is not None and (prepared.wrapped or prepared.strict)
+            )
+            try:
+                completion = await send(
+                    self.protocol,
+                    self.endpoint,
+                    self.model,
+                    body,
+                    stream=streaming,
+                    estimate_input=estimate_prompt(messages, body.get("tools") or ()).likely,
+                    on_text=None if reshaped else on_text,  # the caller gets the reshaped text whole
+                    on_restart=on_restart,
+                    label=self.label,
+                )
+            except UnsupportedFeatureError as exc:
+                earlier.extend(exc.attempts)
+                downgraded.append(self._step_down(exc, call, rung, state, earlier))
+                continue
+            completion.attempts = earlier + completion.attempts
+            if rung is not None:
+                self.finish(completion, rung, prepared, messages)
+                completion.extra["structured_output"] = rung
+            if downgraded:
+                completion.extra["downgraded"] = downgraded
+            return completion
+        raise ModelError(f"{self.label}: every way of asking was refused: {downgraded}")
+
+    def _prepared_for(self, call: dict[str, Any]) -> Prepared | None:
+        schema = schema_of(call.get("response_format"))
+        return None if schema is None else self.prepared(schema)
+
+    def _adapt(
+        self, kwargs: dict[str, Any], state: ModelState, earlier: list[Attempt]
+    ) -> tuple[dict[str, Any], Rung | None]:
+        """This try's options: refused extras left out, structured output on the best rung not refused."""
+        call = dict(kwargs)
+        if "parallel_tool_calls" in state.unsupported:
+            call.pop("parallel_tool_calls", None)
+        refused = next((f for f in _TOOL_FEATURES if f in state.unsupported), None)
+        if call.get("tools") and refused is not None:
+            raise ToolsUnsupportedError(
+                f"{self.label} at {self.base_url} does not take {refused}: {state.unsupported[refused]}",
+                feature=refused,
+                attempts=earlier,
+            )
+        rung = None
+        if call.get("response_format"):
+            rung = next(r for r in self.structured_rungs(**call) if not self._refused(r, state))
+            call["rung"] = rung
+        return call, rung
+
+    @staticmethod
+    def _refused(rung: Rung, state: ModelState) -> bool:
+        if rung == "tool":
+            return any(f in state.unsupported for f in _TOOL_FEATURES)
+        feature = feature_of_rung(rung)
+        return feature is not None and feature in state.unsupported
+
+    def _step_down(
+        self,
+        exc: UnsupportedFeatureError,
+        call: dict[str, Any],
+        rung: Rung | None,
+        state: ModelState,
+        earlier: list[Attempt],
+    ) -> dict[str, Any]:
+        """Remember what the endpoint refused; the record of the step down (or raise when there is none)."""
+        feature = exc.feature
+        reason = ((exc.attempts[-1].error if exc.attempts else None) or str(exc))[:200]
+        where = f"{self.label} at {self.base_url}"
+        if feature == "parallel_tool_calls" and "parallel_tool_calls" in call:
+            left, to = feature, "omitted"
+        elif feature in _TOOL_FEATURES and call.get("tools"):
+            state.unsupported[feature] = reason
+            _log.info("%s: %s refused (%s); tools are not sent to it again", where, feature, reason)
+            raise ToolsUnsupportedError(
+                f"{where} does not take {feature}: {reason}", feature=feature, attempts=earlier
+            ) from None
+        elif rung == "tool" and feature in _TOOL_FEATURES:
+            left, to = rung, ""
+        elif rung in ("json_schema", "json_object") and feature in ("json_schema", "json_object"):
+            left, to = rung, ""
+            feature = str(feature_of_rung(rung))  # the response format this rung sent was the one refused
+        else:
+            raise exc
+        state.unsupported[feature] = reason
+        if not to:
+            to = next(r for r in self.structured_rungs(**call) if not self._refused(r, state))
+        then = "leaving it out" if to == "omitted" else f"using {to}"
+        _log.info("%s: %s refused (%s); %s from now on", where, left, reason, then)
+        return {"feature": left, "to": to, "reason": reason}
 
     def to_message(self, c: Completion) -> AIMessage:
         """A Completion as an AIMessage with usage and measurements attached."""
@@ -218,6 +358,7 @@ class HttpChatModel(BaseChatModel):
             "usage": c.usage.to_dict(),
             "usage_estimated": c.usage.estimated,
             "rate_limits": dict(c.rate_limits),
+            **c.extra,
         }
 
     async def _agenerate(
@@ -280,7 +421,7 @@ class HttpChatModel(BaseChatModel):
         final = self.to_message(completion)
         yield ChatGenerationChunk(
             message=AIMessageChunk(
-                content="",
+                content="" if emitted else final.content,  # reshaped structured output comes whole
                 tool_call_chunks=[
                     {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc["id"], "index": i}
                     for i, tc in enumerate(final.tool_calls)
@@ -301,3 +442,11 @@ class HttpChatModel(BaseChatModel):
             return [c async for c in self._astream(messages, stop, **kwargs)]
 
         yield from run_blocking(collect)
+
+
+def schema_of(fmt: Any) -> dict[str, Any] | None:
+    """The schema of a `response_format` (ours: `{"type": ..., "schema": ...}`, or OpenAI's json_schema)."""
+    if not isinstance(fmt, dict):
+        return None
+    schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None

@@ -25,7 +25,7 @@ from orchestrator.stable import LOCAL_CONTEXT, Capabilities, ModelProfile, RateL
 
 __all__ = ["HttpProvider", "LocalProvider", "PythonProvider"]
 
-_API = Capabilities(tool_calling=True, json_schema=True, streaming_usage=True)
+_API = Capabilities(tool_calling=True, json_schema=True, streaming_usage=True, parallel_tool_calls=True)
 _SELF_HOSTED = Capabilities(tool_calling=True, json_schema=True, streaming_usage=True)
 _LOCAL = Capabilities(grammar=True, json_schema=True, prefill=True)
 
@@ -37,6 +37,7 @@ class HttpProvider(Provider):
     Prices and context windows come from the price table, under `table_prefix + model` (e.g. `groq/…`);
     `table_owner` also lists the table's unprefixed keys of that owner (`openai`, `anthropic`).
     A key is required only on the provider's own public endpoint (`default_base_url`).
+    `strict_schemas` sends JSON schemas in OpenAI's strict mode (OpenAI's own API).
     """
 
     protocol: str = "openai"
@@ -46,6 +47,7 @@ class HttpProvider(Provider):
     table_prefix: str = ""
     table_owner: str | None = None
     max_tokens_field: str = "max_tokens"
+    strict_schemas: bool = False
 
     def profile(self, request: ModelRequest) -> ModelProfile:
         """The model's profile from the price table; an unknown model runs with cost null and a warning."""
@@ -115,6 +117,7 @@ class HttpProvider(Provider):
             "read_timeout_s": config.timeout_s,
             "max_retries": config.max_retries,
             "max_concurrency": config.max_concurrency,
+            "tool_calling": profile.capabilities.tool_calling,
         }
         if (profile.protocol or self.protocol) == "anthropic":
             from orchestrator.providers.anthropic import AnthropicChatModel
@@ -123,7 +126,10 @@ class HttpProvider(Provider):
         from orchestrator.providers.openai import OpenAIChatModel
 
         return OpenAIChatModel(
-            json_schema=profile.capabilities.json_schema, max_tokens_field=self.max_tokens_field, **common
+            json_schema=profile.capabilities.json_schema,
+            strict=self.strict_schemas,
+            max_tokens_field=self.max_tokens_field,
+            **common,
         )
 
     def known_models(self, table: PriceTable) -> list[str]:
@@ -242,6 +248,7 @@ def _capabilities(default: Capabilities, entry: dict[str, Any]) -> Capabilities:
         prefill=flag("supports_assistant_prefill", default.prefill),
         streaming_usage=default.streaming_usage,
         prompt_caching=flag("supports_prompt_caching", default.prompt_caching),
+        parallel_tool_calls=flag("supports_parallel_function_calling", default.parallel_tool_calls),
     )
 
 
@@ -255,10 +262,13 @@ openai = HttpProvider(
     "OPENAI_API_KEY",
     table_owner="openai",
     max_tokens_field="max_completion_tokens",
+    strict_schemas=True,
 )
 anthropic = HttpProvider(
     "anthropic",
-    Capabilities(tool_calling=True, prefill=True, streaming_usage=True, prompt_caching=True),
+    Capabilities(
+        tool_calling=True, prefill=True, streaming_usage=True, prompt_caching=True, parallel_tool_calls=True
+    ),
     "https://api.anthropic.com",
     "ANTHROPIC_API_KEY",
     table_owner="anthropic",

@@ -21,6 +21,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
+from orchestrator.errors import ToolsUnsupportedError
 from orchestrator.instrument import TRACED
 from orchestrator.providers.base import normalize_tool_choice
 from orchestrator.providers.http import Attempt, ProviderError, model_state
@@ -75,6 +76,7 @@ class FallbackChatModel(BaseChatModel):
     ) -> ChatResult:
         attempts: list[dict[str, Any]] = []
         errors: list[str] = []
+        refusals: list[ToolsUnsupportedError] = []
         on_text = kwargs.pop("on_text", None)
         on_restart = kwargs.pop("on_restart", None)
         for i in self.order():
@@ -90,8 +92,11 @@ class FallbackChatModel(BaseChatModel):
             except Exception as exc:
                 if text and on_restart is not None:
                     on_restart(f"{name} failed; the next model of the chain answers")
-                state.record(False, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
-                if isinstance(exc, ProviderError):
+                if isinstance(exc, ToolsUnsupportedError):
+                    refusals.append(exc)  # a way of asking this member refuses, not a failing member
+                else:
+                    state.record(False, cooldown_after=self.cooldown_after, cooldown_s=self.cooldown_s)
+                if isinstance(exc, ProviderError | ToolsUnsupportedError):
                     attempts += [a.as_dict() for a in exc.attempts]
                 else:
                     attempts.append(
@@ -113,6 +118,12 @@ class FallbackChatModel(BaseChatModel):
             meta["fallbacks"] = len(errors)
             msg.response_metadata = meta
             return ChatResult(generations=[ChatGeneration(message=msg)])
+        if len(refusals) == len(self.members):  # the caller must ask another way (e.g. without tools)
+            raise ToolsUnsupportedError(
+                "no model in the fallback chain takes tools: " + "; ".join(errors),
+                feature=refusals[0].feature,
+                attempts=[Attempt.from_dict(a) for a in attempts],
+            )
         raise ProviderError(
             "every model in the fallback chain failed: " + "; ".join(errors),
             [Attempt.from_dict(a) for a in attempts],

@@ -7,6 +7,8 @@ Data flow of one call:
 * Retries: 429, 5xx, timeouts, connection errors, streams cut mid-way and malformed chunks are retried with
   bounded exponential backoff plus jitter; a `Retry-After` header (seconds or an HTTP date) sets the wait.
   Other 4xx fail at once. Each attempt is recorded (status, error, duration, the wait after it).
+* A 400/422/500 saying a feature of the request is unsupported (`ladder.rejected_feature`) is not retried:
+  `UnsupportedFeatureError` goes at once to the chat model, which steps down a rung (see `ladder.py`).
 * Timing comes from the stream of the attempt that succeeded: time to the first generated token (TTFT),
   total time, generation time. A call that was not streamed has TTFT `None`.
 * An attempt that broke after tokens arrived is still billed: its usage is estimated from the request and the
@@ -39,6 +41,7 @@ import httpx
 
 from orchestrator.errors import ConfigError, ModelError
 from orchestrator.pricing import Usage
+from orchestrator.providers.ladder import rejected_feature
 
 __all__ = [
     "Attempt",
@@ -49,6 +52,7 @@ __all__ = [
     "Protocol",
     "ProviderError",
     "StreamState",
+    "UnsupportedFeatureError",
     "model_state",
     "send",
 ]
@@ -114,6 +118,7 @@ class Completion:
     generation_ms: float | None
     attempts: list[Attempt]
     rate_limits: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)  # more response metadata (e.g. "downgraded")
 
     @property
     def retry_wait_ms(self) -> float:
@@ -128,6 +133,14 @@ class ProviderError(ModelError):
         super().__init__(message)
         self.attempts = attempts
         self.status = status
+
+
+class UnsupportedFeatureError(ProviderError):
+    """The server refused a feature of the request (`feature`: "json_schema", "tools", ...); not retried."""
+
+    def __init__(self, message: str, attempts: list[Attempt], *, status: int | None, feature: str) -> None:
+        super().__init__(message, attempts, status=status)
+        self.feature = feature
 
 
 class StreamState(ABC):
@@ -215,6 +228,7 @@ class ModelState:
         self.failures = 0  # consecutive failed calls (not attempts)
         self.cooldown_until = 0.0
         self.last_headers: dict[str, str] = {}
+        self.unsupported: dict[str, str] = {}  # feature -> the error that refused it (see ladder.py)
         self._cond: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -293,7 +307,7 @@ def model_state(base_url: str, model: str, max_concurrency: int = 16) -> ModelSt
 
 
 def reset_model_states() -> None:
-    """Forget all rate-limit and cooldown state (tests)."""
+    """Forget all rate-limit, cooldown and refused-feature state (tests)."""
     with _states_lock:
         _states.clear()
 
@@ -433,6 +447,12 @@ class _Fatal(Exception):
         self.status = status
 
 
+class _Unsupported(_Fatal):
+    def __init__(self, message: str, status: int, feature: str) -> None:
+        super().__init__(message, status)
+        self.feature = feature
+
+
 TextSink = Callable[[str], None]
 
 
@@ -489,6 +509,10 @@ async def send(
         except _Fatal as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000
+            if isinstance(exc, _Unsupported):
+                raise UnsupportedFeatureError(
+                    f"{name}: {attempt.error}", attempts, status=exc.status, feature=exc.feature
+                ) from None
             raise ProviderError(f"{name}: {attempt.error}", attempts, status=exc.status) from None
         except _Retryable as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
@@ -531,7 +555,11 @@ def _estimate(estimate_input: int, draft: Draft, *, estimated: bool) -> Usage:
 
 
 def _status_error(status: int, headers: httpx.Headers, text: str, protocol: Protocol) -> Exception:
-    message = f"HTTP {status}: {protocol.error_message(text)}"
+    detail = protocol.error_message(text)
+    message = f"HTTP {status}: {detail}"
+    feature = rejected_feature(status, detail)
+    if feature is not None:
+        return _Unsupported(message, status, feature)
     if status == 429 or status >= 500 or status == 408:
         return _Retryable(message, status, parse_retry_after(headers.get("retry-after")), headers)
     hint = {

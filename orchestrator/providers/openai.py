@@ -13,8 +13,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from orchestrator.pricing import Usage
-from orchestrator.providers.base import HttpChatModel, normalize_tool_choice
+from orchestrator.providers.base import RESPOND, HttpChatModel, normalize_tool_choice, schema_of
 from orchestrator.providers.http import Draft, Protocol, StreamState
+from orchestrator.providers.ladder import Rung
+from orchestrator.providers.schemas import Prepared, prepare, strict_schema
 
 __all__ = ["OpenAIChatModel", "openai_messages", "openai_usage"]
 
@@ -103,8 +105,9 @@ class _Stream(StreamState):
             if tc.get("id"):
                 slot["id"] = tc["id"]
             fn = tc.get("function") or {}
-            if fn.get("name"):
-                slot["name"] += fn["name"]
+            name = fn.get("name")
+            if name and name != slot["name"]:  # some servers (llama-cpp-python) repeat it in every delta
+                slot["name"] += name
             if fn.get("arguments"):
                 slot["arguments"] += fn["arguments"]
         self.draft.tool_calls = [self._calls[i] for i in sorted(self._calls)]
@@ -154,7 +157,10 @@ class OpenAIChatModel(HttpChatModel):
     max_tokens_field: str = "max_tokens"
     """OpenAI's own API wants `max_completion_tokens` (reasoning models refuse `max_tokens`)."""
     json_schema: bool = True
-    """The server accepts `response_format: json_schema`; otherwise `json_object` is sent."""
+    """The server accepts `response_format: json_schema`; otherwise the next rung (a forced tool or
+    `json_object`) is used."""
+    strict: bool = False
+    """Send schemas in strict mode (OpenAI's own API): every object closed, every property required."""
 
     @property
     def _llm_type(self) -> str:
@@ -180,9 +186,28 @@ class OpenAIChatModel(HttpChatModel):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        if kwargs.get("tools"):
-            body["tools"] = kwargs["tools"]
+        tools = [_strict_tool(t) for t in kwargs.get("tools") or ()]
         choice = normalize_tool_choice(kwargs.get("tool_choice"))
+        fmt = kwargs.get("response_format")
+        if fmt:
+            rung: Rung = kwargs.get("rung") or self.structured_rungs(**kwargs)[0]
+            schema = schema_of(fmt)
+            if schema is not None and rung in ("json_schema", "tool"):
+                sent = self.prepared(schema)
+                strict = {"strict": True} if sent.strict else {}
+                if rung == "json_schema":
+                    name = (fmt.get("json_schema") or {}).get("name") or "response"
+                    spec = {"name": name, "schema": sent.schema, **strict}
+                    body["response_format"] = {"type": "json_schema", "json_schema": spec}
+                else:
+                    tools.append(_function(RESPOND, "Give the answer.", sent.schema, **strict))
+                    choice = RESPOND
+            elif rung != "prompt":
+                # `schema` beside json_object is llama-cpp-python's extension (it decodes by the schema);
+                # other servers ignore it
+                body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+        if tools:
+            body["tools"] = tools
         if choice is not None:
             body["tool_choice"] = (
                 choice
@@ -191,16 +216,33 @@ class OpenAIChatModel(HttpChatModel):
             )
         if kwargs.get("parallel_tool_calls") is not None:
             body["parallel_tool_calls"] = bool(kwargs["parallel_tool_calls"])
-        fmt = kwargs.get("response_format")
-        if fmt:
-            body["response_format"] = self._response_format(fmt)
         body.update(kwargs.get("extra_body") or {})
         return body
 
-    def _response_format(self, fmt: dict[str, Any]) -> dict[str, Any]:
-        if fmt.get("type") == "json_schema":
-            return fmt
-        schema = fmt.get("schema")
-        if schema is not None and self.json_schema:
-            return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
-        return {"type": "json_object"}
+    def structured_rungs(self, **kwargs: Any) -> tuple[Rung, ...]:
+        """JSON schema (when the server has it), a forced tool (when it has tools and the call none),
+        JSON mode, the prompt alone."""
+        if schema_of(kwargs.get("response_format")) is None:
+            return ("json_object", "prompt")
+        best: tuple[Rung, ...] = ("json_schema",) if self.json_schema else ()
+        if self.tool_calling and not kwargs.get("tools"):
+            best += ("tool",)
+        return (*best, "json_object", "prompt")
+
+    def prepared(self, schema: dict[str, Any]) -> Prepared:
+        return prepare(schema, strict=self.strict)
+
+
+def _function(name: str, description: str, parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    fn = {"name": name, "description": description, "parameters": parameters, **extra}
+    return {"type": "function", "function": fn}
+
+
+def _strict_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function the caller marked `strict` gets a schema strict mode accepts (or goes non-strict)."""
+    fn = tool.get("function") or {}
+    if not fn.get("strict"):
+        return tool
+    made = strict_schema(fn.get("parameters") or {"type": "object", "properties": {}})
+    changed = {"parameters": made} if made is not None else {"strict": False}
+    return {**tool, "function": {**fn, **changed}}
