@@ -12,7 +12,7 @@ from opentelemetry.trace import Span
 
 from orchestrator.billing import bill, estimate_prompt, total
 from orchestrator.context import BudgetStop, RunContext
-from orchestrator.errors import ModelError, PromptTooLongError
+from orchestrator.errors import ModelError, PromptTooLongError, ToolsUnsupportedError
 from orchestrator.instrument import TRACED, node_span
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Prices, Usage, cost_usd, warn_unpriced
@@ -137,6 +137,10 @@ async def call_model(
                     ctx.meter.add(e)
                 if isinstance(exc, PromptTooLongError):
                     error: ModelError = PromptTooLongError(f"slot {slot!r}: {exc}")
+                elif isinstance(exc, ToolsUnsupportedError):  # kept as itself: the caller changes strategy
+                    error = ToolsUnsupportedError(
+                        f"slot {slot!r}: {exc}", feature=exc.feature, attempts=exc.attempts
+                    )
                 else:
                     error = ModelError(
                         f"model {profile.name!r} (slot {slot!r}) failed: {type(exc).__name__}: {exc}"
@@ -189,6 +193,10 @@ async def call_model(
                 result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
             if meta.get("finish_reason"):
                 result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
+            if meta.get("downgraded"):  # the endpoint refused a feature: the rung it went down to
+                result[A.DOWNGRADED] = json.dumps(meta["downgraded"])
+            if meta.get("structured_output"):
+                result[A.STRUCTURED_OUTPUT] = str(meta["structured_output"])
             span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
             if ctx.capture_content:
                 span.set_attribute(

@@ -43,7 +43,7 @@ from orchestrator.decisions import (
     parse_plan,
     plan_tools,
 )
-from orchestrator.errors import ModelError
+from orchestrator.errors import ModelError, ToolsUnsupportedError
 from orchestrator.grounding import (
     Evidence,
     candidate_spans,
@@ -239,11 +239,18 @@ async def _decide(
     last_error = ""
     for attempt in range(2):
         asked = _with_budget(ctx, prompt, step.steps_left)
+        msg = None
         if native and form is not None:
-            msg, entries = await call_model(
-                ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, options=form.options()
-            )
-        else:
+            try:
+                msg, entries = await call_model(
+                    ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, options=form.options()
+                )
+            except ToolsUnsupportedError as exc:  # the endpoint refuses tools: the JSON-schema rung instead
+                step.entries.extend(getattr(exc, "ledger_entries", []))
+                native = False
+                span.set_attribute(A.DECISION_STRATEGY, "json_schema")
+                span.set_attribute(A.DOWNGRADED, str(exc)[:300])
+        if msg is None:
             msg, entries = await call_model(
                 ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, schema=schema
             )

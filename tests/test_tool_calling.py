@@ -337,3 +337,46 @@ async def test_a_tool_result_that_gives_orders_changes_nothing(
     assert result.status == "ok" and "sk-test" not in (result.answer or "")
     assert {line["name"] for line in result.ledger.lines if line["kind"] == "tool"} == {"refund_policy"}
     orch.close()
+
+
+async def test_an_endpoint_that_refuses_tools_gets_json_decisions_instead(
+    loopback: Loopback, settings: Settings
+) -> None:
+    """A server that can't take tools: the first refusal moves the controller to the JSON-schema rung for
+    the rest of the run (the endpoint is remembered), and the run still answers."""
+    model = Model()
+    refused = {"n": 0}
+
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        if body.get("tools"):
+            refused["n"] += 1
+            return Reply(status=400, body={"error": {"message": "tools are not supported by this server"}})
+        schema = json.dumps(body.get("response_format") or {})
+        messages = [(m["role"], _text(m.get("content") or "")) for m in body["messages"]]
+        if '"plan"' in schema:
+            choice = "plan"
+        elif '"final"' in schema and '"call_tool"' not in schema:
+            choice = "final"
+        else:
+            choice = "required"
+        tools = re.findall(r'"const": "([a-z_]+)"', schema)
+        name, args = model.decide(tools, choice, messages)
+        if name == "plan":
+            text = json.dumps(args)
+        elif name in ("final", "skip"):
+            text = json.dumps({"action": name, **args})
+        else:
+            text = json.dumps({"action": "call_tool", "tool": name, "args": args})
+        return openai_stream([text], openai_usage(300, 20))
+
+    loopback.handle("/v1/chat/completions", answer)
+    slot = SlotConfig(
+        model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+    )
+    orch = orchestrator(settings, slot)
+    result = await orch.arun("agent", TASK)
+    assert result.status == "ok", result.error
+    assert result.answer is not None and "18" in result.answer
+    assert refused["n"] == 1  # refused once; remembered after that
+    orch.close()
