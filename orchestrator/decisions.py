@@ -16,6 +16,7 @@ be called.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -272,6 +273,31 @@ def final_tools() -> ToolForm:
     return ToolForm((_function("final", "Give the final answer.", answer),), "final")
 
 
+_CALL_TAGS = re.compile(r"^\s*<tool_call>\s*|\s*</tool_call>\s*$")
+
+
+def _written_call(text: str) -> dict[str, Any] | None:
+    """A tool call written as text: `{"name": ..., "arguments": {...}}`, also inside `<tool_call>` tags
+    (Qwen's template) or doubled braces (a chat template's escaping that a server passed through)."""
+    body = _CALL_TAGS.sub("", text).strip()
+    start = body.find('{"')
+    if start < 0 or body[:start].strip("{ \n") != "":
+        return None
+    try:
+        data, _ = json.JSONDecoder().raw_decode(body[start:])  # the first object; stray braces after it
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    args = data.get("arguments", data.get("parameters"))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    return {"name": data["name"], "args": args} if isinstance(args, dict) else None
+
+
 def decision_text(reply: Any, form: ToolForm) -> str:
     """A tool-calling reply as the JSON decision it stands for (what the parsers and the transcript take).
 
@@ -281,6 +307,10 @@ def decision_text(reply: Any, form: ToolForm) -> str:
     calls = list(getattr(reply, "tool_calls", None) or [])
     if not calls:
         text = str(getattr(reply, "content", "") or "").strip()
+        written = _written_call(text)
+        if written is not None:  # a server that ignores the required choice lets the model write the call
+            calls = [written]
+    if not calls:
         if form.choice == "final" and text and not text.startswith("{"):
             return json.dumps({"action": "final", "answer": text}, ensure_ascii=False)
         if not text.startswith("{"):  # neither a call nor a decision in JSON

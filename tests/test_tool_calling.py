@@ -380,3 +380,43 @@ async def test_an_endpoint_that_refuses_tools_gets_json_decisions_instead(
     assert result.answer is not None and "18" in result.answer
     assert refused["n"] == 1  # refused once; remembered after that
     orch.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"name": "date_diff", "arguments": {"start": "2026-03-02", "end": "2026-03-20"}}',
+        '{{"name": "date_diff", "arguments": {"start": "2026-03-02", "end": "2026-03-20"}}}}',
+        '<tool_call>\n{"name": "date_diff", "arguments": {"start": "2026-03-02", "end": "2026-03-20"}}'
+        "\n</tool_call>",
+    ],
+)
+def test_a_call_written_as_text_is_read_as_the_call(content: str) -> None:
+    """llama-cpp-python's server ignores a required tool choice and lets the model write the call as text."""
+    from langchain_core.messages import AIMessage
+
+    from orchestrator.catalog import Catalog
+    from orchestrator.decisions import act_tools, decision_text
+
+    form = act_tools(["date_diff"], Catalog.from_tools(TOOLS))
+    decision = json.loads(decision_text(AIMessage(content), form))
+    assert decision == {
+        "action": "call_tool",
+        "tool": "date_diff",
+        "args": {"start": "2026-03-02", "end": "2026-03-20"},
+    }
+
+
+def test_a_reply_with_no_call_where_one_was_required_is_named() -> None:
+    from langchain_core.messages import AIMessage
+
+    from orchestrator.catalog import Catalog
+    from orchestrator.decisions import DecisionError, act_tools, decision_text, final_tools
+
+    form = act_tools(["date_diff"], Catalog.from_tools(TOOLS))
+    with pytest.raises(DecisionError, match="a tool call was required; call one of: date_diff, skip"):
+        decision_text(AIMessage("I think it is 18 days."), form)
+    assert json.loads(decision_text(AIMessage("It is 18 days."), final_tools())) == {
+        "action": "final",
+        "answer": "It is 18 days.",
+    }

@@ -1,0 +1,152 @@
+"""The task eval with the controller on llama-cpp-python's own OpenAI-compatible server.
+
+Starts `python -m llama_cpp.server` on loopback with the local racehorse model (Qwen2.5-1.5B), binds the
+`controller` slot to it as `openai-compat:` (as a user pointing a slot at their own server would), keeps the
+workers on the in-process local model, and runs the development set through the `assistant` graph. The
+report goes to bench/results/eval-server-<set>.json and a section of docs/benchmarks.md, beside the
+in-process figure.
+
+Run: `.venv/bin/python bench/server_eval.py [dev|heldout] [--limit N]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
+from orchestrator.config import PriceOverride  # noqa: E402
+from orchestrator.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
+from orchestrator.modelfiles import LOCAL_MODELS  # noqa: E402
+
+SETS = {"dev": ROOT / "bench" / "tasks" / "dev.jsonl", "heldout": ROOT / "bench" / "tasks" / "heldout.jsonl"}
+RESULTS = ROOT / "bench" / "results"
+START, END = "<!-- server-eval:start -->", "<!-- server-eval:end -->"
+
+
+@contextlib.contextmanager
+def llama_server(model: str, n_ctx: int = 4096) -> Iterator[str]:
+    """`python -m llama_cpp.server` with `model` on a free loopback port; yields its API root (…/v1)."""
+    path = LOCAL_MODELS[model].path(Settings.resolve().models_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/models", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def run(name: str, url: str, limit: int | None) -> EvalReport:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = dataclasses.replace(
+            Settings.resolve(None),
+            traces_path=Path(tmp) / "traces.db",
+            checkpoints_path=Path(tmp) / "checkpoints.db",
+            capture_content=True,
+        )
+        controller = SlotConfig(
+            model="openai-compat:qwen2.5-1.5b",
+            base_url=url,
+            role="racehorse",
+            prices=PriceOverride(input=0.0, output=0.0),
+            timeout_s=300,
+        )
+        orch = Orchestrator.from_project(ROOT, settings=settings, slots={"controller": controller})
+        for slot in orch.slots:
+            orch.model_for(slot)
+        tasks = load_tasks(SETS[name])[:limit]
+
+        def show(r: TaskResult) -> None:
+            mark = "right" if r.ok else "WRONG"
+            print(f"{mark:5} {r.id:10} {r.category:16} {r.seconds:5.1f}s  {str(r.answer)[:90]}", flush=True)
+
+        report = await evaluate(orch, "assistant", tasks, on_result=show)
+        orch.close()
+        return report
+
+
+def main() -> None:
+    name = next((a for a in sys.argv[1:] if a in SETS), "dev")
+    limit = int(sys.argv[sys.argv.index("--limit") + 1]) if "--limit" in sys.argv else None
+    with llama_server("qwen2.5-1.5b") as url:
+        report = asyncio.run(run(name, url, limit))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"eval-server-{name}.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    t = report.totals()
+    print(json.dumps(t, indent=1))
+    if limit is None:
+        splice(name, t)
+
+
+def splice(name: str, t: dict[str, object]) -> None:
+    inproc = RESULTS / f"eval-{name}.json"
+    beside = ""
+    if inproc.exists():
+        saved = json.loads(inproc.read_text())
+        rep = EvalReport(graph=saved["graph"], tasks=[TaskResult(**x) for x in saved["tasks"]]).totals()
+        beside = f"| in process (`local:qwen2.5-1.5b`) | {rep['right']}/{rep['tasks']} | {rep['accuracy']:.0%} | {rep['median_s']:.1f} s | {rep['ungrounded_steps']} |"
+    lines = [
+        START,
+        "## Task eval with the controller on llama-cpp-python's server",
+        "",
+        f"`bench/server_eval.py {name}`, {dt.date.today().isoformat()}: the `assistant` graph with its `controller` slot bound",
+        "to `python -m llama_cpp.server` on loopback (Qwen2.5-1.5B, `openai-compat:`), workers in process on the 0.5B",
+        "model. The server refuses `json_schema` response formats, so decisions go down its ladder (see",
+        "docs/providers.md); the in-process figure is the last `bench/eval.py` run's.",
+        "",
+        "| controller | right | accuracy | median time | ungrounded |",
+        "|---|---|---|---|---|",
+        f"| llama-cpp-python server | {t['right']}/{t['tasks']} | {float(t['accuracy'] or 0):.0%} | {float(t['median_s']):.1f} s | {t['ungrounded_steps']} |",
+        *([beside] if beside else []),
+        "",
+        END,
+    ]
+    target = ROOT / "docs" / "benchmarks.md"
+    old = target.read_text()
+    block = "\n".join(lines)
+    if START in old and END in old:
+        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
+    else:
+        new = old.replace("## Notes", block + "\n\n## Notes") if "## Notes" in old else old + "\n" + block + "\n"
+    target.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
