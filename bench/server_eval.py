@@ -12,20 +12,12 @@ Run: `.venv/bin/python bench/server_eval.py [dev|heldout] [--limit N]`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,44 +25,11 @@ sys.path.insert(0, str(ROOT))
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
 from orchestrator.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
-from orchestrator.modelfiles import LOCAL_MODELS  # noqa: E402
+from orchestrator.testing import serve_llama  # noqa: E402
 
 SETS = {"dev": ROOT / "bench" / "tasks" / "dev.jsonl", "heldout": ROOT / "bench" / "tasks" / "heldout.jsonl"}
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- server-eval:start -->", "<!-- server-eval:end -->"
-
-
-@contextlib.contextmanager
-def llama_server(model: str, n_ctx: int = 4096) -> Iterator[str]:
-    """`python -m llama_cpp.server` with `model` on a free loopback port; yields its API root (…/v1)."""
-    path = LOCAL_MODELS[model].path(Settings.resolve().models_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/models", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        if proc.poll() is None:
-            proc.kill()
 
 
 async def run(name: str, url: str, limit: int | None) -> EvalReport:
@@ -105,10 +64,12 @@ async def run(name: str, url: str, limit: int | None) -> EvalReport:
 def main() -> None:
     name = next((a for a in sys.argv[1:] if a in SETS), "dev")
     limit = int(sys.argv[sys.argv.index("--limit") + 1]) if "--limit" in sys.argv else None
-    with llama_server("qwen2.5-1.5b") as url:
+    with serve_llama("qwen2.5-1.5b") as url:
         report = asyncio.run(run(name, url, limit))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"eval-server-{name}.json").write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
+    (RESULTS / f"eval-server-{name}.json").write_text(
+        json.dumps(report.to_dict(), indent=1, default=str) + "\n"
+    )
     t = report.totals()
     print(json.dumps(t, indent=1))
     if limit is None:
@@ -144,7 +105,11 @@ def splice(name: str, t: dict[str, object]) -> None:
     if START in old and END in old:
         new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
     else:
-        new = old.replace("## Notes", block + "\n\n## Notes") if "## Notes" in old else old + "\n" + block + "\n"
+        new = (
+            old.replace("## Notes", block + "\n\n## Notes")
+            if "## Notes" in old
+            else old + "\n" + block + "\n"
+        )
     target.write_text(new)
 
 

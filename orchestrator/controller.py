@@ -42,6 +42,7 @@ from orchestrator.decisions import (
     parse_decision,
     parse_plan,
     plan_tools,
+    written_call,
 )
 from orchestrator.errors import ModelError, ToolsUnsupportedError
 from orchestrator.grounding import (
@@ -195,6 +196,11 @@ class _Step:
         self.patches.append({"index": index, **fields})
 
 
+def _written(msg: AIMessage, form: ToolForm) -> bool:
+    """Did the model write a tool call as text (that `decision_text` reads as the call)?"""
+    return written_call(str(msg.content or ""), form) is not None
+
+
 def _with_budget(ctx: RunContext, prompt: list[BaseMessage], steps_left: int | None) -> list[BaseMessage]:
     """The prompt with what is left of the run's budget at the end of its last message (only there: the
     system prompt and the tools stay the same from call to call, so a cached prefix stays valid)."""
@@ -250,6 +256,19 @@ async def _decide(
                 native = False
                 span.set_attribute(A.DECISION_STRATEGY, "json_schema")
                 span.set_attribute(A.DOWNGRADED, str(exc)[:300])
+            else:
+                ignored = [
+                    d
+                    for d in msg.response_metadata.get("downgraded") or []
+                    if d.get("feature") == "tool_choice"
+                ]
+                if ignored and not msg.tool_calls and not _written(msg, form):
+                    # the server ignored the required call (and will be asked the JSON-schema way from now on):
+                    # this attempt is asked again that way, not spent on a repair
+                    step.entries.extend(entries)
+                    native, msg = False, None
+                    span.set_attribute(A.DECISION_STRATEGY, "json_schema")
+                    span.set_attribute(A.DOWNGRADED, str(ignored[0].get("reason", ""))[:300])
         if msg is None:
             msg, entries = await call_model(
                 ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, schema=schema

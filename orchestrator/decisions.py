@@ -38,6 +38,7 @@ __all__ = [
     "parse_decision",
     "parse_plan",
     "plan_tools",
+    "written_call",
 ]
 
 Action = Literal["plan", "find_tools", "call_tool", "delegate", "skip", "final"]
@@ -276,9 +277,11 @@ def final_tools() -> ToolForm:
 _CALL_TAGS = re.compile(r"^\s*<tool_call>\s*|\s*</tool_call>\s*$")
 
 
-def _written_call(text: str) -> dict[str, Any] | None:
-    """A tool call written as text: `{"name": ..., "arguments": {...}}`, also inside `<tool_call>` tags
-    (Qwen's template) or doubled braces (a chat template's escaping that a server passed through)."""
+def written_call(text: str, form: ToolForm) -> dict[str, Any] | None:
+    """A tool call written as text, as servers that ignore a required tool choice let models write it:
+    `{"name": ..., "arguments": {...}}` (also `"tool"`/`"args"`, or `{"function": {...}}`), inside
+    `<tool_call>` tags (Qwen's template) or stray braces; or the bare arguments of the one bound tool whose
+    parameters they fit."""
     body = _CALL_TAGS.sub("", text).strip()
     start = body.find('{"')
     if start < 0 or body[:start].strip("{ \n") != "":
@@ -287,15 +290,26 @@ def _written_call(text: str) -> dict[str, Any] | None:
         data, _ = json.JSONDecoder().raw_decode(body[start:])  # the first object; stray braces after it
     except ValueError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    if not isinstance(data, dict) or "action" in data or "plan" in data:
         return None
-    args = data.get("arguments", data.get("parameters"))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            return None
-    return {"name": data["name"], "args": args} if isinstance(args, dict) else None
+    if isinstance(data.get("function"), dict):
+        data = data["function"]
+    name = data.get("name", data.get("tool", data.get("function")))
+    args = data.get("arguments", data.get("parameters", data.get("args")))
+    if isinstance(name, str) and args is not None:
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                return None
+        return {"name": name, "args": args} if isinstance(args, dict) else None
+    fits = [
+        t["function"]["name"]
+        for t in form.tools
+        if set(data) <= set(t["function"]["parameters"].get("properties", {}))
+        and set(t["function"]["parameters"].get("required", [])) <= set(data)
+    ]
+    return {"name": fits[0], "args": data} if len(fits) == 1 and data else None
 
 
 def decision_text(reply: Any, form: ToolForm) -> str:
@@ -307,7 +321,7 @@ def decision_text(reply: Any, form: ToolForm) -> str:
     calls = list(getattr(reply, "tool_calls", None) or [])
     if not calls:
         text = str(getattr(reply, "content", "") or "").strip()
-        written = _written_call(text)
+        written = written_call(text, form)
         if written is not None:  # a server that ignores the required choice lets the model write the call
             calls = [written]
     if not calls:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-__all__ = ["ScriptedChatModel"]
+from orchestrator.config import Settings
+from orchestrator.modelfiles import LOCAL_MODELS
+
+__all__ = ["ScriptedChatModel", "serve_llama"]
 
 Reply = str | Callable[[Sequence[BaseMessage]], str]
 
@@ -114,3 +124,39 @@ class ScriptedChatModel(BaseChatModel):
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return self._result(messages, self._next(messages, None), time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def serve_llama(model: str, n_ctx: int = 4096, timeout_s: float = 180.0) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server (`python -m llama_cpp.server`, the `server` extra)
+    with a local model (`qwen2.5-1.5b`, `qwen2.5-0.5b`) on a free loopback port; yields its API root
+    (`http://127.0.0.1:PORT/v1`) for a slot's `base_url`, and stops the server after."""
+    path = LOCAL_MODELS[model].path(Settings.resolve().models_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/models", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+        if proc.poll() is None:
+            proc.kill()
+        log.unlink(missing_ok=True)

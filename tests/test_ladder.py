@@ -225,3 +225,22 @@ async def test_a_refusal_with_nothing_to_step_down_fails_without_retries(server:
     with pytest.raises(ProviderError, match="HTTP 400"):
         await openai_compat(server).ainvoke("no structured output asked", extra_body={"response_format": {}})
     assert len(server.requests) == 1
+
+
+async def test_a_server_that_ignores_a_required_tool_choice_is_remembered(server: Loopback) -> None:
+    """llama-cpp-python's server answers `tool_choice: "required"` with text. The reply is returned (the
+    caller may read a call the model wrote), and the endpoint is remembered as ignoring the choice: the next
+    call with tools raises ToolsUnsupportedError at once, so the caller asks another way."""
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    ]
+    server.push(openai_stream(['{"name": "f", "arguments": {}}'], openai_usage(10, 5)))
+    model = openai_compat(server)
+    reply = await model.ainvoke([HumanMessage("x")], tools=tools, tool_choice="required")
+    assert reply.content == '{"name": "f", "arguments": {}}' and not reply.tool_calls
+    assert [d["feature"] for d in reply.response_metadata["downgraded"]] == ["tool_choice"]
+    with pytest.raises(ToolsUnsupportedError, match="tool_choice is ignored"):
+        await model.ainvoke([HumanMessage("x")], tools=tools, tool_choice="required")
+    assert len(server.requests) == 1  # the second call never reached the server
+    server.push(openai_stream(["plain"], openai_usage(10, 1)))
+    assert (await model.ainvoke([HumanMessage("x")])).content == "plain"  # calls without tools go on

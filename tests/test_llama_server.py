@@ -200,3 +200,45 @@ def test_orch_ask_against_the_server(llama_server: Server, tmp_path: Path) -> No
     )
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip()  # the streamed text
+
+
+def test_the_agent_answers_with_its_controller_on_the_server(tmp_path: Path) -> None:
+    """The bundled graph end to end with the controller slot bound to llama-cpp-python's server (the 1.5B
+    racehorse), as `orch run` on a project whose manifest points the slot there."""
+    from orchestrator.testing import serve_llama
+
+    spec = LOCAL_MODELS["qwen2.5-1.5b"]
+    if not spec.path(Settings.resolve().models_dir).is_file():
+        pytest.skip(f"the model file is absent: build it with `orch models build {spec.name}`")
+    if any(importlib.util.find_spec(m) is None for m in SERVER_MODULES):
+        pytest.skip("llama-cpp-python's server is not installed: pip install -e '.[server]'")
+    project = tmp_path / "proj"
+    project.mkdir()
+    with serve_llama("qwen2.5-1.5b") as url:
+        (project / "pyproject.toml").write_text(
+            "[tool.orchestrator]\n"
+            'default_graph = "assistant"\n'
+            'tool_packs = ["tools.catalog:TOOLS"]\n'
+            "[tool.orchestrator.graphs]\n"
+            'assistant = "graphs.assistant:build"\n'
+            "[tool.orchestrator.slots.controller]\n"
+            'model = "openai-compat:qwen2.5-1.5b"\n'
+            f'base_url = "{url}"\n'
+            'role = "racehorse"\n'
+            "prices = { input = 0, output = 0 }\n"
+            "timeout_s = 300\n"
+        )
+        env = {
+            **os.environ,
+            "ORCH_TRACES": str(tmp_path / "t.db"),
+            "ORCH_CHECKPOINTS": str(tmp_path / "c.db"),
+            "PYTHONPATH": str(ROOT),
+        }
+        question = "How many days are there between 2026-03-02 and 2026-03-20?"
+        cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "run", question, "--json"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok" and "18" in result["answer"], result
+    calls = [n for n in result["ledger"]["nodes"] if n["node"] == "controller"]
+    assert calls and calls[0]["model"] == "openai-compat:qwen2.5-1.5b"

@@ -227,6 +227,17 @@ class HttpChatModel(BaseChatModel):
                 downgraded.append(self._step_down(exc, call, rung, state, earlier))
                 continue
             completion.attempts = earlier + completion.attempts
+            if (
+                call.get("tools")
+                and call.get("tool_choice") == "required"
+                and not completion.draft.tool_calls
+            ):
+                # the server ignored the required choice (llama-cpp-python's does): the model wrote text.
+                # Remembered as refused, so a caller that needs tool calls changes strategy next time.
+                reason = "a reply that required a tool call came back without one: tool_choice is ignored"
+                state.unsupported["tool_choice"] = reason
+                _log.info("%s at %s: %s", self.label, self.base_url, reason)
+                downgraded.append({"feature": "tool_choice", "to": None, "reason": reason})
             if rung is not None:
                 self.finish(completion, rung, prepared, messages)
                 completion.extra["structured_output"] = rung
