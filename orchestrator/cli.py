@@ -353,6 +353,91 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trial(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.runner import Orchestrator
+    from orchestrator.sync import run_blocking
+    from orchestrator.trial import ItemResult, load_items, run_trial
+
+    items = load_items(args.data)
+    if args.limit is not None:
+        items = items[: args.limit]
+    settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
+    orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
+    passes = 1 if args.no_compare else 2
+    progress = Progress(
+        TextColumn("[bold]trial[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=args.json,
+    )
+    bar = progress.add_task("trial", total=len(items) * passes)
+
+    def show(_item: ItemResult) -> None:
+        progress.update(bar, advance=1)
+
+    try:
+        with progress:
+            report = run_blocking(
+                lambda: run_trial(
+                    orch,
+                    args.model,
+                    args.worker,
+                    items,
+                    on_item=show,
+                    compare=not args.no_compare,
+                    base_url=args.base_url,
+                    price_as=args.price_as,
+                )
+            )
+    finally:
+        orch.close()
+    if not report.baseline:
+        progress.update(bar, total=len(items))
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    table = Table(title=Text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
+    table.add_column("figure")
+    table.add_column(args.model)
+    if report.baseline is not None:
+        table.add_column(f"{report.baseline.model} (now)")
+    base = data["baseline"] or {}
+    for key in (
+        "accuracy",
+        "accuracy_escalated",
+        "validity_before_repair",
+        "validity",
+        "escalation_rate",
+        "cost_per_1k_usd",
+        "compute_s_per_1k",
+        "p50_ttft_ms",
+        "tokens_per_s",
+    ):
+        row = [Text(key), Text(_figure(key, data[key]))]
+        if report.baseline is not None:
+            row.append(Text(_figure(key, base.get(key))))
+        table.add_row(*row)
+    out.print(table)
+    out.print(_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})"))
+    return EXIT_OK
+
+
+def _figure(key: str, value: Any) -> str:
+    if value is None:
+        return "?"
+    if key in ("accuracy", "accuracy_escalated", "validity_before_repair", "validity", "escalation_rate"):
+        return f"{value:.1%}"
+    if key == "cost_per_1k_usd":
+        return f"${value:.4f}"
+    return f"{value:.1f}"
+
+
 def _print_eval(report: Any) -> None:
     table = Table(title=Text(f"Eval of {report.graph}: per task"), title_justify="left")
     for col in ("task", "category", "result", "time", "steps", "tokens", "cost", "answer / why"):
@@ -783,6 +868,24 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--provider", help="only this provider's models (implies the price table's)")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
+
+    tr = sub.add_parser(
+        "trial", help="test a model for a worker's slot on labelled items: accuracy, validity, cost, verdict"
+    )
+    tr.add_argument("model", help="the model to try, provider:model (e.g. local:qwen2.5-0.5b)")
+    tr.add_argument("--worker", required=True, help="the worker whose slot it would take")
+    tr.add_argument(
+        "--data", required=True, metavar="FILE", help='JSON Lines: {"input": ..., "expected": ...}'
+    )
+    tr.add_argument("--base-url", help="the endpoint of an openai-compat:/vllm:/ollama: model")
+    tr.add_argument("--price-as", metavar="MODEL", help="price it as this price-table model")
+    tr.add_argument("--limit", type=int, help="only the first N items")
+    tr.add_argument("--json", action="store_true", help="print one JSON object")
+    tr.add_argument(
+        "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
+    )
+    tr.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
+    tr.set_defaults(func=cmd_trial)
 
     ask = sub.add_parser("ask", help="one measured call to a model: text as it arrives, then usage and cost")
     ask.add_argument("model", help="provider:model, e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5")

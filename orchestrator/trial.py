@@ -1,0 +1,289 @@
+"""`orch trial`: how a team tests a newly released model for a worker's slot, on labelled items.
+
+Each item (`{"input": ..., "expected": ...}`) runs through the worker's ladder with the model under trial
+in the worker's slot: its first answer, one repair, then escalation along the slot's chain. One pass gives
+both figures: `accuracy` counts an item right only when the trial model's own answer was right (an item
+that escalated counts wrong), `accuracy_escalated` counts the final answer. The same items then run on the
+model bound to the slot now, for the verdict.
+
+Scores: a classification is right when its label equals `expected`; an extraction scores the field-level
+F1 of its record against `expected`; a free-text worker scores its validators' verdict (an output that
+passes is right).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from opentelemetry.trace import NoOpTracer
+
+from orchestrator.catalog import Catalog
+from orchestrator.config import Limits, SlotConfig
+from orchestrator.context import RunContext
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.ledger import Budget, BudgetMeter
+from orchestrator.stable import SlotBinding, bind_slot
+from orchestrator.workers import Worker, classify_worker
+from orchestrator.workhorse import run_worker
+
+__all__ = ["ItemResult", "TrialReport", "load_items", "run_trial", "score"]
+
+Verdict = Literal["better", "similar", "worse"]
+
+
+def load_items(path: str | Path) -> list[dict[str, Any]]:
+    """Labelled items from a JSON Lines file: one `{"input": ..., "expected": ...}` per line."""
+    items = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"can't read the trial data {str(path)!r}: {exc.strerror or exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}, line {n}: not JSON ({exc.msg}); each line is one item") from None
+        if not isinstance(item, dict) or "input" not in item or "expected" not in item:
+            raise ConfigError(f'{path}, line {n}: an item is {{"input": ..., "expected": ...}}')
+        items.append(item)
+    if not items:
+        raise ConfigError(f"{path} has no items")
+    return items
+
+
+def labels_from(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The labels a classification trial takes from its data (the distinct expected values, sorted)."""
+    return sorted({str(i["expected"]) for i in items})
+
+
+def score(worker: Worker, value: Any, expected: Any) -> float:
+    """How right one output is, 0 to 1 (see the module docstring)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, dict) and set(value) == {"label"}:
+        want = expected.get("label") if isinstance(expected, dict) else expected
+        return 1.0 if str(value["label"]) == str(want) else 0.0
+    if isinstance(value, dict):
+        return _field_f1(value, expected if isinstance(expected, dict) else {})
+    return 1.0  # a free-text output that passed its validators
+
+
+def _field_f1(got: Mapping[str, Any], want: Mapping[str, Any]) -> float:
+    """F1 over the fields that have a value, a field counting when it equals the expected one."""
+    norm = {k: _norm(v) for k, v in got.items() if v not in (None, "", [])}
+    gold = {k: _norm(v) for k, v in want.items() if v not in (None, "", [])}
+    if not norm and not gold:
+        return 1.0
+    hits = sum(1 for k, v in norm.items() if gold.get(k) == v)
+    precision = hits / len(norm) if norm else 0.0
+    recall = hits / len(gold) if gold else 0.0
+    return 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+@dataclass
+class ItemResult:
+    """One item: what came back, how right it was, and what it cost."""
+
+    input: str
+    expected: Any
+    value: Any
+    score_alone: float  # the trial model's own answer (0 when it escalated or stayed invalid)
+    score: float  # the final answer, after escalation
+    valid_first: bool
+    valid: bool
+    escalated: bool
+    cost_usd: float | None
+    compute_ms: float
+    ttft_ms: float | None
+    output_tokens: int
+    generation_ms: float
+    error: str | None = None
+
+
+@dataclass
+class TrialReport:
+    """A model's figures on a worker's items (and the figures of the model bound to the slot now)."""
+
+    model: str
+    worker: str
+    slot: str
+    items: list[ItemResult] = field(default_factory=list)
+    baseline: TrialReport | None = None
+
+    def figures(self) -> dict[str, Any]:
+        n = len(self.items) or 1
+        costs = [i.cost_usd for i in self.items]
+        ttfts = [i.ttft_ms for i in self.items if i.ttft_ms is not None]
+        gen_s = sum(i.generation_ms for i in self.items) / 1000
+        return {
+            "accuracy": sum(i.score_alone for i in self.items) / n,
+            "accuracy_escalated": sum(i.score for i in self.items) / n,
+            "validity_before_repair": sum(i.valid_first for i in self.items) / n,
+            "validity": sum(i.valid for i in self.items) / n,
+            "escalation_rate": sum(i.escalated for i in self.items) / n,
+            "cost_per_1k_usd": None if None in costs else sum(c or 0.0 for c in costs) / n * 1000,
+            "compute_s_per_1k": sum(i.compute_ms for i in self.items) / 1000 / n * 1000,
+            "p50_ttft_ms": statistics.median(ttfts) if ttfts else None,
+            "tokens_per_s": sum(i.output_tokens for i in self.items) / gen_s if gen_s > 0 else None,
+        }
+
+    def verdict(self) -> tuple[Verdict | None, str]:
+        """Against the model bound to the slot now: `better` when accuracy is at least its minus 1 point and
+        cost or p50 latency is at most 80 % of its; `worse` when accuracy is lower by more than 1 point."""
+        if self.baseline is None:
+            return None, "no model is bound to the slot to compare with"
+        mine, theirs = self.figures(), self.baseline.figures()
+        gap = (mine["accuracy"] - theirs["accuracy"]) * 100
+        cheaper = _at_most(mine["cost_per_1k_usd"], theirs["cost_per_1k_usd"], 0.8)
+        faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8)
+        why = (
+            f"accuracy {mine['accuracy']:.1%} vs {theirs['accuracy']:.1%} ({gap:+.1f} points); "
+            f"cost per 1k {_usd(mine['cost_per_1k_usd'])} vs {_usd(theirs['cost_per_1k_usd'])}; "
+            f"p50 TTFT {_ms(mine['p50_ttft_ms'])} vs {_ms(theirs['p50_ttft_ms'])} ({self.baseline.model})"
+        )
+        if gap < -1.0:
+            return "worse", why
+        if gap >= -1.0 and (cheaper or faster):
+            return "better", why
+        return "similar", why
+
+    def to_dict(self) -> dict[str, Any]:
+        verdict, why = self.verdict()
+        base = self.baseline
+        return {
+            "model": self.model,
+            "worker": self.worker,
+            "slot": self.slot,
+            "items": len(self.items),
+            **self.figures(),
+            "verdict": verdict,
+            "verdict_why": why,
+            "baseline": {"model": base.model, **base.figures()} if base is not None else None,
+        }
+
+
+def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
+    return mine is not None and theirs is not None and (mine <= theirs * share if theirs > 0 else mine <= 0)
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} ms"
+
+
+def resolve_worker(workers: Mapping[str, Worker], name: str, items: Sequence[Mapping[str, Any]]) -> Worker:
+    """The project's worker of that name; else a built-in (`classify` takes its labels from the data)."""
+    if name in workers:
+        return workers[name]
+    if name == "classify":
+        return classify_worker("classify", labels_from(items), "Classify the text")
+    if name in ("summarize", "style"):
+        from orchestrator.workers import style_worker, summarize_worker
+
+        return summarize_worker() if name == "summarize" else style_worker()
+    known = ", ".join(sorted([*workers, "classify", "summarize", "style"]))
+    hint = " (`extract` needs a schema: define an extract worker in the project)" if name == "extract" else ""
+    raise ConfigError(f"no worker {name!r}{hint}; workers: {known}")
+
+
+async def run_items(
+    binding: SlotBinding,
+    model: Any,
+    worker: Worker,
+    items: Sequence[Mapping[str, Any]],
+    chain: Mapping[str, tuple[SlotBinding, Any]],
+    on_item: Callable[[ItemResult], None] | None = None,
+) -> list[ItemResult]:
+    """Run `worker` on every item with `model` in its slot, `chain` (slot -> binding, model) above it."""
+    slots = {worker.slot: binding, **{s: b for s, (b, _) in chain.items()}}
+    models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
+    out = []
+    for item in items:
+        meter = BudgetMeter(Budget())
+        ctx = RunContext(
+            run_id="trial",
+            slots=slots,
+            models=models,
+            catalog=Catalog([]),
+            workers={worker.name: worker},
+            limits=Limits(),
+            tracer=NoOpTracer(),
+            meter=meter,
+        )
+        text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
+        error = None
+        try:
+            result, entries, reason = await run_worker(ctx, worker, text, "trial")
+        except OrchestratorError as exc:
+            result, entries, reason, error = None, list(meter.entries), None, str(exc)
+        mine = [e for e in entries if e["name"] == binding.profile.name]
+        costs = [e["cost_usd"] for e in entries]
+        value = result.value if result is not None else None
+        right = score(worker, value, item["expected"])
+        first_valid = result is not None and not result.repaired and not result.escalated
+        done = ItemResult(
+            input=text,
+            expected=item["expected"],
+            value=value,
+            score_alone=right if result is not None and not result.escalated else 0.0,
+            score=right,
+            valid_first=first_valid,
+            valid=result is not None,
+            escalated=result is not None and result.escalated,
+            cost_usd=None if None in costs else sum(c or 0.0 for c in costs),
+            compute_ms=sum(e["compute_ms"] or 0.0 for e in entries),
+            ttft_ms=mine[0]["ttft_ms"] if mine and mine[0]["ttft_ms"] is not None else None,
+            output_tokens=sum(e["output_tokens"] for e in mine),
+            generation_ms=sum(e["wall_ms"] for e in mine),
+            error=error or reason,
+        )
+        out.append(done)
+        if on_item is not None:
+            on_item(done)
+    return out
+
+
+async def run_trial(
+    orch: Any,
+    model_name: str,
+    worker_name: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    on_item: Callable[[ItemResult], None] | None = None,
+    compare: bool = True,
+    base_url: str | None = None,
+    price_as: str | None = None,
+) -> TrialReport:
+    """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project."""
+    from orchestrator.providers import create_chat_model
+
+    worker = resolve_worker(orch.workers, worker_name, items)
+    current = orch.slots.get(worker.slot)
+    config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
+    binding = bind_slot(worker.slot, config, orch._prices)
+    model = create_chat_model(binding, orch.settings)
+    racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
+    chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
+    report = TrialReport(model_name, worker.name, worker.slot)
+    report.items = await run_items(binding, model, worker, items, chain, on_item)
+    if compare and current is not None and current.profile.name != binding.profile.name:
+        base = TrialReport(current.profile.name, worker.name, worker.slot)
+        base.items = await run_items(current, orch.model_for(worker.slot), worker, items, chain, on_item)
+        report.baseline = base
+    return report

@@ -1,0 +1,113 @@
+"""`orch trial`: a new model tried on a worker's labelled items, against the model in the slot now."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from loopback import Loopback, Reply, Request
+from wire import openai_stream, openai_usage
+
+from orchestrator.errors import ConfigError
+from orchestrator.trial import _field_f1, labels_from, load_items
+
+ITEMS = [
+    ("My card never arrived in the post", "card_arrival"),
+    ("Someone stole my wallet with the card", "lost_or_stolen_card"),
+    ("Where is my new card?", "card_arrival"),
+    ("I lost my card at the station", "lost_or_stolen_card"),
+]
+
+
+def labeller(request: Request) -> Reply:
+    """Three models on one server, told apart by the `model` field: `big` is always right, `small` is right
+    but answers "stolen" (not a label) for theft, `current` calls everything card_arrival."""
+    body = request.json()
+    text = body["messages"][-1]["content"]
+    if isinstance(text, list):
+        text = " ".join(b.get("text", "") for b in text)
+    right = "lost_or_stolen_card" if any(w in text.lower() for w in ("stole", "lost")) else "card_arrival"
+    label = {
+        "big": right,
+        "small": "stolen" if right != "card_arrival" else right,
+        "current": "card_arrival",
+    }[body["model"]]
+    return openai_stream([json.dumps({"label": label})], openai_usage(50, 6))
+
+
+def test_orch_trial_scores_a_new_model_against_the_slot(loopback: Loopback, tmp_path: Path) -> None:
+    loopback.handle("/v1/chat/completions", labeller)
+    project = tmp_path / "proj"
+    project.mkdir()
+    url = loopback.url + "/v1"
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [tool.orchestrator]
+            [tool.orchestrator.slots.classify]
+            model = "openai-compat:current"
+            base_url = "{url}"
+            prices = {{ input = 1e-6, output = 4e-6 }}
+            [tool.orchestrator.slots.controller]
+            model = "openai-compat:big"
+            base_url = "{url}"
+            role = "racehorse"
+            prices = {{ input = 1e-5, output = 4e-5 }}
+            """
+        )
+    )
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"input": i, "expected": e}) + "\n" for i, e in ITEMS))
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "trial", "openai-compat:small"]
+    cmd += [
+        "--base-url",
+        url,
+        "--price-as",
+        "gpt-4o-mini",
+        "--worker",
+        "classify",
+        "--data",
+        str(data),
+        "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    # small: right on the two card_arrival items; "stolen" is no label, so the other two are repaired
+    # (still "stolen") and escalate to the racehorse, which is right
+    assert out["accuracy"] == pytest.approx(0.5)
+    assert out["accuracy_escalated"] == pytest.approx(1.0)
+    assert out["validity_before_repair"] == pytest.approx(0.5)
+    assert out["validity"] == pytest.approx(1.0)
+    assert out["escalation_rate"] == pytest.approx(0.5)
+    assert out["cost_per_1k_usd"] > 0 and out["p50_ttft_ms"] is not None
+    # the slot's current model: labels everything card_arrival, valid at once, half right
+    assert out["baseline"]["model"] == "openai-compat:current"
+    assert out["baseline"]["accuracy"] == pytest.approx(0.5)
+    assert out["baseline"]["escalation_rate"] == 0
+    assert out["verdict"] == "similar"  # as accurate, and not cheaper: its escalations cost more
+    assert set(out) >= {
+        "accuracy", "accuracy_escalated", "validity_before_repair", "validity", "escalation_rate",
+        "cost_per_1k_usd", "compute_s_per_1k", "p50_ttft_ms", "tokens_per_s", "verdict",
+    }  # fmt: skip
+    table = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, timeout=120)
+    assert table.returncode == 0 and "verdict: similar" in table.stdout
+
+
+def test_trial_items_and_scores(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "x"}\n')
+    with pytest.raises(ConfigError, match=r'line 1: an item is \{"input"'):
+        load_items(bad)
+    assert labels_from([{"expected": "b"}, {"expected": "a"}, {"expected": "b"}]) == ["a", "b"]
+    assert _field_f1({"amount": 12.0, "currency": "EUR"}, {"amount": 12, "currency": "eur"}) == 1.0
+    assert _field_f1({"amount": 12.0, "currency": "USD"}, {"amount": 12, "currency": "EUR"}) == pytest.approx(
+        0.5
+    )
+    assert _field_f1({}, {"amount": 12}) == 0.0
