@@ -42,7 +42,6 @@ from orchestrator.decisions import (
     parse_decision,
     parse_plan,
     plan_tools,
-    written_call,
 )
 from orchestrator.errors import ModelError, ToolsUnsupportedError
 from orchestrator.grounding import (
@@ -196,9 +195,14 @@ class _Step:
         self.patches.append({"index": index, **fields})
 
 
-def _written(msg: AIMessage, form: ToolForm) -> bool:
-    """Did the model write a tool call as text (that `decision_text` reads as the call)?"""
-    return written_call(str(msg.content or ""), form) is not None
+def _readable(msg: AIMessage, form: ToolForm, parse: Callable[[str], Decision]) -> bool:
+    """Does a reply without a tool call still hold the decision (a call the model wrote, or the decision's
+    JSON)? Then it is used as it is."""
+    try:
+        parse(decision_text(msg, form))
+    except (DecisionError, ValueError):
+        return False
+    return True
 
 
 def _with_budget(ctx: RunContext, prompt: list[BaseMessage], steps_left: int | None) -> list[BaseMessage]:
@@ -262,7 +266,7 @@ async def _decide(
                     for d in msg.response_metadata.get("downgraded") or []
                     if d.get("feature") == "tool_choice"
                 ]
-                if ignored and not msg.tool_calls and not _written(msg, form):
+                if ignored and not msg.tool_calls and not _readable(msg, form, parse):
                     # the server ignored the required call (and will be asked the JSON-schema way from now on):
                     # this attempt is asked again that way, not spent on a repair
                     step.entries.extend(entries)

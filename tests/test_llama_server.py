@@ -227,6 +227,8 @@ def test_the_agent_answers_with_its_controller_on_the_server(tmp_path: Path) -> 
             'role = "racehorse"\n'
             "prices = { input = 0, output = 0 }\n"
             "timeout_s = 300\n"
+            "[tool.orchestrator.limits]\n"
+            "deadline_s = 600\n"  # a busy machine; the run takes about 45 s alone
         )
         env = {
             **os.environ,
