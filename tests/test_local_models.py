@@ -304,3 +304,42 @@ async def test_astream_yields_the_local_models_text_piece_by_piece(tmp_path: Pat
     assert result is not None and result.status == "ok"
     assert "".join(pieces) == result.answer
     orch.close()
+
+
+async def test_a_summarize_worker_node_on_the_local_models_passes_its_checks(tmp_path: Path) -> None:
+    """The built-in summarize worker as a graph node on the 0.5B workhorse, escalating to the 1.5B
+    racehorse when its summary fails a check: whatever comes out has the length asked for and adds no
+    number, date or name the source lacks."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    from orchestrator import RunContext, summarize_worker, worker_node
+    from orchestrator.validators import adds_no_facts
+
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    source = (
+        "The quarterly review moves from Tuesday 10 March to Thursday 12 March because the finance team "
+        "needs two more days to close the books. Maria Lopez will chair it in room 4B at 14:00."
+    )
+    worker = summarize_worker(words=(8, 40))
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("summarize", worker_node(worker, into="answer"))
+    g.add_edge(START, "summarize")
+    g.add_edge("summarize", END)
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "summarize": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+            "controller": SlotConfig(model="local:qwen2.5-1.5b", role="racehorse"),
+        },
+        graphs={"g": g},
+    )
+    result = await orch.arun("g", source)
+    assert result.status == "ok", result.error
+    assert result.answer is not None and adds_no_facts(source, result.answer) is None
+    assert 8 <= len(result.answer.split()) <= 45
+    orch.close()
