@@ -11,6 +11,7 @@ built-in summarize and style workers use these; a project's own workers may too,
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ __all__ = [
     "is_bullets",
     "keeps_facts",
     "names_in",
+    "rewrites",
     "within_sentences",
     "within_words",
 ]
@@ -145,6 +147,14 @@ def adds_no_facts(source: str, output: str) -> str | None:
     if not problems:
         return None
     return "it states what the source does not: " + "; ".join(problems[:5])
+
+
+def rewrites(source: str, output: str) -> str | None:
+    """The output is a rewrite, not a copy: at least a tenth of it differs from the source."""
+    same = difflib.SequenceMatcher(None, " ".join(source.split()).lower(), " ".join(output.split()).lower())
+    if same.ratio() > 0.9:
+        return "it copies the text instead of rewriting it in the style asked for"
+    return None
 
 
 def keeps_facts(source: str, output: str) -> str | None:

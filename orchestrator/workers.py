@@ -19,6 +19,7 @@ from orchestrator.validators import (
     adds_no_facts,
     is_bullets,
     keeps_facts,
+    rewrites,
     within_sentences,
     within_words,
 )
@@ -243,7 +244,8 @@ def style_worker(
     max_tokens: int = 300,
 ) -> Worker:
     """A worker that rewrites a text in a named style or tone (or a house style shown by `shots`, pairs of
-    (text, rewrite)), keeping every fact: the source's numbers, dates and names must survive."""
+    (text, rewrite)), keeping every fact: the source's numbers, dates and names must survive, and the
+    output must be a rewrite, not a copy."""
     instructions = (
         f"{description}. Rewrite the user's text in this style: {style}. Keep every fact exactly: all "
         "numbers, dates and names. Add no new facts. Reply with the rewritten text only." + _text_shots(shots)
@@ -257,7 +259,7 @@ def style_worker(
         max_tokens=max_tokens,
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
-        validators=(keeps_facts, adds_no_facts),
+        validators=(rewrites, keeps_facts, adds_no_facts),
     )
 
 

@@ -19,7 +19,7 @@ from orchestrator import (
     worker_node,
 )
 from orchestrator.testing import ScriptedChatModel
-from orchestrator.validators import adds_no_facts, keeps_facts, names_in, within_words
+from orchestrator.validators import adds_no_facts, keeps_facts, names_in, rewrites, within_words
 from support import PRICES
 
 SOURCE = (
@@ -72,6 +72,10 @@ def test_validators_name_what_is_wrong() -> None:
     lost = keeps_facts(SOURCE, "The review moved.")
     assert lost is not None and "12" in lost and "Maria Lopez" in lost
     assert within_words(5, 10)("", "one two") == "it has 2 words; it must have 5 to 10"
+    assert rewrites(SOURCE, SOURCE.replace("will chair", "chairs")) is not None  # a copy, near enough
+    assert (
+        rewrites(SOURCE, "Heads up: the review is now on Thursday 12 March, chaired by Maria Lopez.") is None
+    )
 
 
 async def test_a_summary_that_invents_is_repaired_then_escalated_to_the_racehorse(settings: Settings) -> None:
