@@ -28,7 +28,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from opentelemetry import trace
@@ -38,6 +38,7 @@ from pydantic import Field
 from orchestrator.billing import Charge, usage_of
 from orchestrator.ledger import BudgetMeter, LedgerEntry
 from orchestrator.pricing import PriceTable, Usage, cost_usd
+from orchestrator.streaming import Pieces, last_chunk
 from orchestrator.tracing import attrs as A
 
 __all__ = ["TRACED", "GraphTracer", "SlotModel"]
@@ -426,47 +427,19 @@ class SlotModel(BaseChatModel):
         """The reply's text in pieces as the model writes them, then a last chunk with its usage and tool
         calls. Text voided by a restart (a broken stream, a fallback) can't be taken back from a stream:
         the call then fails rather than yield it twice."""
-        queue: asyncio.Queue[tuple[str, bool] | None] = asyncio.Queue()
-        task = asyncio.ensure_future(
-            self._agenerate(
-                messages, stop, run_manager, on_text=lambda t, r: queue.put_nowait((t, r)), **kwargs
-            )
-        )
-        task.add_done_callback(lambda _t: queue.put_nowait(None))
-        sent = False
-        try:
-            while (item := await queue.get()) is not None:
-                text, restart = item
-                if restart:
-                    if sent:
-                        task.cancel()
-                        from orchestrator.errors import ModelError
+        pieces = Pieces()
 
-                        raise ModelError(
-                            f"slot {self.slot!r}: the stream broke after text was delivered; call it again"
-                        )
-                    continue
-                sent = True
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
-            result = task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-        final = result.generations[0].message
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="" if sent else final.content,
-                tool_call_chunks=[
-                    {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc["id"], "index": i}
-                    for i, tc in enumerate(getattr(final, "tool_calls", []) or [])
-                ],
-                usage_metadata=getattr(final, "usage_metadata", None),
-                response_metadata=final.response_metadata,
-            )
-        )
+        def on_text(text: str, restart: bool) -> None:
+            if restart:
+                pieces.restart()
+            else:
+                pieces.text(text)
+
+        task = asyncio.ensure_future(self._agenerate(messages, stop, run_manager, on_text=on_text, **kwargs))
+        broken = f"slot {self.slot!r}: the stream broke after text was delivered"
+        async for chunk in pieces.chunks(task, run_manager, broken):
+            yield chunk
+        yield last_chunk(task.result().generations[0].message, pieces.sent)
 
     def _generate(
         self,

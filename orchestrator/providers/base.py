@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -44,6 +44,7 @@ from orchestrator.providers.http import (
 )
 from orchestrator.providers.ladder import RUNGS, Rung, feature_of_rung
 from orchestrator.providers.schemas import Prepared, prepare
+from orchestrator.streaming import Pieces, last_chunk
 from orchestrator.sync import run_blocking
 
 __all__ = ["RESPOND", "HttpChatModel", "ToolChoice", "normalize_tool_choice", "schema_of"]
@@ -76,14 +77,6 @@ def normalize_tool_choice(choice: Any) -> ToolChoice | None:
         if kind in ("auto", "none"):
             return str(kind)
     raise ModelError(f"unsupported tool_choice {choice!r}: use 'auto', 'none', 'required' or a tool name")
-
-
-class _Restart:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-_END = object()
 
 
 class HttpChatModel(BaseChatModel):
@@ -398,49 +391,19 @@ class HttpChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        pieces = Pieces()
         task = asyncio.create_task(
             self.complete(
-                messages,
-                stop=stop,
-                stream=True,
-                on_text=queue.put_nowait,
-                on_restart=lambda reason: queue.put_nowait(_Restart(reason)),
-                **kwargs,
+                messages, stop=stop, stream=True, on_text=pieces.text, on_restart=pieces.restart, **kwargs
             )
         )
-        task.add_done_callback(lambda _t: queue.put_nowait(_END))
-        emitted = False
-        try:
-            while (item := await queue.get()) is not _END:
-                if isinstance(item, _Restart):
-                    if emitted:
-                        raise ModelError(
-                            f"{self.label}: the stream broke after text was delivered ({item.reason}); "
-                            "a streamed call cannot be retried transparently, call it again"
-                        )
-                    continue
-                emitted = True
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=item))
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(item, chunk=chunk)
-                yield chunk
-            completion = task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-        final = self.to_message(completion)
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="" if emitted else final.content,  # reshaped structured output comes whole
-                tool_call_chunks=[
-                    {"name": tc["name"], "args": json.dumps(tc["args"]), "id": tc["id"], "index": i}
-                    for i, tc in enumerate(final.tool_calls)
-                ],
-                usage_metadata=final.usage_metadata,
-                response_metadata=final.response_metadata,
-            )
-        )
+        async for chunk in pieces.chunks(
+            task, run_manager, f"{self.label}: the stream broke after text was delivered"
+        ):
+            yield chunk
+        yield last_chunk(
+            self.to_message(task.result()), pieces.sent
+        )  # reshaped structured output comes whole
 
     def _stream(
         self,
