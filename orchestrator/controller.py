@@ -10,6 +10,10 @@ a searched part    -> the model calls one of the tools found for it, or skips th
 every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
 ```
 
+A model that makes parallel tool calls takes the tool parts in a row together: one `find_tools` step
+searches for each, then one reply calls a tool for each part whose values are known; a part whose call
+needs a result not yet observed waits for the next turn.
+
 Before a step runs, its values are checked against the request and the observations (`grounding`); a
 failed check gets one repair, and a step that is still ungrounded is not taken: a tool call becomes a
 failed part, and an answer is replaced by one built from the observations.
@@ -23,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from opentelemetry import trace
@@ -40,6 +44,7 @@ from orchestrator.decisions import (
     final_schema,
     final_tools,
     parse_decision,
+    parse_decisions,
     parse_plan,
     plan_tools,
 )
@@ -83,6 +88,7 @@ FINAL_PROMPT = """You write an assistant's final answer from the results its too
 
 _REPAIR_LEAD = "Invalid reply:"  # starts the repair message; a reply that repeats it is not an answer
 DERIVED = {"decided_by": "plan"}  # response_metadata of a step the plan fixed (no model call)
+SAME_REPLY = {"decided_by": "same_reply"}  # a step that came in the same reply as the step after it
 EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (never in the state)
 CANNOT = "I can't answer that: none of my tools or workers can do it."
 _EXAMPLES = 3
@@ -100,8 +106,12 @@ class AgentParts:
 
 
 def is_model_decision(message: BaseMessage) -> bool:
-    """A controller message that a model call produced (the ones the step limit counts)."""
-    return isinstance(message, AIMessage) and message.response_metadata.get("decided_by") != "plan"
+    """A controller message that a model call produced (the ones the step limit counts): one per reply,
+    however many parallel calls it made."""
+    return isinstance(message, AIMessage) and message.response_metadata.get("decided_by") not in (
+        "plan",
+        "same_reply",
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -190,12 +200,22 @@ class _Step:
     def derived(self, decision: Decision) -> None:
         self.messages.append(AIMessage(decision.to_json(), response_metadata=dict(DERIVED)))
 
+    def replied(self, decisions: Sequence[Decision]) -> None:
+        """The steps of one model reply, in order: the last counts as the model's decision, the ones
+        before it came in the same reply."""
+        for n, decision in enumerate(decisions, 1):
+            meta = {} if n == len(decisions) else dict(SAME_REPLY)
+            self.messages.append(AIMessage(decision.to_json(), response_metadata=meta))
+
     def patch(self, plan: list[Part], index: int, **fields: Any) -> None:
         plan[index] = cast(Part, {**plan[index], **fields})
         self.patches.append({"index": index, **fields})
 
 
-def _readable(msg: AIMessage, form: ToolForm, parse: Callable[[str], Decision]) -> bool:
+_D = TypeVar("_D")  # a decision, or the several decisions of one reply
+
+
+def _readable(msg: AIMessage, form: ToolForm, parse: Callable[[str], Any]) -> bool:
     """Does a reply without a tool call still hold the decision (a call the model wrote, or the decision's
     JSON)? Then it is used as it is."""
     try:
@@ -231,12 +251,12 @@ async def _decide(
     slot: str,
     prompt: list[BaseMessage],
     schema: dict[str, Any],
-    parse: Callable[[str], Decision],
-    check: Callable[[Decision], list[str]],
+    parse: Callable[[str], _D],
+    check: Callable[[_D], list[str]],
     repair_hint: str,
     step: _Step,
     form: ToolForm | None = None,
-) -> tuple[Decision, list[str]]:
+) -> tuple[_D, list[str]]:
     """One model decision with one repair: returns it and the problems its check still finds.
 
     A model that calls tools natively gets the step as `form` (tools bound, a call required) and its call
@@ -402,6 +422,15 @@ async def _advance(
             for later in _delegations(plan, index):
                 step.derived(Decision("delegate", worker=later["worker"], input=later["text"]))
             return
+        capabilities = ctx.slots[slot].profile.capabilities
+        run = _tool_run(plan, index) if capabilities.tool_calling and capabilities.parallel_tool_calls else []
+        if len(run) > 1:  # a model that makes parallel calls: these parts are searched, then asked, at once
+            pending = [i for i in run if plan[i]["status"] == "pending"]
+            for i in pending:
+                step.derived(Decision("find_tools", query=search_words(plan[i]["tool"]), part=i))
+            if not pending and not step.model_called:
+                await _act_together(ctx, slot, request, prompt, plan, step, loaded, run)
+            return
         if part["status"] == "pending":
             step.derived(Decision("find_tools", query=search_words(part["tool"])))
             return
@@ -446,6 +475,102 @@ async def _advance(
             note = decision.reason
             step.messages.append(AIMessage(decision.to_json()))
         step.patch(plan, index, status="failed", note=note)
+
+
+def _tool_run(plan: Sequence[Part], index: int) -> list[int]:
+    """The open tool parts from `index` on, up to the first part of another kind or a settled one."""
+    out = []
+    for i in range(index, len(plan)):
+        if plan[i]["worker"] or plan[i]["status"] not in ("pending", "searched"):
+            break
+        out.append(i)
+    return out
+
+
+async def _act_together(
+    ctx: RunContext,
+    slot: str,
+    request: str,
+    prompt: list[BaseMessage],
+    plan: list[Part],
+    step: _Step,
+    loaded: Sequence[str],
+    run: list[int],
+) -> None:
+    """Several searched parts asked in one reply, for a model that makes parallel tool calls.
+
+    Each call goes to the part it was found for (else the first part still free). A part whose call takes
+    a value nothing gives yet waits for the next turn: it needs a result that the other calls will bring.
+    Only when no call in the reply can be made does a part fail, the first one, as a lone part would.
+    """
+    listed = "\n".join(f"Part {i + 1}: {plan[i]['tool']}" for i in run)
+    instruction = HumanMessage(
+        f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
+        "Call the found tool for each part whose values are known now, all in this reply. A part that needs "
+        "another part's result waits for its observation. Skip a part (give its number) if no found tool does it."
+    )
+    step.messages.append(instruction)
+    evidence = evidence_of(request, plan)
+    tools = list(dict.fromkeys(t for i in run for t in plan[i]["tools"]))
+
+    def problems_of(d: Decision) -> list[str]:
+        if d.action != "call_tool":
+            return []
+        return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+
+    def parse(raw: str) -> list[Decision]:
+        decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip"))
+        return [
+            _without_ungrounded_options(d, ctx.catalog.get(d.tool).parameters, evidence)
+            if d.action == "call_tool"
+            else d
+            for d in decisions
+        ]
+
+    def check(decisions: list[Decision]) -> list[str]:
+        found = [problems_of(d) for d in decisions]
+        return [] if any(not p for p in found) else [p for ps in found for p in ps]
+
+    decisions, _ = await _decide(  # each call's own problems are weighed below
+        ctx,
+        slot,
+        prompt + step.messages,
+        act_schema(plan[run[0]]["tools"], ctx.catalog),  # a downgraded endpoint is asked one part
+        parse,
+        check,
+        "Take values only from the request or the observations; a part that needs another's result waits.",
+        step,
+        act_tools(loaded, ctx.catalog, parallel=True),
+    )
+    step.model_called = True
+    free = list(run)
+    skips: list[Decision] = []
+    calls: list[Decision] = []
+    held: list[int] = []
+    for d in decisions:
+        if not free:
+            break  # more calls than parts: the extra ones are not made
+        if d.action == "skip":
+            target = d.part if d.part in free else free[0]
+        else:
+            target = next((i for i in free if d.tool in plan[i]["tools"]), free[0])
+        free.remove(target)
+        d = dataclasses.replace(d, part=target)
+        if d.action == "skip":
+            skips.append(d)
+        elif problems_of(d):
+            held.append(target)
+        else:
+            calls.append(d)
+    if held:
+        trace.get_current_span().set_attribute(A.HELD_PARTS, len(held))
+    step.replied([*skips, *calls])  # the calls last: the tool node runs the trailing calls together
+    for d in skips:
+        step.patch(plan, cast(int, d.part), status="failed", note=d.reason)
+    if not skips and not calls:  # nothing in the reply can be done: the first part fails, as a lone one would
+        note = "not called: a value in its arguments is in neither the request nor an observation"
+        step.derived(Decision("skip", reason=note, part=held[0]))
+        step.patch(plan, held[0], status="failed", note=note)
 
 
 def _delegations(plan: Sequence[Part], index: int) -> list[Part]:

@@ -15,6 +15,7 @@ be called.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "final_schema",
     "final_tools",
     "parse_decision",
+    "parse_decisions",
     "parse_plan",
     "plan_tools",
     "written_call",
@@ -60,12 +62,15 @@ class Decision:
     answer: str = ""
     reason: str = ""
     plan: tuple[Part, ...] = ()
+    part: int | None = None  # the plan part (0-based) a step of a batch is for; None: the current part
 
     def to_json(self) -> str:
         """The canonical JSON form (what goes back into the transcript)."""
         if self.action == "plan":
             return plan_json(self.plan)
         body: dict[str, Any] = {"action": self.action}
+        if self.part is not None:  # numbered from 1 in JSON, as parts are shown to the model
+            body["part"] = self.part + 1
         if self.action == "find_tools":
             body["query"] = self.query
         elif self.action == "call_tool":
@@ -179,7 +184,30 @@ def parse_plan(text: str, workers: Sequence[str]) -> Decision:
 
 def parse_decision(text: str, tools: Sequence[str], *, allowed: Sequence[Action]) -> Decision:
     """Parse and check one step reply; DecisionError says exactly what is wrong."""
+    return _decision(_loads(text), tools, allowed)
+
+
+def parse_decisions(text: str, tools: Sequence[str], *, allowed: Sequence[Action]) -> list[Decision]:
+    """Parse a reply that may hold several steps at once (`{"calls": [...]}`, from a model that made
+    parallel tool calls) or one; each is checked as `parse_decision` checks it. A step for a numbered part
+    (`"part": 2`, 1-based as the model is shown them) keeps the number, 0-based."""
     data = _loads(text)
+    items = data.get("calls") if "action" not in data else [data]
+    if not isinstance(items, list) or not items:
+        raise DecisionError('expected one decision or {"calls": [...]}')
+    out = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise DecisionError(f"call {n} must be an object")
+        decision = _decision(item, tools, allowed)
+        number = item.get("part")
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
+            decision = dataclasses.replace(decision, part=number - 1)
+        out.append(decision)
+    return out
+
+
+def _decision(data: Mapping[str, Any], tools: Sequence[str], allowed: Sequence[Action]) -> Decision:
     action = data.get("action")
     if action not in allowed:
         raise DecisionError(f"'action' must be one of {', '.join(allowed)}; got {action!r}")
@@ -228,10 +256,14 @@ class ToolForm:
 
     tools: tuple[dict[str, Any], ...]
     choice: str
+    parallel: bool = False  # several calls in one reply are asked for (and read back)
 
     def options(self) -> dict[str, Any]:
         """The call options that bind these tools."""
-        return {"tools": list(self.tools), "tool_choice": self.choice}
+        options: dict[str, Any] = {"tools": list(self.tools), "tool_choice": self.choice}
+        if self.parallel:
+            options["parallel_tool_calls"] = True
+        return options
 
 
 def _function(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -249,19 +281,25 @@ def plan_tools(schema: Mapping[str, Any]) -> ToolForm:
     return ToolForm((_function("plan", description, schema),), "plan")
 
 
-def act_tools(loaded: Sequence[str], catalog: Catalog) -> ToolForm:
-    """A tool part: every tool loaded so far, in the order loaded, and `skip`; one call is required."""
+def act_tools(loaded: Sequence[str], catalog: Catalog, parallel: bool = False) -> ToolForm:
+    """A tool part: every tool loaded so far, in the order loaded, and `skip`; one call is required.
+
+    `parallel`: several parts are asked at once, so several calls may come back, and `skip` names its part.
+    """
     tools = [
         _function(name, catalog.get(name).description, _clean_params(catalog.get(name).parameters))
         for name in loaded[: MAX_BOUND_TOOLS - 1]
     ]
-    skip = {
+    skip: dict[str, Any] = {
         "type": "object",
         "properties": {"reason": {"type": "string", "description": "why no loaded tool does this part"}},
         "required": ["reason"],
     }
+    if parallel:
+        skip["properties"]["part"] = {"type": "integer", "description": "the number of the part skipped"}
+        skip["required"] = ["part", "reason"]
     tools.append(_function("skip", "Skip this part: none of the tools does it.", skip))
-    return ToolForm(tuple(tools), "required")
+    return ToolForm(tuple(tools), "required", parallel)
 
 
 def final_tools() -> ToolForm:
@@ -315,10 +353,12 @@ def written_call(text: str, form: ToolForm) -> dict[str, Any] | None:
 def decision_text(reply: Any, form: ToolForm) -> str:
     """A tool-calling reply as the JSON decision it stands for (what the parsers and the transcript take).
 
-    The first tool call decides (a weak model makes one action a step). A reply with no call is read as a
-    JSON decision; where the answer was asked for, plain text is the answer.
+    The first tool call decides (a weak model makes one action a step), unless the form asked for parallel
+    calls: then several calls come back as `{"calls": [...]}`. A reply with no call is read as a JSON
+    decision; where the answer was asked for, plain text is the answer.
     """
     calls = list(getattr(reply, "tool_calls", None) or [])
+    text = ""
     if not calls:
         text = str(getattr(reply, "content", "") or "").strip()
         written = written_call(text, form)
@@ -331,13 +371,26 @@ def decision_text(reply: Any, form: ToolForm) -> str:
             names = ", ".join(t["function"]["name"] for t in form.tools)
             raise DecisionError(f"a tool call was required; call one of: {names}")
         return text
-    name, args = str(calls[0].get("name") or ""), calls[0].get("args") or {}
+    decisions = [_call_decision(call) for call in (calls if form.parallel else calls[:1])]
+    if len(decisions) > 1:
+        return json.dumps({"calls": decisions}, ensure_ascii=False)
+    if "plan" in decisions[0]:
+        return json.dumps(decisions[0]["plan"], ensure_ascii=False)
+    return json.dumps(decisions[0], ensure_ascii=False)
+
+
+def _call_decision(call: Mapping[str, Any]) -> dict[str, Any]:
+    """One tool call as the decision it stands for (a `plan` call as `{"plan": <its arguments>}`)."""
+    name, args = str(call.get("name") or ""), call.get("args") or {}
     if not isinstance(args, dict):
         raise DecisionError(f"the arguments of tool {name!r} must be a JSON object")
     if name == "plan":
-        return json.dumps(args, ensure_ascii=False)
+        return {"plan": args}
     if name == "skip":
-        return json.dumps({"action": "skip", "reason": args.get("reason", "")}, ensure_ascii=False)
+        out: dict[str, Any] = {"action": "skip", "reason": args.get("reason", "")}
+        if "part" in args:
+            out["part"] = args["part"]
+        return out
     if name == "final":
-        return json.dumps({"action": "final", "answer": args.get("answer", "")}, ensure_ascii=False)
-    return json.dumps({"action": "call_tool", "tool": name, "args": args}, ensure_ascii=False)
+        return {"action": "final", "answer": args.get("answer", "")}
+    return {"action": "call_tool", "tool": name, "args": args}

@@ -15,6 +15,7 @@ with its checkpointer.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -128,6 +129,28 @@ def last_decision(state: Mapping[str, Any]) -> dict[str, Any] | None:
     return decision_of(str(messages[-1].content))
 
 
+def pending_steps(state: Mapping[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """The steps the controller's last execution asked of a node, each with its plan part (or None): the
+    trailing decisions with the last one's action. One, except for a batch (the searches for several parts,
+    or the parallel tool calls of one reply)."""
+    last = last_decision(state)
+    if last is None:
+        return []
+    plan = state.get("plan") or []
+    out: list[tuple[dict[str, Any], int | None]] = []
+    for message in reversed(state.get("messages") or []):
+        decision = decision_of(str(message.content)) if isinstance(message, AIMessage) else None
+        if decision is None or decision["action"] != last["action"]:
+            break
+        number = decision.get("part")
+        if isinstance(number, int) and 1 <= number <= len(plan):
+            index: int | None = number - 1
+        else:
+            index = current_part(plan)
+        out.append((decision, index))
+    return out[::-1]
+
+
 def route(state: AgentState) -> str | list[Send]:
     """After the controller: follow its decision, or stop."""
     pending = last_decision(state)
@@ -187,43 +210,63 @@ def _search(catalog: Catalog, query: str, k: int) -> Sequence[ToolHit]:
 
 
 async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _search) -> dict[str, Any]:
-    """Search the catalog (with `retrieve`); load the top-k tools (append-only), offer them to the part."""
-    query = (last_decision(state) or {}).get("query", "")
-    found = retrieve(ctx.catalog, query, ctx.limits.top_k)
-    hits = [h for h in found if h.name in ctx.catalog]  # only the catalog's tools are ever bound
-    index = current_part(state.get("plan"))
+    """Search the catalog (with `retrieve`) for each pending search; load the top-k tools (append-only),
+    offer them to the part."""
     loaded = list(state.get("loaded") or [])
-    room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
-    new = [h for h in hits if h.name not in loaded]
-    if len(new) > room:  # a provider takes at most MAX_BOUND_TOOLS tools a request
-        text = (
-            f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded already, "
-            f"and a request binds at most {MAX_BOUND_TOOLS}"
-        )
-        patch: dict[str, Any] = {"status": "failed", "note": text}
-        hits = []
-    elif not hits:
-        text = f"no tool matches {query!r}"
-        patch = {"status": "failed", "note": text}
-    else:
-        lines = [
-            f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."
-            for h in hits
-        ]
-        text = "found " + "\n".join(lines)
-        patch = {"status": "searched", "tools": [h.name for h in hits]}
-    update: dict[str, Any] = {
-        "loaded": [h.name for h in hits],
-        "messages": [_observation("find_tools", text)],
-    }
-    if index is not None:
-        update["plan"] = [{"index": index, **patch}]
+    added: list[str] = []
+    messages: list[BaseMessage] = []
+    patches: list[dict[str, Any]] = []
+    for decision, index in pending_steps(state) or [({}, current_part(state.get("plan")))]:
+        query = str(decision.get("query", ""))
+        found = retrieve(ctx.catalog, query, ctx.limits.top_k)
+        hits = [h for h in found if h.name in ctx.catalog]  # only the catalog's tools are ever bound
+        room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
+        new = [h for h in hits if h.name not in loaded]
+        if len(new) > room:  # a provider takes at most MAX_BOUND_TOOLS tools a request
+            text = (
+                f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded already, "
+                f"and a request binds at most {MAX_BOUND_TOOLS}"
+            )
+            patch: dict[str, Any] = {"status": "failed", "note": text}
+        elif not hits:
+            text = f"no tool matches {query!r}"
+            patch = {"status": "failed", "note": text}
+        else:
+            lines = [
+                f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."
+                for h in hits
+            ]
+            text = "found " + "\n".join(lines)
+            patch = {"status": "searched", "tools": [h.name for h in hits]}
+            loaded += [h.name for h in new]
+            added += [h.name for h in new]
+        kind = "find_tools" if "part" not in decision else f"find_tools, part {decision['part']}"
+        messages.append(_observation(kind, text))
+        if index is not None:
+            patches.append({"index": index, **patch})
+    update: dict[str, Any] = {"loaded": added, "messages": messages}
+    if patches:
+        update["plan"] = patches
     return update
 
 
 async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """Run one loaded tool with a timeout; an error goes back to the controller as an observation."""
-    pending = last_decision(state) or {}
+    """Run the pending tool calls (several at once after a reply of parallel calls), each with a timeout;
+    an error goes back to the controller as an observation."""
+    steps = pending_steps(state) or [({}, current_part(state.get("plan")))]
+    done = await asyncio.gather(*(_one_call(state, ctx, decision, index) for decision, index in steps))
+    messages: list[BaseMessage] = [message for message, _ in done]
+    patches = [patch for _, patch in done if patch is not None]
+    update: dict[str, Any] = {"messages": messages}
+    if patches:
+        update["plan"] = patches
+    return update
+
+
+async def _one_call(
+    state: AgentState, ctx: RunContext, pending: Mapping[str, Any], index: int | None
+) -> tuple[BaseMessage, dict[str, Any] | None]:
+    """One tool call: its observation, and the patch for its part."""
     name, args = str(pending.get("tool", "")), dict(pending.get("args") or {})
     attributes: dict[str, Any] = {
         A.OPERATION: "execute_tool",
@@ -270,18 +313,19 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         compute_ms=None,
     )
     ctx.meter.add(entry)
-    update: dict[str, Any] = {"messages": [_observation(f"call_tool {name}", text)]}
-    index = current_part(state.get("plan"))
-    if index is not None:
-        part = (state.get("plan") or [])[index]
+    kind = f"call_tool {name}" if "part" not in pending else f"call_tool {name}, part {pending['part']}"
+    patch: dict[str, Any] | None = None
+    plan = state.get("plan") or []
+    if index is not None and index < len(plan):
+        part = plan[index]
         if ok:
-            patch: dict[str, Any] = {"status": "done", "result": text[:_OBSERVATION_CAP]}
+            patch = {"status": "done", "result": text[:_OBSERVATION_CAP]}
         elif part["tries"] + 1 >= 2:
             patch = {"status": "failed", "tries": part["tries"] + 1, "note": text[:200]}
         else:
             patch = {"tries": part["tries"] + 1}
-        update["plan"] = [{"index": index, **patch}]
-    return update
+        patch = {"index": index, **patch}
+    return _observation(kind, text), patch
 
 
 async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:

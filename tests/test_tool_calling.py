@@ -59,7 +59,8 @@ class Model:
 
     def decide(
         self, tools: list[str], choice: str, messages: list[tuple[str, str]]
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The calls of one reply: one, or one per part when several parts are asked at once."""
         self.seen.append((tools, choice))
         users = [text for role, text in messages if role == "user"]
         request = next(u for u in reversed(users) if DATES.search(u) and "Observation" not in u)
@@ -69,17 +70,25 @@ class Model:
             parts = [{"tool": f"days between {start} and {end}"}]
             if quoted:
                 parts.append({"tool": f"count the words of '{quoted.group(1)}'"})
-            return "plan", {"plan": parts}
+            return [("plan", {"plan": parts})]
         if choice == "final":
             results = re.findall(r"^- (.+?): (.+)$", users[-1], flags=re.M)
-            return "final", {"answer": "; ".join(f"{what}: {value}" for what, value in results)}
-        part = next(u for u in reversed(users) if u.startswith("Part "))
-        if "days between" in part and "date_diff" in tools:
-            start, end = DATES.findall(part)[:2]
+            return [("final", {"answer": "; ".join(f"{what}: {value}" for what, value in results)})]
+        asked = next(u for u in reversed(users) if u.startswith("Part"))
+        if asked.startswith("Parts "):  # several parts at once: one call each
+            lines = re.findall(r"^Part (\d+): (.+)$", asked, flags=re.M)
+            return [self._act(task, tools, int(n)) for n, task in lines]
+        return [self._act(asked, tools, None)]
+
+    @staticmethod
+    def _act(task: str, tools: list[str], number: int | None) -> tuple[str, dict[str, Any]]:
+        if "days between" in task and "date_diff" in tools:
+            start, end = DATES.findall(task)[:2]
             return "date_diff", {"start": start, "end": end}
-        if "count the words" in part and "word_count" in tools:
-            return "word_count", {"text": QUOTED.search(part).group(1)}  # type: ignore[union-attr]
-        return "skip", {"reason": "no bound tool does this part"}
+        if "count the words" in task and "word_count" in tools:
+            return "word_count", {"text": QUOTED.search(task).group(1)}  # type: ignore[union-attr]
+        skip: dict[str, Any] = {"reason": "no bound tool does this part"}
+        return "skip", skip if number is None else {**skip, "part": number}
 
 
 def openai_server(model: Model) -> Callable[[Request], Reply]:
@@ -89,8 +98,12 @@ def openai_server(model: Model) -> Callable[[Request], Reply]:
         choice = body.get("tool_choice")
         wanted = choice["function"]["name"] if isinstance(choice, dict) else str(choice)
         messages = [(m["role"], _text(m.get("content") or "")) for m in body["messages"]]
-        name, args = model.decide(tools, wanted, messages)
-        return openai_stream([], openai_usage(300, 20), tool_calls=[("c1", name, [json.dumps(args)])])
+        calls = model.decide(tools, wanted, messages)
+        return openai_stream(
+            [],
+            openai_usage(300, 20),
+            tool_calls=[(f"c{n}", name, [json.dumps(args)]) for n, (name, args) in enumerate(calls)],
+        )
 
     return answer
 
@@ -108,8 +121,12 @@ def anthropic_server(model: Model) -> Callable[[Request], Reply]:
         messages = [  # consecutive user turns arrive as one message of several text blocks
             (m["role"], block) for m in body["messages"] for block in _blocks(m["content"])
         ]
-        name, args = model.decide(tools, str(wanted), messages)
-        return anthropic_stream([], anthropic_usage(300, 20), tool_use=("t1", name, [json.dumps(args)]))
+        calls = model.decide(tools, str(wanted), messages)
+        return anthropic_stream(
+            [],
+            anthropic_usage(300, 20),
+            tool_use=[(f"t{n}", name, [json.dumps(args)]) for n, (name, args) in enumerate(calls)],
+        )
 
     return answer
 
@@ -124,33 +141,56 @@ def orchestrator(settings: Settings, slot: SlotConfig, **limits: Any) -> Orchest
     )
 
 
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "one-call-a-step"])
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 async def test_the_agent_runs_on_native_tool_calls(
-    loopback: Loopback, settings: Settings, protocol: str
+    loopback: Loopback, settings: Settings, protocol: str, parallel: bool
 ) -> None:
     model = Model()
+    capabilities = {"parallel_tool_calls": parallel}
     if protocol == "openai":
         loopback.handle("/v1/chat/completions", openai_server(model))
         slot = SlotConfig(
-            model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+            model="openai-compat:ctl",
+            base_url=loopback.url + "/v1",
+            role="racehorse",
+            prices=PRICE,
+            capabilities=capabilities,
         )
         required = "required"
     else:
         loopback.handle("/v1/messages", anthropic_server(model))
         slot = SlotConfig(
-            model="anthropic:claude-haiku-4-5", base_url=loopback.url, role="racehorse", prices=PRICE
+            model="anthropic:claude-haiku-4-5",
+            base_url=loopback.url,
+            role="racehorse",
+            prices=PRICE,
+            capabilities=capabilities,
         )
         required = "required"  # Anthropic's {"type": "any"}
     orch = orchestrator(settings, slot)
     result = await orch.arun("agent", TASK)
     assert result.status == "ok", result.error
     assert result.answer is not None and "18" in result.answer and ": 3" in result.answer
-    # the plan tool, then for each tool part the loaded tools (append-only) and skip, then the final tool
     choices = [choice for _, choice in model.seen]
-    assert choices == ["plan", required, required, "final"]
-    first, second = model.seen[1][0], model.seen[2][0]
-    assert first[-1] == second[-1] == "skip" and "date_diff" in first and "word_count" in second
-    assert second[: len(first) - 1] == first[:-1]  # what was bound stays, in order: the prefix is stable
+    bodies = [json.loads(r.body) for r in loopback.requests]
+    if parallel:
+        # both parts searched at once, then one reply calls both tools: one act step instead of two
+        assert choices == ["plan", required, "final"]
+        bound = model.seen[1][0]
+        assert bound[-1] == "skip" and {"date_diff", "word_count"} <= set(bound)
+        act = bodies[1]
+        if protocol == "openai":
+            assert act["parallel_tool_calls"] is True
+        else:
+            assert "disable_parallel_tool_use" not in act["tool_choice"]
+    else:
+        # the plan tool, then for each tool part the loaded tools (append-only) and skip, then the final tool
+        assert choices == ["plan", required, required, "final"]
+        first, second = model.seen[1][0], model.seen[2][0]
+        assert first[-1] == second[-1] == "skip" and "date_diff" in first and "word_count" in second
+        assert second[: len(first) - 1] == first[:-1]  # what was bound stays, in order: the prefix is stable
+        assert all(not b.get("parallel_tool_calls") for b in bodies)
     assert {line["name"] for line in result.ledger.lines} >= {"date_diff", "word_count"}
     assert orch.store is not None
     spans = orch.store.run_spans(result.run_id)
@@ -159,7 +199,8 @@ async def test_the_agent_runs_on_native_tool_calls(
         for s in spans
         if s["kind"] == "node" and s["node"] == "controller"
     }
-    assert strategies == {"tool_calls", None}  # None: steps the plan fixed, with no model call
+    # None: steps the plan fixed, with no model call (in parallel, every execution asks the model)
+    assert strategies == ({"tool_calls"} if parallel else {"tool_calls", None})
     orch.close()
     shown = subprocess.run(
         [
@@ -361,7 +402,7 @@ async def test_an_endpoint_that_refuses_tools_gets_json_decisions_instead(
         else:
             choice = "required"
         tools = re.findall(r'"const": "([a-z_]+)"', schema)
-        name, args = model.decide(tools, choice, messages)
+        name, args = model.decide(tools, choice, messages)[0]
         if name == "plan":
             text = json.dumps(args)
         elif name in ("final", "skip"):
@@ -420,3 +461,135 @@ def test_a_reply_with_no_call_where_one_was_required_is_named() -> None:
         "action": "final",
         "answer": "It is 18 days.",
     }
+
+
+async def test_parallel_calls_run_together_and_a_part_that_needs_a_result_waits_for_it(
+    loopback: Loopback, settings: Settings
+) -> None:
+    """A model that makes parallel calls gets the independent parts in one reply, and the tools run at once
+    (each waits at a barrier for the other: run one after the other, both would fail). Its call for a part
+    that needs another's result takes a value nothing gives yet: that part is held back, not failed, and
+    asked again once the result is observed."""
+    import threading
+
+    from langchain_core.tools import tool
+
+    both = threading.Barrier(2, timeout=10)
+
+    @tool
+    def add(a: float, b: float) -> float:
+        """Add two numbers."""
+        both.wait()
+        return a + b
+
+    @tool
+    def multiply(a: float, b: float) -> float:
+        """Multiply two numbers."""
+        both.wait()
+        return a * b
+
+    @tool
+    def square(x: float) -> float:
+        """Square a number."""
+        return x * x
+
+    numbers = re.compile(r"-?\d+(?:\.\d+)?")
+
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        choice = body.get("tool_choice")
+        name = choice["function"]["name"] if isinstance(choice, dict) else choice
+        users = [_text(m.get("content") or "") for m in body["messages"] if m["role"] == "user"]
+        calls: list[tuple[str, dict[str, Any]]]
+        if name == "plan":
+            plan = [{"tool": "add 2 and 3"}, {"tool": "multiply 4 by 6"}, {"tool": "square the sum"}]
+            calls = [("plan", {"plan": plan})]
+        elif name == "final":
+            results = re.findall(r"^- (.+?): (.+)$", users[-1], flags=re.M)
+            calls = [("final", {"answer": "; ".join(f"{w}: {v}" for w, v in results)})]
+        else:
+            asked = next(u for u in reversed(users) if u.startswith("Part"))
+            tasks = re.findall(r"^Part (\d+): (.+)$", asked, flags=re.M) or [("", asked)]
+            summed = [u for u in users if u.startswith("Observation (call_tool add")]
+            calls = []
+            for _, task in tasks:
+                if task.startswith("add"):
+                    a, b = numbers.findall(task)[:2]
+                    calls.append(("add", {"a": float(a), "b": float(b)}))
+                elif task.startswith("multiply"):
+                    a, b = numbers.findall(task)[:2]
+                    calls.append(("multiply", {"a": float(a), "b": float(b)}))
+                elif "square" in task:  # an eager model guesses the sum before it is known
+                    x = float(numbers.findall(summed[-1])[-1]) if summed else 25.0
+                    calls.append(("square", {"x": x}))
+        return openai_stream(
+            [],
+            openai_usage(300, 20),
+            tool_calls=[(f"c{n}", c, [json.dumps(a)]) for n, (c, a) in enumerate(calls)],
+        )
+
+    loopback.handle("/v1/chat/completions", answer)
+    slot = SlotConfig(
+        model="openai-compat:ctl",
+        base_url=loopback.url + "/v1",
+        role="racehorse",
+        prices=PRICE,
+        capabilities={"parallel_tool_calls": True},
+    )
+    orch = Orchestrator(
+        settings=settings,
+        slots={"controller": slot},
+        tools=[add, multiply, square],
+        graphs={"agent": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=8),
+    )
+    result = await orch.arun("agent", "Add 2 and 3, multiply 4 by 6, then square the sum.")
+    assert result.status == "ok", result.error
+    answer_text = result.answer or ""
+    assert "5" in answer_text and "24" in answer_text and "25" in answer_text, answer_text
+    assert orch.store is not None
+    spans = orch.store.run_spans(result.run_id)
+    tools = {s["tool"]: s for s in spans if s["kind"] == "tool"}
+    assert set(tools) == {"add", "multiply", "square"}
+    assert all(s["status"] != "error" for s in tools.values())
+    first, second = tools["add"], tools["multiply"]
+    assert first["start_ns"] < second["end_ns"] and second["start_ns"] < first["end_ns"]  # they overlapped
+    assert tools["square"]["start_ns"] > max(first["end_ns"], second["end_ns"])  # it waited for the sum
+    held = [
+        decode_attributes(s).get("orchestrator.decision.held_parts")
+        for s in spans
+        if s["kind"] == "node" and s["node"] == "controller"
+    ]
+    assert 1 in held
+    squares = [json.loads(r.body) for r in loopback.requests]
+    calls = [b for b in squares if b.get("tool_choice") == "required"]
+    assert len(calls) == 2 and calls[0]["parallel_tool_calls"] is True
+    orch.close()
+
+
+def test_a_reply_of_parallel_calls_reads_as_one_decision_per_call() -> None:
+    from langchain_core.messages import AIMessage
+
+    from orchestrator.catalog import Catalog
+    from orchestrator.decisions import DecisionError, act_tools, decision_text, parse_decisions
+
+    catalog = Catalog.from_tools(TOOLS)
+    reply = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "date_diff", "args": {"start": "2026-03-02", "end": "2026-03-20"}, "id": "a"},
+            {"name": "skip", "args": {"part": 2, "reason": "no tool counts letters"}, "id": "b"},
+        ],
+    )
+    one = json.loads(decision_text(reply, act_tools(["date_diff"], catalog)))
+    assert one["tool"] == "date_diff"  # one call a step unless parallel calls were asked for
+    form = act_tools(["date_diff"], catalog, parallel=True)
+    assert form.options()["parallel_tool_calls"] is True
+    skip = next(t for t in form.tools if t["function"]["name"] == "skip")
+    assert skip["function"]["parameters"]["required"] == ["part", "reason"]
+    decisions = parse_decisions(decision_text(reply, form), ["date_diff"], allowed=("call_tool", "skip"))
+    assert [(d.action, d.part) for d in decisions] == [("call_tool", None), ("skip", 1)]
+    assert json.loads(decisions[1].to_json())["part"] == 2  # numbered from 1, as the model saw it
+    bad = AIMessage("", tool_calls=[{"name": "rm_rf", "args": {}, "id": "c"}, *reply.tool_calls])
+    with pytest.raises(DecisionError, match="'rm_rf' is not one of the tools found"):
+        parse_decisions(decision_text(bad, form), ["date_diff"], allowed=("call_tool", "skip"))

@@ -84,7 +84,7 @@ def anthropic_stream(
     texts: list[str],
     usage: dict[str, Any],
     *,
-    tool_use: tuple[str, str, list[str]] | None = None,
+    tool_use: tuple[str, str, list[str]] | list[tuple[str, str, list[str]]] | None = None,
     model: str = "claude-haiku-4-5-20251001",
     **reply: Any,
 ) -> Reply:
@@ -124,8 +124,8 @@ def anthropic_stream(
         ]
         events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
         index = 1
-    if tool_use is not None:
-        call_id, name, parts = tool_use
+    uses = [tool_use] if isinstance(tool_use, tuple) else list(tool_use or [])
+    for call_id, name, parts in uses:  # several blocks: parallel tool use
         events.append(
             sse(
                 {
@@ -148,6 +148,7 @@ def anthropic_stream(
             for p in parts
         ]
         events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        index += 1
     stop = "tool_use" if tool_use else "end_turn"
     events.append(
         sse(

@@ -61,6 +61,7 @@ PLAN = NS + "plan"  # the controller's sub-tasks, as JSON (content capture only:
 PLAN_PARTS = NS + "plan.parts"  # the kinds of the plan's parts: "tool" or "worker:<name>"
 UNGROUNDED = NS + "ungrounded"  # problems a grounding check found, before its repair (content capture only)
 UNGROUNDED_COUNT = NS + "ungrounded.count"  # how many problems that check found
+HELD_PARTS = NS + "decision.held_parts"  # parallel calls held back: they need a result not yet observed
 DECIDED_BY = NS + "decided_by"  # "model", or "plan" for a step the plan fixed without a model call
 ANSWER_FALLBACK = NS + "answer_fallback"  # the model's answer failed its check twice; built from observations
 GRAMMAR_FALLBACKS = NS + "grammar_fallbacks"  # local decoding: preferred tokens the grammar refused
