@@ -76,21 +76,51 @@ def score(worker: Worker, value: Any, expected: Any) -> float:
 
 
 def _field_f1(got: Mapping[str, Any], want: Mapping[str, Any]) -> float:
-    """F1 over the fields that have a value, a field counting when it equals the expected one."""
-    norm = {k: _norm(v) for k, v in got.items() if v not in (None, "", [])}
-    gold = {k: _norm(v) for k, v in want.items() if v not in (None, "", [])}
+    """F1 over the fields that have a value, a field counting when it equals the expected one.
+
+    Values are compared normalised (`_norm`): strings stripped and case-folded, whole floats as ints, and
+    nested records and lists compared part by part. A field is absent when it is missing, None, blank, or
+    a record or list with nothing in it (`{"hour": None, "minute": None}` is no answer, not a wrong one).
+    """
+    norm = {k: n for k, v in got.items() if not _empty(n := _norm(v))}
+    gold = {k: n for k, v in want.items() if not _empty(n := _norm(v))}
     if not norm and not gold:
         return 1.0
-    hits = sum(1 for k, v in norm.items() if gold.get(k) == v)
+    hits = sum(1 for k, v in norm.items() if k in gold and _same(gold[k], v))
     precision = hits / len(norm) if norm else 0.0
     recall = hits / len(gold) if gold else 0.0
     return 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
 
 
 def _norm(value: Any) -> Any:
+    """A value as compared: strings stripped, case-folded and with single spaces, whole floats as ints,
+    records without their empty fields, lists item by item."""
+    if isinstance(value, bool):
+        return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    return value.strip().lower() if isinstance(value, str) else value
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, Mapping):
+        return {str(k): n for k, v in value.items() if not _empty(n := _norm(v))}
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | dict | list) and len(value) == 0)
+
+
+def _same(want: Any, got: Any) -> bool:
+    """Equal after `_norm`, a bool never equal to a number (True == 1 in Python)."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        return type(want) is type(got) and want == got
+    if isinstance(want, dict) and isinstance(got, dict):
+        return want.keys() == got.keys() and all(_same(want[k], got[k]) for k in want)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(want) == len(got) and all(_same(w, g) for w, g in zip(want, got, strict=True))
+    return bool(want == got)
 
 
 @dataclass

@@ -111,3 +111,35 @@ def test_trial_items_and_scores(tmp_path: Path) -> None:
         0.5
     )
     assert _field_f1({}, {"amount": 12}) == 0.0
+
+
+def test_field_f1_compares_nested_records_and_ignores_empty_fields() -> None:
+    """Records inside a record (a time as {hour, minute}, money as {amount, currency}) compare part by part,
+    normalised like top-level values; a field that is None, blank, or a record of nothing but Nones is
+    absent, not a wrong answer; a bool is never equal to a number."""
+    want = {"time": {"hour": 9, "minute": 5}, "money": {"amount": 40, "currency": "EUR"}, "date": None}
+    got = {
+        "time": {"hour": 9.0, "minute": 5},
+        "money": {"amount": 40.0, "currency": " eur"},
+        "date": None,
+        "person": {"name": None},
+        "note": "  ",
+    }
+    assert _field_f1(got, want) == 1.0
+    # an empty record predicted for an absent field is no prediction
+    assert _field_f1({"time": {"hour": None, "minute": None}}, {}) == 1.0
+    assert _field_f1({"time": {}}, {"time": None}) == 1.0
+    # a nested record with one part wrong is a wrong field: 1 of 2 predicted, 1 of 2 expected
+    wrong_minute = {"time": {"hour": 9, "minute": 50}, "money": {"amount": 40, "currency": "EUR"}}
+    assert _field_f1(wrong_minute, want) == pytest.approx(0.5)
+    # a part the text lacks (currency null) must stay absent: guessing one is wrong
+    guessed = {"money": {"amount": 40, "currency": "GBP"}}
+    assert _field_f1(guessed, {"money": {"amount": 40, "currency": None}}) == 0
+    assert _field_f1({"money": {"amount": 40, "currency": None}}, {"money": {"amount": 40}}) == 1.0
+    # a missing expected field and a spurious predicted one both count
+    assert _field_f1({"time": {"hour": 9, "minute": 5}}, want) == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert _field_f1({"name": "Ann", "extra": "x"}, {"name": "ann"}) == pytest.approx(2 * 0.5 / 1.5)
+    # lists item by item; bools never equal numbers
+    assert _field_f1({"tags": ["A ", "b"]}, {"tags": ["a", "B"]}) == 1.0
+    assert _field_f1({"flag": True}, {"flag": 1}) == 0.0
+    assert _field_f1({"flag": False}, {"flag": False}) == 1.0
