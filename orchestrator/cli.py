@@ -392,6 +392,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
                     compare=not args.no_compare,
                     base_url=args.base_url,
                     price_as=args.price_as,
+                    judge=args.judge,
                 )
             )
     finally:
@@ -418,19 +419,51 @@ def cmd_trial(args: argparse.Namespace) -> int:
         "compute_s_per_1k",
         "p50_ttft_ms",
         "tokens_per_s",
+        *(("judged_score", "judged_items", "judge_cost_usd", "judge_compute_s") if report.judge else ()),
     ):
-        row = [Text(key), Text(_figure(key, data[key]))]
+        row = [Text(key), Text(_figure(key, data[key], data["items"]))]
         if report.baseline is not None:
-            row.append(Text(_figure(key, base.get(key))))
+            row.append(Text(_figure(key, base.get(key), data["items"])))
         table.add_row(*row)
     out.print(table)
     out.print(_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})"))
+    if report.judge:
+        _print_judged(report)
     return EXIT_OK
 
 
-def _figure(key: str, value: Any) -> str:
+def _print_judged(report: Any) -> None:
+    """The judge, and its lowest-scored outputs with its reasons (item text and reasons are data: escaped)."""
+    from rich.markup import escape
+
+    out.print(f"[bold]judge:[/bold] {escape(report.judge)} (its cost is not in the figures above)")
+    runs = [report, *([report.baseline] if report.baseline is not None else [])]
+    for run in runs:
+        scored = sorted((i for i in run.items if i.judge_score is not None), key=lambda i: i.judge_score)
+        for item in scored[:3]:
+            if item.judge_score >= 4:
+                break
+            text = " ".join(item.input.split())
+            text = text if len(text) <= 60 else text[:57] + "..."
+            out.print(
+                f"  {escape(run.model)}: score {item.judge_score} on {escape(json.dumps(text))}: "
+                f"{escape(item.judge_reason or '')}"
+            )
+        unjudged = [i for i in run.items if i.judge_score is None and i.valid]
+        if unjudged:
+            why = unjudged[0].judge_reason or "?"
+            out.print(f"  {escape(run.model)}: {len(unjudged)} valid output(s) unjudged, e.g. {escape(why)}")
+
+
+def _figure(key: str, value: Any, items: int = 0) -> str:
     if value is None:
         return "?"
+    if key == "judged_score":
+        return f"{value:.2f} / 5"
+    if key == "judged_items":
+        return f"{value} / {items}"
+    if key == "judge_cost_usd":
+        return f"${value:.4f}"
     if key in ("accuracy", "accuracy_escalated", "validity_before_repair", "validity", "escalation_rate"):
         return f"{value:.1%}"
     if key == "cost_per_1k_usd":
@@ -883,6 +916,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true", help="print one JSON object")
     tr.add_argument(
         "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
+    )
+    tr.add_argument(
+        "--judge",
+        nargs="?",
+        const="controller",
+        metavar="SLOT",
+        help="free-text workers: the model bound to SLOT (default: controller, the racehorse) scores each "
+        "output 1-5 beside the validators; its cost is reported apart",
     )
     tr.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
     tr.set_defaults(func=cmd_trial)

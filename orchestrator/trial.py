@@ -9,6 +9,11 @@ model bound to the slot now, for the verdict.
 Scores: a classification is right when its label equals `expected`; an extraction scores the field-level
 F1 of its record against `expected`; a free-text worker scores its validators' verdict (an output that
 passes is right).
+
+A free-text worker's outputs may also be judged (`judge=` a slot): the model bound to that slot reads the
+source, the worker's instructions and the final output, and answers `{"score": 1..5, "reason": ...}` under
+a JSON schema. A reply that is not valid gets one repair; still invalid, or a failed call, and the item
+counts as unjudged. The judge's cost and compute time are reported apart from the worker's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import Limits, SlotConfig
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.judge import judge_output
 from orchestrator.ledger import Budget, BudgetMeter
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.workers import Worker, classify_worker
@@ -141,6 +147,10 @@ class ItemResult:
     output_tokens: int
     generation_ms: float
     error: str | None = None
+    judge_score: int | None = None  # 1-5, None when not judged
+    judge_reason: str | None = None  # the judge's reason, or why the item went unjudged
+    judge_cost_usd: float | None = 0.0  # None when the judge is unpriced
+    judge_compute_ms: float = 0.0
 
 
 @dataclass
@@ -152,12 +162,15 @@ class TrialReport:
     slot: str
     items: list[ItemResult] = field(default_factory=list)
     baseline: TrialReport | None = None
+    judge: str | None = None  # the judge's model, when outputs were judged
 
     def figures(self) -> dict[str, Any]:
         n = len(self.items) or 1
         costs = [i.cost_usd for i in self.items]
         ttfts = [i.ttft_ms for i in self.items if i.ttft_ms is not None]
         gen_s = sum(i.generation_ms for i in self.items) / 1000
+        judged = [i.judge_score for i in self.items if i.judge_score is not None]
+        judge_costs = [i.judge_cost_usd for i in self.items]
         return {
             "accuracy": sum(i.score_alone for i in self.items) / n,
             "accuracy_escalated": sum(i.score for i in self.items) / n,
@@ -168,6 +181,15 @@ class TrialReport:
             "compute_s_per_1k": sum(i.compute_ms for i in self.items) / 1000 / n * 1000,
             "p50_ttft_ms": statistics.median(ttfts) if ttfts else None,
             "tokens_per_s": sum(i.output_tokens for i in self.items) / gen_s if gen_s > 0 else None,
+            "judge": self.judge,
+            "judged_score": statistics.fmean(judged) if judged else None,
+            "judged_items": len(judged),
+            "judge_cost_usd": (
+                None if self.judge is None or None in judge_costs else sum(c or 0.0 for c in judge_costs)
+            ),
+            "judge_compute_s": (
+                None if self.judge is None else sum(i.judge_compute_ms for i in self.items) / 1000
+            ),
         }
 
     def verdict(self) -> tuple[Verdict | None, str]:
@@ -239,8 +261,10 @@ async def run_items(
     items: Sequence[Mapping[str, Any]],
     chain: Mapping[str, tuple[SlotBinding, Any]],
     on_item: Callable[[ItemResult], None] | None = None,
+    judge: tuple[SlotBinding, Any] | None = None,
 ) -> list[ItemResult]:
-    """Run `worker` on every item with `model` in its slot, `chain` (slot -> binding, model) above it."""
+    """Run `worker` on every item with `model` in its slot, `chain` (slot -> binding, model) above it;
+    with `judge` (binding, model), a free-text worker's valid outputs are judged too."""
     slots = {worker.slot: binding, **{s: b for s, (b, _) in chain.items()}}
     models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
     out = []
@@ -283,6 +307,13 @@ async def run_items(
             generation_ms=sum(e["wall_ms"] for e in mine),
             error=error or reason,
         )
+        if judge is not None and worker.output is None:
+            if isinstance(value, str):
+                verdict = await judge_output(*judge, worker, text, value)
+                done.judge_score, done.judge_reason = verdict.score, verdict.reason
+                done.judge_cost_usd, done.judge_compute_ms = verdict.cost_usd, verdict.compute_ms
+            else:
+                done.judge_reason = "no valid output to judge"
         out.append(done)
         if on_item is not None:
             on_item(done)
@@ -299,21 +330,39 @@ async def run_trial(
     compare: bool = True,
     base_url: str | None = None,
     price_as: str | None = None,
+    judge: str | None = None,
 ) -> TrialReport:
-    """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project."""
+    """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
+
+    `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators.
+    """
     from orchestrator.providers import create_chat_model
 
     worker = resolve_worker(orch.workers, worker_name, items)
+    judging = None
+    if judge is not None:
+        if worker.output is not None:
+            raise ConfigError(
+                f"--judge scores free-text workers; {worker.name!r} gives structured output, scored "
+                "against each item's expected value"
+            )
+        if judge not in orch.slots:
+            bound = ", ".join(sorted(orch.slots)) or "none"
+            raise ConfigError(f"no slot {judge!r} to judge with; the slots are: {bound}")
+        judging = (orch.slots[judge], orch.model_for(judge))
     current = orch.slots.get(worker.slot)
     config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
     binding = bind_slot(worker.slot, config, orch._prices)
     model = create_chat_model(binding, orch.settings)
     racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
     chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
-    report = TrialReport(model_name, worker.name, worker.slot)
-    report.items = await run_items(binding, model, worker, items, chain, on_item)
+    judge_model = judging[0].profile.name if judging is not None else None
+    report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
+    report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
     if compare and current is not None and current.profile.name != binding.profile.name:
-        base = TrialReport(current.profile.name, worker.name, worker.slot)
-        base.items = await run_items(current, orch.model_for(worker.slot), worker, items, chain, on_item)
+        base = TrialReport(current.profile.name, worker.name, worker.slot, judge=judge_model)
+        base.items = await run_items(
+            current, orch.model_for(worker.slot), worker, items, chain, on_item, judging
+        )
         report.baseline = base
     return report

@@ -1,0 +1,251 @@
+"""`orch trial --judge`: a free-text worker's outputs scored 1-5 by another slot's model, apart from its cost.
+
+The scripted models answer over a real loopback HTTP server, each reply derived from the request: the
+workers summarize by keeping the source's first sentence, and the judge scores what it is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loopback import Loopback, Reply, Request
+from wire import openai_stream, openai_usage
+
+from orchestrator.judge import JUDGE_SCHEMA, judge_prompt, parse_judgement
+from orchestrator.workers import summarize_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+JUDGE_USAGE = (100, 10)  # every judge reply: 100 input tokens, 10 output
+JUDGE_PRICES = (1e-5, 4e-5)  # the controller slot's prices, per token
+SOURCES = [
+    # kept whole by `small` (its first sentence), judged 5 at once
+    "Invoice 4471 from Nordic Parts was paid on 2026-02-03. The amount was 1200 EUR and Lena Berg "
+    "approved it after a check of the delivery notes. Nothing else is open on that account.",
+    # the judge's first reply is cut-off JSON; the repair gets a valid one
+    "The Porto warehouse shipped 36 pallets on Monday. Carla Sousa counted them twice because the scanner "
+    "in bay 7 was down again, and the driver left at 18:40 with all of them.",
+    # the judge never answers in JSON: unjudged, and the trial goes on
+    "The Oslo team closed 14 tickets this week. Erik Dahl says the queue is the shortest since March and "
+    "that nobody needs to work on Saturday.",
+    # `small` adds a year the source lacks; after its repair it escalates to the racehorse
+    "The Lagos depot reopens after the flood repairs. Ade Okafor ordered 40 new shelves and the electric "
+    "work is signed off, so the first trucks come back on Friday.",
+    # rich markup inside the text: shown escaped, never read as markup (an unmatched [/bold] would crash)
+    "Ticket [/bold] 12 of Acme [red] was closed after the engineers replaced the broken router in the "
+    "lobby. Done.",
+]
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return " ".join(b.get("text", "") for b in content) if isinstance(content, list) else str(content)
+
+
+def _first_sentence(text: str) -> str:
+    return re.split(r"(?<=\.)\s+", text.strip(), maxsplit=1)[0]
+
+
+def _tagged(tag: str, text: str) -> str | None:
+    found = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", text, re.S)
+    return found.group(1) if found else None
+
+
+def _judge(body: dict[str, Any]) -> Reply:
+    """Scores by how much of the source the output keeps: at most half its words 5, at most 80 % 3,
+    else 1; cut-off JSON first for the Porto text, never JSON for the Oslo text."""
+    messages = body["messages"]
+    task = _text(messages[1])
+    source, output = _tagged("source", task), _tagged("output", task)
+    usage = openai_usage(*JUDGE_USAGE)
+    if source is None or output is None or "<instruction>\nSummarize a text" not in task:
+        reply = {"score": 1, "reason": "the request holds no instruction, source or output"}
+        return openai_stream([json.dumps(reply)], usage)
+    if "Oslo" in source:
+        return openai_stream(["I would say it is a fine summary."], usage)
+    if "Porto" in source and len(messages) == 2:  # its first try only; the repair request has 4 messages
+        return openai_stream(['{"score": 4, "reason": "keeps the count and na'], usage)
+    share = len(output.split()) / len(source.split())
+    got = 5 if share <= 0.5 else 3 if share <= 0.8 else 1
+    reason = f"keeps {share:.0%} of the words, starting {output[:32]}"
+    return openai_stream([json.dumps({"score": got, "reason": reason})], usage)
+
+
+def scripted(request: Request) -> Reply:
+    """Four models on one server, told apart by `model`: `small` (on trial), `current` (in the slot now),
+    `big` (the racehorse: escalations, and the judge when asked under a JSON schema)."""
+    body = request.json()
+    if body.get("response_format") is not None or body.get("tools"):
+        assert body["model"] == "big", body["model"]  # only the judge is asked for JSON here
+        return _judge(body)
+    source = _text(body["messages"][1])
+    summary = _first_sentence(source)
+    if body["model"] == "small" and "Lagos" in source:
+        summary += " It reopened in 2031."  # a fact the source lacks: adds_no_facts rejects it
+    return openai_stream([summary], openai_usage(50, 10))
+
+
+def _project(tmp_path: Path, url: str) -> Path:
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [tool.orchestrator]
+            [tool.orchestrator.slots.summarize]
+            model = "openai-compat:current"
+            base_url = "{url}"
+            prices = {{ input = 1e-6, output = 4e-6 }}
+            [tool.orchestrator.slots.controller]
+            model = "openai-compat:big"
+            base_url = "{url}"
+            role = "racehorse"
+            prices = {{ input = {JUDGE_PRICES[0]}, output = {JUDGE_PRICES[1]} }}
+            """
+        )
+    )
+    return project
+
+
+def _trial(tmp_path: Path, project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"input": s, "expected": None}) + "\n" for s in SOURCES))
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "trial", "openai-compat:small"]
+    cmd += ["--base-url", _url(project), "--price-as", "gpt-4o-mini", "--worker", "summarize"]
+    cmd += ["--data", str(data), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def _url(project: Path) -> str:
+    found = re.search(r'base_url = "([^"]+)"', (project / "pyproject.toml").read_text())
+    assert found is not None
+    return found.group(1)
+
+
+def test_trial_judges_free_text_outputs_and_bills_the_judge_apart(loopback: Loopback, tmp_path: Path) -> None:
+    loopback.handle("/v1/chat/completions", scripted)
+    project = _project(tmp_path, loopback.url + "/v1")
+
+    plain = _trial(tmp_path, project, "--no-compare", "--json")
+    assert plain.returncode == 0, plain.stderr
+    without = json.loads(plain.stdout)
+    assert without["judged_score"] is None and without["judged_items"] == 0 and without["judge"] is None
+    assert without["judge_cost_usd"] is None and without["judge_compute_s"] is None
+    calls_before = len(loopback.requests)
+
+    proc = _trial(tmp_path, project, "--no-compare", "--json", "--judge")  # no value: the controller slot
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    judge_calls = [r.json() for r in loopback.requests[calls_before:] if r.json().get("response_format")]
+    # one call each for Invoice, Lagos (after its escalation) and the markup ticket; two for Porto (cut-off
+    # JSON, then the repair), two for Oslo (never JSON: unjudged)
+    assert len(judge_calls) == 7
+    assert out["judge"] == "openai-compat:big"
+    assert out["judged_items"] == 4
+    # Invoice 5 (first sentence: 9 of 29 words), Porto 5 after the repair, Lagos 5 (the racehorse's first
+    # sentence), the ticket 1 (its first sentence is nearly all of it)
+    assert out["judged_score"] == pytest.approx((5 + 5 + 5 + 1) / 4)
+    per_call = JUDGE_USAGE[0] * JUDGE_PRICES[0] + JUDGE_USAGE[1] * JUDGE_PRICES[1]
+    assert out["judge_cost_usd"] == pytest.approx(7 * per_call)
+    assert out["judge_compute_s"] == 0.0  # a server: no local compute
+    # the worker's figures are the same as without a judge: its cost is not mixed in
+    for key in ("accuracy", "accuracy_escalated", "validity", "escalation_rate", "cost_per_1k_usd"):
+        assert out[key] == pytest.approx(without[key]), key
+    assert out["escalation_rate"] == pytest.approx(1 / 5)  # Lagos
+
+    # what the judge was shown: its instructions, the worker's, the source and the output; asked for JSON
+    first = judge_calls[0]
+    assert first["messages"][0]["content"].startswith("You grade one output")
+    task = _text(first["messages"][1])
+    assert summarize_worker().instructions in task
+    assert _tagged("source", task) == SOURCES[0]
+    assert _tagged("output", task) == _first_sentence(SOURCES[0])
+    assert first["response_format"]["type"] == "json_schema"  # the server takes it: no step down
+    assert first["response_format"]["json_schema"]["schema"] == JUDGE_SCHEMA
+    repair = next(c for c in judge_calls if len(c["messages"]) == 4)
+    assert repair["messages"][2]["role"] == "assistant" and "not valid JSON" in _text(repair["messages"][3])
+
+
+def test_trial_table_shows_the_judge_and_escapes_item_text(loopback: Loopback, tmp_path: Path) -> None:
+    loopback.handle("/v1/chat/completions", scripted)
+    project = _project(tmp_path, loopback.url + "/v1")
+    proc = _trial(tmp_path, project, "--judge", "controller")  # with the slot's current model compared
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout
+    assert re.search(r"judged_score\s*│\s*4\.00 / 5\s*│\s*4\.00 / 5", table), table
+    assert re.search(r"judged_items\s*│\s*4 / 5\s*│\s*4 / 5", table), table
+    assert "judge: openai-compat:big" in table
+    # the lowest-scored output is shown with the judge's reason, its markup printed as text
+    assert "Ticket [/bold] 12 of Acme [red]" in table, table
+    assert "1 valid output(s) unjudged" in table
+
+
+def test_judge_options_that_cannot_work_are_configuration_errors(loopback: Loopback, tmp_path: Path) -> None:
+    loopback.handle("/v1/chat/completions", scripted)
+    project = _project(tmp_path, loopback.url + "/v1")
+    proc = _trial(tmp_path, project, "--json", "--judge", "referee")
+    assert proc.returncode == 2 and "no slot 'referee' to judge with" in proc.stderr
+    data = tmp_path / "labels.jsonl"
+    data.write_text(json.dumps({"input": "Where is my card?", "expected": "card"}) + "\n")
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "trial", "openai-compat:small"]
+    cmd += ["--base-url", loopback.url + "/v1", "--worker", "classify", "--data", str(data), "--judge"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "--judge scores free-text workers" in proc.stderr
+
+
+def test_judge_replies_are_parsed_strictly() -> None:
+    assert parse_judgement('{"score": 4, "reason": " fine "}') == (4, "fine")
+    assert parse_judgement('```json\n{"score": 2.0, "reason": "x"}\n```') == (2, "x")
+    for bad, why in [
+        ('{"score": 4, "reason": "cut', "not valid JSON"),
+        ('{"score": 6, "reason": "x"}', "from 1 to 5"),
+        ('{"score": true, "reason": "x"}', "from 1 to 5"),
+        ('{"score": "4", "reason": "x"}', "from 1 to 5"),
+        ('{"score": 3, "reason": 7}', '"reason" must be a string'),
+        ("[4]", "not a JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_judgement(bad)
+    assert JUDGE_SCHEMA["required"] == ["score", "reason"]
+    # braces in the texts stay as they are: they are concatenated, never used as a format string
+    messages = judge_prompt(summarize_worker(), "Pay {amount} to {0}.", "Pay {amount}.")
+    assert "<source>\nPay {amount} to {0}.\n</source>" in str(messages[1].content)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(os.environ.get("ORCH_SKIP_LOCAL") == "1", reason="ORCH_SKIP_LOCAL=1")
+def test_orch_trial_judged_on_the_local_models(tmp_path: Path) -> None:
+    """The 0.5B workhorse summarizes two texts in the project's `summarize` slot; the 1.5B racehorse
+    (the `controller` slot) judges them under a grammar."""
+    texts = [
+        "Our March order 5512 arrived on 14 April, three weeks late, and two of the 12 chairs had cracked "
+        "legs. Jonas Meyer from your Hamburg depot promised a refund of 180 EUR on the phone, but nothing "
+        "has reached our account yet. Please confirm when the money will be sent.",
+        "At 02:10 the payment API at Brightline returned errors for 25 minutes. About 1,400 card payments "
+        "failed. Priya Nair rolled back release 4.2 at 02:31 and traffic recovered by 02:35. A review is "
+        "booked for Thursday.",
+    ]
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"input": t, "expected": None}) + "\n" for t in texts))
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(ROOT), "trial", "local:qwen2.5-0.5b"]
+    cmd += ["--worker", "summarize", "--data", str(data), "--no-compare", "--judge", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["items"] == 2 and out["judge"] == "local:qwen2.5-1.5b"
+    # the grammar keeps the judge's reply in the schema: every valid output is judged
+    assert out["judged_items"] == round(out["validity"] * 2)
+    if out["judged_items"]:
+        assert 1 <= out["judged_score"] <= 5
+        assert out["judge_compute_s"] > 0
+    assert out["judge_cost_usd"] == 0.0  # local models are priced 0, explicitly
