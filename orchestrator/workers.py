@@ -35,6 +35,11 @@ class Worker:
     `validators` may reject an output, each saying why (`orchestrator.validators`). A rejected output gets
     one repair on the same slot, then goes up `escalate_to`: the slots to try in order. None means the
     run's racehorse slots; `()` means never escalate. An invalid result is never passed on.
+
+    `min_margin` routes by the model's confidence, for outputs that are always valid (labels under a
+    grammar): the margin is how far the model's least sure token led its best rival, in log-probability
+    (nats). A valid answer with a smaller margin goes up the escalation chain as an invalid one would; a
+    model that reports no margin is trusted. Tune it on labelled items (`orch trial`, bench/banking77.py).
     """
 
     name: str
@@ -46,6 +51,7 @@ class Worker:
     escalate_to: str | tuple[str, ...] | None = None
     example_requests: tuple[str, ...] = ()  # requests it serves, each quoting its text: taught to the planner
     validators: tuple[Validator, ...] = ()
+    min_margin: float | None = None  # route by confidence: a valid answer less sure than this escalates
 
     def schema(self) -> dict[str, Any] | None:
         """The output's JSON schema, as given to constrained decoding (None for plain text)."""
@@ -92,8 +98,10 @@ def classify_worker(
     escalate_to: str | None = None,
     shots: Sequence[tuple[str, str]] = (),
     example_requests: Sequence[str] = (),
+    min_margin: float | None = None,
 ) -> Worker:
-    """A worker that picks exactly one label from a fixed set.
+    """A worker that picks exactly one label from a fixed set; `min_margin` routes an unsure answer up
+    the escalation chain (see `Worker`).
 
     `labels` may map each label to a short description; `shots` are (text, label) examples. A small model
     classifies far better with both (Qwen2.5-0.5B on five banking labels and "other", 72 messages of
@@ -133,6 +141,7 @@ def classify_worker(
         max_tokens=24,
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
+        min_margin=min_margin,
     )
 
 

@@ -75,8 +75,12 @@ async def run_worker(
     span = node_span() or trace.get_current_span()  # a plain node's span, or the agent's worker span
     last_error = last_reply = ""
     repairs = escalations = 0
-    for i, (slot, is_repair) in enumerate(attempts):
+    unsure = False  # the last answer was valid but less sure than the worker's `min_margin`
+    fallback: WorkerResult | None = None  # that answer, kept in case nothing up the chain is valid
+    for slot, is_repair in attempts:
         prompt = messages
+        if is_repair and unsure:
+            continue  # nothing to repair: the answer goes up the chain
         if is_repair:
             repairs += 1
             prompt = [
@@ -88,8 +92,15 @@ async def run_worker(
             ]
         elif slot != worker.slot:
             escalations += 1
+        routed = worker.min_margin is not None and slot == worker.slot and bool(chain)  # a slot can take it
         msg, new_entries = await call_model(
-            ctx, slot, node, prompt, max_tokens=worker.max_tokens, schema=schema
+            ctx,
+            slot,
+            node,
+            prompt,
+            max_tokens=worker.max_tokens,
+            schema=schema,
+            options={"logprobs": True} if routed else None,
         )
         entries.extend(new_entries)
         last_reply = str(msg.content)
@@ -98,12 +109,27 @@ async def run_worker(
         except ValueError as exc:
             last_error = str(exc)
             continue
+        margin = msg.response_metadata.get("margin") if routed else None
+        if isinstance(margin, (int, float)) and worker.min_margin is not None:
+            span.set_attribute(A.WORKER_MARGIN, float(margin))
+            unsure = margin < worker.min_margin
+            span.set_attribute(A.WORKER_ROUTE, "escalated" if unsure else "kept")
+            if unsure:  # valid but unsure: the next slot up the chain takes it
+                last_error = f"unsure (margin {margin:.2f} < {worker.min_margin:g})"
+                fallback = WorkerResult(worker.name, value, ctx.slots[slot].profile.name, False, False)
+                continue
         span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
         result = WorkerResult(
-            worker.name, value, ctx.slots[slot].profile.name, repaired=i > 0, escalated=slot != worker.slot
+            worker.name,
+            value,
+            ctx.slots[slot].profile.name,
+            repaired=repairs > 0,
+            escalated=slot != worker.slot,
         )
         return result, entries, None
     span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
+    if fallback is not None:  # nothing up the chain did better than the unsure answer, which is valid
+        return fallback, entries, None
     tried = f"after {repairs} repair(s) and {escalations} escalation(s)"
     return None, entries, f"worker {worker.name!r} output failed validation {tried}: {last_error}"
 

@@ -372,3 +372,65 @@ def test_orch_trial_on_banking77_items_with_the_local_models(tmp_path: Path) -> 
     assert out["accuracy"] >= 0.5, out  # chance is 1 in 3
     assert out["compute_s_per_1k"] > 0 and out["p50_ttft_ms"] is not None and out["tokens_per_s"] > 0
     assert out["cost_per_1k_usd"] == 0.0  # local models are priced 0, explicitly
+
+
+async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_up(tmp_path: Path) -> None:
+    """The in-process engine measures how sure the model was of its label (its margin, from the logits the
+    grammar allows); a worker with `min_margin` sends answers below it to the racehorse. With a threshold
+    no answer can reach, every answer goes up; with 0, none does."""
+    import dataclasses
+
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator import classify_worker
+    from orchestrator.catalog import Catalog
+    from orchestrator.context import RunContext
+    from orchestrator.ledger import Budget, BudgetMeter
+    from orchestrator.workhorse import run_worker
+
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "classify": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+            "controller": SlotConfig(model="local:qwen2.5-1.5b", role="racehorse"),
+        },
+    )
+    labels = {
+        "card_lost": "a card was lost or stolen",
+        "refund": "wants money back",
+        "other": "anything else",
+    }
+    worker = classify_worker("triage", labels, "Triage a bank customer's message")
+
+    def ctx() -> RunContext:
+        return RunContext(
+            run_id="r",
+            slots=dict(orch.slots),
+            models={s: orch.model_for(s) for s in orch.slots},
+            catalog=Catalog([]),
+            workers={},
+            limits=Limits(),
+            tracer=NoOpTracer(),
+            meter=BudgetMeter(Budget()),
+        )
+
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from orchestrator.calls import call_model
+
+    text = "I lost my card on the train yesterday, please block it"
+    prompt = [SystemMessage(worker.instructions), HumanMessage(text)]
+    msg, _ = await call_model(
+        ctx(), "classify", "n", prompt, max_tokens=24, schema=worker.schema(), options={"logprobs": True}
+    )
+    margin = msg.response_metadata["margin"]
+    assert isinstance(margin, float) and margin >= 0  # greedy: the chosen token leads every allowed rival
+    plain, _ = await call_model(ctx(), "classify", "n", prompt, max_tokens=24, schema=worker.schema())
+    assert "margin" not in plain.response_metadata  # measured only when asked for
+    always = dataclasses.replace(worker, min_margin=1e9, escalate_to="controller")
+    result, entries, _ = await run_worker(ctx(), always, text, "n")
+    assert result is not None and result.escalated and len(entries) == 2
+    never = dataclasses.replace(worker, min_margin=0.0, escalate_to="controller")
+    result, entries, _ = await run_worker(ctx(), never, text, "n")
+    assert result is not None and not result.escalated and len(entries) == 1
+    orch.close()

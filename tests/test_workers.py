@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pytest
 from langgraph.graph import END, START, StateGraph
+from loopback import Loopback
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -19,6 +20,7 @@ from orchestrator import (
     worker_node,
 )
 from orchestrator.testing import ScriptedChatModel
+from orchestrator.tracing.store import decode_attributes
 from orchestrator.validators import adds_no_facts, keeps_facts, names_in, rewrites, within_words
 from support import PRICES
 
@@ -141,4 +143,116 @@ async def test_an_empty_text_output_is_invalid(settings: Settings, reply: str) -
     orch, _ = run_one(settings, [reply, reply], [], summarize_worker(escalate_to=()))
     result = await orch.arun("g", SOURCE)
     assert result.status == "failed" and "empty" in (result.error or "")
+    orch.close()
+
+
+LABELS = ["card_arrival", "card_lost", "refund"]
+
+
+@pytest.fixture
+async def http_clients():  # type: ignore[no-untyped-def]
+    from orchestrator.providers.http import aclose_clients, reset_model_states
+
+    reset_model_states()
+    yield
+    await aclose_clients()
+    reset_model_states()
+
+
+def confidence_server(loopback: Loopback, unsure_words: str = "maybe") -> dict[str, list[dict[str, Any]]]:
+    """Two models on one loopback server, told apart by model name. The workhorse labels by a keyword and
+    is unsure (a small lead of its label token) when the text holds `unsure_words`; the racehorse labels
+    every text `card_lost`, sure. Replies come from each request's own text."""
+    import json as _json
+
+    from wire import openai_stream, openai_usage
+
+    seen: dict[str, list[dict[str, Any]]] = {"small": [], "big": []}
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        body = request.json()
+        text = body["messages"][-1]["content"]
+        if body["model"] == "small":
+            seen["small"].append(body)
+            label = "card_arrival" if "card" in text else "refund"
+            lead = (-0.6, -0.9) if unsure_words in text else (-0.01, -5.0)
+            reply = _json.dumps({"label": label})
+            return openai_stream(
+                [reply], openai_usage(50, 5), logprobs=[lead] if body.get("logprobs") else None
+            )
+        seen["big"].append(body)
+        return openai_stream([_json.dumps({"label": "card_lost"})], openai_usage(50, 5))
+
+    loopback.handle("/v1/chat/completions", answer)
+    return seen
+
+
+def router_orch(settings: Settings, loopback, worker) -> Orchestrator:  # type: ignore[no-untyped-def]
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("triage", worker_node(worker, into="answer"))
+    g.add_edge(START, "triage")
+    g.add_edge("triage", END)
+    url = loopback.url + "/v1"
+    return Orchestrator(
+        settings=settings,
+        slots={
+            "classify": SlotConfig(
+                model="openai-compat:small", base_url=url, role="workhorse", prices=PRICES
+            ),
+            "controller": SlotConfig(
+                model="openai-compat:big", base_url=url, role="racehorse", prices=PRICES
+            ),
+        },
+        graphs={"g": g},
+    )
+
+
+async def test_a_worker_routes_unsure_answers_to_the_racehorse_by_the_margin_of_its_label(
+    settings: Settings, loopback, http_clients
+) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator import classify_worker
+
+    seen = confidence_server(loopback)
+    worker = classify_worker("triage", LABELS, "Triage", min_margin=1.0)
+    orch = router_orch(settings, loopback, worker)
+    sure = await orch.arun("g", "my card has not come")
+    assert sure.status == "ok" and sure.answer == '{"label": "card_arrival"}'  # lead 4.99: kept
+    unsure = await orch.arun("g", "maybe my card has not come")
+    assert unsure.status == "ok" and unsure.answer == '{"label": "card_lost"}'  # lead 0.3: the racehorse's
+    assert all(b["logprobs"] is True and b["top_logprobs"] == 5 for b in seen["small"])
+    assert len(seen["small"]) == 2 and len(seen["big"]) == 1  # no repair of a valid answer: straight up
+    assert "logprobs" not in seen["big"][0]  # the top of the chain is not asked how sure it is
+    assert orch.store is not None
+    nodes = {
+        run.run_id: next(
+            decode_attributes(s) for s in orch.store.run_spans(run.run_id) if s["kind"] == "node"
+        )
+        for run in (sure, unsure)
+    }
+    assert nodes[sure.run_id]["orchestrator.worker.route"] == "kept"
+    assert nodes[unsure.run_id]["orchestrator.worker.route"] == "escalated"
+    assert nodes[unsure.run_id]["orchestrator.worker.margin"] == pytest.approx(0.3)
+    assert nodes[unsure.run_id]["orchestrator.worker.escalations"] == 1
+    orch.close()
+
+
+async def test_an_unsure_answer_stands_when_nothing_up_the_chain_is_valid_and_with_no_chain_none_is_asked(
+    settings: Settings, loopback, http_clients
+) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from orchestrator import classify_worker
+
+    seen = confidence_server(loopback)
+    narrow = classify_worker("triage", ["card_arrival", "refund"], "Triage", min_margin=1.0)
+    orch = router_orch(settings, loopback, narrow)  # the racehorse's card_lost is not one of these labels
+    result = await orch.arun("g", "maybe my card has not come")
+    assert result.status == "ok" and result.answer == '{"label": "card_arrival"}'  # valid, if unsure
+    orch.close()
+    seen["small"].clear()
+    alone = dataclasses.replace(narrow, escalate_to=())
+    orch = router_orch(settings, loopback, alone)
+    result = await orch.arun("g", "maybe my card has not come")
+    assert result.answer == '{"label": "card_arrival"}'
+    assert "logprobs" not in seen["small"][0]  # nowhere to route to: the margin is not asked for
     orch.close()

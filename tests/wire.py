@@ -24,17 +24,24 @@ def openai_stream(
     *,
     tool_calls: list[tuple[str, str, list[str]]] = (),  # type: ignore[assignment]
     model: str = "gpt-4o-mini-2024-07-18",
+    logprobs: list[tuple[float, float]] | None = None,
     **reply: Any,
 ) -> Reply:
-    """A streamed chat completion: a role chunk, text deltas, tool-call deltas, finish, usage, [DONE]."""
+    """A streamed chat completion: a role chunk, text deltas (each with its logprobs when `logprobs` gives
+    (chosen, runner-up) per text), tool-call deltas, finish, usage, [DONE]."""
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        return sse(
-            {"id": "c1", "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        )
+    def chunk(delta: dict[str, Any], finish: str | None = None, scores: Any = None) -> str:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if scores is not None:
+            chosen, rival = scores
+            top = [{"token": delta["content"], "logprob": chosen}, {"token": "~", "logprob": rival}]
+            choice["logprobs"] = {
+                "content": [{"token": delta["content"], "logprob": chosen, "top_logprobs": top}]
+            }
+        return sse({"id": "c1", "model": model, "choices": [choice]})
 
     events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": t}) for t in texts]
+    events += [chunk({"content": t}, scores=logprobs[n] if logprobs else None) for n, t in enumerate(texts)]
     for i, (call_id, name, parts) in enumerate(tool_calls):
         events.append(
             chunk(

@@ -362,6 +362,7 @@ class HttpChatModel(BaseChatModel):
             "usage": c.usage.to_dict(),
             "usage_estimated": c.usage.estimated,
             "rate_limits": dict(c.rate_limits),
+            **({"margin": c.draft.margin} if c.draft.margin is not None else {}),
             **c.extra,
         }
 

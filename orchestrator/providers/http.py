@@ -105,6 +105,7 @@ class Draft:
     usage: Usage | None = None
     finish_reason: str | None = None
     model: str | None = None
+    margin: float | None = None  # with logprobs asked for: the least sure token's lead over its runner-up
 
 
 @dataclass

@@ -35,6 +35,7 @@ import numpy as np
 __all__ = ["Completion", "LlamaEngine", "PromptTooLong"]
 
 _KV_FILES_KEPT = 48  # prefix states kept on disk per directory (oldest removed first)
+_RIVALS = 8  # the top candidates a token's margin is measured against
 _CANDIDATE_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
@@ -55,6 +56,7 @@ class Completion:
     prompt_eval_s: float
     generation_s: float
     grammar_fallbacks: int  # tokens the model preferred that the grammar refused
+    margin: float | None = None  # asked for: the least sure step's lead over its runner-up (see `complete`)
 
 
 class LlamaEngine:
@@ -233,9 +235,16 @@ class LlamaEngine:
         min_p: float = 0.05,
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
+        confidence: bool = False,
     ) -> Completion:
         """Generate a reply to `messages`, constrained by a GBNF `grammar` when given; `on_text` gets the
-        text as it is generated, piece by piece (whole UTF-8 characters)."""
+        text as it is generated, piece by piece (whole UTF-8 characters).
+
+        `confidence`: measure the model's `margin`, how sure it was of its least sure choice. At each step
+        where the grammar leaves it a choice among its top candidates, the lead of the chosen token's
+        log-probability over the best other token the grammar allows; the smallest lead over the reply
+        (None when every step was forced). A label the model hesitated over has a small margin.
+        """
         lib = self._lib
         start = time.perf_counter()
         prompt = self.render(messages)
@@ -256,6 +265,7 @@ class LlamaEngine:
         rng = np.random.default_rng(seed)
         out: list[int] = []
         fallbacks = 0
+        margin: float | None = None
         first: float | None = None
         finish = "length"
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore") if on_text is not None else None
@@ -266,6 +276,10 @@ class LlamaEngine:
                 if sampler is not None and not self._allows(sampler, token):
                     fallbacks += 1
                     token = self._pick(self._constrained(sampler, logits), temperature, top_k, min_p, rng)
+                if confidence:
+                    lead = self._lead(sampler, logits, token)
+                    if lead is not None and (margin is None or lead < margin):
+                        margin = lead
                 if first is None:
                     first = time.perf_counter()
                 if lib.llama_vocab_is_eog(self._vocab, token):
@@ -296,7 +310,19 @@ class LlamaEngine:
             prompt_eval_s=prompt_done - start,
             generation_s=end - (first or prompt_done),
             grammar_fallbacks=fallbacks,
+            margin=margin,
         )
+
+    def _lead(self, grammar: Any, logits: np.ndarray, token: int) -> float | None:
+        """How far the chosen token's log-probability leads the best other allowed one among the top
+        candidates (logit differences are log-probability differences), or None when it had no rival."""
+        top = np.argpartition(logits, -_RIVALS)[-_RIVALS:]
+        rivals = [
+            int(t) for t in top if int(t) != token and (grammar is None or self._allows(grammar, int(t)))
+        ]
+        if not rivals:
+            return None
+        return float(logits[token] - max(logits[t] for t in rivals))
 
     @staticmethod
     def _pick(

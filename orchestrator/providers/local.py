@@ -143,6 +143,7 @@ class LocalChatModel(BaseChatModel):
                     grammar=grammar,
                     seed=kwargs.get("seed"),
                     on_text=None if stop else kwargs.get("on_text"),  # stop strings cut the text afterwards
+                    confidence=bool(kwargs.get("logprobs")),
                 )
             except PromptTooLong as exc:
                 raise PromptTooLongError(f"{self.model_name}: {exc}") from None
@@ -170,6 +171,7 @@ class LocalChatModel(BaseChatModel):
                 "generation_ms": done.generation_s * 1000,
                 "prompt_eval_ms": done.prompt_eval_s * 1000,
                 "grammar_fallbacks": done.grammar_fallbacks,
+                **({"margin": done.margin} if kwargs.get("logprobs") else {}),
             },
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])

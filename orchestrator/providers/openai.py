@@ -39,6 +39,25 @@ def _content(m: BaseMessage) -> Any:
     return m.content if isinstance(m.content, list) else str(m.content)
 
 
+def least_margin(margin: float | None, logprobs: Any) -> float | None:
+    """The smallest lead of a chosen token's log-probability over its best alternative, over `margin` and
+    the tokens of a `logprobs` block (`{"content": [{"token", "logprob", "top_logprobs": [...]}]}`)."""
+    for item in (logprobs or {}).get("content") or () if isinstance(logprobs, dict) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("logprob"), (int, float)):
+            continue
+        rivals = [
+            float(alt["logprob"])
+            for alt in item.get("top_logprobs") or ()
+            if isinstance(alt, dict)
+            and alt.get("token") != item.get("token")
+            and isinstance(alt.get("logprob"), (int, float))
+        ]
+        if rivals:
+            lead = float(item["logprob"]) - max(rivals)
+            margin = lead if margin is None else min(margin, lead)
+    return margin
+
+
 def openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """LangChain messages in the chat-completions wire form."""
     out: list[dict[str, Any]] = []
@@ -95,6 +114,7 @@ class _Stream(StreamState):
             if calls:
                 self._tool_deltas(calls)
                 out = out or ""
+            d.margin = least_margin(d.margin, choice.get("logprobs"))
             if choice.get("finish_reason"):
                 d.finish_reason = str(choice["finish_reason"])
         return out
@@ -136,6 +156,7 @@ class _OpenAI(Protocol):
             usage=openai_usage(data.get("usage")),
             finish_reason=choice.get("finish_reason"),
             model=data.get("model"),
+            margin=least_margin(None, choice.get("logprobs")),
         )
 
     def stream_state(self) -> StreamState:
@@ -216,6 +237,9 @@ class OpenAIChatModel(HttpChatModel):
             )
         if kwargs.get("parallel_tool_calls") is not None:
             body["parallel_tool_calls"] = bool(kwargs["parallel_tool_calls"])
+        if kwargs.get("logprobs"):  # the reply's margin (see `least_margin`): how sure the model was
+            body["logprobs"] = True
+            body["top_logprobs"] = 5
         body.update(kwargs.get("extra_body") or {})
         return body
 

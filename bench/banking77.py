@@ -1,0 +1,330 @@
+"""Banking77 intent classification: the local workhorse, the local racehorse, and the workhorse routing its
+unsure answers to the racehorse.
+
+The built-in `classify` worker with all 77 Banking77 labels (from `categories.json`), constrained by a
+grammar, so every answer is a valid label: validation never escalates here, confidence does. Confidence is
+the workhorse's margin (`Worker.min_margin`): how far its least sure token led the best rival token the
+grammar allowed, in log-probability.
+
+- The threshold is tuned on a fixed sample of the *training* split (120 items): the smallest margin at
+  which the routed pair reaches 97 % of the racehorse's accuracy there (a little above the 95 % goal, for
+  the gap between splits).
+- Everything is reported on a fixed sample of the *test* split (300 items, seed 77), never tuned on.
+- Each model answers every item once, with its margin. The routed row applies the worker's own rule
+  (`Worker.min_margin`: an invalid answer, or a valid one with a smaller margin, goes up) to those answers;
+  the worker itself (`run_worker`, the racehorse at the top of its chain) runs the first CHECK_N test
+  items as a check that it routes and answers the same way.
+- Cost two ways: at price-table prices, as if the pair were gpt-4o-mini (workhorse) and gpt-4o
+  (racehorse), with the local models' own token counts; and as local compute seconds.
+
+Data: ../shared/data/intents/banking77 (PolyAI, CC-BY-4.0). Run: `.venv/bin/python bench/banking77.py`
+(about 30 minutes on 2 idle cores; writes its section into docs/benchmarks.md) or `--json` (prints only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
+from opentelemetry.trace import NoOpTracer  # noqa: E402
+
+from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
+from orchestrator.calls import call_model  # noqa: E402
+from orchestrator.catalog import Catalog  # noqa: E402
+from orchestrator.config import Limits  # noqa: E402
+from orchestrator.context import RunContext  # noqa: E402
+from orchestrator.ledger import Budget, BudgetMeter, LedgerEntry  # noqa: E402
+from orchestrator.pricing import Usage, cost_usd, shipped_table  # noqa: E402
+from orchestrator.workers import Worker, classify_worker  # noqa: E402
+from orchestrator.workhorse import run_worker  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "intents" / "banking77"
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Banking77: workhorse, racehorse, and routing by confidence"
+TEST_N, TUNE_N, CHECK_N = 300, 120, 40
+TARGET = 0.97  # of the racehorse's accuracy on the tuning sample
+PAIR = ("gpt-4o-mini", "gpt-4o")  # the API pair the token counts are priced as
+
+
+@dataclasses.dataclass
+class Answer:
+    label: str | None
+    margin: float | None
+    compute_ms: float
+    input_tokens: int
+    output_tokens: int
+    ttft_ms: float | None
+
+
+def rows(name: str) -> list[tuple[str, str]]:
+    with (DATA / name).open(encoding="utf-8", newline="") as f:
+        return [(r["text"], r["category"]) for r in csv.DictReader(f)]
+
+
+def context(orch: Orchestrator, worker: Worker) -> RunContext:
+    return RunContext(
+        run_id="bench",
+        slots=dict(orch.slots),
+        models={s: orch.model_for(s) for s in orch.slots},
+        catalog=Catalog([]),
+        workers={worker.name: worker},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )
+
+
+def totals(entries: Sequence[LedgerEntry]) -> tuple[float, int, int]:
+    return (
+        sum(e["compute_ms"] or 0.0 for e in entries),
+        sum(e["input_tokens"] for e in entries),
+        sum(e["output_tokens"] for e in entries),
+    )
+
+
+async def ask(ctx: RunContext, worker: Worker, slot: str, text: str) -> Answer:
+    """One model alone: the worker's prompt and grammar, with its margin."""
+    messages = [SystemMessage(worker.instructions), HumanMessage(text)]
+    msg, entries = await call_model(
+        ctx,
+        slot,
+        "bench",
+        messages,
+        max_tokens=worker.max_tokens,
+        schema=worker.schema(),
+        options={"logprobs": True},
+    )
+    assert worker.output is not None
+    try:
+        label: str | None = worker.output.model_validate_json(str(msg.content)).label  # type: ignore[attr-defined]
+    except ValueError:
+        label = None
+    compute, tokens_in, tokens_out = totals(entries)
+    margin = msg.response_metadata.get("margin")
+    return Answer(label, margin, compute, tokens_in, tokens_out, entries[0]["ttft_ms"] if entries else None)
+
+
+async def routed(ctx: RunContext, worker: Worker, text: str) -> tuple[str | None, bool, list[LedgerEntry]]:
+    """The worker as a user runs it: the workhorse, up the chain when unsure."""
+    result, entries, _ = await run_worker(ctx, worker, text, "bench")
+    label = result.value["label"] if result is not None else None
+    return label, bool(result is not None and result.escalated), entries
+
+
+def usd(model: str, tokens_in: int, tokens_out: int) -> float:
+    prices = shipped_table().lookup(model)
+    assert prices is not None, model
+    return cost_usd(Usage(input_tokens=tokens_in, output_tokens=tokens_out), prices) or 0.0
+
+
+def unsure(answer: Answer, t: float) -> bool:
+    """Would the worker send this answer up (`Worker.min_margin` = t)? Invalid, or valid with a smaller margin."""
+    return answer.label is None or (answer.margin is not None and answer.margin < t)
+
+
+def combine(small: Sequence[Answer], large: Sequence[Answer], expected: Sequence[str], t: float) -> float:
+    """Accuracy of answering from the small model unless it is unsure at `t`."""
+    right = 0
+    for s, big, want in zip(small, large, expected, strict=True):
+        right += (big.label if unsure(s, t) else s.label) == want
+    return right / len(expected)
+
+
+def tune(small: Sequence[Answer], large: Sequence[Answer], expected: Sequence[str]) -> float:
+    """The smallest threshold at which the routed pair reaches TARGET of the large model's accuracy."""
+    goal = TARGET * sum(b.label == w for b, w in zip(large, expected, strict=True)) / len(expected)
+    for t in sorted({0.0, *(s.margin for s in small if s.margin is not None)}):
+        if combine(small, large, expected, t) >= goal:
+            return t
+    return float("inf")
+
+
+async def main() -> dict[str, Any]:
+    labels = json.loads((DATA / "categories.json").read_text(encoding="utf-8"))
+    test = random.Random(77).sample(rows("test.csv"), TEST_N)
+    train = random.Random(7).sample(rows("train.csv"), TUNE_N)
+    orch = Orchestrator(
+        settings=Settings(),
+        slots={
+            "controller": SlotConfig(model="local:qwen2.5-1.5b", role="racehorse"),
+            "classify": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+        },
+        tools=[],
+    )
+    tuned = set(train)
+    pool = [r for r in rows("train.csv") if r not in tuned]
+    random.Random(3).shuffle(pool)
+    shots = [
+        next(r for r in pool if r[1] == label) for label in labels
+    ]  # one per label, apart from the tuning items
+    worker = classify_worker(
+        "banking77", labels, "Classify a bank customer's message by what they want", shots=shots
+    )
+    started = time.perf_counter()
+    runs: dict[str, dict[str, list[Answer]]] = {}
+    for split, items in (("tune", train), ("test", test)):
+        runs[split] = {}
+        for slot in ("classify", "controller"):
+            out = []
+            for n, (text, _) in enumerate(items, 1):
+                out.append(await ask(context(orch, worker), worker, slot, text))
+                if n % 50 == 0:
+                    print(f"{split} {slot}: {n}/{len(items)}", file=sys.stderr, flush=True)
+            runs[split][slot] = out
+    threshold = tune(runs["tune"]["classify"], runs["tune"]["controller"], [w for _, w in train])
+    router = dataclasses.replace(worker, min_margin=threshold, escalate_to="controller")
+    checked = []  # the worker itself on the first CHECK_N test items: its answers must be the rule's
+    for text, _ in test[:CHECK_N]:
+        label, up, entries = await routed(context(orch, router), router, text)
+        checked.append((label, up, sum(e["compute_ms"] or 0.0 for e in entries)))
+    orch.close()
+    expected = [w for _, w in test]
+    small, large = runs["test"]["classify"], runs["test"]["controller"]
+
+    def figures(answers: Sequence[Answer], model: str) -> dict[str, Any]:
+        return {
+            "accuracy": sum(a.label == w for a, w in zip(answers, expected, strict=True)) / len(expected),
+            "usd_per_1k": sum(usd(model, a.input_tokens, a.output_tokens) for a in answers)
+            / len(answers)
+            * 1000,
+            "compute_s_per_1k": sum(a.compute_ms for a in answers) / len(answers),
+            "p50_ttft_ms": statistics.median(a.ttft_ms for a in answers if a.ttft_ms is not None),
+            "tokens_in_mean": statistics.fmean(a.input_tokens for a in answers),
+        }
+
+    work, race = figures(small, PAIR[0]), figures(large, PAIR[1])
+    ups = [unsure(s, threshold) for s in small]
+    pair_labels = [b.label if up else s.label for s, b, up in zip(small, large, ups, strict=True)]
+    pair_usd = sum(
+        usd(PAIR[0], s.input_tokens, s.output_tokens)
+        + (usd(PAIR[1], b.input_tokens, b.output_tokens) if up else 0)
+        for s, b, up in zip(small, large, ups, strict=True)
+    )
+    pair_compute = sum(
+        s.compute_ms + (b.compute_ms if up else 0) for s, b, up in zip(small, large, ups, strict=True)
+    )
+    agree = sum((label, up) == (pair_labels[n], ups[n]) for n, (label, up, _) in enumerate(checked))
+    pair = {
+        "accuracy": sum(a == w for a, w in zip(pair_labels, expected, strict=True)) / len(expected),
+        "escalation_rate": sum(ups) / len(expected),
+        "usd_per_1k": pair_usd / len(expected) * 1000,
+        "compute_s_per_1k": pair_compute / len(expected),
+        "worker_checked": len(checked),
+        "worker_agrees": agree,
+        "worker_compute_s_per_1k": sum(c for _, _, c in checked) / len(checked) if checked else None,
+        "rule_compute_s_per_1k_same_items": (
+            sum(
+                s.compute_ms + (b.compute_ms if up else 0)
+                for s, b, up in list(zip(small, large, ups, strict=True))[:CHECK_N]
+            )
+            / CHECK_N
+        ),
+    }
+    margins_right = [
+        s.margin for s, w in zip(small, expected, strict=True) if s.label == w and s.margin is not None
+    ]
+    margins_wrong = [
+        s.margin for s, w in zip(small, expected, strict=True) if s.label != w and s.margin is not None
+    ]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu()}",
+        "test_items": TEST_N,
+        "tune_items": TUNE_N,
+        "threshold": threshold,
+        "workhorse": work,
+        "racehorse": race,
+        "routed": pair,
+        "ratios": {
+            "accuracy_vs_racehorse": pair["accuracy"] / race["accuracy"] if race["accuracy"] else None,
+            "usd_vs_racehorse": pair["usd_per_1k"] / race["usd_per_1k"],
+            "compute_vs_racehorse": pair["compute_s_per_1k"] / race["compute_s_per_1k"],
+            "workhorse_compute_vs_racehorse": work["compute_s_per_1k"] / race["compute_s_per_1k"],
+        },
+        "median_margin_right": statistics.median(margins_right) if margins_right else None,
+        "median_margin_wrong": statistics.median(margins_wrong) if margins_wrong else None,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def render(r: dict[str, Any]) -> str:
+    w, race, p, q = r["workhorse"], r["racehorse"], r["routed"], r["ratios"]
+    lines = [
+        SECTION,
+        "",
+        f"Measured {r['date']} on {r['machine']} by `bench/banking77.py`: {r['test_items']} test items "
+        f"(seeded sample of the test split), 77 labels under a grammar; threshold tuned on {r['tune_items']} "
+        f"training items: margin < {r['threshold']:.3f} escalates. Prices as {PAIR[0]} (workhorse) and "
+        f"{PAIR[1]} (racehorse), with the local models' token counts.",
+        "",
+        "| configuration | accuracy | escalated | USD per 1k items | compute s per 1k items | p50 TTFT |",
+        "|---|---|---|---|---|---|",
+        f"| workhorse alone (Qwen2.5-0.5B) | {w['accuracy']:.1%} | - | ${w['usd_per_1k']:.3f} | "
+        f"{w['compute_s_per_1k']:.0f} | {w['p50_ttft_ms']:.0f} ms |",
+        f"| racehorse alone (Qwen2.5-1.5B) | {race['accuracy']:.1%} | - | ${race['usd_per_1k']:.3f} | "
+        f"{race['compute_s_per_1k']:.0f} | {race['p50_ttft_ms']:.0f} ms |",
+        f"| workhorse, unsure answers to the racehorse | {p['accuracy']:.1%} | {p['escalation_rate']:.1%} | "
+        f"${p['usd_per_1k']:.3f} | {p['compute_s_per_1k']:.0f} | - |",
+        "",
+        f"- Routed accuracy is {q['accuracy_vs_racehorse']:.1%} of the racehorse's (goal >= 95 %), at "
+        f"{q['usd_vs_racehorse']:.1%} of its price-table cost (goal <= 30 %) and {q['compute_vs_racehorse']:.1%} "
+        f"of its local compute (goal <= 50 %). The workhorse alone takes {q['workhorse_compute_vs_racehorse']:.1%} "
+        "of the racehorse's compute.",
+        f"- The routed row applies the worker's rule (`min_margin`: invalid, or valid with a smaller margin, goes "
+        f"up) to both models' answers on all {r['test_items']} items; the worker itself (`run_worker`, the "
+        f"racehorse at the top of its chain) ran the first {p['worker_checked']} and agreed on "
+        f"{p['worker_agrees']} (label and route); its compute there was {p['worker_compute_s_per_1k']:.0f} s per 1k "
+        f"items against the rule's {p['rule_compute_s_per_1k_same_items']:.0f}.",
+        f"- The workhorse's median margin: {_num(r['median_margin_right'])} on its right answers, "
+        f"{_num(r['median_margin_wrong'])} on its wrong ones.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def write(section: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    start = text.find(SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    result = asyncio.run(main())
+    print(json.dumps(result, indent=2))
+    if "--json" not in sys.argv:
+        write(render(result))
