@@ -363,7 +363,8 @@ async def controller_step(
                 for p in check_worker_input(part["text"], request_evidence)
             ]
 
-        schema = plan_schema(list(workers), spans)
+        capabilities = ctx.slots[parts.slot].profile.capabilities
+        schema = plan_schema(list(workers), spans, many=capabilities.tool_calling)
         decision, _ = await _decide(
             ctx,
             parts.slot,

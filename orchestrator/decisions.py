@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.catalog import Catalog
-from orchestrator.plan import MAX_PARTS, TASK_MAX, Part, new_part, plan_json
+from orchestrator.plan import MAX_PARTS, MAX_TEXTS, TASK_MAX, Part, new_part, plan_json
 
 __all__ = [
     "MAX_BOUND_TOOLS",
@@ -176,7 +176,16 @@ def parse_plan(text: str, workers: Sequence[str]) -> Decision:
             worker = _text(item, "worker", "plan")
             if worker not in workers:
                 raise DecisionError(f"part {n}: unknown worker {worker!r}; workers: {', '.join(workers)}")
-            parts.append(new_part(worker=worker, text=_text(item, "text", "plan")))
+            texts = item.get("text")
+            if isinstance(texts, list):  # several texts for one worker: a part each, fanned out together
+                if not texts or len(texts) > MAX_TEXTS:
+                    raise DecisionError(f"part {n}: give the worker 1 to {MAX_TEXTS} texts; got {len(texts)}")
+                for k, text in enumerate(texts, 1):
+                    if not isinstance(text, str) or not text.strip():
+                        raise DecisionError(f"part {n}: text {k} must be a non-empty string")
+                    parts.append(new_part(worker=worker, text=text.strip()))
+            else:
+                parts.append(new_part(worker=worker, text=_text(item, "text", "plan")))
         else:
             raise DecisionError(f'part {n} must be {{"tool": ...}} or {{"worker": ..., "text": ...}}')
     return Decision("plan", plan=tuple(parts))

@@ -34,6 +34,7 @@ __all__ = [
 
 PartStatus = Literal["pending", "searched", "done", "failed"]
 MAX_PARTS = 4
+MAX_TEXTS = 32  # texts one worker part may fan out over (a model that delegates several at once)
 TASK_MAX = 120
 
 
@@ -77,8 +78,11 @@ def current_part(plan: Sequence[Part] | None) -> int | None:
     return None
 
 
-def plan_schema(workers: Sequence[str], spans: Sequence[str]) -> dict[str, Any]:
-    """The JSON schema of a plan: tool parts, and worker parts only where the request has text to give."""
+def plan_schema(workers: Sequence[str], spans: Sequence[str], many: bool = False) -> dict[str, Any]:
+    """The JSON schema of a plan: tool parts, and worker parts only where the request has text to give.
+
+    `many`: a worker part may give a list of texts (for a model that makes parallel calls): each becomes a
+    part of its own, and they fan out together."""
     item_options: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -87,10 +91,20 @@ def plan_schema(workers: Sequence[str], spans: Sequence[str]) -> dict[str, Any]:
         }
     ]
     if workers and spans:
+        text: dict[str, Any] = {"enum": list(spans)}
+        if many:
+            several = {
+                "type": "array",
+                "items": {"enum": list(spans)},
+                "minItems": 1,
+                "maxItems": MAX_TEXTS,
+                "description": "several texts for the worker: each is done on its own, all at once",
+            }
+            text = {"anyOf": [text, several]}
         item_options.append(
             {
                 "type": "object",
-                "properties": {"worker": {"enum": list(workers)}, "text": {"enum": list(spans)}},
+                "properties": {"worker": {"enum": list(workers)}, "text": text},
                 "required": ["worker", "text"],
             }
         )

@@ -593,3 +593,66 @@ def test_a_reply_of_parallel_calls_reads_as_one_decision_per_call() -> None:
     bad = AIMessage("", tool_calls=[{"name": "rm_rf", "args": {}, "id": "c"}, *reply.tool_calls])
     with pytest.raises(DecisionError, match="'rm_rf' is not one of the tools found"):
         parse_decisions(decision_text(bad, form), ["date_diff"], allowed=("call_tool", "skip"))
+
+
+async def test_a_delegation_with_a_list_of_texts_fans_out_and_keeps_each_result_in_order(
+    loopback: Loopback, settings: Settings
+) -> None:
+    """A tool-calling controller gives one worker part several texts: each becomes a part of its own, they
+    run together (one worker node each), the results come back in the order given, and one text whose
+    output stays invalid fails alone."""
+    from orchestrator import classify_worker
+
+    texts = ["my card never came", "I want a refund now", "zzkq garbled", "where is my new card"]
+    request = "Classify each message: " + " ".join(f"'{t}'" for t in texts)
+    plan_sent: list[dict[str, Any]] = []
+
+    def label_of(text: str) -> str:
+        if "garbled" in text:
+            return "not json"  # invalid on every model: that text fails
+        return json.dumps({"label": "card_arrival" if "card" in text else "refund"})
+
+    def answer(request_: Request) -> Reply:
+        body = request_.json()
+        last = _text(body["messages"][-1]["content"])
+        if body["model"] == "small" or not body.get("tools"):  # the workhorse, or the racehorse escalated to
+            first = next(_text(m["content"]) for m in body["messages"] if m["role"] == "user")
+            return openai_stream([label_of(first)], openai_usage(40, 5))
+        choice = body["tool_choice"]
+        name = choice["function"]["name"] if isinstance(choice, dict) else choice
+        if name == "plan":
+            plan_sent.append(body["tools"][0]["function"]["parameters"])
+            args: dict[str, Any] = {"plan": [{"worker": "triage", "text": texts}]}
+        else:
+            results = re.findall(r"^- (.+?): (.+)$", last, flags=re.M)
+            args = {"answer": "; ".join(f"{w}: {v}" for w, v in results)}
+        return openai_stream([], openai_usage(300, 20), tool_calls=[("c1", name, [json.dumps(args)])])
+
+    loopback.handle("/v1/chat/completions", answer)
+    url = loopback.url + "/v1"
+    orch = Orchestrator(
+        settings=settings,
+        slots={
+            "controller": SlotConfig(model="openai-compat:big", base_url=url, role="racehorse", prices=PRICE),
+            "classify": SlotConfig(model="openai-compat:small", base_url=url, role="workhorse", prices=PRICE),
+        },
+        tools=TOOLS,
+        workers=[classify_worker("triage", ["card_arrival", "refund"], "Classify a customer message")],
+        graphs={"agent": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=8),
+    )
+    result = await orch.arun("agent", request)
+    assert result.status == "ok", result.error
+    worker_text = plan_sent[0]["properties"]["plan"]["items"]
+    assert "array" in json.dumps(worker_text)  # the list form is offered to a tool-calling controller
+    labels = [r["value"]["label"] for r in result.results]
+    assert sorted(labels) == ["card_arrival", "card_arrival", "refund"]
+    said = re.findall(r"card_arrival|refund|could not be done", result.answer or "")
+    assert said == ["card_arrival", "refund", "could not be done", "card_arrival"], result.answer  # in order
+    assert orch.store is not None
+    workers = [
+        s for s in orch.store.run_spans(result.run_id) if s["kind"] == "node" and s["node"] == "worker"
+    ]
+    assert len(workers) == 4  # one worker node per text, run together:
+    assert max(w["start_ns"] for w in workers) < min(w["end_ns"] for w in workers)
+    orch.close()
