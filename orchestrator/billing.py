@@ -79,9 +79,9 @@ class Charge:
     ttft_ms: float | None = None
     compute_ms: float | None = None
 
-    def entry(self, node: str, role: str | None) -> LedgerEntry:
-        """This charge as a run ledger entry under `node`."""
-        return LedgerEntry(
+    def entry(self, node: str, role: str | None, attempt: str | None = None) -> LedgerEntry:
+        """This charge as a run ledger entry under `node` (`attempt`: a worker's "repair" or "escalation")."""
+        entry = LedgerEntry(
             node=node,
             kind="model",
             name=self.model,
@@ -93,6 +93,9 @@ class Charge:
             ttft_ms=self.ttft_ms,
             compute_ms=self.compute_ms,
         )
+        if attempt is not None:
+            entry["attempt"] = attempt
+        return entry
 
 
 PriceOf = Callable[[str], Prices | None]

@@ -51,6 +51,7 @@ async def call_model(
     options: dict[str, Any] | None = None,
     parent: Span | None = None,
     on_text: Callable[[str, bool], None] | None = None,
+    attempt: str | None = None,
 ) -> tuple[AIMessage, list[LedgerEntry]]:
     """Call the model bound to `slot`, after checking the budget against the worst case.
 
@@ -61,6 +62,8 @@ async def call_model(
 
     The reply's text goes, as it arrives, to `on_text(text, restart)` and to the run's text sink: a model
     that streams delivers it in pieces, any other model in one piece when it has answered.
+
+    `attempt` marks the entries of a worker's "repair" or "escalation" call, which the ledger counts.
     """
     binding = ctx.slots[slot]
     profile = binding.profile
@@ -122,7 +125,7 @@ async def call_model(
                 charges = bill(
                     None, getattr(exc, "attempts", []), model=profile.name, price_of=price_of, wall_ms=wall_ms
                 )
-                entries = [c.entry(node, binding.role) for c in charges]
+                entries = [c.entry(node, binding.role, attempt) for c in charges]
                 if charges:
                     used, cost = total(charges)
                     span.set_attributes(
@@ -156,7 +159,7 @@ async def call_model(
             served = binding.profile_of(str(meta.get("served_by") or profile.name))
             attempts = list(meta.get("attempts") or [])
             charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
-            entries = [c.entry(node, binding.role) for c in charges]
+            entries = [c.entry(node, binding.role, attempt) for c in charges]
             usage = charges[-1].usage
             used, cost = total(charges)
             ttft = meta.get("ttft_ms")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,6 +56,7 @@ class LedgerEntry(TypedDict):
     wall_ms: float
     ttft_ms: float | None
     compute_ms: float | None
+    attempt: NotRequired[str]  # a worker's "repair" or "escalation" call (absent: a first call)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ class LedgerLine(TypedDict):
     ttft_ms_total: float
     ttft_calls: int
     compute_ms: float
+    repairs: NotRequired[int]  # calls that repaired a worker's invalid output (absent before 0.3)
+    escalations: NotRequired[int]  # calls that took a worker's task up its chain
 
 
 def _line(e: LedgerEntry) -> LedgerLine:
@@ -167,6 +170,8 @@ def _line(e: LedgerEntry) -> LedgerLine:
         ttft_ms_total=e["ttft_ms"] or 0.0,
         ttft_calls=int(e["ttft_ms"] is not None),
         compute_ms=e["compute_ms"] or 0.0,
+        repairs=int(e.get("attempt") == "repair"),
+        escalations=int(e.get("attempt") == "escalation"),
     )
 
 
@@ -180,6 +185,8 @@ _SUMMED = (
     "ttft_ms_total",
     "ttft_calls",
     "compute_ms",
+    "repairs",
+    "escalations",
 )
 
 
@@ -193,7 +200,7 @@ def merge_ledger(left: dict[str, LedgerLine], right: dict[str, LedgerLine]) -> d
         else:
             merged = dict(have)
             for f in _SUMMED:
-                merged[f] = have[f] + line[f]  # type: ignore[literal-required]
+                merged[f] = have.get(f, 0) + line.get(f, 0)  # type: ignore[operator]
             out[key] = merged  # type: ignore[assignment]
     return out
 
@@ -220,6 +227,8 @@ class NodeCost:
     unpriced_calls: int
     wall_ms: float
     ttft_ms: float | None
+    repairs: int = 0  # a worker's calls that repaired an invalid output
+    escalations: int = 0  # a worker's calls up its escalation chain
 
 
 @dataclass(frozen=True)
@@ -285,6 +294,8 @@ class Ledger:
                     unpriced_calls=sum(e["unpriced_calls"] for e in es),
                     wall_ms=sum(e["wall_ms"] for e in es),
                     ttft_ms=(sum(e["ttft_ms_total"] for e in models) / ttft_calls) if ttft_calls else None,
+                    repairs=sum(e.get("repairs", 0) for e in models),
+                    escalations=sum(e.get("escalations", 0) for e in models),
                 )
             )
         return rows

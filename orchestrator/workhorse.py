@@ -101,6 +101,7 @@ async def run_worker(
             max_tokens=worker.max_tokens,
             schema=schema,
             options={"logprobs": True} if routed else None,
+            attempt="repair" if is_repair else "escalation" if slot != worker.slot else None,
         )
         entries.extend(new_entries)
         last_reply = str(msg.content)

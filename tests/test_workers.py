@@ -96,6 +96,9 @@ async def test_a_summary_that_invents_is_repaired_then_escalated_to_the_racehors
     assert [c.attributes["orchestrator.role"] for c in chats] == ["workhorse", "workhorse", "racehorse"]  # type: ignore[index]
     assert all(c.parent is not None and c.parent.span_id == node.context.span_id for c in chats)
     assert [n.calls for n in result.ledger.by_node()] == [3]
+    node_cost = result.ledger.by_node()[0]
+    assert (node_cost.repairs, node_cost.escalations) == (1, 1)  # counted in the ledger, per node...
+    assert sum(line.get("repairs", 0) for line in result.ledger.lines) == 1
     orch.close()
 
 
@@ -233,6 +236,10 @@ async def test_a_worker_routes_unsure_answers_to_the_racehorse_by_the_margin_of_
     assert nodes[unsure.run_id]["orchestrator.worker.route"] == "escalated"
     assert nodes[unsure.run_id]["orchestrator.worker.margin"] == pytest.approx(0.3)
     assert nodes[unsure.run_id]["orchestrator.worker.escalations"] == 1
+    assert [n.escalations for n in unsure.ledger.by_node()] == [1]
+    assert [n.escalations for n in sure.ledger.by_node()] == [0]
+    per_model = {line["name"]: line.get("escalations") for line in unsure.ledger.lines}
+    assert per_model == {"openai-compat:small": 0, "openai-compat:big": 1}  # ...and per model
     orch.close()
 
 
