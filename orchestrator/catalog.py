@@ -1,6 +1,11 @@
 """The tool catalog and its retrieval index (BM25 with identifier splitting and field weights).
 
 Only tools in the catalog can ever be bound or called, whatever a model or a tool result says.
+
+By default a catalog searches its tools with the in-memory BM25 below, the one the bundled agent's task
+eval was measured with. Given an `index` (a `ToolIndex` or the path of its SQLite file) or a `method`, it
+searches through `orchestrator.retrieval` instead: BM25 over split identifiers and parameters, dense
+embeddings or hybrid fusion, persisted and updated incrementally (docs/tools.md).
 """
 
 from __future__ import annotations
@@ -10,12 +15,17 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from orchestrator.errors import ConfigError, ToolError, did_you_mean
+
+if TYPE_CHECKING:
+    from orchestrator.retrieval.docs import ToolDoc
+    from orchestrator.retrieval.index import ToolIndex
 
 __all__ = ["Catalog", "CatalogEntry", "ToolHit"]
 
@@ -110,7 +120,15 @@ class Catalog:
     FIELD_WEIGHTS: ClassVar[dict[str, float]] = {"name": 3.0, "description": 1.0, "params": 0.5}
     PREFIX_WEIGHT: ClassVar[float] = 0.6
 
-    def __init__(self, entries: Iterable[CatalogEntry], k1: float = 1.2, b: float = 0.75) -> None:
+    def __init__(
+        self,
+        entries: Iterable[CatalogEntry],
+        k1: float = 1.2,
+        b: float = 0.75,
+        *,
+        index: ToolIndex | str | Path | None = None,
+        method: str | None = None,
+    ) -> None:
         self._entries: dict[str, CatalogEntry] = {}
         for entry in entries:
             if not _NAME_RE.match(entry.name):
@@ -132,15 +150,51 @@ class Catalog:
             df.update(terms.keys())
         n = max(len(self._docs), 1)
         self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.method = method
+        self.index: ToolIndex | None = None
+        if index is not None or method is not None:
+            from orchestrator.retrieval.index import METHODS, ToolIndex
+
+            if method is not None and method not in METHODS:
+                raise ConfigError(f"unknown search method {method!r}" + did_you_mean(method, METHODS))
+            self.index = index if isinstance(index, ToolIndex) else ToolIndex(index or ":memory:")
+            self.index.sync(self.docs(), dense=method in ("dense", "hybrid"))
 
     @classmethod
-    def from_tools(cls, tools: Sequence[BaseTool]) -> Catalog:
+    def from_tools(
+        cls,
+        tools: Sequence[BaseTool],
+        *,
+        index: ToolIndex | str | Path | None = None,
+        method: str | None = None,
+    ) -> Catalog:
         """Build a catalog from langchain-core tools."""
         entries = []
         for t in tools:
             fn = convert_to_openai_tool(t)["function"]
             entries.append(CatalogEntry(t.name, fn.get("description", ""), fn.get("parameters", {}), t))
-        return cls(entries)
+        return cls(entries, index=index, method=method)
+
+    @classmethod
+    def from_jsonl(
+        cls, path: str | Path, *, index: ToolIndex | str | Path | None = None, method: str | None = None
+    ) -> Catalog:
+        """Build a catalog from a JSON Lines file in the standard format (`{"name", "description",
+        "parameters"}` per line). Its tools can be searched and bound, not called: they have no implementation
+        here. Names must already suit the providers (1-64 letters, digits, '_' or '-')."""
+        from orchestrator.retrieval.docs import read_catalog
+
+        entries = [CatalogEntry(d.name, d.description, dict(d.parameters)) for d in read_catalog(path)]
+        return cls(entries, index=index, method=method)
+
+    def docs(self) -> list[ToolDoc]:
+        """The tools as the retrieval index reads them, in catalog order."""
+        from orchestrator.retrieval.docs import ToolDoc
+
+        def source(e: CatalogEntry) -> str:
+            return str(getattr(getattr(e.tool, "func", None), "__module__", "") or "")
+
+        return [ToolDoc(e.name, e.description, e.parameters, source(e)) for e in self._entries.values()]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -183,7 +237,11 @@ class Catalog:
         return out
 
     def search(self, query: str, k: int = 5, exclude: Iterable[str] = ()) -> list[ToolHit]:
-        """Top-k tools for a query by BM25; tools in `exclude` (already loaded) are skipped."""
+        """Top-k tools for a query (BM25, or the index's method); tools in `exclude` (already loaded) are
+        skipped."""
+        if self.index is not None:
+            found = self.index.search(query, k, self.method, exclude)
+            return [ToolHit(h.name, h.score, h.description) for h in found if h.name in self._entries]
         q: dict[str, float] = {}
         for term in set(tokenize(query)):
             for t, w in self._expand(term).items():
