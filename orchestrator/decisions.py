@@ -16,6 +16,7 @@ be called.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "parse_decisions",
     "parse_plan",
     "plan_tools",
+    "wire_name",
     "written_call",
 ]
 
@@ -258,14 +260,29 @@ MAX_BOUND_TOOLS = 128  # OpenAI's limit on tools per request; Anthropic's is hig
 META_TOOLS = ("plan", "skip", "final")
 
 
+_WIRE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic take as a tool name
+
+
+def wire_name(name: str) -> str:
+    """The name a tool is bound under: its own when every provider takes it, else a stable alias (the
+    name's letters, digits, `_` and `-`, cut to fit, and a hash of the whole name: `math.factorial` ->
+    `math_factorial_1b5a2c3d`). The same name always gets the same alias, so the prompt prefix stays
+    cache-stable."""
+    if _WIRE_NAME.match(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[:55]}_{digest}"
+
+
 @dataclass(frozen=True)
 class ToolForm:
     """A decision asked for as a tool call: the tools bound (OpenAI's function format) and the choice
-    (`"required"`, or the one tool to call)."""
+    (`"required"`, or the one tool to call). `names` maps a bound alias back to its tool's name."""
 
     tools: tuple[dict[str, Any], ...]
     choice: str
     parallel: bool = False  # several calls in one reply are asked for (and read back)
+    names: Mapping[str, str] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
         """The call options that bind these tools."""
@@ -295,9 +312,10 @@ def act_tools(loaded: Sequence[str], catalog: Catalog, parallel: bool = False) -
 
     `parallel`: several parts are asked at once, so several calls may come back, and `skip` names its part.
     """
+    names = {wire_name(name): name for name in loaded[: MAX_BOUND_TOOLS - 1]}
     tools = [
-        _function(name, catalog.get(name).description, _clean_params(catalog.get(name).parameters))
-        for name in loaded[: MAX_BOUND_TOOLS - 1]
+        _function(alias, catalog.get(name).description, _clean_params(catalog.get(name).parameters))
+        for alias, name in names.items()
     ]
     skip: dict[str, Any] = {
         "type": "object",
@@ -308,7 +326,8 @@ def act_tools(loaded: Sequence[str], catalog: Catalog, parallel: bool = False) -
         skip["properties"]["part"] = {"type": "integer", "description": "the number of the part skipped"}
         skip["required"] = ["part", "reason"]
     tools.append(_function("skip", "Skip this part: none of the tools does it.", skip))
-    return ToolForm(tuple(tools), "required", parallel)
+    aliases = {alias: name for alias, name in names.items() if alias != name}
+    return ToolForm(tuple(tools), "required", parallel, aliases)
 
 
 def final_tools() -> ToolForm:
@@ -380,7 +399,8 @@ def decision_text(reply: Any, form: ToolForm) -> str:
             names = ", ".join(t["function"]["name"] for t in form.tools)
             raise DecisionError(f"a tool call was required; call one of: {names}")
         return text
-    decisions = [_call_decision(call) for call in (calls if form.parallel else calls[:1])]
+    named = [{**call, "name": form.names.get(str(call.get("name")), call.get("name"))} for call in calls]
+    decisions = [_call_decision(call) for call in (named if form.parallel else named[:1])]
     if len(decisions) > 1:
         return json.dumps({"calls": decisions}, ensure_ascii=False)
     if "plan" in decisions[0]:

@@ -52,9 +52,29 @@ _IN_PROCESS = ToolRunner(isolate=False)
 _ARG_NOTE = 40  # characters of an argument's description shown with a found tool
 
 
-def _append_new(left: list[str], right: list[str]) -> list[str]:
-    """Reducer for loaded tool ids: append-only, never reordered (keeps the prompt prefix cache-stable)."""
+def _append_new(left: list[str], right: list[str] | dict[str, list[str]]) -> list[str]:
+    """Reducer for loaded tool ids: append-only, never reordered (keeps the prompt prefix cache-stable),
+    except when a load past the provider's limit evicts tools: `{"drop": [...], "add": [...]}`."""
+    if isinstance(right, dict):
+        dropped = set(right.get("drop", ()))
+        kept = [t for t in left if t not in dropped]
+        return kept + [r for r in right.get("add", ()) if r not in kept]
     return left + [r for r in right if r not in left]
+
+
+def in_use(state: Mapping[str, Any]) -> set[str]:
+    """The loaded tools that must stay bound: every tool called in this run or named in a decision, and
+    the tools found for a part still open."""
+    used: set[str] = set()
+    for message in state.get("messages") or []:
+        if isinstance(message, AIMessage):
+            decision = decision_of(str(message.content)) or {}
+            if decision.get("action") == "call_tool":
+                used.add(str(decision.get("tool")))
+    for part in state.get("plan") or []:
+        if part["status"] in ("pending", "searched"):
+            used.update(part["tools"])
+    return used
 
 
 class AgentState(TypedDict, total=False):
@@ -63,7 +83,7 @@ class AgentState(TypedDict, total=False):
     input: str
     messages: Annotated[list[BaseMessage], operator.add]
     plan: Annotated[list[Part] | None, merge_plan]
-    loaded: Annotated[list[str], _append_new]
+    loaded: Annotated[list[str], _append_new]  # the tools bound, in the order loaded
     results: Annotated[list[dict[str, Any]], operator.add]
     ledger: Annotated[dict[str, LedgerLine], merge_ledger]  # written before 0.2 only; read on resume
     answer: str | None
@@ -214,6 +234,8 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
     offer them to the part."""
     loaded = list(state.get("loaded") or [])
     added: list[str] = []
+    dropped: list[str] = []
+    keep = in_use(state)
     messages: list[BaseMessage] = []
     patches: list[dict[str, Any]] = []
     for decision, index in pending_steps(state) or [({}, current_part(state.get("plan")))]:
@@ -222,10 +244,15 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
         hits = [h for h in found if h.name in ctx.catalog]  # only the catalog's tools are ever bound
         room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
         new = [h for h in hits if h.name not in loaded]
-        if len(new) > room:  # a provider takes at most MAX_BOUND_TOOLS tools a request
+        keep |= {h.name for h in hits}
+        # a provider takes at most MAX_BOUND_TOOLS tools a request: past that, the tools loaded longest
+        # ago that are not in use make room (loaded order is the order they were found)
+        spare = [t for t in loaded if t not in keep]
+        evict = spare[: max(0, len(new) - room)] if len(new) > room else []
+        if len(new) > room + len(evict):  # too few tools out of use to make room
             text = (
-                f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded already, "
-                f"and a request binds at most {MAX_BOUND_TOOLS}"
+                f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded and in "
+                f"use, and a request binds at most {MAX_BOUND_TOOLS}"
             )
             patch: dict[str, Any] = {"status": "failed", "note": text}
         elif not hits:
@@ -237,6 +264,11 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
                 for h in hits
             ]
             text = "found " + "\n".join(lines)
+            if evict:
+                text += f"\n(unloaded, to make room: {', '.join(evict)})"
+                loaded = [t for t in loaded if t not in evict]
+                dropped += evict
+                added = [t for t in added if t not in evict]
             patch = {"status": "searched", "tools": [h.name for h in hits]}
             loaded += [h.name for h in new]
             added += [h.name for h in new]
@@ -244,7 +276,10 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
         messages.append(_observation(kind, text))
         if index is not None:
             patches.append({"index": index, **patch})
-    update: dict[str, Any] = {"loaded": added, "messages": messages}
+    update: dict[str, Any] = {
+        "loaded": {"drop": dropped, "add": added} if dropped else added,
+        "messages": messages,
+    }
     if patches:
         update["plan"] = patches
     return update

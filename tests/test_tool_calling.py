@@ -272,7 +272,7 @@ async def test_each_decision_shows_what_is_left_of_the_budget_in_its_last_messag
     orch.close()
 
 
-async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_limit(
+async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_limit_evicting_unused_ones(
     settings: Settings,
 ) -> None:
     """Whatever a search (or a tool result quoted into one) names, only catalog tools load, and a load that
@@ -308,7 +308,28 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "days"}))]
     update = await find_tools(state, ctx, retrieve)  # type: ignore[arg-type]
     assert update["loaded"] == ["date_diff"]
-    state["loaded"] = [f"t{i}" for i in range(MAX_BOUND_TOOLS - 3)]
+    # Full: the tool loaded longest ago and not in use makes room (never one called in this run, or found
+    # for a part still open)
+    full = [f"t{i}" for i in range(MAX_BOUND_TOOLS - 3)]
+    state["loaded"] = full
+    state["plan"] = [new_part(tool="days"), {**new_part(tool="other"), "tools": ["t1"]}]
+    state["messages"] = [
+        AIMessage(json.dumps({"action": "call_tool", "tool": "t0", "args": {}})),
+        AIMessage(json.dumps({"action": "find_tools", "query": "days"})),
+    ]
+    update = await find_tools(state, ctx, retrieve)  # type: ignore[arg-type]
+    assert update["loaded"] == {"drop": ["t2"], "add": ["date_diff"]}
+    assert "unloaded, to make room: t2" in update["messages"][0].content
+    assert update["plan"][0]["status"] == "searched"
+    from orchestrator.graph import _append_new  # the state's reducer for `loaded`
+
+    after = _append_new(full, update["loaded"])
+    assert len(after) == len(full) and after[-1] == "date_diff" and "t2" not in after
+    # every loaded tool in use: the load is refused, with an observation
+    state["messages"] = [
+        *(AIMessage(json.dumps({"action": "call_tool", "tool": t, "args": {}})) for t in full),
+        AIMessage(json.dumps({"action": "find_tools", "query": "days"})),
+    ]
     update = await find_tools(state, ctx, retrieve)  # type: ignore[arg-type]
     assert update["loaded"] == [] and "at most 128" in update["messages"][0].content
     assert update["plan"][0]["status"] == "failed"
@@ -656,3 +677,32 @@ async def test_a_delegation_with_a_list_of_texts_fans_out_and_keeps_each_result_
     assert len(workers) == 4  # one worker node per text, run together:
     assert max(w["start_ns"] for w in workers) < min(w["end_ns"] for w in workers)
     orch.close()
+
+
+def test_a_tool_name_a_provider_refuses_is_bound_under_a_stable_alias_and_mapped_back() -> None:
+    """`math.factorial` breaks the providers' name rule (`^[a-zA-Z0-9_-]{1,64}$`): it is bound as an alias
+    that is always the same, and a call to the alias is read as a call to the tool."""
+    from types import SimpleNamespace
+
+    from langchain_core.messages import AIMessage
+
+    from orchestrator.decisions import act_tools, decision_text, wire_name
+
+    spec = SimpleNamespace(
+        description="n!", parameters={"type": "object", "properties": {"n": {"type": "integer"}}}
+    )
+    catalog = SimpleNamespace(get=lambda name: spec)
+    long_name = "a" * 70
+    form = act_tools(["math.factorial", "date_diff", long_name], catalog)  # type: ignore[arg-type]
+    bound = [t["function"]["name"] for t in form.tools]
+    assert bound[1:] == ["date_diff", wire_name(long_name), "skip"]
+    assert re.fullmatch(r"math_factorial_[0-9a-f]{8}", bound[0])
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in bound)
+    assert wire_name("math.factorial") == bound[0]  # stable: the same alias every time
+    assert wire_name("math.factorial") != wire_name("math,factorial")  # distinct names, distinct aliases
+    reply = AIMessage("", tool_calls=[{"name": bound[0], "args": {"n": 5}, "id": "a"}])
+    assert json.loads(decision_text(reply, form)) == {
+        "action": "call_tool",
+        "tool": "math.factorial",
+        "args": {"n": 5},
+    }
