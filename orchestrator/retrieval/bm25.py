@@ -52,8 +52,8 @@ class BM25:
     Example:
         >>> from orchestrator.retrieval.docs import ToolDoc
         >>> index = BM25({"getWeather": doc_terms(ToolDoc("getWeather", "Current weather in a city."))})
-        >>> index.search("what's the weather like in Rome", 3)
-        [('getWeather', ...)]
+        >>> [name for name, _ in index.search("what's the weather like in Rome", 3)]
+        ['getWeather']
     """
 
     def __init__(

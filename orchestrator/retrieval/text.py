@@ -120,7 +120,7 @@ def terms(text: str) -> list[str]:
 
     Example:
         >>> terms("getWeatherForecast for math.factorial and HTTPRequest_ids")
-        ['weather', 'forecast', 'math', 'factorial', 'http', 'request', 'id']
+        ['weather', 'forecast', 'math', 'factorial', 'http', 'request', 'ids']
     """
     out = []
     for word in _WORD_RE.findall(text):

@@ -1,0 +1,214 @@
+"""Tool retrieval: identifier splitting, BM25 fields, the persisted SQLite index and its incremental updates,
+dense and hybrid search on the real MiniLM model file, the evaluation figures, and the Catalog on top."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator.catalog import Catalog
+from orchestrator.errors import ConfigError
+from orchestrator.retrieval import ToolDoc, ToolIndex, evaluate, read_catalog, read_queries
+from orchestrator.retrieval.dense import MiniLM, available
+from orchestrator.retrieval.docs import LabelledQuery
+from orchestrator.retrieval.evaluate import auc
+from orchestrator.retrieval.text import clauses, terms
+
+dense_only = pytest.mark.skipif(not available(), reason="the embed extra is not installed")
+
+DOCS = [
+    ToolDoc("getCurrentWeather", "Current conditions for a city.", {"type": "object", "properties": {
+        "city": {"type": "string", "description": "City name"}}}),
+    ToolDoc("weather.forecast_daily", "Forecast of rain and temperature for the coming days.", {}),
+    ToolDoc("math.factorial", "Factorial of a whole number.", {"type": "object", "properties": {
+        "number": {"type": "integer", "description": "The number"}}}),
+    ToolDoc("send_email", "Send a message to a recipient.", {"type": "object", "properties": {
+        "recipient_address": {"type": "string", "description": "Where it goes"},
+        "subject": {"type": "string", "description": "Subject line"}}}),
+    ToolDoc("flights.bookFlight", "Reserve a seat on a plane between two airports.", {}),
+    ToolDoc("convert_currency", "Convert an amount of money from one currency to another.", {}),
+]
+
+
+def test_identifiers_are_split_into_words() -> None:
+    assert terms("getCurrentWeather") == ["current", "weather"]
+    assert terms("math.factorial HTTPRequest snake_case_name") == ["math", "factorial", "http", "request",
+                                                                    "snake", "case", "name"]
+    assert terms("the bookings of flights") == ["book", "flight"]
+
+
+def test_clauses_split_a_multi_part_request_only() -> None:
+    assert clauses("Book a flight to Rome and then send an email to Ann.") == [
+        "Book a flight to Rome", "send an email to Ann."]
+    assert clauses("Area of a rectangle with length 3 and width 4") == [
+        "Area of a rectangle with length 3 and width 4"]
+
+
+def test_catalog_file_reads_dict_as_object_and_keeps_the_first_of_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    rows = [
+        {"name": "a.b", "description": "first", "parameters": {"type": "dict", "properties": {
+            "x": {"type": "dict", "properties": {}}}}},
+        {"type": "function", "function": {"name": "c", "description": "wrapped"}},
+        {"name": "a.b", "description": "second", "parameters": {}},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    docs = read_catalog(path)
+    assert [(d.name, d.description) for d in docs] == [("a.b", "first"), ("c", "wrapped")]
+    assert docs[0].parameters["type"] == "object"
+    assert docs[0].parameters["properties"]["x"]["type"] == "object"
+    path.write_text('{"name": "ok", "description": ""}\n{not json}\n')
+    with pytest.raises(ConfigError, match=r"c.jsonl:2: not valid JSON"):
+        read_catalog(path)
+
+
+def test_queries_file_needs_a_query_and_a_list_of_gold(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"query": "hi", "gold_tools": ["a"], "category": "x"}\n{"query": "no tool"}\n')
+    assert read_queries(path) == [LabelledQuery("hi", ("a",), "1", "x"), LabelledQuery("no tool", (), "2", "")]
+    path.write_text('{"query": "hi", "gold_tools": "a"}\n')
+    with pytest.raises(ConfigError, match="must be a list"):
+        read_queries(path)
+
+
+def test_bm25_finds_camel_case_and_dotted_tools_and_parameter_names() -> None:
+    index = ToolIndex()
+    index.sync(DOCS)
+    assert index.search("what is the current weather in Oslo", 1, "bm25")[0].name == "getCurrentWeather"
+    assert index.search("factorial of 7", 1, "bm25")[0].name == "math.factorial"
+    assert index.search("book a flight", 1, "bm25")[0].name == "flights.bookFlight"
+    # only a parameter name says it: recipient address
+    assert index.search("recipient address", 1, "bm25")[0].name == "send_email"
+    assert [h.name for h in index.search("weather", 5, "bm25", exclude=["getCurrentWeather"])] == [
+        "weather.forecast_daily"]
+    assert index.search("zebra xylophone", 3, "bm25") == []
+
+
+def test_the_index_persists_and_updates_only_what_changed(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    first = ToolIndex(path)
+    report = first.sync(DOCS)
+    assert (report.added, report.changed, report.removed) == (len(DOCS), 0, 0)
+    first.close()
+
+    again = ToolIndex(path)  # a new process would see the same: the terms come from the file
+    assert len(again) == len(DOCS) and again.fingerprint == report.fingerprint
+    assert again.sync(DOCS).unchanged == len(DOCS)
+    assert again.search("factorial", 1, "bm25")[0].name == "math.factorial"
+
+    edited = [replace(d, description="Multiply numbers from 1 to n.") if d.name == "math.factorial" else d
+              for d in DOCS if d.name != "send_email"]
+    edited.append(ToolDoc("translate_text", "Translate text into another language.", {}))
+    report = again.sync(edited)
+    assert (report.added, report.changed, report.removed) == (1, 1, 1)
+    assert again.fingerprint == report.fingerprint
+    assert again.search("translate into French", 1, "bm25")[0].name == "translate_text"
+    assert "send_email" not in [h.name for h in again.search("send an email", 3, "bm25")]
+
+    db = sqlite3.connect(path)
+    assert [r[0] for r in db.execute("select name from _migrations")] == ["m001_tool_index"]
+    assert db.execute("select count(*) from tools").fetchone()[0] == len(edited)
+    order = [r[0] for r in db.execute("select name from tools order by position")]
+    assert order == [d.name for d in edited]
+
+
+def test_a_tool_defined_twice_is_refused() -> None:
+    with pytest.raises(ConfigError, match="defined twice"):
+        ToolIndex().sync([DOCS[0], DOCS[0]])
+
+
+def test_unknown_method_says_which_exist() -> None:
+    index = ToolIndex()
+    index.sync(DOCS)
+    with pytest.raises(ConfigError, match="did you mean 'hybrid'"):
+        index.search("weather", 3, "hybrd")
+
+
+@dense_only
+def test_dense_search_matches_meaning_without_shared_words(tmp_path: Path) -> None:
+    index = ToolIndex(tmp_path / "d.db")
+    assert index.sync(DOCS, dense=True).embedded == len(DOCS)
+    assert index.search("will it be sunny tomorrow in Rome", 1, "dense")[0].name in {
+        "weather.forecast_daily", "getCurrentWeather"}
+    assert index.search("how many euros is 20 dollars", 1, "dense")[0].name == "convert_currency"
+    hits = index.search("how many euros is 20 dollars", 3, "hybrid")
+    assert hits[0].name == "convert_currency" and 0 < hits[0].relevance <= 1
+    # Vectors persist: reopening embeds nothing; a changed tool is embedded again, alone.
+    reopened = ToolIndex(tmp_path / "d.db")
+    assert reopened.has_vectors() and reopened.sync(DOCS, dense=True).embedded == 0
+    changed = [replace(DOCS[0], description="Current air quality for a city.")] + DOCS[1:]
+    assert reopened.sync(changed, dense=True).embedded == 1
+
+
+@dense_only
+def test_the_model_file_is_verified_by_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not the model")
+    monkeypatch.setenv("ORCH_EMBED_MODEL", str(fake))
+    with pytest.raises(ConfigError, match="not the pinned"):
+        MiniLM()
+
+
+def test_split_brings_in_the_best_tool_of_each_clause() -> None:
+    index = ToolIndex()
+    index.sync(DOCS)
+    query = "What is the weather in Paris today and then convert 20 dollars into euros"
+    names = [h.name for h in index.search(query, 2, "bm25", split=True)]
+    assert set(names) == {"getCurrentWeather", "convert_currency"}
+
+
+def test_auc_counts_ties_as_half() -> None:
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    assert auc([0.5], [0.5]) == 0.5
+    assert auc([0.9, 0.4], [0.5]) == 0.5
+
+
+def test_evaluate_figures_on_known_rankings() -> None:
+    index = ToolIndex()
+    index.sync(DOCS)
+    queries = [
+        LabelledQuery("factorial of 5", ("math.factorial",)),
+        LabelledQuery("weather in Oslo and factorial of 5", ("getCurrentWeather", "math.factorial")),
+        LabelledQuery("book a flight and send an email", ("flights.bookFlight", "zzz_missing")),
+        LabelledQuery("zebra xylophone", ()),
+    ]
+    r = evaluate(index, queries, k=5, method="bm25")
+    assert (r.queries, r.labelled, r.tools, r.missing_gold) == (4, 3, len(DOCS), 1)
+    assert r.recall_at_k == round((1 + 1 + 0.5) / 3, 4)
+    assert r.all_gold_at_k == round(2 / 3, 4)
+    assert 0 < r.mrr <= 1 and r.p50_ms > 0
+    assert r.schema_tokens_all > r.schema_tokens_dynamic > 0
+    assert r.irrelevance_auc == 1.0  # the nonsense query matches nothing: relevance 0
+
+
+def test_catalog_keeps_its_search_and_can_use_the_index(tmp_path: Path) -> None:
+    from tools.catalog import TOOLS
+
+    plain = Catalog.from_tools(TOOLS)
+    assert plain.index is None
+    assert plain.search("days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
+    indexed = Catalog.from_tools(TOOLS, index=tmp_path / "bundled.db", method="bm25")
+    assert indexed.search("days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
+    assert "date_diff" not in [h.name for h in indexed.search("days between dates", 5, exclude=["date_diff"])]
+    assert (tmp_path / "bundled.db").exists()
+    assert indexed.docs()[0].source == "tools.arithmetic"
+    with pytest.raises(ConfigError, match="unknown search method"):
+        Catalog.from_tools(TOOLS, method="bm26")
+
+
+def test_catalog_from_a_jsonl_file(tmp_path: Path) -> None:
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps({"name": "get_rate", "description": "Exchange rate between two currencies.",
+                                "parameters": {"type": "dict", "properties": {}}}) + "\n")
+    catalog = Catalog.from_jsonl(path)
+    assert catalog.names() == ["get_rate"] and catalog.get("get_rate").tool is None
+    assert catalog.get("get_rate").parameters["type"] == "object"
+    assert catalog.search("exchange rate", 1)[0].name == "get_rate"
+    path.write_text(json.dumps({"name": "math.factorial", "description": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="must be 1-64 characters"):
+        Catalog.from_jsonl(path)
