@@ -155,7 +155,10 @@ def run() -> dict[str, Any]:
     reopened = ToolIndex(tmp / "big.db", embedder=full.embedder)
     unchanged = reopened.sync(big_docs, dense=True)
     out["scale_reopen_s"], out["scale_reopen_embedded"] = time.perf_counter() - start, unchanged.embedded
-    changed = [replace(d, description=d.description + " (updated)") if i % 250 == 0 else d for i, d in enumerate(big_docs)]
+    changed = [
+        replace(d, description=d.description + " (updated)") if i % 250 == 0 else d
+        for i, d in enumerate(big_docs)
+    ]
     start = time.perf_counter()
     upd = reopened.sync(changed, dense=True)
     out["scale_update_s"], out["scale_update"] = time.perf_counter() - start, (upd.changed, upd.embedded)
@@ -163,7 +166,9 @@ def run() -> dict[str, Any]:
     for m in ("bm25", "hybrid"):
         r = evaluate(reopened, sample, 5, m)
         out[f"scale_{m}"] = r.as_dict()
-    out["machine"] = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    out["machine"] = (
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
     out["load"] = os.getloadavg()[0]
     return out
 

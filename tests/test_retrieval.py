@@ -21,14 +21,28 @@ from orchestrator.retrieval.text import clauses, terms
 dense_only = pytest.mark.skipif(not available(), reason="the embed extra is not installed")
 
 DOCS = [
-    ToolDoc("getCurrentWeather", "Current conditions for a city.", {"type": "object", "properties": {
-        "city": {"type": "string", "description": "City name"}}}),
+    ToolDoc(
+        "getCurrentWeather",
+        "Current conditions for a city.",
+        {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}},
+    ),
     ToolDoc("weather.forecast_daily", "Forecast of rain and temperature for the coming days.", {}),
-    ToolDoc("math.factorial", "Factorial of a whole number.", {"type": "object", "properties": {
-        "number": {"type": "integer", "description": "The number"}}}),
-    ToolDoc("send_email", "Send a message to a recipient.", {"type": "object", "properties": {
-        "recipient_address": {"type": "string", "description": "Where it goes"},
-        "subject": {"type": "string", "description": "Subject line"}}}),
+    ToolDoc(
+        "math.factorial",
+        "Factorial of a whole number.",
+        {"type": "object", "properties": {"number": {"type": "integer", "description": "The number"}}},
+    ),
+    ToolDoc(
+        "send_email",
+        "Send a message to a recipient.",
+        {
+            "type": "object",
+            "properties": {
+                "recipient_address": {"type": "string", "description": "Where it goes"},
+                "subject": {"type": "string", "description": "Subject line"},
+            },
+        },
+    ),
     ToolDoc("flights.bookFlight", "Reserve a seat on a plane between two airports.", {}),
     ToolDoc("convert_currency", "Convert an amount of money from one currency to another.", {}),
 ]
@@ -36,23 +50,36 @@ DOCS = [
 
 def test_identifiers_are_split_into_words() -> None:
     assert terms("getCurrentWeather") == ["current", "weather"]
-    assert terms("math.factorial HTTPRequest snake_case_name") == ["math", "factorial", "http", "request",
-                                                                    "snake", "case", "name"]
+    assert terms("math.factorial HTTPRequest snake_case_name") == [
+        "math",
+        "factorial",
+        "http",
+        "request",
+        "snake",
+        "case",
+        "name",
+    ]
     assert terms("the bookings of flights") == ["book", "flight"]
 
 
 def test_clauses_split_a_multi_part_request_only() -> None:
     assert clauses("Book a flight to Rome and then send an email to Ann.") == [
-        "Book a flight to Rome", "send an email to Ann."]
+        "Book a flight to Rome",
+        "send an email to Ann.",
+    ]
     assert clauses("Area of a rectangle with length 3 and width 4") == [
-        "Area of a rectangle with length 3 and width 4"]
+        "Area of a rectangle with length 3 and width 4"
+    ]
 
 
 def test_catalog_file_reads_dict_as_object_and_keeps_the_first_of_a_name(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     rows = [
-        {"name": "a.b", "description": "first", "parameters": {"type": "dict", "properties": {
-            "x": {"type": "dict", "properties": {}}}}},
+        {
+            "name": "a.b",
+            "description": "first",
+            "parameters": {"type": "dict", "properties": {"x": {"type": "dict", "properties": {}}}},
+        },
         {"type": "function", "function": {"name": "c", "description": "wrapped"}},
         {"name": "a.b", "description": "second", "parameters": {}},
     ]
@@ -69,7 +96,10 @@ def test_catalog_file_reads_dict_as_object_and_keeps_the_first_of_a_name(tmp_pat
 def test_queries_file_needs_a_query_and_a_list_of_gold(tmp_path: Path) -> None:
     path = tmp_path / "q.jsonl"
     path.write_text('{"query": "hi", "gold_tools": ["a"], "category": "x"}\n{"query": "no tool"}\n')
-    assert read_queries(path) == [LabelledQuery("hi", ("a",), "1", "x"), LabelledQuery("no tool", (), "2", "")]
+    assert read_queries(path) == [
+        LabelledQuery("hi", ("a",), "1", "x"),
+        LabelledQuery("no tool", (), "2", ""),
+    ]
     path.write_text('{"query": "hi", "gold_tools": "a"}\n')
     with pytest.raises(ConfigError, match="must be a list"):
         read_queries(path)
@@ -84,7 +114,8 @@ def test_bm25_finds_camel_case_and_dotted_tools_and_parameter_names() -> None:
     # only a parameter name says it: recipient address
     assert index.search("recipient address", 1, "bm25")[0].name == "send_email"
     assert [h.name for h in index.search("weather", 5, "bm25", exclude=["getCurrentWeather"])] == [
-        "weather.forecast_daily"]
+        "weather.forecast_daily"
+    ]
     assert index.search("zebra xylophone", 3, "bm25") == []
 
 
@@ -100,8 +131,11 @@ def test_the_index_persists_and_updates_only_what_changed(tmp_path: Path) -> Non
     assert again.sync(DOCS).unchanged == len(DOCS)
     assert again.search("factorial", 1, "bm25")[0].name == "math.factorial"
 
-    edited = [replace(d, description="Multiply numbers from 1 to n.") if d.name == "math.factorial" else d
-              for d in DOCS if d.name != "send_email"]
+    edited = [
+        replace(d, description="Multiply numbers from 1 to n.") if d.name == "math.factorial" else d
+        for d in DOCS
+        if d.name != "send_email"
+    ]
     edited.append(ToolDoc("translate_text", "Translate text into another language.", {}))
     report = again.sync(edited)
     assert (report.added, report.changed, report.removed) == (1, 1, 1)
@@ -133,14 +167,16 @@ def test_dense_search_matches_meaning_without_shared_words(tmp_path: Path) -> No
     index = ToolIndex(tmp_path / "d.db")
     assert index.sync(DOCS, dense=True).embedded == len(DOCS)
     assert index.search("will it be sunny tomorrow in Rome", 1, "dense")[0].name in {
-        "weather.forecast_daily", "getCurrentWeather"}
+        "weather.forecast_daily",
+        "getCurrentWeather",
+    }
     assert index.search("how many euros is 20 dollars", 1, "dense")[0].name == "convert_currency"
     hits = index.search("how many euros is 20 dollars", 3, "hybrid")
     assert hits[0].name == "convert_currency" and 0 < hits[0].relevance <= 1
     # Vectors persist: reopening embeds nothing; a changed tool is embedded again, alone.
     reopened = ToolIndex(tmp_path / "d.db")
     assert reopened.has_vectors() and reopened.sync(DOCS, dense=True).embedded == 0
-    changed = [replace(DOCS[0], description="Current air quality for a city.")] + DOCS[1:]
+    changed = [replace(DOCS[0], description="Current air quality for a city."), *DOCS[1:]]
     assert reopened.sync(changed, dense=True).embedded == 1
 
 
@@ -203,8 +239,16 @@ def test_catalog_keeps_its_search_and_can_use_the_index(tmp_path: Path) -> None:
 
 def test_catalog_from_a_jsonl_file(tmp_path: Path) -> None:
     path = tmp_path / "tools.jsonl"
-    path.write_text(json.dumps({"name": "get_rate", "description": "Exchange rate between two currencies.",
-                                "parameters": {"type": "dict", "properties": {}}}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "name": "get_rate",
+                "description": "Exchange rate between two currencies.",
+                "parameters": {"type": "dict", "properties": {}},
+            }
+        )
+        + "\n"
+    )
     catalog = Catalog.from_jsonl(path)
     assert catalog.names() == ["get_rate"] and catalog.get("get_rate").tool is None
     assert catalog.get("get_rate").parameters["type"] == "object"

@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BFCL = ROOT.parent / "shared" / "data" / "tools" / "bfcl"
 
 CATALOG = [
-    {"name": "getCurrentWeather", "description": "Current weather conditions for a city.",
-     "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "City"}}}},
+    {
+        "name": "getCurrentWeather",
+        "description": "Current weather conditions for a city.",
+        "parameters": {"type": "dict", "properties": {"city": {"type": "string", "description": "City"}}},
+    },
     {"name": "math.factorial", "description": "Factorial of a whole number.", "parameters": {}},
     {"name": "send_email", "description": "Send a message to a recipient.", "parameters": {}},
 ]
@@ -34,7 +37,11 @@ QUERIES = [
 def orch(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "ORCH_SKIP_LOCAL": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=full, capture_output=True, text=True,
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -61,8 +68,21 @@ def test_list_shows_the_project_packs_and_catalog_files(tmp_path: Path) -> None:
 def test_search_builds_the_index_once_and_reuses_it(tmp_path: Path) -> None:
     catalog = write_jsonl(tmp_path / "c.jsonl", CATALOG)
     index = tmp_path / "index.db"
-    args = ("tools", "search", "what is 6 factorial", "--catalog", str(catalog), "--no-packs",
-            "--index", str(index), "--method", "bm25", "--k", "2", "--json")
+    args = (
+        "tools",
+        "search",
+        "what is 6 factorial",
+        "--catalog",
+        str(catalog),
+        "--no-packs",
+        "--index",
+        str(index),
+        "--method",
+        "bm25",
+        "--k",
+        "2",
+        "--json",
+    )
     done = orch(*args)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -70,7 +90,9 @@ def test_search_builds_the_index_once_and_reuses_it(tmp_path: Path) -> None:
     assert [h["name"] for h in out["hits"]][:1] == ["math.factorial"] and len(out["hits"]) <= 2
     db = sqlite3.connect(index)
     fingerprint = db.execute("select value from meta where key = 'fingerprint'").fetchone()[0]
-    db.execute("update tools set terms = '{\"marker\": 1.0}' where name = 'send_email'")  # untouched if reused
+    db.execute(
+        "update tools set terms = '{\"marker\": 1.0}' where name = 'send_email'"
+    )  # untouched if reused
     db.commit()
     db.close()
     assert orch(*args).returncode == 0
@@ -86,8 +108,15 @@ def test_search_builds_the_index_once_and_reuses_it(tmp_path: Path) -> None:
 
 
 def test_search_of_the_project_tools_in_a_table(tmp_path: Path) -> None:
-    done = orch("tools", "search", "days between 2026-03-02 and 2026-03-20", "--method", "bm25",
-                "--index", str(tmp_path / "i.db"))
+    done = orch(
+        "tools",
+        "search",
+        "days between 2026-03-02 and 2026-03-20",
+        "--method",
+        "bm25",
+        "--index",
+        str(tmp_path / "i.db"),
+    )
     assert done.returncode == 0, done.stderr
     assert "date_diff" in done.stdout.splitlines()[3] and "bm25 over 95 tools" in done.stdout
 
@@ -96,12 +125,33 @@ def test_search_of_the_project_tools_in_a_table(tmp_path: Path) -> None:
 def test_eval_reports_every_figure_as_one_json_object(tmp_path: Path) -> None:
     catalog = write_jsonl(tmp_path / "c.jsonl", CATALOG)
     queries = write_jsonl(tmp_path / "q.jsonl", QUERIES)
-    done = orch("tools", "eval", "--catalog", str(catalog), "--queries", str(queries), "--k", "1",
-                "--method", "hybrid", "--index", str(tmp_path / "i.db"), "--json")
+    done = orch(
+        "tools",
+        "eval",
+        "--catalog",
+        str(catalog),
+        "--queries",
+        str(queries),
+        "--k",
+        "1",
+        "--method",
+        "hybrid",
+        "--index",
+        str(tmp_path / "i.db"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    for key in ("recall_at_k", "all_gold_at_k", "mrr", "p50_ms", "p95_ms", "schema_tokens_dynamic",
-                "schema_tokens_all", "irrelevance_auc"):
+    for key in (
+        "recall_at_k",
+        "all_gold_at_k",
+        "mrr",
+        "p50_ms",
+        "p95_ms",
+        "schema_tokens_dynamic",
+        "schema_tokens_all",
+        "irrelevance_auc",
+    ):
         assert key in report, key
     assert (report["method"], report["k"], report["labelled"], report["queries"]) == ("hybrid", 1, 3, 4)
     assert report["recall_at_k"] == 1.0 and report["mrr"] == 1.0
@@ -111,8 +161,19 @@ def test_eval_reports_every_figure_as_one_json_object(tmp_path: Path) -> None:
 def test_eval_on_bfcl_simple_python(tmp_path: Path) -> None:
     queries = [json.loads(line) for line in (BFCL / "queries.jsonl").read_text().splitlines()]
     subset = write_jsonl(tmp_path / "q.jsonl", [q for q in queries if q["category"] == "simple_python"][:100])
-    done = orch("tools", "eval", "--catalog", str(BFCL / "catalog.jsonl"), "--queries", str(subset),
-                "--method", "bm25", "--index", str(tmp_path / "i.db"), "--json")
+    done = orch(
+        "tools",
+        "eval",
+        "--catalog",
+        str(BFCL / "catalog.jsonl"),
+        "--queries",
+        str(subset),
+        "--method",
+        "bm25",
+        "--index",
+        str(tmp_path / "i.db"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["tools"] == 1853 and report["labelled"] == 100
@@ -125,7 +186,9 @@ def test_errors_name_the_file_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "missing.jsonl" in done.stderr and "cannot read it" in done.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"description": "no name"}\n')
-    done = orch("tools", "search", "x", "--catalog", str(bad), "--no-packs", "--index", str(tmp_path / "i.db"))
+    done = orch(
+        "tools", "search", "x", "--catalog", str(bad), "--no-packs", "--index", str(tmp_path / "i.db")
+    )
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr
     dup = write_jsonl(tmp_path / "dup.jsonl", [{"name": "date_diff", "description": "again"}])
     done = orch("tools", "list", "--catalog", str(dup))
