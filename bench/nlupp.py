@@ -328,12 +328,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: Mapping[str, Any]) -> str:
     """The docs section."""
-    c = result["configs"]
+    order = ("workhorse", "racehorse", "escalating", "escalating_checked")
+    c = {
+        k: result["configs"][k]
+        for k in sorted(
+            result["configs"], key=lambda k: (k not in order, order.index(k) if k in order else 0)
+        )
+    }
     names = {
         "workhorse": "0.5B workhorse alone (as gpt-4o-mini)",
         "racehorse": "1.5B racehorse alone (as gpt-4o)",
         "escalating": "0.5B escalating to 1.5B (as gpt-4o-mini -> gpt-4o)",
-        "escalating_checked": "the same, with the `grounded` check",
+        "escalating_checked": "0.5B escalating to 1.5B, with the `grounded` check",
     }
     rows = [
         "| configuration | F1 alone | F1 final | valid first | valid final | escalated | compute s / 1k "
