@@ -150,8 +150,15 @@ class LocalProvider(Provider):
     """GGUF models in process through llama-cpp-python: the pinned local models, or any `.gguf` path."""
 
     def profile(self, request: ModelRequest) -> ModelProfile:
-        """Local models are priced 0 by an explicit entry (unless the slot prices them)."""
-        model, prices = request.model, request.prices or ZERO
+        """Local models are priced 0 by an explicit entry (unless the slot prices them, or names a model
+        of the price table to price them as: `price_as = "gpt-4o-mini"` shows what an API would charge)."""
+        priced_as = request.table.lookup(request.price_as) if request.price_as else None
+        if request.price_as and priced_as is None:
+            raise UnknownModelError(
+                f"price_as={request.price_as!r} is not in the price table"
+                + did_you_mean(request.price_as, request.table.keys())
+            )
+        model, prices = request.model, request.prices or priced_as or ZERO
         if model.endswith(".gguf"):
             path = Path(model).expanduser()
             return ModelProfile(
