@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.pricing import Prices, PriceTable, Tier, Usage, cost_usd, price_table, shipped_table
 from orchestrator.providers.anthropic import anthropic_usage
@@ -136,24 +137,24 @@ def test_one_bill_for_a_reply_and_the_broken_attempts_before_it() -> None:
     assert estimate_prompt([HumanMessage("x" * 600)], [{"name": "t" * 300}]).likely > est.likely
 
 
-def test_a_local_model_can_be_priced_as_an_api_model_and_a_typo_is_named() -> None:
+def test_a_local_model_can_be_priced_as_an_api_model_and_a_typo_is_named(settings: Settings) -> None:
     """`price_as` on a local slot shows what an API model would charge for the same tokens (a trial of a
     local pair priced as gpt-4o-mini and gpt-4o); a name the table lacks is an error with the fix."""
     import pytest as _pytest
 
-    from orchestrator import Orchestrator, Settings, SlotConfig
+    from orchestrator import Orchestrator, SlotConfig
     from orchestrator.errors import UnknownModelError
 
     orch = Orchestrator(
-        settings=Settings(),
+        settings=settings,
         slots={"w": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse", price_as="gpt-4o-mini")},
     )
     prices = orch.slots["w"].profile.prices
     assert prices is not None and prices.input > 0 and "gpt-4o-mini" in prices.source
-    bare = Orchestrator(settings=Settings(), slots={"w": SlotConfig(model="local:qwen2.5-0.5b")})
+    bare = Orchestrator(settings=settings, slots={"w": SlotConfig(model="local:qwen2.5-0.5b")})
     assert bare.slots["w"].profile.prices is not None and bare.slots["w"].profile.prices.input == 0
     with _pytest.raises(UnknownModelError, match="did you mean 'gpt-4o-mini'"):
         Orchestrator(
-            settings=Settings(),
+            settings=settings,
             slots={"w": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse", price_as="gpt-4o-mimi")},
         )
