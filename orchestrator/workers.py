@@ -154,8 +154,14 @@ def extract_worker(
     escalate_to: str | None = None,
     shots: Sequence[tuple[str, Mapping[str, Any]]] = (),
     example_requests: Sequence[str] = (),
+    validators: Sequence[Validator] = (),
+    min_margin: float | None = None,
 ) -> Worker:
-    """A worker that fills a typed record from text; `shots` are (text, record) examples."""
+    """A worker that fills a typed record from text; `shots` are (text, record) examples.
+
+    A schema-constrained record is always valid, so a wrong one escalates only by `validators` (e.g.
+    `adds_no_facts`, on the record's JSON: no number or name the text lacks) or `min_margin` (see `Worker`).
+    """
     for text, record in shots:
         try:
             output.model_validate(record)
@@ -180,6 +186,8 @@ def extract_worker(
         max_tokens=160,
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
+        validators=tuple(validators),
+        min_margin=min_margin,
     )
 
 
