@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Catalog", "CatalogEntry", "ToolHit"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A tool's own name: any printable name without spaces (API identifiers like `math.factorial` or
+# `repos/list-for-org` included). A name a provider refuses is bound under a stable alias
+# (`decisions.wire_name`) and mapped back.
+_NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}$")
 _WORD_RE = re.compile(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+")
 _STOP = frozenset(
     {
@@ -133,8 +136,8 @@ class Catalog:
         for entry in entries:
             if not _NAME_RE.match(entry.name):
                 raise ConfigError(
-                    f"tool name {entry.name!r} must be 1-64 characters of letters, digits, '_' or '-'; "
-                    "rename it"
+                    f"tool name {entry.name!r} must be 1-200 characters with no spaces or control "
+                    "characters; rename it"
                 )
             if entry.name in self._entries:
                 raise ConfigError(

@@ -254,5 +254,7 @@ def test_catalog_from_a_jsonl_file(tmp_path: Path) -> None:
     assert catalog.get("get_rate").parameters["type"] == "object"
     assert catalog.search("exchange rate", 1)[0].name == "get_rate"
     path.write_text(json.dumps({"name": "math.factorial", "description": "x"}) + "\n")
-    with pytest.raises(ConfigError, match="must be 1-64 characters"):
+    assert Catalog.from_jsonl(path).names() == ["math.factorial"]  # bound under an alias (wire_name)
+    path.write_text(json.dumps({"name": "two words", "description": "x"}) + "\n")
+    with pytest.raises(ConfigError, match="no spaces or control characters"):
         Catalog.from_jsonl(path)
