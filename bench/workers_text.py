@@ -262,6 +262,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"The judge made {report['judge_calls']} calls (one per distinct output), "
         f"{report['judge_compute_s']:.0f} s of compute in all, apart from the figures above.",
+        *(
+            [
+                f"Judging the first answers took {report['first_judge_calls']} more calls, "
+                f"{report['first_judge_compute_s']:.0f} s of compute."
+            ]
+            if "first_judge_calls" in report
+            else []
+        ),
         "Every item, with each attempt's raw reply and the judge's reason: `bench/results/workers-text.json`.",
         END,
     ]
