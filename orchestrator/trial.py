@@ -299,7 +299,8 @@ async def run_items(
             score=right,
             valid_first=first_valid,
             valid=result is not None,
-            escalated=result is not None and result.escalated,
+            # went up the chain, whether or not an answer up there was valid
+            escalated=any(e.get("attempt") == "escalation" for e in entries),
             cost_usd=None if None in costs else sum(c or 0.0 for c in costs),
             compute_ms=sum(e["compute_ms"] or 0.0 for e in entries),
             ttft_ms=mine[0]["ttft_ms"] if mine and mine[0]["ttft_ms"] is not None else None,

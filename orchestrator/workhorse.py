@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 
@@ -82,13 +82,15 @@ async def run_worker(
         if is_repair and unsure:
             continue  # nothing to repair: the answer goes up the chain
         if is_repair:
+            # The rejection goes into the instructions; the user's turn stays the text alone. (As a last
+            # user turn, small models took the note for the text to work on: they summarized the note.)
             repairs += 1
             prompt = [
-                *messages,
-                AIMessage(last_reply),
-                HumanMessage(
-                    f"That output is invalid: {last_error}. Reply again, corrected, with the output only."
+                SystemMessage(
+                    f"{worker.instructions}\n\nA first output for the user's text was rejected: {last_error}."
+                    f"\nThe rejected output:\n{last_reply}\nWrite a new output that fixes this."
                 ),
+                HumanMessage(text),
             ]
         elif slot != worker.slot:
             escalations += 1

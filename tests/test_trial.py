@@ -143,3 +143,37 @@ def test_field_f1_compares_nested_records_and_ignores_empty_fields() -> None:
     assert _field_f1({"tags": ["A ", "b"]}, {"tags": ["a", "B"]}) == 1.0
     assert _field_f1({"flag": True}, {"flag": 1}) == 0.0
     assert _field_f1({"flag": False}, {"flag": False}) == 1.0
+
+
+async def test_an_item_that_went_up_the_chain_counts_as_escalated_even_when_nothing_there_was_valid(
+    tmp_path: Path,
+) -> None:
+    from orchestrator import Orchestrator, Settings, SlotConfig, classify_worker
+    from orchestrator.testing import ScriptedChatModel
+    from orchestrator.trial import TrialReport, run_items
+    from support import PRICES
+
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "classify": SlotConfig(model="python:scripted", role="workhorse", prices=PRICES),
+            "controller": SlotConfig(model="python:scripted", role="racehorse", prices=PRICES),
+        },
+        models={
+            "classify": ScriptedChatModel(replies=['{"label": "nope"}'] * 2),
+            "controller": ScriptedChatModel(replies=['{"label": "nope"}']),
+        },
+    )
+    worker = classify_worker("classify", ["card_arrival", "other"], "Classify")
+    chain = {"controller": (orch.slots["controller"], orch.model_for("controller"))}
+    report = TrialReport("python:scripted", "classify", "classify")
+    report.items = await run_items(
+        orch.slots["classify"],
+        orch.model_for("classify"),
+        worker,
+        [{"input": "x", "expected": "other"}],
+        chain,
+    )
+    figures = report.figures()
+    assert figures["validity"] == 0 and figures["escalation_rate"] == 1.0
+    orch.close()
