@@ -24,11 +24,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import ManifestError
 
-__all__ = ["Limits", "Manifest", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
+__all__ = ["Limits", "Manifest", "McpServerConfig", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
 Role = Literal["racehorse", "workhorse"]
 
@@ -107,12 +116,42 @@ class Limits(_Strict):
     top_k: int = Field(default=3, ge=1, le=50)
 
 
+class McpServerConfig(_Strict):
+    """An MCP server whose tools join the catalog: a command run over stdio, or a streamable HTTP URL.
+
+    `side_effects = true` treats every tool of the server as side-effecting (each then needs an
+    `allow_side_effects` entry), whatever its annotations say; else a tool is side-effecting when the server
+    annotates it `destructiveHint: true`.
+    """
+
+    command: str | None = None  # stdio: the program; relative paths are relative to the project folder
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # over a minimal environment (PATH, HOME, ...)
+    cwd: str | None = None  # default: the project folder
+    url: str | None = None  # streamable HTTP, e.g. http://127.0.0.1:8000/mcp
+    headers: dict[str, str] = Field(default_factory=dict)
+    headers_env: dict[str, str] = Field(default_factory=dict)  # header -> environment variable holding it
+    prefix: str = ""  # put before each tool's name in the catalog (two servers with the same tool names)
+    side_effects: bool = False
+    startup_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError('give either command = "..." (stdio) or url = "http://..." (streamable HTTP)')
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        return self
+
+
 class Manifest(_Strict):
     """The `[tool.orchestrator]` section of a project's pyproject.toml."""
 
     default_graph: str | None = None
     graphs: dict[str, str] = Field(default_factory=dict)
     tool_packs: list[str] = Field(default_factory=list)
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    allow_side_effects: list[str] = Field(default_factory=list)  # side-effecting tools the agent may call
     workers: list[str] = Field(default_factory=list)
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)

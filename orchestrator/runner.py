@@ -41,6 +41,7 @@ from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.toolproc import ToolRunner, shared_runner, tool_reference
+from orchestrator.toolsources import Blocked, guard, load_pack
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
@@ -213,6 +214,10 @@ class Orchestrator:
                     f"a model was given for slot {name!r}, which has no binding"
                     + did_you_mean(name, self.slots)
                 )
+        # side-effecting tools stay out of the catalog unless allow-listed (a Catalog given is used as it is)
+        self.blocked_tools: list[Blocked] = []
+        if not isinstance(tools, Catalog):
+            tools, self.blocked_tools = guard(list(tools), self.manifest.allow_side_effects)
         self.catalog = tools if isinstance(tools, Catalog) else Catalog.from_tools(list(tools))
         self.workers = {w.name: w for w in workers}
         for w in self.workers.values():
@@ -241,11 +246,17 @@ class Orchestrator:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
         tools: list[BaseTool] = []
-        for ref in manifest.tool_packs:
-            pack = _import_ref(ref, "tool pack")
-            if not isinstance(pack, list | tuple) or not all(isinstance(t, BaseTool) for t in pack):
-                raise ManifestError(f"tool pack {ref!r} must be a list of langchain-core tools")
-            tools.extend(pack)
+        for ref in manifest.tool_packs:  # `module:attr`, or an installed pack's entry-point name
+            tools.extend(load_pack(ref))
+        if manifest.mcp_servers:
+            try:  # the MCP SDK is imported only when a server is named
+                from orchestrator.mcp import manifest_tools
+            except ModuleNotFoundError as exc:
+                raise ManifestError(
+                    f"[tool.orchestrator].mcp_servers needs the MCP SDK ({exc}); install it with "
+                    "pip install 'racehorse-orchestrator[mcp]'"
+                ) from None
+            tools.extend(manifest_tools(manifest))
         workers: list[Worker] = []
         for ref in manifest.workers:
             group = _import_ref(ref, "workers")

@@ -5,8 +5,12 @@ holds the interpreter lock, so it freezes the event loop and every other run in 
 only stops waiting for it. Here each synchronous tool that can be imported by reference (a module-level
 tool, as `@tool` makes) runs in a child process; on timeout the child is killed and replaced.
 
+Every tool's output, wherever it runs (a child, the event loop, an MCP server), is capped at
+`max_output_chars` with a marker saying how much was cut (`cap_output`); in a child the cut happens before the
+result is pickled, so a runaway output never crosses the pipe whole.
+
 Protocol: length-prefixed pickles over the child's stdin and stdout (the child's own `print`s go to
-stderr). Requests: `("prepare", sys_path, modules)` and `("call", module, attribute, tool_name, args)`.
+stderr). Requests: `("prepare", sys_path, modules)` and `("call", module, attribute, tool_name, args, cap)`.
 Replies: `("ok", result)`, `("error", type_name, message)` or `("unresolved", why)`: the child could not
 import the tool, so the parent runs it in process from then on.
 
@@ -20,6 +24,7 @@ import asyncio
 import atexit
 import contextlib
 import importlib
+import json
 import os
 import pickle
 import struct
@@ -32,9 +37,29 @@ from typing import IO, Any
 
 from langchain_core.tools import BaseTool
 
-__all__ = ["ToolFailed", "ToolRunner", "shared_runner", "tool_reference"]
+__all__ = ["OUTPUT_CAP", "ToolFailed", "ToolRunner", "cap_output", "shared_runner", "tool_reference"]
 
 _HEADER = struct.Struct("!I")
+OUTPUT_CAP = 20_000  # characters of a tool's output kept (the agent shows the model less: graph.py)
+
+
+def cap_output(result: Any, limit: int = OUTPUT_CAP) -> Any:
+    """`result` unchanged if its text fits in `limit` characters; else its text cut there, with a marker.
+
+    A result that is not a string is measured as the JSON the model would see.
+    """
+    if isinstance(result, str):
+        text = result
+    else:
+        if isinstance(result, int | float | bool) or result is None:
+            return result
+        try:
+            text = json.dumps(result, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # e.g. a circular structure: measured by its repr
+            text = repr(result)
+    if len(text) <= limit:
+        return result
+    return f"{text[:limit]}\n... [output truncated: {len(text):,} characters, the first {limit:,} kept]"
 
 
 class ToolFailed(Exception):
@@ -101,9 +126,9 @@ class _Process:
             self.path = path
             self.loaded.update(new)
 
-    def call(self, ref: tuple[str, str], name: str, args: dict[str, Any]) -> Any:
+    def call(self, ref: tuple[str, str], name: str, args: dict[str, Any], cap: int) -> Any:
         self.prepare()
-        _write(self.stdin, ("call", ref[0], ref[1], name, args))
+        _write(self.stdin, ("call", ref[0], ref[1], name, args, cap))
         return _read(self.stdout)
 
     def kill(self) -> None:
@@ -120,12 +145,16 @@ class ToolRunner:
     """Runs tools with a timeout that holds: synchronous importable tools in killable child processes.
 
     One runner serves the whole process (`shared_runner()`), from any event loop and any thread. At most
-    `max_processes` children exist; a call waits for a free one. Children are stopped at exit.
+    `max_processes` children exist; a call waits for a free one. Children are stopped at exit. Outputs
+    longer than `max_output_chars` are cut, with a marker.
     """
 
-    def __init__(self, *, max_processes: int = 4, isolate: bool = True) -> None:
+    def __init__(
+        self, *, max_processes: int = 4, isolate: bool = True, max_output_chars: int = OUTPUT_CAP
+    ) -> None:
         self.max_processes = max_processes
         self.isolate = isolate
+        self.max_output_chars = max_output_chars
         self._idle: list[_Process] = []
         self._count = 0
         self._lock = threading.Lock()
@@ -155,7 +184,7 @@ class ToolRunner:
         ref = tool_reference(tool) if self.isolate else None
         if ref is None or ref in self._unresolved:
             async with asyncio.timeout(timeout_s):
-                return await tool.ainvoke(args)
+                return cap_output(await tool.ainvoke(args), self.max_output_chars)
         loop = asyncio.get_running_loop()
         acquiring = loop.run_in_executor(None, self._acquire)
         try:
@@ -163,7 +192,7 @@ class ToolRunner:
         except asyncio.CancelledError:  # hand the process back once the waiting thread gets it
             acquiring.add_done_callback(self._release_when_acquired)
             raise
-        future = loop.run_in_executor(None, proc.call, ref, tool.name, args)
+        future = loop.run_in_executor(None, proc.call, ref, tool.name, args, self.max_output_chars)
         try:
             reply = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except BaseException:  # timeout or cancellation: the child may be mid-computation
@@ -180,7 +209,7 @@ class ToolRunner:
             raise ToolFailed(reply[1], reply[2])
         self._unresolved.add(ref)  # "unresolved": the child can't import it; run it here from now on
         async with asyncio.timeout(timeout_s):
-            return await tool.ainvoke(args)
+            return cap_output(await tool.ainvoke(args), self.max_output_chars)
 
     def _acquire(self) -> _Process:
         with self._free:
@@ -260,7 +289,7 @@ def _serve() -> None:
                 with contextlib.suppress(Exception):
                     importlib.import_module(name)
             continue
-        _, module_name, attr, name, args = request
+        _, module_name, attr, name, args, cap = request
         key = (module_name, attr)
         if key not in tools:
             try:
@@ -273,10 +302,10 @@ def _serve() -> None:
                 continue
             tools[key] = found
         try:
-            reply: tuple[Any, ...] = ("ok", tools[key].invoke(args))
+            reply: tuple[Any, ...] = ("ok", cap_output(tools[key].invoke(args), cap))
             blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # the parent turns it into an observation
-            reply = ("error", type(exc).__name__, str(exc))
+            reply = ("error", type(exc).__name__, cap_output(str(exc), cap))
             blob = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         out.write(_HEADER.pack(len(blob)) + blob)
         out.flush()
