@@ -223,7 +223,8 @@ async def test_a_server_that_stops_is_restarted_once_then_its_tools_are_unavaila
     assert len(pids) == 2  # a second process: the restart
     assert orch.store is not None
     failed = [
-        s for s in orch.store.run_spans(result.run_id)
+        s
+        for s in orch.store.run_spans(result.run_id)
         if s["name"].startswith("execute_tool") and decode_attributes(s).get("error.type") == "tool_error"
     ]
     assert len(failed) >= 3  # every failed call has its error span
@@ -374,3 +375,21 @@ def test_a_third_party_pack_comes_in_through_the_entry_point_group(
         load_pack("acm")
 
 
+def test_orch_tools_lists_a_projects_mcp_tools_without_the_blocked_ones(
+    tmp_path: Path, loopback: Loopback
+) -> None:
+    """`orch tools list` sees what the agent sees: the MCP server's tools (started for the listing), minus
+    a side-effecting one that is not allow-listed."""
+    import os
+    import subprocess
+
+    log = tmp_path / "stdio.log"
+    root = project(tmp_path, loopback, stdio(log))
+    env = {**os.environ, "ORCH_TOOL_INDEX": str(tmp_path / "index.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(root), "tools", "list", "--json"]
+    listed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    out = json.loads(listed.stdout)
+    names = {t["name"]: t for t in (out["tools"] if isinstance(out, dict) else out)}
+    assert "days_between" in names and "delete_record" not in names
+    assert names["days_between"]["source"] == "mcp:toolbox"

@@ -21,18 +21,22 @@ __all__ = ["gather", "index_path"]
 
 def _pack_docs(project: str | Path) -> list[ToolDoc]:
     from orchestrator.config import load_manifest
-    from orchestrator.runner import _import_ref
+    from orchestrator.toolsources import guard, load_pack
 
     root = Path(project).resolve()
     manifest = load_manifest(root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     docs = []
-    for ref in manifest.tool_packs:
-        pack = _import_ref(ref, "tool pack")
-        if not isinstance(pack, list | tuple) or not all(isinstance(t, BaseTool) for t in pack):
-            raise ConfigError(f"tool pack {ref!r} must be a list of langchain-core tools")
-        for t in pack:
+    sources: list[tuple[str, Sequence[BaseTool]]] = [(ref, load_pack(ref)) for ref in manifest.tool_packs]
+    if manifest.mcp_servers:  # the servers' tools, as the agent gets them (the servers are started)
+        from orchestrator.mcp import manifest_tools
+
+        for tool in manifest_tools(manifest):
+            sources.append((f"mcp:{tool.server.name}", [tool]))
+    for ref, pack in sources:
+        kept, _ = guard(pack, manifest.allow_side_effects)  # what the agent may be offered, as it is
+        for t in kept:
             fn = convert_to_openai_tool(t)["function"]
             docs.append(ToolDoc(t.name, fn.get("description", ""), fn.get("parameters", {}), ref))
     return docs
