@@ -162,6 +162,7 @@ class TrialReport:
     slot: str
     items: list[ItemResult] = field(default_factory=list)
     baseline: TrialReport | None = None
+    no_baseline: str = "no model is bound to the slot to compare with"  # why `baseline` is None
     judge: str | None = None  # the judge's model, when outputs were judged
 
     def figures(self) -> dict[str, Any]:
@@ -196,7 +197,7 @@ class TrialReport:
         """Against the model bound to the slot now: `better` when accuracy is at least its minus 1 point and
         cost or p50 latency is at most 80 % of its; `worse` when accuracy is lower by more than 1 point."""
         if self.baseline is None:
-            return None, "no model is bound to the slot to compare with"
+            return None, self.no_baseline
         mine, theirs = self.figures(), self.baseline.figures()
         gap = (mine["accuracy"] - theirs["accuracy"]) * 100
         cheaper = _at_most(mine["cost_per_1k_usd"], theirs["cost_per_1k_usd"], 0.8)
@@ -360,6 +361,10 @@ async def run_trial(
     judge_model = judging[0].profile.name if judging is not None else None
     report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
     report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
+    if current is not None and current.profile.name == binding.profile.name:
+        report.no_baseline = f"{model_name} is bound to slot {worker.slot!r} now: nothing to compare with"
+    elif not compare:
+        report.no_baseline = "not compared (--no-compare)"
     if compare and current is not None and current.profile.name != binding.profile.name:
         base = TrialReport(current.profile.name, worker.name, worker.slot, judge=judge_model)
         base.items = await run_items(

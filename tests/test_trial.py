@@ -177,3 +177,27 @@ async def test_an_item_that_went_up_the_chain_counts_as_escalated_even_when_noth
     figures = report.figures()
     assert figures["validity"] == 0 and figures["escalation_rate"] == 1.0
     orch.close()
+
+
+def test_a_verdict_that_is_not_given_says_why(loopback: Loopback, tmp_path: Path) -> None:
+    """Trying the model the slot already has: there is nothing to compare, and the report says so."""
+    loopback.handle("/v1/chat/completions", labeller)
+    project = tmp_path / "proj"
+    project.mkdir()
+    url = loopback.url + "/v1"
+    (project / "pyproject.toml").write_text(
+        f'[tool.orchestrator]\n[tool.orchestrator.slots.classify]\nmodel = "openai-compat:small"\n'
+        f'base_url = "{url}"\nprices = {{ input = 1e-6, output = 4e-6 }}\n'
+    )
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"input": i, "expected": e}) + "\n" for i, e in ITEMS))
+    env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "trial", "openai-compat:small"]
+    cmd += ["--base-url", url, "--worker", "classify", "--data", str(data), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["verdict"] is None and "is bound to slot 'classify' now" in out["verdict_why"]
+    other = [("openai-compat:big" if c == "openai-compat:small" else c) for c in cmd]
+    proc = subprocess.run([*other, "--no-compare"], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(proc.stdout)["verdict_why"] == "not compared (--no-compare)"
