@@ -84,8 +84,13 @@ class ScriptedChatModel(BaseChatModel):
         reply = self.replies[index]
         return reply(messages) if callable(reply) else reply
 
-    def _result(self, messages: list[BaseMessage], text: str, elapsed: float) -> ChatResult:
+    def _result(
+        self, messages: list[BaseMessage], text: str, elapsed: float, max_tokens: int | None = None
+    ) -> ChatResult:
         prompt_tokens = sum(len(str(m.content).split()) for m in messages)
+        finish = "stop"
+        if max_tokens is not None and len(text.split()) > max_tokens:  # a word a token: cut as a model is
+            text, finish = " ".join(text.split()[:max_tokens]), "length"
         out_tokens = max(len(text.split()), 1)
         msg = AIMessage(
             content=text,
@@ -94,7 +99,7 @@ class ScriptedChatModel(BaseChatModel):
                 "output_tokens": out_tokens,
                 "total_tokens": prompt_tokens + out_tokens,
             },
-            response_metadata={"model_name": self.name_, "finish_reason": "stop"},
+            response_metadata={"model_name": self.name_, "finish_reason": finish},
         )
         if self.log_path:
             with Path(self.log_path).open("a", encoding="utf-8") as fh:
@@ -111,7 +116,8 @@ class ScriptedChatModel(BaseChatModel):
         t0 = time.perf_counter()
         if self.delay_s:
             time.sleep(self.delay_s)
-        return self._result(messages, self._next(messages, None), time.perf_counter() - t0)
+        text = self._next(messages, None)
+        return self._result(messages, text, time.perf_counter() - t0, kwargs.get("max_tokens"))
 
     async def _agenerate(
         self,
@@ -123,7 +129,8 @@ class ScriptedChatModel(BaseChatModel):
         t0 = time.perf_counter()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return self._result(messages, self._next(messages, None), time.perf_counter() - t0)
+        text = self._next(messages, None)
+        return self._result(messages, text, time.perf_counter() - t0, kwargs.get("max_tokens"))
 
 
 @contextlib.contextmanager

@@ -108,6 +108,10 @@ async def run_worker(
         entries.extend(new_entries)
         last_reply = str(msg.content)
         try:
+            # cut off at the token limit: it may pass the checks (half a letter keeps and adds no facts),
+            # but it is never an answer
+            if msg.response_metadata.get("finish_reason") in ("length", "max_tokens"):
+                raise ValueError(f"it was cut off at {worker.max_tokens} tokens; write a shorter one")
             value = _validate(worker, text, last_reply)
         except ValueError as exc:
             last_error = str(exc)

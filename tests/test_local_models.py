@@ -434,3 +434,46 @@ async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_u
     result, entries, _ = await run_worker(ctx(), never, text, "n")
     assert result is not None and not result.escalated and len(entries) == 1
     orch.close()
+
+
+async def test_a_style_worker_node_on_the_local_models_never_passes_on_a_rewrite_that_loses_a_fact(
+    tmp_path: Path,
+) -> None:
+    """The built-in style worker on the 0.5B workhorse, escalating to the 1.5B: a rewrite that comes out
+    keeps every number and name of the source and adds none; one that can't is never passed on."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    from orchestrator import RunContext, style_worker, worker_node
+    from orchestrator.validators import adds_no_facts, keeps_facts
+
+    class State(TypedDict, total=False):
+        input: str
+        answer: str
+
+    source = "hey, the invoice 4471 for 380 EUR is late again. Anna Berg needs it paid by Friday."
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node(
+        "style", worker_node(style_worker(style="formal business English", max_tokens=80), into="answer")
+    )
+    g.add_edge(START, "style")
+    g.add_edge("style", END)
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "style": SlotConfig(model="local:qwen2.5-0.5b", role="workhorse"),
+            "controller": SlotConfig(model="local:qwen2.5-1.5b", role="racehorse"),
+        },
+        graphs={"g": g},
+    )
+    result = await orch.arun("g", source)
+    calls = sum(n.calls for n in result.ledger.by_node())
+    if result.status == "ok":
+        assert result.answer is not None and result.answer != source
+        assert keeps_facts(source, result.answer) is None and adds_no_facts(source, result.answer) is None
+    else:  # every rung failed its checks: the node fails, nothing enters the state
+        assert result.status == "failed" and result.answer is None
+        assert result.error is not None and "failed validation" in result.error
+        assert calls == 3  # first answer, one repair, the racehorse
+    orch.close()

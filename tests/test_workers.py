@@ -263,3 +263,17 @@ async def test_an_unsure_answer_stands_when_nothing_up_the_chain_is_valid_and_wi
     assert result.answer == '{"label": "card_arrival"}'
     assert "logprobs" not in seen["small"][0]  # nowhere to route to: the margin is not asked for
     orch.close()
+
+
+async def test_an_output_cut_off_at_max_tokens_is_never_an_answer(settings: Settings) -> None:
+    """A rewrite cut off mid-way can keep every fact and add none, and still be half a letter: a reply that
+    stopped at the token limit is rejected and goes up the ladder."""
+    long = "Dear Maria Lopez, the quarterly review at Acme Corp moves from Tuesday to Thursday 12 March " * 3
+    short = "The review moves to Thursday 12 March; Maria Lopez chairs it in room 4B."
+    worker = summarize_worker(words=(5, 60), max_tokens=30)
+    orch, _ = run_one(settings, [long, long], [short], worker)
+    result = await orch.arun("g", SOURCE)
+    assert result.status == "ok", result.error
+    assert result.answer == short  # the racehorse's: both workhorse replies hit the limit
+    assert result.ledger.by_node()[0].calls == 3
+    orch.close()
