@@ -43,14 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
-from opentelemetry.trace import NoOpTracer  # noqa: E402
 
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.calls import call_model  # noqa: E402
-from orchestrator.catalog import Catalog  # noqa: E402
-from orchestrator.config import Limits  # noqa: E402
 from orchestrator.context import RunContext  # noqa: E402
-from orchestrator.ledger import Budget, BudgetMeter, LedgerEntry  # noqa: E402
+from orchestrator.ledger import LedgerEntry  # noqa: E402
 from orchestrator.pricing import Usage, cost_usd, shipped_table  # noqa: E402
 from orchestrator.workers import Worker, classify_worker  # noqa: E402
 from orchestrator.workhorse import run_worker  # noqa: E402
@@ -79,16 +76,8 @@ def rows(name: str) -> list[tuple[str, str]]:
 
 
 def context(orch: Orchestrator, worker: Worker) -> RunContext:
-    return RunContext(
-        run_id="bench",
-        slots=dict(orch.slots),
-        models={s: orch.model_for(s) for s in orch.slots},
-        catalog=Catalog([]),
-        workers={worker.name: worker},
-        limits=Limits(),
-        tracer=NoOpTracer(),
-        meter=BudgetMeter(Budget()),
-    )
+    models = {s: orch.model_for(s) for s in orch.slots}
+    return RunContext.standalone("bench", dict(orch.slots), models, {worker.name: worker})
 
 
 def totals(entries: Sequence[LedgerEntry]) -> tuple[float, int, int]:

@@ -52,6 +52,31 @@ class RunContext:
         if not self.deadline:
             self.deadline = time.monotonic() + self.limits.deadline_s
 
+    @classmethod
+    def standalone(
+        cls,
+        run_id: str,
+        slots: dict[str, SlotBinding],
+        models: dict[str, BaseChatModel],
+        workers: dict[str, Worker] | None = None,
+    ) -> RunContext:
+        """A context for model calls outside a graph run (a trial, a judge, a benchmark): no tools, no
+        tracing, an unlimited budget, the default limits."""
+        from opentelemetry.trace import NoOpTracer
+
+        from orchestrator.ledger import Budget
+
+        return cls(
+            run_id=run_id,
+            slots=slots,
+            models=models,
+            catalog=Catalog([]),
+            workers=workers or {},
+            limits=Limits(),
+            tracer=NoOpTracer(),
+            meter=BudgetMeter(Budget()),
+        )
+
     def model(self, slot: str) -> BaseChatModel:
         """The slot's model as a langchain-core chat model whose every call is budgeted, traced and priced.
 

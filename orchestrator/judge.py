@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from opentelemetry.trace import NoOpTracer
 
 from orchestrator.calls import call_model
-from orchestrator.catalog import Catalog
-from orchestrator.config import Limits
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.errors import OrchestratorError
-from orchestrator.ledger import Budget, BudgetMeter, LedgerEntry
+from orchestrator.ledger import LedgerEntry
 from orchestrator.stable import SlotBinding
 from orchestrator.workers import Worker
 
@@ -107,16 +104,7 @@ async def judge_output(
     Never raises for the judge's failures: a failed call or a reply still invalid after the repair gives
     an unjudged `Judgement` (score None, the reason saying why). Its cost is the judge's alone.
     """
-    ctx = RunContext(
-        run_id="trial-judge",
-        slots={binding.slot: binding},
-        models={binding.slot: model},
-        catalog=Catalog([]),
-        workers={},
-        limits=Limits(),
-        tracer=NoOpTracer(),
-        meter=BudgetMeter(Budget()),
-    )
+    ctx = RunContext.standalone("trial-judge", {binding.slot: binding}, {binding.slot: model})
     messages = judge_prompt(worker, source, output)
     entries: list[LedgerEntry] = []
     why = ""

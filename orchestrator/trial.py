@@ -25,14 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from opentelemetry.trace import NoOpTracer
-
-from orchestrator.catalog import Catalog
-from orchestrator.config import Limits, SlotConfig
+from orchestrator.config import SlotConfig
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.judge import judge_output
-from orchestrator.ledger import Budget, BudgetMeter
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.workers import Worker, classify_worker
 from orchestrator.workhorse import run_worker
@@ -270,17 +266,8 @@ async def run_items(
     models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
     out = []
     for item in items:
-        meter = BudgetMeter(Budget())
-        ctx = RunContext(
-            run_id="trial",
-            slots=slots,
-            models=models,
-            catalog=Catalog([]),
-            workers={worker.name: worker},
-            limits=Limits(),
-            tracer=NoOpTracer(),
-            meter=meter,
-        )
+        ctx = RunContext.standalone("trial", slots, models, {worker.name: worker})
+        meter = ctx.meter
         text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
         error = None
         try:

@@ -380,12 +380,8 @@ async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_u
     no answer can reach, every answer goes up; with 0, none does."""
     import dataclasses
 
-    from opentelemetry.trace import NoOpTracer
-
     from orchestrator import classify_worker
-    from orchestrator.catalog import Catalog
     from orchestrator.context import RunContext
-    from orchestrator.ledger import Budget, BudgetMeter
     from orchestrator.workhorse import run_worker
 
     orch = Orchestrator(
@@ -403,16 +399,7 @@ async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_u
     worker = classify_worker("triage", labels, "Triage a bank customer's message")
 
     def ctx() -> RunContext:
-        return RunContext(
-            run_id="r",
-            slots=dict(orch.slots),
-            models={s: orch.model_for(s) for s in orch.slots},
-            catalog=Catalog([]),
-            workers={},
-            limits=Limits(),
-            tracer=NoOpTracer(),
-            meter=BudgetMeter(Budget()),
-        )
+        return RunContext.standalone("r", dict(orch.slots), {s: orch.model_for(s) for s in orch.slots})
 
     from langchain_core.messages import HumanMessage, SystemMessage
 
