@@ -30,7 +30,7 @@ from orchestrator.tracing.store import decode_attributes
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 # Tables keep their columns when piped (rich would otherwise assume 80 columns).
 # No highlighting or emoji codes. Text from users, tools and models never goes through markup: it is put
@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = _read_input_file(args.input_file)
     elif text == "-":
         text = sys.stdin.read()
+    if args.deny and not args.resume:
+        raise ConfigError("--deny answers a waiting run: use it with --resume RUN")
+    if args.deny and args.approve:
+        raise ConfigError("give either --approve TOOL or --deny, not both")
     if args.resume and (text is not None or graph is not None or state is not None):
         raise ConfigError("give either --resume RUN or GRAPH INPUT, not both")
     if not args.resume and not text and state is None:
@@ -113,12 +117,110 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run(
     orch: Any, graph: str, text: str | dict[str, Any] | None, budget: Budget, args: argparse.Namespace
 ) -> int:
-    result = None
+    approve: bool | list[str] | None = False if args.deny else (args.approve or None)
     run_id = args.resume or args.run_id
+    resume = bool(args.resume)
+    try:
+        while True:
+            result = await _run_once(orch, graph, text, budget, run_id, resume, approve)
+            if result is None:
+                return EXIT_CANCELLED
+            if result.status != "waiting" or args.json or not _can_ask():
+                break
+            approve = _ask_approval(result)  # a person at the terminal answers, and the run goes on
+            if approve is None:  # not tool calls: the graph's own question, answered with --resume in code
+                break
+            run_id, resume, text = result.run_id, True, None
+    finally:
+        orch.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _print_result(result)
+    if result.status == "failed":
+        hint = f" Resume with: orch run --resume {result.run_id}" if result.resumable else ""
+        err.print(_line(("run failed:", "red"), f" {result.error}.{hint}"))
+        return EXIT_FAILED
+    if result.status == "waiting":
+        err.print(_line(("waiting:", "yellow"), " ", _waiting_hint(result)))
+        return EXIT_WAITING
+    return EXIT_OK
+
+
+def _can_ask() -> bool:
+    return sys.stdin.isatty() and err.is_terminal
+
+
+def _tool_requests(result: Any) -> list[dict[str, Any]] | None:
+    """The tool calls a waiting run asks to approve; None when it waits for something else."""
+    calls: list[dict[str, Any]] = []
+    for pending in result.waiting:
+        value = pending.get("value")
+        if not isinstance(value, dict) or value.get("type") != "approve_tool_calls":
+            return None
+        calls.extend(value.get("calls") or [])
+    return calls
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    args = json.dumps(call.get("args") or {}, ensure_ascii=False, default=str)
+    return f"{call.get('tool')}({args if len(args) <= 300 else args[:300] + '...'})"
+
+
+def _ask_approval(result: Any) -> list[str] | None:
+    """Ask at the terminal about each call; the names of the tools approved."""
+    calls = _tool_requests(result)
+    if calls is None:
+        return None
+    approved: list[str] = []
+    for call in calls:
+        err.print(_line(("approve?", "yellow"), " ", _call_text(call), " [y/N] "), end="")
+        try:
+            reply = input().strip().lower()
+        except EOFError:
+            reply = ""
+        if reply in ("y", "yes"):
+            approved.append(str(call.get("tool")))
+    return approved
+
+
+def _waiting_hint(result: Any) -> str:
+    calls = _tool_requests(result)
+    if calls is None:
+        return (
+            f"run {result.run_id} waits for an answer to its graph's question; answer it from Python: "
+            f"Orchestrator.arun(..., run_id={result.run_id!r}, resume=True, answer=...)"
+        )
+    tools = sorted({str(c.get("tool")) for c in calls})
+    asks = "; ".join(_call_text(c) for c in calls)
+    flags = " ".join(f"--approve {t}" for t in tools)
+    return (
+        f"run {result.run_id} waits for approval of {asks}. Continue with: "
+        f"orch run --resume {result.run_id} {flags} (or --deny)"
+    )
+
+
+async def _run_once(
+    orch: Any,
+    graph: str,
+    text: str | dict[str, Any] | None,
+    budget: Budget,
+    run_id: str | None,
+    resume: bool,
+    approve: bool | list[str] | None,
+) -> Any:
+    """One attempt, with progress lines; its result, or None when it was cancelled."""
+    result = None
     try:
         with _status("starting ...") as status:
             events = orch.astream(
-                graph, text, budget=budget, run_id=run_id, resume=bool(args.resume), tokens=err.is_terminal
+                graph,
+                text,
+                budget=budget,
+                run_id=run_id,
+                resume=resume,
+                tokens=err.is_terminal,
+                approve=approve,
             )
             async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
                 async for event in events:
@@ -142,19 +244,9 @@ async def _run(
                         result = event.result
     except (KeyboardInterrupt, asyncio.CancelledError):
         err.print(_line("\n", ("cancelled.", "yellow"), f" Resume with: orch run --resume {run_id}"))
-        return EXIT_CANCELLED
-    finally:
-        orch.close()
+        return None
     assert result is not None
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        _print_result(result)
-    if result.status == "failed":
-        hint = f" Resume with: orch run --resume {result.run_id}" if result.resumable else ""
-        err.print(_line(("run failed:", "red"), f" {result.error}.{hint}"))
-        return EXIT_FAILED
-    return EXIT_OK
+    return result
 
 
 class _NoStatus:
@@ -248,7 +340,7 @@ def _next_label(event: Any) -> str:
 
 
 def _print_result(result: Any) -> None:
-    colour = {"ok": "green", "budget_stop": "yellow"}.get(result.status, "red")
+    colour = {"ok": "green", "budget_stop": "yellow", "waiting": "yellow"}.get(result.status, "red")
     answer = result.answer if result.answer is not None else "(none)"
     out.print(_line("\n", ("Answer:", "bold"), f" {answer}"))
     line = _line((f"status: {result.status}", colour), f"  run: {result.run_id}")
@@ -882,8 +974,10 @@ def cmd_tools(args: argparse.Namespace) -> int:
             if src is None or d.source == src or os.path.abspath(d.source) == os.path.abspath(src)
         ]
         if args.json:
-            rows = [{"name": d.name, "source": d.source, "description": d.description,
-                     "parameters": d.parameters} for d in docs]
+            rows = [
+                {"name": d.name, "source": d.source, "description": d.description, "parameters": d.parameters}
+                for d in docs
+            ]
             print(json.dumps(rows, indent=2))
             return EXIT_OK
         table = Table("tool", "source", "description")
@@ -899,8 +993,17 @@ def cmd_tools(args: argparse.Namespace) -> int:
         index, method = _tool_index(args, docs, key)
         hits = index.search(args.query, args.k, method, split=args.split or None)
         if args.json:
-            print(json.dumps({"query": args.query, "method": method, "index": index.store.path,
-                              "hits": [h.__dict__ for h in hits]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "query": args.query,
+                        "method": method,
+                        "index": index.store.path,
+                        "hits": [h.__dict__ for h in hits],
+                    },
+                    indent=2,
+                )
+            )
             return EXIT_OK
         table = Table("#", "tool", "relevance", "source", "description")
         for rank, h in enumerate(hits, 1):
@@ -940,13 +1043,26 @@ def _add_tools_parser(sub: Any) -> None:
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "eval":
-            p.add_argument("--catalog", required=True, action="append", metavar="FILE",
-                           help='JSON Lines: {"name", "description", "parameters"} per line')
-            p.add_argument("--queries", required=True, metavar="FILE",
-                           help='JSON Lines: {"query": ..., "gold_tools": [...]} per line')
+            p.add_argument(
+                "--catalog",
+                required=True,
+                action="append",
+                metavar="FILE",
+                help='JSON Lines: {"name", "description", "parameters"} per line',
+            )
+            p.add_argument(
+                "--queries",
+                required=True,
+                metavar="FILE",
+                help='JSON Lines: {"query": ..., "gold_tools": [...]} per line',
+            )
         else:
-            p.add_argument("--catalog", action="append", metavar="FILE",
-                           help="also a JSON Lines catalog file (repeatable)")
+            p.add_argument(
+                "--catalog",
+                action="append",
+                metavar="FILE",
+                help="also a JSON Lines catalog file (repeatable)",
+            )
             p.add_argument("--no-packs", action="store_true", help="leave out the manifest's tool packs")
         if name == "list":
             p.add_argument("--source", metavar="S", help="only tools from this pack reference or file")
@@ -954,8 +1070,9 @@ def _add_tools_parser(sub: Any) -> None:
         if name == "search":
             p.add_argument("query")
         p.add_argument("--k", type=int, default=5, help="how many tools (default 5)")
-        p.add_argument("--method", choices=methods,
-                       help="default: hybrid with the embed extra installed, else bm25")
+        p.add_argument(
+            "--method", choices=methods, help="default: hybrid with the embed extra installed, else bm25"
+        )
         p.add_argument("--split", action="store_true", help="also search each clause of a multi-part request")
         p.add_argument("--index", metavar="FILE", help="index file (default: $ORCH_TOOL_INDEX or the cache)")
     tools.set_defaults(func=cmd_tools)
@@ -978,7 +1095,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--input-json", metavar="FILE", help="the graph's input state as a JSON object ('-' reads stdin)"
     )
-    run.add_argument("--resume", metavar="RUN", help="continue an interrupted run")
+    run.add_argument("--resume", metavar="RUN", help="continue an interrupted or waiting run")
+    run.add_argument(
+        "--approve",
+        action="append",
+        metavar="TOOL",
+        help="approve this tool's calls (confirm_tools): in a new run, in advance; with --resume, the calls "
+        "the run waits for (repeatable)",
+    )
+    run.add_argument("--deny", action="store_true", help="with --resume: decline the calls the run waits for")
     run.add_argument("--run-id", help="choose the new run's id")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")

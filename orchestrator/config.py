@@ -152,6 +152,7 @@ class Manifest(_Strict):
     tool_packs: list[str] = Field(default_factory=list)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     allow_side_effects: list[str] = Field(default_factory=list)  # side-effecting tools the agent may call
+    confirm_tools: list[str] = Field(default_factory=list)  # each call waits for a person's yes ("*": all)
     workers: list[str] = Field(default_factory=list)
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
@@ -170,7 +171,8 @@ class Manifest(_Strict):
 
     def config_hash(self) -> str:
         """A short stable hash of the manifest, recorded on every run span."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # what the project sets, not the defaults: a field added to the manifest leaves old hashes alone
+        blob = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

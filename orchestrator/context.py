@@ -46,6 +46,8 @@ class RunContext:
     deadline: float = field(default=0.0)
     text_sink: TextSink | None = None  # model text as it arrives, for `Orchestrator.astream`'s token events
     loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)  # the run's event loop
+    confirm: frozenset[str] = frozenset()  # tools whose calls wait for a person's yes ("*": every tool)
+    approved: frozenset[str] = frozenset()  # tools approved in advance for this run (`approve=`)
     _slot_models: dict[str, BaseChatModel] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +78,11 @@ class RunContext:
             tracer=NoOpTracer(),
             meter=BudgetMeter(Budget()),
         )
+
+    def needs_approval(self, tool: str) -> bool:
+        """Whether a call of `tool` waits for a person's yes (confirmed tools not approved in advance)."""
+        asked = tool in self.confirm or "*" in self.confirm
+        return asked and tool not in self.approved and "*" not in self.approved
 
     def model(self, slot: str) -> BaseChatModel:
         """The slot's model as a langchain-core chat model whose every call is budgeted, traced and priced.

@@ -28,7 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -45,7 +45,9 @@ from orchestrator.tracing.spans import open_span
 from orchestrator.workers import Worker
 from orchestrator.workhorse import reject, run_worker
 
-__all__ = ["AgentState", "build_agent_graph"]
+__all__ = ["APPROVAL", "AgentState", "build_agent_graph"]
+
+APPROVAL = "approve_tool_calls"  # the `type` of the interrupt asking a person to approve tool calls
 
 _OBSERVATION_CAP = 2000
 _IN_PROCESS = ToolRunner(isolate=False)
@@ -289,7 +291,13 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """Run the pending tool calls (several at once after a reply of parallel calls), each with a timeout;
     an error goes back to the controller as an observation."""
     steps = pending_steps(state) or [({}, current_part(state.get("plan")))]
-    done = await asyncio.gather(*(_one_call(state, ctx, decision, index) for decision, index in steps))
+    verdicts = _approvals(steps, ctx)
+    done = await asyncio.gather(
+        *(
+            _one_call(state, ctx, d, index, verdict)
+            for (d, index), verdict in zip(steps, verdicts, strict=True)
+        )
+    )
     messages: list[BaseMessage] = [message for message, _ in done]
     patches = [patch for _, patch in done if patch is not None]
     update: dict[str, Any] = {"messages": messages}
@@ -298,8 +306,46 @@ async def call_tool(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     return update
 
 
+def _approvals(steps: Sequence[tuple[Mapping[str, Any], int | None]], ctx: RunContext) -> list[str | None]:
+    """Each call's approval (`approved`, `declined`; None: it needs none). Calls of confirmed tools wait for a
+    person: the run stops with a LangGraph interrupt listing them (`approval_request`), and this node runs
+    again when the run is resumed with the answer (`Orchestrator.arun(..., resume=True, approve=...)`).
+    Nothing has run before the interrupt, so running the node again repeats nothing."""
+    asked = [k for k, (d, _) in enumerate(steps) if ctx.needs_approval(str(d.get("tool", "")))]
+    verdicts: list[str | None] = [None] * len(steps)
+    if not asked:
+        return verdicts
+    calls = [_call_request(steps[k][0]) for k in asked]
+    answer = interrupt({"type": APPROVAL, "calls": calls})
+    for n, k in enumerate(asked):
+        verdicts[k] = "approved" if _yes(answer, calls[n]["tool"], n) else "declined"
+    return verdicts
+
+
+def _call_request(decision: Mapping[str, Any]) -> dict[str, Any]:
+    request = {"tool": str(decision.get("tool", "")), "args": dict(decision.get("args") or {})}
+    if isinstance(decision.get("part"), int):
+        request["part"] = decision["part"]
+    return request
+
+
+def _yes(answer: Any, tool: str, n: int) -> bool:
+    """One call's verdict in an answer: a bool for every call, a {tool: bool} map, or a list of bools."""
+    if isinstance(answer, bool):
+        return answer
+    if isinstance(answer, Mapping):
+        return answer.get(tool) is True
+    if isinstance(answer, list | tuple):
+        return n < len(answer) and answer[n] is True
+    return False  # anything else approves nothing (the runner refuses such answers before resuming)
+
+
 async def _one_call(
-    state: AgentState, ctx: RunContext, pending: Mapping[str, Any], index: int | None
+    state: AgentState,
+    ctx: RunContext,
+    pending: Mapping[str, Any],
+    index: int | None,
+    approval: str | None = None,
 ) -> tuple[BaseMessage, dict[str, Any] | None]:
     """One tool call: its observation, and the patch for its part."""
     name, args = str(pending.get("tool", "")), dict(pending.get("args") or {})
@@ -311,6 +357,25 @@ async def _one_call(
     }
     if ctx.capture_content:
         attributes[A.TOOL_ARGS] = json.dumps(args)
+    if approval is not None:
+        attributes[A.TOOL_APPROVAL] = approval
+    kind = f"call_tool {name}" if "part" not in pending else f"call_tool {name}, part {pending['part']}"
+    if approval == "declined":  # never run: the part fails, and the model is told not to try again
+        with open_span(ctx.tracer, f"execute_tool {name}", "tool", attributes):
+            text = (
+                f"error: the call of {name!r} was declined by the person approving tool calls; do not call "
+                "it again: finish without it, or say what could not be done"
+            )
+        plan = state.get("plan") or []
+        failed: dict[str, Any] | None = None
+        if index is not None and index < len(plan):
+            failed = {
+                "index": index,
+                "status": "failed",
+                "tries": plan[index]["tries"] + 1,
+                "note": f"the call of {name} was declined",
+            }
+        return _observation(kind, text), failed
     t0 = time.perf_counter()
     with open_span(ctx.tracer, f"execute_tool {name}", "tool", attributes) as span:
         try:
@@ -348,7 +413,6 @@ async def _one_call(
         compute_ms=None,
     )
     ctx.meter.add(entry)
-    kind = f"call_tool {name}" if "part" not in pending else f"call_tool {name}, part {pending['part']}"
     patch: dict[str, Any] | None = None
     plan = state.get("plan") or []
     if index is not None and index < len(plan):

@@ -371,8 +371,11 @@ class McpServer:
             conn.check = None
             return
         except Exception as exc:
-            _log.warning("MCP server %r did not answer a ping after a call timed out (%s): replacing it",
-                         self.name, _describe(exc))
+            _log.warning(
+                "MCP server %r did not answer a ping after a call timed out (%s): replacing it",
+                self.name,
+                _describe(exc),
+            )
         assert self._lock is not None
         async with self._lock:
             if self._conn is conn:

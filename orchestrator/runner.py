@@ -14,10 +14,11 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
+from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
 from orchestrator.catalog import Catalog
@@ -34,6 +36,7 @@ from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import BudgetStop, RunContext, TextSink
 from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
+from orchestrator.graph import APPROVAL
 from orchestrator.instrument import GraphTracer
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
 from orchestrator.pricing import price_table
@@ -50,7 +53,8 @@ from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
 
-Status_ = Literal["ok", "budget_stop", "failed", "cancelled"]
+Status_ = Literal["ok", "budget_stop", "failed", "cancelled", "waiting"]
+Approve = bool | Iterable[str] | None
 GraphRef = str | StateGraph[Any, Any, Any, Any]
 
 
@@ -66,6 +70,9 @@ class RunResult:
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     resumable: bool = False  # a failure that `resume` can get past (a provider call failed)
+    # status "waiting": what the run waits for a person to answer (LangGraph interrupts: `id`, `value`); the
+    # bundled agent's are tool calls to approve, `{"type": "approve_tool_calls", "calls": [{tool, args}]}`
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -77,6 +84,7 @@ class RunResult:
             "error": self.error,
             "results": self.results,
             "resumable": self.resumable,
+            "waiting": self.waiting,
             "ledger": self.ledger.to_dict(),
         }
 
@@ -219,6 +227,7 @@ class Orchestrator:
         if not isinstance(tools, Catalog):
             tools, self.blocked_tools = guard(list(tools), self.manifest.allow_side_effects)
         self.catalog = tools if isinstance(tools, Catalog) else Catalog.from_tools(list(tools))
+        self._tool_names(self.manifest.confirm_tools, "[tool.orchestrator].confirm_tools")
         self.workers = {w.name: w for w in workers}
         for w in self.workers.values():
             for slot in (w.slot, *w.escalation()):
@@ -369,15 +378,32 @@ class Orchestrator:
     async def arun(
         self,
         graph: GraphRef,
-        input: str | None,
+        input: str | Mapping[str, Any] | None,
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
         resume: bool = False,
+        approve: Approve = None,
+        answer: Any = None,
     ) -> RunResult:
-        """Run a graph to its end and return the result; a budget stop is a status, not an exception."""
+        """Run a graph to its end and return the result; a budget stop is a status, not an exception.
+
+        A run that stops to wait for a person ends with status "waiting" and `RunResult.waiting`; resume it
+        (`resume=True`, its `run_id`) with `approve` for tool calls (True: all, False: none, or the names
+        of the tools approved), or `answer`, the value the graph's own `interrupt()` returns. In a new run,
+        `approve` names tools whose calls need no confirmation this time.
+        """
         result: RunResult | None = None
-        events = self.astream(graph, input, budget=budget, run_id=run_id, resume=resume, tokens=False)
+        events = self.astream(
+            graph,
+            input,
+            budget=budget,
+            run_id=run_id,
+            resume=resume,
+            tokens=False,
+            approve=approve,
+            answer=answer,
+        )
         async for event in events:
             if event.result is not None:
                 result = event.result
@@ -387,41 +413,55 @@ class Orchestrator:
     def run_sync(
         self,
         graph: GraphRef,
-        input: str | None,
+        input: str | Mapping[str, Any] | None,
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
         resume: bool = False,
+        approve: Approve = None,
+        answer: Any = None,
     ) -> RunResult:
         """`arun` for scripts (starts its own event loop, and closes its HTTP connections at the end)."""
         from orchestrator.sync import run_blocking
 
-        return run_blocking(lambda: self.arun(graph, input, budget=budget, run_id=run_id, resume=resume))
+        return run_blocking(
+            lambda: self.arun(
+                graph, input, budget=budget, run_id=run_id, resume=resume, approve=approve, answer=answer
+            )
+        )
 
     async def astream(
         self,
         graph: GraphRef,
-        input: str | None,
+        input: str | Mapping[str, Any] | None,
         *,
         budget: Budget | None = None,
         run_id: str | None = None,
         resume: bool = False,
         tokens: bool = True,
+        approve: Approve = None,
+        answer: Any = None,
     ) -> AsyncIterator[RunEvent]:
         """Run a graph, yielding events (`RunEvent`): the models' text as it arrives (`tokens=False`: none),
-        each node as it finishes, and a last one with the result."""
+        each node as it finishes, and a last one with the result. `approve` and `answer`: see `arun`."""
         name, builder = self._graph(graph)
         if not resume and not input:
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
         if resume and not run_id:
             raise ConfigError("resume=True needs the run_id of the run to continue")
+        if not resume and answer is not None:
+            raise ConfigError("answer= is for resuming a waiting run (resume=True with its run_id)")
+        if approve is not None and not isinstance(approve, bool):
+            approve = self._tool_names(approve, "approve")
         self.tool_runner.warm(self._tool_modules)  # its child imports the tools while models load
         for slot in self.slots:
             self.model_for(slot)  # load and verify models before the run starts
         run_id = run_id or uuid.uuid4().hex[:16]
         queue: asyncio.Queue[RunEvent] = asyncio.Queue()
         task = asyncio.create_task(
-            self._drive(name, builder, input, budget or Budget(), run_id, resume, queue, tokens)
+            self._drive(
+                name, builder, input, budget or Budget(), run_id, resume, queue, tokens, approve, answer
+            )
         )
         ended = False
         try:
@@ -459,6 +499,8 @@ class Orchestrator:
         resume: bool,
         queue: asyncio.Queue[RunEvent],
         tokens: bool = False,
+        approve: Approve = None,
+        answer: Any = None,
     ) -> None:
         t0 = time.perf_counter()
         sink: TextSink | None = None
@@ -476,8 +518,10 @@ class Orchestrator:
                 "configurable": {"thread_id": run_id},
                 "recursion_limit": max(25, 2 * self.limits.max_steps + 6),
             }
-            graph_input = None if resume else _graph_input(app, input, name)
+            graph_input: Any = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
+            if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
+                graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
             # what earlier attempts paid (a new run has none); never block the loop on the store
             earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
@@ -507,6 +551,9 @@ class Orchestrator:
                 tool_runner=self.tool_runner,
                 text_sink=sink,
                 loop=asyncio.get_running_loop(),
+                confirm=frozenset(self.manifest.confirm_tools),
+                # approve= names tools approved in advance (a new run), or answers what a run waits for
+                approved=approve if not resume and isinstance(approve, frozenset) else frozenset(),
             )
             if self._store is not None:
                 self._store.start_run(
@@ -583,9 +630,13 @@ class Orchestrator:
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     finally:
                         watcher.close()
+                    latest = await app.aget_state(config)
                     if not isinstance(final, Mapping) or status != "ok":  # read what was checkpointed
-                        final = (await app.aget_state(config)).values
+                        final = latest.values
                     state: Mapping[str, Any] = final if isinstance(final, Mapping) else {}
+                    waiting = [{"id": i.id, "value": i.value} for i in latest.interrupts]
+                    if status == "ok" and waiting:
+                        status = "waiting"
                     if status == "ok" and state.get("status") in ("budget_stop", "failed"):
                         status = state["status"]
                     span.set_attribute(A.STATUS, status)
@@ -598,12 +649,15 @@ class Orchestrator:
             result = RunResult(
                 run_id=run_id,
                 status=status,
-                answer=_answer(state, self.manifest.outputs.get(name)) if status != "failed" else None,
+                answer=_answer(state, self.manifest.outputs.get(name))
+                if status not in ("failed", "waiting")
+                else None,
                 ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
                 stop_reason=stopped or state.get("stop_reason"),
                 error=error,
                 results=list(state.get("results") or []) if isinstance(state.get("results"), list) else [],
                 resumable=resumable,
+                waiting=waiting if status == "waiting" else [],
             )
             self._finish(run_id, status, result, prior, error)
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
@@ -626,12 +680,74 @@ class Orchestrator:
             error=error,
         )
 
+    def _tool_names(self, names: Iterable[str], what: str) -> frozenset[str]:
+        """Tool names given for `approve` or `confirm_tools`, each checked against the catalog."""
+        if isinstance(names, str):
+            names = [names]
+        out = frozenset(names)
+        for name in sorted(out):
+            if name == "*" or name in self.catalog:
+                continue
+            blocked = next((b for b in self.blocked_tools if b.name == name), None)
+            if blocked is not None:
+                raise ConfigError(
+                    f"{what}: tool {name!r} is side-effecting and not allowed; add it to "
+                    "[tool.orchestrator].allow_side_effects first"
+                )
+            raise ConfigError(
+                f"{what}: there is no tool {name!r} in the catalog" + did_you_mean(name, self.catalog.names())
+            )
+        return out
+
     def close(self) -> None:
         """Flush traces, release the stores (tool processes are shared, and stop at exit)."""
         self.tracing.close()
         self.book.close()
         if self._store is not None:
             self._store.close()
+
+
+def _answers(run_id: str, interrupts: Sequence[Any], approve: Approve, answer: Any) -> dict[str, Any]:
+    """The resume value for each interrupt a waiting run stopped at: `answer`, or `approve` for tool calls."""
+    out: dict[str, Any] = {}
+    for pending in interrupts:
+        value = pending.value
+        asks_tools = isinstance(value, Mapping) and value.get("type") == APPROVAL
+        if answer is not None:
+            if asks_tools and not _approval_answer(answer):
+                raise ConfigError(
+                    f"run {run_id!r} waits for tool calls to be approved: answer with True, False, a "
+                    f"{{tool: bool}} map or a list of bools (got {type(answer).__name__}), or use approve="
+                )
+            out[pending.id] = answer
+        elif asks_tools and approve is not None:
+            out[pending.id] = (
+                approve
+                if isinstance(approve, bool)
+                else {c["tool"]: c["tool"] in approve or "*" in approve for c in value["calls"]}
+            )
+        else:
+            tools = ", ".join(sorted({str(c.get("tool")) for c in value["calls"]})) if asks_tools else ""
+            raise ConfigError(
+                f"run {run_id!r} waits for approval of {tools}; resume it with approve= (orch run --resume "
+                f"{run_id} --approve TOOL, or --deny)"
+                if asks_tools
+                else f"run {run_id!r} waits for an answer ({_short(value)}); resume it with answer="
+            )
+    return out
+
+
+def _approval_answer(answer: Any) -> bool:
+    if isinstance(answer, bool):
+        return True
+    if isinstance(answer, Mapping):
+        return all(isinstance(k, str) and isinstance(v, bool) for k, v in answer.items())
+    return isinstance(answer, list | tuple) and all(isinstance(v, bool) for v in answer)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _is_compiled(graph: Any) -> bool:

@@ -107,9 +107,7 @@ def guard(tools: Sequence[BaseTool], allow: Sequence[str]) -> tuple[list[BaseToo
             kept.append(t)
     unknown = allowed - {t.name for t in tools}
     if unknown and tools:
-        _log.warning(
-            "allow_side_effects names tools no source defines: %s", ", ".join(sorted(unknown))
-        )
+        _log.warning("allow_side_effects names tools no source defines: %s", ", ".join(sorted(unknown)))
     for b in blocked:
         _log.info("left out of the catalog: %s", b.reason)
     return kept, blocked

@@ -351,3 +351,40 @@ def test_eval_bad_task_file_is_a_clear_error(project: Path) -> None:
     assert proc.returncode == 2
     assert 'tasks.jsonl:2: "input" must be a non-empty string' in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_confirmed_call_waits_and_resumes_with_approve(project: Path) -> None:
+    manifest = project / "pyproject.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            'tool_packs = ["defs:TOOLS"]', 'tool_packs = ["defs:TOOLS"]\nconfirm_tools = ["word_count"]'
+        )
+    )
+    waiting = orch(project, "run", "agent", TASK, "--run-id", "w1")
+    assert waiting.returncode == 3, waiting.stderr
+    assert 'waits for approval of word_count({"text": "one two three"})' in waiting.stderr
+    assert "orch run --resume w1 --approve word_count (or --deny)" in waiting.stderr
+    done = orch(project, "run", "--resume", "w1", "--approve", "word_count", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["answer"] == "18 days, 3 words"
+    wrong = orch(project, "run", "agent", TASK, "--approve", "word_cont")
+    assert (
+        wrong.returncode == 2
+        and "no tool 'word_cont' in the catalog; did you mean 'word_count'" in wrong.stderr
+    )
+
+
+def test_the_terminal_prompt_names_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import cli
+
+    calls = [
+        {"tool": "send_mail", "args": {"to": "[bold]x[/bold]"}},
+        {"tool": "delete_row", "args": {"id": 3}},
+    ]
+    result = type(
+        "R", (), {"waiting": [{"id": "i", "value": {"type": "approve_tool_calls", "calls": calls}}]}
+    )()
+    replies = iter(["y", "n"])
+    monkeypatch.setattr("builtins.input", lambda: next(replies))
+    assert cli._ask_approval(result) == ["send_mail"]
+    assert cli._call_text(calls[0]) == 'send_mail({"to": "[bold]x[/bold]"})'  # rendered as plain text

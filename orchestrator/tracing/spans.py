@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from langgraph.errors import GraphBubbleUp
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -34,6 +35,9 @@ def open_span(
     ) as span:
         try:
             yield span
+        except GraphBubbleUp:  # an interrupt (waiting for a person) or a jump: control flow, not an error
+            span.set_attribute(A.INTERRUPTED, True)
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             span.set_attribute(A.CANCELLED, True)
             span.set_status(Status(StatusCode.ERROR, "cancelled"))
