@@ -145,6 +145,8 @@ class Catalog:
                 )
             self._entries[entry.name] = entry
         self.k1, self.b = k1, b
+        # tools that can stop being callable (an MCP server's: `unavailable` says why), checked per search
+        self._fallible = [n for n, e in self._entries.items() if hasattr(type(e.tool), "unavailable")]
         self._docs: dict[str, dict[str, float]] = {n: self._doc_terms(e) for n, e in self._entries.items()}
         lengths = [sum(c.values()) for c in self._docs.values()]
         self._avg_len = (sum(lengths) / len(lengths)) if lengths else 1.0
@@ -218,6 +220,15 @@ class Catalog:
                 f"tool {name!r} is not in the catalog" + did_you_mean(name, self._entries)
             ) from None
 
+    def unavailable(self) -> dict[str, str]:
+        """Tools that can't be called now, with why (an MCP server that stopped for good): never found."""
+        out = {}
+        for name in self._fallible:
+            why = getattr(self._entries[name].tool, "unavailable", None)
+            if isinstance(why, str) and why:
+                out[name] = why
+        return out
+
     def _doc_terms(self, entry: CatalogEntry) -> dict[str, float]:
         terms: dict[str, float] = {}
         props = entry.parameters.get("properties", {})
@@ -240,8 +251,11 @@ class Catalog:
         return out
 
     def search(self, query: str, k: int = 5, exclude: Iterable[str] = ()) -> list[ToolHit]:
-        """Top-k tools for a query (BM25, or the index's method); tools in `exclude` (already loaded) are
-        skipped."""
+        """Top-k tools for a query (BM25, or the index's method); tools in `exclude` (already loaded) and
+        unavailable tools are skipped."""
+        down = self.unavailable()
+        if down:
+            exclude = {*exclude, *down}
         if self.index is not None:
             found = self.index.search(query, k, self.method, exclude)
             return [ToolHit(h.name, h.score, h.description) for h in found if h.name in self._entries]

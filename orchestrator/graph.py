@@ -243,7 +243,9 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
     for decision, index in pending_steps(state) or [({}, current_part(state.get("plan")))]:
         query = str(decision.get("query", ""))
         found = retrieve(ctx.catalog, query, ctx.limits.top_k)
-        hits = [h for h in found if h.name in ctx.catalog]  # only the catalog's tools are ever bound
+        down = ctx.catalog.unavailable()
+        # only the catalog's tools are ever bound, and only those that can be called
+        hits = [h for h in found if h.name in ctx.catalog and h.name not in down]
         room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
         new = [h for h in hits if h.name not in loaded]
         keep |= {h.name for h in hits}
@@ -259,6 +261,8 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
             patch: dict[str, Any] = {"status": "failed", "note": text}
         elif not hits:
             text = f"no tool matches {query!r}"
+            if down:
+                text += f" (not offered, unavailable: {'; '.join(sorted(set(down.values())))})"
             patch = {"status": "failed", "note": text}
         else:
             lines = [
@@ -274,6 +278,8 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
             patch = {"status": "searched", "tools": [h.name for h in hits]}
             loaded += [h.name for h in new]
             added += [h.name for h in new]
+        if down and hits:  # say why some tools are not offered (a reason per stopped server)
+            text += f"\n(not offered, unavailable: {'; '.join(sorted(set(down.values())))})"
         kind = "find_tools" if "part" not in decision else f"find_tools, part {decision['part']}"
         messages.append(_observation(kind, text))
         if index is not None:

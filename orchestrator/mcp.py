@@ -433,6 +433,12 @@ class McpTool(BaseTool):
     allowed: bool = True  # False: side-effecting and not allow-listed; a call returns an error instead
     max_output_chars: int = OUTPUT_CAP
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the tool can't be called any more (its server stopped after its restart), else None; the
+        catalog's search leaves such tools out."""
+        return self.server.unavailable
+
     async def _arun(self, *args: Any, run_manager: Any = None, **kwargs: Any) -> Any:
         if not self.allowed:
             raise ToolError(blocked_message(self.name))
