@@ -64,6 +64,14 @@ class PriceOverride(_Strict):
     cache_write_1h: float | None = Field(default=None, ge=0)
 
 
+class ToolLimitsConfig(_Strict):
+    """A slot's limits on the tools bound to one request, over its provider's (`stable.ToolLimits`)."""
+
+    max_tools: int = Field(default=128, ge=8, le=10_000)  # the controller's own tools take 3
+    max_name: int = Field(default=64, ge=16, le=1024)
+    max_schema_chars: int | None = Field(default=None, ge=200)
+
+
 class ModelConfig(_Strict):
     """A model and how to reach it: the `provider:model` name, endpoint, key variable, limits, prices."""
 
@@ -80,6 +88,7 @@ class ModelConfig(_Strict):
     max_retries: int = Field(default=2, ge=0, le=10)
     context_window: int | None = Field(default=None, ge=512, le=1_048_576)  # local: the KV cache size
     capabilities: dict[str, StrictBool] = Field(default_factory=dict)  # over the profile's (stable.py)
+    tool_limits: ToolLimitsConfig | None = None  # over the provider's (stable.ToolLimits)
 
     @field_validator("capabilities")
     @classmethod

@@ -13,7 +13,7 @@ from opentelemetry.trace import Tracer
 from orchestrator.catalog import Catalog
 from orchestrator.config import Limits
 from orchestrator.ledger import BudgetMeter
-from orchestrator.stable import SlotBinding
+from orchestrator.stable import SlotBinding, ToolLimits
 from orchestrator.toolproc import ToolRunner
 from orchestrator.workers import Worker
 
@@ -83,6 +83,11 @@ class RunContext:
         """Whether a call of `tool` waits for a person's yes (confirmed tools not approved in advance)."""
         asked = tool in self.confirm or "*" in self.confirm
         return asked and tool not in self.approved and "*" not in self.approved
+
+    def tool_limits(self, slot: str) -> ToolLimits:
+        """The limits on tools bound to a request of `slot` (its model's and fallbacks'; else the default)."""
+        binding = self.slots.get(slot)
+        return binding.tool_limits if binding is not None else ToolLimits()
 
     def model(self, slot: str) -> BaseChatModel:
         """The slot's model as a langchain-core chat model whose every call is budgeted, traced and priced.

@@ -463,7 +463,7 @@ async def _advance(
             check,
             "Take values only from the request or the observations, or skip.",
             step,
-            act_tools(loaded, ctx.catalog),
+            act_tools(loaded, ctx.catalog, limits=ctx.tool_limits(slot)),
         )
         step.model_called = True
         if decision.action == "call_tool" and not problems:
@@ -541,7 +541,7 @@ async def _act_together(
         check,
         "Take values only from the request or the observations; a part that needs another's result waits.",
         step,
-        act_tools(loaded, ctx.catalog, parallel=True),
+        act_tools(loaded, ctx.catalog, parallel=True, limits=ctx.tool_limits(slot)),
     )
     step.model_called = True
     free = list(run)

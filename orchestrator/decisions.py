@@ -19,12 +19,13 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.catalog import Catalog
 from orchestrator.plan import MAX_PARTS, MAX_TEXTS, TASK_MAX, Part, new_part, plan_json
+from orchestrator.stable import ToolLimits
 
 __all__ = [
     "MAX_BOUND_TOOLS",
@@ -37,6 +38,7 @@ __all__ = [
     "decision_text",
     "final_schema",
     "final_tools",
+    "fit_schema",
     "parse_decision",
     "parse_decisions",
     "parse_plan",
@@ -256,22 +258,103 @@ def decision_of(text: str) -> dict[str, Any] | None:
 # plan as a `plan` tool, a tool part as the tools loaded so far (append-only: the prompt prefix stays
 # cache-stable) plus `skip`, the answer as `final`. Its call is read back as the same JSON decision, so
 # parsing, grounding checks and repairs are the same on every rung.
-MAX_BOUND_TOOLS = 128  # OpenAI's limit on tools per request; Anthropic's is higher
+MAX_BOUND_TOOLS = ToolLimits().max_tools  # the default; each slot's profile has its own (`ToolLimits`)
 META_TOOLS = ("plan", "skip", "final")
 
 
-_WIRE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI and Anthropic take as a tool name
+_WIRE_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")  # what OpenAI and Anthropic take in a tool name
 
 
-def wire_name(name: str) -> str:
-    """The name a tool is bound under: its own when every provider takes it, else a stable alias (the
-    name's letters, digits, `_` and `-`, cut to fit, and a hash of the whole name: `math.factorial` ->
-    `math_factorial_1b5a2c3d`). The same name always gets the same alias, so the prompt prefix stays
-    cache-stable."""
-    if _WIRE_NAME.match(name):
+def wire_name(name: str, max_len: int = 64) -> str:
+    """The name a tool is bound under: its own when providers take it (letters, digits, `_`, `-`; at most
+    `max_len`), else a stable alias (those characters of the name, cut to fit, and a hash of the whole
+    name: `math.factorial` -> `math_factorial_1b5a2c3d`). The same name always gets the same alias, so the
+    prompt prefix stays cache-stable."""
+    if len(name) <= max_len and _WIRE_CHARS.match(name):
         return name
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[:55]}_{digest}"
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[: max_len - 9]}_{digest}"
+
+
+_SCHEMA_NOTES = ("examples", "example", "default", "title", "$comment", "deprecated")
+
+
+def fit_schema(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
+    """A tool's argument schema cut to `max_chars` of JSON, in steps that keep the most meaning: drop
+    examples, defaults and titles; shorten descriptions to their first 80 characters; drop nested
+    descriptions; keep only the required properties. Each step is taken only if the schema is still too
+    big. The call's arguments are still checked against the tool's whole schema when it runs."""
+    if max_chars is None or _size(schema) <= max_chars:
+        return schema
+    steps = (
+        lambda s: _strip(s, lambda k, depth: k in _SCHEMA_NOTES),
+        lambda s: _shorten(s, 80),
+        lambda s: _strip(s, lambda k, depth: k == "description" and depth > 1),
+        lambda s: _strip(s, lambda k, depth: k == "description"),
+        _required_only,
+    )
+    out = schema
+    for step in steps:
+        out = step(out)
+        if _size(out) <= max_chars:
+            break
+    return out
+
+
+def _cut(description: str, max_chars: int | None) -> str:
+    """A tool's description within half its schema budget (some servers describe a tool in pages)."""
+    if max_chars is None or len(description) <= max_chars // 2:
+        return description
+    return description[: max_chars // 2 - 3].rstrip() + "..."
+
+
+def _size(schema: Mapping[str, Any]) -> int:
+    return len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")))
+
+
+def _strip(value: Any, drop: Callable[[str, int], bool], depth: int = 0) -> Any:
+    """`value` without the keys `drop` names (except under `properties`, where keys are argument names)."""
+    if isinstance(value, list):
+        return [_strip(v, drop, depth) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "properties" and isinstance(item, dict):
+            out[key] = {name: _strip(sub, drop, depth + 1) for name, sub in item.items()}
+        elif not drop(key, depth):
+            out[key] = _strip(item, drop, depth + 1)
+    return out
+
+
+def _shorten(value: Any, limit: int) -> Any:
+    if isinstance(value, list):
+        return [_shorten(v, limit) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "description" and isinstance(item, str) and len(item) > limit:
+            out[key] = item[: limit - 3].rstrip() + "..."
+        elif key == "properties" and isinstance(item, dict):
+            out[key] = {name: _shorten(sub, limit) for name, sub in item.items()}
+        else:
+            out[key] = _shorten(item, limit)
+    return out
+
+
+def _required_only(schema: dict[str, Any]) -> dict[str, Any]:
+    required = [r for r in schema.get("required", []) if isinstance(r, str)]
+    props = schema.get("properties") or {}
+    kept = {
+        name: {k: v for k, v in props[name].items() if k in ("type", "enum")}
+        for name in required
+        if name in props
+    }
+    out: dict[str, Any] = {"type": "object", "properties": kept}
+    if required:
+        out["required"] = required
+    return out
 
 
 @dataclass(frozen=True)
@@ -307,14 +390,24 @@ def plan_tools(schema: Mapping[str, Any]) -> ToolForm:
     return ToolForm((_function("plan", description, schema),), "plan")
 
 
-def act_tools(loaded: Sequence[str], catalog: Catalog, parallel: bool = False) -> ToolForm:
+def act_tools(
+    loaded: Sequence[str], catalog: Catalog, parallel: bool = False, limits: ToolLimits | None = None
+) -> ToolForm:
     """A tool part: every tool loaded so far, in the order loaded, and `skip`; one call is required.
 
     `parallel`: several parts are asked at once, so several calls may come back, and `skip` names its part.
+    `limits`: the model's (find_tools keeps the loaded tools within `max_tools`; the newest are kept here
+    too, as they are the ones the part was offered).
     """
-    names = {wire_name(name): name for name in loaded[: MAX_BOUND_TOOLS - 1]}
+    limits = limits or ToolLimits()
+    kept = list(loaded)[-(limits.max_tools - 1) :] if len(loaded) >= limits.max_tools else list(loaded)
+    names = {wire_name(name, limits.max_name): name for name in kept}
     tools = [
-        _function(alias, catalog.get(name).description, _clean_params(catalog.get(name).parameters))
+        _function(
+            alias,
+            _cut(catalog.get(name).description, limits.max_schema_chars),
+            fit_schema(_clean_params(catalog.get(name).parameters), limits.max_schema_chars),
+        )
         for alias, name in names.items()
     ]
     skip: dict[str, Any] = {

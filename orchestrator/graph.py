@@ -35,7 +35,7 @@ from opentelemetry.trace import Status, StatusCode
 from orchestrator.catalog import Catalog, ToolHit
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.controller import COVERS, AgentParts, controller_step
-from orchestrator.decisions import MAX_BOUND_TOOLS, META_TOOLS, decision_of
+from orchestrator.decisions import META_TOOLS, decision_of
 from orchestrator.errors import ToolError
 from orchestrator.ledger import LedgerEntry, LedgerLine, merge_ledger
 from orchestrator.plan import Example, Part, current_part, merge_plan
@@ -231,9 +231,12 @@ def _search(catalog: Catalog, query: str, k: int) -> Sequence[ToolHit]:
     return catalog.search(query, k=k)
 
 
-async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _search) -> dict[str, Any]:
+async def find_tools(
+    state: AgentState, ctx: RunContext, retrieve: Retrieve = _search, slot: str = "controller"
+) -> dict[str, Any]:
     """Search the catalog (with `retrieve`) for each pending search; load the top-k tools (append-only),
-    offer them to the part."""
+    offer them to the part. At most the tools `slot`'s model takes in one request stay loaded."""
+    max_tools = ctx.tool_limits(slot).max_tools
     loaded = list(state.get("loaded") or [])
     added: list[str] = []
     dropped: list[str] = []
@@ -246,17 +249,17 @@ async def find_tools(state: AgentState, ctx: RunContext, retrieve: Retrieve = _s
         down = ctx.catalog.unavailable()
         # only the catalog's tools are ever bound, and only those that can be called
         hits = [h for h in found if h.name in ctx.catalog and h.name not in down]
-        room = MAX_BOUND_TOOLS - len(META_TOOLS) - len(loaded)
+        room = max_tools - len(META_TOOLS) - len(loaded)
         new = [h for h in hits if h.name not in loaded]
         keep |= {h.name for h in hits}
-        # a provider takes at most MAX_BOUND_TOOLS tools a request: past that, the tools loaded longest
+        # a provider takes at most max_tools tools a request: past that, the tools loaded longest
         # ago that are not in use make room (loaded order is the order they were found)
         spare = [t for t in loaded if t not in keep]
         evict = spare[: max(0, len(new) - room)] if len(new) > room else []
         if len(new) > room + len(evict):  # too few tools out of use to make room
             text = (
                 f"the tools found for {query!r} can't be loaded: {len(loaded)} tools are loaded and in "
-                f"use, and a request binds at most {MAX_BOUND_TOOLS}"
+                f"use, and a request binds at most {max_tools}"
             )
             patch: dict[str, Any] = {"status": "failed", "note": text}
         elif not hits:
@@ -513,7 +516,7 @@ def build_agent_graph(
 
     parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples))
     plan_step = functools.partial(controller_step, parts=parts)
-    search = functools.partial(find_tools, retrieve=retrieve or _search)
+    search = functools.partial(find_tools, retrieve=retrieve or _search, slot=controller)
     g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(
         AgentState, context_schema=RunContext
     )

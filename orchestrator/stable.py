@@ -64,6 +64,30 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class ToolLimits:
+    """What one request to a model may bind: tools per request, the length of a tool's name, and the size of
+    one tool's JSON schema (characters; None: no limit). Past them the controller unloads tools that are
+    not in use, binds long names under aliases, and shortens schemas (`decisions.fit_schema`).
+
+    A slot overrides any of them in the manifest (`tool_limits = { max_tools = 32 }`): a self-hosted
+    server with a small context wants fewer, smaller tools than the API providers take.
+    """
+
+    max_tools: int = 128  # OpenAI's limit on tools per request (with the controller's own 3 included)
+    max_name: int = 64  # OpenAI's and Anthropic's limit on a tool name ([A-Za-z0-9_-])
+    max_schema_chars: int | None = None
+
+    def tightest(self, other: ToolLimits) -> ToolLimits:
+        """The limits both models keep (a slot and its fallbacks)."""
+        schema = [n for n in (self.max_schema_chars, other.max_schema_chars) if n is not None]
+        return ToolLimits(
+            min(self.max_tools, other.max_tools),
+            min(self.max_name, other.max_name),
+            min(schema) if schema else None,
+        )
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     """Everything the orchestrator knows about one model."""
 
@@ -79,6 +103,7 @@ class ModelProfile:
     api_key_env: str | None = None
     key_required: bool = False  # the provider's public endpoint: a missing key is an error
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    tool_limits: ToolLimits = field(default_factory=ToolLimits)
 
     @property
     def price_source(self) -> str:
@@ -150,6 +175,14 @@ class SlotBinding:
         """The slot's model, then its fallbacks, in the order they are tried."""
         return (self.profile, *(p for p, _ in self.fallbacks))
 
+    @property
+    def tool_limits(self) -> ToolLimits:
+        """The tool limits every model of the chain keeps: a fallback may take over any request."""
+        out = self.profile.tool_limits
+        for profile, _ in self.fallbacks:
+            out = out.tightest(profile.tool_limits)
+        return out
+
     def profile_of(self, name: str) -> ModelProfile:
         """The chain member called `name` (the slot's own profile when unknown)."""
         return next((p for p in self.chain if p.name == name), self.profile)
@@ -182,6 +215,9 @@ def _profile(slot: str, config: ModelConfig, table: PriceTable | None) -> ModelP
             raise ManifestError(f"slot {slot!r}: {capability_error(unknown[0])}")
         caps = dataclasses.replace(profile.capabilities, **config.capabilities)
         profile = dataclasses.replace(profile, capabilities=caps)
+    if config.tool_limits is not None:
+        given = config.tool_limits.model_dump(exclude_unset=True)
+        profile = dataclasses.replace(profile, tool_limits=dataclasses.replace(profile.tool_limits, **given))
     return profile
 
 

@@ -706,3 +706,81 @@ def test_a_tool_name_a_provider_refuses_is_bound_under_a_stable_alias_and_mapped
         "tool": "math.factorial",
         "args": {"n": 5},
     }
+
+
+async def test_a_slots_tool_limits_hold_on_every_request(loopback: Loopback, settings: Settings) -> None:
+    from langchain_core.tools import StructuredTool
+
+    from orchestrator.config import ToolLimitsConfig
+
+    def calendar(**kwargs: Any) -> str:
+        return "unused"
+
+    schema = {
+        "type": "object",
+        "properties": {
+            f"field_{i}": {
+                "type": "string",
+                "description": "A calendar setting with a long explanation of what it does. " * 4,
+                "examples": ["a", "b"],
+            }
+            for i in range(12)
+        },
+        "required": ["field_0"],
+    }
+    long_name = "calendar_service_days_between_two_dates_in_the_gregorian_calendar_v2_endpoint"
+    big = StructuredTool.from_function(
+        calendar,
+        name=long_name,
+        description="Days between dates, the calendar service way.",
+        args_schema=schema,
+    )
+    model = Model()
+    loopback.handle("/v1/chat/completions", openai_server(model))
+    slot = SlotConfig(
+        model="openai-compat:ctl",
+        base_url=loopback.url + "/v1",
+        role="racehorse",
+        prices=PRICE,
+        tool_limits=ToolLimitsConfig(max_tools=8, max_name=24, max_schema_chars=400),
+    )
+    orch = Orchestrator(
+        settings=settings,
+        slots={"controller": slot},
+        tools=[*TOOLS, big],
+        graphs={"agent": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=8, top_k=4),
+    )
+    result = await orch.arun("agent", TASK)
+    assert result.status == "ok", result.error
+    assert result.answer is not None and "18" in result.answer and ": 3" in result.answer
+    bodies = [json.loads(r.body) for r in loopback.requests]
+    bound = [t["function"] for b in bodies for t in b.get("tools", [])]
+    assert any(f["name"].startswith("calendar_servic_") for f in bound)  # the big tool was offered ...
+    assert all(len(b.get("tools", [])) <= 8 for b in bodies)  # ... within every limit
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,24}", f["name"]) for f in bound)
+    assert all(len(json.dumps(f["parameters"], separators=(",", ":"))) <= 400 for f in bound)
+    orch.close()
+
+
+def test_a_schema_is_cut_in_steps_that_keep_the_most_meaning() -> None:
+    from orchestrator.decisions import fit_schema
+    from orchestrator.stable import ToolLimits
+
+    props = {
+        "city": {"type": "string", "description": "The city. " * 20, "examples": ["Oslo"]},
+        "unit": {"type": "string", "enum": ["C", "F"], "description": "Unit", "default": "C"},
+    }
+    schema = {"type": "object", "properties": props, "required": ["city"]}
+    assert fit_schema(schema, None) is schema and fit_schema(schema, 10_000) is schema
+    trimmed = fit_schema(schema, 240)  # examples and defaults go, descriptions are shortened
+    assert "examples" not in trimmed["properties"]["city"] and "default" not in trimmed["properties"]["unit"]
+    assert trimmed["properties"]["unit"]["enum"] == ["C", "F"] and trimmed["required"] == ["city"]
+    assert trimmed["properties"]["city"]["description"].endswith("...")
+    tiny = fit_schema(schema, 60)  # at the last step only the required arguments' types are kept
+    assert tiny == {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    # a slot and its fallback keep the tightest of both
+    both = ToolLimits(max_tools=64, max_schema_chars=None).tightest(
+        ToolLimits(max_name=32, max_schema_chars=900)
+    )
+    assert both == ToolLimits(max_tools=64, max_name=32, max_schema_chars=900)
