@@ -162,6 +162,9 @@ class Manifest(_Strict):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     allow_side_effects: list[str] = Field(default_factory=list)  # side-effecting tools the agent may call
     confirm_tools: list[str] = Field(default_factory=list)  # each call waits for a person's yes ("*": all)
+    # how find_tools searches: "auto" (in memory below 200 tools, else a persisted index: hybrid with the
+    # embed extra, else bm25), "memory", or an index method: "bm25", "dense", "hybrid" (docs/tools.md)
+    tool_search: Literal["auto", "memory", "bm25", "dense", "hybrid"] = "auto"
     workers: list[str] = Field(default_factory=list)
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)

@@ -258,3 +258,37 @@ def test_catalog_from_a_jsonl_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"name": "two words", "description": "x"}) + "\n")
     with pytest.raises(ConfigError, match="no spaces or control characters"):
         Catalog.from_jsonl(path)
+
+
+def test_the_agents_catalog_searches_the_way_the_manifest_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.tools import StructuredTool
+
+    from orchestrator import Orchestrator, Settings
+    from orchestrator.config import Manifest
+
+    def make(i: int) -> StructuredTool:
+        def fn(city: str) -> str:
+            return city
+
+        words = ("weather", "stock", "flight", "recipe", "invoice")[i % 5]
+        return StructuredTool.from_function(
+            fn, name=f"{words}Lookup{i}", description=f"Look up the {words} ({i})."
+        )
+
+    monkeypatch.setenv("ORCH_TOOL_INDEX", str(tmp_path / "agent-index.db"))
+    settings = Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db")
+    few = Orchestrator(settings=settings, tools=[make(i) for i in range(20)], tracing=False)
+    assert few.catalog.index is None  # "auto": a small catalog is searched in memory
+    many = [make(i) for i in range(210)]
+    indexed = Orchestrator(
+        settings=settings, tools=many, tracing=False, manifest=Manifest(tool_search="bm25")
+    )
+    assert indexed.catalog.index is not None and indexed.catalog.method == "bm25"
+    assert (tmp_path / "agent-index.db").is_file()  # persisted, found again by the next process
+    assert indexed.catalog.search("flight lookup 7")[0].name == "flightLookup7"
+    memory = Orchestrator(
+        settings=settings, tools=many, tracing=False, manifest=Manifest(tool_search="memory")
+    )
+    assert memory.catalog.index is None
