@@ -167,7 +167,7 @@ async def test_node_spans_are_flushed_when_the_node_ends(make_orch: MakeOrch) ->
 
 def test_migrations_are_named_and_recorded() -> None:
     db = sqlite_utils.Database(memory=True)
-    assert migrate(db) == [m.__name__ for m in MIGRATIONS] == ["m001_runs_spans", "m002_run_owner"]
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS] == ["m001_runs_spans", "m002_run_owner", "m003_span_columns"]
     assert migrate(db) == []
     assert {"runs", "spans", "_migrations"} <= set(db.table_names())
 
@@ -220,3 +220,21 @@ def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
+
+
+def test_a_store_of_the_day_before_migrates_in_place_and_reads_the_same(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "store_m002"
+    shutil.copyfile(fixture / "traces.db", tmp_path / "traces.db")
+    expected = json.loads((fixture / "expected.json").read_text())
+    store = TraceStore(tmp_path / "traces.db")
+    assert [r["run_id"] for r in store.list_runs()] == [r["run_id"] for r in expected["list"]]
+    chats = store.spans("kind = 'chat'")
+    # the new columns are filled in from each stored span's attributes
+    assert {c["slot"] for c in chats} == {"controller", "classify"}
+    local = [c for c in chats if c["model"] == "local:qwen2.5-1.5b"]
+    assert local and all(c["compute_ms"] and c["compute_ms"] > 0 and c["provider"] == "local" for c in local)
+    assert all(c["compute_ms"] is None for c in chats if c["model"] == "python:defs:controller")
+    store.close()

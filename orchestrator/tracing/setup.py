@@ -139,6 +139,12 @@ def _row(span: ReadableSpan) -> dict[str, Any]:
         "cache_write_tokens": at.get(A.CACHE_WRITE),
         "cost_usd": at.get(A.COST),
         "ttft_ms": at.get(A.TTFT_MS),
+        "slot": at.get(A.SLOT),
+        "provider": at.get(A.PROVIDER),
+        "compute_ms": at.get(A.COMPUTE_MS),
+        "cache_write_1h_tokens": at.get(A.CACHE_WRITE_1H),
+        "reasoning_tokens": at.get(A.REASONING),
+        "tokens_per_s": at.get(A.TOKENS_PER_S),
         "attributes": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in at.items()}),
     }
 

@@ -15,6 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from orchestrator.errors import ConfigError
+from orchestrator.tracing import attrs as A
 
 __all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database"]
 
@@ -116,7 +117,34 @@ def m002_run_owner(db: sqlite_utils.Database) -> None:
     runs.add_column("pid_started", int)
 
 
-MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner]
+# the columns m003 adds, and the span attribute each is read from (for spans stored before it)
+_M003_COLUMNS: tuple[tuple[str, type, str], ...] = (
+    ("slot", str, A.SLOT),
+    ("provider", str, A.PROVIDER),
+    ("compute_ms", float, A.COMPUTE_MS),
+    ("cache_write_1h_tokens", int, A.CACHE_WRITE_1H),
+    ("reasoning_tokens", int, A.REASONING),
+    ("tokens_per_s", float, A.TOKENS_PER_S),
+)
+
+
+def m003_span_columns(db: sqlite_utils.Database) -> None:
+    """What the cost reports read, as columns: the slot and provider of a model call, its compute time, and
+    every kind of token (so stored calls can be priced again). Spans stored before are filled in from their
+    attributes; indexes for the reports' groupings."""
+    spans = db.table("spans")
+    for column, kind, _ in _M003_COLUMNS:
+        spans.add_column(column, kind)
+    sets = ", ".join(
+        f"{column} = json_extract(attributes, '$.\"{attr}\"')" for column, _, attr in _M003_COLUMNS
+    )
+    db.execute(f"update spans set {sets} where attributes is not null")
+    spans.create_index(["kind", "model"])
+    spans.create_index(["kind", "tool"])
+    spans.create_index(["kind", "slot"])
+
+
+MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner, m003_span_columns]
 
 _HOST = socket.gethostname()
 _ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
@@ -168,6 +196,7 @@ SPAN_COLUMNS = (
     "cost_usd",
     "ttft_ms",
     "attributes",
+    *(column for column, _, _ in _M003_COLUMNS),
 )
 _INSERT_SPAN = (
     f"insert or replace into spans ({', '.join(SPAN_COLUMNS)}) values ({', '.join('?' * len(SPAN_COLUMNS))})"
