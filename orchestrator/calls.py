@@ -13,7 +13,7 @@ from opentelemetry.trace import Span
 from orchestrator.billing import bill, estimate_prompt, total
 from orchestrator.context import BudgetStop, RunContext
 from orchestrator.errors import ModelError, PromptTooLongError, ToolsUnsupportedError
-from orchestrator.instrument import TRACED, node_span
+from orchestrator.instrument import TRACED, node_path_attribute, node_span
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Prices, Usage, cost_usd, warn_unpriced
 from orchestrator.stable import ModelProfile
@@ -52,6 +52,7 @@ async def call_model(
     parent: Span | None = None,
     on_text: Callable[[str, bool], None] | None = None,
     attempt: str | None = None,
+    node_path: Sequence[str] | None = None,
 ) -> tuple[AIMessage, list[LedgerEntry]]:
     """Call the model bound to `slot`, after checking the budget against the worst case.
 
@@ -105,6 +106,9 @@ async def call_model(
             A.ROLE: binding.role,
             A.SLOT: slot,
         }
+        path = node_path_attribute(node_path)  # a subgraph's node: the nodes around it
+        if path is not None:
+            attributes[A.NODE_PATH] = path
         if ctx.capture_content:
             attributes[A.INPUT_MESSAGES] = json.dumps(
                 [{"role": m.type, "content": str(m.content)} for m in messages]

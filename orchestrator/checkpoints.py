@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
-import re
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -36,62 +34,13 @@ from langgraph.checkpoint.base import (
 from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import LedgerBook
+from orchestrator.locations import ACCEPTED, Location, checkpoints_location, describe, redact
 
 __all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
 
-ACCEPTED = "a file path or sqlite:///PATH (SQLite), or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-Location = Path | str  # a SQLite file, or a PostgreSQL URL
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # two letters at least: C:/ is a Windows drive
-_POSTGRES = ("postgresql", "postgres")
 _CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
 _PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
 _SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
-
-
-def checkpoints_location(value: str | os.PathLike[str], source: str = "checkpoints") -> Location:
-    """A `checkpoints` setting as a SQLite file `Path` or a PostgreSQL URL; any other URL is a ConfigError.
-
-    Example:
-        >>> checkpoints_location("sqlite:///runs/c.db")
-        PosixPath('runs/c.db')
-        >>> checkpoints_location("postgresql://orch@db.internal/orch")
-        'postgresql://orch@db.internal/orch'
-    """
-    text = os.fspath(value)
-    scheme = _SCHEME.match(text)
-    if isinstance(value, Path):
-        if scheme:  # Path() folded the URL's '//' to '/': it can't be told from a folder named 'postgresql:'
-            raise ConfigError(f"{source} {text!r} looks like a URL made into a Path; pass it as a str")
-        return value.expanduser()
-    if not scheme or "://" not in text:
-        return Path(text).expanduser()
-    name = scheme.group(1).lower()
-    if name in _POSTGRES:
-        return text
-    if name == "sqlite":
-        parts = urlsplit(text)
-        path = text[len("sqlite:///") :] if text.lower().startswith("sqlite:///") else ""
-        if parts.netloc or not path or parts.query:
-            raise ConfigError(
-                f"{source} {text!r}: a SQLite URL is sqlite:///PATH (relative) or sqlite:////PATH "
-                "(absolute), with no host or query"
-            )
-        return Path(path).expanduser()
-    raise ConfigError(f"{source} {redact(text)!r}: unknown scheme {name!r}; checkpoints take {ACCEPTED}")
-
-
-def redact(url: str) -> str:
-    """A URL without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def describe(location: Location) -> str:
-    """A location for messages: the file path, or the URL without its password."""
-    return str(location) if isinstance(location, Path) else redact(location)
 
 
 class Checkpoints:

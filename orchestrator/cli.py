@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,9 +22,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from orchestrator.config import Settings, load_manifest
-from orchestrator.decisions import decision_of
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.graph import last_decision
 from orchestrator.ledger import Budget
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import decode_attributes
@@ -310,6 +309,8 @@ def _describe(event: Any) -> str:
 
 
 def _describe_agent(event: Any) -> str:
+    from orchestrator.decisions import decision_of
+
     update = event.update
     if event.node == "controller":
         if update.get("status") == "budget_stop":
@@ -330,6 +331,8 @@ def _describe_agent(event: Any) -> str:
 
 
 def _next_label(event: Any) -> str:
+    from orchestrator.graph import last_decision
+
     pending = last_decision(event.update) or {}
     action = pending.get("action")
     if event.node == "controller" and action in {"find_tools", "call_tool"}:
@@ -816,7 +819,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 # --- orch traces -----------------------------------------------------------------------------------------
 def cmd_traces(args: argparse.Namespace) -> int:
-    from orchestrator.tracing.report import hotspots, span_tree
+    from orchestrator.tracing.report import span_tree
     from orchestrator.tracing.store import TraceStore
 
     settings = _settings(args)
@@ -831,7 +834,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
         table = Table(title=Text(f"Runs in {settings.traces_path}"), title_justify="left")
-        for col in ("run", "graph", "status", "cost", "in tok", "out tok", "duration"):
+        for col in ("run", "graph", "status", "cost", "compute", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
             table.add_row(
@@ -839,6 +842,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
                 Text(r["graph"] or ""),
                 Text(r["status"] or ""),
                 _money(r["cost_usd"], r["unpriced_calls"] or 0),
+                _ms(r.get("compute_ms")) if r.get("compute_ms") else "-",
                 str(r["input_tokens"] or 0),
                 str(r["output_tokens"] or 0),
                 _ms(r["duration_ms"]),
@@ -864,32 +868,122 @@ def cmd_traces(args: argparse.Namespace) -> int:
             _add(tree, root)
         out.print(tree)
         return EXIT_OK
-    run_id = None
+    if args.action == "reprice":
+        return _traces_reprice(args, store, settings)
+    if args.action == "compare":
+        return _traces_compare(args, store)
+    if args.action == "report":
+        return _traces_report(args, store)
+    if args.action == "prune":
+        return _traces_prune(args, store)
+    return _traces_top(args, store, settings)
+
+
+def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int:
+    from orchestrator.tracing.report import Scope, hotspots, measure_of
+
+    if args.run and args.last:
+        raise ConfigError("give either --run RUN or --last N, not both")
+    run_ids: tuple[str, ...] | None = None
     if args.run:
         found = store.get_run(args.run)
         if found is None:
             raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
-        run_id = found["run_id"]
-    spots = hotspots(store, args.by, run_id=run_id)
+        run_ids = (found["run_id"],)
+    elif args.last is not None:
+        if args.last < 1:
+            raise ConfigError(f"--last must be 1 or more (got {args.last})")
+        run_ids = tuple(r["run_id"] for r in store.list_runs(args.last))
+    since = time.time() - _duration(args.since, "--since") if args.since else None
+    scope = Scope(run_ids=run_ids, graph=args.graph, since=since)
+    t0 = time.perf_counter()
+    spots = hotspots(store, args.by, scope=scope)
+    top_ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([h.to_dict() for h in spots], indent=2))
         return EXIT_OK
-    table = Table(title=f"Hotspots by {args.by}", title_justify="left")
-    for col in (args.by, "calls", "in tok", "out tok", "cost (excl.)", "share", "p50", "p95", "errors"):
-        table.add_column(col)
+    measure = measure_of(spots)
+    shown = {"cost": "cost", "compute": "compute time", "cost+compute": "cost and compute time"}.get(measure)
+    title = f"Hotspots by {args.by} ({scope.describe()})" + (f"; shares of {shown}" if shown else "")
+    table = Table(title=Text(title), title_justify="left")
+    columns = [args.by, "calls", "in tok", "out tok", "cache hit", "cost (excl.)"]
+    nested = args.by == "node" and any(
+        h.cost_incl is not None and abs(h.cost_incl - (h.cost_usd or 0)) > 1e-12 for h in spots
+    )
+    if nested:
+        columns.append("cost (incl.)")
+    if "cost" in measure:
+        columns.append("share (cost)")
+    if "compute" in measure:
+        columns += ["compute", "share (compute)"]
+    columns += ["p50", "p95"]
+    if args.by == "model":
+        columns += ["TTFT p50", "tok/s p50"]
+    columns.append("errors")
+    repairs = any(h.repairs or h.escalations for h in spots)
+    if repairs:
+        columns.append("repairs/esc.")
+    for col in columns:
+        if col == args.by:  # the names in full: the rest of the table gives way
+            widest = max((len(h.key) for h in spots), default=len(col))
+            table.add_column(col, overflow="fold", min_width=min(max(widest, len(col)), 60))
+        else:
+            table.add_column(col, justify="right")
     for h in spots:
-        table.add_row(
+        cells: list[str | Text] = [
             Text(h.key),
             str(h.calls),
             str(h.input_tokens),
             str(h.output_tokens),
+            f"{h.cache_hit:.0%}" if h.cache_hit else "-",
             _money(h.cost_usd, h.unpriced_calls),
-            f"{h.share:.0%}" if h.share is not None else "-",
-            _ms(h.p50_ms),
-            _ms(h.p95_ms),
-            str(h.errors),
-        )
+        ]
+        if nested:
+            cells.append(_money(h.cost_incl))
+        if "cost" in measure:
+            cells.append(f"{h.share:.0%}" if h.share is not None else "-")
+        if "compute" in measure:
+            cells += [_ms(h.compute_ms), f"{h.compute_share:.0%}" if h.compute_share is not None else "-"]
+        cells += [_ms(h.p50_ms), _ms(h.p95_ms)]
+        if args.by == "model":
+            tps = f"{h.tokens_per_s_p50:.0f}" if h.tokens_per_s_p50 else "-"
+            cells += [_ms(h.ttft_p50_ms), tps]
+        cells.append(str(h.errors))
+        if repairs:
+            cells.append(f"{h.repairs}/{h.escalations}")
+        table.add_row(*cells)
     out.print(table)
+    if measure == "none":
+        err.print(_line(("no cost and no compute time recorded in this scope", "dim")))
+    err.print(_line((f"{len(spots)} rows in {top_ms:.0f} ms", "dim")))
+    return EXIT_OK
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def _duration(text: str, flag: str) -> float:
+    """Seconds in a duration like 90m, 12h, 30d or 2w."""
+    value = text.strip().lower()
+    number, unit = value[:-1], value[-1:]
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"{flag} {text!r} is not a duration; use a number and a unit: 90m, 12h, 30d or 2w"
+        ) from None
+    if seconds <= 0:
+        raise ConfigError(f"{flag} {text!r} must be more than zero")
+    return seconds
+
+
+def _traces_prune(args: argparse.Namespace, store: Any) -> int:
+    seconds = _duration(args.older_than, "--older-than")
+    runs, spans = store.prune(time.time() - seconds)
+    if args.json:
+        print(json.dumps({"runs_deleted": runs, "spans_deleted": spans}))
+    else:
+        out.print(f"deleted {runs} runs and {spans} spans older than {args.older_than}")
     return EXIT_OK
 
 
@@ -916,6 +1010,143 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
     branch = parent.add(label)
     for child in span["children"]:
         _add(branch, child)
+
+
+def _traces_report(args: argparse.Namespace, store: Any) -> int:
+    from orchestrator.tracing.html import report_runs, write_report
+
+    summary = write_report(store, args.html, report_runs(store, args.run, args.last))
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return EXIT_OK
+    out.print(_line("wrote ", (summary.path, "bold")))
+    out.print(Text(summary.line()))
+    return EXIT_OK
+
+
+def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) -> int:
+    from orchestrator.pricing import price_table
+    from orchestrator.tracing.whatif import reprice, runs_in_scope
+
+    slots: dict[str, str] = {}
+    for given in args.slot or []:
+        slot, sep, model = given.partition("=")
+        if not sep or not slot or not model:
+            raise ConfigError(f"--slot {given!r}: give SLOT=MODEL, e.g. --slot controller=openai:gpt-4o")
+        if slots.get(slot, model) != model:
+            raise ConfigError(f"--slot {slot}: given twice ({slots[slot]!r} and {model!r}); give it once")
+        slots[slot] = model
+    runs = runs_in_scope(store, args.run, args.last)
+    result = reprice(store, runs, model=args.model, slots=slots, table=price_table(settings.prices_path))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    scope = f"run {runs[0]}" if len(runs) == 1 else f"the last {len(runs)} runs"
+    target = args.model or ", ".join(f"{s}={m}" for s, m in slots.items())
+    out.print(_line("Repricing ", scope, " at ", (target, "bold")))
+    for name, p in result.prices.items():
+        out.print(_line(f"  {name}: ", _rates(p), (f"  ({p.source})", "dim")))
+    for title, first, lines in (
+        ("By slot", "slot", result.by_slot),
+        ("By run", "run", result.by_run),
+    ):
+        table = Table(title=title, title_justify="left")
+        for col in (first, "calls", "in tok", "cache read", "cache write", "out tok", "old", "new", "change"):
+            table.add_column(col)
+        if first == "slot":
+            table.add_column("models")
+        for line in (*lines, result.total):
+            t = line.tokens
+            models = ", ".join(f"{m} -> {p}" if p else f"{m} (as stored)" for m, p in line.models)
+            table.add_row(
+                Text("total", style="bold") if line is result.total else Text(line.key or "(no slot)"),
+                str(line.calls),
+                str(t.input_tokens),
+                str(t.cache_read_tokens),
+                _of_which(t.cache_write_tokens, t.cache_write_1h_tokens, "1h"),
+                _of_which(t.output_tokens, t.reasoning_tokens, "reasoning"),
+                _money(line.old_usd, line.old_unpriced),
+                _money(line.new_usd, line.new_unpriced),
+                _change(line.delta_usd),
+                *([Text(models)] if first == "slot" else []),
+            )
+        out.print(table)
+    return EXIT_OK
+
+
+def _of_which(count: int, part: int, label: str) -> str:
+    return f"{count} ({label} {part})" if part else str(count)
+
+
+def _rates(p: Any) -> str:
+    """A model's rates in USD per million tokens (a missing cache rate is the input rate)."""
+
+    def rate(value: float | None, fallback: str = "in") -> str:
+        return f"= {fallback}" if value is None else f"${value * 1e6:g}"
+
+    text = f"in {rate(p.input)}, cache read {rate(p.cache_read)}, cache write {rate(p.cache_write)}"
+    if p.cache_write_1h is not None:
+        text += f" (1h {rate(p.cache_write_1h)})"
+    text += f", out {rate(p.output)} per Mtok"
+    for tier in p.tiers:
+        text += f"; prompts over {tier.above_tokens // 1000}k: in {rate(tier.input)}, out {rate(tier.output)}"
+    return text
+
+
+def _change(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return ("+" if value >= 0 else "-") + _money(abs(value))
+
+
+def _traces_compare(args: argparse.Namespace, store: Any) -> int:
+    from orchestrator.tracing.compare import compare
+
+    result = compare(store, args.run_a, args.run_b)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    a, b = result.run_a, result.run_b
+    out.print(
+        _line(
+            ("A ", "bold"),
+            f"{a['run_id']} ({a['graph']}, {a['status']})  ",
+            ("B ", "bold"),
+            f"{b['run_id']} ({b['graph']}, {b['status']})",
+        )
+    )
+    table = Table(title="By node (B minus A)", title_justify="left")
+    for col in ("node", "runs", "cost A", "cost B", "change", "in tok", "out tok", "wall A", "wall B"):
+        table.add_column(col)
+    table.add_column("models")
+    for diff in (*result.nodes, result.total):
+        sa, sb = diff.a, diff.b
+        name = "total" if diff is result.total else (diff.node or "(no node)")
+        if diff.only_in:
+            name += f" (only in {diff.only_in.upper()})"
+        delta = diff.delta()
+        models_a = ", ".join(sa.models) if sa else "-"
+        models_b = ", ".join(sb.models) if sb else "-"
+        table.add_row(
+            Text(name, style="bold" if diff is result.total else ""),
+            _pair(sa, sb, "count"),
+            _money(sa.cost_usd, sa.unpriced_calls) if sa else "-",
+            _money(sb.cost_usd, sb.unpriced_calls) if sb else "-",
+            _change(delta["cost_usd"]) if delta else "-",
+            _pair(sa, sb, "input_tokens"),
+            _pair(sa, sb, "output_tokens"),
+            _ms(sa.wall_ms) if sa else "-",
+            _ms(sb.wall_ms) if sb else "-",
+            Text(models_a if models_a == models_b else f"{models_a} -> {models_b}"),
+        )
+    out.print(table)
+    return EXIT_OK
+
+
+def _pair(a: Any, b: Any, name: str) -> str:
+    """A count in run A and in run B ("-" where the node did not run): one figure when they are equal."""
+    x, y = (str(getattr(side, name)) if side is not None else "-" for side in (a, b))
+    return x if x == y else f"{x} -> {y}"
 
 
 # --- orch init ---------------------------------------------------------------------------------------------
@@ -1177,7 +1408,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     traces = sub.add_parser("traces", help="inspect the trace store")
     tsub = traces.add_subparsers(dest="action", required=True)
-    for name, helptext in (("list", "recent runs"), ("show", "one run as a span tree"), ("top", "hotspots")):
+    for name, helptext in (
+        ("list", "recent runs"),
+        ("show", "one run as a span tree"),
+        ("top", "hotspots: where the cost and the time go"),
+        ("prune", "delete runs older than a duration, with their spans"),
+    ):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("--json", action="store_true")
         p.add_argument("--traces", help="trace store path")
@@ -1186,8 +1422,41 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("run", help="run id (or a unique prefix)")
         if name == "top":
-            p.add_argument("--by", choices=["node", "model", "tool"], default="node")
+            p.add_argument("--by", choices=["node", "model", "slot", "tool"], default="node")
             p.add_argument("--run", help="only this run")
+            p.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+            p.add_argument("--since", metavar="DURATION", help="only spans since then: 90m, 12h, 30d, 2w")
+            p.add_argument("--graph", help="only runs of this graph")
+        if name == "prune":
+            p.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
+    rp = tsub.add_parser("reprice", help="what-if pricing: the stored tokens at another model's rates")
+    rp.add_argument("run", nargs="?", help="run id (or a unique prefix)")
+    rp.add_argument("--last", type=int, metavar="N", help="the N most recent runs instead of one run")
+    at = rp.add_mutually_exclusive_group(required=True)
+    at.add_argument("--model", metavar="MODEL", help="price every model call at this model's rates")
+    at.add_argument(
+        "--slot",
+        action="append",
+        metavar="SLOT=MODEL",
+        help="price this slot's calls at MODEL's rates, the others as stored (repeatable)",
+    )
+    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--traces", help="trace store path")
+    cp = tsub.add_parser("compare", help="two runs node by node: cost, tokens, time, count, models")
+    cp.add_argument("run_a", help="run id (or a unique prefix)")
+    cp.add_argument("run_b", help="run id (or a unique prefix)")
+    cp.add_argument("--json", action="store_true")
+    cp.add_argument("--traces", help="trace store path")
+    hp = tsub.add_parser("report", help="an HTML page: cost flame graph, span waterfall, hotspot tables")
+    hp.add_argument("run", nargs="?", help="run id (or a unique prefix)")
+    hp.add_argument(
+        "--last", type=int, metavar="N", help="the N most recent runs together instead of one run"
+    )
+    hp.add_argument(
+        "--html", required=True, metavar="FILE", help="the page to write (one self-contained file)"
+    )
+    hp.add_argument("--json", action="store_true", help="print what was written as JSON")
+    hp.add_argument("--traces", help="trace store path")
     traces.set_defaults(func=cmd_traces)
 
     init = sub.add_parser("init", help="start a project folder: manifest, a graph, a worker and a tool pack")

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.errors import ManifestError
+from orchestrator.errors import ConfigError, ManifestError
 
 __all__ = ["Limits", "Manifest", "McpServerConfig", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
@@ -47,6 +47,7 @@ _ENV = {
     "models_dir": "ORCH_MODELS_DIR",
     "prices_path": "ORCH_PRICES",
     "capture_content": "ORCH_CAPTURE_CONTENT",
+    "otlp_endpoint": "ORCH_OTLP_ENDPOINT",
 }
 
 
@@ -173,6 +174,9 @@ class Manifest(_Strict):
     checkpoints: str | None = None
     models_dir: str | None = None
     capture_content: bool = False
+    # an OTLP/HTTP collector's base URL: spans and GenAI metrics are exported there too (docs/tracing.md)
+    otlp_endpoint: str | None = None
+    redact: str | None = None  # "module:function" every span passes through before it is stored or exported
     outputs: dict[str, str] = Field(default_factory=dict)  # graph name -> the state key holding its answer
     _root: Path | None = PrivateAttr(default=None)
 
@@ -295,9 +299,10 @@ class Settings:
     )
     capture_content: bool = False
     prices_path: Path | None = None  # the user's own price file (LiteLLM layout), over the shipped one
+    otlp_endpoint: str | None = None  # an OTLP/HTTP collector's base URL, e.g. http://127.0.0.1:4318
 
     def __post_init__(self) -> None:
-        from orchestrator.checkpoints import checkpoints_location
+        from orchestrator.locations import checkpoints_location
 
         object.__setattr__(self, "checkpoints_path", checkpoints_location(self.checkpoints_path))
         for name in ("traces_path", "models_dir", "prices_path"):
@@ -325,13 +330,18 @@ class Settings:
                     )
             if manifest.capture_content:
                 values["capture_content"] = True
+            if manifest.otlp_endpoint:
+                values["otlp_endpoint"] = _parse(
+                    "otlp_endpoint", manifest.otlp_endpoint, "[tool.orchestrator].otlp_endpoint"
+                )
         for name, env in _ENV.items():
             raw = os.environ.get(env)
             if raw:
                 values[name] = _parse(name, raw, env)
         for name, value in overrides.items():
             if value is not None:
-                values[name] = value if name == "capture_content" else _parse(name, value, "checkpoints")
+                source = "checkpoints" if name == "checkpoints_path" else name
+                values[name] = value if name == "capture_content" else _parse(name, value, source)
         return cls(**values)
 
 
@@ -339,8 +349,16 @@ def _parse(name: str, value: Any, source: str) -> Any:
     """A manifest, environment or keyword value as its setting's type (`source` names it in errors)."""
     if name == "capture_content":
         return _env_bool(value)
+    if name == "otlp_endpoint":
+        text = str(value).strip()
+        if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+            raise ConfigError(
+                f"{source} {text!r}: an OTLP endpoint is the collector's http:// or https:// base URL "
+                "(e.g. http://127.0.0.1:4318; spans go to /v1/traces, metrics to /v1/metrics)"
+            )
+        return text.rstrip("/")
     if name == "checkpoints_path":
-        from orchestrator.checkpoints import checkpoints_location
+        from orchestrator.locations import checkpoints_location
 
         return checkpoints_location(value, source)
     return Path(value).expanduser()

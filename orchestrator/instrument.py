@@ -84,7 +84,7 @@ class GraphTracer(BaseCallbackHandler):
         self.capture_content = capture_content
         self._parents: dict[UUID, UUID | None] = {}
         self._open: dict[UUID, _Open] = {}
-        self._nodes: dict[UUID, str] = {}  # run id -> node name, for every run inside a node
+        self._nodes: dict[UUID, tuple[str, ...]] = {}  # run id -> node path, for every run inside a node
         self._tasks: set[str] = set()  # node executions seen (a nested run of the same name is not one)
         self._traced: set[UUID] = set()  # model and tool runs the orchestrator's own path traces
         self.node_seconds: dict[str, float] = {}  # the last finished execution of each node
@@ -110,6 +110,11 @@ class GraphTracer(BaseCallbackHandler):
 
     def node_of(self, run_id: UUID | None) -> str | None:
         """The graph node a LangChain run (or its nearest ancestor) belongs to."""
+        path = self.path_of(run_id)
+        return path[-1] if path else None
+
+    def path_of(self, run_id: UUID | None) -> tuple[str, ...] | None:
+        """The same node as its path: a subgraph's node after the nodes around it (outermost first)."""
         seen = run_id
         while seen is not None:
             if seen in self._nodes:
@@ -137,21 +142,24 @@ class GraphTracer(BaseCallbackHandler):
         parent_run_id: UUID | None,
         kind: str,
         name: str,
-        node: str | None,
+        node: tuple[str, ...] | None,
         attributes: dict[str, Any],
     ) -> None:
         parent = self._parent_span(parent_run_id)
+        path = node_path_attribute(node)
+        innermost = node[-1] if node else None
         span = self.tracer.start_span(
             name,
             context=trace.set_span_in_context(parent),
             attributes={
                 A.KIND: kind,
                 A.RUN_ID: self.run_id,
-                **({A.NODE: node} if node else {}),
+                **({A.NODE: innermost} if innermost else {}),
+                **({A.NODE_PATH: path} if path else {}),
                 **attributes,
             },
         )
-        self._open[run_id] = _Open(kind, node, span, name)
+        self._open[run_id] = _Open(kind, innermost, span, name)
 
     def _end(self, run_id: UUID, error: BaseException | None = None) -> _Open | None:
         done = self._open.pop(run_id, None)
@@ -180,17 +188,22 @@ class GraphTracer(BaseCallbackHandler):
         meta = metadata or {}
         node = meta.get("langgraph_node")
         if node is None or kwargs.get("name") != node or _task_key(meta) in self._tasks:
-            inherited = self.node_of(parent_run_id)
+            inherited = self.path_of(parent_run_id)
             if inherited is not None:
                 self._nodes[run_id] = inherited
             return
-        self._nodes[run_id] = str(node)
+        self._nodes[run_id] = _node_path(meta, str(node))
         self._tasks.add(_task_key(meta))
         if meta.get("orch_traced"):
             return  # the bundled agent's nodes open their own spans
         step = meta.get("langgraph_step")
         self._start(
-            run_id, parent_run_id, "node", str(node), str(node), {"orchestrator.step": step} if step else {}
+            run_id,
+            parent_run_id,
+            "node",
+            str(node),
+            self._nodes[run_id],
+            {"orchestrator.step": step} if step else {},
         )
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -200,7 +213,7 @@ class GraphTracer(BaseCallbackHandler):
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         if self.failed_node is None and type(error).__name__ not in _CONTROL_FLOW and run_id in self._nodes:
-            self.failed_node = self._nodes[run_id]  # the innermost node the error passed through first
+            self.failed_node = self._nodes[run_id][-1]  # the innermost node the error passed through first
         done = self._end(run_id, error)
         if done is not None and done.kind == "node" and done.node:
             self.node_seconds[done.node] = time.perf_counter() - done.t0
@@ -230,7 +243,7 @@ class GraphTracer(BaseCallbackHandler):
             attributes[A.INPUT_MESSAGES] = json.dumps(
                 [{"role": m.type, "content": str(m.content)} for m in messages[0]]
             )
-        self._start(run_id, parent_run_id, "chat", f"chat {model}", self.node_of(parent_run_id), attributes)
+        self._start(run_id, parent_run_id, "chat", f"chat {model}", self.path_of(parent_run_id), attributes)
         self._open[run_id].name = f"{provider}/{model}"
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -290,7 +303,7 @@ class GraphTracer(BaseCallbackHandler):
         if self.capture_content:
             attributes[A.TOOL_ARGS] = json.dumps(inputs, default=str) if inputs is not None else input_str
         self._start(
-            run_id, parent_run_id, "tool", f"execute_tool {name}", self.node_of(parent_run_id), attributes
+            run_id, parent_run_id, "tool", f"execute_tool {name}", self.path_of(parent_run_id), attributes
         )
         self._open[run_id].name = name
 
@@ -329,6 +342,17 @@ class GraphTracer(BaseCallbackHandler):
         """End spans left open (a run cancelled mid-node)."""
         for run_id in list(self._open):
             self._end(run_id, asyncio.CancelledError("the run ended first"))
+
+
+def _node_path(meta: dict[str, Any], node: str) -> tuple[str, ...]:
+    """A node's path from LangGraph's checkpoint namespace ("outer:<task>|inner:<task>" -> outer, inner)."""
+    names = [seg.split(":", 1)[0] for seg in str(meta.get("langgraph_checkpoint_ns") or "").split("|") if seg]
+    return tuple(names) if len(names) > 1 and names[-1] == node else (node,)
+
+
+def node_path_attribute(path: Sequence[str] | None) -> str | None:
+    """A nested node's path as a span attribute (a JSON list, outermost first); None for a top-level one."""
+    return json.dumps(list(path)) if path and len(path) > 1 else None
 
 
 def _task_key(meta: Mapping[str, Any]) -> str:
@@ -399,7 +423,8 @@ class SlotModel(BaseChatModel):
         ctx = self._ctx()
         tracer = _tracer_of(run_manager)
         parent = run_manager.parent_run_id if run_manager else None
-        node = (tracer.node_of(parent) if tracer else None) or _config_node() or "graph"
+        path = tracer.path_of(parent) if tracer else None
+        node = path[-1] if path else (_config_node() or "graph")
         span = tracer.span_of(parent) if tracer else None
         max_tokens = int(kwargs.pop("max_tokens", None) or ctx.limits.max_tokens)
         on_text = kwargs.pop("on_text", None)
@@ -414,6 +439,7 @@ class SlotModel(BaseChatModel):
             options=kwargs,
             parent=span,
             on_text=on_text,
+            node_path=path,
         )
         return ChatResult(generations=[ChatGeneration(message=msg)])
 

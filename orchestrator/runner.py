@@ -151,6 +151,18 @@ def _import_ref(ref: str, what: str) -> Any:
         ) from None
 
 
+def _redact_hook(ref: str | None) -> Any:
+    """The manifest's `redact` function, `(name, attributes) -> attributes` (None when none is set)."""
+    if ref is None:
+        return None
+    hook = _import_ref(ref, "redact")
+    if not callable(hook):
+        raise ManifestError(
+            f"redact {ref!r} must be a function (name, attributes) -> attributes, not {type(hook).__name__}"
+        )
+    return hook
+
+
 def _import_file(path: str) -> Any:
     """Import a module from its file (a LangGraph project names graphs by file), once per file."""
     file = Path(path)
@@ -244,8 +256,11 @@ class Orchestrator:
         self._models: dict[str, BaseChatModel] = {}
         self.checkpoints = Checkpoints(self.settings.checkpoints_path, checkpointer)
         self.book = self.checkpoints.ledger()
+        redact = _redact_hook(self.manifest.redact)
         self._store = TraceStore(self.settings.traces_path) if tracing else None
-        self.tracing = Tracing(self._store, enabled=tracing)
+        self.tracing = Tracing(
+            self._store, enabled=tracing, otlp_endpoint=self.settings.otlp_endpoint, redact=redact
+        )
 
     @classmethod
     def from_project(cls, project_dir: str | Path = ".", **overrides: Any) -> Orchestrator:
@@ -669,6 +684,8 @@ class Orchestrator:
         if self._store is None:
             return
         ledger = result.ledger if result else prior
+        answer = result.answer if result and self.settings.capture_content else None
+        answer, error = self.tracing.redact_run(answer, error)  # the row, like the spans, is redacted first
         self._store.end_run(
             run_id,
             status=status,
@@ -676,7 +693,8 @@ class Orchestrator:
             unpriced_calls=ledger.unpriced_calls,
             input_tokens=ledger.input_tokens,
             output_tokens=ledger.output_tokens,
-            answer=result.answer if result and self.settings.capture_content else None,
+            compute_ms=sum(line["compute_ms"] or 0.0 for line in ledger.lines),
+            answer=answer,
             error=error,
         )
 

@@ -167,7 +167,11 @@ async def test_node_spans_are_flushed_when_the_node_ends(make_orch: MakeOrch) ->
 
 def test_migrations_are_named_and_recorded() -> None:
     db = sqlite_utils.Database(memory=True)
-    assert migrate(db) == [m.__name__ for m in MIGRATIONS] == ["m001_runs_spans", "m002_run_owner", "m003_span_columns"]
+    assert (
+        migrate(db)
+        == [m.__name__ for m in MIGRATIONS]
+        == ["m001_runs_spans", "m002_run_owner", "m003_span_columns", "m004_rollups"]
+    )
     assert migrate(db) == []
     assert {"runs", "spans", "_migrations"} <= set(db.table_names())
 

@@ -30,6 +30,7 @@ NS = "orchestrator."
 KIND = NS + "span_kind"  # run | node | chat | tool
 RUN_ID = NS + "run_id"
 NODE = NS + "node"
+NODE_PATH = NS + "node_path"  # a nested node's path: a JSON list of node names, outermost first
 ROLE = NS + "role"
 SLOT = NS + "slot"
 ACTION = NS + "action"

@@ -16,6 +16,7 @@ import sqlite_utils
 
 from orchestrator.errors import ConfigError
 from orchestrator.tracing import attrs as A
+from orchestrator.tracing import rollups
 
 __all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database"]
 
@@ -144,7 +145,70 @@ def m003_span_columns(db: sqlite_utils.Database) -> None:
     spans.create_index(["kind", "slot"])
 
 
-MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner, m003_span_columns]
+_M004_COLUMNS: tuple[tuple[str, type, str], ...] = (
+    ("node_path", str, A.NODE_PATH),
+    ("repairs", int, A.WORKER_REPAIRS),
+    ("escalations", int, A.WORKER_ESCALATIONS),
+)
+
+
+def m004_rollups(db: sqlite_utils.Database) -> None:
+    """Roll-ups written at ingest (`tracing.rollups`): per day, graph, and node, model, slot or tool, the
+    sums the cost reports read instead of every span, and histograms for their percentiles. A span's node
+    path (a subgraph's node under its parent's) and a worker's repairs and escalations become columns.
+    Filled in for the spans already stored."""
+    spans = db.table("spans")
+    for column, kind, _ in _M004_COLUMNS:
+        spans.add_column(column, kind)
+    db.table("runs").add_column("compute_ms", float)  # a run's model compute time, beside its cost
+    db.execute(
+        "update runs set compute_ms = (select sum(compute_ms) from spans "
+        "where spans.run_id = runs.run_id and kind = 'chat')"
+    )
+    sets = ", ".join(
+        f"{column} = json_extract(attributes, '$.\"{attr}\"')" for column, _, attr in _M004_COLUMNS
+    )
+    db.execute(f"update spans set {sets} where attributes is not null")
+    sums = ", ".join(f"{name} real not null default 0" for name in rollups.SUMS)
+    db.execute(
+        "create table rollups (day integer not null, graph text not null, dim text not null, "
+        f"key text not null, {sums}, primary key (day, graph, dim, key)) without rowid"
+    )
+    db.execute(
+        "create table rollup_hist (day integer not null, graph text not null, dim text not null, "
+        "key text not null, measure text not null, bucket integer not null, n integer not null, "
+        "primary key (day, graph, dim, key, measure, bucket)) without rowid"
+    )
+    spans.create_index(["start_ns"])
+    graphs = dict(db.execute("select run_id, graph from runs").fetchall())
+    cur = db.execute("select * from spans")
+    names = [c[0] for c in cur.description]
+    while chunk := cur.fetchmany(5000):
+        _add_rollups(db.conn, [dict(zip(names, r, strict=True)) for r in chunk], graphs)
+
+
+def _add_rollups(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]], graphs: dict[str, str]) -> None:
+    """Sum span rows into the roll-up tables (inside the caller's transaction)."""
+    sums, hist = rollups.summarize(rows, graphs)
+    if sums:
+        conn.executemany(_UPSERT_ROLLUP, [(*k, *v) for k, v in sums.items()])
+    if hist:
+        conn.executemany(_UPSERT_HIST, [(*k, n) for k, n in hist.items()])
+
+
+_UPSERT_ROLLUP = (
+    f"insert into rollups (day, graph, dim, key, {', '.join(rollups.SUMS)}) "
+    f"values (?, ?, ?, ?, {', '.join('?' * len(rollups.SUMS))}) "
+    "on conflict (day, graph, dim, key) do update set "
+    + ", ".join(f"{n} = {n} + excluded.{n}" for n in rollups.SUMS)
+)
+_UPSERT_HIST = (
+    "insert into rollup_hist (day, graph, dim, key, measure, bucket, n) values (?, ?, ?, ?, ?, ?, ?) "
+    "on conflict (day, graph, dim, key, measure, bucket) do update set n = n + excluded.n"
+)
+
+
+MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups]
 
 _HOST = socket.gethostname()
 _ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
@@ -197,9 +261,11 @@ SPAN_COLUMNS = (
     "ttft_ms",
     "attributes",
     *(column for column, _, _ in _M003_COLUMNS),
+    *(column for column, _, _ in _M004_COLUMNS),
 )
 _INSERT_SPAN = (
-    f"insert or replace into spans ({', '.join(SPAN_COLUMNS)}) values ({', '.join('?' * len(SPAN_COLUMNS))})"
+    # a span is written once: a second copy (an export retried) is ignored, so the roll-ups count it once
+    f"insert or ignore into spans ({', '.join(SPAN_COLUMNS)}) values ({', '.join('?' * len(SPAN_COLUMNS))})"
 )
 
 
@@ -243,6 +309,7 @@ class TraceStore:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 self.db = sqlite_utils.Database(conn)
                 self._lock = threading.Lock()
+                self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
                 with self._lock:
                     migrate(self.db)
             except BaseException:
@@ -291,11 +358,123 @@ class TraceStore:
             self.db.table("runs").update(run_id, fields)
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert span rows (idempotent on span_id) with one prepared statement: this runs per node."""
-        if rows:
-            values = [tuple(r.get(c) for c in SPAN_COLUMNS) for r in rows]
-            with self._lock, self.db.conn:
-                self.db.conn.executemany(_INSERT_SPAN, values)
+        """Insert span rows and add them to the roll-ups, in one transaction. A span already stored (the
+        same span_id) is skipped, and counted once."""
+        if not rows:
+            return
+        with self._lock:
+            graphs = self._graphs_of(rows)
+            conn = self.db.conn
+            try:
+                with conn:
+                    cur = conn.executemany(_INSERT_SPAN, [tuple(map(r.get, SPAN_COLUMNS)) for r in rows])
+                    if cur.rowcount != len(rows):
+                        raise _Duplicates  # rolls the batch back; written again below without them
+                    _add_rollups(conn, rows, graphs)
+            except _Duplicates:
+                with conn:
+                    ids = list({r["span_id"] for r in rows})
+                    known: set[str] = set()
+                    for i in range(0, len(ids), 500):
+                        part = ids[i : i + 500]
+                        marks = ",".join("?" * len(part))
+                        known.update(
+                            x
+                            for (x,) in conn.execute(
+                                f"select span_id from spans where span_id in ({marks})", part
+                            )
+                        )
+                    fresh: dict[str, dict[str, Any]] = {}
+                    for r in rows:
+                        if r["span_id"] not in known:
+                            fresh.setdefault(r["span_id"], r)
+                    new = list(fresh.values())
+                    conn.executemany(_INSERT_SPAN, [tuple(map(r.get, SPAN_COLUMNS)) for r in new])
+                    _add_rollups(conn, new, graphs)
+
+    def graphs_of_runs(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """Each run's graph (runs not recorded are left out)."""
+        ids = list(run_ids)
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            found = self._query(
+                f"select run_id, graph from runs where run_id in ({','.join('?' * len(part))})", part
+            )
+            out.update({r["run_id"]: r["graph"] or "?" for r in found})
+        return out
+
+    def _graphs_of(self, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """The graph of each run the rows belong to: from the runs table (a run is recorded when it starts),
+        else from a run span in the rows, else "?". Cached: a run's graph never changes."""
+        wanted = {r.get("run_id") for r in rows} - self._graphs.keys() - {None}
+        if wanted:
+            marks = ",".join("?" * len(wanted))
+            found = self.db.execute(f"select run_id, graph from runs where run_id in ({marks})", list(wanted))
+            self._graphs.update(dict(found.fetchall()))
+            for r in rows:
+                run_id = r.get("run_id")
+                if (
+                    isinstance(run_id, str)
+                    and run_id in wanted
+                    and run_id not in self._graphs
+                    and r.get("kind") == "run"
+                ):
+                    self._graphs[run_id] = str(r.get("name") or "").removeprefix("invoke_workflow ") or "?"
+            if len(self._graphs) > 100_000:
+                self._graphs.clear()
+        return self._graphs
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete the runs that ended before `before` (epoch seconds; runs still running are kept), their
+        spans, and spans of no recorded run that ended before it. The roll-ups of every day a deleted span
+        was in are summed again from the spans left. Returns (runs, spans) deleted."""
+        self.mark_interrupted()
+        cut_ns = int(before * 1e9)
+        day = rollups.DAY_NS
+        with self._lock, self.db.conn as conn:
+            old = [
+                r[0]
+                for r in conn.execute(
+                    "select run_id from runs where coalesce(ended_at, started_at) < ? "
+                    "and status != 'running'",
+                    [before],
+                )
+            ]
+            conn.execute("create temp table if not exists _pruned (span_id text primary key)")
+            conn.execute("delete from _pruned")
+            for i in range(0, len(old), 500):
+                part = old[i : i + 500]
+                marks = ",".join("?" * len(part))
+                conn.execute(f"insert into _pruned select span_id from spans where run_id in ({marks})", part)
+            conn.execute(
+                "insert or ignore into _pruned select span_id from spans where end_ns < ? "
+                "and (run_id is null or run_id not in (select run_id from runs))",
+                [cut_ns],
+            )
+            days = [
+                int(d)
+                for (d,) in conn.execute(
+                    f"select distinct start_ns / {day} from spans "
+                    "where span_id in (select span_id from _pruned)"
+                )
+            ]
+            spans = conn.execute("delete from spans where span_id in (select span_id from _pruned)").rowcount
+            for i in range(0, len(old), 500):
+                part = old[i : i + 500]
+                conn.execute(f"delete from runs where run_id in ({','.join('?' * len(part))})", part)
+            graphs = dict(conn.execute("select run_id, graph from runs").fetchall())
+            for d in days:  # those days' roll-ups again, from the spans kept
+                conn.execute("delete from rollups where day = ?", [d])
+                conn.execute("delete from rollup_hist where day = ?", [d])
+                cur = conn.execute(
+                    "select * from spans where start_ns >= ? and start_ns < ?", [d * day, (d + 1) * day]
+                )
+                names = [c[0] for c in cur.description]
+                while chunk := cur.fetchmany(5000):
+                    _add_rollups(conn, [dict(zip(names, r, strict=True)) for r in chunk], graphs)
+            conn.execute("delete from _pruned")
+        return len(old), spans
 
     # --- reading ---------------------------------------------------------------------------------------
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
@@ -358,6 +537,10 @@ class TraceStore:
             cur = self.db.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+class _Duplicates(Exception):
+    """A batch held spans already stored."""
 
 
 def decode_attributes(row: dict[str, Any]) -> dict[str, Any]:

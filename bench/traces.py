@@ -1,0 +1,215 @@
+"""The trace store at scale: ingest through the real OpenTelemetry exporter, then the `top` query.
+
+Fills a fresh store with N realistic spans: runs of a racehorse-led agent (a run span; controller, find_tools,
+call_tool and worker node spans; chat spans with tokens, cost, compute time, TTFT; tool spans; some errors),
+created through the SDK tracer with the attribute names the orchestrator records, exported by the store's
+own processor and exporter. Ingest is timed from the first span created until the last is committed (the
+processor's force_flush returns only then), and checked by counting the rows. Then `top` (the hotspot
+query behind `orch traces top`) is timed in process, by node, model and tool, over the whole store; and
+`orch traces top` in a subprocess, for the wall time a user sees.
+
+Run: `.venv/bin/python bench/traces.py --spans 1000000 [--json] [--store FILE] [--keep]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from opentelemetry.trace import Status, StatusCode  # noqa: E402
+
+from orchestrator.tracing import attrs as A  # noqa: E402
+from orchestrator.tracing.report import hotspots  # noqa: E402
+from orchestrator.tracing.setup import Tracing  # noqa: E402
+from orchestrator.tracing.store import TraceStore  # noqa: E402
+
+MODELS = {  # model -> (provider, slot, role, $/input token, $/output token); local models cost 0
+    "openai:gpt-4o": ("openai", "controller", "racehorse", 2.5e-6, 1e-5),
+    "openai:gpt-4o-mini": ("openai", "extract", "workhorse", 1.5e-7, 6e-7),
+    "anthropic:claude-haiku-4-5": ("anthropic", "classify", "workhorse", 1e-6, 5e-6),
+    "local:qwen2.5-0.5b": ("local", "summarize", "workhorse", 0.0, 0.0),
+}
+TOOLS = ("date_diff", "word_count", "currency_convert", "weather_lookup", "search_docs", "calculator")
+
+
+def _run(tracer: Any, rng: random.Random, run_no: int, store: TraceStore | None = None) -> int:
+    """One agent run's spans (recorded as a run first, as the runner does); returns how many were made."""
+    run_id = f"bench-{run_no:08d}"
+    if store is not None:
+        store.start_run(run_id, "assistant", config_hash="bench", version="bench")
+    made = 0
+    with tracer.start_as_current_span(
+        "invoke_workflow assistant",
+        attributes={A.KIND: "run", A.RUN_ID: run_id, A.OPERATION: "invoke_workflow", A.WORKFLOW_NAME: "assistant"},
+    ):
+        made += 1
+        for step in range(rng.randint(3, 6)):
+            node = ("controller", "find_tools", "call_tool", "worker")[step % 4]
+            with tracer.start_as_current_span(
+                f"invoke_agent {node}" if node in ("controller", "worker") else node,
+                attributes={A.KIND: "node", A.RUN_ID: run_id, A.NODE: node},
+            ):
+                made += 1
+                if node in ("controller", "worker"):
+                    model = "openai:gpt-4o" if node == "controller" else rng.choice(list(MODELS)[1:])
+                    provider, slot, role, pin, pout = MODELS[model]
+                    tin, tout = rng.randint(200, 3000), rng.randint(10, 400)
+                    cached = rng.choice((0, 0, tin // 2))
+                    attributes = {
+                        A.KIND: "chat",
+                        A.RUN_ID: run_id,
+                        A.NODE: node,
+                        A.OPERATION: "chat",
+                        A.PROVIDER: provider,
+                        A.REQUEST_MODEL: model,
+                        A.RESPONSE_MODEL: model,
+                        A.SLOT: slot,
+                        A.ROLE: role,
+                        A.INPUT_TOKENS: tin,
+                        A.OUTPUT_TOKENS: tout,
+                        A.CACHE_READ: cached,
+                        A.COST: (tin - cached) * pin + cached * pin / 2 + tout * pout,
+                        A.TTFT_MS: rng.uniform(80, 900),
+                        A.TOKENS_PER_S: rng.uniform(20, 200),
+                        A.FINISH_REASONS: ("stop",),
+                    }
+                    if provider == "local":
+                        attributes[A.COMPUTE_MS] = rng.uniform(200, 4000)
+                    with tracer.start_as_current_span(f"chat {model}", attributes=attributes) as span:
+                        made += 1
+                        if rng.random() < 0.02:
+                            span.set_status(Status(StatusCode.ERROR, "rate limited"))
+                            span.set_attribute(A.ERROR_TYPE, "429")
+                elif node == "call_tool":
+                    tool = rng.choice(TOOLS)
+                    with tracer.start_as_current_span(
+                        f"execute_tool {tool}",
+                        attributes={A.KIND: "tool", A.RUN_ID: run_id, A.NODE: node, A.TOOL_NAME: tool},
+                    ) as span:
+                        made += 1
+                        if rng.random() < 0.05:
+                            span.set_status(Status(StatusCode.ERROR, "tool failed"))
+    return made
+
+
+def _produce(store_path: str, spans: int, seed: int, first_run: int, start_at: float) -> tuple[int, int, float]:
+    """One producer process: its runs' spans through the SDK tracer into the store; (spans, runs, time the
+    last was committed)."""
+    store = TraceStore(store_path)
+    tracing = Tracing(store)
+    rng = random.Random(seed)
+    while time.time() < start_at:  # all producers start together
+        time.sleep(0.001)
+    made = runs = 0
+    while made < spans:
+        made += _run(tracing.tracer, rng, first_run + runs, store)
+        runs += 1
+    tracing.flush()  # returns once everything handed over is committed
+    done = time.time()
+    tracing.close()
+    store.close()
+    return made, runs, done
+
+
+def ingest(store_path: Path, spans: int, procs: int = 1, seed: int = 7) -> dict[str, Any]:
+    TraceStore(store_path).close()  # created and migrated before the clock starts
+    start_at = time.time() + (1.5 if procs > 1 else 0.0)
+    if procs == 1:
+        results = [_produce(str(store_path), spans, seed, 0, start_at)]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(procs) as pool:
+            results = pool.starmap(
+                _produce,
+                [(str(store_path), spans // procs, seed + i, i * 10_000_000, start_at) for i in range(procs)],
+            )
+    made = sum(r[0] for r in results)
+    elapsed = max(r[2] for r in results) - start_at
+    store = TraceStore(store_path)
+    stored = store.db.execute("select count(*) from spans").fetchone()[0]
+    store.close()
+    return {
+        "procs": procs,
+        "spans": made,
+        "runs": sum(r[1] for r in results),
+        "stored": stored,
+        "lost": made - stored,
+        "ingest_s": round(elapsed, 3),
+        "ingest_spans_per_s": round(made / elapsed),
+    }
+
+
+def time_top(store_path: Path, repeats: int = 3) -> dict[str, Any]:
+    store = TraceStore(store_path)
+    out: dict[str, Any] = {}
+    for by in ("node", "model", "tool"):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rows = hotspots(store, by)  # type: ignore[arg-type]
+            times.append((time.perf_counter() - t0) * 1000)
+        out[by] = {"ms": round(statistics.median(times), 1), "rows": len(rows)}
+    store.close()
+    out["top_ms"] = out["node"]["ms"]
+    return out
+
+
+def cli_top(store_path: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "traces", "top", "--traces", str(store_path), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--procs", type=int, default=1, help="producer processes writing the one store")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--store", help="the store file (default: a fresh temporary file)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="orch-traces-"))
+    path = Path(args.store) if args.store else tmp / "traces.db"
+    if path.exists():
+        raise SystemExit(f"{path} exists: give a fresh path")
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"}
+    result.update(ingest(path, args.spans, args.procs))
+    top = time_top(path)
+    result["top_ms"] = top.pop("top_ms")
+    result["top"] = top
+    result["cli_top_wall_ms"] = cli_top(path)
+    result["store_mb"] = round(path.stat().st_size / 1e6, 1)
+    if not args.keep and not args.store:
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
