@@ -8,7 +8,8 @@ processor's force_flush returns only then), and checked by counting the rows. Th
 query behind `orch traces top`) is timed in process, by node, model and tool, over the whole store; and
 `orch traces top` in a subprocess, for the wall time a user sees.
 
-Run: `.venv/bin/python bench/traces.py --spans 1000000 [--json] [--store FILE] [--keep]`.
+Run: `.venv/bin/python bench/traces.py --spans 1000000 [--procs P] [--json] [--store FILE]`, or `--docs` to
+measure with one and two producer processes and write the section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ def _run(tracer: Any, rng: random.Random, run_no: int, store: TraceStore | None 
     made = 0
     with tracer.start_as_current_span(
         "invoke_workflow assistant",
-        attributes={A.KIND: "run", A.RUN_ID: run_id, A.OPERATION: "invoke_workflow", A.WORKFLOW_NAME: "assistant"},
+        attributes={
+            A.KIND: "run",
+            A.RUN_ID: run_id,
+            A.OPERATION: "invoke_workflow",
+            A.WORKFLOW_NAME: "assistant",
+        },
     ):
         made += 1
         for step in range(rng.randint(3, 6)):
@@ -106,7 +112,9 @@ def _run(tracer: Any, rng: random.Random, run_no: int, store: TraceStore | None 
     return made
 
 
-def _produce(store_path: str, spans: int, seed: int, first_run: int, start_at: float) -> tuple[int, int, float]:
+def _produce(
+    store_path: str, spans: int, seed: int, first_run: int, start_at: float
+) -> tuple[int, int, float]:
     """One producer process: its runs' spans through the SDK tracer into the store; (spans, runs, time the
     last was committed)."""
     store = TraceStore(store_path)
@@ -182,33 +190,90 @@ def cli_top(store_path: Path) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=100_000)
-    parser.add_argument("--procs", type=int, default=1, help="producer processes writing the one store")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--store", help="the store file (default: a fresh temporary file)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary store")
-    args = parser.parse_args()
+def measure(spans: int, procs: int, keep: Path | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="orch-traces-"))
-    path = Path(args.store) if args.store else tmp / "traces.db"
+    path = keep or tmp / "traces.db"
     if path.exists():
         raise SystemExit(f"{path} exists: give a fresh path")
-    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"}
-    result.update(ingest(path, args.spans, args.procs))
+    result: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+    result.update(ingest(path, spans, procs))
     top = time_top(path)
     result["top_ms"] = top.pop("top_ms")
     result["top"] = top
     result["cli_top_wall_ms"] = cli_top(path)
     result["store_mb"] = round(path.stat().st_size / 1e6, 1)
-    if not args.keep and not args.store:
+    if keep is None:
         for p in tmp.iterdir():
             p.unlink()
         tmp.rmdir()
-    if args.json:
-        print(json.dumps(result))
+    return result
+
+
+START, END = "<!-- traces:start -->", "<!-- traces:end -->"
+
+
+def render(runs: list[dict[str, Any]]) -> str:
+    first = runs[0]
+    lines = [
+        START,
+        "## The trace store at scale",
+        "",
+        f"`bench/traces.py`, {time.strftime('%Y-%m-%d')}, {first['machine']} (load average before each run in "
+        "the table: a shared machine). Realistic agent runs (a run span; controller, find_tools, call_tool and "
+        "worker node spans; chat spans with tokens, cost, compute time, TTFT; tool spans; 2-5% errors) created "
+        "through the OpenTelemetry SDK tracer with the orchestrator's attributes, each run recorded in `runs` "
+        "first as the runner does, exported by the store's own processor; ingest is timed from the first span "
+        "created until the last is committed, and the rows are counted. `top` is `hotspots()` over the whole "
+        "store, in process (median of 3); the CLI's wall time (`orch traces top --json` in a subprocess, Python "
+        "start-up included) beside it.",
+        "",
+        "| spans | producer processes | load | ingest spans/s | lost | top by node / model / tool (ms) | "
+        "CLI wall (ms) | store MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        t = r["top"]
+        lines.append(
+            f"| {r['spans']:,} | {r['procs']} | {r['load_before']} | {r['ingest_spans_per_s']:,} | {r['lost']} | "
+            f"{t['node']['ms']} / {t['model']['ms']} / {t['tool']['ms']} | {r['cli_top_wall_ms']} | {r['store_mb']} |"
+        )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_docs(section: str) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    if START in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
     else:
-        print(json.dumps(result, indent=2))
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--procs", type=int, default=1, help="producer processes writing the one store")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--store", help="the store file to fill and keep (default: a temporary file, removed)"
+    )
+    parser.add_argument(
+        "--docs", action="store_true", help="run 1 and 2 producer processes and write docs/benchmarks.md"
+    )
+    args = parser.parse_args()
+    if args.docs:
+        runs = [measure(args.spans, procs) for procs in (1, 2)]
+        write_docs(render(runs))
+        print(json.dumps(runs, indent=2))
+        return
+    result = measure(args.spans, args.procs, Path(args.store) if args.store else None)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

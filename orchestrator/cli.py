@@ -1479,6 +1479,12 @@ def _show_library_logs() -> None:
     if not any(isinstance(h, _ErrHandler) for h in logger.handlers):
         logger.addHandler(_ErrHandler())
         logger.setLevel(logging.INFO)
+    # The MCP SDK logs a malformed server message with its traceback; with no handler, Python's last-resort
+    # handler prints all of it in the middle of a run. One line instead (the call then fails as a timeout).
+    sdk = logging.getLogger("mcp")
+    if not any(isinstance(h, _ErrHandler) for h in sdk.handlers):
+        sdk.addHandler(_ErrHandler())
+        sdk.setLevel(logging.WARNING)
 
 
 def _show_warning(

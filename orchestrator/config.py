@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.errors import ConfigError, ManifestError
+from orchestrator.errors import ConfigError, ManifestError, unreadable
 
 __all__ = ["Limits", "Manifest", "McpServerConfig", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
@@ -204,10 +204,13 @@ def load_manifest(project_dir: str | Path) -> Manifest:
     section = None
     if path.is_file():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: an editor's BOM is no error
         except tomllib.TOMLDecodeError as exc:
             raise ManifestError(f"{path}: not valid TOML: {exc}") from None
-        section = data.get("tool", {}).get("orchestrator")
+        except (ValueError, RecursionError) as exc:  # not UTF-8, a number too long to convert, too deep
+            raise ManifestError(f"{path}: not valid TOML: {unreadable(exc)}") from None
+        tool = data.get("tool")
+        section = tool.get("orchestrator") if isinstance(tool, dict) else None
     if section is None and graph_file.is_file():
         return _langgraph_manifest(graph_file)
     if not path.is_file():
@@ -221,7 +224,7 @@ def load_manifest(project_dir: str | Path) -> Manifest:
         manifest = Manifest.model_validate(section)
     except ValidationError as exc:
         problems = "; ".join(
-            f"[tool.orchestrator].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            f"[tool.orchestrator]{''.join(f'.{p}' for p in err['loc'])}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
             for err in exc.errors()
         )
@@ -233,9 +236,9 @@ def load_manifest(project_dir: str | Path) -> Manifest:
 def _langgraph_manifest(path: Path) -> Manifest:
     """A manifest from a LangGraph project's `langgraph.json`: its graphs, the first one the default."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path}: not valid JSON: {exc}") from None
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ManifestError(f"{path}: not valid JSON: {unreadable(exc)}") from None
     graphs = data.get("graphs") if isinstance(data, dict) else None
     if not isinstance(graphs, dict) or not graphs:
         raise ManifestError(f'{path} has no "graphs" map (graph name -> "./file.py:variable")')
@@ -243,7 +246,7 @@ def _langgraph_manifest(path: Path) -> Manifest:
     for name, ref in graphs.items():
         if isinstance(ref, dict):  # {"path": "./file.py:graph", "description": ...}
             ref = ref.get("path")
-        if not isinstance(ref, str) or ":" not in ref:
+        if not isinstance(ref, str) or ":" not in ref or "\x00" in ref:  # a NUL: no path can hold it
             raise ManifestError(f'{path}: graph {name!r} must be "./file.py:variable" or "module:variable"')
         target, _, attr = ref.rpartition(":")
         if target.endswith(".py") or "/" in target:
@@ -254,7 +257,7 @@ def _langgraph_manifest(path: Path) -> Manifest:
         _load_env_file(path.parent / env)
     elif isinstance(env, dict):
         for key, value in env.items():
-            os.environ.setdefault(str(key), str(value))
+            _setenv(str(key), str(value), path)
     manifest = Manifest(default_graph=next(iter(refs)), graphs=refs)
     manifest._root = path.parent.resolve()
     return manifest
@@ -262,9 +265,15 @@ def _langgraph_manifest(path: Path) -> Manifest:
 
 def _load_env_file(path: Path) -> None:
     """Set the `KEY=value` lines of a .env file that the environment does not already set."""
-    if not path.is_file():
+    try:
+        text = path.read_text(encoding="utf-8-sig") if path.is_file() else None
+    except (OSError, ValueError) as exc:  # a name too long or holding NUL, not UTF-8
+        raise ManifestError(
+            f"langgraph.json names the env file {str(path)[:300]!r}, which can't be read: {unreadable(exc)}"
+        ) from None
+    if text is None:
         raise ManifestError(f"langgraph.json names the env file {str(path)!r}, which does not exist")
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
@@ -272,7 +281,15 @@ def _load_env_file(path: Path) -> None:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        os.environ.setdefault(key.strip(), value)
+        _setenv(key.strip(), value, path)
+
+
+def _setenv(key: str, value: str, source: Path) -> None:
+    """Set a variable the environment does not already set; one the OS refuses is an error of `source`."""
+    try:
+        os.environ.setdefault(key, value)
+    except (OSError, ValueError) as exc:  # an empty name, '=' in the name, a NUL
+        raise ManifestError(f"{source}: can't set the environment variable {key[:60]!r}: {exc}") from None
 
 
 def _env_bool(value: str) -> bool:
@@ -315,14 +332,15 @@ class Settings:
         """Apply the precedence table: keyword arguments > ORCH_* environment > manifest > defaults."""
         values: dict[str, Any] = {}
         if manifest is not None:
-            for name, key in (
-                ("traces_path", manifest.traces),
-                ("checkpoints_path", manifest.checkpoints),
-                ("models_dir", manifest.models_dir),
-                ("prices_path", manifest.prices),
+            for name, field_name in (
+                ("traces_path", "traces"),
+                ("checkpoints_path", "checkpoints"),
+                ("models_dir", "models_dir"),
+                ("prices_path", "prices"),
             ):
+                key = getattr(manifest, field_name)
                 if key:
-                    value = _parse(name, key, "[tool.orchestrator].checkpoints")
+                    value = _parse(name, key, f"[tool.orchestrator].{field_name}")
                     values[name] = (
                         manifest.root / value
                         if manifest.root and isinstance(value, Path) and not value.is_absolute()
@@ -357,8 +375,12 @@ def _parse(name: str, value: Any, source: str) -> Any:
                 "(e.g. http://127.0.0.1:4318; spans go to /v1/traces, metrics to /v1/metrics)"
             )
         return text.rstrip("/")
-    if name == "checkpoints_path":
-        from orchestrator.locations import checkpoints_location
+    try:
+        if name == "checkpoints_path":
+            from orchestrator.locations import checkpoints_location
 
-        return checkpoints_location(value, source)
-    return Path(value).expanduser()
+            return checkpoints_location(value, source)
+        return Path(value).expanduser()
+    except RuntimeError:  # pathlib's answer to '~name/...' for a user this machine does not know
+        user = str(value).split("/", 1)[0]
+        raise ConfigError(f"{source} {str(value)!r}: {user!r} names no user of this machine") from None

@@ -105,3 +105,19 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     if len(options) <= 12:
         return "; valid names: " + ", ".join(repr(c) for c in options)
     return ""
+
+
+def unreadable(exc: BaseException) -> str:
+    """Why a JSON or TOML text could not be read, in words: what the file parsers' errors say.
+
+    Beside syntax errors, Python's parsers raise `RecursionError` on deep nesting and `ValueError` on a
+    number of more than 4,300 digits (its limit on int conversion); neither is a `JSONDecodeError`.
+    """
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start}: {exc.reason})"
+    message = str(exc)
+    if "integer string conversion" in message:
+        return "a number has more than 4,300 digits"
+    return message

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, unreadable
 from orchestrator.grounding import (
     Evidence,
     check_answer,
@@ -75,11 +75,11 @@ def load_tasks(path: str | Path) -> list[Task]:
     """Read a JSON Lines task file; an error names the line and the fix."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: an editor's BOM is no error
     except FileNotFoundError:
         raise ConfigError(f"task file {str(p)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"task file {str(p)!r} cannot be read: {exc}") from None
+        raise ConfigError(f"task file {str(p)!r} cannot be read: {unreadable(exc)}") from None
     tasks: list[Task] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -89,6 +89,8 @@ def load_tasks(path: str | Path) -> list[Task]:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a number too long to convert, or too deep a nesting
+            raise ConfigError(f"{where}: not valid JSON ({unreadable(exc)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: a task must be a JSON object, got {type(raw).__name__}")
         text = raw.get("input")

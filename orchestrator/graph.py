@@ -79,6 +79,12 @@ def in_use(state: Mapping[str, Any]) -> set[str]:
     return used
 
 
+def _first(left: str | None, right: str | None) -> str | None:
+    """Reducer: the first value written stays. Parallel workers that hit the budget in one step each write
+    a stop; a plain key would take only one value a step (LangGraph's InvalidUpdateError, a crashed run)."""
+    return left if left is not None else right
+
+
 class AgentState(TypedDict, total=False):
     """The checkpointed state of a run."""
 
@@ -89,8 +95,8 @@ class AgentState(TypedDict, total=False):
     results: Annotated[list[dict[str, Any]], operator.add]
     ledger: Annotated[dict[str, LedgerLine], merge_ledger]  # written before 0.2 only; read on resume
     answer: str | None
-    status: str | None
-    stop_reason: str | None
+    status: Annotated[str | None, _first]
+    stop_reason: Annotated[str | None, _first]
 
 
 class WorkerTask(TypedDict):

@@ -39,6 +39,7 @@ from orchestrator.billing import Charge, usage_of
 from orchestrator.ledger import BudgetMeter, LedgerEntry
 from orchestrator.pricing import PriceTable, Usage, cost_usd
 from orchestrator.streaming import Pieces, last_chunk
+from orchestrator.toolproc import RUNNER_TAG
 from orchestrator.tracing import attrs as A
 
 __all__ = ["TRACED", "GraphTracer", "SlotModel"]
@@ -298,6 +299,8 @@ class GraphTracer(BaseCallbackHandler):
         if TRACED in (tags or []) or self._within_traced(parent_run_id):
             self._traced.add(run_id)
             return
+        if RUNNER_TAG in (tags or []):
+            return  # the agent's call_tool node traces this call (span, ledger entry); what it calls is ours
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "tool")
         attributes: dict[str, Any] = {A.OPERATION: "execute_tool", A.TOOL_NAME: name}
         if self.capture_content:

@@ -447,7 +447,9 @@ class LedgerBook:
     """Every run's ledger entries, one row per billed call, in a table beside the run's checkpoints.
 
     `add` never blocks the caller (it runs on the event loop): a writer thread commits each entry within
-    milliseconds, in order. Reads wait for pending writes first. Safe to share between threads; several
+    milliseconds, in order. Reads wait for pending writes first. Entries the store refuses (its disk is full)
+    are held in memory and written with the next write that succeeds; those still held at `close` are lost
+    (and logged as such). Safe to share between threads; several
     processes (or machines, with PostgreSQL) may write one store. A path means the SQLite store.
 
     Example:
@@ -492,18 +494,29 @@ class LedgerBook:
         self.store.close()
 
     def _write_loop(self) -> None:
+        unwritten: list[Row] = []  # rows the store refused (a full disk): tried again with every later write
         while True:
             items = [self._queue.get()]
             while not self._queue.empty():  # whatever else is waiting goes in the same transaction
                 items.append(self._queue.get_nowait())
-            rows = [i for i in items if isinstance(i, tuple)]
+            rows = unwritten + [i for i in items if isinstance(i, tuple)]
             if rows:
                 try:
                     self.store.insert(rows)
+                    if unwritten:
+                        _log.warning("ledger: %d held entries written to %s", len(unwritten), self.store.name)
+                    unwritten = []
                 except Exception as exc:  # the thread must outlive any error, or `flush` would wait for ever
-                    _log.error(
-                        "ledger: %d entries could not be written to %s: %s", len(rows), self.store.name, exc
-                    )
+                    closing = None in items  # the last try
+                    if closing or not unwritten:
+                        _log.error(
+                            "ledger: %d entries could not be written to %s: %s%s",
+                            len(rows),
+                            self.store.name,
+                            exc,
+                            "; they are lost" if closing else "; held, and tried again with each write",
+                        )
+                    unwritten = rows
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()  # set after the rows queued before it are committed
@@ -544,7 +557,8 @@ class SqliteLedger:
                         )
                         self._conn.execute("commit")
                     except BaseException:
-                        self._conn.execute("rollback")
+                        if self._conn.in_transaction:  # SQLite already rolled back after some errors (full)
+                            self._conn.execute("rollback")
                         raise
                 return
             except sqlite3.OperationalError as exc:

@@ -113,6 +113,7 @@ class _Connection:
         self.task: asyncio.Task[None] | None = None
         self.check: asyncio.Task[None] | None = None  # a ping after a call that was given up
         self.failure: str | None = None  # set once the stop was handled: what callers are told
+        self.refused: str | None = None  # the HTTP error status that ended the session (a 429, a 503)
 
     @property
     def lost(self) -> bool:
@@ -131,6 +132,26 @@ def _describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _http_refusal(exc: BaseException) -> str | None:
+    """'HTTP 429 Too Many Requests, Retry-After 1' when an HTTP error status ended a streamable HTTP
+    session (the SDK's transport raises it in its task group), else None."""
+    found: list[httpx.HTTPStatusError] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, httpx.HTTPStatusError):
+            found.append(e)
+        elif isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+
+    walk(exc)
+    if not found:
+        return None
+    response = found[0].response
+    wait = response.headers.get("retry-after")
+    return f"HTTP {response.status_code} {response.reason_phrase}" + (f", Retry-After {wait}" if wait else "")
 
 
 class McpServer:
@@ -207,8 +228,8 @@ class McpServer:
         async with self._lock:
             if self.unavailable:
                 raise ToolError(self.unavailable)
-            if self._conn is not None and self._conn.lost:  # it went while idle: that is a stop too
-                await self._after_stop(self._conn)
+            if self._conn is not None and self._conn.lost and self._conn.refused is None:
+                await self._after_stop(self._conn)  # it went while idle: that is a stop too
                 if self.unavailable:
                     raise ToolError(self.unavailable)
             if self._conn is None or self._conn.stop.is_set():
@@ -283,6 +304,7 @@ class McpServer:
             if not ready.done():
                 ready.set_exception(ConnectionError(_describe(exc)))
             else:
+                conn.refused = _http_refusal(exc)
                 _log.info("MCP server %r: session ended: %s", self.name, _describe(exc))
         finally:
             conn.stop.set()
@@ -357,7 +379,16 @@ class McpServer:
                 f"MCP server {self.name!r} did not answer and its session was replaced; the call to {tool!r} "
                 "was dropped"
             )
+        with contextlib.suppress(TimeoutError):  # the task holding the session notes why it ended
+            await asyncio.wait_for(asyncio.shield(conn.gone.wait()), PING_TIMEOUT_S)
         assert self._lock is not None
+        if conn.refused is not None:  # the server answered with an HTTP error (429, 503): not a stop
+            async with self._lock:
+                if self._conn is conn:
+                    self._conn = None  # the next call opens a new session
+            raise ToolError(
+                f"MCP server {self.name!r} refused the call to {tool!r} ({conn.refused}); it was not retried"
+            )
         async with self._lock:
             message = await self._after_stop(conn)
         raise ToolError(f"{message} (the call to {tool!r} was not retried)")

@@ -8,6 +8,7 @@ converts its own convention into it (OpenAI's `prompt_tokens` already includes c
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -181,19 +182,23 @@ class PriceTable:
     @classmethod
     def from_file(cls, path: str | Path) -> PriceTable:
         """Load a user's own price file (same layout as the shipped snapshot); errors name the file."""
-        from orchestrator.errors import ConfigError
+        from orchestrator.errors import ConfigError, unreadable
 
         p = Path(path).expanduser()
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            data = json.loads(p.read_text(encoding="utf-8-sig"))  # -sig: an editor's BOM is no error
         except FileNotFoundError:
             raise ConfigError(f"price file {str(p)!r} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"price file {str(p)!r} is not valid JSON: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ConfigError(f"price file {str(p)!r} is not valid JSON: {unreadable(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(
                 f"price file {str(p)!r} must be a JSON object of model key -> prices (the LiteLLM layout)"
             )
+        for key, entry in data.items():
+            bad = _bad_number(entry) if isinstance(entry, dict) and key != "sample_spec" else None
+            if bad is not None:  # a NaN or negative rate would silently disable every budget check
+                raise ConfigError(f"price file {str(p)!r}: {key[:80]!r}.{bad}")
         return cls(data, source=str(p))
 
     @classmethod
@@ -273,6 +278,27 @@ def _tiers(entry: dict[str, Any]) -> tuple[Tier, ...]:
 
 def _opt(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _bad_number(entry: dict[str, Any]) -> str | None:
+    """What is wrong with an entry's first unusable rate (or context window, or tier size): a number that
+    is negative, NaN, infinite or past a float. Values that are not numbers stay ignored, as in lookups."""
+    rates = set(_BASE.values())
+    for name, value in entry.items():
+        tier = _TIER_KEY.match(name)
+        if tier is not None and tier["base"] in rates and len(tier["k"]) > 12:
+            return f"{name[:60]}...: a tier size of {len(tier['k'])} digits is past any context window"
+        if name not in rates and name != "max_input_tokens" and (tier is None or tier["base"] not in rates):
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        try:
+            usable = math.isfinite(float(value)) and value >= 0
+        except OverflowError:
+            usable = False
+        if not usable:
+            return f"{name} must be a finite number >= 0 (got {str(value)[:40]})"
+    return None
 
 
 @cache

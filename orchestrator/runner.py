@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +48,7 @@ from orchestrator.toolsources import Blocked, guard, load_pack
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
-from orchestrator.tracing.store import TraceStore
+from orchestrator.tracing.store import TraceStore, TraceStoreError, disk_full
 from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
@@ -641,6 +641,12 @@ class Orchestrator:
                         status = "failed"
                         error = f"{where}graph {name!r}: {kind}{type(exc).__name__}: {exc}"
                         resumable = _provider_failed(exc)  # not a bad output, which would repeat
+                        if not where and _disk_full(exc):  # the checkpointer could not save a step
+                            error = (
+                                f"graph {name!r}: the checkpoint store ({self.checkpoints.describe()}) is "
+                                f"out of disk space ({exc}); free space on it, then resume the run"
+                            )
+                            resumable = True
                         span.record_exception(exc)
                         span.set_status(Status(StatusCode.ERROR, error[:500]))
                     finally:
@@ -674,7 +680,16 @@ class Orchestrator:
                 resumable=resumable,
                 waiting=waiting if status == "waiting" else [],
             )
-            self._finish(run_id, status, result, prior, error)
+            try:
+                self._finish(run_id, status, result, prior, error)
+            except TraceStoreError as exc:  # its end can't be recorded (a full disk): a failure to resume
+                result = replace(
+                    result,
+                    status="failed",
+                    answer=None,
+                    error=f"{exc}; then resume the run (its checkpoints and ledger are kept)",
+                    resumable=True,
+                )
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
 
     def _finish(
@@ -854,6 +869,18 @@ def _provider_failed(exc: BaseException) -> bool:
         if seen is None:
             return False
         if isinstance(seen, ProviderError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A store's disk is full (SQLite's "database or disk is full", or ENOSPC), perhaps as a cause."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if disk_full(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

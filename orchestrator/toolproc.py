@@ -37,10 +37,21 @@ from typing import IO, Any
 
 from langchain_core.tools import BaseTool
 
-__all__ = ["OUTPUT_CAP", "ToolFailed", "ToolRunner", "cap_output", "shared_runner", "tool_reference"]
+__all__ = [
+    "OUTPUT_CAP",
+    "RUNNER_TAG",
+    "ToolFailed",
+    "ToolRunner",
+    "cap_output",
+    "shared_runner",
+    "tool_reference",
+]
 
 _HEADER = struct.Struct("!I")
 OUTPUT_CAP = 20_000  # characters of a tool's output kept (the agent shows the model less: graph.py)
+# The tag of a tool run in process by a runner: its caller (the agent's call_tool node) gives it a span and a
+# ledger entry, so the graph tracer does not trace it again (instrument.py)
+RUNNER_TAG = "orch:tool-runner"
 
 
 def cap_output(result: Any, limit: int = OUTPUT_CAP) -> Any:
@@ -184,7 +195,7 @@ class ToolRunner:
         ref = tool_reference(tool) if self.isolate else None
         if ref is None or ref in self._unresolved:
             async with asyncio.timeout(timeout_s):
-                return cap_output(await tool.ainvoke(args), self.max_output_chars)
+                return cap_output(await tool.ainvoke(args, {"tags": [RUNNER_TAG]}), self.max_output_chars)
         loop = asyncio.get_running_loop()
         acquiring = loop.run_in_executor(None, self._acquire)
         try:
@@ -209,7 +220,7 @@ class ToolRunner:
             raise ToolFailed(reply[1], reply[2])
         self._unresolved.add(ref)  # "unresolved": the child can't import it; run it here from now on
         async with asyncio.timeout(timeout_s):
-            return cap_output(await tool.ainvoke(args), self.max_output_chars)
+            return cap_output(await tool.ainvoke(args, {"tags": [RUNNER_TAG]}), self.max_output_chars)
 
     def _acquire(self) -> _Process:
         with self._free:

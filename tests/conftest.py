@@ -1,8 +1,12 @@
-"""Shared fixtures: settings in a temp dir and an orchestrator on scripted models."""
+"""Shared fixtures: settings in a temp dir and an orchestrator on scripted models; when the session ends,
+a scan of everything the run wrote for the test secrets."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import mmap
+import os
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig
 from orchestrator.testing import ScriptedChatModel
-from support import PRICES, TOOLS, WORKERS, MakeOrch
+from support import PRICES, TEST_SECRETS, TOOLS, WORKERS, MakeOrch
 
 
 @pytest.fixture
@@ -73,3 +77,61 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
         return orch
 
     return make
+
+
+# --- when the session ends: no test secret in any file the run wrote ------------------------------------
+
+_STARTED = pytest.StashKey[float]()
+_MODEL_FILES = (".gguf", ".onnx", ".safetensors")  # large, and never written with a secret in them
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.stash[_STARTED] = time.time()
+
+
+def find_secrets(roots: Iterable[Path], secrets: Sequence[str], since: float = 0.0) -> list[tuple[Path, str]]:
+    """(file, secret) for each secret whose bytes a file under `roots` holds (a root may be a file itself);
+    files last changed before `since` are left out. Files are read whole: a SQLite file's free pages, its WAL
+    and journal too."""
+    needles = [(s, s.encode()) for s in secrets]
+    found: list[tuple[Path, str]] = []
+    for root in roots:
+        paths = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
+        for path in paths:
+            try:
+                if path.is_symlink() or not path.is_file() or path.suffix in _MODEL_FILES:
+                    continue
+                stat = path.stat()
+                if stat.st_size == 0 or stat.st_mtime < since:
+                    continue
+                with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    found += [(path, s) for s, needle in needles if data.find(needle) != -1]
+            except (OSError, ValueError):  # removed meanwhile, unreadable, emptied
+                continue
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own, which may remove the temporary root
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a test secret (support.TEST_SECRETS) is in a file the run wrote: anything under
+    its temporary root (the stores, logs and checkpoints of every tmp_path), and the stores outside it that
+    $ORCH_TRACES / $ORCH_CHECKPOINTS or the defaults name, when written during the session."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller scans the whole root
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)  # pytest's own (its sessionfinish reads it)
+    basetemp = getattr(factory, "_basetemp", None)  # None: no test asked for a temporary path
+    defaults = Settings()
+    stores = [os.environ.get("ORCH_TRACES"), os.environ.get("ORCH_CHECKPOINTS")]
+    stores += [str(defaults.traces_path), str(defaults.checkpoints_path)]
+    outside = [Path(s + suffix) for s in stores if s for suffix in ("", "-wal", "-journal")]
+    leaks = find_secrets([basetemp] if basetemp is not None else [], TEST_SECRETS)
+    leaks += find_secrets(outside, TEST_SECRETS, since=session.stash.get(_STARTED, 0.0))
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "test secrets found in files the run wrote", red=True)
+        for path, secret in leaks:
+            reporter.write_line(f"{path}: holds the test secret {secret[:6]}...")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

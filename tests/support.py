@@ -69,6 +69,22 @@ WORKERS = [
 
 PRICES = PriceOverride(input=1e-6, output=2e-6)
 
+# Every fake secret a test hands the code under test (API keys, header values, a database password). None
+# may reach a store, log or checkpoint: when the session ends, conftest.py scans every file the run wrote
+# under its temporary root for each of them. A test that uses a new secret adds it here.
+TEST_SECRETS: tuple[str, ...] = (
+    "sk-test-do-not-leak-1234",  # test_tool_calling.py
+    "sk-test-SECRETKEY123456",  # test_providers.py
+    "sk-ask-TOPSECRET987654",  # test_ask.py
+    "sk-test-unused",  # test_config.py
+    "orch-test-key-5f3a9c1e7d",  # test_privacy.py
+    "collector-secret-4242",  # test_privacy.py: an OTLP header
+    "c0ll3ct0r%2Dkey",  # test_export.py: an OTLP header, as written in ORCH_OTLP_HEADERS
+    "c0ll3ct0r-key",  # ... and as sent
+    "acme-test-key",  # test_provider_plugins.py
+    "hunter2",  # test_postgres.py: the password in a checkpoints URL
+)
+
 
 def act(**body: Any) -> str:
     """A controller reply."""

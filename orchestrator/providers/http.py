@@ -411,8 +411,12 @@ def _client(endpoint: Endpoint) -> httpx.AsyncClient:
         if old_loop.is_closed():
             del _clients[k]
     timeout = httpx.Timeout(endpoint.read_timeout_s, connect=endpoint.connect_timeout_s)
+    # No connection cap in the pool: each (base URL, model)'s `ModelState` caps its requests (the slot's
+    # `max_concurrency`, up to 1024). A lower pool cap would be a hidden second limit, and requests queued in
+    # httpcore's pool cost O(queued x connections) on the event loop each time one enters or leaves it: 1,000
+    # concurrent runs behind a cap of 256 stalled the loop for over a minute (bench/load.py).
     client = httpx.AsyncClient(
-        timeout=timeout, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        timeout=timeout, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64)
     )
     _clients[key] = (loop, client)
     return client

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, unreadable
 
 __all__ = ["LabelledQuery", "ToolDoc", "read_catalog", "read_queries", "schema_tokens"]
 
@@ -46,9 +46,10 @@ class ToolDoc:
         descriptions: list[str] = []
 
         def walk(schema: Any) -> None:
-            if not isinstance(schema, Mapping):
+            properties = schema.get("properties") if isinstance(schema, Mapping) else None
+            if not isinstance(properties, Mapping):  # a list or a string there is no schema: nothing to read
                 return
-            for key, spec in (schema.get("properties") or {}).items():
+            for key, spec in properties.items():
                 names.append(str(key))
                 if isinstance(spec, Mapping):
                     descriptions.append(str(spec.get("description", "")))
@@ -77,16 +78,21 @@ def schema_tokens(doc: ToolDoc) -> int:
 
 def _lines(path: Path) -> Iterable[tuple[int, Any]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: an editor's BOM is no error
     except OSError as exc:
         raise ConfigError(f"{str(path)!r}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {unreadable(exc)}") from None
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # a number too long to convert, or too deep a nesting
+            raise ConfigError(f"{path}:{lineno}: not valid JSON: {unreadable(exc)}") from None
+        yield lineno, row
 
 
 def read_catalog(path: str | Path, source: str = "") -> list[ToolDoc]:
@@ -102,12 +108,13 @@ def read_catalog(path: str | Path, source: str = "") -> list[ToolDoc]:
         params = row.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(params, dict):
             raise ConfigError(f"{p}:{lineno}: 'parameters' of {row['name']!r} must be a JSON Schema object")
-        docs.setdefault(
-            row["name"],
-            ToolDoc(
+        try:  # json.loads reads deeper nesting than these recursive walks can follow
+            doc = ToolDoc(
                 row["name"], str(row.get("description") or ""), _normalise_schema(params), source or p.stem
-            ),
-        )
+            )
+        except RecursionError:
+            raise ConfigError(f"{p}:{lineno}: tool {row['name']!r} is nested too deeply") from None
+        docs.setdefault(row["name"], doc)
     return list(docs.values())
 
 

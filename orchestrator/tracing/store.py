@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -18,7 +19,14 @@ from orchestrator.errors import ConfigError
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing import rollups
 
-__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database"]
+__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database", "disk_full"]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The error of a write that found no space left: SQLite's SQLITE_FULL, or ENOSPC."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class TraceStoreError(ConfigError):
@@ -31,10 +39,10 @@ class TraceStoreError(ConfigError):
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
             why = "the file is not an SQLite database"
         env = f"ORCH_{setting.upper()}"
-        super().__init__(
-            f"{what} {path!r}: {why}; point {env} (or --{setting}, or the manifest's {setting}) "
-            "at a writable .db file path"
-        )
+        fix = f"point {env} (or --{setting}, or the manifest's {setting}) at a writable .db file path"
+        if disk_full(exc):
+            why, fix = f"its disk is full ({why})", f"free space on it, or {fix} on another disk"
+        super().__init__(f"{what} {path!r}: {why}; {fix}")
 
 
 def check_database(path: str | Path, what: str, setting: str) -> None:
@@ -336,26 +344,34 @@ class TraceStore:
         }
         owner = {"host": _HOST, "pid": os.getpid(), "pid_started": _process_started(os.getpid())}
         _ACTIVE.add((self._key, run_id))
-        with self._lock, self.db.conn:
-            existing = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
-            if existing:
-                row["started_at"] = existing[0]
-                self.db.table("runs").update(
-                    run_id, {"status": "running", "ended_at": None, "error": None, **owner}
-                )
-            else:
-                self.db.table("runs").insert({**row, **owner})
+        try:
+            with self._lock, self.db.conn:
+                sql = "select started_at from runs where run_id = ?"
+                existing = self.db.execute(sql, [run_id]).fetchone()
+                if existing:
+                    row["started_at"] = existing[0]
+                    self.db.table("runs").update(
+                        run_id, {"status": "running", "ended_at": None, "error": None, **owner}
+                    )
+                else:
+                    self.db.table("runs").insert({**row, **owner})
+        except (OSError, sqlite3.Error) as exc:  # a full disk: one clear line, before anything is spent
+            _ACTIVE.discard((self._key, run_id))
+            raise TraceStoreError(self.path, exc) from None
 
     def end_run(self, run_id: str, **fields: Any) -> None:
-        """Record a run's outcome: status, totals, answer, error."""
+        """Record a run's outcome: status, totals, answer, error (`TraceStoreError` when it can't)."""
         _ACTIVE.discard((self._key, run_id))
-        with self._lock, self.db.conn:
-            started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
-            now = time.time()
-            fields.setdefault("ended_at", now)
-            if started:
-                fields.setdefault("duration_ms", (now - started[0]) * 1000)
-            self.db.table("runs").update(run_id, fields)
+        try:
+            with self._lock, self.db.conn:
+                started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
+                now = time.time()
+                fields.setdefault("ended_at", now)
+                if started:
+                    fields.setdefault("duration_ms", (now - started[0]) * 1000)
+                self.db.table("runs").update(run_id, fields)
+        except (OSError, sqlite3.Error) as exc:
+            raise TraceStoreError(self.path, exc) from None
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert span rows and add them to the roll-ups, in one transaction. A span already stored (the
@@ -511,17 +527,20 @@ class TraceStore:
             and not _alive(r["pid"], r["pid_started"])
         ]
         if dead:
-            with self._lock, self.db.conn:
-                for run_id, pid in ((r["run_id"], r["pid"]) for r in rows if r["run_id"] in dead):
-                    self.db.execute(
-                        "update runs set status = 'interrupted', error = ? "
-                        "where run_id = ? and status = 'running'",
-                        [
-                            f"its process (pid {pid}) ended before the run did; "
-                            f"continue it with `orch run --resume {run_id}`",
-                            run_id,
-                        ],
-                    )
+            try:
+                with self._lock, self.db.conn:
+                    for run_id, pid in ((r["run_id"], r["pid"]) for r in rows if r["run_id"] in dead):
+                        self.db.execute(
+                            "update runs set status = 'interrupted', error = ? "
+                            "where run_id = ? and status = 'running'",
+                            [
+                                f"its process (pid {pid}) ended before the run did; "
+                                f"continue it with `orch run --resume {run_id}`",
+                                run_id,
+                            ],
+                        )
+            except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
+                return []
         return dead
 
     def run_spans(self, run_id: str) -> list[dict[str, Any]]:
