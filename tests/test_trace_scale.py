@@ -191,3 +191,28 @@ def test_top_scopes_and_errors_in_the_cli(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--since 'yesterday' is not a duration" in bad.stderr
     both = orch("top", "--run", "x", "--last", "2")
     assert both.returncode == 2 and "either --run RUN or --last N" in both.stderr
+
+
+OPEN = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from orchestrator.tracing.store import TraceStore
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.001)
+store = TraceStore(sys.argv[1])
+store.start_run(sys.argv[3], "g", config_hash="h", version="v")
+store.close()
+"""
+
+
+def test_several_processes_can_create_one_new_store_at_once(tmp_path: Path) -> None:
+    path, start = tmp_path / "new.db", time.time() + 1.5
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPEN, str(path), str(start), f"r{i}"], stderr=subprocess.PIPE)
+        for i in range(4)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    store = TraceStore(path)
+    assert store.db.execute("select count(*) from runs").fetchone()[0] == 4
+    store.close()

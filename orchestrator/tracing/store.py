@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -9,7 +10,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -312,14 +313,19 @@ class TraceStore:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
             try:
                 conn.execute("PRAGMA busy_timeout = 10000")
-                if self.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    conn.execute("PRAGMA synchronous = NORMAL")
                 self.db = sqlite_utils.Database(conn)
                 self._lock = threading.Lock()
                 self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
-                with self._lock:
+                if self.path == ":memory:":
                     migrate(self.db)
+                elif not _up_to_date(conn):
+                    # a new or older file: one process at a time switches it to WAL and migrates it (SQLite
+                    # does not wait on those locks: several processes opening a new store at once failed)
+                    with _exclusive(self.path + ".lock"):
+                        conn.execute("PRAGMA journal_mode = WAL")
+                        migrate(self.db)
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA synchronous = NORMAL")
             except BaseException:
                 conn.close()
                 raise
@@ -556,6 +562,35 @@ class TraceStore:
             cur = self.db.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _up_to_date(conn: sqlite3.Connection) -> bool:
+    """Whether a store file is in WAL mode with every migration applied (read only: no lock needed)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        return False
+    try:
+        done = {name for (name,) in conn.execute("select name from _migrations")}
+    except sqlite3.OperationalError:  # no _migrations table yet
+        return False
+    return all(fn.__name__ in done for fn in MIGRATIONS)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive lock on a lock file beside the store, across processes (POSIX; elsewhere none).
+    A separate file: closing a descriptor of the database file itself would drop SQLite's own locks."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: migrations are still one transaction each
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class _Duplicates(Exception):
