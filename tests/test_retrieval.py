@@ -292,3 +292,33 @@ def test_the_agents_catalog_searches_the_way_the_manifest_says(
         settings=settings, tools=many, tracing=False, manifest=Manifest(tool_search="memory")
     )
     assert memory.catalog.index is None
+
+
+def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(tmp_path: Path) -> None:
+    import json as _json
+
+    from orchestrator.decisions import act_schema
+    from orchestrator.providers.llama_engine import schema_to_gbnf
+
+    params = {
+        "type": "dict",
+        "properties": {
+            "ratio": {"type": "float"},
+            "value": {"type": "any"},
+            "name": {"type": "String"},
+            "pair": {"type": "tuple", "items": {"type": "integer"}},
+            "opts": {"type": "HashMap"},
+            "flag": {"type": "boolean"},
+        },
+        "required": ["ratio", "name"],
+    }
+    path = tmp_path / "odd.jsonl"
+    path.write_text(
+        _json.dumps({"name": "odd_tool", "description": "Odd types.", "parameters": params}) + "\n"
+    )
+    catalog = Catalog.from_jsonl(path)
+    props = catalog.get("odd_tool").parameters["properties"]
+    assert [props[k].get("type") for k in props] == ["number", None, "string", "array", "object", "boolean"]
+    grammar = schema_to_gbnf(act_schema(["odd_tool"], catalog))  # raised "Unrecognized schema" before
+    char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+    assert "\\x00-\\x1F" in char  # a string holds no raw control character: the reply stays JSON

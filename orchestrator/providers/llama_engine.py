@@ -361,7 +361,9 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
     converter: Any = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)  # type: ignore[no-untyped-call]
     resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "stdin")
     converter.visit(resolved, "")
-    return str(converter.format_grammar())
+    # JSON strings hold no raw control characters: the port's `char` rule let a newline in, and a reply with
+    # one in a string is not JSON (llama.cpp's own converter excludes them)
+    return str(converter.format_grammar()).replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
 
 
 # Used when a GGUF file carries no chat template of its own.

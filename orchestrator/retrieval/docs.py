@@ -14,12 +14,32 @@ from orchestrator.errors import ConfigError, unreadable
 __all__ = ["LabelledQuery", "ToolDoc", "read_catalog", "read_queries", "schema_tokens"]
 
 
+# Type names other catalogs use (BFCL's Python, Java and JavaScript spellings), read as JSON Schema's; a type
+# JSON Schema has no name for ("any", a class name) is dropped: any value. A grammar or a provider given an
+# unknown type fails the whole request (421 of BFCL's 1,853 tools).
+_TYPES = {
+    "dict": "object", "hashmap": "object", "map": "object", "object": "object",
+    "float": "number", "double": "number", "number": "number",
+    "int": "integer", "integer": "integer", "long": "integer", "short": "integer", "byte": "integer",
+    "str": "string", "string": "string", "char": "string", "character": "string",
+    "bool": "boolean", "boolean": "boolean",
+    "list": "array", "array": "array", "tuple": "array", "arraylist": "array", "set": "array",
+    "null": "null",
+}  # fmt: skip
+
+
 def _normalise_schema(schema: Any) -> Any:
-    """`"type": "dict"` (BFCL's spelling) read as `"object"`, at every depth."""
+    """Type names read as JSON Schema's (`"dict"` -> `"object"`, `"float"` -> `"number"`, ...), at every
+    depth; a type with no JSON Schema name is dropped."""
     if isinstance(schema, dict):
         out = {k: _normalise_schema(v) for k, v in schema.items()}
-        if out.get("type") == "dict":
-            out["type"] = "object"
+        kind = out.get("type")
+        if isinstance(kind, str):
+            known = _TYPES.get(kind.lower())
+            if known is None:
+                del out["type"]
+            else:
+                out["type"] = known
         return out
     if isinstance(schema, list):
         return [_normalise_schema(v) for v in schema]
