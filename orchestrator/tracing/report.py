@@ -122,11 +122,8 @@ def hotspots(
             cost: float | None = None
         else:
             cost = r["cost_usd"] if priced or not unpriced else None
-        durations = exact.get((key, "duration")) if exact is not None else None
 
-        def pct(
-            measure: str, q: float, durations: list[float] | None = durations, key: str = key
-        ) -> float | None:
+        def pct(measure: str, q: float, key: str = key) -> float | None:
             if exact is not None:
                 values = exact.get((key, measure)) or []
                 return _pct(values, q) if values else None
@@ -201,22 +198,23 @@ def _gather(store: TraceStore, scope: Scope, by: str) -> tuple[Sums, Hist, Exact
         if cut_day is not None and scope.since is not None:
             end = (cut_day + 1) * rollups.DAY_NS
             first = _span_rows(store, scope, int(scope.since * 1e9), end)
-            more, _ = rollups.summarize(first, store.graphs_of_runs({r["run_id"] for r in first}))
-            for (_, _, dim, key), values in more.items():
-                if dim == by:
-                    have = sums.setdefault(key, [0.0] * len(rollups.SUMS))
-                    sums[key] = [a + b for a, b in zip(have, values, strict=True)]
+            _add_spans(sums, store, first, by)
             for (key, measure), values in _values(first, by).items():
                 hist.setdefault((key, measure), []).extend((rollups.bucket(v), 1) for v in values)
         return sums, hist, None
     rows = _span_rows(store, scope, int(scope.since * 1e9) if scope.since is not None else None, None)
-    summed, _ = rollups.summarize(rows, store.graphs_of_runs({r["run_id"] for r in rows}))
     sums = {}
+    _add_spans(sums, store, rows, by)
+    return sums, {}, _values(rows, by)
+
+
+def _add_spans(sums: Sums, store: TraceStore, rows: list[dict[str, Any]], by: str) -> None:
+    """Add span rows' roll-up sums for dim `by` into `sums` (the same summing as at ingest)."""
+    summed, _ = rollups.summarize(rows, store.graphs_of_runs({r["run_id"] for r in rows}))
     for (_, _, dim, key), values in summed.items():
         if dim == by:
             have = sums.setdefault(key, [0.0] * len(rollups.SUMS))
             sums[key] = [a + b for a, b in zip(have, values, strict=True)]
-    return sums, {}, _values(rows, by)
 
 
 def _small(store: TraceStore, scope: Scope) -> bool:
