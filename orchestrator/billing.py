@@ -22,15 +22,29 @@ from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Prices, Usage, cost_usd
 from orchestrator.providers.http import Attempt
 
-__all__ = ["Charge", "PromptEstimate", "bill", "estimate_prompt", "total", "usage_of"]
+__all__ = [
+    "MESSAGE_TOKENS",
+    "TEMPLATE_TOKENS",
+    "TOOLS_TOKENS",
+    "Charge",
+    "PromptEstimate",
+    "bill",
+    "estimate_prompt",
+    "total",
+    "usage_of",
+]
 
 
 @dataclass(frozen=True)
 class PromptEstimate:
-    """Bounds on a prompt's token count, from its characters (no tokenizer: any model, no cost).
+    """Bounds on a prompt's token count, with no tokenizer (any model, no cost).
 
-    `low` counts 6 characters a token, `likely` 4 (English text on common BPE vocabularies) plus a few
-    tokens a message for the chat template, `high` 3 plus 8 a message.
+    `low` counts 6 characters a token and `likely` 4 (English text on common BPE vocabularies) plus a few
+    tokens a message for the chat template. `high` is a bound: every token of a byte-level BPE or a
+    SentencePiece vocabulary with byte fallback spans at least one byte of UTF-8, so a prompt has at most
+    as many tokens as bytes, plus its chat template's tokens (`TEMPLATE_TOKENS` a prompt, for text such
+    as Qwen2.5's default system message, and `MESSAGE_TOKENS` a message) and, with tools, the
+    instructions a provider adds for them (`TOOLS_TOKENS`: Anthropic documents 346 at most).
     """
 
     low: int
@@ -38,15 +52,32 @@ class PromptEstimate:
     high: int
 
 
+TEMPLATE_TOKENS = 64  # a chat template's own text, at most (Qwen2.5's default system message: 30 tokens)
+MESSAGE_TOKENS = 8  # a chat template's role and separator tokens, per message, at most
+TOOLS_TOKENS = 512  # a provider's own tool-use instructions, at most
+
+
 def estimate_prompt(
     messages: Sequence[BaseMessage], tools: Sequence[Mapping[str, Any]] = ()
 ) -> PromptEstimate:
     """Bound the tokens of `messages` (and of the tool schemas sent with them)."""
-    chars = sum(len(str(m.content)) for m in messages)
+    texts = [_sent(m) for m in messages]
     if tools:
-        chars += len(json.dumps(list(tools)))
+        texts.append(json.dumps(list(tools), ensure_ascii=False))
+    chars = sum(len(t) for t in texts)
+    size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     n = len(messages)
-    return PromptEstimate(low=chars // 6, likely=chars // 4 + 4 * n, high=chars // 3 + 8 * n)
+    high = size + TEMPLATE_TOKENS + MESSAGE_TOKENS * n + (TOOLS_TOKENS if tools else 0)
+    return PromptEstimate(low=chars // 6, likely=chars // 4 + 4 * n, high=high)
+
+
+def _sent(message: BaseMessage) -> str:
+    """What a message puts in the prompt: its content, its name and the tool calls it carries."""
+    text = str(message.content)
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        text += json.dumps(calls, ensure_ascii=False, default=str)
+    return text + (message.name or "")
 
 
 def usage_of(message: BaseMessage) -> Usage:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sqlite3
+import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from langchain_core.runnables import RunnableConfig
@@ -35,6 +37,7 @@ from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError
 from orchestrator.ledger import LedgerBook
 from orchestrator.locations import ACCEPTED, Location, checkpoints_location, describe, redact
+from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
 
 __all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
 
@@ -125,6 +128,13 @@ async def _sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    reserve = reserve_for(path)
+    try:
+        reserve.ensure()  # room for the step in flight if the disk fills during the run
+    except OSError as exc:  # no room even for that: refused before anything is spent
+        from orchestrator.tracing.store import TraceStoreError
+
+        raise TraceStoreError(str(path), exc, "checkpoint store", "checkpoints") from None
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         # many runs at once (each its own connection) wait their turn to write, up to a minute, instead of
         # failing with "database is locked" after sqlite3's default 5 s (bench/load.py: 821 of 1,000 runs)
@@ -133,7 +143,7 @@ async def _sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
             # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
             # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
             await saver.setup()
-        yield saver
+        yield _Guarded(saver, reserve)
 
 
 _set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
@@ -296,3 +306,89 @@ class _Threaded(BaseCheckpointSaver[Any]):
 
     def with_allowlist(self, extra_allowlist: Any) -> BaseCheckpointSaver[Any]:
         return _Threaded(self.inner.with_allowlist(extra_allowlist))
+
+
+T = TypeVar("T")
+
+
+class _Guarded(BaseCheckpointSaver[Any]):
+    """Our SQLite checkpointer, with its writes made safe for many runs and a full disk.
+
+    - A write that meets a busy database is rolled back and tried again, for up to `BUSY_TIMEOUT_MS`:
+      SQLite's busy wait does not cover WAL's stale-snapshot case, which failed 10 to 25 of 1,000
+      concurrent runs in bench/load.py. Both writes are `INSERT OR REPLACE`, so a retry stores one copy.
+    - A write that finds the disk full releases the file's `Reserve` and is tried once more, so the
+      finished step lands; once the reserve is spent every write, having stored what it was given, raises
+      `DiskFull`, and the run fails clearly, to be resumed without repeating the step.
+    """
+
+    def __init__(self, inner: Any, reserve: Reserve) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+        self.reserve = reserve
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return list(self.inner.config_specs)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        found: CheckpointTuple | None = await self.inner.aget_tuple(config)
+        return found
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._write(lambda: self.inner.aput(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._write(lambda: self.inner.aput_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._write(lambda: self.inner.adelete_thread(thread_id))
+
+    async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay, released = 0.005, False
+        while True:
+            try:
+                result = await write()
+                break
+            except sqlite3.OperationalError as exc:
+                await self._rollback()
+                if disk_full(exc) and not released and self.reserve.release():
+                    released = True
+                    continue
+                text = str(exc)
+                if ("locked" in text or "busy" in text) and time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.25)
+                    continue
+                raise
+        if self.reserve.spent:
+            raise DiskFull(str(self.reserve.store))
+        return result
+
+    async def _rollback(self) -> None:
+        async with self.inner.lock:
+            if self.inner.conn.in_transaction:
+                await self.inner.conn.rollback()

@@ -536,7 +536,10 @@ class SqliteLedger:
     """Ledger rows in a SQLite file (the checkpoint file): several processes may write it."""
 
     def __init__(self, path: str | Path) -> None:
+        from orchestrator.reserve import reserve_for
+
         self.name = str(path)
+        self.reserve = reserve_for(path)  # a full disk: the row is written in its space, once
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.name, check_same_thread=False, timeout=30.0, isolation_level=None)
         with self._lock:
@@ -546,20 +549,24 @@ class SqliteLedger:
 
     def insert(self, rows: Sequence[Row]) -> None:
         """Insert in one transaction; a busy database is waited for and retried (about a minute)."""
+
+        def write() -> None:
+            with self._lock:
+                self._conn.execute("begin immediate")  # take the write lock now: the busy wait applies
+                try:
+                    self._conn.executemany(
+                        "insert into orch_ledger (run_id, at, entry) values (?, ?, ?)", rows
+                    )
+                    self._conn.execute("commit")
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLite already rolled back after some errors (full)
+                        self._conn.execute("rollback")
+                    raise
+
         delay = 0.01
         for attempt in range(60):
             try:
-                with self._lock:
-                    self._conn.execute("begin immediate")  # take the write lock now: the busy wait applies
-                    try:
-                        self._conn.executemany(
-                            "insert into orch_ledger (run_id, at, entry) values (?, ?, ?)", rows
-                        )
-                        self._conn.execute("commit")
-                    except BaseException:
-                        if self._conn.in_transaction:  # SQLite already rolled back after some errors (full)
-                            self._conn.execute("rollback")
-                        raise
+                self.reserve.write(write)
                 return
             except sqlite3.OperationalError as exc:
                 if attempt == 59 or ("locked" not in str(exc) and "busy" not in str(exc)):

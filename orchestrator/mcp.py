@@ -114,6 +114,7 @@ class _Connection:
         self.check: asyncio.Task[None] | None = None  # a ping after a call that was given up
         self.failure: str | None = None  # set once the stop was handled: what callers are told
         self.refused: str | None = None  # the HTTP error status that ended the session (a 429, a 503)
+        self.calls: set[asyncio.Future[str]] = set()  # calls in flight: told when a reply can't be read
 
     @property
     def lost(self) -> bool:
@@ -357,8 +358,11 @@ class McpServer:
         assert conn.session is not None
         calling = asyncio.ensure_future(conn.session.call_tool(tool, dict(args)))
         stopped = asyncio.ensure_future(conn.stop.wait())
+        garbled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        conn.calls.add(garbled)
         try:
-            await asyncio.wait({calling, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {calling, stopped, garbled}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the caller gave up (its timeout): is the server stuck?
             calling.cancel()
             if conn.check is None and not conn.stop.is_set():
@@ -366,6 +370,13 @@ class McpServer:
             raise
         finally:
             stopped.cancel()
+            conn.calls.discard(garbled)
+        if garbled.done() and not calling.done():  # its reply will never be read: don't wait it out
+            calling.cancel()
+            raise ToolError(
+                f"MCP server {self.name!r} sent a reply that could not be read ({garbled.result()}); "
+                f"the call to {tool!r} was not retried"
+            )
         if calling.done() and not calling.cancelled():
             exc = calling.exception()
             if exc is None:
@@ -435,6 +446,10 @@ async def _pump(read: Any, send: Any, conn: _Connection) -> None:
     try:
         async with send:
             async for message in read:
+                if isinstance(message, Exception):  # a reply the SDK could not parse: it has no request id,
+                    for call in conn.calls:  # so every call in flight is told rather than left to time out
+                        if not call.done():
+                            call.set_result(" ".join(_describe(message).split())[:200])
                 await send.send(message)
     except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
         pass

@@ -700,6 +700,11 @@ class Orchestrator:
             return
         ledger = result.ledger if result else prior
         answer = result.answer if result and self.settings.capture_content else None
+        full = self._store.disk_was_full()  # its records are in (from its reserve), but it has no room left
+        if status != "ok":
+            full = None  # a run that did not finish ends as it is
+        if full is not None:
+            status, answer, error = "failed", None, f"{full}; then resume the run"
         answer, error = self.tracing.redact_run(answer, error)  # the row, like the spans, is redacted first
         self._store.end_run(
             run_id,
@@ -712,6 +717,8 @@ class Orchestrator:
             answer=answer,
             error=error,
         )
+        if full is not None:
+            raise full
 
     def _tool_names(self, names: Iterable[str], what: str) -> frozenset[str]:
         """Tool names given for `approve` or `confirm_tools`, each checked against the catalog."""

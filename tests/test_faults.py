@@ -39,7 +39,7 @@ from bench.faults import (
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig
 from orchestrator.providers.http import aclose_clients
 from orchestrator.testing import ScriptedChatModel
-from orchestrator.tracing.store import TraceStore
+from orchestrator.tracing.store import TraceStore, TraceStoreError
 from support import PRICES, TOOLS
 
 
@@ -68,6 +68,18 @@ async def test_an_mcp_429_is_a_refusal_and_the_server_stays_in_use(bench: Bench)
     assert len(hard.tool_errors) == 2 and all(refused in e for e in hard.tool_errors), hard.tool_errors
     assert hard.unavailable == [] and hard.records_complete and hard.repeated == 0
     assert again.status == "ok" and again.kept and again.tool_errors == []  # the server is still used
+
+
+async def test_an_mcp_reply_that_is_not_json_fails_the_call_at_once(bench: Bench) -> None:
+    """The MCP SDK logs a reply it can't parse and never answers the request: the call waited out
+    `tool_timeout_s` and read as a timeout. Now the call fails when the reply arrives, saying why."""
+    with bench.cell() as (folder, models, proxy):
+        proxy.fault = Fault("malformed", MATCH["tool"], times=None)
+        hard = await run_once(folder, models, proxy, "agent")
+    assert hard.status == "ok" and "card_arrival" in (hard.answer or "")  # the part fails, the run goes on
+    assert hard.tool_errors and all(
+        "sent a reply that could not be read" in e and "timed out" not in e for e in hard.tool_errors
+    ), hard.tool_errors
 
 
 async def test_a_5xx_at_the_worker_fails_clearly_then_resumes_without_paying_twice(bench: Bench) -> None:
@@ -107,34 +119,36 @@ def test_a_run_killed_at_the_worker_resumes_without_paying_twice(bench: Bench) -
     assert killed.row_status == "interrupted"
 
 
-async def test_a_full_checkpoint_disk_fails_clearly_and_keeps_the_cost_records(
-    bench: Bench, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The disk fills while `polish` calls its model: the run fails saying so (it was `unexpected
-    OperationalError`, not resumable); the ledger holds the row it could not write (it was dropped, its
-    error masked as "cannot rollback") and writes it once there is space, so a resume in the same process
-    has every billed call on record."""
-    caplog.set_level(logging.ERROR, logger="orchestrator.ledger")
+async def test_a_full_checkpoint_disk_fails_clearly_and_the_resume_pays_nothing_twice(bench: Bench) -> None:
+    """The disk fills while `polish` calls its model. It was `unexpected OperationalError`, not resumable;
+    then a clear failure, but the ledger row and `polish`'s result could not be written, so the resume
+    paid for `polish` again. Now the reserve beside the file takes the step in flight: the run fails
+    saying so, and the resume in the same process (a service) pays for nothing twice."""
     with bench.cell() as (folder, models, proxy), small_disk(folder / "disk") as disk:
         if disk is None:
             pytest.skip("a tmpfs can't be mounted here (it needs root)")
         settings = settings_for(folder, checkpoints=disk / "ckpt.db")
         models.fault = Fault("pass", MATCH["user-node"], hook=lambda: fill(disk))
         orch = Orchestrator.from_project(write_project(folder / "proj", models, proxy.url), settings=settings)
+        reserve = disk / "ckpt.db.reserve"
         try:
             first = await orch.arun("pipeline", PIPELINE_INPUT, run_id="full")
             assert first.status == "failed" and first.resumable, first.error
             error = first.error or ""
-            assert "the checkpoint store" in error and "out of disk space" in error
-            assert "database or disk is full" in caplog.text and "cannot rollback" not in caplog.text
+            assert "the checkpoint store" in error and "out of disk space" in error and "resume" in error
+            assert not reserve.exists()  # spent on the step in flight
+            with pytest.raises(TraceStoreError, match="its disk is full .*; free space on it"):
+                await orch.arun("pipeline", PIPELINE_INPUT, run_id="too-soon")  # still no room
+            assert orch.book.entries("too-soon") == []  # refused before anything was spent
             free(disk)
-            again = await orch.arun("pipeline", None, run_id="full", resume=True)  # a service: same process
+            again = await orch.arun("pipeline", None, run_id="full", resume=True)
+            assert reserve.exists()  # made again once there was room
         finally:
             await aclose_clients()
             orch.close()
         a = audit(again, "pipeline", models, proxy, settings)
     assert a.status == "ok" and a.answer == POLISHED
-    assert a.ledger_calls == a.billable == 3  # draft, polish (its checkpoint was lost), polish again
+    assert a.ledger_calls == a.billable == 2 and a.repeated == 0  # draft, polish: each paid once
 
 
 async def test_a_full_trace_disk_fails_clearly_then_resumes(bench: Bench) -> None:
@@ -175,6 +189,7 @@ async def test_a_full_trace_disk_fails_clearly_then_resumes(bench: Bench) -> Non
             store.close()
     assert a.status == "ok" and a.answer == POLISHED and a.run_row == "ok"
     assert a.ledger_calls == a.billable == 2 and a.repeated == 0  # nothing paid twice
+    assert a.costs_agree  # every span stored: those of the call in flight went into the reserve
     assert row is not None and row["cost_usd"] == pytest.approx(a.ledger_usd)  # the totals: from the ledger
 
 

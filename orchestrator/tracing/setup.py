@@ -10,6 +10,7 @@ instrumentation scope are stored or exported.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,24 +35,46 @@ __all__ = ["NodeFlushSpanProcessor", "SQLiteSpanExporter", "Tracing"]
 
 SCOPE = "orchestrator"
 _FLUSH_KINDS = {"node", "run"}
+_log = logging.getLogger("orchestrator.tracing")
 
 
 class SQLiteSpanExporter(SpanExporter):
     """Writes our spans into a `TraceStore`."""
 
+    MAX_HELD = 100_000  # span rows kept in memory while the store refuses them (a full disk), at most
+
     def __init__(self, store: TraceStore) -> None:
         self.store = store
+        self._held: list[dict[str, Any]] = []  # rows the store refused: written before the next ones
+        self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        rows = [
+        fresh = [
             _row(s)
             for s in spans
             if s.instrumentation_scope is not None and s.instrumentation_scope.name == SCOPE
         ]
-        try:
-            self.store.write_spans(rows)
-        except Exception:  # tracing must never break a run
-            return SpanExportResult.FAILURE
+        with self._lock:
+            rows = self._held + fresh
+            try:
+                self.store.write_spans(rows)  # a span is stored once by id: writing one again is harmless
+            except Exception as exc:  # tracing must never break a run
+                if not self._held:
+                    _log.warning(
+                        "trace store %s refused %d spans (%s); held to write later",
+                        self.store.path,
+                        len(rows),
+                        exc,
+                    )
+                if len(rows) > self.MAX_HELD:
+                    _log.error(
+                        "trace store %s: %d held spans dropped", self.store.path, len(rows) - self.MAX_HELD
+                    )
+                self._held = rows[-self.MAX_HELD :]
+                return SpanExportResult.FAILURE
+            if self._held:
+                _log.warning("trace store %s: %d held spans written", self.store.path, len(self._held))
+            self._held = []
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

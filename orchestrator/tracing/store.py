@@ -17,17 +17,11 @@ from typing import Any
 import sqlite_utils
 
 from orchestrator.errors import ConfigError
+from orchestrator.reserve import disk_full, reserve_for
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing import rollups
 
 __all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database", "disk_full"]
-
-
-def disk_full(exc: BaseException) -> bool:
-    """The error of a write that found no space left: SQLite's SQLITE_FULL, or ENOSPC."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return "database or disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class TraceStoreError(ConfigError):
@@ -305,6 +299,7 @@ class TraceStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
+        self.reserve = None if self.path == ":memory:" else reserve_for(self.path)  # for a full disk
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +345,8 @@ class TraceStore:
         }
         owner = {"host": _HOST, "pid": os.getpid(), "pid_started": _process_started(os.getpid())}
         _ACTIVE.add((self._key, run_id))
-        try:
+
+        def write() -> None:
             with self._lock, self.db.conn:
                 sql = "select started_at from runs where run_id = ?"
                 existing = self.db.execute(sql, [run_id]).fetchone()
@@ -361,6 +357,11 @@ class TraceStore:
                     )
                 else:
                     self.db.table("runs").insert({**row, **owner})
+
+        try:
+            if self.reserve is not None:
+                self.reserve.ensure()  # room for a run's last records if the disk fills while it runs
+            self._write(write)
         except (OSError, sqlite3.Error) as exc:  # a full disk: one clear line, before anything is spent
             _ACTIVE.discard((self._key, run_id))
             raise TraceStoreError(self.path, exc) from None
@@ -368,7 +369,8 @@ class TraceStore:
     def end_run(self, run_id: str, **fields: Any) -> None:
         """Record a run's outcome: status, totals, answer, error (`TraceStoreError` when it can't)."""
         _ACTIVE.discard((self._key, run_id))
-        try:
+
+        def write() -> None:
             with self._lock, self.db.conn:
                 started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
                 now = time.time()
@@ -376,14 +378,34 @@ class TraceStore:
                 if started:
                     fields.setdefault("duration_ms", (now - started[0]) * 1000)
                 self.db.table("runs").update(run_id, fields)
+
+        try:
+            self._write(write)
         except (OSError, sqlite3.Error) as exc:
             raise TraceStoreError(self.path, exc) from None
+
+    def disk_was_full(self) -> TraceStoreError | None:
+        """The error to end a run with when this store's disk filled since its reserve was made: what was
+        written is stored (in the reserve's space), but the next run would find no room."""
+        if self.reserve is None or not self.reserve.spent:
+            return None
+        return TraceStoreError(self.path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+    def _write(self, fn: Callable[[], None]) -> None:
+        """A write; if the disk is full, once more in the reserve's space (`orchestrator.reserve`)."""
+        if self.reserve is None:
+            fn()
+        else:
+            self.reserve.write(fn)
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert span rows and add them to the roll-ups, in one transaction. A span already stored (the
         same span_id) is skipped, and counted once."""
         if not rows:
             return
+        self._write(lambda: self._write_spans(rows))
+
+    def _write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
             graphs = self._graphs_of(rows)
             conn = self.db.conn
