@@ -880,11 +880,6 @@ def judge_http(fault: str, node: str, runs: HttpRuns) -> Row:
         )
         row.records = records(once, hard)
         row.resume = "not needed (the run goes on)"
-        if fault == "cut":
-            row.notes.append(
-                "the MCP SDK drops a cut reply without failing the request: the call waits for "
-                f"`tool_timeout_s` ({TOOL_TIMEOUT_S:g} s here, 20 s by default) and reads as a timeout"
-            )
         if fault == "stall":
             row.notes.append(
                 "bounded by `tool_timeout_s`; the server answers the ping after it, so it is kept"

@@ -34,14 +34,15 @@ from langgraph.checkpoint.base import (
 )
 
 from orchestrator._version import DIST_NAME
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, StoreBusyError
 from orchestrator.ledger import LedgerBook
 from orchestrator.locations import ACCEPTED, Location, checkpoints_location, describe, redact
 from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
 
 __all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
 
-BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_MS = 60_000  # one SQLite statement's wait for the write lock
+BUSY_WAIT_S = 180.0  # one checkpoint read or write's wait in all, retries of WAL's stale snapshots included
 _CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
 _PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
 _SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
@@ -314,7 +315,7 @@ T = TypeVar("T")
 class _Guarded(BaseCheckpointSaver[Any]):
     """Our SQLite checkpointer, with its writes made safe for many runs and a full disk.
 
-    - A write that meets a busy database is rolled back and tried again, for up to `BUSY_TIMEOUT_MS`:
+    - A read or write that meets a busy database is rolled back and tried again, for up to `BUSY_WAIT_S`:
       SQLite's busy wait does not cover WAL's stale-snapshot case, which failed 10 to 25 of 1,000
       concurrent runs in bench/load.py. Both writes are `INSERT OR REPLACE`, so a retry stores one copy.
     - A write that finds the disk full releases the file's `Reserve` and is tried once more, so the
@@ -335,7 +336,7 @@ class _Guarded(BaseCheckpointSaver[Any]):
         return self.inner.get_next_version(current, channel)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        found: CheckpointTuple | None = await self.inner.aget_tuple(config)
+        found: CheckpointTuple | None = await self._busy(lambda: self.inner.aget_tuple(config))
         return found
 
     async def alist(
@@ -346,7 +347,10 @@ class _Guarded(BaseCheckpointSaver[Any]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
+        async def read() -> list[CheckpointTuple]:
+            return [c async for c in self.inner.alist(config, filter=filter, before=before, limit=limit)]
+
+        for item in await self._busy(read):
             yield item
 
     async def aput(
@@ -367,26 +371,44 @@ class _Guarded(BaseCheckpointSaver[Any]):
         await self._write(lambda: self.inner.adelete_thread(thread_id))
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        delay, released = 0.005, False
-        while True:
+        released = False
+
+        async def once() -> T:
+            nonlocal released
             try:
-                result = await write()
-                break
+                return await write()
             except sqlite3.OperationalError as exc:
-                await self._rollback()
                 if disk_full(exc) and not released and self.reserve.release():
+                    await self._rollback()
                     released = True
-                    continue
-                text = str(exc)
-                if ("locked" in text or "busy" in text) and time.monotonic() < deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.25)
-                    continue
+                    return await write()
                 raise
+
+        result = await self._busy(once)
         if self.reserve.spent:
             raise DiskFull(str(self.reserve.store))
         return result
+
+    async def _busy(self, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()`, rolled back and tried again while the database is locked, for up to `BUSY_WAIT_S`."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        delay = 0.005
+        while True:
+            try:
+                return await op()
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if "locked" not in text and "busy" not in text:
+                    await self._rollback()
+                    raise
+                await self._rollback()
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"the checkpoint store ({self.reserve.store}) stayed locked by other writers for "
+                        f"{BUSY_WAIT_S:.0f} s ({text}); resume the run when it is less busy"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     async def _rollback(self) -> None:
         async with self.inner.lock:

@@ -31,6 +31,7 @@ __all__ = [
     "OrchestratorError",
     "PromptTooLongError",
     "RunError",
+    "StoreBusyError",
     "ToolError",
     "ToolsUnsupportedError",
     "UnknownGraphError",
@@ -90,6 +91,10 @@ class ToolsUnsupportedError(ModelError):
 
 class ToolError(RunError):
     """A tool could not be resolved or bound."""
+
+
+class StoreBusyError(RunError):
+    """A store stayed locked by other writers past its wait; the run can be resumed when it is less busy."""
 
 
 class WorkerOutputError(RunError):

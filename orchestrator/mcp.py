@@ -45,7 +45,16 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from mcp.shared.message import SessionMessage
-from mcp.types import CONNECTION_CLOSED, CallToolResult, Tool
+from mcp.types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCResponse,
+    Tool,
+)
 from pydantic import ConfigDict, Field, SkipValidation
 
 from orchestrator.config import Manifest, McpServerConfig
@@ -115,6 +124,10 @@ class _Connection:
         self.failure: str | None = None  # set once the stop was handled: what callers are told
         self.refused: str | None = None  # the HTTP error status that ended the session (a 429, a 503)
         self.calls: set[asyncio.Future[str]] = set()  # calls in flight: told when a reply can't be read
+        self.answered: set[Any] = set()  # ids of the replies the session was given (streamable HTTP)
+        self.unread: str | None = None  # why the last message the SDK could not parse failed
+        self.inject: Any = None  # the session's inbox: a reply that never came is answered with an error
+        self.inject_on_end: _Watched | None = None  # streamable HTTP: each request's reply stream watched
 
     @property
     def lost(self) -> bool:
@@ -257,7 +270,7 @@ class McpServer:
             raise
         return conn
 
-    def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _transport(self, conn: _Connection) -> contextlib.AbstractAsyncContextManager[Any]:
         cfg = self.config
         if cfg.url is not None:
             headers = dict(cfg.headers)
@@ -269,7 +282,7 @@ class McpServer:
                         "which is not set"
                     )
                 headers[header] = value
-            return _http(cfg.url, headers)
+            return _http(cfg.url, headers, conn)
         root = self.root or Path.cwd()
         command = cfg.command or ""
         if ("/" in command or command.startswith(".")) and not Path(command).is_absolute():
@@ -284,7 +297,7 @@ class McpServer:
         """Open the transport and the session, and keep them open until `conn.stop` is set."""
         try:
             async with AsyncExitStack() as stack:
-                streams = await stack.enter_async_context(self._transport())
+                streams = await stack.enter_async_context(self._transport(conn))
                 read, write = streams[0], streams[1]
                 stack.push_async_callback(read.aclose)  # the SDK's HTTP transport leaves its ends open
                 stack.push_async_callback(write.aclose)
@@ -293,6 +306,7 @@ class McpServer:
                 send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
                 stack.push_async_callback(receive.aclose)
                 stack.push_async_callback(send.aclose)
+                conn.inject = send
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_pump, read, send, conn)
                     async with ClientSession(receive, write) as session:
@@ -446,10 +460,14 @@ async def _pump(read: Any, send: Any, conn: _Connection) -> None:
     try:
         async with send:
             async for message in read:
-                if isinstance(message, Exception):  # a reply the SDK could not parse: it has no request id,
-                    for call in conn.calls:  # so every call in flight is told rather than left to time out
-                        if not call.done():
-                            call.set_result(" ".join(_describe(message).split())[:200])
+                if isinstance(message, Exception):  # a message the SDK could not parse: it has no id
+                    conn.unread = " ".join(_describe(message).split())[:200]
+                    if conn.inject_on_end is None:  # stdio: each call in flight is told, not left to time out
+                        for call in conn.calls:
+                            if not call.done():
+                                call.set_result(conn.unread)
+                elif isinstance(message.message.root, JSONRPCResponse | JSONRPCError):
+                    conn.answered.add(message.message.root.id)
                 await send.send(message)
     except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
         pass
@@ -458,13 +476,125 @@ async def _pump(read: Any, send: Any, conn: _Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _http(url: str, headers: dict[str, str]) -> Any:
+async def _http(url: str, headers: dict[str, str], conn: _Connection) -> Any:
     # the SDK's defaults: 30 s to connect or write, 300 s of silence on a response stream
+    transport = _Watched(httpx.AsyncHTTPTransport(), conn)
+    conn.inject_on_end = transport
     async with (
-        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30.0, read=300.0)) as client,
+        httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(30.0, read=300.0), transport=transport
+        ) as client,
         streamable_http_client(url, http_client=client) as streams,
     ):
         yield streams
+
+
+UNANSWERED_GRACE_S = 0.5  # after a request's reply stream ends: time for its reply to reach the session
+
+
+class _Watched(httpx.AsyncBaseTransport):
+    """The HTTP transport of a streamable HTTP session, watching each request's reply stream.
+
+    The SDK leaves a request waiting for ever when its reply stream is cut, or carries a message it can't
+    parse: it logs and goes on, and the call waits out the tool timeout. Each POSTed request's id is
+    known here; when its stream ends (cut, or closed) and no reply with that id reached the session,
+    the session is given a JSON-RPC error for it, so that call, and only it, fails at once, saying why. A
+    stream that carried SSE event ids may be resumed by the SDK, and is left to it.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, conn: _Connection) -> None:
+        self.inner = inner
+        self.conn = conn
+        self._checks: set[asyncio.Task[None]] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        rid = _request_id(request)
+        response = await self.inner.handle_async_request(request)
+        if (
+            rid is None
+            or response.status_code >= 300
+            or not isinstance(response.stream, httpx.AsyncByteStream)
+        ):
+            return response  # an HTTP error status: the SDK fails the session, and the call sees why
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Reply(response.stream, lambda why, resumable: self._ended(rid, why, resumable)),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        for task in list(self._checks):
+            task.cancel()
+        await self.inner.aclose()
+
+    def _ended(self, rid: Any, why: str | None, resumable: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._check(rid, why, resumable and why is None))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check(self, rid: Any, why: str | None, resumable: bool) -> None:
+        await asyncio.sleep(UNANSWERED_GRACE_S)
+        conn = self.conn
+        if rid in conn.answered or resumable:  # answered, or the SDK may still resume the stream
+            conn.answered.discard(rid)
+            return
+        if conn.inject is None or conn.stop.is_set():
+            return  # the session is going: its calls are told so
+        reason = why or (f"a message in it could not be read: {conn.unread}" if conn.unread else "it ended")
+        conn.unread = None
+        error = JSONRPCError(
+            jsonrpc="2.0",
+            id=rid,
+            error=ErrorData(
+                code=INTERNAL_ERROR, message=f"no reply to request {rid}: its stream broke ({reason})"
+            ),
+        )
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await conn.inject.send(SessionMessage(JSONRPCMessage(error)))
+
+
+class _Reply(httpx.AsyncByteStream):
+    """A reply's bytes, passed through; `ended(why, resumable)` is called once when the stream ends."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, ended: Any) -> None:
+        self.inner = inner
+        self.ended = ended
+        self.told = False
+        self.event_ids = False  # an SSE event with an id went by: the SDK may resume the stream
+
+    async def __aiter__(self) -> Any:
+        try:
+            async for chunk in self.inner:
+                if not self.event_ids and (chunk.startswith(b"id:") or b"\nid:" in chunk):
+                    self.event_ids = True
+                yield chunk
+        except Exception as exc:
+            self._tell(" ".join(_describe(exc).split())[:200])
+            raise
+        self._tell(None)
+
+    async def aclose(self) -> None:
+        self._tell(None)
+        await self.inner.aclose()
+
+    def _tell(self, why: str | None) -> None:
+        if not self.told:
+            self.told = True
+            self.ended(why, self.event_ids)
+
+
+def _request_id(request: httpx.Request) -> Any:
+    """The JSON-RPC id of a POSTed request (None for a notification, a reply, or anything else)."""
+    if request.method != "POST":
+        return None
+    try:
+        body = json.loads(request.content)
+    except (ValueError, httpx.RequestNotRead):
+        return None
+    if isinstance(body, dict) and "method" in body and "id" in body:
+        return body["id"]
+    return None
 
 
 # --- the tools ---------------------------------------------------------------------------------------------

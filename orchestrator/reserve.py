@@ -40,7 +40,10 @@ class DiskFull(OSError):
     """A store's disk is full; what was being written is stored (from the reserve), and the run must stop."""
 
     def __init__(self, store: str) -> None:
-        super().__init__(errno.ENOSPC, "no space left on device; the step in flight was stored in its reserve")
+        super().__init__(
+            errno.ENOSPC, "no space left on device; the step in flight was stored in its reserve"
+        )
+        self.filename = store
 
     def __str__(self) -> str:
         return str(self.strerror)

@@ -35,7 +35,14 @@ from orchestrator.catalog import Catalog
 from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
 from orchestrator.context import BudgetStop, RunContext, TextSink
-from orchestrator.errors import ConfigError, ManifestError, OrchestratorError, UnknownGraphError, did_you_mean
+from orchestrator.errors import (
+    ConfigError,
+    ManifestError,
+    OrchestratorError,
+    StoreBusyError,
+    UnknownGraphError,
+    did_you_mean,
+)
 from orchestrator.graph import APPROVAL
 from orchestrator.instrument import GraphTracer
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
@@ -870,12 +877,13 @@ def _answer(state: Mapping[str, Any], output_key: str | None) -> str | None:
 
 
 def _provider_failed(exc: BaseException) -> bool:
-    """A provider call failed (perhaps wrapped as the model error of a slot): resuming may get past it."""
+    """A provider call failed (perhaps wrapped as the model error of a slot), or a store stayed busy:
+    resuming may get past it."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
             return False
-        if isinstance(seen, ProviderError):
+        if isinstance(seen, ProviderError | StoreBusyError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -70,15 +70,19 @@ async def test_an_mcp_429_is_a_refusal_and_the_server_stays_in_use(bench: Bench)
     assert again.status == "ok" and again.kept and again.tool_errors == []  # the server is still used
 
 
-async def test_an_mcp_reply_that_is_not_json_fails_the_call_at_once(bench: Bench) -> None:
-    """The MCP SDK logs a reply it can't parse and never answers the request: the call waited out
-    `tool_timeout_s` and read as a timeout. Now the call fails when the reply arrives, saying why."""
+@pytest.mark.parametrize(
+    ("fault", "said"), [("malformed", "could not be read: ValidationError"), ("cut", "its stream broke")]
+)
+async def test_an_mcp_reply_that_breaks_fails_its_call_at_once(bench: Bench, fault: str, said: str) -> None:
+    """The MCP SDK logs a reply stream that is cut, or that carries a message it can't parse, and never
+    answers the request: the call waited out `tool_timeout_s` and read as a timeout. Now the request's
+    own reply stream is watched, and the call fails when it ends, saying why."""
     with bench.cell() as (folder, models, proxy):
-        proxy.fault = Fault("malformed", MATCH["tool"], times=None)
+        proxy.fault = Fault(fault, MATCH["tool"], times=None)
         hard = await run_once(folder, models, proxy, "agent")
     assert hard.status == "ok" and "card_arrival" in (hard.answer or "")  # the part fails, the run goes on
     assert hard.tool_errors and all(
-        "sent a reply that could not be read" in e and "timed out" not in e for e in hard.tool_errors
+        "no reply to request" in e and said in e and "timed out" not in e for e in hard.tool_errors
     ), hard.tool_errors
 
 
@@ -137,7 +141,7 @@ async def test_a_full_checkpoint_disk_fails_clearly_and_the_resume_pays_nothing_
             error = first.error or ""
             assert "the checkpoint store" in error and "out of disk space" in error and "resume" in error
             assert not reserve.exists()  # spent on the step in flight
-            with pytest.raises(TraceStoreError, match="its disk is full .*; free space on it"):
+            with pytest.raises(TraceStoreError, match=r"its disk is full .*; free space on it"):
                 await orch.arun("pipeline", PIPELINE_INPUT, run_id="too-soon")  # still no room
             assert orch.book.entries("too-soon") == []  # refused before anything was spent
             free(disk)

@@ -161,3 +161,16 @@ async def test_the_checkpoint_store_is_guarded_and_makes_its_reserve(tmp_path: P
         assert (tmp_path / "c.db.reserve").stat().st_size > 0
         config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         assert await saver.aget_tuple(config) is None
+
+
+async def test_a_checkpoint_store_locked_past_its_wait_fails_clearly_and_resumably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import checkpoints
+    from orchestrator.errors import StoreBusyError
+
+    monkeypatch.setattr(checkpoints, "BUSY_WAIT_S", 0.05)
+    busy = sqlite3.OperationalError("database is locked")
+    saver = _Guarded(_Inner([busy] * 1000), Reserve(tmp_path / "c.db", size=4096))
+    with pytest.raises(StoreBusyError, match=r"stayed locked by other writers .*; resume the run"):
+        await saver.aput_writes({}, [], "t")
