@@ -80,10 +80,13 @@ class Checkpoints:
         """The ledger book, where the setting points (also with a given saver: its storage is not ours to
         reach). Raises a `ConfigError` now for an unusable file or an unreachable server."""
         if isinstance(self.location, Path):
-            from orchestrator.tracing.store import check_database
+            from orchestrator.tracing.store import TraceStoreError, check_database
 
             check_database(self.location, "checkpoint store", "checkpoints")
-            return LedgerBook(self.location)
+            try:
+                return LedgerBook(self.location)
+            except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
+                raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
         from orchestrator.ledger import PostgresLedger
 
         psycopg = _psycopg(self.location)

@@ -174,3 +174,16 @@ async def test_a_checkpoint_store_locked_past_its_wait_fails_clearly_and_resumab
     saver = _Guarded(_Inner([busy] * 1000), Reserve(tmp_path / "c.db", size=4096))
     with pytest.raises(StoreBusyError, match=r"stayed locked by other writers .*; resume the run"):
         await saver.aput_writes({}, [], "t")
+
+
+def test_a_new_checkpoint_file_on_a_full_disk_is_one_clear_error(tmp_path: Path) -> None:
+    """Found trying it by hand: the ledger's table could not be made, and `orch run` printed a traceback."""
+    from orchestrator.tracing.store import TraceStoreError
+
+    with small_disk(tmp_path / "disk") as disk:
+        if disk is None:
+            pytest.skip("a tmpfs can't be mounted here (it needs root)")
+        fill(disk)
+        with pytest.raises(TraceStoreError, match="checkpoint store .*: its disk is full"):
+            Checkpoints(disk / "new.db").ledger()
+        free(disk)
