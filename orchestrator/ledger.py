@@ -379,18 +379,31 @@ class BudgetMeter:
             )
         return None
 
-    def left(self) -> list[str]:
-        """What is left of each limit the budget sets, in words (none set: an empty list)."""
+    def left(self, tight: float = 1.0) -> list[str]:
+        """What is left of each limit the budget sets, in words (none set: an empty list); with `tight`
+        below 1, only the limits of which at most that share is left."""
         b, out = self.budget, []
+
+        def show(left: float, limit: float) -> bool:
+            return limit <= 0 or left / limit <= tight
+
         with self._lock:
             if b.usd is not None:
-                out.append(f"${max(0.0, b.usd - self.spent_usd - self._held_usd):.4f}")
+                usd = max(0.0, b.usd - self.spent_usd - self._held_usd)
+                if show(usd, b.usd):
+                    out.append(f"${usd:.4f}")
             if b.tokens is not None:
-                out.append(f"{max(0, b.tokens - self.spent_tokens - self._held_tokens)} tokens")
+                tokens = max(0, b.tokens - self.spent_tokens - self._held_tokens)
+                if show(tokens, b.tokens):
+                    out.append(f"{tokens} tokens")
         if b.shared is not None and b.shared.usd is not None:
-            out.append(f"${max(0.0, b.shared.usd - b.shared.spent_usd):.4f} of the shared budget")
+            shared = max(0.0, b.shared.usd - b.shared.spent_usd)
+            if show(shared, b.shared.usd):
+                out.append(f"${shared:.4f} of the shared budget")
         if b.seconds is not None:
-            out.append(f"{max(0.0, b.seconds - (time.monotonic() - self.started)):.0f} s")
+            seconds = max(0.0, b.seconds - (time.monotonic() - self.started))
+            if show(seconds, b.seconds):
+                out.append(f"{seconds:.0f} s")
         return out
 
     @contextlib.contextmanager
