@@ -6,6 +6,7 @@ import ast
 import cmath
 import math
 import operator
+import re
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from langchain_core.tools import BaseTool, tool
 from tools._common import clean_number, pack, require_finite
 
 MAX_EXPRESSION_CHARS = 500
+_PERCENT_OF = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*%\s*of\b", re.I)  # "X% of Y" is X/100 * Y
 MAX_RESULT_BITS = 4096  # integers larger than ~1233 decimal digits are refused
 MAX_EXPONENT = 10_000
 MAX_FACTORIAL = 1000
@@ -131,6 +133,7 @@ def calculate(
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")
+    expression = _PERCENT_OF.sub(r"(\1/100)*", expression)  # "12.5% of 880": never a modulo
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:

@@ -30,6 +30,8 @@ from tools.arithmetic import (
         ("round(2 * pi, 2)", 6.28),
         ("-(-2) ** 2", -4),
         ("cos(0) + sin(0)", 1.0),
+        ("12.5% of 880", 110),  # a percentage, where "%" alone is a modulo
+        ("20 % OF (50 + 50) + 7 % 4", 23),
     ],
 )
 def test_calculate_evaluates_arithmetic(expression: str, expected: float) -> None:
