@@ -184,6 +184,6 @@ def test_a_new_checkpoint_file_on_a_full_disk_is_one_clear_error(tmp_path: Path)
         if disk is None:
             pytest.skip("a tmpfs can't be mounted here (it needs root)")
         fill(disk)
-        with pytest.raises(TraceStoreError, match="checkpoint store .*: its disk is full"):
+        with pytest.raises(TraceStoreError, match=r"checkpoint store .*: its disk is full"):
             Checkpoints(disk / "new.db").ledger()
         free(disk)
