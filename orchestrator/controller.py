@@ -150,6 +150,15 @@ def search_words(task: str) -> str:
     return words or task
 
 
+def _values_from(task: str, request: str) -> str:
+    """Where a part that names no value takes its values from: the request, quoted again next to the part.
+    A small model otherwise took a few-shot example's text ('the cat sat on the warm mat') for the
+    request's ("Reverse the words in: red green blue": the part "reverse the words of the text")."""
+    if _QUOTED_OR_VALUE.search(task):
+        return ""
+    return f" Its values are in the request: {json.dumps(request, ensure_ascii=False)}."
+
+
 def evidence_of(request: str, plan: Sequence[Part]) -> Evidence:
     """The request and every settled part's result: what a step may draw values from."""
     return Evidence(request, [p["result"] for p in plan if p["status"] == "done" and p["result"]])
@@ -447,7 +456,8 @@ async def _advance(
         if step.model_called:
             return  # one model call per execution: the next one comes on the next turn
         instruction = HumanMessage(
-            f"Part {index + 1} of {len(plan)}: {part['tool']}. Call the found tool that does it, or skip."
+            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(part['tool'], request)} "
+            "Call the found tool that does it, or skip."
         )
         step.messages.append(instruction)
         evidence = evidence_of(request, plan)
