@@ -111,7 +111,8 @@ class Controller:
         else:
             self.bound.append(tools)
             asked = next(u for u in reversed(users) if u.startswith("Part"))
-            text = re.match(r"Part \d+ of \d+: (.+)\. Call the found tool", asked).group(1)  # type: ignore[union-attr]
+            shape = r"Part \d+ of \d+: (.+?)\.(?: Its values are in the request: .*)? Call the found tool"
+            text = re.match(shape, asked, flags=re.S).group(1)  # type: ignore[union-attr]
             name, args = self.parts[text]
             call = (name, args) if name in tools else ("skip", {"reason": "no bound tool does this part"})
         return openai_stream([], openai_usage(300, 20), tool_calls=[("c1", call[0], [json.dumps(call[1])])])
