@@ -230,16 +230,25 @@ def _setup_lock(key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-class _Threaded(BaseCheckpointSaver[Any]):
-    """A sync-only checkpointer made usable by async runs: each call runs in a worker thread."""
+class _Wrapper(BaseCheckpointSaver[Any]):
+    """A checkpointer around another: its serializer, config specs and versions are the inner one's."""
 
-    def __init__(self, inner: BaseCheckpointSaver[Any]) -> None:
+    def __init__(self, inner: Any) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
 
     @property
     def config_specs(self) -> list[Any]:
         return list(self.inner.config_specs)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+
+class _Threaded(_Wrapper):
+    """A sync-only checkpointer made usable by async runs: each call runs in a worker thread."""
+
+    inner: BaseCheckpointSaver[Any]
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self.inner.get_tuple(config)
@@ -270,9 +279,6 @@ class _Threaded(BaseCheckpointSaver[Any]):
 
     def delete_thread(self, thread_id: str) -> None:
         self.inner.delete_thread(thread_id)
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.inner.get_next_version(current, channel)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.inner.get_tuple, config)
@@ -315,7 +321,7 @@ class _Threaded(BaseCheckpointSaver[Any]):
 T = TypeVar("T")
 
 
-class _Guarded(BaseCheckpointSaver[Any]):
+class _Guarded(_Wrapper):
     """Our SQLite checkpointer, with its writes made safe for many runs and a full disk.
 
     - A read or write that meets a busy database is rolled back and tried again, for up to `BUSY_WAIT_S`:
@@ -327,16 +333,8 @@ class _Guarded(BaseCheckpointSaver[Any]):
     """
 
     def __init__(self, inner: Any, reserve: Reserve) -> None:
-        super().__init__(serde=inner.serde)
-        self.inner = inner
+        super().__init__(inner)
         self.reserve = reserve
-
-    @property
-    def config_specs(self) -> list[Any]:
-        return list(self.inner.config_specs)
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.inner.get_next_version(current, channel)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         found: CheckpointTuple | None = await self._busy(lambda: self.inner.aget_tuple(config))
@@ -374,18 +372,14 @@ class _Guarded(BaseCheckpointSaver[Any]):
         await self._write(lambda: self.inner.adelete_thread(thread_id))
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
-        released = False
-
         async def once() -> T:
-            nonlocal released
             try:
                 return await write()
             except sqlite3.OperationalError as exc:
-                if disk_full(exc) and not released and self.reserve.release():
-                    await self._rollback()
-                    released = True
-                    return await write()
-                raise
+                if not disk_full(exc) or not self.reserve.release():  # released at most once: then gone
+                    raise
+            await self._rollback()
+            return await write()
 
         result = await self._busy(once)
         if self.reserve.spent:
@@ -400,11 +394,10 @@ class _Guarded(BaseCheckpointSaver[Any]):
             try:
                 return await op()
             except sqlite3.OperationalError as exc:
+                await self._rollback()
                 text = str(exc)
                 if "locked" not in text and "busy" not in text:
-                    await self._rollback()
                     raise
-                await self._rollback()
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
                         f"the checkpoint store ({self.reserve.store}) stayed locked by other writers for "

@@ -127,7 +127,7 @@ class _Connection:
         self.answered: set[Any] = set()  # ids of the replies the session was given (streamable HTTP)
         self.unread: str | None = None  # why the last message the SDK could not parse failed
         self.inject: Any = None  # the session's inbox: a reply that never came is answered with an error
-        self.inject_on_end: _Watched | None = None  # streamable HTTP: each request's reply stream watched
+        self.watched = False  # streamable HTTP: each request's reply stream is watched (`_Watched`)
 
     @property
     def lost(self) -> bool:
@@ -462,7 +462,7 @@ async def _pump(read: Any, send: Any, conn: _Connection) -> None:
             async for message in read:
                 if isinstance(message, Exception):  # a message the SDK could not parse: it has no id
                     conn.unread = " ".join(_describe(message).split())[:200]
-                    if conn.inject_on_end is None:  # stdio: each call in flight is told, not left to time out
+                    if not conn.watched:  # stdio: each call in flight is told, not left to time out
                         for call in conn.calls:
                             if not call.done():
                                 call.set_result(conn.unread)
@@ -479,7 +479,7 @@ async def _pump(read: Any, send: Any, conn: _Connection) -> None:
 async def _http(url: str, headers: dict[str, str], conn: _Connection) -> Any:
     # the SDK's defaults: 30 s to connect or write, 300 s of silence on a response stream
     transport = _Watched(httpx.AsyncHTTPTransport(), conn)
-    conn.inject_on_end = transport
+    conn.watched = True
     async with (
         httpx.AsyncClient(
             headers=headers, timeout=httpx.Timeout(30.0, read=300.0), transport=transport
