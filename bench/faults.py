@@ -51,6 +51,7 @@ import httpx  # noqa: E402
 from loopback import Loopback, Reply, Request  # noqa: E402
 from wire import error_body, openai_stream, openai_usage  # noqa: E402
 
+from bench.markers import splice  # noqa: E402
 from orchestrator import Orchestrator, Settings  # noqa: E402
 from orchestrator.providers.http import aclose_clients, reset_model_states  # noqa: E402
 
@@ -1071,17 +1072,7 @@ def section(rows: list[Row], seconds: float) -> str:
 
 def write_doc(text: str) -> None:
     """Put the section between its markers in docs/reliability.md; the rest of the file is kept as it is."""
-    current = (
-        DOC.read_text(encoding="utf-8") if DOC.exists() else "# Reliability\n"
-    )  # read right before writing
-    block = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        _, tail = rest.split(END, 1)
-        updated = head + block + tail
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(updated, encoding="utf-8")
+    splice(DOC, f"{START}\n{text}\n{END}", START, END, "Reliability")
 
 
 # --- the matrix ------------------------------------------------------------------------------------------------

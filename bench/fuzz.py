@@ -31,6 +31,8 @@ import hypothesis  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from test_fuzz_parsers import TARGETS, Target, attempt  # noqa: E402
 
+from bench.markers import splice  # noqa: E402
+
 DOCS = ROOT / "docs" / "reliability.md"
 START, END = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
 
@@ -117,17 +119,8 @@ def section(results: dict[str, dict[str, Any]], examples: int, seed: int | None)
 
 
 def write_docs(text: str) -> None:
-    """Put `text` between the fuzz markers of docs/reliability.md (read just before writing; others keep
-    their own sections there)."""
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Reliability\n"
-    block = f"{START}\n{text}{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        updated = head + block + tail
-    else:
-        updated = current.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(updated, encoding="utf-8")
+    """Put `text` between the fuzz markers of docs/reliability.md (others keep their own sections there)."""
+    splice(DOCS, f"{START}\n{text}{END}", START, END, "Reliability")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,7 @@ from langchain_core.messages import HumanMessage  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.runtime import Runtime  # noqa: E402
 
+from bench.markers import splice  # noqa: E402
 from orchestrator import Orchestrator, RunContext  # noqa: E402
 from orchestrator.config import PriceOverride, Settings, SlotConfig  # noqa: E402
 
@@ -934,14 +935,7 @@ def _spans_sentence(results: list[dict[str, Any]]) -> str:
 
 def write_docs(section: str) -> None:
     """Replace the load section of docs/reliability.md (only it; the file is read again just before)."""
-    text = DOC.read_text() if DOC.exists() else "# Reliability\n"
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
+    splice(DOC, section, SECTION_START, SECTION_END, "Reliability")
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
+from bench.markers import splice  # noqa: E402
 from orchestrator.tracing import attrs as A  # noqa: E402
 from orchestrator.tracing.report import hotspots  # noqa: E402
 from orchestrator.tracing.setup import Tracing  # noqa: E402
@@ -245,14 +246,7 @@ def render(runs: list[dict[str, Any]]) -> str:
 
 
 def write_docs(section: str) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
+    splice(ROOT / "docs" / "benchmarks.md", section, START, END, "Benchmarks")
 
 
 def main() -> None:
