@@ -608,6 +608,31 @@ def _print_eval(report: Any) -> None:
 
 
 # --- orch models -----------------------------------------------------------------------------------------
+def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
+    """Which llama.cpp settings the model loads with on this CPU: probed in a child process (once per machine,
+    again with `force`), so a fast path that crashes here is found now, not at the first run."""
+    import importlib.util
+
+    from orchestrator.modelfiles import LOCAL_MODELS
+    from orchestrator.providers import llama_probe
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return  # the 'local' extra is not installed: nothing can load the model here yet
+    forced = llama_probe.override()
+    if forced is not None:
+        out.print(Text(f"local:{name}: extra buffer types {'on' if forced else 'off'} ({llama_probe.ENV})"))
+        return
+    path = LOCAL_MODELS[name].path(settings.models_dir)
+    record = llama_probe.engine_settings(
+        str(path), f"local:{name}", settings.models_dir / "probe.json", force=force
+    )
+    setting = "extra buffer types " + ("on" if record["extra_buffers"] else "off (the fast path crashed)")
+    speed = ""
+    if record.get("prompt_tps") and record.get("generation_tps"):
+        speed = f": prompt {record['prompt_tps']:.0f} tok/s, generation {record['generation_tps']:.1f} tok/s"
+    out.print(Text(f"local:{name}: llama.cpp runs on this CPU with {setting}{speed}"))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from orchestrator.modelfiles import LOCAL_MODELS, build_model_file, verify_model_file
     from orchestrator.stable import resolve_profile
@@ -624,6 +649,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             try:
                 digest = verify_model_file(LOCAL_MODELS[name], settings.models_dir)
                 out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
+                _probe_engine(name, settings, force=True)
             except ConfigError as exc:
                 failures += 1
                 err.print(_line(("bad", "red"), f" local:{name}: {exc}"))
@@ -637,8 +663,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 out.print(
                     Text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
                 )
-                continue
-            build_model_file(spec, settings.models_dir, lambda m: err.print(Text(m, style="dim")))
+            else:
+                build_model_file(spec, settings.models_dir, lambda m: err.print(Text(m, style="dim")))
+            _probe_engine(name, settings, force=args.force)
         return EXIT_OK
     rows = _profile_rows(args, settings)
     if args.json:

@@ -6,7 +6,8 @@ OrchestratorError
 │   ├── ManifestError           malformed [tool.orchestrator] section or definition reference
 │   ├── UnknownGraphError       a graph name the manifest does not define
 │   ├── UnknownModelError       a model name no provider knows ("did you mean ...")
-│   └── ModelFileError          a local model file that is missing or fails its sha256 check
+│   ├── ModelFileError          a local model file that is missing or fails its sha256 check
+│   └── LocalEngineError        the local engine crashes on this CPU with every setting it can try
 └── RunError                    something failed after a run started (kept in the trace store)
     ├── ModelError              a model call failed or returned output we cannot use
     │   └── ToolsUnsupportedError   the endpoint refuses tools: decide another way (a JSON decision)
@@ -25,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "LocalEngineError",
     "ManifestError",
     "ModelError",
     "ModelFileError",
@@ -62,6 +64,10 @@ class UnknownModelError(ConfigError):
 
 class ModelFileError(ConfigError):
     """A local model file is missing, incomplete or fails verification."""
+
+
+class LocalEngineError(ConfigError):
+    """llama.cpp crashed in its probe with every load setting: the build does not run on this CPU."""
 
 
 class RunError(OrchestratorError):

@@ -669,6 +669,7 @@ class Orchestrator:
                         status = state["status"]
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
+                self.book.flush()
                 latest = Ledger.from_entries(run_id, earlier + meter.entries, legacy)
                 self._finish(
                     run_id, "cancelled", None, latest, f"cancelled; resume with `orch run --resume {run_id}`"
@@ -687,6 +688,9 @@ class Orchestrator:
                 resumable=resumable,
                 waiting=waiting if status == "waiting" else [],
             )
+            # the run's ledger rows are committed before it returns: a resume, in this process or another,
+            # reads them from the store, and a row still queued in this book would be a call paid twice
+            await asyncio.to_thread(self.book.flush)
             try:
                 self._finish(run_id, status, result, prior, error)
             except TraceStoreError as exc:  # its end can't be recorded (a full disk): a failure to resume

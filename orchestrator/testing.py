@@ -135,15 +135,17 @@ class ScriptedChatModel(BaseChatModel):
 
 @contextlib.contextmanager
 def serve_llama(model: str, n_ctx: int = 4096, timeout_s: float = 180.0) -> Iterator[str]:
-    """llama-cpp-python's own OpenAI-compatible server (`python -m llama_cpp.server`, the `server` extra)
-    with a local model (`qwen2.5-1.5b`, `qwen2.5-0.5b`) on a free loopback port; yields its API root
+    """llama-cpp-python's own OpenAI-compatible server (the `server` extra), started through
+    `orchestrator.providers.llama_server` (with the CPU probe's settings), with a local model
+    (`qwen2.5-1.5b`, `qwen2.5-0.5b`) on a free loopback port; yields its API root
     (`http://127.0.0.1:PORT/v1`) for a slot's `base_url`, and stops the server after."""
     path = LOCAL_MODELS[model].path(Settings.resolve().models_dir)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "orchestrator.providers.llama_server", "--model", str(path)]
+    cmd += ["--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(os.cpu_count() or 2)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

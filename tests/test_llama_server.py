@@ -93,7 +93,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "orchestrator.providers.llama_server",  # llama_cpp.server, with the CPU probe's settings
         "--model",
         str(model),
         "--host",

@@ -7,7 +7,9 @@ import dataclasses
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -109,3 +111,26 @@ def test_the_context_window_is_the_one_used_and_the_manifest_sets_it() -> None:
     assert bind_slot("c", SlotConfig(model="local:qwen2.5-1.5b")).profile.context_window == 4096
     bigger = bind_slot("c", SlotConfig(model="local:qwen2.5-1.5b", context_window=8192))
     assert bigger.profile.context_window == 8192
+
+
+async def test_a_runs_ledger_rows_are_in_the_store_when_the_run_returns(
+    make_orch: MakeOrch, settings: Settings
+) -> None:
+    """A resume in another process or `Orchestrator` reads the ledger from the store: a row still queued in
+    the first book's writer when its run returned was a paid call missing from the books (seen under load).
+    Here the store is made slow, as a busy disk is."""
+    orch = make_orch(STEPS, by_turn=True)
+    store = orch.book.store
+    insert = store.insert
+
+    def slow_insert(rows: Any) -> None:
+        time.sleep(0.5)
+        insert(rows)
+
+    store.insert = slow_insert  # type: ignore[method-assign]
+    result = await orch.arun("agent", TASK, run_id="slow-disk")
+    billed = sum(line["calls"] for line in result.ledger.lines)
+    assert result.status == "ok" and billed > 0
+    raw = sqlite3.connect(settings.checkpoints_path)
+    (count,) = raw.execute("select count(*) from orch_ledger where run_id = 'slow-disk'").fetchone()
+    assert count == billed

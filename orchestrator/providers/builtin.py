@@ -194,6 +194,7 @@ class LocalProvider(Provider):
             model_path=str(path),
             model_name=profile.name,
             kv_dir=str(settings.models_dir / "kv"),
+            probe_path=str(settings.models_dir / "probe.json"),
             n_ctx=profile.context_window or LOCAL_CONTEXT,
         )
 

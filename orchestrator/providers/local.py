@@ -27,6 +27,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError, ModelError, PromptTooLongError
 from orchestrator.providers.llama_engine import LlamaEngine, PromptTooLong
+from orchestrator.providers.llama_probe import extra_buffers_for, load_params
 
 __all__ = ["LocalChatModel", "loaded_instances"]
 
@@ -68,7 +69,8 @@ def _model_id(path: str) -> str:
     return f"{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Instance:
+def _instance(model: LocalChatModel) -> _Instance:
+    path, n_ctx = model.model_path, model.n_ctx
     with _registry_lock:
         inst = _instances.get((path, n_ctx))
         if inst is None:
@@ -79,9 +81,15 @@ def _instance(path: str, n_ctx: int, n_threads: int, kv_dir: str | None) -> _Ins
                     "local models need llama-cpp-python: install the 'local' extra "
                     f"(pip install '{DIST_NAME}[local]')"
                 ) from None
+            # a CPU whose fast path crashes is found by a probe in a child process, once per machine
+            extra = extra_buffers_for(
+                path, model.model_name, model.probe_cache(), n_threads=model.n_threads
+            )
             t0 = time.perf_counter()
-            llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-            engine = LlamaEngine(llama, model_id=_model_id(path), kv_dir=Path(kv_dir) if kv_dir else None)
+            with load_params(extra):
+                llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=model.n_threads, verbose=False)
+            kv_dir = Path(model.kv_dir) if model.kv_dir else None
+            engine = LlamaEngine(llama, model_id=_model_id(path), kv_dir=kv_dir)
             inst = _Instance(engine, threading.Lock(), time.perf_counter() - t0)
             _instances[(path, n_ctx)] = inst
             _load_count[path] = _load_count.get(path, 0) + 1
@@ -107,6 +115,7 @@ class LocalChatModel(BaseChatModel):
     n_ctx: int = 4096
     n_threads: int = 2
     kv_dir: str | None = None  # where prompt-prefix states are kept across processes (None: memory only)
+    probe_path: str | None = None  # the CPU probe's cache (llama_probe); None: beside the default model files
     streams_text: ClassVar[bool] = True  # takes an on_text callback (see `calls.call_model`)
 
     @property
@@ -120,10 +129,18 @@ class LocalChatModel(BaseChatModel):
         so any thread's output meanwhile is lost (a run's progress lines were). The orchestrator loads every
         slot's model before a run starts, while nothing else is printing.
         """
-        _instance(self.model_path, self.n_ctx, self.n_threads, self.kv_dir)
+        _instance(self)
+
+    def probe_cache(self) -> Path:
+        """Where the CPU probe's outcome for this machine is kept."""
+        if self.probe_path is not None:
+            return Path(self.probe_path)
+        from orchestrator.config import Settings
+
+        return Settings.resolve(None).models_dir / "probe.json"
 
     def _call(self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatResult:
-        inst = _instance(self.model_path, self.n_ctx, self.n_threads, self.kv_dir)
+        inst = _instance(self)
         engine = inst.engine
         grammar = kwargs.get("grammar")
         response_format = kwargs.get("response_format") or {}
