@@ -79,7 +79,7 @@ def loan_payment(
     if n < 1:
         raise ValueError(f"years={years} gives less than one monthly payment")
     monthly_rate = rate / 12
-    if monthly_rate == 0:
+    if (1 + monthly_rate) ** -n == 1:  # zero, or too small to change the balance in floating point
         payment = principal / n
     else:
         payment = principal * monthly_rate / (1 - (1 + monthly_rate) ** -n)
