@@ -76,7 +76,8 @@ def children(pid: int) -> list[int]:
 
 @pytest.fixture
 def parent_process(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    path = [str(ROOT), str(ROOT / "tests"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", PARENT, request.param], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
