@@ -482,9 +482,12 @@ _UNIT_WORDS = {
 _UNIT = re.compile(r"\b(" + "|".join(_UNIT_WORDS) + r")\b", re.I)
 # Words that say no more than "of this text" ("how many words are in the following sentence")
 _PLAIN = frozenset(
-    "a an the of in on this that these its it there are is do does total number count counts counting how many "
-    "text sentence message string passage phrase paragraph line quote quoted given following above below "
-    "request user provided input tally all".split()
+    (
+        "a", "an", "the", "of", "in", "on", "this", "that", "these", "its", "it", "there", "are", "is", "do",
+        "does", "total", "number", "count", "counts", "counting", "how", "many", "text", "sentence",
+        "message", "string", "passage", "phrase", "paragraph", "line", "quote", "quoted", "given",
+        "following", "above", "below", "request", "user", "provided", "input", "tally", "all",
+    )
 )  # fmt: skip
 
 

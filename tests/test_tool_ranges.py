@@ -20,8 +20,21 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.tools import BaseTool
 
-from tools import arithmetic, csv_tools, dates, docs, encoding, extract, finance, geometry, json_tools, lists
-from tools import stats, text, units
+from tools import (
+    arithmetic,
+    csv_tools,
+    dates,
+    docs,
+    encoding,
+    extract,
+    finance,
+    geometry,
+    json_tools,
+    lists,
+    stats,
+    text,
+    units,
+)
 from tools.catalog import PACKS, TOOLS
 
 PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -92,7 +105,9 @@ def test_roman_numeral_integers_outside_1_to_3999_are_refused(n: int) -> None:
 @PROPERTY
 @given(st.text(max_size=200), st.booleans())
 def test_base64_and_url_encoding_round_trip(value: str, flag: bool) -> None:
-    assert run(encoding.base64_decode, encoded=run(encoding.base64_encode, text=value, url_safe=flag)) == value
+    assert (
+        run(encoding.base64_decode, encoded=run(encoding.base64_encode, text=value, url_safe=flag)) == value
+    )
     assert run(encoding.url_decode, encoded=run(encoding.url_encode, text=value, space_as_plus=flag)) == value
     assert re.fullmatch(r"[0-9a-f]{64}", run(encoding.sha256_hex, text=value))
 
@@ -427,7 +442,11 @@ def test_huge_statistics_answer_or_refuse_clearly(numbers: list[float]) -> None:
 @given(st.floats(0, 1e7), st.floats(-99, 100), st.floats(0, 50), st.sampled_from([1, 4, 12, 365]))
 def test_compound_interest_grows_with_the_rate(principal: float, rate: float, years: float, n: int) -> None:
     found = run(
-        finance.compound_interest, principal=principal, annual_rate_percent=rate, years=years, compounds_per_year=n
+        finance.compound_interest,
+        principal=principal,
+        annual_rate_percent=rate,
+        years=years,
+        compounds_per_year=n,
     )
     expected = principal * (1 + rate / 100 / n) ** (n * years)
     assert found["future_value"] == pytest.approx(expected, rel=1e-9, abs=0.01)
@@ -483,7 +502,10 @@ def test_extracted_emails_are_those_in_the_text(addresses: list[str]) -> None:
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -503,7 +525,9 @@ def test_json_tools_agree_with_each_other(document: dict[str, Any]) -> None:
 @PROPERTY
 @given(
     st.lists(
-        st.fixed_dictionaries({"name": st.from_regex(r"[a-z]{1,8}", fullmatch=True), "qty": st.integers(0, 999)}),
+        st.fixed_dictionaries(
+            {"name": st.from_regex(r"[a-z]{1,8}", fullmatch=True), "qty": st.integers(0, 999)}
+        ),
         min_size=1,
         max_size=10,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 import urllib.parse
 import uuid
@@ -162,7 +163,9 @@ def roman_numeral(
     raw = value.strip().upper()
     if re.fullmatch(r"[+-]?[0-9]+", raw):
         if len(raw) > 6 or not 1 <= int(raw) <= 3999:
-            raise ValueError(f"integers must be between 1 and 3999 for Roman numerals, got {value.strip()[:20]}")
+            raise ValueError(
+                f"integers must be between 1 and 3999 for Roman numerals, got {value.strip()[:20]}"
+            )
         n = int(raw)
         return {"integer": n, "roman": _to_roman(n)}
     if not raw or not re.fullmatch(r"[MDCLXVI]+", raw):
@@ -186,7 +189,7 @@ def roman_numeral(
 def _repeats_only(raw: str) -> bool:
     """Whether `raw` adds letters up in descending order (IIII, VV): then its intended value is clear."""
     order = "MDCLXVI"
-    return all(order.index(a) <= order.index(b) for a, b in zip(raw, raw[1:], strict=False))
+    return all(order.index(a) <= order.index(b) for a, b in itertools.pairwise(raw))
 
 
 TOOLS: list[BaseTool] = pack(

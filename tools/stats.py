@@ -88,7 +88,9 @@ def linear_regression(
         slope, intercept = statistics.linear_regression(xs, ys)
         r = statistics.correlation(xs, ys) if len(set(ys)) > 1 else 0.0
     except OverflowError:
-        raise ValueError("the values are too large: their squares overflow a float; scale them down") from None
+        raise ValueError(
+            "the values are too large: their squares overflow a float; scale them down"
+        ) from None
     prediction = None if predict_x is None else clean_number(slope * predict_x + intercept)
     return {
         "slope": clean_number(slope),
