@@ -37,6 +37,7 @@ from orchestrator.context import BudgetStop, RunContext
 from orchestrator.controller import COVERS, AgentParts, controller_step
 from orchestrator.decisions import META_TOOLS, decision_of
 from orchestrator.errors import ToolError
+from orchestrator.grounding import check_result
 from orchestrator.ledger import LedgerEntry, LedgerLine, merge_ledger
 from orchestrator.plan import Example, Part, current_part, merge_plan
 from orchestrator.toolproc import ToolFailed, ToolRunner
@@ -404,6 +405,10 @@ async def _one_call(
             result = await runner.run(tool, args, ctx.limits.tool_timeout_s)
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             ok = True
+            part_words = _part_words(state, index)
+            wrong = check_result(part_words, args, text) if part_words else []
+            if wrong:  # it ran, but its result can't answer the part: a failed try, not the answer
+                text, ok = f"error: {wrong[0]}", False
         except TimeoutError:
             text, ok = f"error: tool {name!r} timed out after {ctx.limits.tool_timeout_s:g}s", False
         except ToolFailed as exc:  # raised in the tool's process
@@ -440,6 +445,12 @@ async def _one_call(
             patch = {"tries": part["tries"] + 1}
         patch = {"index": index, **patch}
     return _observation(kind, text), patch
+
+
+def _part_words(state: AgentState, index: int | None) -> str:
+    """The words of the tool part a call settles ("" when the call settles no tool part)."""
+    plan = state.get("plan") or []
+    return plan[index]["tool"] if index is not None and index < len(plan) else ""
 
 
 async def worker(task: WorkerTask, ctx: RunContext) -> dict[str, Any]:

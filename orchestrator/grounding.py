@@ -12,6 +12,9 @@ ungrounded steps that got through. Each check returns a list of problems, empty 
 - **Worker input**: a span of the request or of an observation.
 - **Answer**: every number and date in it appears in the request or an observation (rounding allowed, and
   percent scaling), so a final answer states only what they support.
+- **Tool result**: a result that can't answer its part (`check_result`): a count of zero words, characters,
+  letters, sentences or lines, where the part plainly counts those of a text and the tool was given a text
+  that has some, counted something else (the occurrences of the target "word", say).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "Evidence",
     "candidate_spans",
     "check_answer",
+    "check_result",
     "check_results_stated",
     "check_tool_args",
     "check_worker_input",
@@ -460,6 +464,68 @@ def check_results_stated(answer: str, results: Sequence[tuple[str, str, bool]]) 
         elif not every and not stated:
             problems.append(f"the answer does not state the result of {what} ({result[:80]})")
     return problems
+
+
+# --- results that can't answer their part --------------------------------------------------------------
+# A part that plainly counts a text's own units: a counting word, then the unit, and nothing that narrows
+# which units count ("words longer than 5 letters", "lines that start with #": zero may be right there).
+_COUNTING = re.compile(r"\b(?:count|counts|counting|number|how\s+many|total|tally)\b", re.I)
+_UNIT_WORDS = {
+    "words": r"[^\W_]",  # a text with a letter or digit has a word
+    "characters": r"[\s\S]",
+    "chars": r"[\s\S]",
+    "letters": r"[^\W\d_]",
+    "sentences": r"\S",
+    "lines": r"\S",
+    "paragraphs": r"\S",
+}
+_UNIT = re.compile(r"\b(" + "|".join(_UNIT_WORDS) + r")\b", re.I)
+# Words that say no more than "of this text" ("how many words are in the following sentence")
+_PLAIN = frozenset(
+    (
+        "a", "an", "the", "of", "in", "on", "this", "that", "these", "its", "it", "there", "are", "is", "do",
+        "does", "total", "number", "count", "counts", "counting", "how", "many", "text", "sentence",
+        "message", "string", "passage", "phrase", "paragraph", "line", "quote", "quoted", "given",
+        "following", "above", "below", "request", "user", "provided", "input", "tally", "all",
+    )
+)  # fmt: skip
+
+
+def _plain_unit_count(task: str) -> str | None:
+    """The unit a part counts of a whole text ("count the words of the text" -> "words"), else None."""
+    body = task
+    for pattern in _QUOTED:  # the text itself, quoted in the part's words
+        body = pattern.sub(" ", body)
+    body = body.split(":", 1)[0]  # ... or given after a colon
+    units = {u.lower() for u in _UNIT.findall(body)}
+    if len(units) != 1 or not _COUNTING.search(body):
+        return None
+    (unit,) = units
+    rest = [w for w in re.findall(r"[^\W_]+", body.lower()) if w not in _PLAIN and w != unit]
+    return None if rest else unit
+
+
+def check_result(task: str, args: Mapping[str, Any], result: str) -> list[str]:
+    """A tool's result that can't answer its part, though the tool ran without an error.
+
+    So far one rule, narrow enough never to refuse a right answer: where the part plainly counts a text's
+    words (characters, letters, sentences, lines, paragraphs), a count of zero is impossible if the text
+    the tool was given (its longest text argument) has one of them. The tool counted something else.
+    """
+    if _to_float(result.strip()) != 0 or not _NUMBER.fullmatch(result.strip()):
+        return []
+    unit = _plain_unit_count(task)
+    texts = [v for v in args.values() if isinstance(v, str)]
+    if unit is None or not texts:
+        return []
+    text = max(texts, key=len)
+    if not re.search(_UNIT_WORDS[unit], text):
+        return []
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return [
+        f"the result {result.strip()} can't be the number of {unit} of the text {shown!r}, which has some: "
+        f"this tool counted something else; call a tool that counts the text's {unit}, or skip the part"
+    ]
 
 
 # --- text for a worker ---------------------------------------------------------------------------------

@@ -16,6 +16,15 @@ import the tool, so the parent runs it in process from then on.
 
 Plain `subprocess` rather than `multiprocessing`: no re-import of the user's `__main__`, and blocking
 pipes read from a thread work with whatever event loop calls them.
+
+A child dies with its parent however the parent dies (SIGKILL and SIGTERM included, which run no `atexit`):
+an idle child reads EOF on its stdin and returns, but a busy one is inside the tool, often in C code that
+holds the interpreter lock, where no thread of its own can stop it. So the stop comes from outside the
+child's interpreter (`_bind_to_parent`): on Linux the kernel's parent-death signal (SIGKILL); elsewhere on
+POSIX a forked guard process that waits for the parent's end of the child's stdin to hang up and then kills
+the child. Linux sends that signal when the *thread* that spawned the child ends, not the process, so
+every child is spawned by one long-lived thread (`_spawn`), never by a pool thread that an event loop's
+shutdown ends.
 """
 
 from __future__ import annotations
@@ -23,16 +32,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import importlib
 import json
 import os
 import pickle
+import select
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from langchain_core.tools import BaseTool
@@ -113,12 +126,16 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(blob)
 
 
+# The child's program; `{parent}` is the spawning process's id, which the child dies with
+_CHILD_CODE = "from orchestrator.toolproc import _serve; _serve({parent})"
+
+
 class _Process:
-    """One child process; used by one call at a time."""
+    """One child process; used by one call at a time. Create it with `_spawn()`."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from orchestrator.toolproc import _serve; _serve()"],
+            [sys.executable, "-c", _CHILD_CODE.format(parent=os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -180,7 +197,7 @@ class ToolRunner:
         with self._lock:
             if not self._idle and self._count < self.max_processes:
                 self._count += 1
-                self._idle.append(_Process())
+                self._idle.append(_spawn())
             if self._idle:
                 with contextlib.suppress(OSError):
                     self._idle[-1].prepare(modules)
@@ -236,7 +253,7 @@ class ToolRunner:
                     break
                 self._free.wait()
         try:
-            return _Process()
+            return _spawn()
         except BaseException:
             self._discard()
             raise
@@ -264,6 +281,20 @@ class ToolRunner:
         _kill_all(idle)
 
 
+_spawner: tuple[int, ThreadPoolExecutor] | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn() -> _Process:
+    """A new child, spawned by this process's one long-lived spawning thread (see the module docstring)."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner[0] != os.getpid():  # none yet, or inherited through a fork
+            _spawner = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="orch-tool-spawner"))
+        pool = _spawner[1]
+    return pool.submit(_Process).result()
+
+
 def _kill_all(procs: list[_Process]) -> None:
     while procs:
         procs.pop().kill()
@@ -284,7 +315,65 @@ def shared_runner() -> ToolRunner:
 
 
 # --- the child ---------------------------------------------------------------------------------------------
-def _serve() -> None:
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _set_parent_death_signal() -> bool:
+    """Have the kernel SIGKILL this process when its parent ends (Linux); whether that is in place."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _start_guard() -> None:
+    """Fork a guard that SIGKILLs this process once the parent's end of our stdin hangs up.
+
+    The parent holds the only writing end of our stdin, so the hang-up means the parent is gone (or closed
+    it to stop us). The guard only polls, never reads, so no request is taken from us; it leaves when we end.
+    """
+    if not hasattr(os, "fork") or not hasattr(select, "poll"):
+        return  # e.g. Windows: only an idle child notices (EOF on stdin)
+    ours, theirs = os.pipe()  # the guard sees our end of this pipe hang up when we end
+    server = os.getpid()
+    if os.fork() != 0:
+        os.close(ours)
+        return
+    try:  # the guard: no Python objects of the server's are touched, only descriptors and signals
+        os.close(theirs)
+        os.close(1)  # the parent reads EOF on our stdout when we end, not when the guard does
+        poller = select.poll()
+        poller.register(0, 0)  # hang-ups and errors are always reported
+        poller.register(ours, 0)
+        while True:
+            events = dict(poller.poll())
+            if ours in events:  # the server ended first
+                break
+            if events.get(0, 0) & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                with contextlib.suppress(OSError):
+                    os.kill(server, signal.SIGKILL)
+                break
+    finally:
+        os._exit(0)
+
+
+def _bind_to_parent(parent: int, *, death_signal: bool = True) -> None:
+    """Make this child die with `parent` however it dies (see the module docstring)."""
+    if death_signal and _set_parent_death_signal():
+        if os.getppid() != parent:  # it ended before the signal was in place: nobody will send it
+            os._exit(0)
+        return
+    if os.getppid() != parent:
+        os._exit(0)
+    _start_guard()
+
+
+def _serve(parent: int | None = None, *, death_signal: bool = True) -> None:
+    if parent is not None:
+        _bind_to_parent(parent, death_signal=death_signal)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a tool's print() must not corrupt the protocol
     inp = sys.stdin.buffer

@@ -65,7 +65,7 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
             settings=kw.pop("settings", settings),
             slots=slots,
             models=models,
-            tools=TOOLS,
+            tools=kw.pop("tools", TOOLS),
             workers=WORKERS,
             graphs={"agent": "orchestrator.graph:build_agent_graph"},
             limits=limits or Limits(max_steps=8),

@@ -8,7 +8,7 @@ import math
 import operator
 import re
 from collections.abc import Callable
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Annotated, Literal
 
 from langchain_core.tools import BaseTool, tool
@@ -278,7 +278,9 @@ def round_number(
     if not -15 <= decimals <= 15:
         raise ValueError(f"decimals must be between -15 and 15, got {decimals}")
     quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(repr(value)).quantize(quantum, rounding=_ROUNDING[mode]))
+    # digits enough for any float at 15 decimals (1e308 has 309): the default 28 refused 1e300 at 2 decimals
+    wide = Context(prec=400)
+    return float(Decimal(repr(value)).quantize(quantum, rounding=_ROUNDING[mode], context=wide))
 
 
 @tool
@@ -314,8 +316,10 @@ def solve_quadratic(
         raise ValueError("a must not be 0 (that is a linear equation, not a quadratic)")
     disc = b * b - 4 * a * c
     if disc >= 0:
-        r = math.sqrt(disc)
-        real_roots = {clean_number((-b - r) / (2 * a)), clean_number((-b + r) / (2 * a))}
+        # q = -(b + sign(b)*sqrt(disc))/2 adds numbers of one sign: the textbook -b + sqrt(disc) cancels
+        # to a few correct digits when b*b dwarfs 4ac (x^2 + 253690x + 1 lost five digits of its small root)
+        q = -(b + math.copysign(math.sqrt(disc), b)) / 2
+        real_roots = {clean_number(q / a), clean_number(c / q if q else 0.0)}
         roots: list[float | str] = sorted(real_roots)
         kind = "real"
     else:

@@ -228,9 +228,8 @@ def convert_unix_timestamp(
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         seconds = moment.timestamp()
-    else:
-        if not -62135596800 <= seconds <= 253402300799:
-            raise ValueError(f"timestamp {raw} is outside years 1-9999")
+    if not -62135596800 <= seconds <= 253402300799:  # e.g. 0001-01-01T00:00+05:00 is in year 0 in UTC
+        raise ValueError(f"timestamp {raw[:40]} is outside years 1-9999 in UTC")
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
     return {"unix_seconds": int(seconds) if seconds.is_integer() else seconds, "utc": moment.isoformat()}
 

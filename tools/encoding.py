@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 import urllib.parse
 import uuid
@@ -138,6 +139,21 @@ def _to_roman(n: int) -> str:
     return "".join(out)
 
 
+_ROMAN_LONGEST = len("MMMDCCCLXXXVIII")  # 3888: the longest numeral in 1-3999
+# A canonical numeral of 1-3999: thousands, hundreds, tens and ones, each written once in its one form
+_CANONICAL_ROMAN = re.compile(r"M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})")
+
+
+def _roman_value(raw: str) -> int:
+    """The value of a numeral written with additive and subtractive pairs, whatever its form."""
+    values = {"M": 1000, "D": 500, "C": 100, "L": 50, "X": 10, "V": 5, "I": 1}
+    total = 0
+    for i, ch in enumerate(raw):
+        value = values[ch]
+        total += -value if i + 1 < len(raw) and values[raw[i + 1]] > value else value
+    return total
+
+
 @tool
 def roman_numeral(
     value: Annotated[str, "Either an integer 1-3999 (e.g. '2026') or a Roman numeral (e.g. 'MMXXVI')"],
@@ -145,21 +161,35 @@ def roman_numeral(
     """Convert between Roman numerals and ordinary integers in either direction (1 to 3999), e.g. 2026 is
     MMXXVI; returns both forms."""
     raw = value.strip().upper()
-    if raw.isdigit():
+    if re.fullmatch(r"[+-]?[0-9]+", raw):
+        if len(raw) > 6 or not 1 <= int(raw) <= 3999:
+            raise ValueError(
+                f"integers must be between 1 and 3999 for Roman numerals, got {value.strip()[:20]}"
+            )
         n = int(raw)
-        if not 1 <= n <= 3999:
-            raise ValueError(f"integers must be between 1 and 3999 for Roman numerals, got {n}")
         return {"integer": n, "roman": _to_roman(n)}
     if not raw or not re.fullmatch(r"[MDCLXVI]+", raw):
-        raise ValueError(f"value {value!r} is neither an integer nor a Roman numeral (letters MDCLXVI)")
-    total, i = 0, 0
-    for amount, symbol in _ROMAN:
-        while raw.startswith(symbol, i):
-            total += amount
-            i += len(symbol)
-    if i != len(raw) or _to_roman(total) != raw:
-        raise ValueError(f"{value!r} is not a well-formed Roman numeral (did you mean {_to_roman(total)}?)")
-    return {"integer": total, "roman": raw}
+        raise ValueError(f"value {value[:60]!r} is neither an integer nor a Roman numeral (letters MDCLXVI)")
+    if len(raw) > _ROMAN_LONGEST:
+        raise ValueError(
+            f"{raw[:20]}... is {len(raw)} letters; Roman numerals of 1-3999 have at most {_ROMAN_LONGEST}"
+        )
+    if _CANONICAL_ROMAN.fullmatch(raw):
+        return {"integer": _roman_value(raw), "roman": raw}
+    if re.fullmatch(r"M{4,}.*", raw):
+        raise ValueError(f"{raw!r} is 4000 or more; Roman numerals here go from 1 to 3999 (MMMCMXCIX)")
+    meant = _roman_value(raw)
+    hint = f" (did you mean {_to_roman(meant)}?)" if 1 <= meant <= 3999 and _repeats_only(raw) else ""
+    raise ValueError(
+        f"{raw!r} is not a well-formed Roman numeral{hint}; write each of thousands, hundreds, tens and ones "
+        "once, e.g. 99 is XCIX and 1994 is MCMXCIV"
+    )
+
+
+def _repeats_only(raw: str) -> bool:
+    """Whether `raw` adds letters up in descending order (IIII, VV): then its intended value is clear."""
+    order = "MDCLXVI"
+    return all(order.index(a) <= order.index(b) for a, b in itertools.pairwise(raw))
 
 
 TOOLS: list[BaseTool] = pack(

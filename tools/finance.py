@@ -81,8 +81,8 @@ def loan_payment(
     monthly_rate = rate / 12
     if monthly_rate == 0:
         payment = principal / n
-    else:
-        payment = principal * monthly_rate / (1 - (1 + monthly_rate) ** -n)
+    else:  # 1 - (1+r)**-n without cancellation: a rate of 1e-12 % gave 0 (a division by zero) or noise
+        payment = principal * monthly_rate / -math.expm1(-n * math.log1p(monthly_rate))
     return {
         "monthly_payment": _money(payment),
         "number_of_payments": n,

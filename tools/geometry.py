@@ -43,12 +43,15 @@ _SHAPES_2D: dict[str, tuple[tuple[str, ...], Callable[[dict[str, float]], tuple[
 
 
 def _heron(a: float, b: float, c: float) -> tuple[float, float]:
-    s = (a + b + c) / 2
-    product = s * (s - a) * (s - b) * (s - c)
+    # Kahan's form on sides scaled to the longest: the plain s(s-a)(s-b)(s-c) underflowed to 0 for tiny
+    # sides and refused an equilateral triangle as "not a triangle"
+    x, y, z = sorted((a, b, c), reverse=True)
+    y, z = y / x, z / x
+    product = (1 + (y + z)) * (z - (1 - y)) * (z + (1 - y)) * (1 + (y - z))
     if product <= 0:
         rule = "each side must be shorter than the sum of the other two"
         raise ValueError(f"sides {a}, {b}, {c} cannot form a triangle ({rule})")
-    return math.sqrt(product), a + b + c
+    return x * x * math.sqrt(product) / 4, a + b + c
 
 
 def _ellipse(a: float, b: float) -> tuple[float, float]:
@@ -70,6 +73,8 @@ def shape_area(
     triangle, trapezoid or ellipse from its dimensions."""
     required, formula = _SHAPES_2D[shape]
     area, perimeter = formula(_dims(shape, dimensions, required))
+    if area == 0:  # the dimensions are positive: the area underflowed
+        raise ValueError(f"the {shape}'s dimensions {dimensions} are too small: its area is below 1e-308")
     rounded_perimeter = None if math.isnan(perimeter) else clean_number(perimeter)
     return {"area": clean_number(area), "perimeter": rounded_perimeter}
 
@@ -122,6 +127,8 @@ def solid_volume(
     cone or square pyramid from its dimensions."""
     required, formula = _SOLIDS[shape]
     volume, surface = formula(_dims(shape, dimensions, required))
+    if volume == 0:  # the dimensions are positive: the volume underflowed
+        raise ValueError(f"the {shape}'s dimensions {dimensions} are too small: its volume is below 1e-308")
     return {"volume": clean_number(volume), "surface_area": clean_number(surface)}
 
 

@@ -26,6 +26,13 @@ def summary_statistics(
     """Describe a list of numbers: count, sum, mean (average), median, mode, min, max, range, sample and
     population standard deviation and variance."""
     data = _check_list("numbers", numbers)
+    try:
+        return _summary(data)
+    except OverflowError:  # the squares of the deviations: statistics' exact arithmetic can't make a float
+        raise ValueError("numbers are too large: their variance overflows a float; scale them down") from None
+
+
+def _summary(data: list[float]) -> dict[str, float | int | list[float] | None]:
     n = len(data)
     sample_sd = statistics.stdev(data) if n > 1 else None
     return {
@@ -77,8 +84,13 @@ def linear_regression(
         raise ValueError("at least two (x, y) points are needed to fit a line")
     if len(set(xs)) == 1:
         raise ValueError("x_values are all identical, so the slope is undefined")
-    slope, intercept = statistics.linear_regression(xs, ys)
-    r = statistics.correlation(xs, ys) if len(set(ys)) > 1 else 0.0
+    try:
+        slope, intercept = statistics.linear_regression(xs, ys)
+        r = statistics.correlation(xs, ys) if len(set(ys)) > 1 else 0.0
+    except OverflowError:
+        raise ValueError(
+            "the values are too large: their squares overflow a float; scale them down"
+        ) from None
     prediction = None if predict_x is None else clean_number(slope * predict_x + intercept)
     return {
         "slope": clean_number(slope),
