@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from loopback import loopback  # noqa: F401  (a fixture: a real HTTP server on 127.0.0.1)
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,6 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig
 from orchestrator.testing import ScriptedChatModel
 from support import PRICES, TEST_SECRETS, TOOLS, WORKERS, MakeOrch
+
+# In CI the property tests draw the same examples every run (a failure is reproducible and a green run stays
+# green); a developer's run explores new ones
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -349,6 +349,9 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
     literals escape backslashes: the port (0.3.36) leaves them raw, so an enum value holding a double quote
     (`"` in JSON is `\\"`) makes a grammar llama.cpp cannot parse.
     """
+    from orchestrator.providers.llama_probe import before_llama_loads
+
+    before_llama_loads()
     from llama_cpp.llama_grammar import SchemaConverter
 
     class _Converter(SchemaConverter):

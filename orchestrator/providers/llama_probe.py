@@ -39,6 +39,7 @@ from orchestrator.errors import LocalEngineError
 
 __all__ = [
     "ENV",
+    "before_llama_loads",
     "ProbeOutcome",
     "engine_settings",
     "extra_buffers_for",
@@ -94,8 +95,20 @@ def _cpu_flags() -> str:
     return platform.machine()
 
 
+def before_llama_loads() -> None:
+    """Settings llama.cpp's native runtime reads when it loads: call before the first `import llama_cpp`.
+
+    Its OpenMP threads wait for each other at every step of every token. Spinning (libgomp's default) is
+    fastest on idle cores, but when the cores are busy a spinning thread holds a core its partner needs:
+    measured here with the cores busy, generation ran 9 times slower spinning than sleeping
+    (`docs/benchmarks.md`, "The local engine on this CPU"). A user's own `OMP_WAIT_POLICY` is kept.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _llama_build() -> str:
     """llama-cpp-python's version and its native libraries' sizes and times: a rebuild is another build."""
+    before_llama_loads()
     try:
         import llama_cpp
     except ImportError:
@@ -121,6 +134,7 @@ def load_params(extra_buffers: bool) -> Iterator[None]:
     params llama.cpp's defaults give, by wrapping `llama_model_default_params` for the load. Loads in this
     process take turns on one lock, so no other load sees the wrapper.
     """
+    before_llama_loads()
     import llama_cpp.llama_cpp as lib
 
     with _patch_lock:
@@ -142,6 +156,7 @@ def load_params(extra_buffers: bool) -> Iterator[None]:
 
 
 def _child(model_path: str, extra_buffers: bool, n_threads: int) -> dict[str, Any]:
+    before_llama_loads()
     import llama_cpp.llama_cpp as lib
     import numpy as np
     from llama_cpp import Llama

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
-from orchestrator.providers.llama_probe import extra_buffers_for, load_params
+from orchestrator.providers.llama_probe import before_llama_loads, extra_buffers_for, load_params
 
 __all__ = ["main"]
 
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Probe the model (once per machine), then run `llama_cpp.server` with `argv` in this process."""
     from orchestrator.config import Settings
 
+    before_llama_loads()
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     model = _option(args, "--model")

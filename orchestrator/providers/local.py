@@ -27,7 +27,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError, ModelError, PromptTooLongError
 from orchestrator.providers.llama_engine import LlamaEngine, PromptTooLong
-from orchestrator.providers.llama_probe import extra_buffers_for, load_params
+from orchestrator.providers.llama_probe import before_llama_loads, extra_buffers_for, load_params
 
 __all__ = ["LocalChatModel", "loaded_instances"]
 
@@ -74,6 +74,7 @@ def _instance(model: LocalChatModel) -> _Instance:
     with _registry_lock:
         inst = _instances.get((path, n_ctx))
         if inst is None:
+            before_llama_loads()
             try:
                 from llama_cpp import Llama
             except ImportError:
