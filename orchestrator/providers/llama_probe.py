@@ -39,8 +39,8 @@ from orchestrator.errors import LocalEngineError
 
 __all__ = [
     "ENV",
-    "before_llama_loads",
     "ProbeOutcome",
+    "before_llama_loads",
     "engine_settings",
     "extra_buffers_for",
     "load_params",
