@@ -1,14 +1,17 @@
 """Where runs keep their checkpoints and their ledger: a SQLite file, a PostgreSQL database, or a saver.
 
-| `checkpoints` setting / argument     | checkpointer                          | ledger (`orch_ledger`)     |
+| `checkpoints` setting / argument     | checkpointer                          | ledger, leases             |
 |--------------------------------------|---------------------------------------|----------------------------|
-| `PATH` or `sqlite:///PATH` (default) | `AsyncSqliteSaver` on the file        | a table in that file       |
-| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra) | a table in that database   |
+| `PATH` or `sqlite:///PATH` (default) | `AsyncSqliteSaver` on the file        | tables in that file        |
+| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra) | tables in that database    |
 | `Orchestrator(checkpointer=saver)`   | the saver, as given (sync or async)   | where `checkpoints` points |
+
+The ledger (`orch_ledger`) holds what each run paid; the leases (`orch_leases`, `orchestrator.lease`) who
+runs each run now, so a run has one owner at a time across processes and machines.
 
 The setting comes from a keyword, `ORCH_CHECKPOINTS`, `--checkpoints` or the manifest (`orchestrator.config`).
 `sqlite:///c.db` is relative to the current (or the manifest's) folder, `sqlite:////var/c.db` absolute, as in
-SQLAlchemy. The runner only calls `Checkpoints.open()` per run and `Checkpoints.ledger()` once.
+SQLAlchemy. The runner only calls `Checkpoints.open()` per run, `ledger()` and `leases()` once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import sqlite3
 import time
 import weakref
@@ -35,7 +39,8 @@ from langgraph.checkpoint.base import (
 
 from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError, StoreBusyError
-from orchestrator.ledger import LedgerBook
+from orchestrator.lease import Leases, PostgresLeases, SqliteLeases
+from orchestrator.ledger import Ledger, LedgerBook
 from orchestrator.locations import ACCEPTED, Location, checkpoints_location, describe, redact
 from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
 
@@ -45,6 +50,7 @@ BUSY_TIMEOUT_MS = 60_000  # one SQLite statement's wait for the write lock
 BUSY_WAIT_S = 180.0  # one checkpoint read or write's wait in all, retries of WAL's stale snapshots included
 _CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
 _PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
+_log = logging.getLogger("orchestrator.checkpoints")
 _SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
 
 
@@ -95,6 +101,39 @@ class Checkpoints:
         except psycopg.Error as exc:
             raise _unreachable(self.location, exc) from None
         return LedgerBook(store)
+
+    def leases(self) -> Leases:
+        """Who runs each run now, where the setting points (beside the ledger). A `ConfigError` now for an
+        unusable file or an unreachable server."""
+        if isinstance(self.location, Path):
+            from orchestrator.tracing.store import TraceStoreError, check_database
+
+            check_database(self.location, "checkpoint store", "checkpoints")
+            try:
+                return Leases(SqliteLeases(self.location))
+            except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
+                raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
+        psycopg = _psycopg(self.location)
+        try:
+            store = PostgresLeases(self.location, redact(self.location), **_connect_args(self.location))
+        except psycopg.Error as exc:
+            raise _unreachable(self.location, exc) from None
+        return Leases(store)
+
+    def totals(self, run_id: str) -> Ledger | None:
+        """What a run paid so far, read from the ledger (None: no entries, no ledger there yet, or it can't
+        be read). Opens the ledger for this one read: for readers of the trace store, not for runs."""
+        if isinstance(self.location, Path) and not self.location.is_file():
+            return None  # nothing was ever run with these checkpoints: don't make the file
+        try:
+            book = self.ledger()
+            try:
+                return book.totals(run_id)
+            finally:
+                book.close()
+        except Exception as exc:  # the row keeps what it has; the ledger is still the record
+            _log.warning("the ledger in %s could not be read for run %r: %s", self.describe(), run_id, exc)
+            return None
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +23,7 @@ from rich.tree import Tree
 
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.ledger import Budget
+from orchestrator.ledger import Budget, Ledger
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import decode_attributes
 
@@ -845,6 +845,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 # --- orch traces -----------------------------------------------------------------------------------------
+def _ledger_totals(settings: Settings) -> Callable[[str], Ledger | None]:
+    """What a run paid, from the ledger beside the checkpoints: for a run found interrupted, whose process
+    died before it could record its totals (LangGraph is loaded only then)."""
+
+    def totals(run_id: str) -> Ledger | None:
+        from orchestrator.checkpoints import Checkpoints
+
+        return Checkpoints(settings.checkpoints_path).totals(run_id)
+
+    return totals
+
+
 def cmd_traces(args: argparse.Namespace) -> int:
     from orchestrator.tracing.report import span_tree
     from orchestrator.tracing.store import TraceStore
@@ -854,7 +866,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH"
         )
-    store = TraceStore(settings.traces_path)
+    store = TraceStore(settings.traces_path, totals=_ledger_totals(settings))
     if args.action == "list":
         runs = store.list_runs(args.limit)
         if args.json:

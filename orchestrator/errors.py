@@ -7,7 +7,8 @@ OrchestratorError
 │   ├── UnknownGraphError       a graph name the manifest does not define
 │   ├── UnknownModelError       a model name no provider knows ("did you mean ...")
 │   ├── ModelFileError          a local model file that is missing or fails its sha256 check
-│   └── LocalEngineError        the local engine crashes on this CPU with every setting it can try
+│   ├── LocalEngineError        the local engine crashes on this CPU with every setting it can try
+│   └── RunOwnedError           the run is running in another process: one owner at a time
 └── RunError                    something failed after a run started (kept in the trace store)
     ├── ModelError              a model call failed or returned output we cannot use
     │   └── ToolsUnsupportedError   the endpoint refuses tools: decide another way (a JSON decision)
@@ -33,6 +34,7 @@ __all__ = [
     "OrchestratorError",
     "PromptTooLongError",
     "RunError",
+    "RunOwnedError",
     "StoreBusyError",
     "ToolError",
     "ToolsUnsupportedError",
@@ -68,6 +70,19 @@ class ModelFileError(ConfigError):
 
 class LocalEngineError(ConfigError):
     """llama.cpp crashed in its probe with every load setting: the build does not run on this CPU."""
+
+
+class RunOwnedError(ConfigError):
+    """The run is running now in another process (here or on another host): a run has one owner at a time,
+    so a resume or a second start with its id is refused before anything is spent."""
+
+    def __init__(self, run_id: str, host: str, pid: int, heartbeat_age_s: float) -> None:
+        self.run_id, self.host, self.pid = run_id, host, pid
+        super().__init__(
+            f"run {run_id!r} is already running (host {host}, pid {pid}; its last heartbeat "
+            f"{max(0.0, heartbeat_age_s):.0f} s ago); wait for it to end or stop that process, "
+            f"then resume it with `orch run --resume {run_id}`"
+        )
 
 
 class RunError(OrchestratorError):

@@ -497,6 +497,11 @@ class LedgerBook:
         self.flush()
         return [json.loads(r) for r in self.store.select(run_id)]
 
+    def totals(self, run_id: str) -> Ledger | None:
+        """A run's ledger from its entries; None when it has none (nothing paid, or the book is elsewhere)."""
+        entries = self.entries(run_id)
+        return Ledger.from_entries(run_id, entries) if entries else None
+
     def close(self) -> None:
         """Commit what is pending and close the connection."""
         if self._closed:

@@ -45,6 +45,7 @@ from orchestrator.errors import (
 )
 from orchestrator.graph import APPROVAL
 from orchestrator.instrument import GraphTracer
+from orchestrator.lease import Lease
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
 from orchestrator.pricing import price_table
 from orchestrator.providers import create_chat_model, provenance
@@ -55,7 +56,7 @@ from orchestrator.toolsources import Blocked, guard, load_pack
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
-from orchestrator.tracing.store import TraceStore, TraceStoreError, disk_full
+from orchestrator.tracing.store import TraceStore, TraceStoreError, disk_full, run_totals
 from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
@@ -263,8 +264,9 @@ class Orchestrator:
         self._models: dict[str, BaseChatModel] = {}
         self.checkpoints = Checkpoints(self.settings.checkpoints_path, checkpointer)
         self.book = self.checkpoints.ledger()
+        self.leases = self.checkpoints.leases()  # one owner per run, across processes and machines
         redact = _redact_hook(self.manifest.redact)
-        self._store = TraceStore(self.settings.traces_path) if tracing else None
+        self._store = TraceStore(self.settings.traces_path, totals=self.book.totals) if tracing else None
         self.tracing = Tracing(
             self._store, enabled=tracing, otlp_endpoint=self.settings.otlp_endpoint, redact=redact
         )
@@ -524,6 +526,39 @@ class Orchestrator:
         approve: Approve = None,
         answer: Any = None,
     ) -> None:
+        # one owner per run: a run running elsewhere is refused here, before anything is spent. In threads:
+        # waiting on the file's write lock on the loop would stall this process's own checkpoint writes,
+        # which hold that lock across awaits
+        taking = asyncio.ensure_future(asyncio.to_thread(self.leases.acquire, run_id))
+        try:
+            lease = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(self._give_back)  # the thread goes on: what it takes is given back
+            raise
+        try:
+            await self._drive_owned(
+                name, builder, input, budget, run_id, resume, queue, tokens, approve, answer
+            )
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.leases.release, lease))
+
+    def _give_back(self, taking: asyncio.Future[Lease]) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            asyncio.get_running_loop().run_in_executor(None, self.leases.release, taking.result())
+
+    async def _drive_owned(
+        self,
+        name: str,
+        builder: StateGraph[Any, Any, Any, Any],
+        input: str | Mapping[str, Any] | None,
+        budget: Budget,
+        run_id: str,
+        resume: bool,
+        queue: asyncio.Queue[RunEvent],
+        tokens: bool,
+        approve: Approve,
+        answer: Any,
+    ) -> None:
         t0 = time.perf_counter()
         sink: TextSink | None = None
         if tokens:
@@ -717,17 +752,7 @@ class Orchestrator:
         if full is not None:
             status, answer, error = "failed", None, f"{full}; then resume the run"
         answer, error = self.tracing.redact_run(answer, error)  # the row, like the spans, is redacted first
-        self._store.end_run(
-            run_id,
-            status=status,
-            cost_usd=ledger.cost_usd,
-            unpriced_calls=ledger.unpriced_calls,
-            input_tokens=ledger.input_tokens,
-            output_tokens=ledger.output_tokens,
-            compute_ms=sum(line["compute_ms"] or 0.0 for line in ledger.lines),
-            answer=answer,
-            error=error,
-        )
+        self._store.end_run(run_id, status=status, **run_totals(ledger), answer=answer, error=error)
         if full is not None:
             raise full
 
@@ -753,6 +778,7 @@ class Orchestrator:
     def close(self) -> None:
         """Flush traces, release the stores (tool processes are shared, and stop at exit)."""
         self.tracing.close()
+        self.leases.close()
         self.book.close()
         if self._store is not None:
             self._store.close()

@@ -53,6 +53,7 @@ class Reply:
     cut_after: int | None = None  # send this many events, then close without the terminating chunk
     stall: float | None = None  # send nothing for this long, then close
     stall_after_events: int | None = None  # send this many events, then stall
+    gate: threading.Event | None = None  # set: wait (up to 120 s) until it is set, before the status line
 
 
 class Loopback:
@@ -172,6 +173,8 @@ async def _answer(reply: Reply, writer: asyncio.StreamWriter) -> bool:
     if reply.stall is not None and reply.stall_after_events is None:
         await asyncio.sleep(reply.stall)
         return False
+    if reply.gate is not None:
+        await asyncio.to_thread(reply.gate.wait, 120)
     if reply.delay:
         await asyncio.sleep(reply.delay)
     head = {k.lower(): v for k, v in reply.headers.items()}

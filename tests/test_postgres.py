@@ -7,6 +7,7 @@ only where those binaries are missing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from wire import anthropic_stream, anthropic_usage, error_body, openai_stream, o
 from orchestrator import ConfigError, Orchestrator, Settings, SlotConfig, load_manifest
 from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import PriceOverride
+from orchestrator.errors import RunOwnedError
 from orchestrator.ledger import LedgerEntry
 from orchestrator.providers.http import aclose_clients, reset_model_states
 
@@ -309,6 +313,54 @@ async def test_a_run_checkpoints_in_postgresql_and_resumes_on_another_machine(
         ConfigError, match=r"no checkpoint for run 'nope' in postgresql://postgres@127\.0\.0\.1"
     ):
         await there.arun("mine", None, run_id="nope", resume=True)
+    here.close()
+    there.close()
+
+
+async def test_a_run_has_one_owner_among_the_machines_that_share_postgresql(
+    loopback: Loopback, pg_url: str, tmp_path: Path
+) -> None:
+    """The run's lease is in the database beside its checkpoints: another machine's resume of a run in
+    flight is refused before it spends anything; a lease whose heartbeat went stale is taken over."""
+    here = Orchestrator(
+        settings=_local(tmp_path, "here", pg_url), slots=_slots(loopback), graphs={"mine": TWO_SLOTS}
+    )
+    there = Orchestrator(
+        settings=_local(tmp_path, "there", pg_url), slots=_slots(loopback), graphs={"mine": TWO_SLOTS}
+    )
+    gate = threading.Event()
+    try:
+        loopback.route("/v1/chat/completions", openai_stream(["A card."], openai_usage(120, 8), gate=gate))
+        loopback.route("/v1/messages", _reply())
+        running = asyncio.create_task(here.arun("mine", "My card never came.", run_id="pg-own"))
+        while not loopback.requests:
+            assert not running.done(), running.result()
+            await asyncio.sleep(0.02)
+        with pytest.raises(RunOwnedError, match=r"run 'pg-own' is already running \(host "):
+            await there.arun("mine", None, run_id="pg-own", resume=True)
+        assert len(loopback.requests) == 1
+        gate.set()
+        assert (await running).status == "ok"
+        assert _rows(pg_url, "select count(*) from orch_leases")[0][0] == 0  # given back
+    finally:
+        gate.set()
+
+    def held_by_worker_7(age_s: float) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "insert into orch_leases values ('pg-other', 'worker-7', 4242, 1, %s, 'theirs') "
+                "on conflict (run_id) do update set heartbeat = excluded.heartbeat",
+                (time.time() - age_s,),
+            )
+
+    held_by_worker_7(5.0)
+    with pytest.raises(RunOwnedError, match=r"\(host worker-7, pid 4242; its last heartbeat 5 s ago\)"):
+        await there.arun("mine", "My card never came.", run_id="pg-other")
+    held_by_worker_7(3600.0)  # that machine died an hour ago
+    loopback.route("/v1/chat/completions", _summary())
+    loopback.route("/v1/messages", _reply())
+    taken = await there.arun("mine", "My card never came.", run_id="pg-other")
+    assert taken.status == "ok", taken.error
     here.close()
     there.close()
 

@@ -41,6 +41,33 @@ def test_a_run_whose_process_died_reads_as_interrupted(tmp_path: Path) -> None:
     assert runs["alive"]["status"] == "running"
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are read from /proc (Linux)")
+def test_a_run_whose_process_is_a_zombie_reads_as_interrupted(tmp_path: Path) -> None:
+    """A killed process that its parent has not reaped yet (or ever: a container's PID 1 that never reaps)
+    has ended: its run is not `running`."""
+    db = tmp_path / "t.db"
+    script = (
+        "import os; from orchestrator.tracing.store import TraceStore; "
+        f"TraceStore({str(db)!r}).start_run('zombie', 'g', config_hash='h', version='v'); os._exit(0)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])  # never waited for until the end: a zombie
+    try:
+        deadline = time.monotonic() + 60
+        while _state(child.pid) != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        (run,) = TraceStore(db).list_runs()
+        assert _state(child.pid) == "Z"  # still unreaped
+        assert run["status"] == "interrupted" and "orch run --resume zombie" in run["error"]
+    finally:
+        child.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_a_stale_run_with_this_processes_pid_is_interrupted(tmp_path: Path) -> None:
     store = TraceStore(tmp_path / "t.db")
     store.start_run("mine", "g", config_hash="h", version="v")

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -17,11 +16,13 @@ from typing import Any
 import sqlite_utils
 
 from orchestrator.errors import ConfigError
+from orchestrator.ledger import Ledger
+from orchestrator.procs import HOST, alive, process_started
 from orchestrator.reserve import disk_full, reserve_for
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing import rollups
 
-__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database", "disk_full"]
+__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database", "disk_full", "run_totals"]
 
 
 class TraceStoreError(ConfigError):
@@ -213,30 +214,13 @@ _UPSERT_HIST = (
 
 MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups]
 
-_HOST = socket.gethostname()
 _ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
-
-
-def _process_started(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart; else None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _alive(pid: int, started: int | None) -> bool:
     if pid == os.getpid():
         return False  # our own runs are in _ACTIVE; an older process with our pid is long gone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    now = _process_started(pid)
-    return started is None or now is None or now == started
+    return alive(pid, started)
 
 
 SPAN_COLUMNS = (
@@ -296,8 +280,9 @@ class TraceStore:
         []
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, totals: Callable[[str], Ledger | None] | None = None) -> None:
         self.path = str(path)
+        self.totals = totals  # a run's ledger: read for a run whose process is found dead
         self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
         self.reserve = None if self.path == ":memory:" else reserve_for(self.path)  # for a full disk
         try:
@@ -343,7 +328,7 @@ class TraceStore:
             "config_hash": config_hash,
             "version": version,
         }
-        owner = {"host": _HOST, "pid": os.getpid(), "pid_started": _process_started(os.getpid())}
+        owner = {"host": HOST, "pid": os.getpid(), "pid_started": process_started(os.getpid())}
         _ACTIVE.add((self._key, run_id))
 
         def write() -> None:
@@ -543,33 +528,43 @@ class TraceStore:
         return rows[0] if rows else None
 
     def mark_interrupted(self) -> list[str]:
-        """Runs left `running` by a process of this host that has ended become `interrupted`; their ids."""
+        """Runs left `running` by a process of this host that has ended become `interrupted`; their ids.
+
+        Their cost and tokens come from the ledger (`totals`, where given): the process died before it
+        could write them, but the ledger holds each call it paid for."""
         rows = self._query(
-            "select run_id, pid, pid_started from runs where status = 'running' and host = ?", [_HOST]
+            "select run_id, pid, pid_started from runs where status = 'running' and host = ?", [HOST]
         )
         dead = [
-            r["run_id"]
+            r
             for r in rows
             if r["pid"] is not None
             and (self._key, r["run_id"]) not in _ACTIVE
             and not _alive(r["pid"], r["pid_started"])
         ]
-        if dead:
-            try:
-                with self._lock, self.db.conn:
-                    for run_id, pid in ((r["run_id"], r["pid"]) for r in rows if r["run_id"] in dead):
-                        self.db.execute(
-                            "update runs set status = 'interrupted', error = ? "
-                            "where run_id = ? and status = 'running'",
-                            [
-                                f"its process (pid {pid}) ended before the run did; "
-                                f"continue it with `orch run --resume {run_id}`",
-                                run_id,
-                            ],
-                        )
-            except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
-                return []
-        return dead
+        if not dead:
+            return []
+        paid = {r["run_id"]: self.totals(r["run_id"]) if self.totals else None for r in dead}
+        try:
+            with self._lock, self.db.conn:
+                for r in dead:
+                    run_id = r["run_id"]
+                    sets, values = ["status = 'interrupted'", "error = ?"], [
+                        f"its process (pid {r['pid']}) ended before the run did; "
+                        f"continue it with `orch run --resume {run_id}`"
+                    ]
+                    ledger = paid[run_id]
+                    if ledger is not None:
+                        for column, value in run_totals(ledger).items():
+                            sets.append(f"{column} = ?")
+                            values.append(value)
+                    self.db.execute(
+                        f"update runs set {', '.join(sets)} where run_id = ? and status = 'running'",
+                        [*values, run_id],
+                    )
+        except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
+            return []
+        return [r["run_id"] for r in dead]
 
     def run_spans(self, run_id: str) -> list[dict[str, Any]]:
         """All spans of a run, in start order."""
@@ -584,6 +579,17 @@ class TraceStore:
             cur = self.db.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def run_totals(ledger: Ledger) -> dict[str, Any]:
+    """A run row's totals, from its ledger (as the runner writes them at a run's end)."""
+    return {
+        "cost_usd": ledger.cost_usd,
+        "unpriced_calls": ledger.unpriced_calls,
+        "input_tokens": ledger.input_tokens,
+        "output_tokens": ledger.output_tokens,
+        "compute_ms": sum(line["compute_ms"] or 0.0 for line in ledger.lines),
+    }
 
 
 def _up_to_date(conn: sqlite3.Connection) -> bool:
