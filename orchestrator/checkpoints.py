@@ -26,7 +26,6 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -41,7 +40,15 @@ from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError, StoreBusyError
 from orchestrator.lease import Leases, PostgresLeases, SqliteLeases
 from orchestrator.ledger import Ledger, LedgerBook
-from orchestrator.locations import ACCEPTED, Location, checkpoints_location, describe, redact
+from orchestrator.locations import (
+    ACCEPTED,
+    Location,
+    checkpoints_location,
+    describe,
+    one_line,
+    redact,
+    unreachable,
+)
 from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
 
 __all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
@@ -51,7 +58,6 @@ BUSY_WAIT_S = 180.0  # one checkpoint read or write's wait in all, retries of WA
 _CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
 _PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
 _log = logging.getLogger("orchestrator.checkpoints")
-_SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
 
 
 class Checkpoints:
@@ -99,7 +105,7 @@ class Checkpoints:
         try:
             store = PostgresLedger(self.location, redact(self.location), **_connect_args(self.location))
         except psycopg.Error as exc:
-            raise _unreachable(self.location, exc) from None
+            raise unreachable(self.location, exc) from None
         return LedgerBook(store)
 
     def leases(self) -> Leases:
@@ -117,7 +123,7 @@ class Checkpoints:
         try:
             store = PostgresLeases(self.location, redact(self.location), **_connect_args(self.location))
         except psycopg.Error as exc:
-            raise _unreachable(self.location, exc) from None
+            raise unreachable(self.location, exc) from None
         return Leases(store)
 
     def totals(self, run_id: str) -> Ledger | None:
@@ -203,7 +209,7 @@ async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
             url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **_connect_args(url)
         )
     except psycopg.Error as exc:
-        raise _unreachable(url, exc) from None
+        raise unreachable(url, exc) from None
     async with conn:
         saver = AsyncPostgresSaver(conn)
         if url not in _set_up:
@@ -239,23 +245,9 @@ def _connect_args(url: str) -> dict[str, Any]:
         given = conninfo_to_dict(url)
     except Exception as exc:
         raise ConfigError(
-            f"checkpoints {redact(url)!r}: not a valid PostgreSQL URL: {_one_line(exc)}"
+            f"checkpoints {redact(url)!r}: not a valid PostgreSQL URL: {one_line(exc)}"
         ) from None
     return {} if "connect_timeout" in given else {"connect_timeout": _CONNECT_TIMEOUT_S}
-
-
-def _unreachable(url: str, exc: BaseException) -> ConfigError:
-    """One line naming the server and why; never the password, never a traceback."""
-    parts = urlsplit(url)
-    host = f"{parts.hostname or 'the local socket'}:{parts.port or 5432}"
-    return ConfigError(
-        f"checkpoint store {redact(url)!r}: cannot use PostgreSQL at {host}: {_one_line(exc)}; "
-        f"start the server or point {_SETTING} at one that runs"
-    )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 _setup_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.errors import RunOwnedError
+from orchestrator.locations import unreachable
 from orchestrator.procs import HOST, alive, process_started
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class LeaseStore(Protocol):
     name: str
 
     def take(self, run_id: str, me: Owner, runs: Callable[[Owner], bool]) -> Owner | None:
-        """In one transaction: the owner that still `runs` the run, or None once `me` holds its lease."""
+        """In one transaction: the owner that still `runs` the run, or None once `me` holds its lease.
+        A store that can't be written (a full disk, a server gone) is a `ConfigError` naming it."""
 
     def beat(self, tokens: Sequence[str], now: float) -> int:
         """Refresh these leases' heartbeat; how many are still held."""
@@ -118,6 +120,14 @@ class SqliteLeases:
             self._conn.execute(_CREATE.format(real="real"))
 
     def take(self, run_id: str, me: Owner, runs: Callable[[Owner], bool]) -> Owner | None:
+        try:
+            return self._take(run_id, me, runs)
+        except (OSError, sqlite3.Error) as exc:  # a full disk: refused before anything is spent
+            from orchestrator.tracing.store import TraceStoreError
+
+            raise TraceStoreError(self.name, exc, "checkpoint store", "checkpoints") from None
+
+    def _take(self, run_id: str, me: Owner, runs: Callable[[Owner], bool]) -> Owner | None:
         with self._lock:
             self._conn.execute("begin immediate")  # the write lock first: one taker at a time
             try:
@@ -193,7 +203,12 @@ class PostgresLeases:
                 conn.execute(_pg(_TAKE), (run_id, me.host, me.pid, me.pid_started, me.heartbeat, me.token))
                 return None
 
-        found: Owner | None = self._call(op)
+        import psycopg
+
+        try:
+            found: Owner | None = self._call(op)
+        except psycopg.Error as exc:
+            raise unreachable(self.url, exc) from None
         return found
 
     def beat(self, tokens: Sequence[str], now: float) -> int:

@@ -10,12 +10,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["ACCEPTED", "Location", "checkpoints_location", "describe", "redact"]
+__all__ = ["ACCEPTED", "Location", "checkpoints_location", "describe", "one_line", "redact", "unreachable"]
 
 ACCEPTED = "a file path or sqlite:///PATH (SQLite), or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 Location = Path | str  # a SQLite file, or a PostgreSQL URL
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # two letters at least: C:/ is a Windows drive
 _POSTGRES = ("postgresql", "postgres")
+_SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
 
 
 def checkpoints_location(value: str | os.PathLike[str], source: str = "checkpoints") -> Location:
@@ -62,3 +63,17 @@ def redact(url: str) -> str:
 def describe(location: Location) -> str:
     """A location for messages: the file path, or the URL without its password."""
     return str(location) if isinstance(location, Path) else redact(location)
+
+
+def unreachable(url: str, exc: BaseException) -> ConfigError:
+    """A PostgreSQL store that can't be used: one line naming the server and why; never the password."""
+    parts = urlsplit(url)
+    host = f"{parts.hostname or 'the local socket'}:{parts.port or 5432}"
+    return ConfigError(
+        f"checkpoint store {redact(url)!r}: cannot use PostgreSQL at {host}: {one_line(exc)}; "
+        f"start the server or point {_SETTING} at one that runs"
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -549,18 +549,18 @@ class TraceStore:
             with self._lock, self.db.conn:
                 for r in dead:
                     run_id = r["run_id"]
-                    sets, values = ["status = 'interrupted'", "error = ?"], [
+                    error = (
                         f"its process (pid {r['pid']}) ended before the run did; "
                         f"continue it with `orch run --resume {run_id}`"
-                    ]
+                    )
+                    fields: dict[str, Any] = {"status": "interrupted", "error": error}
                     ledger = paid[run_id]
                     if ledger is not None:
-                        for column, value in run_totals(ledger).items():
-                            sets.append(f"{column} = ?")
-                            values.append(value)
+                        fields.update(run_totals(ledger))
+                    sets = ", ".join(f"{column} = ?" for column in fields)
                     self.db.execute(
-                        f"update runs set {', '.join(sets)} where run_id = ? and status = 'running'",
-                        [*values, run_id],
+                        f"update runs set {sets} where run_id = ? and status = 'running'",
+                        [*fields.values(), run_id],
                     )
         except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
             return []
