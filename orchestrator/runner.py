@@ -76,7 +76,7 @@ class RunResult:
     stop_reason: str | None = None
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
-    # `resume` can get past it: a failure (a provider call failed), or a stop (with a larger budget or deadline)
+    # `resume` can get past it: a failure (a provider call failed), or a stop (with more budget or time)
     resumable: bool = False
     # status "waiting": what the run waits for a person to answer (LangGraph interrupts: `id`, `value`); the
     # bundled agent's are tool calls to approve, `{"type": "approve_tool_calls", "calls": [{tool, args}]}`

@@ -157,8 +157,7 @@ async def test_a_stalled_stream_is_cancelled_at_the_deadline_billed_and_the_run_
 
     store = TraceStore(settings.traces_path)
     chats = [s for s in store.spans("run_id = ?", ["r-stall"]) if s["kind"] == "chat"]
-    assert len(chats) == 3
-    cut = chats[-1]
+    cut = chats[-1]  # the answer's call (a try with native tools before it was refused, unsent)
     attributes = json.loads(cut["attributes"])
     assert cut["status"] != "error"  # cut short by the limit, not failed
     assert attributes["gen_ai.response.finish_reasons"] == ["deadline"]

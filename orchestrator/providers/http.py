@@ -474,6 +474,7 @@ class _Live:
     t0: float = 0.0
     acc: StreamState | None = None
     first: float | None = None
+    done: Completion | None = None  # the reply, when the deadline came as the call was ending
 
 
 async def send(
@@ -504,6 +505,8 @@ async def send(
         except TimeoutError:
             if not scope.expired():
                 raise
+    if live.done is not None:
+        return live.done
     state = model_state(endpoint.base_url, model, endpoint.max_concurrency)
     return _stopped(live, estimate_input, state.last_headers)
 
@@ -582,7 +585,7 @@ async def _send(
             attempt.status, attempt.duration_ms = status, (end - t0) * 1000
             state.observe(status, resp_headers)
             usage = draft.usage or _estimate(estimate_input, draft, estimated=True)
-            return Completion(
+            live.done = Completion(
                 draft=draft,
                 usage=usage,
                 ttft_ms=(first - t0) * 1000 if first is not None else None,
@@ -591,6 +594,7 @@ async def _send(
                 attempts=attempts,
                 rate_limits=state.last_headers,
             )
+            return live.done
         except _Fatal as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000

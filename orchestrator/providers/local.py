@@ -140,7 +140,8 @@ class LocalChatModel(BaseChatModel):
         halt: threading.Event | None = kwargs.get("halt")
 
         def halted() -> bool:
-            return (halt is not None and halt.is_set()) or (deadline is not None and time.monotonic() >= deadline)
+            late = deadline is not None and time.monotonic() >= deadline
+            return late or (halt is not None and halt.is_set())
 
         queued = time.perf_counter()
         if not _acquire(inst.lock, halted):  # stopped while waiting for the model: nothing was used
