@@ -99,6 +99,32 @@ async def test_a_wall_time_limit_cuts_the_call_under_way_keeps_the_results_and_r
     assert model_calls(resumed) == {"controller": 3, "call_tool": 1, "worker": 2}
 
 
+async def test_a_limit_stop_answers_from_the_results_so_far_and_resumes_with_a_larger_limit(
+    make_orch: MakeOrch,
+) -> None:
+    # the tool part is done when the step limit stops the controller (before it delegates the worker part)
+    orch = make_orch([PLAN, CALL, FINAL], [LABEL], by_turn=True, limits=Limits(max_steps=2))
+    result = await orch.arun("agent", TASK, run_id="r-steps")
+    orch.close()
+    assert (result.status, result.stop_reason, result.resumable) == (
+        "budget_stop",
+        "step limit of 2 reached",
+        True,
+    )
+    assert result.answer == (
+        "Results: days between 2026-03-02 and 2026-03-20: 18; "
+        "classify_request of the message: not done (the run stopped first)."
+    )
+    assert result.results == [] and model_calls(result) == {"controller": 2, "call_tool": 1}
+
+    again = make_orch([PLAN, CALL, FINAL], [LABEL], by_turn=True, limits=Limits(max_steps=8))
+    resumed = await again.arun("agent", None, run_id="r-steps", resume=True)
+    again.close()
+    assert (resumed.status, resumed.answer) == ("ok", "18 days; card_arrival")
+    assert [r["value"] for r in resumed.results] == [{"label": "card_arrival"}]
+    assert model_calls(resumed) == {"controller": 3, "call_tool": 1, "worker": 1}  # nothing done twice
+
+
 # --- a real HTTP provider on loopback: the stalling stream's request is cancelled at the deadline ------
 
 PRICE = PriceOverride(input=1e-6, output=4e-6)
