@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 from opentelemetry.trace import Span
@@ -16,11 +17,14 @@ from orchestrator.errors import ModelError, PromptTooLongError, ToolsUnsupported
 from orchestrator.instrument import TRACED, node_path_attribute, node_span
 from orchestrator.ledger import LedgerEntry
 from orchestrator.pricing import Prices, Usage, cost_usd, warn_unpriced
+from orchestrator.providers.http import Attempt
 from orchestrator.stable import ModelProfile
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 
 __all__ = ["call_model", "check_context"]
+
+T = TypeVar("T")
 
 
 def check_context(profile: ModelProfile, low_estimate: int, max_tokens: int, slot: str) -> None:
@@ -61,6 +65,12 @@ async def call_model(
     the deadline, and ModelError when the model (and its fallbacks) fail; that error carries the billed
     attempts' entries in `ledger_entries`.
 
+    The run's wall time (`RunContext.stop_time`: the deadline, or a time budget) also bounds a call under
+    way. A model that takes a `deadline` (`takes_deadline`: the HTTP clients, the local engine) stops
+    itself then and returns what it had (`finish_reason` "deadline"); any other model's call is cancelled
+    then. Either way the call is billed for what it used (its prompt, the tokens generated so far), and
+    BudgetStop follows.
+
     The reply's text goes, as it arrives, to `on_text(text, restart)` and to the run's text sink: a model
     that streams delivers it in pieces, any other model in one piece when it has answered.
 
@@ -71,8 +81,9 @@ async def call_model(
     if parent is None:
         parent = node_span()  # a plain node's span (the graph tracer's); else the current span
     model = ctx.models[slot]
-    if time.monotonic() >= ctx.deadline:
-        raise BudgetStop(f"deadline of {ctx.limits.deadline_s:g}s reached")
+    stop_at, why = ctx.stop_time()
+    if time.monotonic() >= stop_at:
+        raise BudgetStop(why)
     estimate = estimate_prompt(messages, (options or {}).get("tools") or ())
     check_context(profile, estimate.low, max_tokens, slot)
     est_in = estimate.high
@@ -95,6 +106,9 @@ async def call_model(
         text = _TextOut(on_text, ctx.text_sink, node, slot)
         if text.wanted and getattr(model, "streams_text", False):
             kwargs["on_text"], kwargs["on_restart"] = text.piece, text.restart
+        stops_itself = bool(getattr(model, "takes_deadline", False))
+        if stops_itself:
+            kwargs["deadline"] = stop_at
         attributes: dict[str, Any] = {
             A.OPERATION: "chat",
             A.PROVIDER: profile.provider,
@@ -120,16 +134,11 @@ async def call_model(
         entries: list[LedgerEntry] = []
         with open_span(ctx.tracer, f"chat {profile.name}", "chat", attributes, parent) as span:
             t0 = time.perf_counter()
-            try:
-                msg = await model.ainvoke(list(messages), config={"tags": [TRACED]}, **kwargs)
-            except BudgetStop:
-                raise
-            except Exception as exc:
+
+            def charge_failed(attempts: Sequence[Attempt | dict[str, Any]]) -> list[LedgerEntry]:
                 wall_ms = (time.perf_counter() - t0) * 1000
-                charges = bill(
-                    None, getattr(exc, "attempts", []), model=profile.name, price_of=price_of, wall_ms=wall_ms
-                )
-                entries = [c.entry(node, binding.role, attempt) for c in charges]
+                charges = bill(None, attempts, model=profile.name, price_of=price_of, wall_ms=wall_ms)
+                billed = [c.entry(node, binding.role, attempt) for c in charges]
                 if charges:
                     used, cost = total(charges)
                     span.set_attributes(
@@ -140,8 +149,25 @@ async def call_model(
                             **({A.COST: cost} if cost is not None else {}),
                         }
                     )
-                for e in entries:
+                for e in billed:
                     ctx.meter.add(e)
+                return billed
+
+            reply: BaseMessage | None = None
+            try:
+                reply = await _until(
+                    model.ainvoke(list(messages), config={"tags": [TRACED]}, **kwargs),
+                    None if stops_itself else stop_at,
+                )
+            except BudgetStop:
+                raise
+            except _CutShort:  # cancelled at the stop time: billed for its prompt and the text it sent
+                usage = Usage(estimate.likely, (text.chars + 3) // 4, estimated=True)
+                wall_ms = (time.perf_counter() - t0) * 1000
+                charge_failed([Attempt(profile.name, None, why, wall_ms, usage=usage)])
+                span.set_attributes({A.FINISH_REASONS: ["deadline"], A.STOP_REASON: why})
+            except Exception as exc:
+                entries = charge_failed(getattr(exc, "attempts", []))
                 if isinstance(exc, PromptTooLongError):
                     error: ModelError = PromptTooLongError(f"slot {slot!r}: {exc}")
                 elif isinstance(exc, ToolsUnsupportedError):  # kept as itself: the caller changes strategy
@@ -154,76 +180,103 @@ async def call_model(
                     )
                 error.ledger_entries = entries  # type: ignore[attr-defined]
                 raise error from exc
-            wall_ms = (time.perf_counter() - t0) * 1000
-            if not isinstance(msg, AIMessage):
-                raise ModelError(
-                    f"model {profile.name!r} returned {type(msg).__name__}, expected an AIMessage"
-                )
-            meta = msg.response_metadata or {}
-            served = binding.profile_of(str(meta.get("served_by") or profile.name))
-            attempts = list(meta.get("attempts") or [])
-            charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
-            entries = [c.entry(node, binding.role, attempt) for c in charges]
-            usage = charges[-1].usage
-            used, cost = total(charges)
-            ttft = meta.get("ttft_ms")
-            compute = meta.get("compute_ms")
-            result: dict[str, Any] = {
-                A.INPUT_TOKENS: used.input_tokens,
-                A.OUTPUT_TOKENS: used.output_tokens,
-                A.CACHE_READ: usage.cache_read_tokens,
-                A.CACHE_WRITE: usage.cache_write_tokens,
-                A.RESPONSE_MODEL: served.name,
-            }
-            if usage.cache_write_1h_tokens:
-                result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
-            if usage.reasoning_tokens:
-                result[A.REASONING] = usage.reasoning_tokens
-            if used.estimated:
-                result[A.USAGE_ESTIMATED] = True
-            if cost is not None:
-                result[A.COST] = cost
-            if attempts:
-                result[A.ATTEMPTS] = len(attempts)
-                result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)
-            if ttft is not None:
-                result[A.TTFT_MS] = float(ttft)
-                result[A.TTFC] = float(ttft) / 1000
-            if compute is not None:
-                result[A.COMPUTE_MS] = float(compute)
-            if meta.get("queue_ms") is not None:
-                result[A.QUEUE_MS] = float(meta["queue_ms"])
-            if meta.get("grammar_fallbacks") is not None:
-                result[A.GRAMMAR_FALLBACKS] = int(meta["grammar_fallbacks"])
-            gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
-            if usage.output_tokens and gen_ms > 0:
-                result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
-            if meta.get("finish_reason"):
-                result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
-            if meta.get("downgraded"):  # the endpoint refused a feature: the rung it went down to
-                result[A.DOWNGRADED] = json.dumps(meta["downgraded"])
-            if meta.get("structured_output"):
-                result[A.STRUCTURED_OUTPUT] = str(meta["structured_output"])
-            span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
-            if ctx.capture_content:
-                span.set_attribute(
-                    A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
-                )
+            if reply is not None:  # else it was cut short: the span ends as cut, not as failed
+                wall_ms = (time.perf_counter() - t0) * 1000
+                if not isinstance(reply, AIMessage):
+                    raise ModelError(
+                        f"model {profile.name!r} returned {type(reply).__name__}, expected an AIMessage"
+                    )
+                msg = reply
+                meta = msg.response_metadata or {}
+                served = binding.profile_of(str(meta.get("served_by") or profile.name))
+                attempts = list(meta.get("attempts") or [])
+                charges = bill(msg, attempts, model=served.name, price_of=price_of, wall_ms=wall_ms)
+                entries = [c.entry(node, binding.role, attempt) for c in charges]
+                usage = charges[-1].usage
+                used, cost = total(charges)
+                ttft = meta.get("ttft_ms")
+                compute = meta.get("compute_ms")
+                result: dict[str, Any] = {
+                    A.INPUT_TOKENS: used.input_tokens,
+                    A.OUTPUT_TOKENS: used.output_tokens,
+                    A.CACHE_READ: usage.cache_read_tokens,
+                    A.CACHE_WRITE: usage.cache_write_tokens,
+                    A.RESPONSE_MODEL: served.name,
+                }
+                if usage.cache_write_1h_tokens:
+                    result[A.CACHE_WRITE_1H] = usage.cache_write_1h_tokens
+                if usage.reasoning_tokens:
+                    result[A.REASONING] = usage.reasoning_tokens
+                if used.estimated:
+                    result[A.USAGE_ESTIMATED] = True
+                if cost is not None:
+                    result[A.COST] = cost
+                if attempts:
+                    result[A.ATTEMPTS] = len(attempts)
+                    result[A.RETRY_WAIT_MS] = float(meta.get("retry_wait_ms") or 0.0)
+                if ttft is not None:
+                    result[A.TTFT_MS] = float(ttft)
+                    result[A.TTFC] = float(ttft) / 1000
+                if compute is not None:
+                    result[A.COMPUTE_MS] = float(compute)
+                if meta.get("queue_ms") is not None:
+                    result[A.QUEUE_MS] = float(meta["queue_ms"])
+                if meta.get("grammar_fallbacks") is not None:
+                    result[A.GRAMMAR_FALLBACKS] = int(meta["grammar_fallbacks"])
+                gen_ms = float(meta.get("generation_ms") or meta.get("duration_ms") or wall_ms)
+                if usage.output_tokens and gen_ms > 0:
+                    result[A.TOKENS_PER_S] = usage.output_tokens / (gen_ms / 1000)
+                if meta.get("finish_reason"):
+                    result[A.FINISH_REASONS] = [str(meta["finish_reason"])]
+                if meta.get("downgraded"):  # the endpoint refused a feature: the rung it went down to
+                    result[A.DOWNGRADED] = json.dumps(meta["downgraded"])
+                if meta.get("structured_output"):
+                    result[A.STRUCTURED_OUTPUT] = str(meta["structured_output"])
+                if meta.get("finish_reason") == "deadline":  # it stopped itself at the stop time
+                    result[A.STOP_REASON] = why
+                span.set_attributes(result)  # one call: the SDK takes its lock once, not per attribute
+                if ctx.capture_content:
+                    span.set_attribute(
+                        A.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": str(msg.content)}])
+                    )
         for e in entries:
             ctx.meter.add(e)
+        if reply is None or msg.response_metadata.get("finish_reason") == "deadline":
+            text.restart()  # what it had at the stop time is billed, not used
+            raise BudgetStop(why)
         if text.wanted and not text.sent and msg.content:
             text.piece(str(msg.content))  # a model that does not stream: its text in one piece
         return msg, entries
 
 
+class _CutShort(Exception):
+    """A model call cancelled at the run's stop time."""
+
+
+async def _until(call: Awaitable[T], at: float | None) -> T:
+    """Await `call`, cancelling it at `at` (`time.monotonic()`; None: never) with `_CutShort`."""
+    if at is None:
+        return await call
+    loop = asyncio.get_running_loop()
+    scope = asyncio.timeout_at(loop.time() + (at - time.monotonic()))  # the loop's clock may differ
+    try:
+        async with scope:
+            return await call
+    except TimeoutError:
+        if scope.expired():
+            raise _CutShort from None
+        raise
+
+
 class _TextOut:
     """A call's text, sent to the caller's callback and to the run's sink."""
 
-    __slots__ = ("callback", "node", "sent", "sink", "slot")
+    __slots__ = ("callback", "chars", "node", "sent", "sink", "slot")
 
     def __init__(self, callback: Callable[[str, bool], None] | None, sink: Any, node: str, slot: str) -> None:
         self.callback, self.sink, self.node, self.slot = callback, sink, node, slot
         self.sent = False
+        self.chars = 0  # of text received, to estimate the usage of a call cut short
 
     @property
     def wanted(self) -> bool:
@@ -231,6 +284,7 @@ class _TextOut:
 
     def piece(self, text: str) -> None:
         self.sent = True
+        self.chars += len(text)
         if self.callback is not None:
             self.callback(text, False)
         if self.sink is not None:

@@ -143,6 +143,9 @@ async def _run(
     if result.status == "waiting":
         err.print(_line(("waiting:", "yellow"), " ", _waiting_hint(result)))
         return EXIT_WAITING
+    if result.status == "budget_stop" and result.resumable and not args.json:
+        hint = f" Resume with more budget or time: orch run --resume {result.run_id}"
+        err.print(_line(("stopped:", "yellow"), f" {result.stop_reason}.{hint}"))
     return EXIT_OK
 
 

@@ -79,6 +79,15 @@ class RunContext:
             meter=BudgetMeter(Budget()),
         )
 
+    def stop_time(self) -> tuple[float, str]:
+        """When the run's wall time is up (`time.monotonic()`: the deadline, or the time budget if it ends
+        first), and the stop reason then. A model call under way at that moment is cut short."""
+        at, reason = self.deadline, f"deadline of {self.limits.deadline_s:g}s reached"
+        budget_end = self.meter.time_ends_at()
+        if budget_end is not None and budget_end <= at:
+            at, reason = budget_end, f"time budget of {self.meter.budget.seconds:g}s used up"
+        return at, reason
+
     def needs_approval(self, tool: str) -> bool:
         """Whether a call of `tool` waits for a person's yes (confirmed tools not approved in advance)."""
         asked = tool in self.confirm or "*" in self.confirm

@@ -70,7 +70,7 @@ from orchestrator.plan import (
 )
 from orchestrator.tracing import attrs as A
 
-__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision"]
+__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision", "stopped_answer"]
 
 SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
 
@@ -661,8 +661,9 @@ async def _final(
     step.derived(Decision("final", answer=fallback_answer(plan, evidence)))
 
 
-def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None) -> str:
-    """An answer built from the results alone, for when the model's answer states what they do not.
+def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stopped: bool = False) -> str:
+    """An answer built from the results alone, for when the model's answer states what they do not, or
+    when a limit stopped the run (`stopped`: the parts still open say so).
 
     Each part is named by its words; words that carry a value nothing supports (a plan may write
     "7**2" for "7 squared") are named without their values.
@@ -672,5 +673,19 @@ def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None) -> s
         what = p["tool"] or f"{p['worker']} of the message"
         if evidence is not None and check_answer(what, evidence):
             what = search_words(what)
-        lines.append(f"{what}: {p['result']}" if p["status"] == "done" else f"{what}: could not be done")
+        if p["status"] == "done":
+            lines.append(f"{what}: {p['result']}")
+        elif stopped and p["status"] in ("pending", "searched"):
+            lines.append(f"{what}: not done (the run stopped first)")
+        else:
+            lines.append(f"{what}: could not be done")
     return "Results: " + "; ".join(lines) + "."
+
+
+def stopped_answer(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run stopped by a limit ends with: an answer built from the results so far (none when no
+    part is done)."""
+    plan: list[Part] = list(state.get("plan") or [])
+    if not any(p["status"] == "done" for p in plan):
+        return {}
+    return {"answer": fallback_answer(plan, evidence_of(str(state.get("input") or ""), plan), stopped=True)}

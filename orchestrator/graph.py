@@ -34,7 +34,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from orchestrator.catalog import Catalog, ToolHit
 from orchestrator.context import BudgetStop, RunContext
-from orchestrator.controller import COVERS, AgentParts, controller_step
+from orchestrator.controller import COVERS, AgentParts, controller_step, stopped_answer
 from orchestrator.decisions import META_TOOLS, decision_of
 from orchestrator.errors import ToolError
 from orchestrator.grounding import check_result
@@ -46,9 +46,12 @@ from orchestrator.tracing.spans import open_span
 from orchestrator.workers import Worker
 from orchestrator.workhorse import reject, run_worker
 
-__all__ = ["APPROVAL", "AgentState", "build_agent_graph"]
+__all__ = ["APPROVAL", "RESUMED", "AgentState", "build_agent_graph"]
 
 APPROVAL = "approve_tool_calls"  # the `type` of the interrupt asking a person to approve tool calls
+# Written to `status` and `stop_reason` to resume a run a limit stopped: it lifts the stop, and the run goes
+# on from its state (the controller picks up the plan where it was; finished parts are not done again).
+RESUMED = "resumed"
 
 _OBSERVATION_CAP = 2000
 _IN_PROCESS = ToolRunner(isolate=False)
@@ -82,7 +85,10 @@ def in_use(state: Mapping[str, Any]) -> set[str]:
 
 def _first(left: str | None, right: str | None) -> str | None:
     """Reducer: the first value written stays. Parallel workers that hit the budget in one step each write
-    a stop; a plain key would take only one value a step (LangGraph's InvalidUpdateError, a crashed run)."""
+    a stop; a plain key would take only one value a step (LangGraph's InvalidUpdateError, a crashed run).
+    `RESUMED` clears it (a stopped run resumed)."""
+    if right == RESUMED:
+        return None
     return left if left is not None else right
 
 
@@ -118,11 +124,16 @@ NodeFn = Callable[[Any, RunContext], Awaitable[dict[str, Any]]]
 
 
 def traced_node(
-    name: str, agent: bool = False, adapt: Callable[[RunContext], RunContext] | None = None
+    name: str,
+    agent: bool = False,
+    adapt: Callable[[RunContext], RunContext] | None = None,
+    on_stop: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
 ) -> Callable[[NodeFn], Callable[..., Awaitable[dict[str, Any]]]]:
     """Wrap a node: a span per execution (flushed to the store when it ends), budget stops become a status.
 
     `adapt` turns the run's context into the one the node sees (a graph given its own catalog or workers).
+    `on_stop(state)`: what the node adds to a stop (the controller: an answer from the results so far);
+    such a node, reached after another one stopped the run, ends it with that at once.
     """
 
     def wrap(fn: NodeFn) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -134,11 +145,15 @@ def traced_node(
                 attributes |= {A.OPERATION: "invoke_agent", A.AGENT_NAME: name}
                 span_name = f"invoke_agent {name}"
             with open_span(ctx.tracer, span_name, "node", attributes) as span:
+                if on_stop is not None and state.get("status") == "budget_stop":  # a worker stopped it
+                    span.set_attribute(A.STATUS, "budget_stop")
+                    return on_stop(state)
                 try:
                     update = await fn(state, ctx)
                 except BudgetStop as stop:
                     span.set_attribute(A.STATUS, "budget_stop")
-                    return {"status": "budget_stop", "stop_reason": stop.reason}
+                    ending = on_stop(state) if on_stop is not None else {}
+                    return {"status": "budget_stop", "stop_reason": stop.reason, **ending}
                 decision = last_decision(update)
                 if decision is not None:
                     span.set_attribute(A.ACTION, str(decision["action"]))
@@ -538,7 +553,8 @@ def build_agent_graph(
         AgentState, context_schema=RunContext
     )
     own = {"orch_traced": True}  # these nodes open their own spans (see `traced_node`)
-    g.add_node("controller", traced_node("controller", True, adapt)(plan_step), metadata=own)
+    controller_node = traced_node("controller", True, adapt, on_stop=stopped_answer)(plan_step)
+    g.add_node("controller", controller_node, metadata=own)
     g.add_node("find_tools", traced_node("find_tools", False, adapt)(search), metadata=own)
     g.add_node("call_tool", traced_node("call_tool", False, adapt)(call_tool), metadata=own)
     g.add_node("worker", traced_node("worker", True, adapt)(worker), metadata=own)

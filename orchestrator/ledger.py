@@ -356,6 +356,11 @@ class BudgetMeter:
         if self._record is not None:
             self._record(entry)
 
+    def time_ends_at(self) -> float | None:
+        """When the time budget runs out (`time.monotonic()`), or None when it sets none."""
+        seconds = self.budget.seconds
+        return None if seconds is None else self.started + seconds
+
     def refusal(self, est_tokens: int, est_usd: float | None) -> str | None:
         """Why a call with this worst case would break the budget, or None if it fits (nothing is held)."""
         with self._lock:

@@ -43,7 +43,7 @@ from orchestrator.errors import (
     UnknownGraphError,
     did_you_mean,
 )
-from orchestrator.graph import APPROVAL
+from orchestrator.graph import APPROVAL, RESUMED
 from orchestrator.instrument import GraphTracer
 from orchestrator.lease import Lease
 from orchestrator.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
@@ -77,7 +77,8 @@ class RunResult:
     stop_reason: str | None = None
     error: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
-    resumable: bool = False  # a failure that `resume` can get past (a provider call failed)
+    # `resume` can get past it: a failure (a provider call failed), or a stop (with more budget or time)
+    resumable: bool = False
     # status "waiting": what the run waits for a person to answer (LangGraph interrupts: `id`, `value`); the
     # bundled agent's are tool calls to approve, `{"type": "approve_tool_calls", "calls": [{tool, args}]}`
     waiting: list[dict[str, Any]] = field(default_factory=list)
@@ -579,6 +580,9 @@ class Orchestrator:
             snapshot = await app.aget_state(config)
             if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
                 graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
+            elif resume and not snapshot.next and (snapshot.values or {}).get("status") == "budget_stop":
+                # a limit stopped it (the agent ends so, with its state): lift the stop and go on from there
+                graph_input = {"status": RESUMED, "stop_reason": RESUMED, "answer": None}
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
             # what earlier attempts paid (a new run has none); never block the loop on the store
             earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
@@ -702,6 +706,8 @@ class Orchestrator:
                         status = "waiting"
                     if status == "ok" and state.get("status") in ("budget_stop", "failed"):
                         status = state["status"]
+                    if status == "budget_stop":  # resumed with more budget or time, it goes on from here
+                        resumable = True
                     span.set_attribute(A.STATUS, status)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 self.book.flush()

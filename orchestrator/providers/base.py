@@ -92,6 +92,7 @@ class HttpChatModel(BaseChatModel):
     headers: dict[str, str] = Field(default_factory=dict)
     use_streaming: bool = True
     streams_text: ClassVar[bool] = True  # takes on_text/on_restart callbacks (see `calls.call_model`)
+    takes_deadline: ClassVar[bool] = True  # stops itself at a `deadline` (see `calls.call_model`)
     """Stream requests (the only way to measure TTFT); False sends plain requests (TTFT is then null)."""
     max_tokens: int = 1024
     temperature: float | None = None
@@ -185,12 +186,16 @@ class HttpChatModel(BaseChatModel):
         stream: bool | None = None,
         on_text: Callable[[str], None] | None = None,
         on_restart: Callable[[str], None] | None = None,
+        deadline: float | None = None,
         **kwargs: Any,
     ) -> Completion:
         """One call, measured. The lowest level the CLI and the LangChain methods share.
 
         A feature the endpoint refuses steps down a rung at once (not retried as a server error), for this
         call and, remembered per (base URL, model), for every later call of the process.
+
+        At `deadline` (`time.monotonic()`) the request under way is cancelled and the reply is what had
+        arrived, with `finish_reason` "deadline" and its estimated usage (see `http.send`).
         """
         streaming = self.use_streaming if stream is None else stream
         state = model_state(self.base_url, self.model, self.max_concurrency)
@@ -214,12 +219,15 @@ class HttpChatModel(BaseChatModel):
                     on_text=None if reshaped else on_text,  # the caller gets the reshaped text whole
                     on_restart=on_restart,
                     label=self.label,
+                    deadline=deadline,
                 )
             except UnsupportedFeatureError as exc:
                 earlier.extend(exc.attempts)
                 downgraded.append(self._step_down(exc, call, rung, state, earlier))
                 continue
             completion.attempts = earlier + completion.attempts
+            if completion.draft.finish_reason == "deadline":  # a part of a reply: nothing to learn from it
+                return completion
             if (
                 call.get("tools")
                 and call.get("tool_choice") == "required"

@@ -46,6 +46,11 @@ class FallbackChatModel(BaseChatModel):
     streams_text: ClassVar[bool] = True  # passes on_text to members that take it
 
     @property
+    def takes_deadline(self) -> bool:
+        """Every member stops itself at a `deadline` (see `calls.call_model`), so the chain does."""
+        return all(getattr(m, "takes_deadline", False) for m in self.members)
+
+    @property
     def _llm_type(self) -> str:
         return "orchestrator-fallback"
 

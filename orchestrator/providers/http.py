@@ -13,6 +13,10 @@ Data flow of one call:
   total time, generation time. A call that was not streamed has TTFT `None`.
 * An attempt that broke after tokens arrived is still billed: its usage is estimated from the request and the
   text received, and marked `estimated`.
+* A `deadline` (`time.monotonic()`) bounds the whole call, retries and waits included: at the deadline
+  the request under way is cancelled (its connection closed) and the call returns what it had, with
+  `finish_reason` "deadline" and the usage it probably cost (the prompt, and the text received so far),
+  marked `estimated`.
 * Rate limits: each (base URL, model) has a `ModelState` shared by the process. It caps concurrent requests
   (halved on a 429, regrown one by one on success, never above what the rate-limit headers say remains) and
   blocks new requests until a `Retry-After` or an exhausted window's reset has passed.
@@ -461,6 +465,18 @@ class _Unsupported(_Fatal):
 TextSink = Callable[[str], None]
 
 
+@dataclass
+class _Live:
+    """The attempt under way, for what a call that is stopped at its deadline returns."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    running: bool = False  # a request is out (not waiting for a slot or a retry)
+    t0: float = 0.0
+    acc: StreamState | None = None
+    first: float | None = None
+    done: Completion | None = None  # the reply, when the deadline came as the call was ending
+
+
 async def send(
     protocol: Protocol,
     endpoint: Endpoint,
@@ -472,8 +488,74 @@ async def send(
     on_text: TextSink | None = None,
     on_restart: Callable[[str], None] | None = None,
     label: str | None = None,
+    deadline: float | None = None,
 ) -> Completion:
-    """POST `body` with retries; parse the stream (or JSON) into a Completion."""
+    """POST `body` with retries; parse the stream (or JSON) into a Completion. At `deadline`
+    (`time.monotonic()`) the call stops: see the module docstring."""
+    live = _Live()
+    args = (protocol, endpoint, model, body, stream, estimate_input, on_text, on_restart, label, live)
+    if deadline is None:
+        return await _send(*args)
+    left = deadline - time.monotonic()
+    if left > 0:
+        scope = asyncio.timeout_at(asyncio.get_running_loop().time() + left)  # the loop's clock may differ
+        try:
+            async with scope:
+                return await _send(*args)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+    if live.done is not None:
+        return live.done
+    state = model_state(endpoint.base_url, model, endpoint.max_concurrency)
+    return _stopped(live, estimate_input, state.last_headers)
+
+
+def _stopped(live: _Live, estimate_input: int, rate_limits: dict[str, str]) -> Completion:
+    """What a call stopped at its deadline returns: the text received, and the prompt and that text billed."""
+    end = time.perf_counter()
+    draft = live.acc.draft if live.running and live.acc is not None else Draft()
+    draft.finish_reason = "deadline"
+    usage = Usage(estimated=True)
+    if live.running:  # the request was out: its prompt was read, and perhaps some tokens generated
+        got = draft.usage or Usage()
+        chars = len(draft.text) + sum(
+            len(c.get("name", "")) + len(c.get("arguments", "")) for c in draft.tool_calls
+        )
+        usage = Usage(
+            input_tokens=got.input_tokens or estimate_input,
+            output_tokens=max(got.output_tokens, (chars + 3) // 4),
+            cache_read_tokens=got.cache_read_tokens,
+            cache_write_tokens=got.cache_write_tokens,
+            cache_write_1h_tokens=got.cache_write_1h_tokens,
+            estimated=True,
+        )
+        attempt = live.attempts[-1]
+        attempt.error, attempt.duration_ms = "stopped at the deadline", (end - live.t0) * 1000
+    first = live.first if live.running else None
+    return Completion(
+        draft=draft,
+        usage=usage,
+        ttft_ms=(first - live.t0) * 1000 if first is not None else None,
+        duration_ms=(end - live.t0) * 1000 if live.running else 0.0,
+        generation_ms=(end - first) * 1000 if first is not None else None,
+        attempts=live.attempts,
+        rate_limits=rate_limits,
+    )
+
+
+async def _send(
+    protocol: Protocol,
+    endpoint: Endpoint,
+    model: str,
+    body: dict[str, Any],
+    stream: bool,
+    estimate_input: int,
+    on_text: TextSink | None,
+    on_restart: Callable[[str], None] | None,
+    label: str | None,
+    live: _Live,
+) -> Completion:
     key = endpoint.api_key()
     headers = {"content-type": "application/json", **dict(endpoint.headers), **protocol.auth_headers(key)}
     if stream:
@@ -483,17 +565,18 @@ async def send(
     payload = json.dumps(body, separators=(",", ":")).encode()
     client = _client(endpoint)
     name = label or model
-    attempts: list[Attempt] = []
+    attempts = live.attempts
     last_status: int | None = None
     for n in range(endpoint.max_retries + 1):
         await state.acquire()
         t0 = time.perf_counter()
         attempt = Attempt(model=name, status=None, error=None, duration_ms=0.0)
         attempts.append(attempt)
+        live.running, live.t0, live.acc, live.first = True, t0, None, None
         try:
             if stream:
                 draft, first, status, resp_headers = await _stream_once(
-                    client, url, headers, payload, protocol, attempt, t0, on_text, estimate_input
+                    client, url, headers, payload, protocol, attempt, t0, on_text, estimate_input, live
                 )
             else:
                 draft, status, resp_headers = await _post_once(client, url, headers, payload, protocol)
@@ -502,7 +585,7 @@ async def send(
             attempt.status, attempt.duration_ms = status, (end - t0) * 1000
             state.observe(status, resp_headers)
             usage = draft.usage or _estimate(estimate_input, draft, estimated=True)
-            return Completion(
+            live.done = Completion(
                 draft=draft,
                 usage=usage,
                 ttft_ms=(first - t0) * 1000 if first is not None else None,
@@ -511,6 +594,7 @@ async def send(
                 attempts=attempts,
                 rate_limits=state.last_headers,
             )
+            return live.done
         except _Fatal as exc:
             attempt.status, attempt.error = exc.status, redact(str(exc), key)
             attempt.duration_ms = (time.perf_counter() - t0) * 1000
@@ -542,6 +626,7 @@ async def send(
             if on_restart is not None:
                 on_restart(attempt.error or "retrying")
         finally:
+            live.running = live.running and attempt.status is None and attempt.error is None
             await state.release()
         await asyncio.sleep(attempt.wait_ms / 1000)  # outside the concurrency slot
     tried = len(attempts)
@@ -603,8 +688,9 @@ async def _stream_once(
     t0: float,
     on_text: TextSink | None,
     estimate_input: int,
+    live: _Live,
 ) -> tuple[Draft, float | None, int, httpx.Headers]:
-    acc = protocol.stream_state()
+    acc = live.acc = protocol.stream_state()
     first: float | None = None
     try:
         async with client.stream("POST", url, content=payload, headers=headers) as resp:
@@ -640,7 +726,7 @@ async def _stream_once(
                 delta = acc.feed(event, obj)
                 event = None
                 if delta is not None and first is None:
-                    first = time.perf_counter()
+                    first = live.first = time.perf_counter()
                 if delta and on_text is not None:
                     on_text(delta)
             return acc.draft, first, resp.status_code, resp.headers

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = ["Completion", "LlamaEngine", "PromptTooLong"]
 
+_EVAL_CHUNK = 128  # prompt tokens evaluated between two checks for a stop
 _KV_FILES_KEPT = 48  # prefix states kept on disk per directory (oldest removed first)
 _RIVALS = 8  # the top candidates a token's margin is measured against
 _CANDIDATE_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
@@ -167,8 +168,21 @@ class LlamaEngine:
             except OSError:
                 pass  # a cache that cannot be written only costs time
 
-    def _prepare(self, tokens: list[int], anchor: int) -> int:
-        """Bring the context to `tokens` (logits ready for the next token); return how many were reused."""
+    def _eval(self, tokens: Sequence[int], stop: Callable[[], bool] | None) -> bool:
+        """Evaluate `tokens` after those in the context, in chunks with a check for `stop` between them;
+        False when it stopped (the context then holds the chunks evaluated, as reusable as any prefix)."""
+        if stop is None:
+            self.llama.eval(tokens)
+            return True
+        for i in range(0, len(tokens), _EVAL_CHUNK):
+            if stop():
+                return False
+            self.llama.eval(tokens[i : i + _EVAL_CHUNK])
+        return True
+
+    def _prepare(self, tokens: list[int], anchor: int, stop: Callable[[], bool] | None = None) -> int | None:
+        """Bring the context to `tokens` (logits ready for the next token); return how many were reused
+        (None when `stop` said to stop first)."""
         llama = self.llama
         current = llama.input_ids[: llama.n_tokens]
         common = 0
@@ -185,10 +199,12 @@ class LlamaEngine:
             common = reused = 0
         llama.n_tokens = common
         if anchor > common:
-            llama.eval(tokens[common:anchor])
+            if not self._eval(tokens[common:anchor], stop):
+                return None
             self._save_prefix(tokens[:anchor])
             common = anchor
-        llama.eval(tokens[common:])
+        if not self._eval(tokens[common:], stop):
+            return None
         return reused
 
     # --- grammar --------------------------------------------------------------------------------------
@@ -236,9 +252,14 @@ class LlamaEngine:
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
         confidence: bool = False,
+        stop: Callable[[], bool] | None = None,
     ) -> Completion:
         """Generate a reply to `messages`, constrained by a GBNF `grammar` when given; `on_text` gets the
         text as it is generated, piece by piece (whole UTF-8 characters).
+
+        `stop` is asked between tokens (and between chunks of the prompt): once it says True, the reply
+        ends there with `finish_reason` "deadline", holding what was generated (a run's deadline, or a
+        call cancelled, stops a generation under way and frees the model).
 
         `confidence`: measure the model's `margin`, how sure it was of its least sure choice. At each step
         where the grammar leaves it a choice among its top candidates, the lead of the chosen token's
@@ -255,8 +276,10 @@ class LlamaEngine:
                 f"context window of {self.n_ctx} tokens; shorten the input or raise the model's n_ctx"
             )
         anchor = self._anchor(messages, prompt, tokens)
-        cached = self._prepare(tokens, anchor)
+        cached = self._prepare(tokens, anchor, stop)
         prompt_done = time.perf_counter()
+        if cached is None:  # stopped before the prompt was read: nothing generated
+            return Completion("", len(tokens), 0, 0, "deadline", None, prompt_done - start, 0.0, 0)
         sampler = (
             lib.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root") if grammar else None
         )
@@ -271,6 +294,9 @@ class LlamaEngine:
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore") if on_text is not None else None
         try:
             for _ in range(max_tokens):
+                if stop is not None and stop():
+                    finish = "deadline"
+                    break
                 logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, -1), shape=(self.n_vocab,))
                 token = self._pick(logits, temperature, top_k, min_p, rng)
                 if sampler is not None and not self._allows(sampler, token):

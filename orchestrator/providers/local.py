@@ -3,6 +3,9 @@
 A llama.cpp instance is not safe to call from several tasks at once: every model file is loaded once per
 process and shared behind a lock (a FIFO queue of callers); calls run in a worker thread so the event loop
 keeps serving other runs. Decoding (prefix reuse, prompt states on disk, lazy grammar) is in `llama_engine`.
+
+A call stops at its `deadline` (`time.monotonic()`), or when the task awaiting it is cancelled: the worker
+thread checks between tokens, returns what it generated and frees the model for the next caller.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -118,6 +121,7 @@ class LocalChatModel(BaseChatModel):
     kv_dir: str | None = None  # where prompt-prefix states are kept across processes (None: memory only)
     probe_path: str | None = None  # the CPU probe's cache (llama_probe); None: beside the default model files
     streams_text: ClassVar[bool] = True  # takes an on_text callback (see `calls.call_model`)
+    takes_deadline: ClassVar[bool] = True  # stops itself at a `deadline` (see `calls.call_model`)
 
     @property
     def _llm_type(self) -> str:
@@ -150,8 +154,17 @@ class LocalChatModel(BaseChatModel):
             grammar = engine.grammar_for(schema) if schema else engine.grammar_for({})
         if grammar is not None and not isinstance(grammar, str):
             grammar = str(getattr(grammar, "_grammar", grammar))  # a llama_cpp LlamaGrammar
+        deadline: float | None = kwargs.get("deadline")
+        halt: threading.Event | None = kwargs.get("halt")
+
+        def halted() -> bool:
+            late = deadline is not None and time.monotonic() >= deadline
+            return late or (halt is not None and halt.is_set())
+
         queued = time.perf_counter()
-        with inst.lock:
+        if not _acquire(inst.lock, halted):  # stopped while waiting for the model: nothing was used
+            return _stopped(self.model_name, (time.perf_counter() - queued) * 1000)
+        try:
             start = time.perf_counter()
             try:
                 done = engine.complete(
@@ -162,12 +175,15 @@ class LocalChatModel(BaseChatModel):
                     seed=kwargs.get("seed"),
                     on_text=None if stop else kwargs.get("on_text"),  # stop strings cut the text afterwards
                     confidence=bool(kwargs.get("logprobs")),
+                    stop=halted if deadline is not None or halt is not None else None,
                 )
             except PromptTooLong as exc:
                 raise PromptTooLongError(f"{self.model_name}: {exc}") from None
             except Exception as exc:
                 raise ModelError(f"{self.model_name}: llama.cpp failed: {type(exc).__name__}: {exc}") from exc
             end = time.perf_counter()
+        finally:
+            inst.lock.release()
         text = done.text
         if stop:
             cut = [text.index(s) for s in stop if s in text]
@@ -215,4 +231,27 @@ class LocalChatModel(BaseChatModel):
         if on_text is not None:  # generation runs in a worker thread: hand each piece to this loop
             loop = asyncio.get_running_loop()
             kwargs["on_text"] = lambda text: loop.call_soon_threadsafe(on_text, text)
-        return await asyncio.to_thread(self._call, messages, stop, **kwargs)
+        halt = threading.Event()
+        try:
+            return await asyncio.to_thread(self._call, messages, stop, halt=halt, **kwargs)
+        except asyncio.CancelledError:
+            halt.set()  # the thread stops at its next token and frees the model for the next caller
+            raise
+
+
+def _acquire(lock: threading.Lock, stop: Callable[[], bool]) -> bool:
+    """Wait for the model's lock until `stop` says to stop (checked every 50 ms); True once it is held."""
+    while not lock.acquire(timeout=0.05):
+        if stop():
+            return False
+    return True
+
+
+def _stopped(model_name: str, queue_ms: float) -> ChatResult:
+    """The reply of a call stopped before the model was free: empty, and nothing used."""
+    msg = AIMessage(
+        content="",
+        usage_metadata={"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        response_metadata={"model_name": model_name, "finish_reason": "deadline", "queue_ms": queue_ms},
+    )
+    return ChatResult(generations=[ChatGeneration(message=msg)])
