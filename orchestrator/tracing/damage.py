@@ -8,7 +8,7 @@ inode, and why), so the next process knows without scanning: `orch run` then run
 it, `orch traces ...` refuses at once. Moving the store aside (a new file has another inode) or an
 `orch traces check` that finds it sound clears the verdict.
 
-A file up to `QUICK_CHECK_MAX_BYTES` (16 MiB, some 800 runs of the bundled agent) is also checked with
+A file up to `QUICK_CHECK_MAX_BYTES` (16 MiB, some 900 runs of the bundled agent) is also checked with
 SQLite's `pragma quick_check` when it is opened. It reads every page: measured on a busy 2-core machine, about
 2 ms per MB when the file is cached (a 32 MB store 60-90 ms, a 330 MB store of 400,000 spans 350-800 ms;
 `integrity_check` about 4 times that), too slow for every run of a big store, nothing for a small one. A big
@@ -114,12 +114,15 @@ def forget(path: str) -> None:
 
 def quick_check(conn: sqlite3.Connection, full: bool = False) -> list[str]:
     """SQLite's `quick_check` (or with `full`, `integrity_check`) of an open file: [] when sound, else the
-    problems it names, one a line."""
+    problems it names, one a line. Another error (a file that is no database at all, a lock) is raised."""
     pragma = "integrity_check" if full else "quick_check"
     try:
         rows = conn.execute(f"pragma {pragma}").fetchall()
-    except sqlite3.DatabaseError as exc:  # too damaged to walk at all
-        return [str(exc)]
+    except sqlite3.DatabaseError as exc:  # too damaged to walk at all, or no database
+        why = damage_of(exc)
+        if why is None:
+            raise
+        return [why]
     lines = [line for (row,) in rows for line in str(row).splitlines()]
     problems = [line for line in lines if line != "ok" and not line.startswith("*** in database")]
     return problems if problems or lines != ["ok"] else []
@@ -170,13 +173,12 @@ def check_store(path: str | Path, *, full: bool = False) -> CheckResult:
     t0 = time.perf_counter()
     try:
         conn = sqlite3.connect(Path(name).absolute().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        problems = [str(exc)]
-    else:
         try:
             problems = quick_check(conn, full)
         finally:
             conn.close()
+    except sqlite3.Error as exc:  # e.g. "file is not a database": wrong all the same
+        problems = [str(exc)]
     result = CheckResult(
         name, "integrity_check" if full else "quick_check", problems, (time.perf_counter() - t0) * 1000
     )
