@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -25,7 +26,7 @@ from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.ledger import Budget, Ledger
 from orchestrator.tracing import attrs as A
-from orchestrator.tracing.store import decode_attributes
+from orchestrator.tracing.store import TraceStoreDamaged, decode_attributes
 
 __all__ = ["main"]
 
@@ -100,7 +101,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings=Settings.resolve(manifest, traces_path=args.traces, checkpoints_path=args.checkpoints),
     )
     if args.resume and orch.store is not None:
-        row = orch.store.get_run(args.resume)
+        try:
+            row = orch.store.get_run(args.resume)
+        except TraceStoreDamaged as exc:  # the run's checkpoints are elsewhere: it can still go on
+            err.print(_line(("warning:", "yellow"), f" {exc}; resuming without recording into it"))
+            row = None
         if row is not None:
             graph = row["graph"]
             args.resume = row["run_id"]
@@ -272,8 +277,15 @@ def _status(text: str) -> Iterator[Any]:
 
 
 def _read_input_json(path: str) -> dict[str, Any]:
+    """The input state from a file, stdin ('-'), or the JSON object itself (`--input-json '{...}'`)."""
     try:
-        raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        if path == "-":
+            raw = sys.stdin.read()
+        elif path.lstrip().startswith("{") and not os.path.exists(path):
+            raw = path
+        else:
+            with open(path, encoding="utf-8") as fh:
+                raw = fh.read()
     except OSError as exc:
         raise ConfigError(f"--input-json {path!r}: cannot read it: {exc.strerror}") from None
     try:
@@ -861,7 +873,6 @@ def _ledger_totals(settings: Settings) -> Callable[[str], Ledger | None]:
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
-    from orchestrator.tracing.report import span_tree
     from orchestrator.tracing.store import TraceStore
 
     settings = _settings(args)
@@ -869,7 +880,16 @@ def cmd_traces(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH"
         )
+    if args.action == "check":
+        return _traces_check(args, settings)
     store = TraceStore(settings.traces_path, totals=_ledger_totals(settings))
+    with store.guard():  # the reports read the file directly too: a damaged one is one line, exit 2
+        return _traces_action(args, store, settings)
+
+
+def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> int:
+    from orchestrator.tracing.report import span_tree
+
     if args.action == "list":
         runs = store.list_runs(args.limit)
         if args.json:
@@ -919,6 +939,33 @@ def cmd_traces(args: argparse.Namespace) -> int:
     if args.action == "prune":
         return _traces_prune(args, store)
     return _traces_top(args, store, settings)
+
+
+def _traces_check(args: argparse.Namespace, settings: Settings) -> int:
+    """SQLite's own check of the store file (reads only); exit 2 when it is damaged."""
+    from orchestrator.tracing.damage import check_store
+
+    result = check_store(settings.traces_path, full=args.full)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif result.ok:
+        out.print(
+            _line(f"{result.path}: ", ("ok", "green"), f" ({result.check}, {result.elapsed_ms:.0f} ms)")
+        )
+    else:
+        for problem in result.shown():
+            out.print(Text(problem))
+    if result.ok:
+        return EXIT_OK
+    err.print(
+        _line(
+            ("error:", "red"),
+            f" trace store {result.path!r} is damaged ({result.check} found {len(result.problems)} "
+            f"problem{'s' if len(result.problems) > 1 else ''}); move it aside (with any -wal and -shm "
+            "file beside it) and the next run starts a new one",
+        )
+    )
+    return EXIT_CONFIG
 
 
 def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int:
@@ -1366,7 +1413,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", nargs="?", help="the task text ('-' reads it from stdin)")
     run.add_argument("--input-file", metavar="FILE", help="read the task text from a file")
     run.add_argument(
-        "--input-json", metavar="FILE", help="the graph's input state as a JSON object ('-' reads stdin)"
+        "--input-json",
+        metavar="FILE|JSON",
+        help="the graph's input state as a JSON object: a file, '-' (stdin), or the object itself",
     )
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted or waiting run")
     run.add_argument(
@@ -1455,6 +1504,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", "one run as a span tree"),
         ("top", "hotspots: where the cost and the time go"),
         ("prune", "delete runs older than a duration, with their spans"),
+        ("check", "SQLite's check of the store file: ok, or what is damaged (exit 2)"),
     ):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("--json", action="store_true")
@@ -1471,6 +1521,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--graph", help="only runs of this graph")
         if name == "prune":
             p.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
+        if name == "check":
+            p.add_argument("--full", action="store_true", help="integrity_check: slower, checks indexes too")
     rp = tsub.add_parser("reprice", help="what-if pricing: the stored tokens at another model's rates")
     rp.add_argument("run", nargs="?", help="run id (or a unique prefix)")
     rp.add_argument("--last", type=int, metavar="N", help="the N most recent runs instead of one run")

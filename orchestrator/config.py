@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
@@ -35,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.errors import ConfigError, ManifestError, unreadable
+from orchestrator.errors import ConfigError, ManifestError, did_you_mean, unreadable
 
 __all__ = ["Limits", "Manifest", "McpServerConfig", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
@@ -49,6 +51,32 @@ _ENV = {
     "capture_content": "ORCH_CAPTURE_CONTENT",
     "otlp_endpoint": "ORCH_OTLP_ENDPOINT",
 }
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+def http_url(
+    value: str, field: str = "base_url", example: str = "'http://127.0.0.1:8080/v1' (llama.cpp, vLLM, Ollama)"
+) -> str:
+    """`value` if it is an http:// or https:// URL with a host; else a `ValueError` that says what a base URL
+    looks like (a slot's requests would fail at the first call, after their retries)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(
+            f"{field} must be an http:// or https:// URL with a host: the endpoint's URL, e.g. {example}"
+        )
+    return value
 
 
 class _Strict(BaseModel):
@@ -90,6 +118,34 @@ class ModelConfig(_Strict):
     context_window: int | None = Field(default=None, ge=512, le=1_048_576)  # local: the KV cache size
     capabilities: dict[str, StrictBool] = Field(default_factory=dict)  # over the profile's (stable.py)
     tool_limits: ToolLimitsConfig | None = None  # over the provider's (stable.ToolLimits)
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            http_url(value)
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            # not shown: a key pasted here instead of its variable's name is a secret
+            raise ValueError(
+                "api_key_env names the environment variable that holds the key (letters, digits and _, "
+                "e.g. OPENAI_API_KEY), not the key itself: export the key in a variable and name it here"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name[:60]!r} is not a valid HTTP header name")
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: its value holds a line break or NUL; give one line")
+        return value
 
     @field_validator("capabilities")
     @classmethod
@@ -149,8 +205,8 @@ class McpServerConfig(_Strict):
     def _one_transport(self) -> McpServerConfig:
         if (self.command is None) == (self.url is None):
             raise ValueError('give either command = "..." (stdio) or url = "http://..." (streamable HTTP)')
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        if self.url is not None:
+            http_url(self.url, "url", "'http://127.0.0.1:8000/mcp'")
         return self
 
 
@@ -224,13 +280,32 @@ def load_manifest(project_dir: str | Path) -> Manifest:
         manifest = Manifest.model_validate(section)
     except ValidationError as exc:
         problems = "; ".join(
-            f"[tool.orchestrator]{''.join(f'.{p}' for p in err['loc'])}: {err['msg']}"
-            + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+            f"[tool.orchestrator]{''.join(f'.{p}' for p in err['loc'])}: "
+            + err["msg"].removeprefix("Value error, ")
+            + (f" (got {err['input']!r})" if err["type"] != "missing" and not _secret(err["loc"]) else "")
             for err in exc.errors()
         )
         raise ManifestError(f"{path}: {problems}") from None
+    _check_graph_names(manifest, path)
     manifest._root = path.parent.resolve()
     return manifest
+
+
+def _secret(loc: tuple[int | str, ...]) -> bool:
+    """A field whose value may be a secret (a key pasted for its variable's name, a header's token)."""
+    return any(part in ("api_key_env", "headers", "headers_env") for part in loc)
+
+
+def _check_graph_names(manifest: Manifest, path: Path) -> None:
+    """The graph names the manifest uses (default_graph, outputs) are graphs it defines."""
+    named = [("default_graph", manifest.default_graph)] if manifest.default_graph else []
+    named += [(f"outputs.{graph}", graph) for graph in manifest.outputs]
+    for key, graph in named:
+        if graph not in manifest.graphs:
+            raise ManifestError(
+                f"{path}: [tool.orchestrator].{key}: no graph {graph!r} under [tool.orchestrator.graphs]"
+                + (did_you_mean(graph, manifest.graphs) if manifest.graphs else "; define it there first")
+            )
 
 
 def _langgraph_manifest(path: Path) -> Manifest:

@@ -106,6 +106,12 @@ class AgentState(TypedDict, total=False):
     stop_reason: Annotated[str | None, _first]
 
 
+class AgentInput(TypedDict):
+    """What a run of the agent takes: the request. The runner names this key when an input lacks it."""
+
+    input: str
+
+
 class WorkerTask(TypedDict):
     """The payload a delegation sends to the worker node."""
 
@@ -514,7 +520,7 @@ def build_agent_graph(
     retrieve: Retrieve | None = None,
     covers: str = COVERS,
     examples: Sequence[Example] = (),
-) -> StateGraph[AgentState, RunContext, AgentState, AgentState]:
+) -> StateGraph[AgentState, RunContext, AgentInput, AgentState]:
     """The racehorse-led agent graph, uncompiled, from its parts.
 
     - `catalog`: the tools it may find and call (a `Catalog` or tools); default: the manifest's tool packs.
@@ -549,13 +555,15 @@ def build_agent_graph(
     parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples))
     plan_step = functools.partial(controller_step, parts=parts)
     search = functools.partial(find_tools, retrieve=retrieve or _search, slot=controller)
-    g: StateGraph[AgentState, RunContext, AgentState, AgentState] = StateGraph(
-        AgentState, context_schema=RunContext
+    g: StateGraph[AgentState, RunContext, AgentInput, AgentState] = StateGraph(
+        AgentState, context_schema=RunContext, input_schema=AgentInput
     )
     own = {"orch_traced": True}  # these nodes open their own spans (see `traced_node`)
+    # the slot the controller's nodes use: the runner checks it is bound before a run starts
+    planner = {**own, "orch_slots": (controller,)}
     controller_node = traced_node("controller", True, adapt, on_stop=stopped_answer)(plan_step)
-    g.add_node("controller", controller_node, metadata=own)
-    g.add_node("find_tools", traced_node("find_tools", False, adapt)(search), metadata=own)
+    g.add_node("controller", controller_node, metadata=planner)
+    g.add_node("find_tools", traced_node("find_tools", False, adapt)(search), metadata=planner)
     g.add_node("call_tool", traced_node("call_tool", False, adapt)(call_tool), metadata=own)
     g.add_node("worker", traced_node("worker", True, adapt)(worker), metadata=own)
     g.add_edge(START, "controller")

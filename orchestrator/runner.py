@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
+import logging
 import sys
 import time
 import uuid
@@ -56,7 +58,7 @@ from orchestrator.toolsources import Blocked, guard, load_pack
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
-from orchestrator.tracing.store import TraceStore, TraceStoreError, disk_full, run_totals
+from orchestrator.tracing.store import TraceStore, TraceStoreDamaged, TraceStoreError, disk_full, run_totals
 from orchestrator.workers import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
@@ -64,6 +66,7 @@ __all__ = ["Orchestrator", "RunEvent", "RunResult"]
 Status_ = Literal["ok", "budget_stop", "failed", "cancelled", "waiting"]
 Approve = bool | Iterable[str] | None
 GraphRef = str | StateGraph[Any, Any, Any, Any]
+_log = logging.getLogger("orchestrator.tracing")
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ class Orchestrator:
         self.book = self.checkpoints.ledger()
         self.leases = self.checkpoints.leases()  # one owner per run, across processes and machines
         redact = _redact_hook(self.manifest.redact)
-        self._store = TraceStore(self.settings.traces_path, totals=self.book.totals) if tracing else None
+        self._store = self._open_store() if tracing else None
         self.tracing = Tracing(
             self._store, enabled=tracing, otlp_endpoint=self.settings.otlp_endpoint, redact=redact
         )
@@ -307,9 +310,18 @@ class Orchestrator:
             **overrides,
         )
 
+    def _open_store(self) -> TraceStore | None:
+        """The trace store; None, with a warning, when it is known to be damaged: a run's answer matters
+        more than its spans, so runs go on unrecorded rather than write into a damaged file."""
+        try:
+            return TraceStore(self.settings.traces_path, totals=self.book.totals)
+        except TraceStoreDamaged as exc:
+            _log.warning("%s; runs go on without recording into it", exc)
+            return None
+
     @property
     def store(self) -> TraceStore | None:
-        """The trace store runs are recorded in (None when tracing is off)."""
+        """The trace store runs are recorded in (None when tracing is off, or the store is damaged)."""
         return self._store
 
     # --- models ----------------------------------------------------------------------------------------
@@ -399,6 +411,19 @@ class Orchestrator:
         self._compiled[id(builder)] = (builder, app)
         return app
 
+    def _check_slots(self, name: str, app: Any) -> None:
+        """Every slot the graph's nodes say they use (node metadata `orch_slots`) is bound: a missing one is
+        a `ConfigError` now, not a failed node after the run has started."""
+        nodes = getattr(getattr(app, "builder", None), "nodes", None) or {}
+        for node, spec in nodes.items():
+            for slot in (getattr(spec, "metadata", None) or {}).get("orch_slots") or ():
+                if slot not in self.slots:
+                    raise ConfigError(
+                        f"graph {name!r} (node {node!r}) uses slot {slot!r}, which is not bound; add it "
+                        f'under [tool.orchestrator.slots], e.g. {slot} = {{ model = "openai:gpt-4o-mini", '
+                        'role = "racehorse" }' + did_you_mean(slot, self.slots)
+                    )
+
     # --- running ---------------------------------------------------------------------------------------
     async def arun(
         self,
@@ -470,8 +495,16 @@ class Orchestrator:
         """Run a graph, yielding events (`RunEvent`): the models' text as it arrives (`tokens=False`: none),
         each node as it finishes, and a last one with the result. `approve` and `answer`: see `arun`."""
         name, builder = self._graph(graph)
-        if not resume and not input:
+        if input is not None and not isinstance(input, str | Mapping):
+            raise ConfigError(
+                f"graph {name!r}: the input {_short(input)} ({type(input).__name__}) is neither a text nor a "
+                "mapping; give the request as a text, or the input state as a mapping of its input keys"
+            )
+        if not resume and (input is None or input == ""):  # an empty mapping: the input keys say
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
+        app = self._compile(name, builder)
+        self._check_slots(name, app)
+        graph_input: Any = None if resume else _graph_input(app, input, name)
         if resume and not run_id:
             raise ConfigError("resume=True needs the run_id of the run to continue")
         if not resume and answer is not None:
@@ -485,7 +518,7 @@ class Orchestrator:
         queue: asyncio.Queue[RunEvent] = asyncio.Queue()
         task = asyncio.create_task(
             self._drive(
-                name, builder, input, budget or Budget(), run_id, resume, queue, tokens, approve, answer
+                name, app, graph_input, budget or Budget(), run_id, resume, queue, tokens, approve, answer
             )
         )
         ended = False
@@ -517,8 +550,8 @@ class Orchestrator:
     async def _drive(
         self,
         name: str,
-        builder: StateGraph[Any, Any, Any, Any],
-        input: str | Mapping[str, Any] | None,
+        compiled: Any,
+        graph_input: Any,
         budget: Budget,
         run_id: str,
         resume: bool,
@@ -538,7 +571,7 @@ class Orchestrator:
             raise
         try:
             await self._drive_owned(
-                name, builder, input, budget, run_id, resume, queue, tokens, approve, answer
+                name, compiled, graph_input, budget, run_id, resume, queue, tokens, approve, answer
             )
         finally:
             await asyncio.shield(asyncio.to_thread(self.leases.release, lease))
@@ -550,8 +583,8 @@ class Orchestrator:
     async def _drive_owned(
         self,
         name: str,
-        builder: StateGraph[Any, Any, Any, Any],
-        input: str | Mapping[str, Any] | None,
+        compiled: Any,
+        graph_input: Any,
         budget: Budget,
         run_id: str,
         resume: bool,
@@ -570,13 +603,12 @@ class Orchestrator:
                 queue.put_nowait(RunEvent(run_id, kind, node, elapsed_s=elapsed, text=text, source=source))
 
         async with self.checkpoints.open() as saver:
-            app = copy.copy(self._compile(name, builder))  # the run's checkpointer on a copy
+            app = copy.copy(compiled)  # the run's checkpointer on a copy
             app.checkpointer = saver
             config: RunnableConfig = {
                 "configurable": {"thread_id": run_id},
                 "recursion_limit": max(25, 2 * self.limits.max_steps + 6),
             }
-            graph_input: Any = None if resume else _graph_input(app, input, name)
             snapshot = await app.aget_state(config)
             if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
                 graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
@@ -617,9 +649,10 @@ class Orchestrator:
                 approved=approve if not resume and isinstance(approve, frozenset) else frozenset(),
             )
             if self._store is not None:
-                self._store.start_run(
-                    run_id, name, config_hash=self.manifest.config_hash(), version=_version()
-                )
+                with contextlib.suppress(TraceStoreDamaged):  # the run goes on; its end says so (_finish)
+                    self._store.start_run(
+                        run_id, name, config_hash=self.manifest.config_hash(), version=_version()
+                    )
             attributes: dict[str, Any] = {
                 A.OPERATION: "invoke_workflow",
                 A.WORKFLOW_NAME: name,
@@ -748,17 +781,24 @@ class Orchestrator:
         self, run_id: str, status: str, result: RunResult | None, prior: Ledger, error: str | None
     ) -> None:
         self.tracing.flush()
-        if self._store is None:
+        store = self._store
+        if store is None:
             return
         ledger = result.ledger if result else prior
         answer = result.answer if result and self.settings.capture_content else None
-        full = self._store.disk_was_full()  # its records are in (from its reserve), but it has no room left
+        full = store.disk_was_full()  # its records are in (from its reserve), but it has no room left
         if status != "ok":
             full = None  # a run that did not finish ends as it is
         if full is not None:
             status, answer, error = "failed", None, f"{full}; then resume the run"
         answer, error = self.tracing.redact_run(answer, error)  # the row, like the spans, is redacted first
-        self._store.end_run(run_id, status=status, **run_totals(ledger), answer=answer, error=error)
+        try:
+            store.end_run(run_id, status=status, **run_totals(ledger), answer=answer, error=error)
+        except TraceStoreDamaged as exc:  # found damaged in this run (or an earlier one of this process)
+            _log.warning(
+                "%s; run %s is not recorded in it (its result and checkpoints are kept)", exc, run_id
+            )
+            return
         if full is not None:
             raise full
 
@@ -877,11 +917,38 @@ def _input_keys(app: Any) -> set[str]:
     return set((schema or {}).get("properties") or {})
 
 
+def _required_keys(app: Any) -> set[str]:
+    """The input keys a graph requires: those its own input schema (a TypedDict apart from the state's)
+    marks required. A state schema's keys are not required in the input: LangGraph starts them empty."""
+    builder = getattr(app, "builder", None)
+    schema = getattr(builder, "input_schema", None)
+    if schema is None or schema is getattr(builder, "state_schema", None):
+        return set()
+    return set(getattr(schema, "__required_keys__", ()))
+
+
 def _graph_input(app: Any, value: str | Mapping[str, Any] | None, name: str) -> dict[str, Any]:
     """The input state: a mapping as given; a text in `input`, or as a human message for a messages graph."""
-    if isinstance(value, Mapping):
-        return dict(value)
     keys = _input_keys(app)
+    if isinstance(value, Mapping):
+        takes = ", ".join(repr(k) for k in sorted(keys))
+        unknown = sorted(str(k) for k in value if k not in keys) if keys else []
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(keys), n=1, cutoff=0.6)
+            raise ConfigError(
+                f"graph {name!r} takes no input key {unknown[0]!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + (f" (nor {', '.join(repr(k) for k in unknown[1:])})" if unknown[1:] else "")
+                + f"; its input keys: {takes}"
+            )
+        missing = sorted(_required_keys(app) - set(value))
+        if missing:
+            raise ConfigError(
+                f"graph {name!r} needs the input key {missing[0]!r}"
+                + (f" (and {', '.join(repr(k) for k in missing[1:])})" if missing[1:] else "")
+                + f"; its input keys: {takes}"
+            )
+        return dict(value)
     if "input" in keys or not keys:
         return {"input": value}
     if "messages" in keys:

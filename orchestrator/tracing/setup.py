@@ -29,7 +29,7 @@ from orchestrator.tracing import attrs as A
 from orchestrator.tracing.export import OtlpExport
 from orchestrator.tracing.metrics import GenAIMetrics, host_meter_provider
 from orchestrator.tracing.redact import Redact, Redactor
-from orchestrator.tracing.store import TraceStore
+from orchestrator.tracing.store import TraceStore, TraceStoreDamaged
 
 __all__ = ["NodeFlushSpanProcessor", "SQLiteSpanExporter", "Tracing"]
 
@@ -58,6 +58,9 @@ class SQLiteSpanExporter(SpanExporter):
             rows = self._held + fresh
             try:
                 self.store.write_spans(rows)  # a span is stored once by id: writing one again is harmless
+            except TraceStoreDamaged:  # never written into again; the runner says so once, at the run's end
+                self._held = []
+                return SpanExportResult.FAILURE
             except Exception as exc:  # tracing must never break a run
                 if not self._held:
                     _log.warning(

@@ -20,9 +20,18 @@ from orchestrator.ledger import Ledger
 from orchestrator.procs import HOST, alive, process_started
 from orchestrator.reserve import disk_full, reserve_for
 from orchestrator.tracing import attrs as A
-from orchestrator.tracing import rollups
+from orchestrator.tracing import damage, rollups
+from orchestrator.tracing.damage import TraceStoreDamaged
 
-__all__ = ["MIGRATIONS", "TraceStore", "TraceStoreError", "check_database", "disk_full", "run_totals"]
+__all__ = [
+    "MIGRATIONS",
+    "TraceStore",
+    "TraceStoreDamaged",
+    "TraceStoreError",
+    "check_database",
+    "disk_full",
+    "run_totals",
+]
 
 
 class TraceStoreError(ConfigError):
@@ -283,19 +292,25 @@ class TraceStore:
     def __init__(self, path: str | Path, totals: Callable[[str], Ledger | None] | None = None) -> None:
         self.path = str(path)
         self.totals = totals  # a run's ledger: read for a run whose process is found dead
+        self.damage: str | None = None  # why the file is damaged, once known: nothing more is written
         self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
         self.reserve = None if self.path == ":memory:" else reserve_for(self.path)  # for a full disk
+        self._lock = threading.Lock()
+        self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 if Path(self.path).is_dir():
                     raise IsADirectoryError(21, "it is a directory")
+                known = damage.known_damage(self.path)  # found by an earlier process: no scan, no write
+                if known is not None:
+                    self.damage = known
+                    raise TraceStoreDamaged(self.path, known)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
             try:
                 conn.execute("PRAGMA busy_timeout = 10000")
                 self.db = sqlite_utils.Database(conn)
-                self._lock = threading.Lock()
-                self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
+                self._check_small(conn)
                 if self.path == ":memory:":
                     migrate(self.db)
                 elif not _up_to_date(conn):
@@ -310,7 +325,43 @@ class TraceStore:
                 conn.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
+            why = damage.damage_of(exc)
+            if why is not None:
+                self._damaged(why)
+                raise TraceStoreDamaged(self.path, why) from None
             raise TraceStoreError(self.path, exc) from None
+
+    def _check_small(self, conn: sqlite3.Connection) -> None:
+        """SQLite's quick check of a store file small enough for it to cost nothing (`damage`)."""
+        if self.path == ":memory:":
+            return
+        size = os.path.getsize(self.path)
+        if 0 < size <= damage.QUICK_CHECK_MAX_BYTES:
+            problems = damage.quick_check(conn)
+            if problems:
+                self._damaged(problems[0])
+                raise TraceStoreDamaged(self.path, problems[0])
+
+    def _damaged(self, why: str) -> None:
+        """Note the file as damaged, here and beside it (for the next process)."""
+        self.damage = why
+        if self.path != ":memory:":
+            damage.remember(self.path, why)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around any read or write of the file: SQLite's word that it is damaged becomes one
+        `TraceStoreDamaged` line, and the file, known damaged, is not touched again."""
+        if self.damage is not None:
+            raise TraceStoreDamaged(self.path, self.damage)
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            why = damage.damage_of(exc)
+            if why is None:
+                raise
+            self._damaged(why)
+            raise TraceStoreDamaged(self.path, why) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -344,9 +395,13 @@ class TraceStore:
                     self.db.table("runs").insert({**row, **owner})
 
         try:
-            if self.reserve is not None:
-                self.reserve.ensure()  # room for a run's last records if the disk fills while it runs
-            self._write(write)
+            with self.guard():
+                if self.reserve is not None:
+                    self.reserve.ensure()  # room for a run's last records if the disk fills while it runs
+                self._write(write)
+        except TraceStoreDamaged:
+            _ACTIVE.discard((self._key, run_id))
+            raise
         except (OSError, sqlite3.Error) as exc:  # a full disk: one clear line, before anything is spent
             _ACTIVE.discard((self._key, run_id))
             raise TraceStoreError(self.path, exc) from None
@@ -365,7 +420,8 @@ class TraceStore:
                 self.db.table("runs").update(run_id, fields)
 
         try:
-            self._write(write)
+            with self.guard():
+                self._write(write)
         except (OSError, sqlite3.Error) as exc:
             raise TraceStoreError(self.path, exc) from None
 
@@ -388,7 +444,8 @@ class TraceStore:
         same span_id) is skipped, and counted once."""
         if not rows:
             return
-        self._write(lambda: self._write_spans(rows))
+        with self.guard():
+            self._write(lambda: self._write_spans(rows))
 
     def _write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
@@ -461,7 +518,7 @@ class TraceStore:
         self.mark_interrupted()
         cut_ns = int(before * 1e9)
         day = rollups.DAY_NS
-        with self._lock, self.db.conn as conn:
+        with self.guard(), self._lock, self.db.conn as conn:
             old = [
                 r[0]
                 for r in conn.execute(
@@ -546,7 +603,7 @@ class TraceStore:
             return []
         paid = {r["run_id"]: self.totals(r["run_id"]) if self.totals else None for r in dead}
         try:
-            with self._lock, self.db.conn:
+            with self.guard(), self._lock, self.db.conn:
                 for r in dead:
                     run_id = r["run_id"]
                     error = (
@@ -563,7 +620,7 @@ class TraceStore:
                         [*fields.values(), run_id],
                     )
         except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
-            return []
+            return []  # (a damaged file raised TraceStoreDamaged through the guard)
         return [r["run_id"] for r in dead]
 
     def run_spans(self, run_id: str) -> list[dict[str, Any]]:
@@ -575,7 +632,7 @@ class TraceStore:
         return self._query(f"select * from spans where {where}", list(params))
 
     def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        with self._lock:
+        with self.guard(), self._lock:
             cur = self.db.execute(sql, params)
             cols = [c[0] for c in cur.description]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
