@@ -29,7 +29,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
@@ -613,8 +613,11 @@ class Orchestrator:
             if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
                 graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
             elif resume and not snapshot.next and (snapshot.values or {}).get("status") == "budget_stop":
-                # a limit stopped it (the agent ends so, with its state): lift the stop and go on from there
-                graph_input = {"status": RESUMED, "stop_reason": RESUMED, "answer": None}
+                # a limit stopped it (the agent ends so, with its state): lift the stop and go on from where
+                # the graph starts (an update, not an input: the graph's input schema may not take these keys)
+                graph_input = Command(
+                    update={"status": RESUMED, "stop_reason": RESUMED, "answer": None}, goto=_entry_nodes(app)
+                )
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
             # what earlier attempts paid (a new run has none); never block the loop on the store
             earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
@@ -925,6 +928,12 @@ def _required_keys(app: Any) -> set[str]:
     if schema is None or schema is getattr(builder, "state_schema", None):
         return set()
     return set(getattr(schema, "__required_keys__", ()))
+
+
+def _entry_nodes(app: Any) -> list[str]:
+    """The nodes a compiled graph's START leads to."""
+    edges = getattr(getattr(app, "builder", None), "edges", None) or ()
+    return [end for start, end in edges if start == START]
 
 
 def _graph_input(app: Any, value: str | Mapping[str, Any] | None, name: str) -> dict[str, Any]:
