@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import numbers
 import queue
 import sqlite3
 import threading
@@ -74,6 +76,29 @@ class Budget:
     steps: int | None = None
     shared: SharedBudget | None = None  # a cap this run draws from with others (a service's daily cap)
 
+    def __post_init__(self) -> None:
+        _check_limit("Budget", "usd", self.usd, whole=False, least=0)
+        _check_limit("Budget", "tokens", self.tokens, whole=True, least=0)
+        _check_limit("Budget", "seconds", self.seconds, whole=False, least=0)
+        # 1 or more, as the manifest's max_steps: no decision at all can't run anything
+        _check_limit("Budget", "steps", self.steps, whole=True, least=1)
+
+
+def _check_limit(owner: str, name: str, value: object, *, whole: bool, least: int) -> None:
+    """A `ValueError` naming the value unless it is None (no limit) or a finite number, `least` or more.
+
+    A negative cap stopped every run with "... > $-1"; nan compared false and meant no cap at all; inf is
+    no cap spelled another way, and a wrong one: leave the field unset (None) for that.
+    """
+    if value is None:
+        return
+    kind = "a whole number" if whole else "a finite number"
+    fix = f"give {kind}, {least} or more, or None for no limit"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}({name}={value!r}): {fix}")
+    if (whole and not isinstance(value, numbers.Integral)) or not math.isfinite(value) or value < least:
+        raise ValueError(f"{owner}({name}={value!r}): {fix}")
+
 
 class SharedBudget:
     """A spending cap that many runs draw from, safe under concurrency (threads and tasks alike).
@@ -89,6 +114,8 @@ class SharedBudget:
     """
 
     def __init__(self, usd: float | None = None, tokens: int | None = None, name: str = "shared") -> None:
+        _check_limit("SharedBudget", "usd", usd, whole=False, least=0)
+        _check_limit("SharedBudget", "tokens", tokens, whole=True, least=0)
         self.usd, self.tokens, self.name = usd, tokens, name
         self.spent_usd = 0.0
         self.spent_tokens = 0
