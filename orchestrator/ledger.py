@@ -65,6 +65,9 @@ class LedgerEntry(TypedDict):
 class Budget:
     """Per-run limits; `None` means unlimited. A stop returns `status="budget_stop"`, it never raises.
 
+    A value that can't be a limit is a `ValueError` naming it: a negative, nan or infinite number, a
+    fractional token count, fewer than 1 step.
+
     Example:
         >>> Budget(usd=0.05, tokens=20_000, seconds=60, steps=8).usd
         0.05

@@ -12,10 +12,12 @@ from loopback import Loopback
 from test_ask import orch as ask
 from test_cli import STEPS, TASK, orch
 from test_cli_hardening import _project
+from test_rendering import _fill
 
 from orchestrator import cli
 from orchestrator.config import Limits, SlotConfig
 from orchestrator.ledger import Budget, SharedBudget
+from orchestrator.tracing.store import TraceStore
 
 NAN, INF = math.nan, math.inf
 
@@ -185,3 +187,24 @@ def test_the_manifest_refuses_them_too(project: Path, line: str, field: str) -> 
     manifest.write_text(manifest.read_text().replace("max_steps = 8", line))
     proc = orch(project, "run", "agent", TASK)
     assert proc.returncode == 2 and f"limits.{field}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["top", "--since", "nanm"], "--since 'nanm' must be more than zero and finite"),
+        (["top", "--since", "infd"], "--since 'infd' must be more than zero and finite"),
+        (["prune", "--older-than", "nanh"], "--older-than 'nanh' must be more than zero and finite"),
+        (["prune", "--older-than", "0d"], "--older-than '0d' must be more than zero and finite"),
+    ],
+)
+def test_a_duration_must_be_finite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    db = tmp_path / "traces.db"
+    _fill(db, "x")
+    assert cli.main(["traces", *argv, "--traces", str(db)]) == 2
+    assert message in capsys.readouterr().err
+    store = TraceStore(db)
+    assert len(store.list_runs()) == 1  # nothing pruned
+    store.close()
