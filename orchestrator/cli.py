@@ -53,7 +53,7 @@ class _Console(Console):
 
 # Tables keep their columns when piped (rich would otherwise assume 80 columns).
 # No highlighting or emoji codes. Text from users, tools and models never goes through markup: it is put
-# into `Text` objects (see `_line`), which rich shows character for character.
+# into `Text` objects by `_line` and `_text`, control characters escaped, which rich shows as they are.
 out = _Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = _Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
