@@ -1,6 +1,8 @@
 """`orch`: a thin CLI. Parsing and rendering only; library errors become exit codes in one place.
 
-Exit codes: 0 ok (a budget stop included), 1 failed run, 2 configuration error, 130 cancelled (Ctrl-C).
+Exit codes: 0 ok (a budget stop included), 1 failed run, 2 configuration error (a bad option value
+included), 3 a run waiting for an answer, 130 cancelled (Ctrl-C), 141 output pipe closed by its reader
+(`orch traces list --json | head`: the code a Unix tool killed by SIGPIPE gives, without a traceback).
 """
 
 from __future__ import annotations
@@ -8,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +26,13 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from orchestrator.cliargs import (
+    fraction_0_1,
+    non_empty_str,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.ledger import Budget, Ledger
@@ -30,18 +41,47 @@ from orchestrator.tracing.store import TraceStoreDamaged, decode_attributes
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A closed pipe ends the command in `main`, as a plain `print` does (rich would exit 1 itself)."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
 
 # Tables keep their columns when piped (rich would otherwise assume 80 columns).
 # No highlighting or emoji codes. Text from users, tools and models never goes through markup: it is put
-# into `Text` objects (see `_line`), which rich shows character for character.
-out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+# into `Text` objects by `_line` and `_text`, control characters escaped, which rich shows as they are.
+out = _Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = _Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+# Control characters (C0 but newline and tab, DEL, C1) shown as \x.. escapes: an ESC from a model, a tool or
+# a request must not clear the screen, move the cursor or retitle the window. Escaping each character alone
+# is enough however a stream splits a sequence: without its ESC (or C1 CSI) a sequence is only text.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\n\t"}
+_CONTROLS[ord("\r")] = "\\r"
+
+
+def _visible(text: object) -> str:
+    """`text` as a terminal shows it harmlessly: control characters escaped, newlines and tabs kept.
+
+    Every text from users, tools and models passes through it on its way to a terminal (`_line`, `_text`,
+    `orch ask`'s stream); JSON output needs nothing more (`json.dumps` escapes them already).
+    """
+    return str(text).translate(_CONTROLS)
+
+
+def _text(text: object, style: str = "") -> Text:
+    """A `Text` of data: never read as markup, control characters escaped."""
+    return Text(_visible(text), style=style)
 
 
 def _line(*parts: str | tuple[str, str]) -> Text:
-    """One line from plain text (never read as markup) and (text, style) pairs."""
-    return Text.assemble(*parts)
+    """One line from plain text (never read as markup) and (text, style) pairs, control characters escaped."""
+    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
 
 
 def _money(value: float | None, unpriced: int = 0) -> str:
@@ -363,16 +403,16 @@ def _print_result(result: Any) -> None:
     out.print(_line("\n", ("Answer:", "bold"), f" {answer}"))
     line = _line((f"status: {result.status}", colour), f"  run: {result.run_id}")
     if result.stop_reason:
-        line.append(f"  ({result.stop_reason})")
+        line.append(_visible(f"  ({result.stop_reason})"))
     out.print(line)
     table = Table(title="Cost by node", title_justify="left")
     for col in ("node", "model", "role", "calls", "in tok", "out tok", "cost", "wall", "TTFT"):
         table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
     for n in result.ledger.by_node():
         table.add_row(
-            Text(n.node),
-            Text(n.model or "-"),
-            Text(n.role or "-"),
+            _text(n.node),
+            _text(n.model or "-"),
+            _text(n.role or "-"),
             str(n.calls),
             str(n.input_tokens),
             str(n.output_tokens),
@@ -513,11 +553,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
-    table = Table(title=Text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
+    table = Table(title=_text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
     table.add_column("figure")
-    table.add_column(args.model)
+    table.add_column(_text(args.model))
     if report.baseline is not None:
-        table.add_column(f"{report.baseline.model} (now)")
+        table.add_column(_text(f"{report.baseline.model} (now)"))
     base = data["baseline"] or {}
     for key in (
         "accuracy",
@@ -531,9 +571,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
         "tokens_per_s",
         *(("judged_score", "judged_items", "judge_cost_usd", "judge_compute_s") if report.judge else ()),
     ):
-        row = [Text(key), Text(_figure(key, data[key], data["items"]))]
+        row = [_text(key), _text(_figure(key, data[key], data["items"]))]
         if report.baseline is not None:
-            row.append(Text(_figure(key, base.get(key), data["items"])))
+            row.append(_text(_figure(key, base.get(key), data["items"])))
         table.add_row(*row)
     out.print(table)
     out.print(_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})"))
@@ -544,9 +584,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 def _print_judged(report: Any) -> None:
     """The judge, and its lowest-scored outputs with its reasons (item text and reasons are data: escaped)."""
-    from rich.markup import escape
-
-    out.print(f"[bold]judge:[/bold] {escape(report.judge)} (its cost is not in the figures above)")
+    out.print(_line(("judge:", "bold"), f" {report.judge} (its cost is not in the figures above)"))
     runs = [report, *([report.baseline] if report.baseline is not None else [])]
     for run in runs:
         scored = sorted((i for i in run.items if i.judge_score is not None), key=lambda i: i.judge_score)
@@ -555,14 +593,12 @@ def _print_judged(report: Any) -> None:
                 break
             text = " ".join(item.input.split())
             text = text if len(text) <= 60 else text[:57] + "..."
-            out.print(
-                f"  {escape(run.model)}: score {item.judge_score} on {escape(json.dumps(text))}: "
-                f"{escape(item.judge_reason or '')}"
-            )
+            reason = item.judge_reason or ""
+            out.print(_line(f"  {run.model}: score {item.judge_score} on {json.dumps(text)}: {reason}"))
         unjudged = [i for i in run.items if i.judge_score is None and i.valid]
         if unjudged:
             why = unjudged[0].judge_reason or "?"
-            out.print(f"  {escape(run.model)}: {len(unjudged)} valid output(s) unjudged, e.g. {escape(why)}")
+            out.print(_line(f"  {run.model}: {len(unjudged)} valid output(s) unjudged, e.g. {why}"))
 
 
 def _figure(key: str, value: Any, items: int = 0) -> str:
@@ -582,7 +618,7 @@ def _figure(key: str, value: Any, items: int = 0) -> str:
 
 
 def _print_eval(report: Any) -> None:
-    table = Table(title=Text(f"Eval of {report.graph}: per task"), title_justify="left")
+    table = Table(title=_text(f"Eval of {report.graph}: per task"), title_justify="left")
     for col in ("task", "category", "result", "time", "steps", "tokens", "cost", "answer / why"):
         table.add_column(col, overflow="fold")
     for t in report.tasks:
@@ -593,14 +629,14 @@ def _print_eval(report: Any) -> None:
             )
         why += "".join(f"\n  ungrounded: {u}" for u in t.ungrounded)
         table.add_row(
-            Text(t.id),
-            Text(t.category),
+            _text(t.id),
+            _text(t.category),
             _line(("right", "green")) if t.ok else _line(("wrong", "red"), f" ({t.status})"),
             f"{t.seconds:.1f}s",
-            Text(" > ".join(t.steps)),
+            _text(" > ".join(t.steps)),
             str(t.input_tokens + t.output_tokens),
             _money(t.cost_usd),
-            Text(why),
+            _text(why),
         )
     out.print(table)
     totals = Table(title="By category", title_justify="left")
@@ -609,7 +645,7 @@ def _print_eval(report: Any) -> None:
     rows = [*report.by_category().items(), ("total", report.totals())]
     for name, c in rows:
         totals.add_row(
-            Text(name),
+            _text(name),
             f"{c['right']}/{c['tasks']}",
             f"{c['accuracy']:.0%}",
             f"{c['median_s']:.1f}s",
@@ -635,7 +671,7 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
         return  # the 'local' extra is not installed: nothing can load the model here yet
     forced = llama_probe.override()
     if forced is not None:
-        out.print(Text(f"local:{name}: extra buffer types {'on' if forced else 'off'} ({llama_probe.ENV})"))
+        out.print(_text(f"local:{name}: extra buffer types {'on' if forced else 'off'} ({llama_probe.ENV})"))
         return
     path = LOCAL_MODELS[name].path(settings.models_dir)
     record = llama_probe.engine_settings(
@@ -645,7 +681,7 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
     speed = ""
     if record.get("prompt_tps") and record.get("generation_tps"):
         speed = f": prompt {record['prompt_tps']:.0f} tok/s, generation {record['generation_tps']:.1f} tok/s"
-    out.print(Text(f"local:{name}: llama.cpp runs on this CPU with {setting}{speed}"))
+    out.print(_text(f"local:{name}: llama.cpp runs on this CPU with {setting}{speed}"))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -676,10 +712,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             spec = LOCAL_MODELS[name]
             if is_verified(spec, settings.models_dir) and not args.force:
                 out.print(
-                    Text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
+                    _text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
                 )
             else:
-                build_model_file(spec, settings.models_dir, lambda m: err.print(Text(m, style="dim")))
+                build_model_file(spec, settings.models_dir, lambda m: err.print(_text(m, style="dim")))
             _probe_engine(name, settings, force=args.force)
         return EXIT_OK
     rows = _profile_rows(args, settings)
@@ -703,14 +739,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         p = r["prices"]
         table.add_row(
             _line(r["name"], ("" if r.get("built", True) else " (not built)", "dim")),
-            Text(", ".join(f"{s} ({role})" for s, role in r["slots"]) or "-"),
+            _text(", ".join(f"{s} ({role})" for s, role in r["slots"]) or "-"),
             str(r["context_window"] or "?"),
             _mtok(p and p["input"]),
             _mtok(p and p["output"]),
             "/".join(_mtok(p and p[k]) for k in ("cache_read", "cache_write", "cache_write_1h")),
             ", ".join(f">{t['above_tokens'] // 1000}k" for t in (p["tiers"] if p else [])) or "-",
             ",".join(_CAN.get(k, k) for k, v in r["capabilities"].items() if v),
-            Text(r["price_source"]),
+            _text(r["price_source"]),
         )
     out.print(table)
     return EXIT_OK
@@ -804,7 +840,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     def show(delta: str) -> None:
         printed.append(delta)
-        sys.stdout.write(delta)
+        sys.stdout.write(_visible(delta))
         sys.stdout.flush()
 
     def restart(reason: str) -> None:
@@ -841,13 +877,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     if not printed and result.text:  # structured output through a tool call arrives whole
-        sys.stdout.write(result.text)
+        sys.stdout.write(_visible(result.text))
     if result.tool_calls:
         sys.stdout.write(json.dumps(result.tool_calls))
     sys.stdout.write("\n")
     u = result.usage
     err.print(
-        Text(
+        _text(
             f"{result.model}: {u.input_tokens} in ({u.cache_read_tokens} cache read, "
             f"{u.cache_write_tokens} cache write) / {u.output_tokens} out"
             f"{' (estimated)' if u.estimated else ''}"
@@ -895,14 +931,14 @@ def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> 
         if args.json:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
-        table = Table(title=Text(f"Runs in {settings.traces_path}"), title_justify="left")
+        table = Table(title=_text(f"Runs in {settings.traces_path}"), title_justify="left")
         for col in ("run", "graph", "status", "cost", "compute", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
             table.add_row(
-                Text(r["run_id"]),
-                Text(r["graph"] or ""),
-                Text(r["status"] or ""),
+                _text(r["run_id"]),
+                _text(r["graph"] or ""),
+                _text(r["status"] or ""),
                 _money(r["cost_usd"], r["unpriced_calls"] or 0),
                 _ms(r.get("compute_ms")) if r.get("compute_ms") else "-",
                 str(r["input_tokens"] or 0),
@@ -954,7 +990,7 @@ def _traces_check(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         for problem in result.shown():
-            out.print(Text(problem))
+            out.print(_text(problem))
     if result.ok:
         return EXIT_OK
     err.print(
@@ -980,8 +1016,6 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
             raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
         run_ids = (found["run_id"],)
     elif args.last is not None:
-        if args.last < 1:
-            raise ConfigError(f"--last must be 1 or more (got {args.last})")
         run_ids = tuple(r["run_id"] for r in store.list_runs(args.last))
     since = time.time() - _duration(args.since, "--since") if args.since else None
     scope = Scope(run_ids=run_ids, graph=args.graph, since=since)
@@ -994,7 +1028,7 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
     measure = measure_of(spots)
     shown = {"cost": "cost", "compute": "compute time", "cost+compute": "cost and compute time"}.get(measure)
     title = f"Hotspots by {args.by} ({scope.describe()})" + (f"; shares of {shown}" if shown else "")
-    table = Table(title=Text(title), title_justify="left")
+    table = Table(title=_text(title), title_justify="left")
     columns = [args.by, "calls", "in tok", "out tok", "cache hit", "cost (excl.)"]
     nested = args.by == "node" and any(
         h.cost_incl is not None and abs(h.cost_incl - (h.cost_usd or 0)) > 1e-12 for h in spots
@@ -1020,7 +1054,7 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
             table.add_column(col, justify="right")
     for h in spots:
         cells: list[str | Text] = [
-            Text(h.key),
+            _text(h.key),
             str(h.calls),
             str(h.input_tokens),
             str(h.output_tokens),
@@ -1061,8 +1095,8 @@ def _duration(text: str, flag: str) -> float:
         raise ConfigError(
             f"{flag} {text!r} is not a duration; use a number and a unit: 90m, 12h, 30d or 2w"
         ) from None
-    if seconds <= 0:
-        raise ConfigError(f"{flag} {text!r} must be more than zero")
+    if not 0 < seconds < math.inf:  # nan too (it passed `<= 0` and became a window of nothing)
+        raise ConfigError(f"{flag} {text!r} must be more than zero and finite, e.g. 30d")
     return seconds
 
 
@@ -1072,7 +1106,7 @@ def _traces_prune(args: argparse.Namespace, store: Any) -> int:
     if args.json:
         print(json.dumps({"runs_deleted": runs, "spans_deleted": spans}))
     else:
-        out.print(f"deleted {runs} runs and {spans} spans older than {args.older_than}")
+        out.print(_line(f"deleted {runs} runs and {spans} spans older than {args.older_than}"))
     return EXIT_OK
 
 
@@ -1093,9 +1127,9 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
     plan = attrs.get(A.PLAN) or (", ".join(attrs[A.PLAN_PARTS]) if attrs.get(A.PLAN_PARTS) else None)
     if plan:
         bits.append(f"plan: {plan}")  # the parts (their texts only with content capture)
-    label.append("  " + "  ".join(bits))
+    label.append(_visible("  " + "  ".join(bits)))
     if span["status"] == "error":
-        label.append("  " + (span["status_message"] or "error"), style="red")
+        label.append(_visible("  " + (span["status_message"] or "error")), style="red")
     branch = parent.add(label)
     for child in span["children"]:
         _add(branch, child)
@@ -1109,7 +1143,7 @@ def _traces_report(args: argparse.Namespace, store: Any) -> int:
         print(json.dumps(summary.to_dict(), indent=2))
         return EXIT_OK
     out.print(_line("wrote ", (summary.path, "bold")))
-    out.print(Text(summary.line()))
+    out.print(_text(summary.line()))
     return EXIT_OK
 
 
@@ -1148,7 +1182,7 @@ def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) ->
             t = line.tokens
             models = ", ".join(f"{m} -> {p}" if p else f"{m} (as stored)" for m, p in line.models)
             table.add_row(
-                Text("total", style="bold") if line is result.total else Text(line.key or "(no slot)"),
+                _text("total", style="bold") if line is result.total else _text(line.key or "(no slot)"),
                 str(line.calls),
                 str(t.input_tokens),
                 str(t.cache_read_tokens),
@@ -1157,7 +1191,7 @@ def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) ->
                 _money(line.old_usd, line.old_unpriced),
                 _money(line.new_usd, line.new_unpriced),
                 _change(line.delta_usd),
-                *([Text(models)] if first == "slot" else []),
+                *([_text(models)] if first == "slot" else []),
             )
         out.print(table)
     return EXIT_OK
@@ -1217,7 +1251,7 @@ def _traces_compare(args: argparse.Namespace, store: Any) -> int:
         models_a = ", ".join(sa.models) if sa else "-"
         models_b = ", ".join(sb.models) if sb else "-"
         table.add_row(
-            Text(name, style="bold" if diff is result.total else ""),
+            _text(name, style="bold" if diff is result.total else ""),
             _pair(sa, sb, "count"),
             _money(sa.cost_usd, sa.unpriced_calls) if sa else "-",
             _money(sb.cost_usd, sb.unpriced_calls) if sb else "-",
@@ -1226,7 +1260,7 @@ def _traces_compare(args: argparse.Namespace, store: Any) -> int:
             _pair(sa, sb, "output_tokens"),
             _ms(sa.wall_ms) if sa else "-",
             _ms(sb.wall_ms) if sb else "-",
-            Text(models_a if models_a == models_b else f"{models_a} -> {models_b}"),
+            _text(models_a if models_a == models_b else f"{models_a} -> {models_b}"),
         )
     out.print(table)
     return EXIT_OK
@@ -1261,7 +1295,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     ]
     out.print(_line(("Next:", "bold")))
     for step in steps:
-        out.print(Text(f"  {step}"))
+        out.print(_text(f"  {step}"))
     return EXIT_OK
 
 
@@ -1284,7 +1318,6 @@ def _tool_index(args: argparse.Namespace, docs: Sequence[Any], key: str) -> Any:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    import os
 
     if args.action == "list":
         src = args.source
@@ -1302,7 +1335,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
             return EXIT_OK
         table = Table("tool", "source", "description")
         for d in docs:
-            table.add_row(Text(d.name), Text(d.source), Text(d.description[:100]))
+            table.add_row(_text(d.name), _text(d.source), _text(d.description[:100]))
         out.print(table)
         out.print(_line((f"{len(docs)} tools", "dim")))
         return EXIT_OK
@@ -1328,7 +1361,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
         table = Table("#", "tool", "relevance", "source", "description")
         for rank, h in enumerate(hits, 1):
             table.add_row(
-                str(rank), Text(h.name), f"{h.relevance:.3f}", Text(h.source), Text(h.description[:90])
+                str(rank), _text(h.name), f"{h.relevance:.3f}", _text(h.source), _text(h.description[:90])
             )
         out.print(table)
         out.print(_line((f"{method} over {len(index)} tools", "dim")))
@@ -1346,7 +1379,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table("figure", "value")
     for name, value in report.as_dict().items():
-        table.add_row(name, Text(str(value)))
+        table.add_row(name, _text(str(value)))
     out.print(table)
     return EXIT_OK
 
@@ -1367,12 +1400,14 @@ def _add_tools_parser(sub: Any) -> None:
                 "--catalog",
                 required=True,
                 action="append",
+                type=non_empty_str,
                 metavar="FILE",
                 help='JSON Lines: {"name", "description", "parameters"} per line',
             )
             p.add_argument(
                 "--queries",
                 required=True,
+                type=non_empty_str,
                 metavar="FILE",
                 help='JSON Lines: {"query": ..., "gold_tools": [...]} per line',
             )
@@ -1380,21 +1415,32 @@ def _add_tools_parser(sub: Any) -> None:
             p.add_argument(
                 "--catalog",
                 action="append",
+                type=non_empty_str,
                 metavar="FILE",
                 help="also a JSON Lines catalog file (repeatable)",
             )
             p.add_argument("--no-packs", action="store_true", help="leave out the manifest's tool packs")
         if name == "list":
-            p.add_argument("--source", metavar="S", help="only tools from this pack reference or file")
+            p.add_argument(
+                "--source",
+                type=non_empty_str,
+                metavar="S",
+                help="only tools from this pack reference or file",
+            )
             continue
         if name == "search":
             p.add_argument("query")
-        p.add_argument("--k", type=int, default=5, help="how many tools (default 5)")
+        p.add_argument("--k", type=positive_int, default=5, help="how many tools (default 5)")
         p.add_argument(
             "--method", choices=methods, help="default: hybrid with the embed extra installed, else bm25"
         )
         p.add_argument("--split", action="store_true", help="also search each clause of a multi-part request")
-        p.add_argument("--index", metavar="FILE", help="index file (default: $ORCH_TOOL_INDEX or the cache)")
+        p.add_argument(
+            "--index",
+            type=non_empty_str,
+            metavar="FILE",
+            help="index file (default: $ORCH_TOOL_INDEX or the cache)",
+        )
     tools.set_defaults(func=cmd_tools)
 
 
@@ -1403,47 +1449,83 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orch", description="Run racehorse-led agent graphs; inspect their cost."
     )
-    parser.add_argument("--project", default=".", help="project folder holding pyproject.toml (default: .)")
+    parser.add_argument(
+        "--project",
+        type=non_empty_str,
+        default=".",
+        help="project folder holding pyproject.toml (default: .)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a graph named in the manifest")
     run.add_argument(
-        "graph", nargs="?", help="graph name from [tool.orchestrator.graphs] (default: default_graph)"
+        "graph",
+        nargs="?",
+        type=non_empty_str,
+        help="graph name from [tool.orchestrator.graphs] (default: default_graph)",
     )
     run.add_argument("input", nargs="?", help="the task text ('-' reads it from stdin)")
-    run.add_argument("--input-file", metavar="FILE", help="read the task text from a file")
+    run.add_argument(
+        "--input-file", type=non_empty_str, metavar="FILE", help="read the task text from a file"
+    )
     run.add_argument(
         "--input-json",
+        type=non_empty_str,
         metavar="FILE|JSON",
         help="the graph's input state as a JSON object: a file, '-' (stdin), or the object itself",
     )
-    run.add_argument("--resume", metavar="RUN", help="continue an interrupted or waiting run")
+    run.add_argument(
+        "--resume", type=non_empty_str, metavar="RUN", help="continue an interrupted or waiting run"
+    )
     run.add_argument(
         "--approve",
         action="append",
+        type=non_empty_str,
         metavar="TOOL",
         help="approve this tool's calls (confirm_tools): in a new run, in advance; with --resume, the calls "
         "the run waits for (repeatable)",
     )
     run.add_argument("--deny", action="store_true", help="with --resume: decline the calls the run waits for")
-    run.add_argument("--run-id", help="choose the new run's id")
+    run.add_argument("--run-id", type=non_empty_str, help="choose the new run's id")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
-    run.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
-    run.add_argument("--checkpoints", help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)")
-    run.add_argument("--budget-usd", type=float)
-    run.add_argument("--budget-tokens", type=int)
-    run.add_argument("--budget-seconds", type=float)
-    run.add_argument("--max-steps", type=int, help="controller decisions at most")
+    run.add_argument(
+        "--traces", type=non_empty_str, help="trace store path (default: $ORCH_TRACES or the user data dir)"
+    )
+    run.add_argument(
+        "--checkpoints",
+        type=non_empty_str,
+        help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)",
+    )
+    run.add_argument("--budget-usd", type=non_negative_float, help="stop before spending more (USD)")
+    run.add_argument("--budget-tokens", type=non_negative_int, help="stop before using more tokens")
+    run.add_argument("--budget-seconds", type=non_negative_float, help="stop after this many seconds")
+    run.add_argument("--max-steps", type=positive_int, help="controller decisions at most")
     run.set_defaults(func=cmd_run)
 
     ev = sub.add_parser("eval", help="run labelled tasks through a graph: right or wrong, steps, time, cost")
-    ev.add_argument("graph", nargs="?", help="graph name (default: the manifest's default_graph)")
-    ev.add_argument("--data", required=True, metavar="FILE", help="tasks, JSON Lines: input, expect, ...")
-    ev.add_argument("--limit", type=int, help="only the first N tasks")
+    ev.add_argument(
+        "graph", nargs="?", type=non_empty_str, help="graph name (default: the manifest's default_graph)"
+    )
+    ev.add_argument(
+        "--data",
+        required=True,
+        type=non_empty_str,
+        metavar="FILE",
+        help="tasks, JSON Lines: input, expect, ...",
+    )
+    ev.add_argument("--limit", type=positive_int, help="only the first N tasks")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
-    ev.add_argument("--min-accuracy", type=float, metavar="SHARE", help="exit 1 below this share (0-1)")
-    ev.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
-    ev.add_argument("--checkpoints", help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)")
+    ev.add_argument(
+        "--min-accuracy", type=fraction_0_1, metavar="SHARE", help="exit 1 below this share (0-1)"
+    )
+    ev.add_argument(
+        "--traces", type=non_empty_str, help="trace store path (default: $ORCH_TRACES or the user data dir)"
+    )
+    ev.add_argument(
+        "--checkpoints",
+        type=non_empty_str,
+        help="SQLite path or postgresql:// URL (default: $ORCH_CHECKPOINTS)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     models = sub.add_parser(
@@ -1453,21 +1535,33 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("names", nargs="*", help="local model names for build / verify (default: all)")
     models.add_argument("--force", action="store_true", help="rebuild even if verified")
     models.add_argument("--all", action="store_true", help="also every chat model of the price table")
-    models.add_argument("--provider", help="only this provider's models (implies the price table's)")
+    models.add_argument(
+        "--provider", type=non_empty_str, help="only this provider's models (implies the price table's)"
+    )
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
     tr = sub.add_parser(
         "trial", help="test a model for a worker's slot on labelled items: accuracy, validity, cost, verdict"
     )
-    tr.add_argument("model", help="the model to try, provider:model (e.g. local:qwen2.5-0.5b)")
-    tr.add_argument("--worker", required=True, help="the worker whose slot it would take")
     tr.add_argument(
-        "--data", required=True, metavar="FILE", help='JSON Lines: {"input": ..., "expected": ...}'
+        "model", type=non_empty_str, help="the model to try, provider:model (e.g. local:qwen2.5-0.5b)"
     )
-    tr.add_argument("--base-url", help="the endpoint of an openai-compat:/vllm:/ollama: model")
-    tr.add_argument("--price-as", metavar="MODEL", help="price it as this price-table model")
-    tr.add_argument("--limit", type=int, help="only the first N items")
+    tr.add_argument("--worker", required=True, type=non_empty_str, help="the worker whose slot it would take")
+    tr.add_argument(
+        "--data",
+        required=True,
+        type=non_empty_str,
+        metavar="FILE",
+        help='JSON Lines: {"input": ..., "expected": ...}',
+    )
+    tr.add_argument(
+        "--base-url", type=non_empty_str, help="the endpoint of an openai-compat:/vllm:/ollama: model"
+    )
+    tr.add_argument(
+        "--price-as", type=non_empty_str, metavar="MODEL", help="price it as this price-table model"
+    )
+    tr.add_argument("--limit", type=positive_int, help="only the first N items")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
     tr.add_argument(
         "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
@@ -1476,25 +1570,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge",
         nargs="?",
         const="controller",
+        type=non_empty_str,
         metavar="SLOT",
         help="free-text workers: the model bound to SLOT (default: controller, the racehorse) scores each "
         "output 1-5 beside the validators; its cost is reported apart",
     )
-    tr.add_argument("--traces", help="trace store path (default: $ORCH_TRACES or the user data dir)")
+    tr.add_argument(
+        "--traces", type=non_empty_str, help="trace store path (default: $ORCH_TRACES or the user data dir)"
+    )
     tr.set_defaults(func=cmd_trial)
 
     ask = sub.add_parser("ask", help="one measured call to a model: text as it arrives, then usage and cost")
-    ask.add_argument("model", help="provider:model, e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5")
+    ask.add_argument(
+        "model",
+        type=non_empty_str,
+        help="provider:model, e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5",
+    )
     ask.add_argument("prompt")
     ask.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    ask.add_argument("--base-url", help="API root (OpenAI-compatible: with /v1; Anthropic: without /v1)")
-    ask.add_argument("--schema", metavar="FILE", help="a JSON Schema file: ask for JSON output of that shape")
+    ask.add_argument(
+        "--base-url",
+        type=non_empty_str,
+        help="API root (OpenAI-compatible: with /v1; Anthropic: without /v1)",
+    )
+    ask.add_argument(
+        "--schema",
+        type=non_empty_str,
+        metavar="FILE",
+        help="a JSON Schema file: ask for JSON output of that shape",
+    )
     ask.add_argument("--no-stream", action="store_true", help="one plain request (TTFT is then null)")
     ask.add_argument("--system", help="a system prompt")
-    ask.add_argument("--max-tokens", type=int, default=1024)
-    ask.add_argument("--temperature", type=float)
-    ask.add_argument("--price-as", help="price the model as this price-table key")
-    ask.add_argument("--prices", help="your own price file (LiteLLM layout); default $ORCH_PRICES")
+    ask.add_argument(
+        "--max-tokens", type=positive_int, default=1024, help="output tokens at most (default 1024)"
+    )
+    ask.add_argument("--temperature", type=non_negative_float, help="sampling temperature, 0 or more")
+    ask.add_argument("--price-as", type=non_empty_str, help="price the model as this price-table key")
+    ask.add_argument(
+        "--prices", type=non_empty_str, help="your own price file (LiteLLM layout); default $ORCH_PRICES"
+    )
     ask.set_defaults(func=cmd_ask)
 
     traces = sub.add_parser("traces", help="inspect the trace store")
@@ -1508,26 +1622,32 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("--json", action="store_true")
-        p.add_argument("--traces", help="trace store path")
+        p.add_argument("--traces", type=non_empty_str, help="trace store path")
         if name == "list":
-            p.add_argument("--limit", type=int, default=20)
+            p.add_argument(
+                "--limit", type=positive_int, default=20, help="the N most recent runs (default 20)"
+            )
         if name == "show":
-            p.add_argument("run", help="run id (or a unique prefix)")
+            p.add_argument("run", type=non_empty_str, help="run id (or a unique prefix)")
         if name == "top":
             p.add_argument("--by", choices=["node", "model", "slot", "tool"], default="node")
-            p.add_argument("--run", help="only this run")
-            p.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+            p.add_argument("--run", type=non_empty_str, help="only this run")
+            p.add_argument("--last", type=positive_int, metavar="N", help="only the N most recent runs")
             p.add_argument("--since", metavar="DURATION", help="only spans since then: 90m, 12h, 30d, 2w")
-            p.add_argument("--graph", help="only runs of this graph")
+            p.add_argument("--graph", type=non_empty_str, help="only runs of this graph")
         if name == "prune":
             p.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 30d, 12h, 2w")
         if name == "check":
             p.add_argument("--full", action="store_true", help="integrity_check: slower, checks indexes too")
     rp = tsub.add_parser("reprice", help="what-if pricing: the stored tokens at another model's rates")
-    rp.add_argument("run", nargs="?", help="run id (or a unique prefix)")
-    rp.add_argument("--last", type=int, metavar="N", help="the N most recent runs instead of one run")
+    rp.add_argument("run", nargs="?", type=non_empty_str, help="run id (or a unique prefix)")
+    rp.add_argument(
+        "--last", type=positive_int, metavar="N", help="the N most recent runs instead of one run"
+    )
     at = rp.add_mutually_exclusive_group(required=True)
-    at.add_argument("--model", metavar="MODEL", help="price every model call at this model's rates")
+    at.add_argument(
+        "--model", type=non_empty_str, metavar="MODEL", help="price every model call at this model's rates"
+    )
     at.add_argument(
         "--slot",
         action="append",
@@ -1535,27 +1655,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="price this slot's calls at MODEL's rates, the others as stored (repeatable)",
     )
     rp.add_argument("--json", action="store_true")
-    rp.add_argument("--traces", help="trace store path")
+    rp.add_argument("--traces", type=non_empty_str, help="trace store path")
     cp = tsub.add_parser("compare", help="two runs node by node: cost, tokens, time, count, models")
-    cp.add_argument("run_a", help="run id (or a unique prefix)")
-    cp.add_argument("run_b", help="run id (or a unique prefix)")
+    cp.add_argument("run_a", type=non_empty_str, help="run id (or a unique prefix)")
+    cp.add_argument("run_b", type=non_empty_str, help="run id (or a unique prefix)")
     cp.add_argument("--json", action="store_true")
-    cp.add_argument("--traces", help="trace store path")
+    cp.add_argument("--traces", type=non_empty_str, help="trace store path")
     hp = tsub.add_parser("report", help="an HTML page: cost flame graph, span waterfall, hotspot tables")
-    hp.add_argument("run", nargs="?", help="run id (or a unique prefix)")
+    hp.add_argument("run", nargs="?", type=non_empty_str, help="run id (or a unique prefix)")
     hp.add_argument(
-        "--last", type=int, metavar="N", help="the N most recent runs together instead of one run"
+        "--last", type=positive_int, metavar="N", help="the N most recent runs together instead of one run"
     )
     hp.add_argument(
-        "--html", required=True, metavar="FILE", help="the page to write (one self-contained file)"
+        "--html",
+        required=True,
+        type=non_empty_str,
+        metavar="FILE",
+        help="the page to write (one self-contained file)",
     )
     hp.add_argument("--json", action="store_true", help="print what was written as JSON")
-    hp.add_argument("--traces", help="trace store path")
+    hp.add_argument("--traces", type=non_empty_str, help="trace store path")
     traces.set_defaults(func=cmd_traces)
 
     init = sub.add_parser("init", help="start a project folder: manifest, a graph, a worker and a tool pack")
-    init.add_argument("directory", nargs="?", help="the folder, created if missing (default: --project)")
-    init.add_argument("--name", help="the project's name in pyproject.toml (default: from the folder's)")
+    init.add_argument(
+        "directory", nargs="?", type=non_empty_str, help="the folder, created if missing (default: --project)"
+    )
+    init.add_argument(
+        "--name", type=non_empty_str, help="the project's name in pyproject.toml (default: from the folder's)"
+    )
     init.set_defaults(func=cmd_init)
     _add_tools_parser(sub)
     return parser
@@ -1564,7 +1692,7 @@ def build_parser() -> argparse.ArgumentParser:
 class _ErrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         style = "red" if record.levelno >= logging.ERROR else "dim"
-        err.print(Text(f"[{record.name.removeprefix('orchestrator.')}] {record.getMessage()}", style=style))
+        err.print(_text(f"[{record.name.removeprefix('orchestrator.')}] {record.getMessage()}", style=style))
 
 
 def _show_library_logs() -> None:
@@ -1590,11 +1718,36 @@ def _show_warning(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _pipe_closed()
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (`| head`): stop quietly, as Unix tools do.
+
+    Python flushes stdout once more at exit; pointed at /dev/null, that flush can't fail again
+    ("Exception ignored ... BrokenPipeError"). Nothing is left to print, on either console.
+    """
+    out.quiet = err.quiet = True
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor has nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (a bad option value: exit 2) and --help (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
     warnings.showwarning = _show_warning
     _show_library_logs()
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught like any other write's
         return code
     except ConfigError as exc:
         err.print(_line(("error:", "red"), f" {exc}"))

@@ -80,7 +80,9 @@ def http_url(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no nan or inf in any number (TOML has both): nan passes no comparison and was sent to APIs as `NaN`,
+    # an infinite timeout or price is no limit spelled wrong
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PriceOverride(_Strict):
@@ -165,7 +167,7 @@ class SlotConfig(ModelConfig):
     """
 
     role: Role = "workhorse"
-    temperature: float = 0.0
+    temperature: float = Field(default=0.0, ge=0)
     fallback: list[str | ModelConfig] = Field(default_factory=list)
     cooldown_after: int = Field(default=2, ge=1)
     cooldown_s: float = Field(default=30.0, ge=0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import numbers
 import queue
 import sqlite3
 import threading
@@ -63,6 +65,9 @@ class LedgerEntry(TypedDict):
 class Budget:
     """Per-run limits; `None` means unlimited. A stop returns `status="budget_stop"`, it never raises.
 
+    A value that can't be a limit is a `ValueError` naming it: a negative, nan or infinite number, a
+    fractional token count, fewer than 1 step.
+
     Example:
         >>> Budget(usd=0.05, tokens=20_000, seconds=60, steps=8).usd
         0.05
@@ -73,6 +78,29 @@ class Budget:
     seconds: float | None = None
     steps: int | None = None
     shared: SharedBudget | None = None  # a cap this run draws from with others (a service's daily cap)
+
+    def __post_init__(self) -> None:
+        _check_limit("Budget", "usd", self.usd, whole=False, least=0)
+        _check_limit("Budget", "tokens", self.tokens, whole=True, least=0)
+        _check_limit("Budget", "seconds", self.seconds, whole=False, least=0)
+        # 1 or more, as the manifest's max_steps: no decision at all can't run anything
+        _check_limit("Budget", "steps", self.steps, whole=True, least=1)
+
+
+def _check_limit(owner: str, name: str, value: object, *, whole: bool, least: int) -> None:
+    """A `ValueError` naming the value unless it is None (no limit) or a finite number, `least` or more.
+
+    A negative cap stopped every run with "... > $-1"; nan compared false and meant no cap at all; inf is
+    no cap spelled another way, and a wrong one: leave the field unset (None) for that.
+    """
+    if value is None:
+        return
+    kind = "a whole number" if whole else "a finite number"
+    fix = f"give {kind}, {least} or more, or None for no limit"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}({name}={value!r}): {fix}")
+    if (whole and not isinstance(value, numbers.Integral)) or not math.isfinite(value) or value < least:
+        raise ValueError(f"{owner}({name}={value!r}): {fix}")
 
 
 class SharedBudget:
@@ -89,6 +117,8 @@ class SharedBudget:
     """
 
     def __init__(self, usd: float | None = None, tokens: int | None = None, name: str = "shared") -> None:
+        _check_limit("SharedBudget", "usd", usd, whole=False, least=0)
+        _check_limit("SharedBudget", "tokens", tokens, whole=True, least=0)
         self.usd, self.tokens, self.name = usd, tokens, name
         self.spent_usd = 0.0
         self.spent_tokens = 0

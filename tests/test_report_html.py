@@ -534,7 +534,7 @@ def _cli_json(argv: list[str], settings: Settings) -> str:
     ("argv", "message"),
     [
         (["nope"], "no run 'nope' in "),
-        (["--last", "0"], "--last must be 1 or more, got 0"),
+        (["--last", "0"], "argument --last: got '0'; give a whole number, 1 or more"),
         ([], "give a run id or --last N"),
         (["run-a", "--last", "2"], "give a run id or --last N"),
     ],
