@@ -48,9 +48,19 @@ def _spin(stop_at: float) -> None:
         x += 1
 
 
-def _case(model: Path, extra: bool, wait: str) -> dict[str, Any]:
-    env = {**os.environ, "OMP_WAIT_POLICY": wait}
-    argv = [*llama_probe.CHILD, str(model), "--extra-buffers", "on" if extra else "off", "--threads", "2"]
+def _case(python: str, model: Path, extra: bool, wait: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env["PYTHONPATH"] = str(ROOT)
+    if wait == "ours":  # what the orchestrator sets (llama_probe.before_llama_loads), as a user gets it
+        pass
+    elif wait == "default":  # libgomp's own: spin 300,000 times, then sleep (empty: the child sets nothing)
+        env["OMP_WAIT_POLICY"] = ""
+    elif wait.startswith("spin="):  # libgomp's default policy with another spin count
+        env["OMP_WAIT_POLICY"], env["GOMP_SPINCOUNT"] = "", wait.split("=", 1)[1]
+    else:
+        env["OMP_WAIT_POLICY"] = wait
+    argv = [python, "-m", llama_probe.__name__, str(model), "--extra-buffers", "on" if extra else "off"]
+    argv += ["--threads", "2"]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     if done.returncode != 0:
         return {
@@ -61,15 +71,21 @@ def _case(model: Path, extra: bool, wait: str) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(rounds: int, busy: bool) -> dict[tuple[str, bool, str], list[dict[str, Any]]]:
+Case = tuple[str, str, bool, str]  # build, model, extra buffer types, OpenMP wait policy
+
+
+def measure(
+    rounds: int, busy: bool, builds: dict[str, str], waits: list[str], extras: tuple[bool, ...] = (True, False)
+) -> dict[Case, list[dict[str, Any]]]:
     models_dir = Settings.resolve(None).models_dir
     cases = [
-        (name, extra, wait)
+        (build, name, extra, wait)
         for name in ("qwen2.5-0.5b", "qwen2.5-1.5b")
-        for extra in (True, False)
-        for wait in ("ACTIVE", "PASSIVE")
+        for build in builds
+        for extra in extras
+        for wait in waits
     ]
-    results: dict[tuple[str, bool, str], list[dict[str, Any]]] = {c: [] for c in cases}
+    results: dict[Case, list[dict[str, Any]]] = {c: [] for c in cases}
     spinners: list[multiprocessing.Process] = []
     if busy:
         stop_at = time.time() + 3600
@@ -79,15 +95,12 @@ def measure(rounds: int, busy: bool) -> dict[tuple[str, bool, str], list[dict[st
     try:
         for r in range(rounds):
             for case in cases:
-                name, extra, wait = case
+                build, name, extra, wait = case
                 if results[case] and "crash" in results[case][0]:
                     continue  # a crash is a crash: once is enough
-                out = _case(LOCAL_MODELS[name].path(models_dir), extra, wait)
+                out = _case(builds[build], LOCAL_MODELS[name].path(models_dir), extra, wait)
                 results[case].append(out)
-                print(
-                    f"{'busy' if busy else 'idle'} round {r + 1} {name} extra={extra} {wait}: {out}",
-                    file=sys.stderr,
-                )
+                print(f"{'busy' if busy else 'idle'} round {r + 1} {case}: {out}", file=sys.stderr)
     finally:
         for p in spinners:
             p.terminate()
@@ -123,8 +136,8 @@ def _cell(runs: list[dict[str, Any]], key: str) -> str:
 
 
 def section(
-    idle: dict[tuple[str, bool, str], list[dict[str, Any]]],
-    busy: dict[tuple[str, bool, str], list[dict[str, Any]]],
+    idle: dict[Case, list[dict[str, Any]]],
+    busy: dict[Case, list[dict[str, Any]]],
     rounds: int,
     demos: list[tuple[str, float, int, str]],
 ) -> str:
@@ -137,16 +150,17 @@ def section(
         f"Python {platform.python_version()}, llama-cpp-python 0.3.36 compiled here by the Makefile (native). "
         "Each case is the CPU probe's child in a new process: load, a 136-token prompt, 8 generated tokens; "
         f"median of {rounds} interleaved rounds, tokens per second. Busy: two other processes spin on the two "
-        "cores meanwhile. `OMP_WAIT_POLICY` is how llama.cpp's OpenMP threads wait for each other "
-        "(ACTIVE spins, PASSIVE sleeps).",
+        "cores meanwhile. The OpenMP wait is how llama.cpp's threads wait for each other at every barrier: "
+        "`OMP_WAIT_POLICY` ACTIVE spins, PASSIVE sleeps, default (unset) spins 300,000 times then sleeps, "
+        "spin=N sets libgomp's `GOMP_SPINCOUNT` to N with the policy unset.",
         "",
-        "| model | extra buffer types | OpenMP wait | prompt tok/s idle | generation tok/s idle | prompt tok/s busy | generation tok/s busy |",
-        "|---|---|---|---|---|---|---|",
+        "| model | build | extra buffer types | OpenMP wait | prompt tok/s idle | generation tok/s idle | prompt tok/s busy | generation tok/s busy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key in idle:
-        name, extra, wait = key
+        build, name, extra, wait = key
         rows.append(
-            f"| {name} | {'on' if extra else 'off'} | {wait} | {_cell(idle[key], 'prompt_tps')} | "
+            f"| {name} | {build} | {'on' if extra else 'off'} | {wait} | {_cell(idle[key], 'prompt_tps')} | "
             f"{_cell(idle[key], 'generation_tps')} | {_cell(busy.get(key, []), 'prompt_tps')} | "
             f"{_cell(busy.get(key, []), 'generation_tps')} |"
         )
@@ -169,10 +183,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--no-busy", action="store_true")
+    parser.add_argument("--waits", default="default,ACTIVE,PASSIVE", help="OpenMP waits to compare (comma-separated)")
+    parser.add_argument("--extra", default="on,off", help="extra buffer type settings to compare")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="another llama-cpp-python build to measure: an interpreter that has it (e.g. a venv with a portable wheel)",
+    )
     args = parser.parse_args()
-    idle = measure(args.rounds, busy=False)
-    busy = {} if args.no_busy else measure(args.rounds, busy=True)
+    builds = {"native": sys.executable, **dict(b.split("=", 1) for b in args.build)}
+    waits = args.waits.split(",")
+    extras = tuple(e == "on" for e in args.extra.split(","))
+    idle = measure(args.rounds, busy=False, builds=builds, waits=waits, extras=extras)
+    busy = {} if args.no_busy else measure(args.rounds, busy=True, builds=builds, waits=waits, extras=extras)
     demos: list[tuple[str, float, int, str]] = []
     if not args.no_demo:
         for label, fresh in (

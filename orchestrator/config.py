@@ -173,15 +173,29 @@ class SlotConfig(ModelConfig):
     cooldown_s: float = Field(default=30.0, ge=0)
 
 
+DEFAULT_DEADLINE_S = 120.0  # a run's deadline when it is not set and a slot calls a model over the network
+
+
 class Limits(_Strict):
-    """Run limits that keep a weak model from looping."""
+    """Run limits that keep a weak model from looping.
+
+    `deadline_s` unset (None): `DEFAULT_DEADLINE_S` when any slot calls a model over the network, none when
+    every slot runs in process. A local model costs nothing, can't stall on a network, and its run is
+    bounded by `max_steps` and `max_tokens`; a deadline would only measure how busy the machine is.
+    """
 
     max_steps: int = Field(default=8, ge=1, le=1000)
-    deadline_s: float = Field(default=120.0, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
     max_tokens: int = Field(default=256, ge=1)
     tool_timeout_s: float = Field(default=20.0, gt=0)
     isolate_tools: bool = True  # synchronous tools run in killable child processes
     top_k: int = Field(default=3, ge=1, le=50)
+
+    def for_models(self, all_local: bool) -> Limits:
+        """These limits with the deadline an unset `deadline_s` means for a run on these models."""
+        if self.deadline_s is not None or all_local:
+            return self
+        return self.model_copy(update={"deadline_s": DEFAULT_DEADLINE_S})
 
 
 class McpServerConfig(_Strict):

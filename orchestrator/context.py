@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,8 +52,8 @@ class RunContext:
     _slot_models: dict[str, BaseChatModel] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.deadline:
-            self.deadline = time.monotonic() + self.limits.deadline_s
+        if not self.deadline:  # no deadline set: never (math.inf)
+            self.deadline = time.monotonic() + (self.limits.deadline_s or math.inf)
 
     @classmethod
     def standalone(
@@ -82,7 +83,7 @@ class RunContext:
     def stop_time(self) -> tuple[float, str]:
         """When the run's wall time is up (`time.monotonic()`: the deadline, or the time budget if it ends
         first), and the stop reason then. A model call under way at that moment is cut short."""
-        at, reason = self.deadline, f"deadline of {self.limits.deadline_s:g}s reached"
+        at, reason = self.deadline, f"deadline of {self.limits.deadline_s or math.inf:g}s reached"
         budget_end = self.meter.time_ends_at()
         if budget_end is not None and budget_end <= at:
             at, reason = budget_end, f"time budget of {self.meter.budget.seconds:g}s used up"

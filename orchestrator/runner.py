@@ -240,6 +240,12 @@ class Orchestrator:
             n: s if isinstance(s, SlotBinding) else bind_slot(n, s, table) for n, s in raw_slots.items()
         }
         self._model_overrides = dict(models or {})
+        # an unset deadline: the default for a run on network models, none for one run wholly in process
+        in_process = all(
+            b.profile.provider == "local" and not b.fallbacks and n not in self._model_overrides
+            for n, b in self.slots.items()
+        )
+        self.limits = self.limits.for_models(all_local=in_process)
         for name in self._model_overrides:
             if name not in self.slots:
                 raise ConfigError(

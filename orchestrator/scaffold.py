@@ -48,7 +48,6 @@ classify = {{ model = "local:qwen2.5-0.5b", role = "workhorse" }}
 
 [tool.orchestrator.limits]
 max_steps = 8
-deadline_s = 120
 max_tokens = 256
 """
 

@@ -259,3 +259,25 @@ async def test_a_local_generation_stops_at_its_deadline_and_a_cancelled_one_free
     assert time.monotonic() - t1 < 15, "the cancelled generation kept the model"
     assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] == 3
     assert not lock.locked()
+
+
+@pytest.mark.parametrize(
+    ("models", "limits", "deadline"),
+    [
+        (["local:qwen2.5-1.5b", "local:qwen2.5-0.5b"], None, None),  # in process: bounded by steps and tokens
+        (["local:qwen2.5-1.5b", "openai:gpt-4o-mini"], None, 120.0),  # one network model: the default
+        (["openai:gpt-4o-mini"], None, 120.0),
+        (["local:qwen2.5-1.5b"], Limits(deadline_s=30), 30.0),  # set: kept, whatever the models
+    ],
+)
+def test_an_unset_deadline_applies_to_network_models_only(
+    settings: Settings, models: list[str], limits: Limits | None, deadline: float | None
+) -> None:
+    """On a slow or busy machine a local run is not cut by a deadline that only measures the machine."""
+    slots = {
+        name: SlotConfig(model=model, role="racehorse" if name == "controller" else "workhorse")
+        for name, model in zip(("controller", "classify"), models, strict=False)
+    }
+    orch = Orchestrator(settings=settings, slots=slots, tools=TOOLS, workers={}, limits=limits)
+    assert orch.limits.deadline_s == deadline
+    orch.close()
