@@ -39,6 +39,7 @@ demo: models
 
 lint: $(STAMPS)/dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the layers of docs/architecture.md: no upward import, no circle
 
 typecheck: $(STAMPS)/dev $(STAMPS)/local  # mypy sees llama-cpp-python and numpy, as the code uses them
 	$(VENV)/bin/mypy --strict

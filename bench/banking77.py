@@ -45,12 +45,12 @@ sys.path.insert(0, str(ROOT))
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
-from orchestrator.calls import call_model  # noqa: E402
-from orchestrator.context import RunContext  # noqa: E402
-from orchestrator.ledger import LedgerEntry  # noqa: E402
-from orchestrator.pricing import Usage, cost_usd, shipped_table  # noqa: E402
-from orchestrator.workers import Worker, classify_worker  # noqa: E402
-from orchestrator.workhorse import run_worker  # noqa: E402
+from orchestrator.agent.workhorse import run_worker  # noqa: E402
+from orchestrator.cost.ledger import LedgerEntry  # noqa: E402
+from orchestrator.cost.pricing import Usage, cost_usd, shipped_table  # noqa: E402
+from orchestrator.models.calls import call_model  # noqa: E402
+from orchestrator.models.context import RunContext  # noqa: E402
+from orchestrator.workers.definitions import Worker, classify_worker  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "intents" / "banking77"
 DOC = ROOT / "docs" / "benchmarks.md"

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from markers import splice  # noqa: E402
 
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.modelfiles import LOCAL_MODELS  # noqa: E402
 from orchestrator.providers import llama_probe  # noqa: E402
+from orchestrator.providers.modelfiles import LOCAL_MODELS  # noqa: E402
 
 START, END = "<!-- engine:start -->", "<!-- engine:end -->"
 DEMO_INPUT = (

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import Orchestrator, Settings  # noqa: E402
-from orchestrator.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
+from orchestrator.evals.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
 
 SETS = {"dev": ROOT / "bench" / "tasks" / "dev.jsonl", "heldout": ROOT / "bench" / "tasks" / "heldout.jsonl"}
 RESULTS = ROOT / "bench" / "results"

@@ -484,7 +484,7 @@ def audit(
 ) -> Audit:
     """Read what the run returned (a `RunResult`, or `orch run --json`'s object), its ledger and its spans as
     stored (opened afresh), and the servers' logs."""
-    from orchestrator.ledger import LedgerBook
+    from orchestrator.cost.ledger import LedgerBook
     from orchestrator.tracing.store import TraceStore
 
     got = result if isinstance(result, dict) else result.to_dict()
@@ -539,7 +539,7 @@ class Bench:
 
     @contextlib.contextmanager
     def cell(self) -> Iterator[tuple[Path, ModelServer, McpProxy]]:
-        from orchestrator.mcp import close_all
+        from orchestrator.toolsets.mcp import close_all
 
         self.cells += 1
         folder = self.work / f"cell{self.cells}"

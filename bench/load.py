@@ -644,7 +644,7 @@ def _create_stores(traces: Path, checkpoints: Path) -> None:
     that is reported in docs/reliability.md and kept out of what this bench measures."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from orchestrator.ledger import LedgerBook
+    from orchestrator.cost.ledger import LedgerBook
     from orchestrator.tracing.store import TraceStore
 
     TraceStore(traces).close()
@@ -830,7 +830,7 @@ def render(results: list[dict[str, Any]]) -> str:
                 "busy_timeout`), which left 10 to 25 failures: SQLite returns `database is locked` at once, "
                 "without waiting, when a connection's read snapshot is stale as it starts to write (WAL's "
                 "busy-snapshot case). A write that meets a busy database is now rolled back and tried again "
-                "(`_Guarded` in `orchestrator/checkpoints.py`; both of the saver's writes are `INSERT OR "
+                "(`_Guarded` in `orchestrator/run/checkpoints.py`; both of the saver's writes are `INSERT OR "
                 "REPLACE`, so a retry stores one copy).",
             ]
     if shared and normal:

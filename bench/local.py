@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.modelfiles import LOCAL_MODELS, ensure_model_file  # noqa: E402
 from orchestrator.providers.local import LocalChatModel, _instance  # noqa: E402
+from orchestrator.providers.modelfiles import LOCAL_MODELS, ensure_model_file  # noqa: E402
 
 ROUNDS = 3
 SYSTEM = "You are a careful assistant."

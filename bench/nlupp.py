@@ -20,8 +20,8 @@ Expected values are the data's canonical values, normalised for exact matching: 
 "ambiguous" (no currency in the text) becomes null; amounts are numbers; names and companies as written
 (the trial compares strings case-folded, with whitespace collapsed). A field the text lacks is absent.
 
-Three configurations, through the trial code (`orchestrator.trial.run_items`, scored by
-`orchestrator.trial.score`): the 0.5B workhorse alone (its repair, no escalation), the 1.5B racehorse alone,
+Three configurations, through the trial code (`orchestrator.evals.trial.run_items`, scored by
+`orchestrator.evals.trial.score`): the 0.5B workhorse alone (its repair, no escalation), the 1.5B racehorse alone,
 and the 0.5B with escalation to the 1.5B. Costs are at price-table prices as if the pair were gpt-4o-mini
 escalating to gpt-4o, from the local models' own token counts (the slots carry those prices as `prices=`:
 `price_as` is ignored for local models).
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
-from orchestrator.workers import Worker, extract_worker  # noqa: E402
+from orchestrator.workers.definitions import Worker, extract_worker  # noqa: E402
 
 DATA = Path(os.environ.get("NLUPP_DATA", ROOT.parent / "shared" / "data" / "extraction" / "nlupp"))
 SLOTS = ("amount_of_money", "date", "time", "person_name", "company_name")
@@ -217,8 +217,8 @@ def worker(*, escalate: bool = True, checked: bool = False, data: Path = DATA) -
 
 def _binding(slot: str, model: str, role: str) -> Any:
     from orchestrator.config import PriceOverride, SlotConfig
-    from orchestrator.pricing import price_table
-    from orchestrator.stable import bind_slot
+    from orchestrator.cost.pricing import price_table
+    from orchestrator.models.binding import bind_slot
 
     table = price_table(None)
     priced = table.lookup(PRICE_AS[role])
@@ -229,8 +229,8 @@ def _binding(slot: str, model: str, role: str) -> Any:
 
 async def run_config(name: str, items: Sequence[Mapping[str, Any]], settings: Any) -> Any:
     """One configuration's TrialReport."""
+    from orchestrator.evals.trial import TrialReport, run_items
     from orchestrator.providers import create_chat_model
-    from orchestrator.trial import TrialReport, run_items
 
     checked = name == "escalating_checked"
     chain: dict[str, tuple[Any, Any]] = {}
@@ -270,7 +270,7 @@ def machine() -> str:
 
 def per_slot(report: Any) -> dict[str, dict[str, int]]:
     """Per slot, over the final answers: expected, predicted, right (normalised exact match)."""
-    from orchestrator.trial import _empty, _norm, _same
+    from orchestrator.evals.trial import _empty, _norm, _same
 
     counts: dict[str, Counter[str]] = {s: Counter() for s in SLOTS}
     for item in report.items:

@@ -26,9 +26,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.retrieval.docs import ToolDoc, read_catalog, read_queries  # noqa: E402
-from orchestrator.retrieval.evaluate import RetrievalReport, evaluate  # noqa: E402
-from orchestrator.retrieval.index import ToolIndex  # noqa: E402
+from orchestrator.toolsets.retrieval.docs import ToolDoc, read_catalog, read_queries  # noqa: E402
+from orchestrator.toolsets.retrieval.evaluate import RetrievalReport, evaluate  # noqa: E402
+from orchestrator.toolsets.retrieval.index import ToolIndex  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tools" / "bfcl"
 START, END = "<!-- retrieval:start -->", "<!-- retrieval:end -->"

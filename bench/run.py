@@ -30,9 +30,9 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig  # noqa: E402
+from orchestrator.agent.controller import COVERS, SYSTEM_PROMPT  # noqa: E402
+from orchestrator.agent.plan import MAX_PARTS  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
-from orchestrator.controller import COVERS, SYSTEM_PROMPT  # noqa: E402
-from orchestrator.plan import MAX_PARTS  # noqa: E402
 from orchestrator.testing import ScriptedChatModel  # noqa: E402
 from tools.catalog import TOOLS  # noqa: E402
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
-from orchestrator.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
+from orchestrator.evals.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
 from orchestrator.testing import serve_llama  # noqa: E402
 
 SETS = {"dev": ROOT / "bench" / "tasks" / "dev.jsonl", "heldout": ROOT / "bench" / "tasks" / "heldout.jsonl"}

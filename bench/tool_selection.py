@@ -57,12 +57,12 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import StructuredTool  # noqa: E402
 from retrieval import DEV, HELDOUT  # noqa: E402
 
-import orchestrator.graph as agent_graph  # noqa: E402
+import orchestrator.agent.graph as agent_graph  # noqa: E402
 from orchestrator import Limits, Orchestrator, PlanExample, Settings, build_agent_graph, load_manifest  # noqa: E402
-from orchestrator.catalog import Catalog, CatalogEntry, ToolHit  # noqa: E402
-from orchestrator.decisions import MAX_BOUND_TOOLS, decision_of  # noqa: E402
-from orchestrator.plan import merge_plan  # noqa: E402
-from orchestrator.retrieval.docs import ToolDoc, read_catalog  # noqa: E402
+from orchestrator.agent.decisions import MAX_BOUND_TOOLS, decision_of  # noqa: E402
+from orchestrator.agent.plan import merge_plan  # noqa: E402
+from orchestrator.toolsets.catalog import Catalog, CatalogEntry, ToolHit  # noqa: E402
+from orchestrator.toolsets.retrieval.docs import ToolDoc, read_catalog  # noqa: E402
 from orchestrator.tracing import attrs as A  # noqa: E402
 from orchestrator.tracing.store import decode_attributes  # noqa: E402
 
@@ -84,7 +84,7 @@ LIMITS = Limits(max_steps=6, deadline_s=300, max_tokens=256, top_k=3)
 # window (the slot's `context_window`); the dynamic variants keep the default slot.
 WIDE = "controller_wide"
 WIDE_CONTEXT = 32768
-# The graph cuts every observation at 2,000 characters (`orchestrator.graph._OBSERVATION_CAP`), the list of
+# The graph cuts every observation at 2,000 characters (`orchestrator.agent.graph._OBSERVATION_CAP`), the list of
 # found tools included: with all 50 offered the model would see the first six or so and the rest only as
 # names the grammar allows. For that variant alone the cap is raised while its runs go (no file changed).
 ALL_CAP = 100_000
@@ -662,7 +662,7 @@ def section(data: dict[str, Any]) -> list[str]:
         'change. This local model does not bind tools natively: "offered" means listed in the prompt (the '
         "`find_tools` observation) and allowed by the decision's grammar, which is what any model without "
         f"native tool calling gets. Two things had to change for that variant, in the bench only: the "
-        f"observation cap ({cfg['observation_cap']:,} characters, `orchestrator.graph._OBSERVATION_CAP`) was "
+        f"observation cap ({cfg['observation_cap']:,} characters, `orchestrator.agent.graph._OBSERVATION_CAP`) was "
         f"raised while its runs went, because it also cuts the list of found tools (with the shipped cap the "
         f"model sees the first six or so of the {n_tools}); and its controller ran in a second slot on the same "
         f"model with a {cfg['wide_context_window']:,}-token window, because {too_big} of its {len(sa)} queries "

@@ -5,9 +5,9 @@
 Texts: `bench/data/texts.jsonl`, 20 customer emails, incident reports, product notes and meeting minutes
 (80-200 words, written for this benchmark, each with numbers and names for the fact validators). Workers:
 `summarize_worker(sentences=(2, 2))` and `style_worker(style="formal")`, unchanged otherwise. Each runs
-through `orchestrator.trial.run_items` (the ladder of `orch trial`: first answer, one repair, then the
+through `orchestrator.evals.trial.run_items` (the ladder of `orch trial`: first answer, one repair, then the
 escalation chain) in two runs: the 0.5B workhorse with escalation to the 1.5B racehorse (read up to its repair
-for escalation off), and the 1.5B alone. The 1.5B judges every valid output (`orchestrator.judge`, 1-5).
+for escalation off), and the 1.5B alone. The 1.5B judges every valid output (`orchestrator.evals.judge`, 1-5).
 
 Writes every item (each attempt's raw reply included) to `bench/results/workers-text.json` and the tables to
 the "Summarize and style workers on 20 texts" section of docs/benchmarks.md, between its markers.
@@ -30,11 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import orchestrator.trial as trial  # noqa: E402
+import orchestrator.evals.trial as trial  # noqa: E402
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
-from orchestrator.judge import Judgement, judge_output  # noqa: E402
-from orchestrator.stable import bind_slot  # noqa: E402
-from orchestrator.workers import Worker, style_worker, summarize_worker  # noqa: E402
+from orchestrator.evals.judge import Judgement, judge_output  # noqa: E402
+from orchestrator.models.binding import bind_slot  # noqa: E402
+from orchestrator.workers.definitions import Worker, style_worker, summarize_worker  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "texts.jsonl"
 RESULTS = ROOT / "bench" / "results" / "workers-text.json"
@@ -235,7 +235,7 @@ def markdown(report: dict[str, Any]) -> str:
         '`style_worker(style="formal")`, run through the `orch trial` ladder (first answer, one repair, then',
         "escalation). Valid = passes the worker's validators (summarize: exactly 2 sentences, adds no number,",
         "date or capitalised name; style: not a copy, keeps every number, date and name, adds none). Judged =",
-        "mean score 1-5 by the 1.5B (`orchestrator.judge`) over the valid final outputs. Compute = local model",
+        "mean score 1-5 by the 1.5B (`orchestrator.evals.judge`) over the valid final outputs. Compute = local model",
         "seconds per item (escalations included, the judge not).",
         "",
         "Escalation off is the escalating run read up to its repair (greedy decoding: the first answer and",

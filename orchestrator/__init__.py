@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from orchestrator._version import __version__
 
 if TYPE_CHECKING:
-    from orchestrator.catalog import Catalog
+    from orchestrator.agent.graph import AgentState, build_agent_graph
+    from orchestrator.agent.plan import Example as PlanExample
+    from orchestrator.agent.workhorse import worker_node
     from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
-    from orchestrator.context import RunContext
+    from orchestrator.cost.ledger import Budget, Ledger, SharedBudget
     from orchestrator.errors import (
         ConfigError,
         ManifestError,
@@ -29,52 +31,57 @@ if TYPE_CHECKING:
         UnknownModelError,
         WorkerOutputError,
     )
-    from orchestrator.graph import AgentState, build_agent_graph
-    from orchestrator.ledger import Budget, Ledger, SharedBudget
-    from orchestrator.plan import Example as PlanExample
-    from orchestrator.runner import Orchestrator, RunEvent, RunResult
-    from orchestrator.stable import ModelProfile, SlotBinding, resolve_profile
-    from orchestrator.workers import Worker, classify_worker, extract_worker, style_worker, summarize_worker
-    from orchestrator.workhorse import worker_node
+    from orchestrator.models.binding import resolve_profile
+    from orchestrator.models.context import RunContext
+    from orchestrator.profiles import ModelProfile, SlotBinding
+    from orchestrator.run.orchestrator import Orchestrator, RunEvent, RunResult
+    from orchestrator.toolsets.catalog import Catalog
+    from orchestrator.workers.definitions import (
+        Worker,
+        classify_worker,
+        extract_worker,
+        style_worker,
+        summarize_worker,
+    )
 
 _LAZY: dict[str, tuple[str, str]] = {
-    "AgentState": ("orchestrator.graph", "AgentState"),
-    "Budget": ("orchestrator.ledger", "Budget"),
-    "Catalog": ("orchestrator.catalog", "Catalog"),
+    "AgentState": ("orchestrator.agent.graph", "AgentState"),
+    "Budget": ("orchestrator.cost.ledger", "Budget"),
+    "Catalog": ("orchestrator.toolsets.catalog", "Catalog"),
     "ConfigError": ("orchestrator.errors", "ConfigError"),
-    "Ledger": ("orchestrator.ledger", "Ledger"),
+    "Ledger": ("orchestrator.cost.ledger", "Ledger"),
     "Limits": ("orchestrator.config", "Limits"),
     "Manifest": ("orchestrator.config", "Manifest"),
     "ManifestError": ("orchestrator.errors", "ManifestError"),
     "ModelError": ("orchestrator.errors", "ModelError"),
     "ModelFileError": ("orchestrator.errors", "ModelFileError"),
-    "ModelProfile": ("orchestrator.stable", "ModelProfile"),
-    "Orchestrator": ("orchestrator.runner", "Orchestrator"),
+    "ModelProfile": ("orchestrator.profiles", "ModelProfile"),
+    "Orchestrator": ("orchestrator.run.orchestrator", "Orchestrator"),
     "OrchestratorError": ("orchestrator.errors", "OrchestratorError"),
-    "PlanExample": ("orchestrator.plan", "Example"),
+    "PlanExample": ("orchestrator.agent.plan", "Example"),
     "PromptTooLongError": ("orchestrator.errors", "PromptTooLongError"),
-    "RunContext": ("orchestrator.context", "RunContext"),
+    "RunContext": ("orchestrator.models.context", "RunContext"),
     "RunError": ("orchestrator.errors", "RunError"),
-    "RunEvent": ("orchestrator.runner", "RunEvent"),
-    "RunResult": ("orchestrator.runner", "RunResult"),
+    "RunEvent": ("orchestrator.run.orchestrator", "RunEvent"),
+    "RunResult": ("orchestrator.run.orchestrator", "RunResult"),
     "Settings": ("orchestrator.config", "Settings"),
-    "SharedBudget": ("orchestrator.ledger", "SharedBudget"),
-    "SlotBinding": ("orchestrator.stable", "SlotBinding"),
+    "SharedBudget": ("orchestrator.cost.ledger", "SharedBudget"),
+    "SlotBinding": ("orchestrator.profiles", "SlotBinding"),
     "SlotConfig": ("orchestrator.config", "SlotConfig"),
     "ToolError": ("orchestrator.errors", "ToolError"),
     "ToolsUnsupportedError": ("orchestrator.errors", "ToolsUnsupportedError"),
     "UnknownGraphError": ("orchestrator.errors", "UnknownGraphError"),
     "UnknownModelError": ("orchestrator.errors", "UnknownModelError"),
-    "Worker": ("orchestrator.workers", "Worker"),
+    "Worker": ("orchestrator.workers.definitions", "Worker"),
     "WorkerOutputError": ("orchestrator.errors", "WorkerOutputError"),
-    "build_agent_graph": ("orchestrator.graph", "build_agent_graph"),
-    "classify_worker": ("orchestrator.workers", "classify_worker"),
-    "extract_worker": ("orchestrator.workers", "extract_worker"),
+    "build_agent_graph": ("orchestrator.agent.graph", "build_agent_graph"),
+    "classify_worker": ("orchestrator.workers.definitions", "classify_worker"),
+    "extract_worker": ("orchestrator.workers.definitions", "extract_worker"),
     "load_manifest": ("orchestrator.config", "load_manifest"),
-    "resolve_profile": ("orchestrator.stable", "resolve_profile"),
-    "style_worker": ("orchestrator.workers", "style_worker"),
-    "summarize_worker": ("orchestrator.workers", "summarize_worker"),
-    "worker_node": ("orchestrator.workhorse", "worker_node"),
+    "resolve_profile": ("orchestrator.models.binding", "resolve_profile"),
+    "style_worker": ("orchestrator.workers.definitions", "style_worker"),
+    "summarize_worker": ("orchestrator.workers.definitions", "summarize_worker"),
+    "worker_node": ("orchestrator.agent.workhorse", "worker_node"),
 }
 
 __all__ = [

@@ -34,8 +34,8 @@ from orchestrator.cliargs import (
     positive_int,
 )
 from orchestrator.config import Settings, load_manifest
+from orchestrator.cost.ledger import Budget, Ledger
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.ledger import Budget, Ledger
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import TraceStoreDamaged, decode_attributes
 
@@ -108,7 +108,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # --- orch run ------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.runner import Orchestrator
+    from orchestrator.run.orchestrator import Orchestrator
 
     manifest = load_manifest(args.project)
     graph, text = args.graph, args.input
@@ -364,7 +364,7 @@ def _describe(event: Any) -> str:
 
 
 def _describe_agent(event: Any) -> str:
-    from orchestrator.decisions import decision_of
+    from orchestrator.agent.decisions import decision_of
 
     update = event.update
     if event.node == "controller":
@@ -386,7 +386,7 @@ def _describe_agent(event: Any) -> str:
 
 
 def _next_label(event: Any) -> str:
-    from orchestrator.graph import last_decision
+    from orchestrator.agent.graph import last_decision
 
     pending = last_decision(event.update) or {}
     action = pending.get("action")
@@ -442,8 +442,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orchestrator.evaluate import TaskResult, evaluate, load_tasks
-    from orchestrator.runner import Orchestrator
+    from orchestrator.evals.evaluate import TaskResult, evaluate, load_tasks
+    from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.sync import run_blocking
 
     tasks = load_tasks(args.data)
@@ -506,9 +506,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_trial(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orchestrator.runner import Orchestrator
+    from orchestrator.evals.trial import ItemResult, load_items, run_trial
+    from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.sync import run_blocking
-    from orchestrator.trial import ItemResult, load_items, run_trial
 
     items = load_items(args.data)
     if args.limit is not None:
@@ -664,8 +664,8 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
     again with `force`), so a fast path that crashes here is found now, not at the first run."""
     import importlib.util
 
-    from orchestrator.modelfiles import LOCAL_MODELS
     from orchestrator.providers import llama_probe
+    from orchestrator.providers.modelfiles import LOCAL_MODELS
 
     if importlib.util.find_spec("llama_cpp") is None:
         return  # the 'local' extra is not installed: nothing can load the model here yet
@@ -685,8 +685,8 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from orchestrator.modelfiles import LOCAL_MODELS, build_model_file, verify_model_file
-    from orchestrator.stable import resolve_profile
+    from orchestrator.models.binding import resolve_profile
+    from orchestrator.providers.modelfiles import LOCAL_MODELS, build_model_file, verify_model_file
 
     settings = _settings(args)
     if args.action in ("build", "verify"):
@@ -706,7 +706,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 err.print(_line(("bad", "red"), f" local:{name}: {exc}"))
         return EXIT_CONFIG if failures else EXIT_OK
     if args.action == "build":
-        from orchestrator.modelfiles import is_verified
+        from orchestrator.providers.modelfiles import is_verified
 
         for name in names:
             spec = LOCAL_MODELS[name]
@@ -771,9 +771,10 @@ def _profile_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str
     import dataclasses
     import warnings
 
-    from orchestrator.modelfiles import LOCAL_MODELS, is_verified
-    from orchestrator.pricing import price_table
-    from orchestrator.stable import ModelProfile, bind_slot, catalog_names, resolve_profile
+    from orchestrator.cost.pricing import price_table
+    from orchestrator.models.binding import bind_slot, catalog_names, resolve_profile
+    from orchestrator.profiles import ModelProfile
+    from orchestrator.providers.modelfiles import LOCAL_MODELS, is_verified
 
     table = price_table(settings.prices_path)
     profiles: dict[str, ModelProfile] = {}
@@ -820,7 +821,7 @@ def _profile_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str
 
 # --- orch ask -----------------------------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace) -> int:
-    from orchestrator.ask import aask, ask_profile, failed_attempts
+    from orchestrator.models.ask import aask, ask_profile, failed_attempts
     from orchestrator.sync import run_blocking
 
     settings = Settings.resolve(None, prices_path=args.prices)
@@ -901,7 +902,7 @@ def _ledger_totals(settings: Settings) -> Callable[[str], Ledger | None]:
     died before it could record its totals (LangGraph is loaded only then)."""
 
     def totals(run_id: str) -> Ledger | None:
-        from orchestrator.checkpoints import Checkpoints
+        from orchestrator.run.checkpoints import Checkpoints
 
         return Checkpoints(settings.checkpoints_path).totals(run_id)
 
@@ -1148,8 +1149,8 @@ def _traces_report(args: argparse.Namespace, store: Any) -> int:
 
 
 def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) -> int:
-    from orchestrator.pricing import price_table
-    from orchestrator.tracing.whatif import reprice, runs_in_scope
+    from orchestrator.cost.pricing import price_table
+    from orchestrator.evals.whatif import reprice, runs_in_scope
 
     slots: dict[str, str] = {}
     for given in args.slot or []:
@@ -1223,7 +1224,7 @@ def _change(value: float | None) -> str:
 
 
 def _traces_compare(args: argparse.Namespace, store: Any) -> int:
-    from orchestrator.tracing.compare import compare
+    from orchestrator.evals.compare import compare
 
     result = compare(store, args.run_a, args.run_b)
     if args.json:
@@ -1277,7 +1278,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     import shlex
     from pathlib import Path
 
-    from orchestrator.modelfiles import LOCAL_MODELS, is_verified
+    from orchestrator.providers.modelfiles import LOCAL_MODELS, is_verified
     from orchestrator.scaffold import FILES, scaffold
 
     made = scaffold(args.directory or args.project, name=args.name)
@@ -1302,14 +1303,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --- orch tools --------------------------------------------------------------------------------------------
 def _tool_sources(args: argparse.Namespace) -> list[Any]:
     """The project's tool packs (unless --no-packs) and each --catalog file's tools."""
-    from orchestrator.retrieval.sources import gather
+    from orchestrator.toolsets.retrieval.sources import gather
 
     return gather(None if args.no_packs else args.project, args.catalog or [])
 
 
 def _tool_index(args: argparse.Namespace, docs: Sequence[Any], key: str) -> Any:
-    from orchestrator.retrieval.index import ToolIndex
-    from orchestrator.retrieval.sources import index_path
+    from orchestrator.toolsets.retrieval.index import ToolIndex
+    from orchestrator.toolsets.retrieval.sources import index_path
 
     index = ToolIndex(args.index or index_path(key))
     method = args.method or index.default_method()
@@ -1367,8 +1368,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
         out.print(_line((f"{method} over {len(index)} tools", "dim")))
         return EXIT_OK
     # eval
-    from orchestrator.retrieval.docs import read_catalog, read_queries
-    from orchestrator.retrieval.evaluate import evaluate
+    from orchestrator.toolsets.retrieval.docs import read_catalog, read_queries
+    from orchestrator.toolsets.retrieval.evaluate import evaluate
 
     docs = read_catalog(args.catalog[0])
     queries = read_queries(args.queries)

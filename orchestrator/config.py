@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import ConfigError, ManifestError, did_you_mean, unreadable
+from orchestrator.profiles import CAPABILITY_NAMES, capability_error
 
 __all__ = ["Limits", "Manifest", "McpServerConfig", "ModelConfig", "Settings", "SlotConfig", "load_manifest"]
 
@@ -96,7 +97,7 @@ class PriceOverride(_Strict):
 
 
 class ToolLimitsConfig(_Strict):
-    """A slot's limits on the tools bound to one request, over its provider's (`stable.ToolLimits`)."""
+    """A slot's limits on the tools bound to one request, over its provider's (`profiles.ToolLimits`)."""
 
     max_tools: int = Field(default=128, ge=8, le=10_000)  # the controller's own tools take 3
     max_name: int = Field(default=64, ge=16, le=1024)
@@ -118,8 +119,8 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     context_window: int | None = Field(default=None, ge=512, le=1_048_576)  # local: the KV cache size
-    capabilities: dict[str, StrictBool] = Field(default_factory=dict)  # over the profile's (stable.py)
-    tool_limits: ToolLimitsConfig | None = None  # over the provider's (stable.ToolLimits)
+    capabilities: dict[str, StrictBool] = Field(default_factory=dict)  # over the profile's (profiles.py)
+    tool_limits: ToolLimitsConfig | None = None  # over the provider's (profiles.ToolLimits)
 
     @field_validator("base_url")
     @classmethod
@@ -152,8 +153,6 @@ class ModelConfig(_Strict):
     @field_validator("capabilities")
     @classmethod
     def _known_capabilities(cls, value: dict[str, bool]) -> dict[str, bool]:
-        from orchestrator.stable import CAPABILITY_NAMES, capability_error  # stable imports this module
-
         for name in value:
             if name not in CAPABILITY_NAMES:
                 raise ValueError(capability_error(name))

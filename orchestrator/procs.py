@@ -1,6 +1,6 @@
 """Who runs something: this host's name, a process's start time, and whether that process still runs.
 
-A run's record (the trace store's `runs` row) and its lease (`orchestrator.lease`) name their process by
+A run's record (the trace store's `runs` row) and its lease (`orchestrator.run.lease`) name their process by
 (host, pid, start time), so a pid reused by a later process is not taken for the one that ended.
 """
 

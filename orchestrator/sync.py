@@ -1,17 +1,27 @@
 """The sync bridge: run a coroutine to completion from synchronous code.
 
 Scripts and the CLI call the async library through it. HTTP clients are bound to the event loop that made
-them, so the bridge closes the clients its loop opened before that loop ends.
+them, so the bridge closes the clients its loop opened before that loop ends: the HTTP client registers its
+closer here (`on_loop_end`) when it is imported, so this module knows nothing above it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["run_blocking"]
+__all__ = ["on_loop_end", "run_blocking"]
+
+_closers: list[Callable[[], Awaitable[None]]] = []
+
+
+def on_loop_end(closer: Callable[[], Awaitable[None]]) -> None:
+    """Have every bridged loop await `closer()` before it ends (once per closer, however often registered)."""
+    if closer not in _closers:
+        _closers.append(closer)
+
 
 T = TypeVar("T")
 
@@ -23,9 +33,8 @@ def run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         try:
             return await factory()
         finally:
-            from orchestrator.providers.http import aclose_clients
-
-            await aclose_clients()
+            for closer in list(_closers):
+                await closer()
 
     try:
         asyncio.get_running_loop()

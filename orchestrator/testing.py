@@ -22,7 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
 from orchestrator.config import Settings
-from orchestrator.modelfiles import LOCAL_MODELS
+from orchestrator.providers.modelfiles import LOCAL_MODELS
 
 __all__ = ["ScriptedChatModel", "serve_llama"]
 
@@ -30,7 +30,7 @@ Reply = str | Callable[[Sequence[BaseMessage]], str]
 
 
 def _is_final_prompt(messages: Sequence[BaseMessage]) -> bool:
-    from orchestrator.controller import FINAL_PROMPT
+    from orchestrator.agent.controller import FINAL_PROMPT
 
     return bool(messages) and str(messages[0].content) == FINAL_PROMPT
 

@@ -286,7 +286,7 @@ def test_python_dash_m_and_models_list() -> None:
 
 
 def test_models_verify_refuses_a_corrupt_file(tmp_path: Path) -> None:
-    from orchestrator.modelfiles import LOCAL_MODELS
+    from orchestrator.providers.modelfiles import LOCAL_MODELS
 
     models = tmp_path / "models"
     models.mkdir()

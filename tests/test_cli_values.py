@@ -16,7 +16,7 @@ from test_rendering import _fill
 
 from orchestrator import cli
 from orchestrator.config import Limits, SlotConfig
-from orchestrator.ledger import Budget, SharedBudget
+from orchestrator.cost.ledger import Budget, SharedBudget
 from orchestrator.tracing.store import TraceStore
 
 NAN, INF = math.nan, math.inf

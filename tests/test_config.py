@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Settings, SlotConfig, load_manifest, resolve_profile
+from orchestrator.cost.pricing import Prices, Usage, cost_usd
 from orchestrator.errors import ManifestError, UnknownModelError
-from orchestrator.pricing import Prices, Usage, cost_usd
-from orchestrator.stable import UnknownModelWarning, bind_slot
+from orchestrator.models.binding import bind_slot
+from orchestrator.profiles import UnknownModelWarning
 
 ROOT = Path(__file__).resolve().parent.parent
 

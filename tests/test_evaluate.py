@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import Orchestrator
 from orchestrator.errors import ConfigError
-from orchestrator.evaluate import Task, evaluate, load_tasks, matches, score
+from orchestrator.evals.evaluate import Task, evaluate, load_tasks, matches, score
 from support import MakeOrch, act
 
 
@@ -151,8 +151,8 @@ async def test_evaluate_needs_content_capture(make_orch: MakeOrch) -> None:
 def test_ungrounded_steps_are_found_in_any_run_spans(tmp_path: Path) -> None:
     """The eval reads grounding from spans, whatever graph made them: a tool call with an invented date, a
     worker given text nobody wrote, and an answer with a number no observation gives."""
-    from orchestrator.catalog import Catalog
-    from orchestrator.evaluate import steps_and_grounding
+    from orchestrator.evals.evaluate import steps_and_grounding
+    from orchestrator.toolsets.catalog import Catalog
     from orchestrator.tracing.store import TraceStore
     from support import TOOLS
 

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import Settings, load_manifest
+from orchestrator.cost.pricing import PriceTable, Usage, cost_usd, price_table
 from orchestrator.errors import ConfigError
-from orchestrator.evaluate import load_tasks, score
-from orchestrator.pricing import PriceTable, Usage, cost_usd, price_table
-from orchestrator.retrieval.docs import read_catalog, read_queries, schema_tokens
+from orchestrator.evals.evaluate import load_tasks, score
+from orchestrator.toolsets.retrieval.docs import read_catalog, read_queries, schema_tokens
 
 Outcome = Literal["accepted", "rejected", "unclear", "crash"]
 

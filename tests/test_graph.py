@@ -317,7 +317,7 @@ async def test_a_model_that_raises_fails_the_run_and_is_recorded(make_orch: Make
 
 
 def test_worked_examples_are_chosen_for_the_request() -> None:
-    from orchestrator.plan import NO_STEP_EXAMPLES, select_examples
+    from orchestrator.agent.plan import NO_STEP_EXAMPLES, select_examples
     from tools.catalog import PLAN_EXAMPLES
 
     bank = (*PLAN_EXAMPLES, *NO_STEP_EXAMPLES)
@@ -349,7 +349,7 @@ async def test_plan_and_problems_are_recorded_only_with_content_capture(
 async def test_an_ungrounded_optional_argument_is_dropped_not_repaired(make_orch: MakeOrch) -> None:
     from langchain_core.tools import tool
 
-    from orchestrator.catalog import Catalog
+    from orchestrator.toolsets.catalog import Catalog
 
     @tool
     def round_to(value: float, places: int = 0) -> float:
@@ -376,9 +376,9 @@ async def test_an_answer_that_repeats_the_repair_message_is_replaced(make_orch: 
 
 
 def test_an_answer_built_from_results_states_no_value_they_do_not_give() -> None:
-    from orchestrator.controller import fallback_answer
-    from orchestrator.grounding import Evidence, check_answer
-    from orchestrator.plan import new_part
+    from orchestrator.agent.controller import fallback_answer
+    from orchestrator.agent.plan import new_part
+    from orchestrator.workers.grounding import Evidence, check_answer
 
     parts = [
         {**new_part(tool="calculate 7**2"), "status": "done", "result": "49"},
@@ -396,8 +396,8 @@ async def test_the_agent_graph_takes_its_parts_as_arguments(settings: Settings) 
     from langchain_core.tools import tool
 
     from orchestrator import PlanExample, SlotConfig, build_agent_graph, classify_worker
-    from orchestrator.catalog import Catalog, ToolHit
     from orchestrator.testing import ScriptedChatModel
+    from orchestrator.toolsets.catalog import Catalog, ToolHit
 
     @tool
     def shout(text: str) -> str:

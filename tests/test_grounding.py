@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from orchestrator.grounding import (
+from orchestrator.workers.grounding import (
     Evidence,
     candidate_spans,
     check_answer,

@@ -26,13 +26,13 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from orchestrator import Settings, SlotConfig
-from orchestrator.catalog import Catalog
+from orchestrator.agent.decisions import act_schema, parse_decision
 from orchestrator.config import PriceOverride
-from orchestrator.decisions import act_schema, parse_decision
-from orchestrator.modelfiles import LOCAL_MODELS
+from orchestrator.models.binding import bind_slot
 from orchestrator.providers import create_chat_model
 from orchestrator.providers.http import aclose_clients, reset_model_states
-from orchestrator.stable import bind_slot
+from orchestrator.providers.modelfiles import LOCAL_MODELS
+from orchestrator.toolsets.catalog import Catalog
 from support import date_diff, word_count
 
 pytestmark = [

@@ -315,7 +315,7 @@ async def test_a_summarize_worker_node_on_the_local_models_passes_its_checks(tmp
     from langgraph.graph import END, START, StateGraph
 
     from orchestrator import RunContext, summarize_worker, worker_node
-    from orchestrator.validators import adds_no_facts
+    from orchestrator.workers.validators import adds_no_facts
 
     class State(TypedDict, total=False):
         input: str
@@ -381,8 +381,8 @@ async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_u
     import dataclasses
 
     from orchestrator import classify_worker
-    from orchestrator.context import RunContext
-    from orchestrator.workhorse import run_worker
+    from orchestrator.agent.workhorse import run_worker
+    from orchestrator.models.context import RunContext
 
     orch = Orchestrator(
         settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
@@ -403,7 +403,7 @@ async def test_the_local_workhorse_reports_its_margin_and_routes_unsure_labels_u
 
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from orchestrator.calls import call_model
+    from orchestrator.models.calls import call_model
 
     text = "I lost my card on the train yesterday, please block it"
     prompt = [SystemMessage(worker.instructions), HumanMessage(text)]
@@ -433,7 +433,7 @@ async def test_a_style_worker_node_on_the_local_models_never_passes_on_a_rewrite
     from langgraph.graph import END, START, StateGraph
 
     from orchestrator import RunContext, style_worker, worker_node
-    from orchestrator.validators import adds_no_facts, keeps_facts
+    from orchestrator.workers.validators import adds_no_facts, keeps_facts
 
     class State(TypedDict, total=False):
         input: str

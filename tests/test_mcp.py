@@ -26,10 +26,10 @@ from wire import openai_stream, openai_usage
 from orchestrator import Orchestrator, Settings
 from orchestrator.config import McpServerConfig
 from orchestrator.errors import ConfigError, ManifestError, ToolError
-from orchestrator.mcp import McpServer, close_all
 from orchestrator.providers.http import aclose_clients, reset_model_states
-from orchestrator.toolproc import ToolRunner, cap_output
-from orchestrator.toolsources import guard, load_pack
+from orchestrator.toolsets.mcp import McpServer, close_all
+from orchestrator.toolsets.process_pool import ToolRunner, cap_output
+from orchestrator.toolsets.sources import guard, load_pack
 from orchestrator.tracing.store import decode_attributes
 
 SERVER = Path(__file__).resolve().parent / "mcp_servers" / "toolbox.py"

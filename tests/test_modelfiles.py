@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ModelFileError
-from orchestrator.modelfiles import (
+from orchestrator.providers.modelfiles import (
     LocalModelFile,
     build_model_file,
     ensure_model_file,

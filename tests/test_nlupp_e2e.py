@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from orchestrator import Orchestrator, Settings, SlotConfig
-from orchestrator.trial import run_trial, score
+from orchestrator.evals.trial import run_trial, score
 
 pytestmark = [
     pytest.mark.e2e,

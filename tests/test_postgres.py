@@ -32,11 +32,11 @@ from loopback import Loopback, Reply
 from wire import anthropic_stream, anthropic_usage, error_body, openai_stream, openai_usage
 
 from orchestrator import ConfigError, Orchestrator, Settings, SlotConfig, load_manifest
-from orchestrator.checkpoints import Checkpoints
 from orchestrator.config import PriceOverride
+from orchestrator.cost.ledger import LedgerEntry
 from orchestrator.errors import RunOwnedError
-from orchestrator.ledger import LedgerEntry
 from orchestrator.providers.http import aclose_clients, reset_model_states
+from orchestrator.run.checkpoints import Checkpoints
 
 TWO_SLOTS = "usergraphs.two_slots:build"
 OPENAI_PRICE = PriceOverride(input=1e-6, output=4e-6)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.cost.pricing import Prices, PriceTable, Tier, Usage, cost_usd, price_table, shipped_table
 from orchestrator.errors import ConfigError
-from orchestrator.pricing import Prices, PriceTable, Tier, Usage, cost_usd, price_table, shipped_table
 from orchestrator.providers.anthropic import anthropic_usage
 from orchestrator.providers.openai import openai_usage
 
@@ -107,7 +107,7 @@ def test_a_bad_price_file_is_a_config_error_naming_it(tmp_path: Path, content: s
 def test_one_bill_for_a_reply_and_the_broken_attempts_before_it() -> None:
     from langchain_core.messages import AIMessage, HumanMessage
 
-    from orchestrator.billing import bill, estimate_prompt, total
+    from orchestrator.cost.billing import bill, estimate_prompt, total
     from orchestrator.providers.http import Attempt
 
     prices = Prices(input=1e-6, output=2e-6)

@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
 from orchestrator import Budget, Limits, Orchestrator, RunResult, Settings, SharedBudget, SlotConfig
-from orchestrator.billing import estimate_prompt
-from orchestrator.calls import call_model
 from orchestrator.config import PriceOverride
-from orchestrator.context import BudgetStop, RunContext
-from orchestrator.ledger import BudgetMeter, LedgerEntry
-from orchestrator.pricing import Prices, Usage, cost_usd
-from orchestrator.stable import bind_slot
+from orchestrator.cost.billing import estimate_prompt
+from orchestrator.cost.ledger import BudgetMeter, LedgerEntry
+from orchestrator.cost.pricing import Prices, Usage, cost_usd
+from orchestrator.models.binding import bind_slot
+from orchestrator.models.calls import call_model
+from orchestrator.models.context import BudgetStop, RunContext
 from orchestrator.testing import ScriptedChatModel
 from support import PRICES, TOOLS, WORKERS
 
@@ -255,7 +255,7 @@ def test_a_prompt_of_one_token_a_character_is_reserved_in_full() -> None:
 def tokenizers() -> list[tuple[str, object, object]]:
     """The local models' real tokenizers and chat templates (vocabulary only: no weights are loaded)."""
     from orchestrator.config import Settings
-    from orchestrator.modelfiles import LOCAL_MODELS
+    from orchestrator.providers.modelfiles import LOCAL_MODELS
 
     llama_cpp = pytest.importorskip("llama_cpp")
     from llama_cpp import llama_chat_format

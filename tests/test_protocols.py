@@ -10,10 +10,11 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from orchestrator.errors import ConfigError, UnknownModelError
+from orchestrator.models.binding import resolve_profile
+from orchestrator.profiles import UnknownModelWarning
 from orchestrator.providers.anthropic import AnthropicChatModel
 from orchestrator.providers.http import Endpoint, ModelState, parse_reset, parse_retry_after, redact, window
 from orchestrator.providers.openai import OpenAIChatModel
-from orchestrator.stable import UnknownModelWarning, resolve_profile
 
 TOOL = {
     "type": "function",

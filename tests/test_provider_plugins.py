@@ -23,9 +23,10 @@ from wire import openai_stream, openai_usage
 
 from orchestrator import Orchestrator, Settings, SlotConfig, UnknownModelError, __version__
 from orchestrator._version import DIST_NAME
-from orchestrator.ask import aask
 from orchestrator.config import PriceOverride
-from orchestrator.pricing import shipped_table
+from orchestrator.cost.pricing import shipped_table
+from orchestrator.models.ask import aask
+from orchestrator.models.binding import catalog_names, resolve_profile
 from orchestrator.providers import (
     GROUP,
     HttpProvider,
@@ -35,7 +36,6 @@ from orchestrator.providers import (
     provider_names,
 )
 from orchestrator.providers.http import aclose_clients, reset_model_states
-from orchestrator.stable import catalog_names, resolve_profile
 from orchestrator.tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +212,7 @@ def test_providers_are_imported_only_when_their_prefix_is_used(site: Path) -> No
         from orchestrator import Settings
         from orchestrator.config import ModelConfig
         from orchestrator.providers import model_for, provider_names
-        from orchestrator.stable import resolve_profile
+        from orchestrator.models.binding import resolve_profile
 
         assert "acme" in provider_names() and "acme_orchestrator" not in sys.modules
         resolve_profile("local:qwen2.5-0.5b")  # a profile needs no llama-cpp

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from orchestrator import cli
-from orchestrator.evaluate import EvalReport, TaskResult
-from orchestrator.ledger import Ledger
-from orchestrator.runner import RunResult
+from orchestrator.cost.ledger import Ledger
+from orchestrator.evals.evaluate import EvalReport, TaskResult
+from orchestrator.run.orchestrator import RunResult
 from orchestrator.tracing.store import TraceStore
 
 # Pieces that rich would read as markup, styles, links, emoji codes or escapes, plus plain words.

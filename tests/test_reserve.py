@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from bench.faults import fill, free, small_disk
-from orchestrator.checkpoints import Checkpoints, _Guarded
-from orchestrator.ledger import LedgerBook
+from orchestrator.cost.ledger import LedgerBook
 from orchestrator.reserve import DiskFull, Reserve, reserve_for
+from orchestrator.run.checkpoints import Checkpoints, _Guarded
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import SQLiteSpanExporter
 from orchestrator.tracing.store import TraceStore
@@ -166,8 +166,8 @@ async def test_the_checkpoint_store_is_guarded_and_makes_its_reserve(tmp_path: P
 async def test_a_checkpoint_store_locked_past_its_wait_fails_clearly_and_resumably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import checkpoints
     from orchestrator.errors import StoreBusyError
+    from orchestrator.run import checkpoints
 
     monkeypatch.setattr(checkpoints, "BUSY_WAIT_S", 0.05)
     busy = sqlite3.OperationalError("database is locked")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 from langchain_core.messages import BaseMessage
 
-from orchestrator.grounding import check_result
+from orchestrator.workers.grounding import check_result
 from support import TOOLS, MakeOrch, act
 from tools.text import count_occurrences, text_statistics
 

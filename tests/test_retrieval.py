@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import Catalog
 from orchestrator.errors import ConfigError
-from orchestrator.retrieval import ToolDoc, ToolIndex, evaluate, read_catalog, read_queries
-from orchestrator.retrieval.dense import MiniLM, available
-from orchestrator.retrieval.docs import LabelledQuery
-from orchestrator.retrieval.evaluate import auc
-from orchestrator.retrieval.text import clauses, terms
+from orchestrator.toolsets.catalog import Catalog
+from orchestrator.toolsets.retrieval import ToolDoc, ToolIndex, evaluate, read_catalog, read_queries
+from orchestrator.toolsets.retrieval.dense import MiniLM, available
+from orchestrator.toolsets.retrieval.docs import LabelledQuery
+from orchestrator.toolsets.retrieval.evaluate import auc
+from orchestrator.toolsets.retrieval.text import clauses, terms
 
 dense_only = pytest.mark.skipif(not available(), reason="the embed extra is not installed")
 
@@ -297,7 +297,7 @@ def test_the_agents_catalog_searches_the_way_the_manifest_says(
 def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(tmp_path: Path) -> None:
     import json as _json
 
-    from orchestrator.decisions import act_schema
+    from orchestrator.agent.decisions import act_schema
     from orchestrator.providers.llama_engine import schema_to_gbnf
 
     params = {

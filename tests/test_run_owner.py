@@ -26,9 +26,9 @@ from wire import anthropic_stream, anthropic_usage, error_body, openai_stream, o
 from orchestrator import ConfigError, Orchestrator, Settings, SlotConfig
 from orchestrator.config import PriceOverride
 from orchestrator.errors import RunOwnedError
-from orchestrator.lease import Leases, SqliteLeases
 from orchestrator.procs import HOST
 from orchestrator.providers.http import aclose_clients, reset_model_states
+from orchestrator.run.lease import Leases, SqliteLeases
 
 TESTS = Path(__file__).parent
 GRAPH = "usergraphs.two_slots:build"
@@ -236,7 +236,7 @@ async def test_arun_refuses_a_run_this_process_is_running_and_frees_it_at_every_
 
 _HOLD = """
 import os, sys
-from orchestrator.lease import Leases, SqliteLeases
+from orchestrator.run.lease import Leases, SqliteLeases
 Leases(SqliteLeases(sys.argv[1])).acquire(sys.argv[2])
 print("held", flush=True)
 {then}

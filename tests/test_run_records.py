@@ -132,7 +132,8 @@ async def test_a_prompt_past_the_context_window_fails_before_the_call(make_orch:
 
 
 def test_the_context_window_is_the_one_used_and_the_manifest_sets_it() -> None:
-    from orchestrator.stable import LOCAL_CONTEXT, bind_slot
+    from orchestrator.models.binding import bind_slot
+    from orchestrator.profiles import LOCAL_CONTEXT
 
     assert LOCAL_CONTEXT == 4096
     assert bind_slot("c", SlotConfig(model="local:qwen2.5-1.5b")).profile.context_window == 4096

@@ -16,13 +16,13 @@ from langchain_core.tools import tool
 from loopback import Loopback
 from wire import anthropic_stream, anthropic_usage, body_of, openai_stream, openai_usage
 
-from orchestrator.catalog import Catalog
-from orchestrator.decisions import act_schema, final_schema
-from orchestrator.plan import plan_schema
+from orchestrator.agent.decisions import act_schema, final_schema
+from orchestrator.agent.plan import plan_schema
 from orchestrator.providers.anthropic import AnthropicChatModel
 from orchestrator.providers.http import aclose_clients, reset_model_states
 from orchestrator.providers.openai import OpenAIChatModel
 from orchestrator.providers.schemas import WRAP_KEY, needs_object_root, prepare, restore, strict_schema
+from orchestrator.toolsets.catalog import Catalog
 from support import date_diff
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "read_timeout_s": 5.0}

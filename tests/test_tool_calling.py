@@ -287,11 +287,11 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     would bind more tools than a provider takes is refused with an observation."""
     from opentelemetry.trace import NoOpTracer
 
-    from orchestrator.catalog import Catalog, ToolHit
-    from orchestrator.context import RunContext
-    from orchestrator.decisions import MAX_BOUND_TOOLS
-    from orchestrator.graph import find_tools
-    from orchestrator.ledger import Budget, BudgetMeter
+    from orchestrator.agent.decisions import MAX_BOUND_TOOLS
+    from orchestrator.agent.graph import find_tools
+    from orchestrator.cost.ledger import Budget, BudgetMeter
+    from orchestrator.models.context import RunContext
+    from orchestrator.toolsets.catalog import Catalog, ToolHit
 
     catalog = Catalog.from_tools(TOOLS)
 
@@ -310,7 +310,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     )
     from langchain_core.messages import AIMessage
 
-    from orchestrator.plan import new_part
+    from orchestrator.agent.plan import new_part
 
     state: dict[str, Any] = {"plan": [new_part(tool="days")], "loaded": []}
     state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "days"}))]
@@ -329,7 +329,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     assert update["loaded"] == {"drop": ["t2"], "add": ["date_diff"]}
     assert "unloaded, to make room: t2" in update["messages"][0].content
     assert update["plan"][0]["status"] == "searched"
-    from orchestrator.graph import _append_new  # the state's reducer for `loaded`
+    from orchestrator.agent.graph import _append_new  # the state's reducer for `loaded`
 
     after = _append_new(full, update["loaded"])
     assert len(after) == len(full) and after[-1] == "date_diff" and "t2" not in after
@@ -465,8 +465,8 @@ def test_a_call_written_as_text_is_read_as_the_call(content: str) -> None:
     """llama-cpp-python's server ignores a required tool choice and lets the model write the call as text."""
     from langchain_core.messages import AIMessage
 
-    from orchestrator.catalog import Catalog
-    from orchestrator.decisions import act_tools, decision_text
+    from orchestrator.agent.decisions import act_tools, decision_text
+    from orchestrator.toolsets.catalog import Catalog
 
     form = act_tools(["date_diff"], Catalog.from_tools(TOOLS))
     decision = json.loads(decision_text(AIMessage(content), form))
@@ -480,8 +480,8 @@ def test_a_call_written_as_text_is_read_as_the_call(content: str) -> None:
 def test_a_reply_with_no_call_where_one_was_required_is_named() -> None:
     from langchain_core.messages import AIMessage
 
-    from orchestrator.catalog import Catalog
-    from orchestrator.decisions import DecisionError, act_tools, decision_text, final_tools
+    from orchestrator.agent.decisions import DecisionError, act_tools, decision_text, final_tools
+    from orchestrator.toolsets.catalog import Catalog
 
     form = act_tools(["date_diff"], Catalog.from_tools(TOOLS))
     with pytest.raises(DecisionError, match="a tool call was required; call one of: date_diff, skip"):
@@ -599,8 +599,8 @@ async def test_parallel_calls_run_together_and_a_part_that_needs_a_result_waits_
 def test_a_reply_of_parallel_calls_reads_as_one_decision_per_call() -> None:
     from langchain_core.messages import AIMessage
 
-    from orchestrator.catalog import Catalog
-    from orchestrator.decisions import DecisionError, act_tools, decision_text, parse_decisions
+    from orchestrator.agent.decisions import DecisionError, act_tools, decision_text, parse_decisions
+    from orchestrator.toolsets.catalog import Catalog
 
     catalog = Catalog.from_tools(TOOLS)
     reply = AIMessage(
@@ -694,7 +694,7 @@ def test_a_tool_name_a_provider_refuses_is_bound_under_a_stable_alias_and_mapped
 
     from langchain_core.messages import AIMessage
 
-    from orchestrator.decisions import act_tools, decision_text, wire_name
+    from orchestrator.agent.decisions import act_tools, decision_text, wire_name
 
     spec = SimpleNamespace(
         description="n!", parameters={"type": "object", "properties": {"n": {"type": "integer"}}}
@@ -772,8 +772,8 @@ async def test_a_slots_tool_limits_hold_on_every_request(loopback: Loopback, set
 
 
 def test_a_schema_is_cut_in_steps_that_keep_the_most_meaning() -> None:
-    from orchestrator.decisions import fit_schema
-    from orchestrator.stable import ToolLimits
+    from orchestrator.agent.decisions import fit_schema
+    from orchestrator.profiles import ToolLimits
 
     props = {
         "city": {"type": "string", "description": "The city. " * 20, "examples": ["Oslo"]},

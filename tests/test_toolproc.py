@@ -11,7 +11,7 @@ from langchain_core.tools import StructuredTool
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator import Limits
-from orchestrator.toolproc import ToolFailed, ToolRunner
+from orchestrator.toolsets.process_pool import ToolFailed, ToolRunner
 from support import MakeOrch, act, backtrack, noisy
 from tools.arithmetic import calculate
 from tools.extract import regex_find_all

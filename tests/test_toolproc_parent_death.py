@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.toolproc import ToolRunner
+from orchestrator.toolsets.process_pool import ToolRunner
 from support import ROOT
 from tools.arithmetic import calculate
 
@@ -27,11 +27,13 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 PARENT = textwrap.dedent(
     """
     import asyncio, sys
-    import orchestrator.toolproc as tp
+    import orchestrator.toolsets.process_pool as tp
     from tools.extract import regex_find_all
 
     if sys.argv[1] == "guard":  # the fallback where there is no parent-death signal (not Linux)
-        tp._CHILD_CODE = "from orchestrator.toolproc import _serve; _serve({parent}, death_signal=False)"
+        tp._CHILD_CODE = (
+            "from orchestrator.toolsets.process_pool import _serve; _serve({parent}, death_signal=False)"
+        )
     runner = tp.ToolRunner(max_processes=1)
 
     async def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.retrieval.dense import available
+from orchestrator.toolsets.retrieval.dense import available
 
 ROOT = Path(__file__).resolve().parent.parent
 BFCL = ROOT.parent / "shared" / "data" / "tools" / "bfcl"

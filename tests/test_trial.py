@@ -14,7 +14,7 @@ from loopback import Loopback, Reply, Request
 from wire import openai_stream, openai_usage
 
 from orchestrator.errors import ConfigError
-from orchestrator.trial import _field_f1, labels_from, load_items
+from orchestrator.evals.trial import _field_f1, labels_from, load_items
 
 ITEMS = [
     ("My card never arrived in the post", "card_arrival"),
@@ -149,8 +149,8 @@ async def test_an_item_that_went_up_the_chain_counts_as_escalated_even_when_noth
     tmp_path: Path,
 ) -> None:
     from orchestrator import Orchestrator, Settings, SlotConfig, classify_worker
+    from orchestrator.evals.trial import TrialReport, run_items
     from orchestrator.testing import ScriptedChatModel
-    from orchestrator.trial import TrialReport, run_items
     from support import PRICES
 
     orch = Orchestrator(

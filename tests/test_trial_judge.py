@@ -19,8 +19,8 @@ import pytest
 from loopback import Loopback, Reply, Request
 from wire import openai_stream, openai_usage
 
-from orchestrator.judge import JUDGE_SCHEMA, judge_prompt, parse_judgement
-from orchestrator.workers import summarize_worker
+from orchestrator.evals.judge import JUDGE_SCHEMA, judge_prompt, parse_judgement
+from orchestrator.workers.definitions import summarize_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGE_USAGE = (100, 10)  # every judge reply: 100 input tokens, 10 output

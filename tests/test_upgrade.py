@@ -24,7 +24,7 @@ from loopback import Loopback
 from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
 
 from orchestrator import Limits, Orchestrator, Settings
-from orchestrator.ledger import LedgerBook
+from orchestrator.cost.ledger import LedgerBook
 from orchestrator.providers.http import aclose_clients, reset_model_states
 from orchestrator.tracing.report import span_tree
 from orchestrator.tracing.store import TraceStore

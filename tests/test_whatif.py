@@ -20,14 +20,14 @@ import pytest
 from rich.console import Console
 
 from orchestrator import Settings, cli
+from orchestrator.cost.pricing import price_table
 from orchestrator.errors import ConfigError, UnknownModelError
-from orchestrator.pricing import price_table
+from orchestrator.evals.compare import compare
+from orchestrator.evals.whatif import reprice, runs_in_scope
 from orchestrator.tracing import attrs as A
-from orchestrator.tracing.compare import compare
 from orchestrator.tracing.setup import Tracing
 from orchestrator.tracing.spans import open_span
 from orchestrator.tracing.store import TraceStore
-from orchestrator.tracing.whatif import reprice, runs_in_scope
 from support import ROOT, MakeOrch, act
 
 SNAPSHOT: dict[str, dict[str, Any]] = json.loads(

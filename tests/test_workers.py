@@ -21,7 +21,7 @@ from orchestrator import (
 )
 from orchestrator.testing import ScriptedChatModel
 from orchestrator.tracing.store import decode_attributes
-from orchestrator.validators import adds_no_facts, keeps_facts, names_in, rewrites, within_words
+from orchestrator.workers.validators import adds_no_facts, keeps_facts, names_in, rewrites, within_words
 from support import PRICES
 
 SOURCE = (

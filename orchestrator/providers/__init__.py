@@ -13,17 +13,17 @@ import importlib.metadata
 from typing import TYPE_CHECKING
 
 from orchestrator.config import ModelConfig, Settings, SlotConfig
-from orchestrator.modelfiles import LOCAL_MODELS, is_verified
-from orchestrator.pricing import Prices
+from orchestrator.cost.pricing import Prices
+from orchestrator.profiles import Capabilities, ModelProfile
 from orchestrator.providers.builtin import HttpProvider
+from orchestrator.providers.modelfiles import LOCAL_MODELS, is_verified
 from orchestrator.providers.registry import GROUP, ModelRequest, Provider, get_provider, provider_names
-from orchestrator.stable import Capabilities, ModelProfile
 from orchestrator.tracing import attrs as A
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from orchestrator.stable import SlotBinding
+    from orchestrator.profiles import SlotBinding
 
 __all__ = [
     "GROUP",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
-from orchestrator.pricing import Usage
+from orchestrator.cost.pricing import Usage
 from orchestrator.providers.base import RESPOND, HttpChatModel, normalize_tool_choice, schema_of
 from orchestrator.providers.http import Completion, Draft, Protocol, StreamState
 from orchestrator.providers.ladder import Rung

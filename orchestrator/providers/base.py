@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
-from orchestrator.billing import estimate_prompt
+from orchestrator.cost.billing import estimate_prompt
 from orchestrator.errors import ModelError, ToolsUnsupportedError
 from orchestrator.providers.http import (
     Attempt,

@@ -17,11 +17,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from orchestrator.config import ModelConfig, Settings
+from orchestrator.cost.pricing import ZERO, PriceTable
 from orchestrator.errors import ConfigError, ManifestError, ModelFileError, UnknownModelError, did_you_mean
-from orchestrator.modelfiles import LOCAL_MODELS, ensure_model_file
-from orchestrator.pricing import ZERO, PriceTable
+from orchestrator.profiles import LOCAL_CONTEXT, Capabilities, ModelProfile, RateLimits, UnknownModelWarning
+from orchestrator.providers.modelfiles import LOCAL_MODELS, ensure_model_file
 from orchestrator.providers.registry import ModelRequest, Provider
-from orchestrator.stable import LOCAL_CONTEXT, Capabilities, ModelProfile, RateLimits, UnknownModelWarning
 
 __all__ = ["HttpProvider", "LocalProvider", "PythonProvider"]
 

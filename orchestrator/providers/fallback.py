@@ -22,10 +22,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from orchestrator.errors import ToolsUnsupportedError
-from orchestrator.instrument import TRACED
 from orchestrator.providers.base import normalize_tool_choice
 from orchestrator.providers.http import Attempt, ProviderError, model_state
 from orchestrator.sync import run_blocking
+from orchestrator.tracing.attrs import TRACED
 
 __all__ = ["FallbackChatModel"]
 

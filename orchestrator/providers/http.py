@@ -36,16 +36,18 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from orchestrator.cost.billing import Attempt  # billing charges failed attempts too
+from orchestrator.cost.pricing import Usage
 from orchestrator.errors import ConfigError, ModelError
-from orchestrator.pricing import Usage
 from orchestrator.providers.ladder import rejected_feature
+from orchestrator.sync import on_loop_end
 
 __all__ = [
     "Attempt",
@@ -60,44 +62,6 @@ __all__ = [
     "model_state",
     "send",
 ]
-
-
-@dataclass
-class Attempt:
-    """One HTTP attempt of a call; a failed one that generated tokens carries an estimated `usage`."""
-
-    model: str
-    status: int | None
-    error: str | None
-    duration_ms: float
-    wait_ms: float = 0.0
-    usage: Usage | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (used in response metadata and `orch ask --json`)."""
-        out: dict[str, Any] = {
-            "model": self.model,
-            "status": self.status,
-            "error": self.error,
-            "duration_ms": round(self.duration_ms, 3),
-            "wait_ms": round(self.wait_ms, 3),
-        }
-        if self.usage is not None:
-            out["usage"] = self.usage.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Attempt:
-        """The inverse of `as_dict` (attempts travel in response metadata as plain data)."""
-        u = d.get("usage")
-        return cls(
-            str(d["model"]),
-            d.get("status"),
-            d.get("error"),
-            float(d.get("duration_ms") or 0.0),
-            float(d.get("wait_ms") or 0.0),
-            Usage.from_dict(u) if u else None,
-        )
 
 
 @dataclass
@@ -433,6 +397,9 @@ async def aclose_clients() -> None:
         if owner is loop:
             del _clients[k]
             await client.aclose()
+
+
+on_loop_end(aclose_clients)  # the sync bridge closes this loop's clients before the loop ends
 
 
 # --- one call ---------------------------------------------------------------------------------------

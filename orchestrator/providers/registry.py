@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from orchestrator.config import ModelConfig, Settings
-    from orchestrator.pricing import Prices, PriceTable
-    from orchestrator.stable import ModelProfile
+    from orchestrator.cost.pricing import Prices, PriceTable
+    from orchestrator.profiles import ModelProfile
 
 __all__ = ["GROUP", "ModelRequest", "Provider", "get_provider", "iter_providers", "provider_names"]
 

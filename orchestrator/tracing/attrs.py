@@ -70,3 +70,9 @@ HELD_PARTS = NS + "decision.held_parts"  # parallel calls held back: they need a
 DECIDED_BY = NS + "decided_by"  # "model", or "plan" for a step the plan fixed without a model call
 ANSWER_FALLBACK = NS + "answer_fallback"  # the model's answer failed its check twice; built from observations
 GRAMMAR_FALLBACKS = NS + "grammar_fallbacks"  # local decoding: preferred tokens the grammar refused
+
+# LangChain run tags that tell the graph tracer (tracing/callbacks.py) a call is traced already
+TRACED = "orch:traced"  # a model call made by the orchestrator's own path (models/calls.py)
+# a tool run in process by a runner: its caller (the agent's call_tool node) gives it a span and a ledger
+# entry
+RUNNER_TAG = "orch:tool-runner"

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlite_utils
 
+from orchestrator.cost.ledger import Ledger
 from orchestrator.errors import ConfigError
-from orchestrator.ledger import Ledger
 from orchestrator.procs import HOST, alive, process_started
 from orchestrator.reserve import disk_full, reserve_for
 from orchestrator.tracing import attrs as A

@@ -1,0 +1,1 @@
+"""The bundled agent: its graph, the controller (plan, pick and load tools), decisions, workhorse nodes."""

@@ -1,0 +1,691 @@
+"""The racehorse node: plan once, then take one step per turn until every part of the plan has its result.
+
+Each execution makes at most one model call; steps that the plan fixes ride along without one:
+
+```
+no plan yet        -> the model writes the plan (examples retrieved for the request)
+a worker part      -> delegate its text (a span of the request)            [fixed by the plan]
+a new tool part    -> find_tools with the part's words                     [fixed by the plan]
+a searched part    -> the model calls one of the tools found for it, or skips the part
+every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
+```
+
+A model that makes parallel tool calls takes the tool parts in a row together: one `find_tools` step
+searches for each, then one reply calls a tool for each part whose values are known; a part whose call
+needs a result not yet observed waits for the next turn.
+
+Before a step runs, its values are checked against the request and the observations (`grounding`); a
+failed check gets one repair, and a step that is still ungrounded is not taken: a tool call becomes a
+failed part, and an answer is replaced by one built from the observations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from opentelemetry import trace
+
+from orchestrator.agent.decisions import (
+    Decision,
+    DecisionError,
+    ToolForm,
+    act_schema,
+    act_tools,
+    decision_text,
+    final_schema,
+    final_tools,
+    parse_decision,
+    parse_decisions,
+    parse_plan,
+    plan_tools,
+)
+from orchestrator.agent.plan import (
+    NO_STEP_EXAMPLES,
+    Example,
+    Part,
+    current_part,
+    plan_json,
+    plan_schema,
+    select_examples,
+    worker_examples,
+)
+from orchestrator.cost.ledger import LedgerEntry
+from orchestrator.errors import ModelError, ToolsUnsupportedError
+from orchestrator.models.calls import call_model
+from orchestrator.models.context import BudgetStop, RunContext
+from orchestrator.tracing import attrs as A
+from orchestrator.workers.grounding import (
+    Evidence,
+    candidate_spans,
+    check_answer,
+    check_results_stated,
+    check_tool_args,
+    check_worker_input,
+)
+
+__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision", "stopped_answer"]
+
+SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
+
+First reply with a plan, {{"plan": [...]}}: one part for each thing the request asks, in order.
+- {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
+- {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
+{workers}
+A computation that needs an earlier result is its own later part. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
+
+For each tool part you are shown the tools found for it. Reply with one action:
+{{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
+{{"action": "skip", "reason": "..."}} if no found tool does this part"""
+
+FINAL_PROMPT = """You write an assistant's final answer from the results its tools and workers gave. Reply with {"action": "final", "answer": "..."}: one short sentence per result, answering the user's request. State every result exactly as given (numbers, dates, labels, names; round long decimals to 2 places), and say plainly when a part could not be done. Add no other facts, numbers or advice."""
+
+_REPAIR_LEAD = "Invalid reply:"  # starts the repair message; a reply that repeats it is not an answer
+DERIVED = {"decided_by": "plan"}  # response_metadata of a step the plan fixed (no model call)
+SAME_REPLY = {"decided_by": "same_reply"}  # a step that came in the same reply as the step after it
+EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (never in the state)
+CANNOT = "I can't answer that: none of my tools or workers can do it."
+_EXAMPLES = 3
+COVERS = "a computation or a lookup that one of the tools does"
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: one graph's parts key its example bank
+class AgentParts:
+    """What the agent loop is given besides the run context: which slot plans and decides, what its tools
+    cover (one phrase in the system prompt), and worked plan examples for them (retrieved per request)."""
+
+    slot: str = "controller"
+    covers: str = COVERS
+    examples: tuple[Example, ...] = ()
+
+
+def is_model_decision(message: BaseMessage) -> bool:
+    """A controller message that a model call produced (the ones the step limit counts): one per reply,
+    however many parallel calls it made."""
+    return isinstance(message, AIMessage) and message.response_metadata.get("decided_by") not in (
+        "plan",
+        "same_reply",
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _system(workers: tuple[tuple[str, str], ...], covers: str) -> str:
+    listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
+    return SYSTEM_PROMPT.format(workers=listed, covers=covers)
+
+
+@functools.lru_cache(maxsize=32)
+def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentParts) -> tuple[Example, ...]:
+    mix = next((e for e in parts.examples if len(e.plan) == 1 and "tool" in e.plan[0]), None)
+    return (*parts.examples, *NO_STEP_EXAMPLES, *worker_examples(workers, mix))
+
+
+def _examples(request: str, ctx: RunContext, parts: AgentParts) -> list[BaseMessage]:
+    bank = _bank(
+        tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values()), parts
+    )
+    turns: list[BaseMessage] = []
+    for example in select_examples(request, bank, _EXAMPLES):
+        turns += [HumanMessage(example.request), AIMessage(example.reply(), response_metadata=dict(EXAMPLE))]
+    return turns
+
+
+_QUOTED_OR_VALUE = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\S*\d\S*|[-+*/=%^()]|\b(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|"
+    r"june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|monday|tuesday|"
+    r"wednesday|thursday|friday|saturday|sunday)\b",
+    re.I,
+)
+
+
+def search_words(task: str) -> str:
+    """A part's words without its values (quoted text, numbers, dates): what a tool search should match."""
+    words = " ".join(_QUOTED_OR_VALUE.sub(" ", task).split())
+    return words or task
+
+
+def _values_from(task: str, request: str) -> str:
+    """Where a part that names no value takes its values from: the request, quoted again next to the part.
+    A small model otherwise took a few-shot example's text ('the cat sat on the warm mat') for the
+    request's ("Reverse the words in: red green blue": the part "reverse the words of the text")."""
+    if _QUOTED_OR_VALUE.search(task):
+        return ""
+    return f" Its values are in the request: {json.dumps(request, ensure_ascii=False)}."
+
+
+def evidence_of(request: str, plan: Sequence[Part]) -> Evidence:
+    """The request and every settled part's result: what a step may draw values from."""
+    return Evidence(request, [p["result"] for p in plan if p["status"] == "done" and p["result"]])
+
+
+def _as_worker_part(part: Part, workers: Mapping[str, str], spans: Sequence[str]) -> Part:
+    """A tool part that names a worker is that worker's part: a small model sometimes writes
+    `{"tool": "classify_request"}` for `{"worker": "classify_request", "text": ...}`. It gets the first
+    text the request offers a worker (a quoted passage, what follows a colon, or the whole request)."""
+    named = [w for w in workers if part["tool"] and w in part["tool"]]
+    if not named:
+        return part
+    if not spans:
+        return {
+            **part,
+            "tool": "",
+            "worker": named[0],
+            "status": "failed",
+            "note": "no text was given for it",
+        }
+    return {**part, "tool": "", "worker": named[0], "text": spans[0]}
+
+
+def _without_ungrounded_options(
+    decision: Decision, parameters: Mapping[str, Any], evidence: Evidence
+) -> Decision:
+    """An optional argument whose value nothing gives is dropped, so the tool's default applies: a small
+    model likes to fill every optional field, and repairing that often ends in a skipped part."""
+    required = set(parameters.get("required", []))
+    args = {
+        k: v
+        for k, v in decision.args.items()
+        if k in required or not check_tool_args({k: v}, parameters, evidence)
+    }
+    return decision if args == decision.args else dataclasses.replace(decision, args=args)
+
+
+class _Step:
+    """What one controller execution produced: messages for the transcript, plan patches, costs."""
+
+    def __init__(self) -> None:
+        self.messages: list[BaseMessage] = []
+        self.patches: list[dict[str, Any]] = []
+        self.entries: list[LedgerEntry] = []
+        self.model_called = False
+        self.steps_left: int | None = None  # model decisions the budget still allows, where it sets some
+
+    def derived(self, decision: Decision) -> None:
+        self.messages.append(AIMessage(decision.to_json(), response_metadata=dict(DERIVED)))
+
+    def replied(self, decisions: Sequence[Decision]) -> None:
+        """The steps of one model reply, in order: the last counts as the model's decision, the ones
+        before it came in the same reply."""
+        for n, decision in enumerate(decisions, 1):
+            meta = {} if n == len(decisions) else dict(SAME_REPLY)
+            self.messages.append(AIMessage(decision.to_json(), response_metadata=meta))
+
+    def patch(self, plan: list[Part], index: int, **fields: Any) -> None:
+        plan[index] = cast(Part, {**plan[index], **fields})
+        self.patches.append({"index": index, **fields})
+
+
+_D = TypeVar("_D")  # a decision, or the several decisions of one reply
+
+
+def _readable(msg: AIMessage, form: ToolForm, parse: Callable[[str], Any]) -> bool:
+    """Does a reply without a tool call still hold the decision (a call the model wrote, or the decision's
+    JSON)? Then it is used as it is."""
+    try:
+        parse(decision_text(msg, form))
+    except (DecisionError, ValueError):
+        return False
+    return True
+
+
+TIGHT = 0.5  # a limit is shown to the controller once at most this share of it is left
+
+
+def _with_budget(ctx: RunContext, prompt: list[BaseMessage], steps_left: int | None) -> list[BaseMessage]:
+    """The prompt with what is left of the run's budget at the end of its last message (only there: the
+    system prompt and the tools stay the same from call to call, so a cached prefix stays valid).
+
+    Only the limits that bind are shown: those of which at most `TIGHT` is left. A note of a budget far
+    from spent changed the local 1.5B's plans (4 of 8 everyday questions it answered right without a
+    budget became "I can't answer that"), and tells any model nothing it can act on.
+    """
+    left = ctx.meter.left(tight=TIGHT)
+    steps = ctx.meter.budget.steps
+    if steps_left is not None and steps is not None and steps_left <= TIGHT * steps:
+        left.append(f"{steps_left} model steps")
+    if not left or not prompt or not isinstance(prompt[-1], HumanMessage):
+        return prompt
+    note = "Budget left: " + ", ".join(left) + "."
+    return [*prompt[:-1], HumanMessage(f"{prompt[-1].content}\n\n({note})")]
+
+
+def _record_problems(ctx: RunContext, problems: list[str]) -> None:
+    """A failed grounding check on the span: how many problems always, what they are (values from the
+    request) only with content capture."""
+    span = trace.get_current_span()
+    span.set_attribute(A.UNGROUNDED_COUNT, len(problems))
+    if ctx.capture_content:
+        span.set_attribute(A.UNGROUNDED, problems[:10])
+
+
+async def _decide(
+    ctx: RunContext,
+    slot: str,
+    prompt: list[BaseMessage],
+    schema: dict[str, Any],
+    parse: Callable[[str], _D],
+    check: Callable[[_D], list[str]],
+    repair_hint: str,
+    step: _Step,
+    form: ToolForm | None = None,
+) -> tuple[_D, list[str]]:
+    """One model decision with one repair: returns it and the problems its check still finds.
+
+    A model that calls tools natively gets the step as `form` (tools bound, a call required) and its call
+    is read back as the JSON decision; any other model gets `schema` (a JSON schema, or a grammar for a
+    local model). Either way the same parser, checks and repair apply.
+    """
+    span = trace.get_current_span()
+    native = form is not None and ctx.slots[slot].profile.capabilities.tool_calling
+    span.set_attribute(A.DECISION_STRATEGY, "tool_calls" if native else "json_schema")
+    last_error = ""
+    for attempt in range(2):
+        asked = _with_budget(ctx, prompt, step.steps_left)
+        msg = None
+        if native and form is not None:
+            try:
+                msg, entries = await call_model(
+                    ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, options=form.options()
+                )
+            except ToolsUnsupportedError as exc:  # the endpoint refuses tools: the JSON-schema rung instead
+                step.entries.extend(getattr(exc, "ledger_entries", []))
+                native = False
+                span.set_attribute(A.DECISION_STRATEGY, "json_schema")
+                span.set_attribute(A.DOWNGRADED, str(exc)[:300])
+            else:
+                ignored = [
+                    d
+                    for d in msg.response_metadata.get("downgraded") or []
+                    if d.get("feature") == "tool_choice"
+                ]
+                if ignored and not msg.tool_calls and not _readable(msg, form, parse):
+                    # the server ignored the required call (and will be asked the JSON-schema way from now on):
+                    # this attempt is asked again that way, not spent on a repair
+                    step.entries.extend(entries)
+                    native, msg = False, None
+                    span.set_attribute(A.DECISION_STRATEGY, "json_schema")
+                    span.set_attribute(A.DOWNGRADED, str(ignored[0].get("reason", ""))[:300])
+        if msg is None:
+            msg, entries = await call_model(
+                ctx, slot, "controller", asked, max_tokens=ctx.limits.max_tokens, schema=schema
+            )
+        step.entries.extend(entries)
+        raw = str(msg.content)
+        try:
+            if native and form is not None:
+                raw = decision_text(msg, form)
+            decision = parse(raw)
+        except DecisionError as exc:
+            last_error = str(exc)
+            problems: list[str] = []
+        else:
+            problems = check(decision)
+            if attempt == 1 and _REPAIR_LEAD in raw:
+                problems.append("the reply repeats the error message instead of answering")
+            if not problems or attempt == 1:
+                if attempt == 1:
+                    span.set_attribute(A.REPAIRS, 1)
+                if problems:
+                    _record_problems(ctx, problems)
+                return decision, problems
+            _record_problems(ctx, problems)
+            last_error = "; ".join(problems) + ". " + repair_hint
+        if attempt == 0:
+            prompt = [
+                *prompt,
+                AIMessage(raw),
+                HumanMessage(f"{_REPAIR_LEAD} {last_error}. Reply again with one JSON."),
+            ]
+    raise ModelError(f"the controller's reply was not a valid decision after one repair: {last_error}")
+
+
+async def controller_step(
+    state: Mapping[str, Any], ctx: RunContext, parts: AgentParts = AgentParts()
+) -> dict[str, Any]:
+    """One controller execution (see the module docstring)."""
+    request: str = state["input"]
+    transcript: list[BaseMessage] = list(state.get("messages", []))
+    made = sum(1 for m in transcript if is_model_decision(m))
+    budget_steps = ctx.meter.budget.steps
+    limit = min(ctx.limits.max_steps, budget_steps) if budget_steps is not None else ctx.limits.max_steps
+    if made >= limit:
+        raise BudgetStop(f"step limit of {limit} reached")
+    workers = {w.name: w.description for w in ctx.workers.values()}
+    head: list[BaseMessage] = [
+        SystemMessage(_system(tuple(workers.items()), parts.covers)),
+        *_examples(request, ctx, parts),
+        HumanMessage(request),
+    ]
+    span = trace.get_current_span()
+    step = _Step()
+    if budget_steps is not None:
+        step.steps_left = budget_steps - made
+    plan: list[Part] | None = [dict(p) for p in state["plan"]] if state.get("plan") is not None else None  # type: ignore[misc]
+    update: dict[str, Any] = {}
+
+    if plan is None:
+        spans = candidate_spans(request)  # no quoted text, nothing after a colon: no worker can be asked
+        request_evidence = Evidence(request)
+
+        def check_plan(d: Decision) -> list[str]:
+            return [
+                f"part {n}: {p}"
+                for n, part in enumerate(d.plan, 1)
+                if part["worker"]
+                for p in check_worker_input(part["text"], request_evidence)
+            ]
+
+        capabilities = ctx.slots[parts.slot].profile.capabilities
+        schema = plan_schema(list(workers), spans, many=capabilities.tool_calling)
+        decision, _ = await _decide(
+            ctx,
+            parts.slot,
+            head,
+            schema,
+            lambda raw: parse_plan(raw, list(workers)),
+            check_plan,
+            "Copy every value and text exactly from the request.",
+            step,
+            plan_tools(schema),
+        )
+        step.model_called = True
+        plan = [_as_worker_part(cast(Part, dict(p)), workers, spans) for p in decision.plan]
+        for n, part in enumerate(plan):
+            if part["worker"] and check_worker_input(part["text"], request_evidence):
+                plan[n] = cast(Part, {**part, "status": "failed", "note": "its text is not in the request"})
+        step.messages.append(AIMessage(plan_json(plan)))
+        update["plan"] = plan
+        # The parts' kinds always; their words and texts (the user's own) only with content capture.
+        span.set_attribute(A.PLAN_PARTS, [f"worker:{p['worker']}" if p["worker"] else "tool" for p in plan])
+        if ctx.capture_content:
+            span.set_attribute(A.PLAN, plan_json(plan))
+
+    loaded = list(state.get("loaded") or [])
+    await _advance(ctx, parts.slot, request, head + transcript, plan, step, loaded)
+    update["messages"] = step.messages
+    if step.patches and "plan" not in update:  # a plan made now already holds its patches
+        update["plan"] = step.patches
+    last = step.messages[-1] if step.messages else None
+    if isinstance(last, AIMessage):
+        decided = last.response_metadata.get("decided_by", "model")
+        span.set_attribute(A.DECIDED_BY, str(decided))
+        body = json.loads(str(last.content))
+        if body.get("action") == "final":
+            update |= {"answer": body["answer"], "status": "ok"}
+    return update
+
+
+async def _advance(
+    ctx: RunContext,
+    slot: str,
+    request: str,
+    prompt: list[BaseMessage],
+    plan: list[Part],
+    step: _Step,
+    loaded: Sequence[str] = (),
+) -> None:
+    """Take steps until one needs a node (or a second model call): the rest of one controller execution."""
+    while True:
+        index = current_part(plan)
+        if index is None:
+            await _final(ctx, slot, request, prompt + step.messages, plan, step)
+            return
+        part = plan[index]
+        if part["worker"]:  # this and the worker parts right after it: they fan out together
+            for later in _delegations(plan, index):
+                step.derived(Decision("delegate", worker=later["worker"], input=later["text"]))
+            return
+        capabilities = ctx.slots[slot].profile.capabilities
+        run = _tool_run(plan, index) if capabilities.tool_calling and capabilities.parallel_tool_calls else []
+        if len(run) > 1:  # a model that makes parallel calls: these parts are searched, then asked, at once
+            pending = [i for i in run if plan[i]["status"] == "pending"]
+            for i in pending:
+                step.derived(Decision("find_tools", query=search_words(plan[i]["tool"]), part=i))
+            if not pending and not step.model_called:
+                await _act_together(ctx, slot, request, prompt, plan, step, loaded, run)
+            return
+        if part["status"] == "pending":
+            step.derived(Decision("find_tools", query=search_words(part["tool"])))
+            return
+        if step.model_called:
+            return  # one model call per execution: the next one comes on the next turn
+        instruction = HumanMessage(
+            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(part['tool'], request)} "
+            "Call the found tool that does it, or skip."
+        )
+        step.messages.append(instruction)
+        evidence = evidence_of(request, plan)
+
+        def check(d: Decision, evidence: Evidence = evidence) -> list[str]:
+            if d.action != "call_tool":
+                return []
+            return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+
+        def parse(raw: str, tools: list[str] = part["tools"], evidence: Evidence = evidence) -> Decision:
+            decision = parse_decision(raw, tools, allowed=("call_tool", "skip"))
+            if decision.action != "call_tool":
+                return decision
+            return _without_ungrounded_options(decision, ctx.catalog.get(decision.tool).parameters, evidence)
+
+        decision, problems = await _decide(
+            ctx,
+            slot,
+            prompt + step.messages,
+            act_schema(part["tools"], ctx.catalog),
+            parse,
+            check,
+            "Take values only from the request or the observations, or skip.",
+            step,
+            act_tools(loaded, ctx.catalog, limits=ctx.tool_limits(slot)),
+        )
+        step.model_called = True
+        if decision.action == "call_tool" and not problems:
+            step.messages.append(AIMessage(decision.to_json()))
+            return
+        if decision.action == "call_tool":
+            note = "not called: a value in its arguments is in neither the request nor an observation"
+            step.derived(Decision("skip", reason=note))
+        else:
+            note = decision.reason
+            step.messages.append(AIMessage(decision.to_json()))
+        step.patch(plan, index, status="failed", note=note)
+
+
+def _tool_run(plan: Sequence[Part], index: int) -> list[int]:
+    """The open tool parts from `index` on, up to the first part of another kind or a settled one."""
+    out = []
+    for i in range(index, len(plan)):
+        if plan[i]["worker"] or plan[i]["status"] not in ("pending", "searched"):
+            break
+        out.append(i)
+    return out
+
+
+async def _act_together(
+    ctx: RunContext,
+    slot: str,
+    request: str,
+    prompt: list[BaseMessage],
+    plan: list[Part],
+    step: _Step,
+    loaded: Sequence[str],
+    run: list[int],
+) -> None:
+    """Several searched parts asked in one reply, for a model that makes parallel tool calls.
+
+    Each call goes to the part it was found for (else the first part still free). A part whose call takes
+    a value nothing gives yet waits for the next turn: it needs a result that the other calls will bring.
+    Only when no call in the reply can be made does a part fail, the first one, as a lone part would.
+    """
+    listed = "\n".join(f"Part {i + 1}: {plan[i]['tool']}" for i in run)
+    instruction = HumanMessage(
+        f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
+        "Call the found tool for each part whose values are known now, all in this reply. A part that needs "
+        "another part's result waits for its observation. Skip a part (give its number) if no found tool does it."
+    )
+    step.messages.append(instruction)
+    evidence = evidence_of(request, plan)
+    tools = list(dict.fromkeys(t for i in run for t in plan[i]["tools"]))
+
+    def problems_of(d: Decision) -> list[str]:
+        if d.action != "call_tool":
+            return []
+        return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+
+    def parse(raw: str) -> list[Decision]:
+        decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip"))
+        return [
+            _without_ungrounded_options(d, ctx.catalog.get(d.tool).parameters, evidence)
+            if d.action == "call_tool"
+            else d
+            for d in decisions
+        ]
+
+    def check(decisions: list[Decision]) -> list[str]:
+        found = [problems_of(d) for d in decisions]
+        return [] if any(not p for p in found) else [p for ps in found for p in ps]
+
+    decisions, _ = await _decide(  # each call's own problems are weighed below
+        ctx,
+        slot,
+        prompt + step.messages,
+        act_schema(plan[run[0]]["tools"], ctx.catalog),  # a downgraded endpoint is asked one part
+        parse,
+        check,
+        "Take values only from the request or the observations; a part that needs another's result waits.",
+        step,
+        act_tools(loaded, ctx.catalog, parallel=True, limits=ctx.tool_limits(slot)),
+    )
+    step.model_called = True
+    free = list(run)
+    skips: list[Decision] = []
+    calls: list[Decision] = []
+    held: list[int] = []
+    for d in decisions:
+        if not free:
+            break  # more calls than parts: the extra ones are not made
+        if d.action == "skip":
+            target = d.part if d.part in free else free[0]
+        else:
+            target = next((i for i in free if d.tool in plan[i]["tools"]), free[0])
+        free.remove(target)
+        d = dataclasses.replace(d, part=target)
+        if d.action == "skip":
+            skips.append(d)
+        elif problems_of(d):
+            held.append(target)
+        else:
+            calls.append(d)
+    if held:
+        trace.get_current_span().set_attribute(A.HELD_PARTS, len(held))
+    step.replied([*skips, *calls])  # the calls last: the tool node runs the trailing calls together
+    for d in skips:
+        step.patch(plan, cast(int, d.part), status="failed", note=d.reason)
+    if not skips and not calls:  # nothing in the reply can be done: the first part fails, as a lone one would
+        note = "not called: a value in its arguments is in neither the request nor an observation"
+        step.derived(Decision("skip", reason=note, part=held[0]))
+        step.patch(plan, held[0], status="failed", note=note)
+
+
+def _delegations(plan: Sequence[Part], index: int) -> list[Part]:
+    """The pending worker parts from `index` on, up to the first part of another kind: their texts come from
+    the request, never from an earlier result, so they can run at once."""
+    out = []
+    for part in plan[index:]:
+        if not part["worker"] or part["status"] != "pending":
+            break
+        out.append(part)
+    return out
+
+
+def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:
+    """(what, result, every value) for each settled part, as the final answer must state them."""
+    return [(p["tool"] or p["worker"], p["result"], bool(p["worker"])) for p in plan if p["status"] == "done"]
+
+
+async def _final(
+    ctx: RunContext, slot: str, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+) -> None:
+    """The final answer: written by the model from the results alone, checked, and never invented.
+
+    The model writes it in a prompt of its own (the request and the results, no transcript and no worked
+    examples), so nothing but the results can leak into it. The answer must state every result and
+    nothing the request and the results do not support; it gets one repair, then is built from the
+    results instead.
+    """
+    done = [p for p in plan if p["status"] == "done"]
+    evidence = evidence_of(request, plan)
+    if not done:
+        # Only notes that state nothing unsupported (a skip reason is the model's own words).
+        notes = "; ".join(p["note"] for p in plan if p["note"] and not check_answer(p["note"], evidence))
+        answer = (
+            CANNOT
+            if not plan
+            else "I can't answer that with my tools and workers" + (f" ({notes})." if notes else ".")
+        )
+        step.derived(Decision("final", answer=answer))
+        return
+    if step.model_called:
+        return
+    lines = []
+    for p in plan:
+        what = p["tool"] or f"{p['worker']} of the text"
+        lines.append(f"- {what}: {p['result']}" if p["status"] == "done" else f"- {what}: could not be done")
+    final_prompt: list[BaseMessage] = [
+        SystemMessage(FINAL_PROMPT),
+        HumanMessage(f"Request: {request}\nResults:\n" + "\n".join(lines)),
+    ]
+    results = _results(plan)
+    decision, problems = await _decide(
+        ctx,
+        slot,
+        final_prompt,
+        final_schema(),
+        lambda raw: parse_decision(raw, [], allowed=("final",)),
+        lambda d: check_answer(d.answer, evidence) + check_results_stated(d.answer, results),
+        "State each result exactly as given, and nothing else.",
+        step,
+        final_tools(),
+    )
+    step.model_called = True
+    if not problems:
+        step.messages.append(AIMessage(decision.to_json()))
+        return
+    trace.get_current_span().set_attribute(A.ANSWER_FALLBACK, True)
+    step.derived(Decision("final", answer=fallback_answer(plan, evidence)))
+
+
+def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stopped: bool = False) -> str:
+    """An answer built from the results alone, for when the model's answer states what they do not, or
+    when a limit stopped the run (`stopped`: the parts still open say so).
+
+    Each part is named by its words; words that carry a value nothing supports (a plan may write
+    "7**2" for "7 squared") are named without their values.
+    """
+    lines = []
+    for p in plan:
+        what = p["tool"] or f"{p['worker']} of the message"
+        if evidence is not None and check_answer(what, evidence):
+            what = search_words(what)
+        if p["status"] == "done":
+            lines.append(f"{what}: {p['result']}")
+        elif stopped and p["status"] in ("pending", "searched"):
+            lines.append(f"{what}: not done (the run stopped first)")
+        else:
+            lines.append(f"{what}: could not be done")
+    return "Results: " + "; ".join(lines) + "."
+
+
+def stopped_answer(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run stopped by a limit ends with: an answer built from the results so far (none when no
+    part is done)."""
+    plan: list[Part] = list(state.get("plan") or [])
+    if not any(p["status"] == "done" for p in plan):
+        return {}
+    return {"answer": fallback_answer(plan, evidence_of(str(state.get("input") or ""), plan), stopped=True)}

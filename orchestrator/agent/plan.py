@@ -1,0 +1,197 @@
+"""The controller's plan: a short list of sub-tasks ("parts"), kept in the state, each done by a tool or a worker.
+
+The racehorse writes the plan once, from the request (with a few worked examples retrieved for it); the
+graph then runs the parts in order and stops once every part has its result:
+
+- a **tool part** names one computation in plain words, its values copied from the request; its tools are
+  found by searching the catalog with those words, and the controller picks the call;
+- a **worker part** names a worker and the text it gets, which must be a span of the request (the schema
+  offers only such spans).
+
+An empty plan means no tool or worker can answer, and the run says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from orchestrator.toolsets.catalog import tokenize
+
+__all__ = [
+    "Example",
+    "Part",
+    "PartStatus",
+    "current_part",
+    "merge_plan",
+    "plan_schema",
+    "select_examples",
+]
+
+PartStatus = Literal["pending", "searched", "done", "failed"]
+MAX_PARTS = 4
+MAX_TEXTS = 32  # texts one worker part may fan out over (a model that delegates several at once)
+TASK_MAX = 120
+
+
+class Part(TypedDict):
+    """One sub-task of the plan, with its progress."""
+
+    tool: str  # a tool part: the computation in plain words ("" for a worker part)
+    worker: str  # a worker part: the worker's name ("" for a tool part)
+    text: str  # a worker part: the text the worker gets
+    status: PartStatus
+    tools: list[str]  # a tool part: the tools its search found
+    tries: int  # failed tool calls so far
+    result: str  # the observation that settled it (a tool's result, a worker's output)
+    note: str  # why the part failed
+
+
+def new_part(*, tool: str = "", worker: str = "", text: str = "") -> Part:
+    """A pending part."""
+    return Part(tool=tool, worker=worker, text=text, status="pending", tools=[], tries=0, result="", note="")
+
+
+def merge_plan(left: list[Part] | None, right: list[Any] | None) -> list[Part] | None:
+    """Reducer: a list of parts replaces the plan; a list of `{"index": i, ...}` patches updates parts."""
+    if right is None:
+        return left
+    if not right or "index" not in right[0]:
+        return [dict(p) for p in right]  # type: ignore[misc]
+    parts = [dict(p) for p in (left or [])]
+    for patch in right:
+        i = patch["index"]
+        if 0 <= i < len(parts):
+            parts[i].update({k: v for k, v in patch.items() if k != "index"})
+    return parts  # type: ignore[return-value]
+
+
+def current_part(plan: Sequence[Part] | None) -> int | None:
+    """The index of the first part still open (pending or searched), or None when every part is settled."""
+    for i, part in enumerate(plan or []):
+        if part["status"] in ("pending", "searched"):
+            return i
+    return None
+
+
+def plan_schema(workers: Sequence[str], spans: Sequence[str], many: bool = False) -> dict[str, Any]:
+    """The JSON schema of a plan: tool parts, and worker parts only where the request has text to give.
+
+    `many`: a worker part may give a list of texts (for a model that makes parallel calls): each becomes a
+    part of its own, and they fan out together."""
+    item_options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"type": "string", "minLength": 3, "maxLength": TASK_MAX}},
+            "required": ["tool"],
+        }
+    ]
+    if workers and spans:
+        text: dict[str, Any] = {"enum": list(spans)}
+        if many:
+            several = {
+                "type": "array",
+                "items": {"enum": list(spans)},
+                "minItems": 1,
+                "maxItems": MAX_TEXTS,
+                "description": "several texts for the worker: each is done on its own, all at once",
+            }
+            text = {"anyOf": [text, several]}
+        item_options.append(
+            {
+                "type": "object",
+                "properties": {"worker": {"enum": list(workers)}, "text": text},
+                "required": ["worker", "text"],
+            }
+        )
+    items: dict[str, Any] = item_options[0] if len(item_options) == 1 else {"anyOf": item_options}
+    return {
+        "type": "object",
+        "properties": {"plan": {"type": "array", "items": items, "maxItems": MAX_PARTS}},
+        "required": ["plan"],
+    }
+
+
+def plan_json(parts: Sequence[Mapping[str, Any]]) -> str:
+    """The plan as the model writes it (and as the transcript keeps it)."""
+    body = [
+        {"tool": p["tool"]} if p.get("tool") else {"worker": p["worker"], "text": p["text"]} for p in parts
+    ]
+    return json.dumps({"plan": body}, ensure_ascii=False)
+
+
+# --- worked examples ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    """A request and the plan that answers it."""
+
+    request: str
+    plan: tuple[Mapping[str, str], ...]
+
+    def reply(self) -> str:
+        return plan_json(self.plan)
+
+
+# Requests that no tool or worker can answer: their plan is empty. Every project's agent sees these, so a
+# model always has an example of saying so. Examples for a project's tools come with its tools
+# (`build_agent_graph(examples=...)`), and worker examples are made from its workers (`worker_examples`).
+NO_STEP_EXAMPLES: tuple[Example, ...] = (
+    Example("What's the weather in Rome tomorrow?", ()),
+    Example("What is Apple's share price right now?", ()),
+    Example("Who wrote the novel Dracula?", ()),
+    Example("Please book me a table for two tonight.", ()),
+)
+
+_SAMPLE = "Hello, I have a question about my account."
+
+
+def worker_examples(
+    workers: Sequence[tuple[str, str, Sequence[str]]], mix: Example | None = None
+) -> list[Example]:
+    """Plan examples for the project's workers: (name, description, example requests) each.
+
+    A worker's own example requests are used as given (the quoted text is what it gets); a worker without
+    any gets one made from its description. Given `mix`, a one-part tool example, one more example asks
+    for both: that tool part, then the first worker.
+    """
+    from orchestrator.workers.grounding import candidate_spans
+
+    out: list[Example] = []
+    for name, description, requests in workers:
+        for request in requests or [f"{description.rstrip('.')}: '{_SAMPLE}'"]:
+            spans = candidate_spans(request)
+            out.append(Example(request, ({"worker": name, "text": spans[0] if spans else request},)))
+    if out and mix is not None:
+        first = out[0]
+        request = first.request[0].lower() + first.request[1:]
+        out.append(Example(f"{mix.request} Also, {request}", (*mix.plan, *first.plan)))
+    return out
+
+
+def select_examples(request: str, bank: Sequence[Example], k: int) -> list[Example]:
+    """The k examples whose requests share the most (idf-weighted) words with this request, best last.
+
+    One of them is always the closest example that needs no step at all (an empty plan), so the model
+    always sees that saying "no tool can do this" is allowed. The best match goes last, nearest the
+    request, where a small model weighs it most.
+    """
+    if k <= 0 or not bank:
+        return []
+    docs = [Counter(tokenize(e.request)) for e in bank]
+    df: Counter[str] = Counter()
+    for d in docs:
+        df.update(d.keys())
+    n = len(docs)
+    query = set(tokenize(request))
+    scores = [(sum(math.log(1 + n / df[t]) for t in query if t in d), -i) for i, d in enumerate(docs)]
+    ranked = sorted(range(n), key=lambda i: scores[i], reverse=True)
+    chosen = ranked[:k]
+    empty = [i for i in ranked if not bank[i].plan]
+    if empty and not any(not bank[i].plan for i in chosen):
+        chosen = [*chosen[: k - 1], empty[0]] if k > 1 else chosen
+        chosen.sort(key=lambda i: scores[i], reverse=True)
+    return [bank[i] for i in reversed(chosen)]

@@ -1,0 +1,179 @@
+"""Running a workhorse worker: typed structured output, validated, repaired once, escalated, never
+passed on invalid.
+
+The ladder for structured output: schema-constrained decoding (JSON schema / grammar) -> validate ->
+one repair with the validation error -> escalate to the racehorse slot (if the worker allows) -> reject
+with `WorkerOutputError`. An invalid result never reaches the state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from orchestrator.cost.ledger import LedgerEntry
+from orchestrator.errors import WorkerOutputError
+from orchestrator.models.calls import call_model
+from orchestrator.models.context import RunContext
+from orchestrator.tracing import attrs as A
+from orchestrator.tracing.callbacks import node_span
+from orchestrator.workers.definitions import Worker, WorkerResult
+
+__all__ = ["reject", "run_worker", "worker_node"]
+
+
+def _validate(worker: Worker, source: str, text: str) -> Any:
+    """The output as it enters the state (a dict for structured output, else the text), or ValueError
+    saying why it is rejected."""
+    value: Any = text.strip()
+    if worker.output is not None:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+        try:
+            value = worker.output.model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(details) from None
+    elif not value:
+        raise ValueError("the output is empty")
+    reasons = [
+        r for check in worker.validators if (r := check(source, value if isinstance(value, str) else text))
+    ]
+    if reasons:
+        raise ValueError("; ".join(reasons))
+    return value
+
+
+def racehorses(ctx: RunContext) -> tuple[str, ...]:
+    """The run's racehorse slots: where a worker escalates when it names no slots of its own."""
+    return tuple(name for name, binding in ctx.slots.items() if binding.role == "racehorse")
+
+
+async def run_worker(
+    ctx: RunContext, worker: Worker, text: str, node: str
+) -> tuple[WorkerResult | None, list[LedgerEntry], str | None]:
+    """Run one worker on `text`; returns (result or None, ledger entries, rejection reason or None).
+
+    The ladder: the worker's slot (schema-constrained where the model supports it), one repair there with
+    the reason, then each escalation slot in turn with the original request. The first valid output wins;
+    every attempt is billed and recorded on the current span (repairs, escalations).
+    """
+    messages: list[BaseMessage] = [SystemMessage(worker.instructions), HumanMessage(text)]
+    schema = worker.schema()
+    entries: list[LedgerEntry] = []
+    chain = [s for s in worker.escalation(racehorses(ctx)) if s in ctx.slots]
+    attempts: list[tuple[str, bool]] = [(worker.slot, False), (worker.slot, True)]
+    attempts += [(slot, False) for slot in chain]
+    span = node_span() or trace.get_current_span()  # a plain node's span, or the agent's worker span
+    last_error = last_reply = ""
+    repairs = escalations = 0
+    unsure = False  # the last answer was valid but less sure than the worker's `min_margin`
+    fallback: WorkerResult | None = None  # that answer, kept in case nothing up the chain is valid
+    for slot, is_repair in attempts:
+        prompt = messages
+        if is_repair and unsure:
+            continue  # nothing to repair: the answer goes up the chain
+        if is_repair:
+            # The rejection goes into the instructions; the user's turn stays the text alone. (As a last
+            # user turn, small models took the note for the text to work on: they summarized the note.)
+            repairs += 1
+            prompt = [
+                SystemMessage(
+                    f"{worker.instructions}\n\nA first output for the user's text was rejected: {last_error}."
+                    f"\nThe rejected output:\n{last_reply}\nWrite a new output that fixes this."
+                ),
+                HumanMessage(text),
+            ]
+        elif slot != worker.slot:
+            escalations += 1
+        routed = worker.min_margin is not None and slot == worker.slot and bool(chain)  # a slot can take it
+        msg, new_entries = await call_model(
+            ctx,
+            slot,
+            node,
+            prompt,
+            max_tokens=worker.max_tokens,
+            schema=schema,
+            options={"logprobs": True} if routed else None,
+            attempt="repair" if is_repair else "escalation" if slot != worker.slot else None,
+        )
+        entries.extend(new_entries)
+        last_reply = str(msg.content)
+        try:
+            # cut off at the token limit: it may pass the checks (half a letter keeps and adds no facts),
+            # but it is never an answer
+            if msg.response_metadata.get("finish_reason") in ("length", "max_tokens"):
+                raise ValueError(f"it was cut off at {worker.max_tokens} tokens; write a shorter one")
+            value = _validate(worker, text, last_reply)
+        except ValueError as exc:
+            last_error = str(exc)
+            continue
+        margin = msg.response_metadata.get("margin") if routed else None
+        if isinstance(margin, (int, float)) and worker.min_margin is not None:
+            span.set_attribute(A.WORKER_MARGIN, float(margin))
+            unsure = margin < worker.min_margin
+            span.set_attribute(A.WORKER_ROUTE, "escalated" if unsure else "kept")
+            if unsure:  # valid but unsure: the next slot up the chain takes it
+                last_error = f"unsure (margin {margin:.2f} < {worker.min_margin:g})"
+                fallback = WorkerResult(worker.name, value, ctx.slots[slot].profile.name, False, False)
+                continue
+        span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
+        result = WorkerResult(
+            worker.name,
+            value,
+            ctx.slots[slot].profile.name,
+            repaired=repairs > 0,
+            escalated=slot != worker.slot,
+        )
+        return result, entries, None
+    span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
+    if fallback is not None:  # nothing up the chain did better than the unsure answer, which is valid
+        return fallback, entries, None
+    tried = f"after {repairs} repair(s) and {escalations} escalation(s)"
+    return None, entries, f"worker {worker.name!r} output failed validation {tried}: {last_error}"
+
+
+def reject(reason: str) -> WorkerOutputError:
+    """The error recorded on the worker span when its output is rejected."""
+    return WorkerOutputError(reason)
+
+
+def worker_node(worker: Worker, *, source: str = "input", into: str | None = None) -> Any:
+    """A graph node that runs `worker` on the state's `source` key and writes its validated output to
+    `into` (default: the worker's name). An output that stays invalid fails the node with
+    `WorkerOutputError`: it never enters the state.
+
+    Example:
+        >>> from orchestrator import summarize_worker
+        >>> node = worker_node(summarize_worker(words=(5, 40)), into="summary")
+        >>> node.__name__
+        'summarize'
+    """
+    key = into or worker.name
+
+    async def node(state: Any, runtime: Any) -> dict[str, Any]:
+        ctx: RunContext = runtime.context
+        result, _, reason = await run_worker(ctx, worker, str(state[source]), _node_name() or worker.name)
+        if result is None:
+            raise reject(reason or "invalid output")
+        return {key: result.value}
+
+    node.__name__ = worker.name
+    return node
+
+
+def _node_name() -> str | None:
+    try:
+        from langgraph.config import get_config
+
+        return str(get_config().get("metadata", {}).get("langgraph_node") or "") or None
+    except Exception:
+        return None

@@ -1,0 +1,1 @@
+"""Judging runs: `orch eval`, `orch trial`, the judge, and comparing or re-pricing recorded runs."""

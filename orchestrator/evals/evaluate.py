@@ -1,0 +1,315 @@
+"""Task evaluation: labelled tasks through any graph; right or wrong, steps, time, tokens, cost, grounding.
+
+A task file is JSON Lines, one task per line:
+
+    {"input": "Convert 72 F to Celsius", "expect": ["22.2"], "expect_all": [], "forbid": ["card_arrival"]}
+
+`expect` is any-of, `expect_all` all-of, `forbid` none-of (optional keys `id` and `category` label the
+report). Text matches case-insensitively. A number matches as a number: `22` does not match `122`, and
+`7,006,652` matches `7006652`; an expected number written with d decimals matches an answer number that
+rounds to it at d decimals (`22.2` matches 22.22). An expected ISO date matches that date in any written form.
+
+The ungrounded steps of each run are counted from its spans with the checks of
+`orchestrator.workers.grounding`:
+tool arguments and worker inputs that neither the request nor an earlier observation gives, and numbers in
+the answer that nothing supports. The eval records content on its runs' spans to read them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import ConfigError, unreadable
+from orchestrator.tracing import attrs as A
+from orchestrator.tracing.store import TraceStore, decode_attributes
+from orchestrator.workers.grounding import (
+    Evidence,
+    check_answer,
+    check_tool_args,
+    check_worker_input,
+    decimals_of,
+    find_dates,
+    normalize,
+    split_values,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.run.orchestrator import Orchestrator
+    from orchestrator.toolsets.catalog import Catalog
+
+__all__ = [
+    "EvalReport",
+    "Task",
+    "TaskResult",
+    "evaluate",
+    "load_tasks",
+    "matches",
+    "score",
+    "steps_and_grounding",
+]
+
+_NUMBER_ITEM = re.compile(r"^[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?$|^[-+]?\.\d+%?$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One labelled task."""
+
+    input: str
+    expect: tuple[str, ...] = ()
+    expect_all: tuple[str, ...] = ()
+    forbid: tuple[str, ...] = ()
+    id: str = ""
+    category: str = ""
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read a JSON Lines task file; an error names the line and the fix."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: an editor's BOM is no error
+    except FileNotFoundError:
+        raise ConfigError(f"task file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"task file {str(p)!r} cannot be read: {unreadable(exc)}") from None
+    tasks: list[Task] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{p}:{number}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a number too long to convert, or too deep a nesting
+            raise ConfigError(f"{where}: not valid JSON ({unreadable(exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: a task must be a JSON object, got {type(raw).__name__}")
+        text = raw.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f'{where}: "input" must be a non-empty string')
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("expect", "expect_all", "forbid"):
+            value = raw.get(key, [])
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, list) or not all(
+                isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f'{where}: "{key}" must be a list of strings or numbers')
+            lists[key] = tuple(str(v) for v in value)
+        if not lists["expect"] and not lists["expect_all"]:
+            raise ConfigError(f'{where}: a task needs "expect" (any of) or "expect_all" (all of)')
+        tasks.append(
+            Task(
+                input=text,
+                id=str(raw.get("id") or f"{p.stem}-{number}"),
+                category=str(raw.get("category") or ""),
+                **lists,
+            )
+        )
+    if not tasks:
+        raise ConfigError(f"task file {str(p)!r} holds no tasks")
+    return tasks
+
+
+def matches(answer: str, item: str) -> bool:
+    """Does the answer contain `item` (a text, a number or an ISO date)?"""
+    item = item.strip()
+    if _NUMBER_ITEM.match(item):
+        raw = item.rstrip("%").replace(",", "").replace("−", "-").lstrip("+")
+        expected, places = float(raw), decimals_of(raw)
+        tolerance = 0.5 * 10**-places + 1e-9 * max(1.0, abs(expected))
+        return any(abs(v - expected) <= tolerance for v, _ in split_values(answer)[1])
+    if _ISO_DATE.match(item) and any(d.isoformat() == item for d, _ in find_dates(answer)):
+        return True
+    return normalize(item) in normalize(answer)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Right or wrong, and why."""
+
+    ok: bool
+    missing: list[str]
+    forbidden: list[str]
+
+
+def score(answer: str | None, task: Task) -> Verdict:
+    """Judge an answer against a task's expect / expect_all / forbid lists."""
+    text = answer or ""
+    missing = [i for i in task.expect_all if not matches(text, i)]
+    if task.expect and not any(matches(text, i) for i in task.expect):
+        missing.append("any of: " + " | ".join(task.expect))
+    forbidden = [i for i in task.forbid if matches(text, i)]
+    return Verdict(ok=bool(answer) and not missing and not forbidden, missing=missing, forbidden=forbidden)
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome."""
+
+    id: str
+    category: str
+    input: str
+    ok: bool
+    status: str
+    answer: str | None
+    missing: list[str]
+    forbidden: list[str]
+    steps: list[str]
+    ungrounded: list[str]
+    seconds: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    run_id: str
+    error: str | None = None
+
+
+@dataclass
+class EvalReport:
+    """Per task and in total."""
+
+    graph: str
+    tasks: list[TaskResult] = field(default_factory=list)
+
+    def totals(self, results: Sequence[TaskResult] | None = None) -> dict[str, Any]:
+        """Right, share, median time, mean steps, tokens, cost and ungrounded steps over some results."""
+        rows = list(self.tasks if results is None else results)
+        costs = [r.cost_usd for r in rows]
+        return {
+            "tasks": len(rows),
+            "right": sum(r.ok for r in rows),
+            "accuracy": (sum(r.ok for r in rows) / len(rows)) if rows else None,
+            "median_s": statistics.median(r.seconds for r in rows) if rows else None,
+            "mean_steps": (sum(len(r.steps) for r in rows) / len(rows)) if rows else None,
+            "input_tokens": sum(r.input_tokens for r in rows),
+            "output_tokens": sum(r.output_tokens for r in rows),
+            "cost_usd": None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+            "ungrounded_steps": sum(len(r.ungrounded) for r in rows),
+            "failed_runs": sum(r.status == "failed" for r in rows),
+        }
+
+    def by_category(self) -> dict[str, dict[str, Any]]:
+        """Totals per task category, in first-seen order."""
+        cats: dict[str, list[TaskResult]] = {}
+        for r in self.tasks:
+            cats.setdefault(r.category or "-", []).append(r)
+        return {c: self.totals(rs) for c, rs in cats.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "graph": self.graph,
+            "total": self.totals(),
+            "by_category": self.by_category(),
+            "tasks": [asdict(t) for t in self.tasks],
+        }
+
+
+def steps_and_grounding(
+    store: TraceStore, catalog: Catalog, run_id: str, request: str, answer: str | None
+) -> tuple[list[str], list[str]]:
+    """The steps a run took (its node spans) and its ungrounded steps, read back from the trace store."""
+    rows = store.run_spans(run_id)
+    steps: list[str] = []
+    problems: list[str] = []
+    evidence = Evidence(request)
+    for row in rows:
+        attributes = decode_attributes(row)
+        if row["kind"] == "node":
+            label = str(row["node"])
+            if row["action"]:
+                label += f":{row['action']}"
+            elif attributes.get(A.AGENT_NAME) and attributes[A.AGENT_NAME] != label:
+                label += f":{attributes[A.AGENT_NAME]}"
+            steps.append(label)
+        if row["kind"] == "tool":
+            name = str(row["tool"])
+            if steps and steps[-1] == "call_tool":
+                steps[-1] = f"call_tool:{name}"
+            raw_args = attributes.get(A.TOOL_ARGS)
+            if raw_args is not None:
+                try:
+                    args = json.loads(raw_args)
+                except json.JSONDecodeError:
+                    args = {}
+                parameters = catalog.get(name).parameters if name in catalog else {}
+                if isinstance(args, Mapping):
+                    problems += [f"{name}: {p}" for p in check_tool_args(args, parameters, evidence)]
+            if row["status"] != "error" and attributes.get(A.TOOL_RESULT) is not None:
+                evidence.add(str(attributes[A.TOOL_RESULT]))
+        if row["kind"] == "node" and A.WORKER_INPUT in attributes:
+            worker = attributes.get(A.AGENT_NAME, "worker")
+            problems += [
+                f"{worker}: {p}" for p in check_worker_input(str(attributes[A.WORKER_INPUT]), evidence)
+            ]
+            if A.WORKER_OUTPUT in attributes:
+                evidence.add(str(attributes[A.WORKER_OUTPUT]))
+    if answer:
+        problems += [f"answer: {p}" for p in check_answer(answer, evidence)]
+    return steps, problems
+
+
+async def evaluate(
+    orch: Orchestrator,
+    graph: str,
+    tasks: Sequence[Task],
+    *,
+    on_result: Callable[[TaskResult], None] | None = None,
+) -> EvalReport:
+    """Run each task through `graph` (one after another) and score it.
+
+    Example:
+        >>> tasks = load_tasks("bench/tasks/dev.jsonl")                        # doctest: +SKIP
+        >>> report = await evaluate(orch, "assistant", tasks)                  # doctest: +SKIP
+        >>> report.totals()["accuracy"]                                         # doctest: +SKIP
+        0.92
+    """
+    if orch.store is None:
+        raise ConfigError("evaluation reads each run's spans: create the Orchestrator with tracing on")
+    if not orch.settings.capture_content:
+        raise ConfigError(
+            "evaluation checks the arguments and answers recorded on spans: create the Orchestrator with "
+            "Settings(capture_content=True)"
+        )
+    report = EvalReport(graph=graph)
+    store = orch.store
+    for task in tasks:
+        run_id = f"eval-{uuid.uuid4().hex[:12]}"
+        t0 = time.perf_counter()
+        result = await orch.arun(graph, task.input, run_id=run_id)
+        seconds = time.perf_counter() - t0
+        verdict = score(result.answer if result.status != "failed" else None, task)
+        steps, ungrounded = steps_and_grounding(store, orch.catalog, run_id, task.input, result.answer)
+        outcome = TaskResult(
+            id=task.id,
+            category=task.category,
+            input=task.input,
+            ok=verdict.ok,
+            status=result.status,
+            answer=result.answer,
+            missing=verdict.missing,
+            forbidden=verdict.forbidden,
+            steps=steps,
+            ungrounded=ungrounded,
+            seconds=seconds,
+            input_tokens=result.ledger.input_tokens,
+            output_tokens=result.ledger.output_tokens,
+            cost_usd=result.ledger.cost_usd,
+            run_id=run_id,
+            error=result.error,
+        )
+        report.tasks.append(outcome)
+        if on_result is not None:
+            on_result(outcome)
+    return report

@@ -1,0 +1,362 @@
+"""`orch trial`: how a team tests a newly released model for a worker's slot, on labelled items.
+
+Each item (`{"input": ..., "expected": ...}`) runs through the worker's ladder with the model under trial
+in the worker's slot: its first answer, one repair, then escalation along the slot's chain. One pass gives
+both figures: `accuracy` counts an item right only when the trial model's own answer was right (an item
+that escalated counts wrong), `accuracy_escalated` counts the final answer. The same items then run on the
+model bound to the slot now, for the verdict.
+
+Scores: a classification is right when its label equals `expected`; an extraction scores the field-level
+F1 of its record against `expected`; a free-text worker scores its validators' verdict (an output that
+passes is right).
+
+A free-text worker's outputs may also be judged (`judge=` a slot): the model bound to that slot reads the
+source, the worker's instructions and the final output, and answers `{"score": 1..5, "reason": ...}` under
+a JSON schema. A reply that is not valid gets one repair; still invalid, or a failed call, and the item
+counts as unjudged. The judge's cost and compute time are reported apart from the worker's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.agent.workhorse import run_worker
+from orchestrator.config import SlotConfig
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.evals.judge import judge_output
+from orchestrator.models.binding import bind_slot
+from orchestrator.models.context import RunContext
+from orchestrator.profiles import SlotBinding
+from orchestrator.workers.definitions import Worker, classify_worker
+
+__all__ = ["ItemResult", "TrialReport", "load_items", "run_trial", "score"]
+
+Verdict = Literal["better", "similar", "worse"]
+
+
+def load_items(path: str | Path) -> list[dict[str, Any]]:
+    """Labelled items from a JSON Lines file: one `{"input": ..., "expected": ...}` per line."""
+    items = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"can't read the trial data {str(path)!r}: {exc.strerror or exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}, line {n}: not JSON ({exc.msg}); each line is one item") from None
+        if not isinstance(item, dict) or "input" not in item or "expected" not in item:
+            raise ConfigError(f'{path}, line {n}: an item is {{"input": ..., "expected": ...}}')
+        items.append(item)
+    if not items:
+        raise ConfigError(f"{path} has no items")
+    return items
+
+
+def labels_from(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The labels a classification trial takes from its data (the distinct expected values, sorted)."""
+    return sorted({str(i["expected"]) for i in items})
+
+
+def score(worker: Worker, value: Any, expected: Any) -> float:
+    """How right one output is, 0 to 1 (see the module docstring)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, dict) and set(value) == {"label"}:
+        want = expected.get("label") if isinstance(expected, dict) else expected
+        return 1.0 if str(value["label"]) == str(want) else 0.0
+    if isinstance(value, dict):
+        return _field_f1(value, expected if isinstance(expected, dict) else {})
+    return 1.0  # a free-text output that passed its validators
+
+
+def _field_f1(got: Mapping[str, Any], want: Mapping[str, Any]) -> float:
+    """F1 over the fields that have a value, a field counting when it equals the expected one.
+
+    Values are compared normalised (`_norm`): strings stripped and case-folded, whole floats as ints, and
+    nested records and lists compared part by part. A field is absent when it is missing, None, blank, or
+    a record or list with nothing in it (`{"hour": None, "minute": None}` is no answer, not a wrong one).
+    """
+    norm = {k: n for k, v in got.items() if not _empty(n := _norm(v))}
+    gold = {k: n for k, v in want.items() if not _empty(n := _norm(v))}
+    if not norm and not gold:
+        return 1.0
+    hits = sum(1 for k, v in norm.items() if k in gold and _same(gold[k], v))
+    precision = hits / len(norm) if norm else 0.0
+    recall = hits / len(gold) if gold else 0.0
+    return 0.0 if hits == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _norm(value: Any) -> Any:
+    """A value as compared: strings stripped, case-folded and with single spaces, whole floats as ints,
+    records without their empty fields, lists item by item."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, Mapping):
+        return {str(k): n for k, v in value.items() if not _empty(n := _norm(v))}
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | dict | list) and len(value) == 0)
+
+
+def _same(want: Any, got: Any) -> bool:
+    """Equal after `_norm`, a bool never equal to a number (True == 1 in Python)."""
+    if isinstance(want, bool) or isinstance(got, bool):
+        return type(want) is type(got) and want == got
+    if isinstance(want, dict) and isinstance(got, dict):
+        return want.keys() == got.keys() and all(_same(want[k], got[k]) for k in want)
+    if isinstance(want, list) and isinstance(got, list):
+        return len(want) == len(got) and all(_same(w, g) for w, g in zip(want, got, strict=True))
+    return bool(want == got)
+
+
+@dataclass
+class ItemResult:
+    """One item: what came back, how right it was, and what it cost."""
+
+    input: str
+    expected: Any
+    value: Any
+    score_alone: float  # the trial model's own answer (0 when it escalated or stayed invalid)
+    score: float  # the final answer, after escalation
+    valid_first: bool
+    valid: bool
+    escalated: bool
+    cost_usd: float | None
+    compute_ms: float
+    ttft_ms: float | None
+    output_tokens: int
+    generation_ms: float
+    error: str | None = None
+    judge_score: int | None = None  # 1-5, None when not judged
+    judge_reason: str | None = None  # the judge's reason, or why the item went unjudged
+    judge_cost_usd: float | None = 0.0  # None when the judge is unpriced
+    judge_compute_ms: float = 0.0
+
+
+@dataclass
+class TrialReport:
+    """A model's figures on a worker's items (and the figures of the model bound to the slot now)."""
+
+    model: str
+    worker: str
+    slot: str
+    items: list[ItemResult] = field(default_factory=list)
+    baseline: TrialReport | None = None
+    no_baseline: str = "no model is bound to the slot to compare with"  # why `baseline` is None
+    judge: str | None = None  # the judge's model, when outputs were judged
+
+    def figures(self) -> dict[str, Any]:
+        n = len(self.items) or 1
+        costs = [i.cost_usd for i in self.items]
+        ttfts = [i.ttft_ms for i in self.items if i.ttft_ms is not None]
+        gen_s = sum(i.generation_ms for i in self.items) / 1000
+        judged = [i.judge_score for i in self.items if i.judge_score is not None]
+        judge_costs = [i.judge_cost_usd for i in self.items]
+        return {
+            "accuracy": sum(i.score_alone for i in self.items) / n,
+            "accuracy_escalated": sum(i.score for i in self.items) / n,
+            "validity_before_repair": sum(i.valid_first for i in self.items) / n,
+            "validity": sum(i.valid for i in self.items) / n,
+            "escalation_rate": sum(i.escalated for i in self.items) / n,
+            "cost_per_1k_usd": None if None in costs else sum(c or 0.0 for c in costs) / n * 1000,
+            "compute_s_per_1k": sum(i.compute_ms for i in self.items) / 1000 / n * 1000,
+            "p50_ttft_ms": statistics.median(ttfts) if ttfts else None,
+            "tokens_per_s": sum(i.output_tokens for i in self.items) / gen_s if gen_s > 0 else None,
+            "judge": self.judge,
+            "judged_score": statistics.fmean(judged) if judged else None,
+            "judged_items": len(judged),
+            "judge_cost_usd": (
+                None if self.judge is None or None in judge_costs else sum(c or 0.0 for c in judge_costs)
+            ),
+            "judge_compute_s": (
+                None if self.judge is None else sum(i.judge_compute_ms for i in self.items) / 1000
+            ),
+        }
+
+    def verdict(self) -> tuple[Verdict | None, str]:
+        """Against the model bound to the slot now: `better` when accuracy is at least its minus 1 point and
+        cost or p50 latency is at most 80 % of its; `worse` when accuracy is lower by more than 1 point."""
+        if self.baseline is None:
+            return None, self.no_baseline
+        mine, theirs = self.figures(), self.baseline.figures()
+        gap = (mine["accuracy"] - theirs["accuracy"]) * 100
+        cheaper = _at_most(mine["cost_per_1k_usd"], theirs["cost_per_1k_usd"], 0.8)
+        faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8)
+        why = (
+            f"accuracy {mine['accuracy']:.1%} vs {theirs['accuracy']:.1%} ({gap:+.1f} points); "
+            f"cost per 1k {_usd(mine['cost_per_1k_usd'])} vs {_usd(theirs['cost_per_1k_usd'])}; "
+            f"p50 TTFT {_ms(mine['p50_ttft_ms'])} vs {_ms(theirs['p50_ttft_ms'])} ({self.baseline.model})"
+        )
+        if gap < -1.0:
+            return "worse", why
+        if gap >= -1.0 and (cheaper or faster):
+            return "better", why
+        return "similar", why
+
+    def to_dict(self) -> dict[str, Any]:
+        verdict, why = self.verdict()
+        base = self.baseline
+        return {
+            "model": self.model,
+            "worker": self.worker,
+            "slot": self.slot,
+            "items": len(self.items),
+            **self.figures(),
+            "verdict": verdict,
+            "verdict_why": why,
+            "baseline": {"model": base.model, **base.figures()} if base is not None else None,
+        }
+
+
+def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
+    return mine is not None and theirs is not None and (mine <= theirs * share if theirs > 0 else mine <= 0)
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} ms"
+
+
+def resolve_worker(workers: Mapping[str, Worker], name: str, items: Sequence[Mapping[str, Any]]) -> Worker:
+    """The project's worker of that name; else a built-in (`classify` takes its labels from the data)."""
+    if name in workers:
+        return workers[name]
+    if name == "classify":
+        return classify_worker("classify", labels_from(items), "Classify the text")
+    if name in ("summarize", "style"):
+        from orchestrator.workers.definitions import style_worker, summarize_worker
+
+        return summarize_worker() if name == "summarize" else style_worker()
+    known = ", ".join(sorted([*workers, "classify", "summarize", "style"]))
+    hint = " (`extract` needs a schema: define an extract worker in the project)" if name == "extract" else ""
+    raise ConfigError(f"no worker {name!r}{hint}; workers: {known}")
+
+
+async def run_items(
+    binding: SlotBinding,
+    model: Any,
+    worker: Worker,
+    items: Sequence[Mapping[str, Any]],
+    chain: Mapping[str, tuple[SlotBinding, Any]],
+    on_item: Callable[[ItemResult], None] | None = None,
+    judge: tuple[SlotBinding, Any] | None = None,
+) -> list[ItemResult]:
+    """Run `worker` on every item with `model` in its slot, `chain` (slot -> binding, model) above it;
+    with `judge` (binding, model), a free-text worker's valid outputs are judged too."""
+    slots = {worker.slot: binding, **{s: b for s, (b, _) in chain.items()}}
+    models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
+    out = []
+    for item in items:
+        ctx = RunContext.standalone("trial", slots, models, {worker.name: worker})
+        meter = ctx.meter
+        text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
+        error = None
+        try:
+            result, entries, reason = await run_worker(ctx, worker, text, "trial")
+        except OrchestratorError as exc:
+            result, entries, reason, error = None, list(meter.entries), None, str(exc)
+        mine = [e for e in entries if e["name"] == binding.profile.name]
+        costs = [e["cost_usd"] for e in entries]
+        value = result.value if result is not None else None
+        right = score(worker, value, item["expected"])
+        first_valid = result is not None and not result.repaired and not result.escalated
+        done = ItemResult(
+            input=text,
+            expected=item["expected"],
+            value=value,
+            score_alone=right if result is not None and not result.escalated else 0.0,
+            score=right,
+            valid_first=first_valid,
+            valid=result is not None,
+            # went up the chain, whether or not an answer up there was valid
+            escalated=any(e.get("attempt") == "escalation" for e in entries),
+            cost_usd=None if None in costs else sum(c or 0.0 for c in costs),
+            compute_ms=sum(e["compute_ms"] or 0.0 for e in entries),
+            ttft_ms=mine[0]["ttft_ms"] if mine and mine[0]["ttft_ms"] is not None else None,
+            output_tokens=sum(e["output_tokens"] for e in mine),
+            generation_ms=sum(e["wall_ms"] for e in mine),
+            error=error or reason,
+        )
+        if judge is not None and worker.output is None:
+            if isinstance(value, str):
+                verdict = await judge_output(*judge, worker, text, value)
+                done.judge_score, done.judge_reason = verdict.score, verdict.reason
+                done.judge_cost_usd, done.judge_compute_ms = verdict.cost_usd, verdict.compute_ms
+            else:
+                done.judge_reason = "no valid output to judge"
+        out.append(done)
+        if on_item is not None:
+            on_item(done)
+    return out
+
+
+async def run_trial(
+    orch: Any,
+    model_name: str,
+    worker_name: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    on_item: Callable[[ItemResult], None] | None = None,
+    compare: bool = True,
+    base_url: str | None = None,
+    price_as: str | None = None,
+    judge: str | None = None,
+) -> TrialReport:
+    """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
+
+    `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators.
+    """
+    from orchestrator.providers import create_chat_model
+
+    worker = resolve_worker(orch.workers, worker_name, items)
+    judging = None
+    if judge is not None:
+        if worker.output is not None:
+            raise ConfigError(
+                f"--judge scores free-text workers; {worker.name!r} gives structured output, scored "
+                "against each item's expected value"
+            )
+        if judge not in orch.slots:
+            bound = ", ".join(sorted(orch.slots)) or "none"
+            raise ConfigError(f"no slot {judge!r} to judge with; the slots are: {bound}")
+        judging = (orch.slots[judge], orch.model_for(judge))
+    current = orch.slots.get(worker.slot)
+    config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
+    binding = bind_slot(worker.slot, config, orch._prices)
+    model = create_chat_model(binding, orch.settings)
+    racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
+    chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
+    judge_model = judging[0].profile.name if judging is not None else None
+    report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
+    report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
+    if current is not None and current.profile.name == binding.profile.name:
+        report.no_baseline = f"{model_name} is bound to slot {worker.slot!r} now: nothing to compare with"
+    elif not compare:
+        report.no_baseline = "not compared (--no-compare)"
+    if compare and current is not None and current.profile.name != binding.profile.name:
+        base = TrialReport(current.profile.name, worker.name, worker.slot, judge=judge_model)
+        base.items = await run_items(
+            current, orch.model_for(worker.slot), worker, items, chain, on_item, judging
+        )
+        report.baseline = base
+    return report

@@ -1,0 +1,1 @@
+"""Running graphs: the `Orchestrator` (project loading, compiling, driving), checkpoints, the store lease."""

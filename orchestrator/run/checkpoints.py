@@ -1,0 +1,443 @@
+"""Where runs keep their checkpoints and their ledger: a SQLite file, a PostgreSQL database, or a saver.
+
+| `checkpoints` setting / argument     | checkpointer                          | ledger, leases             |
+|--------------------------------------|---------------------------------------|----------------------------|
+| `PATH` or `sqlite:///PATH` (default) | `AsyncSqliteSaver` on the file        | tables in that file        |
+| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra) | tables in that database    |
+| `Orchestrator(checkpointer=saver)`   | the saver, as given (sync or async)   | where `checkpoints` points |
+
+The ledger (`orch_ledger`) holds what each run paid; the leases (`orch_leases`, `orchestrator.run.lease`) who
+runs each run now, so a run has one owner at a time across processes and machines.
+
+The setting comes from a keyword, `ORCH_CHECKPOINTS`, `--checkpoints` or the manifest (`orchestrator.config`).
+`sqlite:///c.db` is relative to the current (or the manifest's) folder, `sqlite:////var/c.db` absolute, as in
+SQLAlchemy. The runner only calls `Checkpoints.open()` per run, `ledger()` and `leases()` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import sqlite3
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+
+from orchestrator._version import DIST_NAME
+from orchestrator.cost.ledger import Ledger, LedgerBook
+from orchestrator.errors import ConfigError, StoreBusyError
+from orchestrator.locations import (
+    ACCEPTED,
+    Location,
+    checkpoints_location,
+    describe,
+    one_line,
+    redact,
+    unreachable,
+)
+from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
+from orchestrator.run.lease import Leases, PostgresLeases, SqliteLeases
+
+__all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
+
+BUSY_TIMEOUT_MS = 60_000  # one SQLite statement's wait for the write lock
+BUSY_WAIT_S = 180.0  # one checkpoint read or write's wait in all, retries of WAL's stale snapshots included
+_CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
+_PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
+_log = logging.getLogger("orchestrator.checkpoints")
+
+
+class Checkpoints:
+    """One orchestrator's checkpoint store: the run's checkpointer, opened per run, and the ledger book.
+
+    Example:
+        >>> import tempfile
+        >>> store = Checkpoints(Path(tempfile.mkdtemp()) / "c.db")
+        >>> book = store.ledger()
+        >>> book.entries("r1")
+        []
+        >>> book.close()
+    """
+
+    def __init__(self, location: Location, saver: BaseCheckpointSaver[Any] | None = None) -> None:
+        if saver is not None and not isinstance(saver, BaseCheckpointSaver):
+            raise ConfigError(
+                f"checkpointer must be a LangGraph checkpointer (a BaseCheckpointSaver); "
+                f"got {type(saver).__name__}"
+            )
+        self.location = location
+        self.saver = saver
+        self._ready: BaseCheckpointSaver[Any] | None = None  # the given saver, set up (and made async)
+
+    def describe(self) -> str:
+        """Where the checkpoints are, for messages."""
+        if self.saver is not None:
+            return f"the given checkpointer ({type(self.saver).__name__})"
+        return describe(self.location)
+
+    def ledger(self) -> LedgerBook:
+        """The ledger book, where the setting points (also with a given saver: its storage is not ours to
+        reach). Raises a `ConfigError` now for an unusable file or an unreachable server."""
+        if isinstance(self.location, Path):
+            from orchestrator.tracing.store import TraceStoreError, check_database
+
+            check_database(self.location, "checkpoint store", "checkpoints")
+            try:
+                return LedgerBook(self.location)
+            except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
+                raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
+        from orchestrator.cost.ledger import PostgresLedger
+
+        psycopg = _psycopg(self.location)
+        try:
+            store = PostgresLedger(self.location, redact(self.location), **_connect_args(self.location))
+        except psycopg.Error as exc:
+            raise unreachable(self.location, exc) from None
+        return LedgerBook(store)
+
+    def leases(self) -> Leases:
+        """Who runs each run now, where the setting points (beside the ledger). A `ConfigError` now for an
+        unusable file or an unreachable server."""
+        if isinstance(self.location, Path):
+            from orchestrator.tracing.store import TraceStoreError, check_database
+
+            check_database(self.location, "checkpoint store", "checkpoints")
+            try:
+                return Leases(SqliteLeases(self.location))
+            except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
+                raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
+        psycopg = _psycopg(self.location)
+        try:
+            store = PostgresLeases(self.location, redact(self.location), **_connect_args(self.location))
+        except psycopg.Error as exc:
+            raise unreachable(self.location, exc) from None
+        return Leases(store)
+
+    def totals(self, run_id: str) -> Ledger | None:
+        """What a run paid so far, read from the ledger (None: no entries, no ledger there yet, or it can't
+        be read). Opens the ledger for this one read: for readers of the trace store, not for runs."""
+        if isinstance(self.location, Path) and not self.location.is_file():
+            return None  # nothing was ever run with these checkpoints: don't make the file
+        try:
+            book = self.ledger()
+            try:
+                return book.totals(run_id)
+            finally:
+                book.close()
+        except Exception as exc:  # the row keeps what it has; the ledger is still the record
+            _log.warning("the ledger in %s could not be read for run %r: %s", self.describe(), run_id, exc)
+            return None
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        """The checkpointer for one run: set up, and closed at the end unless it was given."""
+        if self.saver is not None:
+            yield await self._given(self.saver)
+        elif isinstance(self.location, Path):
+            async with _sqlite_saver(self.location) as saver:
+                yield saver
+        else:
+            async with _postgres_saver(self.location) as saver:
+                yield saver
+
+    async def _given(self, saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
+        if self._ready is not None:
+            return self._ready
+        async with _setup_lock(f"given:{id(saver)}"):
+            if self._ready is None:
+                setup = getattr(saver, "setup", None)  # savers with tables make them here (idempotent)
+                if inspect.iscoroutinefunction(setup):
+                    await setup()
+                elif callable(setup):
+                    await asyncio.to_thread(setup)
+                probe: RunnableConfig = {"configurable": {"thread_id": "orch-probe", "checkpoint_ns": ""}}
+                try:
+                    await saver.aget_tuple(probe)
+                    self._ready = saver
+                except NotImplementedError:  # a sync-only saver (SqliteSaver, PostgresSaver)
+                    self._ready = _Threaded(saver)
+        return self._ready
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reserve = reserve_for(path)
+    try:
+        reserve.ensure()  # room for the step in flight if the disk fills during the run
+    except OSError as exc:  # no room even for that: refused before anything is spent
+        from orchestrator.tracing.store import TraceStoreError
+
+        raise TraceStoreError(str(path), exc, "checkpoint store", "checkpoints") from None
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        # many runs at once (each its own connection) wait their turn to write, up to a minute, instead of
+        # failing with "database is locked" after sqlite3's default 5 s (bench/load.py: 821 of 1,000 runs)
+        await saver.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        async with _setup_lock(str(path)):
+            # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
+            # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
+            await saver.setup()
+        yield _Guarded(saver, reserve)
+
+
+_set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
+
+
+@contextlib.asynccontextmanager
+async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    psycopg = _psycopg(url)
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **_connect_args(url)
+        )
+    except psycopg.Error as exc:
+        raise unreachable(url, exc) from None
+    async with conn:
+        saver = AsyncPostgresSaver(conn)
+        if url not in _set_up:
+            async with _setup_lock(url):
+                if url not in _set_up:
+                    # processes on several machines may start at once: the migrations run one at a time
+                    await conn.execute("select pg_advisory_lock(%s)", (_PG_LOCK,))
+                    try:
+                        await saver.setup()
+                    finally:
+                        await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
+                    _set_up.add(url)
+        yield saver
+
+
+def _psycopg(url: str) -> Any:
+    """psycopg, once the postgres extra is known to be installed; else a ConfigError with the fix."""
+    try:
+        import langgraph.checkpoint.postgres.aio  # noqa: F401
+        import psycopg
+    except ImportError as exc:
+        raise ConfigError(
+            f"checkpoints {redact(url)!r} need PostgreSQL support, which is not installed "
+            f"({exc.name or exc}); pip install '{DIST_NAME}[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(url)
+    except Exception as exc:
+        raise ConfigError(
+            f"checkpoints {redact(url)!r}: not a valid PostgreSQL URL: {one_line(exc)}"
+        ) from None
+    return {} if "connect_timeout" in given else {"connect_timeout": _CONNECT_TIMEOUT_S}
+
+
+_setup_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _setup_lock(key: str) -> asyncio.Lock:
+    """One lock per (event loop, store) for a checkpointer's schema set-up."""
+    locks = _setup_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(key, asyncio.Lock())
+
+
+class _Wrapper(BaseCheckpointSaver[Any]):
+    """A checkpointer around another: its serializer, config specs and versions are the inner one's."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(serde=inner.serde)
+        self.inner = inner
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return list(self.inner.config_specs)
+
+    def get_next_version(self, current: Any, channel: None) -> Any:
+        return self.inner.get_next_version(current, channel)
+
+
+class _Threaded(_Wrapper):
+    """A sync-only checkpointer made usable by async runs: each call runs in a worker thread."""
+
+    inner: BaseCheckpointSaver[Any]
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self.inner.get_tuple(config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self.inner.list(config, filter=filter, before=before, limit=limit)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self.inner.put(config, checkpoint, metadata, new_versions)
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self.inner.put_writes(config, writes, task_id, task_path)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.inner.delete_thread(thread_id)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.inner.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        def read() -> list[CheckpointTuple]:
+            return [*self.inner.list(config, filter=filter, before=before, limit=limit)]
+
+        for item in await asyncio.to_thread(read):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.inner.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.inner.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.inner.delete_thread, thread_id)
+
+    def with_allowlist(self, extra_allowlist: Any) -> BaseCheckpointSaver[Any]:
+        return _Threaded(self.inner.with_allowlist(extra_allowlist))
+
+
+T = TypeVar("T")
+
+
+class _Guarded(_Wrapper):
+    """Our SQLite checkpointer, with its writes made safe for many runs and a full disk.
+
+    - A read or write that meets a busy database is rolled back and tried again, for up to `BUSY_WAIT_S`:
+      SQLite's busy wait does not cover WAL's stale-snapshot case, which failed 10 to 25 of 1,000
+      concurrent runs in bench/load.py. Both writes are `INSERT OR REPLACE`, so a retry stores one copy.
+    - A write that finds the disk full releases the file's `Reserve` and is tried once more, so the
+      finished step lands; once the reserve is spent every write, having stored what it was given, raises
+      `DiskFull`, and the run fails clearly, to be resumed without repeating the step.
+    """
+
+    def __init__(self, inner: Any, reserve: Reserve) -> None:
+        super().__init__(inner)
+        self.reserve = reserve
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        found: CheckpointTuple | None = await self._busy(lambda: self.inner.aget_tuple(config))
+        return found
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async def read() -> list[CheckpointTuple]:
+            return [c async for c in self.inner.alist(config, filter=filter, before=before, limit=limit)]
+
+        for item in await self._busy(read):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._write(lambda: self.inner.aput(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._write(lambda: self.inner.aput_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._write(lambda: self.inner.adelete_thread(thread_id))
+
+    async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
+        async def once() -> T:
+            try:
+                return await write()
+            except sqlite3.OperationalError as exc:
+                if not disk_full(exc) or not self.reserve.release():  # released at most once: then gone
+                    raise
+            await self._rollback()
+            return await write()
+
+        result = await self._busy(once)
+        if self.reserve.spent:
+            raise DiskFull(str(self.reserve.store))
+        return result
+
+    async def _busy(self, op: Callable[[], Awaitable[T]]) -> T:
+        """`op()`, rolled back and tried again while the database is locked, for up to `BUSY_WAIT_S`."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        delay = 0.005
+        while True:
+            try:
+                return await op()
+            except sqlite3.OperationalError as exc:
+                await self._rollback()
+                text = str(exc)
+                if "locked" not in text and "busy" not in text:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"the checkpoint store ({self.reserve.store}) stayed locked by other writers for "
+                        f"{BUSY_WAIT_S:.0f} s ({text}); resume the run when it is less busy"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    async def _rollback(self) -> None:
+        async with self.inner.lock:
+            if self.inner.conn.in_transaction:
+                await self.inner.conn.rollback()

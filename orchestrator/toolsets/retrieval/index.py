@@ -1,0 +1,332 @@
+"""`ToolIndex`: BM25, dense and hybrid tool search over a catalog, persisted in SQLite and kept in step
+with the catalog incrementally.
+
+Methods:
+
+| method   | what ranks the tools                                                                  |
+|----------|----------------------------------------------------------------------------------------|
+| `bm25`   | BM25 over name, description and parameters, identifiers split, fields weighted          |
+| `dense`  | cosine similarity of all-MiniLM-L6-v2 embeddings (needs the `embed` extra)             |
+| `hybrid` | reciprocal rank fusion of the two (the default when the `embed` extra is installed)    |
+
+Every method also splits a multi-part request into clauses, searches each, and merges the rankings, so a
+request for two things finds a tool for each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from orchestrator.errors import ConfigError, did_you_mean
+from orchestrator.toolsets.retrieval.bm25 import BM25, doc_terms
+from orchestrator.toolsets.retrieval.dense import MODEL_ID, MiniLM, available
+from orchestrator.toolsets.retrieval.docs import ToolDoc
+from orchestrator.toolsets.retrieval.store import IndexStore
+from orchestrator.toolsets.retrieval.text import clauses, terms
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+__all__ = ["METHODS", "Hit", "SyncReport", "ToolIndex", "dense_text"]
+
+Method = Literal["bm25", "dense", "hybrid"]
+METHODS: tuple[str, ...] = ("bm25", "dense", "hybrid")
+# Bumped when what `doc_terms` or `dense_text` produce changes: stored terms and vectors are then re-made.
+TERMS_VERSION = "terms-1"
+DENSE_VERSION = f"{MODEL_ID}/text-1"
+
+
+def dense_text(doc: ToolDoc) -> str:
+    """What the embedding model reads for a tool: its name as words, then its description."""
+    return f"{' '.join(w.lower() for w in _split_name(doc.name))}: {doc.description}"
+
+
+def _split_name(name: str) -> list[str]:
+    import re
+
+    return re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: the tool, its rank score, and `relevance`, a 0..1 confidence comparable across
+    queries (cosine similarity for dense and hybrid, BM25 score over its bound for bm25) that a threshold can
+    use to say no tool fits."""
+
+    name: str
+    score: float
+    relevance: float
+    description: str
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What `sync` changed."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    fingerprint: str = ""
+
+
+@dataclass
+class _Loaded:
+    docs: list[ToolDoc] = field(default_factory=list)
+    bm25: BM25 | None = None
+    matrix: Any = None  # NDArray[np.float32] | None, rows in `docs` order
+
+
+def _fingerprint(digests: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for d in digests:
+        h.update(d.encode())
+    return h.hexdigest()[:32]
+
+
+class ToolIndex:
+    """A retrieval index over tools, in a SQLite file (or in memory).
+
+    Example:
+        >>> from orchestrator.toolsets.retrieval.docs import ToolDoc
+        >>> index = ToolIndex()  # in memory; ToolIndex("tools.db") persists it
+        >>> index.sync([ToolDoc("getWeather", "Current weather in a city."),
+        ...             ToolDoc("math.factorial", "Factorial of a number.")]).added
+        2
+        >>> [h.name for h in index.search("factorial of 5", k=1, method="bm25")]
+        ['math.factorial']
+    """
+
+    RRF_K: float = 5.0  # chosen on the development categories from 5, 10, 20, 60 (bench/retrieval.py)
+    DENSE_WEIGHT: float = 1.0
+    CLAUSE_WEIGHT: float = 1.0
+    SPLIT: bool = False  # clause splitting measured slightly worse on the development categories
+    CLAUSE_TOP: int = 1
+
+    def __init__(self, path: str | Path = ":memory:", embedder: MiniLM | None = None) -> None:
+        self.store = IndexStore(path)
+        self._embedder = embedder
+        self._loaded = _Loaded()
+        self._lock = threading.Lock()
+        self._read()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- keeping in step with the catalog -------------------------------------------------------------
+    def sync(self, docs: Sequence[ToolDoc], dense: bool = False) -> SyncReport:
+        """Make the index hold exactly `docs`, in their order: re-read only added or changed tools.
+        With `dense`, also embed every tool that has no current vector."""
+        seen: set[str] = set()
+        for d in docs:
+            if d.name in seen:
+                raise ConfigError(
+                    f"tool {d.name!r} is defined twice in the catalog; tool names must be unique"
+                )
+            seen.add(d.name)
+        digests = [d.digest() for d in docs]
+        fingerprint = _fingerprint([TERMS_VERSION, *digests])
+        report = SyncReport(unchanged=len(docs), fingerprint=fingerprint)
+        with self._lock:
+            if self.store.meta("fingerprint") != fingerprint:
+                report = self._write(docs, digests, fingerprint)
+            if dense:
+                report = SyncReport(**{**report.__dict__, "embedded": self._embed_missing()})
+            self._read()
+        return report
+
+    def _write(self, docs: Sequence[ToolDoc], digests: Sequence[str], fingerprint: str) -> SyncReport:
+        stale_terms = self.store.meta("terms_version") != TERMS_VERSION
+        old = self.store.digests()
+        added = changed = 0
+        with self.store.transaction() as db:
+            names = {d.name for d in docs}
+            gone = [n for n in old if n not in names]
+            db.executemany("delete from tools where name = ?", [(n,) for n in gone])
+            db.executemany("delete from vectors where name = ?", [(n,) for n in gone])
+            for pos, (doc, digest) in enumerate(zip(docs, digests, strict=True)):
+                if old.get(doc.name) == digest and not stale_terms:
+                    db.execute("update tools set position = ? where name = ?", (pos, doc.name))
+                    continue
+                added += doc.name not in old
+                changed += doc.name in old
+                db.execute(
+                    "insert or replace into tools values (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        doc.name,
+                        pos,
+                        digest,
+                        doc.source,
+                        doc.description,
+                        json.dumps(doc.parameters),
+                        json.dumps(doc_terms(doc)),
+                    ),
+                )
+            self.store.set_meta("fingerprint", fingerprint)
+            self.store.set_meta("terms_version", TERMS_VERSION)
+        return SyncReport(added, changed, len(gone), len(docs) - added - changed, 0, fingerprint)
+
+    def _embed_missing(self) -> int:
+        import numpy as np
+
+        have = self.store.vectors(DENSE_VERSION)
+        rows = self.store.rows()
+        todo = [(n, d, desc) for n, d, _, desc, _, _ in rows if have.get(n, ("", b""))[0] != d]
+        if not todo:
+            return 0
+        docs = [ToolDoc(n, desc) for n, _, desc in todo]
+        vectors = self.embedder.embed([dense_text(d) for d in docs])
+        with self.store.transaction():
+            self.store.put_vectors(
+                DENSE_VERSION,
+                (
+                    (n, d, np.asarray(v, dtype=np.float32).tobytes())
+                    for (n, d, _), v in zip(todo, vectors, strict=True)
+                ),
+            )
+        return len(todo)
+
+    def _read(self) -> None:
+        rows = self.store.rows()
+        docs = [ToolDoc(n, desc, params, src) for n, _, src, desc, params, _ in rows]
+        bm25 = BM25({n: t for n, _, _, _, _, t in rows})
+        matrix = None
+        have = self.store.vectors(DENSE_VERSION) if rows else {}
+        if rows and all(have.get(n, ("", b""))[0] == d for n, d, *_ in rows):
+            import numpy as np
+
+            matrix = np.frombuffer(b"".join(have[n][1] for n, *_ in rows), dtype=np.float32).reshape(
+                len(rows), -1
+            )
+        self._loaded = _Loaded(docs, bm25, matrix)
+
+    @property
+    def embedder(self) -> MiniLM:
+        if self._embedder is None:
+            self._embedder = MiniLM.shared()
+        return self._embedder
+
+    # --- reading -------------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the catalog the index holds."""
+        return self.store.meta("fingerprint")
+
+    def __len__(self) -> int:
+        return len(self._loaded.docs)
+
+    def docs(self) -> list[ToolDoc]:
+        """The tools, in catalog order."""
+        return list(self._loaded.docs)
+
+    def has_vectors(self) -> bool:
+        return self._loaded.matrix is not None
+
+    def default_method(self) -> Method:
+        """hybrid when embeddings are at hand (stored, or the `embed` extra installed), else bm25."""
+        return "hybrid" if self.has_vectors() or available() else "bm25"
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        method: str | None = None,
+        exclude: Iterable[str] = (),
+        split: bool | None = None,
+    ) -> list[Hit]:
+        """The top-k tools for a request, best first; tools in `exclude` are skipped. With `split` (default
+        `SPLIT`), each clause of a multi-part request is searched too and its best tool brought in."""
+        method = method or self.default_method()
+        if method not in METHODS:
+            raise ConfigError(f"unknown search method {method!r}" + did_you_mean(method, METHODS))
+        loaded = self._loaded
+        if not loaded.docs:
+            return []
+        if method != "bm25" and loaded.matrix is None:
+            self.sync(loaded.docs, dense=True)
+            loaded = self._loaded
+        parts = clauses(query) if (self.SPLIT if split is None else split) else [query]
+        texts = [query, *parts] if len(parts) > 1 else [query]
+        qvecs = self.embedder.embed(texts) if method != "bm25" else None
+        skip = set(exclude)
+        rankings = []
+        for j, text in enumerate(texts):
+            rankings.append(self._rank(text, method, None if qvecs is None else qvecs[j], loaded))
+        # The whole request's ranking leads; each clause's best tool is then brought in right after the
+        # request's own best, so a request for two things finds a tool for each without a clause's weaker
+        # candidates crowding out the whole request's.
+        full, full_rel = rankings[0]
+        relevance = dict(full_rel)
+        order: list[int] = full[:1]
+        for ranked, rel in rankings[1:]:
+            for i in ranked[: self.CLAUSE_TOP]:
+                relevance[i] = max(relevance.get(i, 0.0), rel.get(i, 0.0))
+                if i not in order:
+                    order.append(i)
+        order += [i for i in full[1:] if i not in order]
+        hits = []
+        for r, i in enumerate(order):
+            doc = loaded.docs[i]
+            if doc.name in skip:
+                continue
+            hits.append(
+                Hit(
+                    doc.name,
+                    round(1.0 / (1 + r), 6),
+                    round(relevance.get(i, 0.0), 4),
+                    doc.description,
+                    doc.source,
+                )
+            )
+            if len(hits) >= k:
+                break
+        return hits
+
+    DEPTH = 50  # how deep each ranking goes into the fusion
+
+    def _rank(
+        self, text: str, method: str, qvec: NDArray[np.float32] | None, loaded: _Loaded
+    ) -> tuple[list[int], dict[int, float]]:
+        """One query's ranking (positions, best first) and its relevance per position."""
+        if method == "bm25":
+            return self._rank_bm25(text, loaded)
+        assert qvec is not None and loaded.matrix is not None
+        import numpy as np
+
+        sims = loaded.matrix @ qvec
+        top = np.argpartition(-sims, min(self.DEPTH, len(sims) - 1))[: self.DEPTH]
+        dense_ranked = [int(i) for i in sorted(top, key=lambda i: -sims[i])]
+        rel = {i: float(sims[i]) for i in dense_ranked}
+        if method == "dense":
+            return dense_ranked, rel
+        bm_ranked, _ = self._rank_bm25(text, loaded)
+        fused: dict[int, float] = {}
+        for r, i in enumerate(bm_ranked):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (self.RRF_K + r)
+        for r, i in enumerate(dense_ranked):
+            fused[i] = fused.get(i, 0.0) + self.DENSE_WEIGHT / (self.RRF_K + r)
+        ranked = sorted(fused, key=lambda i: -fused[i])[: self.DEPTH]
+        return ranked, {i: float(sims[i]) for i in ranked}
+
+    def _rank_bm25(self, text: str, loaded: _Loaded) -> tuple[list[int], dict[int, float]]:
+        assert loaded.bm25 is not None
+        scores = loaded.bm25.scores(text)
+        ranked = sorted(scores, key=lambda i: (-scores[i], loaded.bm25.names[i] if loaded.bm25 else ""))[
+            : self.DEPTH
+        ]
+        bound = loaded.bm25.max_possible(text) or 1.0
+        return ranked, {i: scores[i] / bound for i in ranked}
+
+
+def query_terms(text: str) -> list[str]:
+    """The BM25 terms of a request (for showing why a tool matched)."""
+    return terms(text)

@@ -1,0 +1,1 @@
+"""Workers: definitions (built-ins: summarize, extract, classify, style), validators, grounding."""
