@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from orchestrator.models.binding import resolve_profile
     from orchestrator.models.context import RunContext
     from orchestrator.profiles import ModelProfile, SlotBinding
-    from orchestrator.run.orchestrator import Orchestrator, RunEvent, RunResult
+    from orchestrator.run.events import RunEvent, RunResult
+    from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.toolsets.catalog import Catalog
     from orchestrator.workers.definitions import (
         Worker,
@@ -62,8 +63,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "PromptTooLongError": ("orchestrator.errors", "PromptTooLongError"),
     "RunContext": ("orchestrator.models.context", "RunContext"),
     "RunError": ("orchestrator.errors", "RunError"),
-    "RunEvent": ("orchestrator.run.orchestrator", "RunEvent"),
-    "RunResult": ("orchestrator.run.orchestrator", "RunResult"),
+    "RunEvent": ("orchestrator.run.events", "RunEvent"),
+    "RunResult": ("orchestrator.run.events", "RunResult"),
     "Settings": ("orchestrator.config", "Settings"),
     "SharedBudget": ("orchestrator.cost.ledger", "SharedBudget"),
     "SlotBinding": ("orchestrator.profiles", "SlotBinding"),

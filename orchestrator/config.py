@@ -9,7 +9,7 @@ Precedence, highest first:
 | project manifest            | `[tool.orchestrator] traces = "t.db"`     |
 | defaults                    | the per-user data / cache directories     |
 
-`checkpoints` is a SQLite file (a path or `sqlite:///PATH`) or a `postgresql://` URL: see checkpoints.py.
+`checkpoints` is a SQLite file (a path or `sqlite:///PATH`) or a `postgresql://` URL: see run/checkpoints.py.
 The manifest schema is documented in `docs/manifest.md`.
 """
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from orchestrator import cli
 from orchestrator.cost.ledger import Ledger
 from orchestrator.evals.evaluate import EvalReport, TaskResult
-from orchestrator.run.orchestrator import RunResult
+from orchestrator.run.events import RunResult
 from orchestrator.tracing.store import TraceStore
 
 # Pieces that rich would read as markup, styles, links, emoji codes or escapes, plus plain words.

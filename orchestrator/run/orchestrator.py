@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +52,7 @@ from orchestrator.profiles import SlotBinding
 from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
 from orchestrator.run.checkpoints import Checkpoints
+from orchestrator.run.events import RunEvent, RunResult, Status_
 from orchestrator.run.lease import Lease
 from orchestrator.toolsets.catalog import Catalog
 from orchestrator.toolsets.process_pool import ToolRunner, shared_runner, tool_reference
@@ -65,71 +66,9 @@ from orchestrator.workers.definitions import Worker
 
 __all__ = ["Orchestrator", "RunEvent", "RunResult"]
 
-Status_ = Literal["ok", "budget_stop", "failed", "cancelled", "waiting"]
 Approve = bool | Iterable[str] | None
 GraphRef = str | StateGraph[Any, Any, Any, Any]
 _log = logging.getLogger("orchestrator.tracing")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a run returns: the answer, how it ended, and what it cost."""
-
-    run_id: str
-    status: Status_
-    answer: str | None
-    ledger: Ledger
-    stop_reason: str | None = None
-    error: str | None = None
-    results: list[dict[str, Any]] = field(default_factory=list)
-    # `resume` can get past it: a failure (a provider call failed), or a stop (with more budget or time)
-    resumable: bool = False
-    # status "waiting": what the run waits for a person to answer (LangGraph interrupts: `id`, `value`); the
-    # bundled agent's are tool calls to approve, `{"type": "approve_tool_calls", "calls": [{tool, args}]}`
-    waiting: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "answer": self.answer,
-            "stop_reason": self.stop_reason,
-            "error": self.error,
-            "results": self.results,
-            "resumable": self.resumable,
-            "waiting": self.waiting,
-            "ledger": self.ledger.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """What a run reports as it goes.
-
-    - `kind="start"`: the run began.
-    - `kind="token"`: a model call inside `node` produced `text` (a piece, as it arrives); `source` is the
-      slot, or the model's name for a model the user called directly. Models that stream send many
-      pieces, others one piece with their whole reply.
-    - `kind="restart"`: the text that node's call sent so far is void (a stream broke and the call starts
-      over, or a fallback model took over); what follows replaces it.
-    - `kind="node"`: a node finished, with its state update, how long it ran (`node_s`, where known), and
-      the model calls, tokens and cost it spent.
-    - `kind="end"`: the run ended, with its `result`.
-    """
-
-    run_id: str
-    kind: Literal["start", "token", "restart", "node", "end"]
-    node: str | None = None
-    update: Mapping[str, Any] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    result: RunResult | None = None
-    node_s: float | None = None
-    calls: int = 0
-    tokens: int = 0
-    cost_usd: float | None = 0.0
-    text: str = ""
-    source: str | None = None
 
 
 def _redact_hook(ref: str | None) -> Any:

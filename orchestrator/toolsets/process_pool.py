@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 _HEADER = struct.Struct("!I")
-OUTPUT_CAP = 20_000  # characters of a tool's output kept (the agent shows the model less: graph.py)
+OUTPUT_CAP = 20_000  # characters of a tool's output kept (the agent shows the model less: agent/graph.py)
 
 
 def cap_output(result: Any, limit: int = OUTPUT_CAP) -> Any:

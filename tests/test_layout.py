@@ -1,0 +1,60 @@
+"""The layout's promises to users: old import paths keep working, without warnings; the layers hold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter with every warning an error (a re-export must not warn)."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_manifest_reference_to_the_bundled_agent_still_resolves() -> None:
+    done = _python(
+        "from orchestrator._refs import import_ref; from orchestrator.agent.graph import build_agent_graph; "
+        "assert import_ref('orchestrator.graph:build_agent_graph', 'graph') is build_agent_graph"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_provider_error_still_importable_from_the_http_client() -> None:
+    done = _python(
+        "from orchestrator.providers.http import Attempt, ProviderError; "
+        "from orchestrator.cost.billing import Attempt as Billed; "
+        "assert Attempt is Billed and issubclass(ProviderError, Exception)"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_sync_bridge_closes_the_http_clients_it_opened() -> None:
+    """The HTTP client registers its closer with the bridge (sync imports nothing above it)."""
+    done = _python(
+        "import asyncio\n"
+        "from orchestrator.providers import http\n"
+        "from orchestrator.sync import run_blocking\n"
+        "async def use():\n"
+        "    http._client(http.Endpoint('http://127.0.0.1:9'))\n"
+        "    return len(http._clients)\n"
+        "assert run_blocking(use) == 1\n"
+        "assert not http._clients, http._clients\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+_LINT = Path(sys.executable).parent / "lint-imports"
+
+
+@pytest.mark.skipif(not _LINT.exists(), reason="import-linter comes with the dev extra")
+def test_layers_contract_holds() -> None:
+    lint = str(_LINT)
+    done = subprocess.run([lint, "--no-cache"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
