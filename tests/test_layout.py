@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,24 @@ def test_layers_contract_holds() -> None:
     lint = str(_LINT)
     done = subprocess.run([lint, "--no-cache"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def _engine_imports(path: Path) -> list[str]:
+    """The `orchestrator` modules a file imports from (`orchestrator` itself for the public API)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "orchestrator":
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "orchestrator"]
+    return found
+
+
+def test_definition_folders_use_only_the_public_api() -> None:
+    """What users copy from tools/, workers/ and graphs/ must not reach into the engine's internals."""
+    files = [p for folder in ("tools", "workers", "graphs") for p in (ROOT / folder).rglob("*.py")]
+    assert files
+    private = {
+        str(p.relative_to(ROOT)): mod for p in files for mod in _engine_imports(p) if mod != "orchestrator"
+    }
+    assert private == {}
