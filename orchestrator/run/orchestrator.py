@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import difflib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -28,13 +26,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.types import Command
 from opentelemetry.trace import Status, StatusCode
 
 from orchestrator._refs import import_ref
 from orchestrator.agent.graph import APPROVAL, RESUMED
-from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
+from orchestrator.config import Limits, Manifest, Settings, SlotConfig
 from orchestrator.cost.ledger import Budget, BudgetMeter, Ledger, LedgerEntry
 from orchestrator.cost.pricing import price_table
 from orchestrator.errors import (
@@ -53,10 +51,12 @@ from orchestrator.providers import create_chat_model, provenance
 from orchestrator.providers.http import ProviderError
 from orchestrator.run.checkpoints import Checkpoints
 from orchestrator.run.events import RunEvent, RunResult, Status_
+from orchestrator.run.graphs import answer_of, entry_nodes, input_state, is_compiled
 from orchestrator.run.lease import Lease
+from orchestrator.run.project import build_catalog, load_definitions, redact_hook
 from orchestrator.toolsets.catalog import Catalog
 from orchestrator.toolsets.process_pool import ToolRunner, shared_runner, tool_reference
-from orchestrator.toolsets.sources import Blocked, guard, load_pack
+from orchestrator.toolsets.sources import Blocked, guard
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.callbacks import GraphTracer
 from orchestrator.tracing.setup import Tracing
@@ -69,18 +69,6 @@ __all__ = ["Orchestrator", "RunEvent", "RunResult"]
 Approve = bool | Iterable[str] | None
 GraphRef = str | StateGraph[Any, Any, Any, Any]
 _log = logging.getLogger("orchestrator.tracing")
-
-
-def _redact_hook(ref: str | None) -> Any:
-    """The manifest's `redact` function, `(name, attributes) -> attributes` (None when none is set)."""
-    if ref is None:
-        return None
-    hook = import_ref(ref, "redact")
-    if not callable(hook):
-        raise ManifestError(
-            f"redact {ref!r} must be a function (name, attributes) -> attributes, not {type(hook).__name__}"
-        )
-    return hook
 
 
 class Orchestrator:
@@ -143,7 +131,7 @@ class Orchestrator:
         self.blocked_tools: list[Blocked] = []
         if not isinstance(tools, Catalog):
             tools, self.blocked_tools = guard(list(tools), self.manifest.allow_side_effects)
-        self.catalog = tools if isinstance(tools, Catalog) else _catalog(list(tools), self.manifest)
+        self.catalog = tools if isinstance(tools, Catalog) else build_catalog(list(tools), self.manifest)
         self._tool_names(self.manifest.confirm_tools, "[tool.orchestrator].confirm_tools")
         self.workers = {w.name: w for w in workers}
         for w in self.workers.values():
@@ -162,7 +150,7 @@ class Orchestrator:
         self.checkpoints = Checkpoints(self.settings.checkpoints_path, checkpointer)
         self.book = self.checkpoints.ledger()
         self.leases = self.checkpoints.leases()  # one owner per run, across processes and machines
-        redact = _redact_hook(self.manifest.redact)
+        redact = redact_hook(self.manifest.redact)
         self._store = self._open_store() if tracing else None
         self.tracing = Tracing(
             self._store, enabled=tracing, otlp_endpoint=self.settings.otlp_endpoint, redact=redact
@@ -171,28 +159,7 @@ class Orchestrator:
     @classmethod
     def from_project(cls, project_dir: str | Path = ".", **overrides: Any) -> Orchestrator:
         """Build from `[tool.orchestrator]` in `project_dir/pyproject.toml`; load its definition folders."""
-        root = Path(project_dir).resolve()
-        manifest = load_manifest(root)
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        tools: list[BaseTool] = []
-        for ref in manifest.tool_packs:  # `module:attr`, or an installed pack's entry-point name
-            tools.extend(load_pack(ref))
-        if manifest.mcp_servers:
-            try:  # the MCP SDK is imported only when a server is named
-                from orchestrator.toolsets.mcp import manifest_tools
-            except ModuleNotFoundError as exc:
-                raise ManifestError(
-                    f"[tool.orchestrator].mcp_servers needs the MCP SDK ({exc}); install it with "
-                    "pip install 'racehorse-orchestrator[mcp]'"
-                ) from None
-            tools.extend(manifest_tools(manifest))
-        workers: list[Worker] = []
-        for ref in manifest.workers:
-            group = import_ref(ref, "workers")
-            if not isinstance(group, list | tuple) or not all(isinstance(w, Worker) for w in group):
-                raise ManifestError(f"workers {ref!r} must be a list of orchestrator.Worker")
-            workers.extend(group)
+        manifest, tools, workers = load_definitions(Path(project_dir))
         settings = overrides.pop("settings", None) or Settings.resolve(manifest)
         return cls(
             manifest=manifest,
@@ -234,7 +201,7 @@ class Orchestrator:
 
     def _graph(self, graph: GraphRef) -> tuple[str, Any]:
         """The graph's name and its builder (a `StateGraph`) or compiled graph."""
-        if isinstance(graph, StateGraph) or _is_compiled(graph):
+        if isinstance(graph, StateGraph) or is_compiled(graph):
             return getattr(graph, "name", None) or "graph", graph
         name = graph or self.manifest.default_graph or ""
         if name not in self.graphs:
@@ -247,7 +214,7 @@ class Orchestrator:
             return name, self._built[name]
         ref = self.graphs[name]
         target = import_ref(ref, f"graph {name!r}") if isinstance(ref, str) else ref
-        if isinstance(target, StateGraph) or _is_compiled(target):
+        if isinstance(target, StateGraph) or is_compiled(target):
             return name, target
         if not callable(target):
             raise ManifestError(f"graph {name!r} ({ref!r}) must be a graph or a function that returns one")
@@ -280,7 +247,7 @@ class Orchestrator:
             raise ManifestError(
                 f"graph {name!r} ({ref!r}): its factory raised {type(exc).__name__}: {exc}"
             ) from None
-        if not (isinstance(built, StateGraph) or _is_compiled(built)):
+        if not (isinstance(built, StateGraph) or is_compiled(built)):
             raise ManifestError(
                 f"graph {name!r} ({ref!r}) must return a StateGraph or a compiled graph; "
                 f"got {type(built).__name__}"
@@ -395,7 +362,7 @@ class Orchestrator:
             raise ConfigError("the run needs an input text (or resume=True with a run_id)")
         app = self._compile(name, builder)
         self._check_slots(name, app)
-        graph_input: Any = None if resume else _graph_input(app, input, name)
+        graph_input: Any = None if resume else input_state(app, input, name)
         if resume and not run_id:
             raise ConfigError("resume=True needs the run_id of the run to continue")
         if not resume and answer is not None:
@@ -507,7 +474,7 @@ class Orchestrator:
                 # a limit stopped it (the agent ends so, with its state): lift the stop and go on from where
                 # the graph starts (an update, not an input: the graph's input schema may not take these keys)
                 graph_input = Command(
-                    update={"status": RESUMED, "stop_reason": RESUMED, "answer": None}, goto=_entry_nodes(app)
+                    update={"status": RESUMED, "stop_reason": RESUMED, "answer": None}, goto=entry_nodes(app)
                 )
             legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
             # what earlier attempts paid (a new run has none); never block the loop on the store
@@ -646,7 +613,7 @@ class Orchestrator:
             result = RunResult(
                 run_id=run_id,
                 status=status,
-                answer=_answer(state, self.manifest.outputs.get(name))
+                answer=answer_of(state, self.manifest.outputs.get(name))
                 if status not in ("failed", "waiting")
                 else None,
                 ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
@@ -724,30 +691,6 @@ class Orchestrator:
             self._store.close()
 
 
-INDEX_FROM = 200  # tools: from this many, "auto" search goes through a persisted index
-
-
-def _catalog(tools: list[BaseTool], manifest: Manifest) -> Catalog:
-    """The catalog, searched the way the manifest's `tool_search` says. In memory, BM25 is what the bundled
-    agent's task eval was measured with; at BFCL's 1,853 tools it found fewer gold tools in its top 5 than
-    the index's BM25 or hybrid search (held-out recall@5 0.80, 0.83, 0.88) and took 11 ms a search against
-    0.3 ms (docs/tools.md)."""
-    method = manifest.tool_search
-    if method == "auto":
-        if len(tools) < INDEX_FROM:
-            return Catalog.from_tools(tools)
-        from orchestrator.toolsets.retrieval.dense import available
-
-        method = "hybrid" if available() else "bm25"
-    if method == "memory":
-        return Catalog.from_tools(tools)
-    from orchestrator.toolsets.retrieval.sources import index_path
-
-    where = index_path(f"agent:{manifest.root or Path.cwd()}")
-    where.parent.mkdir(parents=True, exist_ok=True)
-    return Catalog.from_tools(tools, index=where, method=method)
-
-
 def _answers(run_id: str, interrupts: Sequence[Any], approve: Approve, answer: Any) -> dict[str, Any]:
     """The resume value for each interrupt a waiting run stopped at: `answer`, or `approve` for tool calls."""
     out: dict[str, Any] = {}
@@ -789,94 +732,6 @@ def _approval_answer(answer: Any) -> bool:
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _is_compiled(graph: Any) -> bool:
-    from langgraph.pregel import Pregel
-
-    return isinstance(graph, Pregel)
-
-
-def _input_keys(app: Any) -> set[str]:
-    """The keys of a graph's input state (empty when it can't be told)."""
-    builder = getattr(app, "builder", None)
-    schemas = getattr(builder, "schemas", None)
-    schema = getattr(builder, "input_schema", None)
-    if schemas is not None and schema in schemas:
-        return set(schemas[schema])
-    try:
-        schema = app.get_input_jsonschema()
-    except Exception:
-        return set()
-    return set((schema or {}).get("properties") or {})
-
-
-def _required_keys(app: Any) -> set[str]:
-    """The input keys a graph requires: those its own input schema (a TypedDict apart from the state's)
-    marks required. A state schema's keys are not required in the input: LangGraph starts them empty."""
-    builder = getattr(app, "builder", None)
-    schema = getattr(builder, "input_schema", None)
-    if schema is None or schema is getattr(builder, "state_schema", None):
-        return set()
-    return set(getattr(schema, "__required_keys__", ()))
-
-
-def _entry_nodes(app: Any) -> list[str]:
-    """The nodes a compiled graph's START leads to."""
-    edges = getattr(getattr(app, "builder", None), "edges", None) or ()
-    return [end for start, end in edges if start == START]
-
-
-def _graph_input(app: Any, value: str | Mapping[str, Any] | None, name: str) -> dict[str, Any]:
-    """The input state: a mapping as given; a text in `input`, or as a human message for a messages graph."""
-    keys = _input_keys(app)
-    if isinstance(value, Mapping):
-        takes = ", ".join(repr(k) for k in sorted(keys))
-        unknown = sorted(str(k) for k in value if k not in keys) if keys else []
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(keys), n=1, cutoff=0.6)
-            raise ConfigError(
-                f"graph {name!r} takes no input key {unknown[0]!r}"
-                + (f" (did you mean {close[0]!r}?)" if close else "")
-                + (f" (nor {', '.join(repr(k) for k in unknown[1:])})" if unknown[1:] else "")
-                + f"; its input keys: {takes}"
-            )
-        missing = sorted(_required_keys(app) - set(value))
-        if missing:
-            raise ConfigError(
-                f"graph {name!r} needs the input key {missing[0]!r}"
-                + (f" (and {', '.join(repr(k) for k in missing[1:])})" if missing[1:] else "")
-                + f"; its input keys: {takes}"
-            )
-        return dict(value)
-    if "input" in keys or not keys:
-        return {"input": value}
-    if "messages" in keys:
-        from langchain_core.messages import HumanMessage
-
-        return {"messages": [HumanMessage(str(value))]}
-    raise ConfigError(
-        f"graph {name!r} takes neither an 'input' nor a 'messages' key (its input keys: "
-        f"{', '.join(sorted(keys))}); pass its input state as JSON with --input-json FILE "
-        "(or input={...} in Python)"
-    )
-
-
-def _answer(state: Mapping[str, Any], output_key: str | None) -> str | None:
-    """The run's answer: the output key (or `answer`), else the last AI message, else the state as JSON."""
-    import json
-
-    key = output_key or "answer"
-    if key in state:
-        value = state[key]
-        return value if isinstance(value, str) or value is None else json.dumps(value, default=str)
-    if state.get("status") == "budget_stop":
-        return None  # stopped before an answer
-    for message in reversed(state.get("messages") or []):
-        content = getattr(message, "content", None)
-        if getattr(message, "type", None) == "ai" and isinstance(content, str) and content:
-            return content
-    return json.dumps({k: v for k, v in state.items() if k != "ledger"}, default=str, ensure_ascii=False)
 
 
 def _provider_failed(exc: BaseException) -> bool:
