@@ -28,6 +28,7 @@ from typing import Any, Literal
 from orchestrator.config import SlotConfig
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.formats import format_ms, format_usd
 from orchestrator.judge import judge_output
 from orchestrator.stable import SlotBinding, bind_slot
 from orchestrator.workers import Worker, classify_worker
@@ -200,8 +201,9 @@ class TrialReport:
         faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8)
         why = (
             f"accuracy {mine['accuracy']:.1%} vs {theirs['accuracy']:.1%} ({gap:+.1f} points); "
-            f"cost per 1k {_usd(mine['cost_per_1k_usd'])} vs {_usd(theirs['cost_per_1k_usd'])}; "
-            f"p50 TTFT {_ms(mine['p50_ttft_ms'])} vs {_ms(theirs['p50_ttft_ms'])} ({self.baseline.model})"
+            f"cost per 1k {format_usd(mine['cost_per_1k_usd'])} vs {format_usd(theirs['cost_per_1k_usd'])}; "
+            f"p50 TTFT {format_ms(mine['p50_ttft_ms'])} vs {format_ms(theirs['p50_ttft_ms'])} "
+            f"({self.baseline.model})"
         )
         if gap < -1.0:
             return "worse", why
@@ -226,14 +228,6 @@ class TrialReport:
 
 def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
     return mine is not None and theirs is not None and (mine <= theirs * share if theirs > 0 else mine <= 0)
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"${value:.4f}"
-
-
-def _ms(value: float | None) -> str:
-    return "?" if value is None else f"{value:.0f} ms"
 
 
 def resolve_worker(workers: Mapping[str, Worker], name: str, items: Sequence[Mapping[str, Any]]) -> Worker:
