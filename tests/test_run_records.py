@@ -163,7 +163,7 @@ async def test_a_runs_ledger_rows_are_in_the_store_when_the_run_returns(
     assert count == billed
 
 
-async def test_a_runs_checkpointer_sets_up_while_another_connection_writes_the_file(tmp_path: Path) -> None:
+async def test_a_runs_checkpointer_sets_up_while_another_connection_writes(tmp_path: Path) -> None:
     """The ledger, the leases and each run's checkpointer share one file. LangGraph's set-up switches it to WAL,
     which SQLite refuses at once ("database is locked", no busy wait) while another connection holds a lock:
     20 concurrent runs on the local model failed so. The first connection (the ledger's, when an
