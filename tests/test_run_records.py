@@ -165,8 +165,8 @@ async def test_a_runs_ledger_rows_are_in_the_store_when_the_run_returns(
 
 async def test_a_runs_checkpointer_sets_up_while_another_connection_writes(tmp_path: Path) -> None:
     """The ledger, the leases and each run's checkpointer share one file. LangGraph's set-up switches it to
-    WAL, which SQLite refuses at once ("database is locked", no busy wait) while another connection holds a lock:
-    20 concurrent runs on the local model failed so. The first connection (the ledger's, when an
+    WAL, which SQLite refuses at once ("database is locked", no busy wait) while another connection holds
+    a lock: 20 concurrent runs on the local model failed so. The first connection (the ledger's, when an
     `Orchestrator` starts) now makes the file WAL, and the set-up waits its turn like any write."""
     import threading
 
