@@ -29,8 +29,6 @@ import csv
 import dataclasses
 import datetime
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
+from bench.markers import machine, splice  # noqa: E402
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.agent.workhorse import run_worker  # noqa: E402
 from orchestrator.cost.ledger import LedgerEntry  # noqa: E402
@@ -54,6 +53,7 @@ from orchestrator.workers.definitions import Worker, classify_worker  # noqa: E4
 
 DATA = ROOT.parent / "shared" / "data" / "intents" / "banking77"
 DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- banking77:start -->", "<!-- banking77:end -->"
 SECTION = "## Banking77: workhorse, racehorse, and routing by confidence"
 TEST_N, TUNE_N, CHECK_N = 300, 120, 40
 TARGET = 0.97  # of the racehorse's accuracy on the tuning sample
@@ -234,7 +234,7 @@ async def main() -> dict[str, Any]:
     ]
     return {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu()}",
+        "machine": machine(),
         "test_items": TEST_N,
         "tune_items": TUNE_N,
         "threshold": threshold,
@@ -259,16 +259,6 @@ async def main() -> dict[str, Any]:
             for t in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
         ],
     }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def render(r: dict[str, Any]) -> str:
@@ -337,14 +327,10 @@ def _num(x: float | None) -> str:
 
 
 def write(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text, encoding="utf-8")
+    """Put the section between its markers in docs/benchmarks.md (others keep their own sections)."""
+    splice(
+        DOC, f"{START}\n{section.rstrip()}\n{END}", START, END, "Benchmarks", before="<!-- nlupp:start -->"
+    )
 
 
 if __name__ == "__main__":

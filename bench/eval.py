@@ -24,6 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.markers import splice as splice_doc  # noqa: E402
 from orchestrator import Orchestrator, Settings  # noqa: E402
 from orchestrator.evals.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
 
@@ -105,15 +106,9 @@ def section(reports: dict[str, EvalReport], when: str) -> list[str]:
 
 
 def splice(lines: list[str]) -> None:
-    target = ROOT / "docs" / "benchmarks.md"
-    old = target.read_text() if target.exists() else "# Benchmarks\n"
+    """Write the section between its markers in docs/benchmarks.md (new: before the Notes)."""
     block = "\n".join([START, *lines, END])
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
-    else:
-        marker = "## Notes"
-        new = old.replace(marker, block + "\n\n" + marker) if marker in old else old + "\n" + block + "\n"
-    target.write_text(new)
+    splice_doc(ROOT / "docs" / "benchmarks.md", block, START, END, "Benchmarks", before="## Notes")
 
 
 def load_report(path: Path) -> EvalReport:

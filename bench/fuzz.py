@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import platform
 import re
 import sys
 import tempfile
@@ -31,7 +29,7 @@ import hypothesis  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from test_fuzz_parsers import TARGETS, Target, attempt  # noqa: E402
 
-from bench.markers import splice  # noqa: E402
+from bench.markers import machine, splice  # noqa: E402
 
 DOCS = ROOT / "docs" / "reliability.md"
 START, END = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
@@ -78,17 +76,13 @@ def fuzz(target: Target, examples: int, seed: int | None) -> dict[str, Any]:
     return {"counts": counts, "failures": failures, "seconds": elapsed}
 
 
-def _machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, hypothesis {hypothesis.__version__}"
-
-
 def section(results: dict[str, dict[str, Any]], examples: int, seed: int | None) -> str:
     """The docs section: one row per parser."""
     rows = [
         "## Parser fuzzing",
         "",
         f"`bench/fuzz.py --examples {examples}{f' --seed {seed}' if seed is not None else ''}`, "
-        f"{time.strftime('%Y-%m-%d')}, {_machine()}. Inputs: random bytes and text, and plausible documents "
+        f"{time.strftime('%Y-%m-%d')}, {machine()}, hypothesis {hypothesis.__version__}. Inputs: random bytes and text, and plausible documents "
         "that are wrong (wrong types, missing keys, huge numbers, NaN, deep nesting, non-UTF-8, a BOM, empty), "
         "from the strategies of `tests/test_fuzz_parsers.py` (which runs 60 of each in the suite). "
         "Rejected: a `ConfigError` naming the file and the problem. Unclear: a `ConfigError` that does not "

@@ -36,7 +36,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import queue
 import resource
 import shutil
@@ -57,7 +56,7 @@ from langchain_core.messages import HumanMessage  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.runtime import Runtime  # noqa: E402
 
-from bench.markers import splice  # noqa: E402
+from bench.markers import machine, splice  # noqa: E402
 from orchestrator import Orchestrator, RunContext  # noqa: E402
 from orchestrator.config import PriceOverride, Settings, SlotConfig  # noqa: E402
 
@@ -633,7 +632,7 @@ def scenario(
         "store": str(traces) if workdir is not None else None,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
-        "machine": _machine(),
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -663,22 +662,6 @@ def _early(out: Any) -> str:
         return str(out.get(timeout=1).get("crashed"))
     except queue.Empty:
         return "no report"
-
-
-def _machine() -> str:
-    cpu = "?"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = _meminfo_gib()
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def _meminfo_gib() -> int:
-    with open("/proc/meminfo") as fh:
-        return round(int(fh.readline().split()[1]) / 1024 / 1024)
 
 
 def summary(r: dict[str, Any]) -> str:

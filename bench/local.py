@@ -20,9 +20,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+DOC = ROOT / "docs" / "benchmarks.md"
 
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
+from bench.markers import splice as splice_doc  # noqa: E402
 from orchestrator.config import Settings  # noqa: E402
 from orchestrator.providers.local import LocalChatModel, _instance  # noqa: E402
 from orchestrator.providers.modelfiles import LOCAL_MODELS, ensure_model_file  # noqa: E402
@@ -127,19 +129,13 @@ def section(r: dict[str, Any]) -> list[str]:
 
 
 def splice(lines: list[str]) -> None:
-    """Write the section between its markers in docs/benchmarks.md (before the task eval, else the notes)."""
+    """Write the section between its markers in docs/benchmarks.md (new: before the task eval)."""
     import datetime as dt
 
     start, end = "<!-- local:start -->", "<!-- local:end -->"
-    target = ROOT / "docs" / "benchmarks.md"
-    old = target.read_text()
     block = "\n".join([start, *lines, f"Last run: {dt.date.today().isoformat()}.", end])
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
-    else:
-        anchor = "<!-- eval:start -->" if "<!-- eval:start -->" in old else "## Notes"
-        new = old.replace(anchor, block + "\n\n" + anchor, 1)
-    target.write_text(new)
+    before = "<!-- eval:start -->" if "<!-- eval:start -->" in DOC.read_text() else "## Notes"
+    splice_doc(DOC, block, start, end, "Benchmarks", before=before)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -54,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
+from bench.markers import machine  # noqa: E402
 from orchestrator.workers.definitions import Worker, extract_worker  # noqa: E402
 
 DATA = Path(os.environ.get("NLUPP_DATA", ROOT.parent / "shared" / "data" / "extraction" / "nlupp"))
@@ -254,18 +253,6 @@ async def run_config(name: str, items: Sequence[Mapping[str, Any]], settings: An
 
     report.items = await run_items(trial, create_chat_model(trial, settings), w, items, chain, tick)
     return report
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}"
 
 
 def per_slot(report: Any) -> dict[str, dict[str, int]]:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from loopback import Loopback, Reply  # noqa: E402
+from markers import splice as splice_doc  # noqa: E402
 from wire import openai_stream, openai_usage  # noqa: E402
 
 from orchestrator.providers.http import aclose_clients  # noqa: E402
@@ -144,18 +145,8 @@ def section(per_call: dict[str, float], ttft: list[tuple[float, float, float, fl
 
 
 def splice(lines: list[str]) -> None:
-    """Put the section into docs/benchmarks.md, replacing an older one, before the Notes."""
-    target = ROOT / "docs" / "benchmarks.md"
-    text = target.read_text() if target.exists() else "# Benchmarks\n"
-    block = "\n".join(lines) + "\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block.rstrip("\n") + text[text.index(END) + len(END) :]
-    elif "## Notes" in text:
-        i = text.index("## Notes")
-        text = text[:i] + block + "\n" + text[i:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    target.write_text(text)
+    """Put the section (markers included) into docs/benchmarks.md, replacing an older one; new: before the Notes."""
+    splice_doc(ROOT / "docs" / "benchmarks.md", "\n".join(lines), START, END, "Benchmarks", before="## Notes")
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.markers import machine  # noqa: E402
+from bench.markers import splice as splice_doc  # noqa: E402
 from orchestrator.toolsets.retrieval.docs import ToolDoc, read_catalog, read_queries  # noqa: E402
 from orchestrator.toolsets.retrieval.evaluate import RetrievalReport, evaluate  # noqa: E402
 from orchestrator.toolsets.retrieval.index import ToolIndex  # noqa: E402
@@ -166,9 +167,7 @@ def run() -> dict[str, Any]:
     for m in ("bm25", "hybrid"):
         r = evaluate(reopened, sample, 5, m)
         out[f"scale_{m}"] = r.as_dict()
-    out["machine"] = (
-        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    )
+    out["machine"] = machine()
     out["load"] = os.getloadavg()[0]
     return out
 
@@ -231,17 +230,8 @@ def section(o: dict[str, Any]) -> list[str]:
 
 
 def splice(lines: list[str]) -> None:
-    target = ROOT / "docs" / "benchmarks.md"
-    text = target.read_text() if target.exists() else "# Benchmarks\n"
-    block = "\n".join(lines) + "\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block.rstrip("\n") + text[text.index(END) + len(END) :]
-    elif "## Notes" in text:
-        i = text.index("## Notes")
-        text = text[:i] + block + "\n" + text[i:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    target.write_text(text)
+    """Put the section (markers included) into docs/benchmarks.md, replacing an older one; new: before the Notes."""
+    splice_doc(ROOT / "docs" / "benchmarks.md", "\n".join(lines), START, END, "Benchmarks", before="## Notes")
 
 
 def main() -> None:

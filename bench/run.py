@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import operator
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,11 +23,14 @@ from typing import Annotated, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION_START, SECTION_END = "<!-- run:start -->", "<!-- run:end -->"
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage  # noqa: E402
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 
+from bench.markers import machine, splice  # noqa: E402
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.agent.controller import COVERS, SYSTEM_PROMPT  # noqa: E402
 from orchestrator.agent.plan import MAX_PARTS  # noqa: E402
@@ -268,18 +270,6 @@ def demo_time() -> tuple[float, dict[str, Any]]:
         return time.perf_counter() - t0, json.loads(proc.stdout)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.machine()}"
-
-
 def main() -> None:
     per_step = asyncio.run(overhead())
     user = asyncio.run(user_overhead())
@@ -289,8 +279,6 @@ def main() -> None:
     ratio_trace = per_step["traced"] / per_step["untraced"]
     nodes = {n["node"]: n for n in demo.get("ledger", {}).get("nodes", [])}
     lines = [
-        "# Benchmarks",
-        "",
         f"Last run: {dt.date.today().isoformat()} on {machine()}. Produced by `make bench` (`bench/run.py`).",
         "These machines are shared and noisy: compare the ratios, which come from one interleaved run.",
         "",
@@ -339,27 +327,23 @@ def main() -> None:
         f"{nodes.get('controller', {}).get('calls', '-')} | "
         f"{nodes.get('controller', {}).get('wall_ms', 0) / 1000:.1f} s | "
         f"{nodes.get('worker', {}).get('wall_ms', 0) / 1000:.1f} s | {str(demo.get('answer'))[:60]} |",
-        "",
     ]
-    target = ROOT / "docs" / "benchmarks.md"
-    old = target.read_text() if target.exists() else ""
     heading = "## The demo run after set-up"
-    if "--no-demo" in sys.argv and heading in old:  # keep the last measured demo rather than a blank row
-        kept_demo = old[old.index(heading) :]
-        cut = min(i for i in (kept_demo.find("<!--"), kept_demo.find("\n## ", 1), len(kept_demo)) if i >= 0)
-        lines = lines[: lines.index(heading)] + kept_demo[:cut].rstrip("\n").split("\n") + [""]
-    text = "\n".join(lines)
-    notes = ""
-    if "## Notes" in old:
-        notes = old[old.index("## Notes") :]
-    # Sections other benchmarks write (bench/providers.py, bench/local.py, bench/eval.py) are kept.
-    kept = []
-    for name in ("providers", "local", "eval"):
-        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-        if start in old and end in old:
-            kept.append(old[old.index(start) : old.index(end) + len(end)] + "\n")
-    target.write_text(text + "".join("\n" + k for k in kept) + ("\n" + notes if notes else ""))
-    print(text)
+    if "--no-demo" in sys.argv:  # keep the last measured demo rather than a blank row
+        lines = keep_demo(lines, heading, DOC.read_text() if DOC.exists() else "")
+    block = "\n".join([SECTION_START, *lines, SECTION_END])
+    # Only this benchmark's section is rewritten: the others (providers, local, eval, ...) keep theirs.
+    splice(DOC, block, SECTION_START, SECTION_END, "Benchmarks", before="<!-- providers:start -->")
+    print(block)
+
+
+def keep_demo(lines: list[str], heading: str, old: str) -> list[str]:
+    """`lines` with the demo table taken from the doc as it is (`--no-demo`: nothing was measured)."""
+    if heading not in old:
+        return lines
+    kept_demo = old[old.index(heading) :]
+    cut = min(i for i in (kept_demo.find("<!--"), kept_demo.find("\n## ", 1), len(kept_demo)) if i >= 0)
+    return lines[: lines.index(heading)] + kept_demo[:cut].rstrip("\n").split("\n")
 
 
 if __name__ == "__main__":

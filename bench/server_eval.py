@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.markers import splice as splice_doc  # noqa: E402
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
 from orchestrator.evals.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
@@ -100,18 +101,7 @@ def splice(name: str, t: dict[str, object]) -> None:
         "",
         END,
     ]
-    target = ROOT / "docs" / "benchmarks.md"
-    old = target.read_text()
-    block = "\n".join(lines)
-    if START in old and END in old:
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = (
-            old.replace("## Notes", block + "\n\n## Notes")
-            if "## Notes" in old
-            else old + "\n" + block + "\n"
-        )
-    target.write_text(new)
+    splice_doc(ROOT / "docs" / "benchmarks.md", "\n".join(lines), START, END, "Benchmarks", before="## Notes")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -58,6 +57,8 @@ from langchain_core.tools import StructuredTool  # noqa: E402
 from retrieval import DEV, HELDOUT  # noqa: E402
 
 import orchestrator.agent.graph as agent_graph  # noqa: E402
+from bench.markers import machine  # noqa: E402
+from bench.markers import splice as splice_doc  # noqa: E402
 from orchestrator import Limits, Orchestrator, PlanExample, Settings, build_agent_graph, load_manifest  # noqa: E402
 from orchestrator.agent.decisions import MAX_BOUND_TOOLS, decision_of  # noqa: E402
 from orchestrator.agent.plan import merge_plan  # noqa: E402
@@ -367,18 +368,6 @@ def failure_kind(r: dict[str, Any]) -> str:
 
 
 # --- the whole bench ---------------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.machine()}"
-
-
 def save(data: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -699,16 +688,7 @@ def section(data: dict[str, Any]) -> list[str]:
 
 
 def splice(lines: list[str]) -> None:
-    text = DOC.read_text()
-    block = "\n".join([START, *lines, END])
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    elif AFTER in text:
-        i = text.index(AFTER) + len(AFTER)
-        text = text[:i] + "\n\n" + block + text[i:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    splice_doc(DOC, "\n".join([START, *lines, END]), START, END, "Benchmarks", after=AFTER)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import orchestrator.evals.trial as trial  # noqa: E402
+from bench.markers import machine, splice  # noqa: E402
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.evals.judge import Judgement, judge_output  # noqa: E402
 from orchestrator.models.binding import bind_slot  # noqa: E402
@@ -209,20 +209,6 @@ def _firsts(rows: list[dict[str, Any]]) -> list[int]:
     return [r["first_judge_score"] for r in rows if r.get("first_judge_score") is not None]
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.machine()}"
-
-
 def markdown(report: dict[str, Any]) -> str:
     n = len(report["runs"][0]["items"])
     lines = [
@@ -277,14 +263,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        head, sep, tail = text.partition("\n## Notes")
-        text = head.rstrip("\n") + "\n\n" + section + "\n" + sep + tail
-    DOCS.write_text(text)
+    splice(DOCS, section, START, END, "Benchmarks", before="## Notes")
 
 
 def main() -> None:

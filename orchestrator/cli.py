@@ -36,6 +36,8 @@ from orchestrator.cliargs import (
 from orchestrator.config import Settings, load_manifest
 from orchestrator.cost.ledger import Budget, Ledger
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.formats import format_ms as _ms
+from orchestrator.formats import format_usd as _money
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import TraceStoreDamaged, decode_attributes
 
@@ -82,19 +84,6 @@ def _text(text: object, style: str = "") -> Text:
 def _line(*parts: str | tuple[str, str]) -> Text:
     """One line from plain text (never read as markup) and (text, style) pairs, control characters escaped."""
     return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
-
-
-def _money(value: float | None, unpriced: int = 0) -> str:
-    if value is None:
-        return "?"
-    text = f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
-    return text + (f" (+? x{unpriced})" if unpriced else "")
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -8,22 +8,33 @@ OrchestratorError
 │   ├── UnknownModelError       a model name no provider knows ("did you mean ...")
 │   ├── ModelFileError          a local model file that is missing or fails its sha256 check
 │   ├── LocalEngineError        the local engine crashes on this CPU with every setting it can try
-│   └── RunOwnedError           the run is running in another process: one owner at a time
+│   ├── RunOwnedError           the run is running in another process: one owner at a time
+│   ├── TraceStoreError         a trace or checkpoint store file can't be opened or written
+│   └── TraceStoreDamaged       the trace store file is damaged: move it aside
 └── RunError                    something failed after a run started (kept in the trace store)
     ├── ModelError              a model call failed or returned output we cannot use
-    │   └── ToolsUnsupportedError   the endpoint refuses tools: decide another way (a JSON decision)
+    │   ├── PromptTooLongError  the prompt and the reply's max_tokens don't fit the context window
+    │   ├── ToolsUnsupportedError   the endpoint refuses tools: decide another way (a JSON decision)
+    │   └── ProviderError       a call failed after its retries; carries every HTTP attempt
+    │       └── UnsupportedFeatureError   the server refused a feature of the request; not retried
     ├── ToolError               a tool could not be called (unknown, outside the catalog)
+    ├── StoreBusyError          a store stayed locked by other writers past its wait
     └── WorkerOutputError       a workhorse result failed validation after repair
 ```
 
-A budget stop is not an exception: it is `RunResult.status == "budget_stop"`.
+A budget stop is not an exception: it is `RunResult.status == "budget_stop"`. Every error is defined here;
+the modules that raise some of them re-export them under their old names (`orchestrator.providers.http.
+ProviderError`, `orchestrator.tracing.store.TraceStoreError`, ...).
 """
 
 from __future__ import annotations
 
 import difflib
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from orchestrator.reserve import disk_full
 
 __all__ = [
     "ConfigError",
@@ -33,13 +44,17 @@ __all__ = [
     "ModelFileError",
     "OrchestratorError",
     "PromptTooLongError",
+    "ProviderError",
     "RunError",
     "RunOwnedError",
     "StoreBusyError",
     "ToolError",
     "ToolsUnsupportedError",
+    "TraceStoreDamaged",
+    "TraceStoreError",
     "UnknownGraphError",
     "UnknownModelError",
+    "UnsupportedFeatureError",
     "WorkerOutputError",
 ]
 
@@ -85,6 +100,33 @@ class RunOwnedError(ConfigError):
         )
 
 
+class TraceStoreError(ConfigError):
+    """A store file (traces or checkpoints) can't be opened or written: names the path and the fix."""
+
+    def __init__(
+        self, path: str, exc: BaseException, what: str = "trace store", setting: str = "traces"
+    ) -> None:
+        why = getattr(exc, "strerror", None) or str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            why = "the file is not an SQLite database"
+        env = f"ORCH_{setting.upper()}"
+        fix = f"point {env} (or --{setting}, or the manifest's {setting}) at a writable .db file path"
+        if disk_full(exc):
+            why, fix = f"its disk is full ({why})", f"free space on it, or {fix} on another disk"
+        super().__init__(f"{what} {path!r}: {why}; {fix}")
+
+
+class TraceStoreDamaged(ConfigError):
+    """The trace store file is damaged: names the file and the fix. Nothing more is written into it."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(
+            f"trace store {path!r} is damaged ({why}); move it aside (with any -wal and -shm file beside "
+            "it) and the next run starts a new one; `orch traces check` says what is wrong"
+        )
+
+
 class RunError(OrchestratorError):
     """A failure after a run started."""
 
@@ -108,6 +150,24 @@ class ToolsUnsupportedError(ModelError):
         super().__init__(message)
         self.feature = feature
         self.attempts = list(attempts)
+
+
+class ProviderError(ModelError):
+    """A call that failed after its retries; carries every attempt (`cost.billing.Attempt`, with any
+    estimated usage) and the last HTTP status."""
+
+    def __init__(self, message: str, attempts: list[Any], *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+
+
+class UnsupportedFeatureError(ProviderError):
+    """The server refused a feature of the request (`feature`: "json_schema", "tools", ...); not retried."""
+
+    def __init__(self, message: str, attempts: list[Any], *, status: int | None, feature: str) -> None:
+        super().__init__(message, attempts, status=status)
+        self.feature = feature
 
 
 class ToolError(RunError):

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator.errors import ConfigError
 
-__all__ = ["ACCEPTED", "Location", "checkpoints_location", "describe", "one_line", "redact", "unreachable"]
+__all__ = [
+    "ACCEPTED",
+    "Location",
+    "checkpoints_location",
+    "describe",
+    "one_line",
+    "redact",
+    "unreachable",
+    "use_wal",
+]
 
 ACCEPTED = "a file path or sqlite:///PATH (SQLite), or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 Location = Path | str  # a SQLite file, or a PostgreSQL URL
@@ -77,3 +88,22 @@ def unreachable(url: str, exc: BaseException) -> ConfigError:
 
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def use_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Put the checkpoint file in WAL mode, as LangGraph's saver does, from the first connection to open it.
+
+    The switch needs the file to itself, and SQLite reports "database is locked" at once, whatever the busy
+    timeout, while another connection reads or writes. The ledger, the leases and every run's checkpointer
+    share the file: switched by the first of them, before the others start, nobody races for it later (20
+    concurrent runs did: their savers' set-up failed). A file that is in WAL mode stays so.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

@@ -318,6 +318,11 @@ async def test_fallback_keeps_the_tools_and_tool_choice_when_anthropic_takes_ove
     assert second["tool_choice"] == {"type": "any"}
 
 
+def test_the_clients_and_the_fallback_chain_bind_tools_through_one_implementation() -> None:
+    # A second copy drifts: a spelling of tool_choice taught to one would be refused by the other.
+    assert FallbackChatModel.bind_tools is OpenAIChatModel.bind_tools is AnthropicChatModel.bind_tools
+
+
 async def test_a_model_that_keeps_failing_cools_down_and_is_skipped(server: Loopback) -> None:
     server.route(
         "/v1/chat/completions", *[Reply(status=503, body=error_body("overloaded")) for _ in range(2)]

@@ -162,3 +162,25 @@ async def test_a_runs_ledger_rows_are_in_the_store_when_the_run_returns(
     raw = sqlite3.connect(settings.checkpoints_path)
     (count,) = raw.execute("select count(*) from orch_ledger where run_id = 'slow-disk'").fetchone()
     assert count == billed
+
+
+async def test_a_runs_checkpointer_sets_up_while_another_connection_writes(tmp_path: Path) -> None:
+    """The ledger, the leases and each run's checkpointer share one file. LangGraph's set-up switches it to
+    WAL, which SQLite refuses at once ("database is locked", no busy wait) while another connection holds
+    a lock: 20 concurrent runs on the local model failed so. The first connection (the ledger's, when an
+    `Orchestrator` starts) now makes the file WAL, and the set-up waits its turn like any write."""
+    import threading
+
+    from orchestrator.cost.ledger import LedgerBook
+    from orchestrator.run.checkpoints import Checkpoints
+
+    path = tmp_path / "c.db"
+    book = LedgerBook(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("begin immediate")  # another writer holds the write lock for a second
+    threading.Timer(1.0, other.execute, ["commit"]).start()
+    async with Checkpoints(path).open() as saver:
+        assert await saver.aget_tuple({"configurable": {"thread_id": "none", "checkpoint_ns": ""}}) is None
+    assert other.execute("pragma journal_mode").fetchone() == ("wal",)
+    other.close()
+    book.close()

@@ -590,6 +590,7 @@ class SqliteLedger:
     """Ledger rows in a SQLite file (the checkpoint file): several processes may write it."""
 
     def __init__(self, path: str | Path) -> None:
+        from orchestrator.locations import use_wal
         from orchestrator.reserve import reserve_for
 
         self.name = str(path)
@@ -598,6 +599,7 @@ class SqliteLedger:
         self._conn = sqlite3.connect(self.name, check_same_thread=False, timeout=30.0, isolation_level=None)
         with self._lock:
             self._conn.execute("PRAGMA busy_timeout = 30000")
+            use_wal(self._conn)
             self._conn.execute(_CREATE[0].format(seq="seq integer primary key autoincrement", real="real"))
             self._conn.execute(_CREATE[1])
 

@@ -29,6 +29,7 @@ from orchestrator.agent.workhorse import run_worker
 from orchestrator.config import SlotConfig
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.evals.judge import judge_output
+from orchestrator.formats import format_ms, format_usd
 from orchestrator.models.binding import bind_slot
 from orchestrator.models.context import RunContext
 from orchestrator.profiles import SlotBinding
@@ -201,8 +202,9 @@ class TrialReport:
         faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8)
         why = (
             f"accuracy {mine['accuracy']:.1%} vs {theirs['accuracy']:.1%} ({gap:+.1f} points); "
-            f"cost per 1k {_usd(mine['cost_per_1k_usd'])} vs {_usd(theirs['cost_per_1k_usd'])}; "
-            f"p50 TTFT {_ms(mine['p50_ttft_ms'])} vs {_ms(theirs['p50_ttft_ms'])} ({self.baseline.model})"
+            f"cost per 1k {format_usd(mine['cost_per_1k_usd'])} vs {format_usd(theirs['cost_per_1k_usd'])}; "
+            f"p50 TTFT {format_ms(mine['p50_ttft_ms'])} vs {format_ms(theirs['p50_ttft_ms'])} "
+            f"({self.baseline.model})"
         )
         if gap < -1.0:
             return "worse", why
@@ -227,14 +229,6 @@ class TrialReport:
 
 def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
     return mine is not None and theirs is not None and (mine <= theirs * share if theirs > 0 else mine <= 0)
-
-
-def _usd(value: float | None) -> str:
-    return "?" if value is None else f"${value:.4f}"
-
-
-def _ms(value: float | None) -> str:
-    return "?" if value is None else f"{value:.0f} ms"
 
 
 def resolve_worker(workers: Mapping[str, Worker], name: str, items: Sequence[Mapping[str, Any]]) -> Worker:

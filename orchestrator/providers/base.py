@@ -79,7 +79,25 @@ def normalize_tool_choice(choice: Any) -> ToolChoice | None:
     raise ModelError(f"unsupported tool_choice {choice!r}: use 'auto', 'none', 'required' or a tool name")
 
 
-class HttpChatModel(BaseChatModel):
+class NeutralToolsChatModel(BaseChatModel):
+    """A chat model that binds tools in the neutral (OpenAI function) form: the HTTP clients and the fallback
+    chain share this one `bind_tools`."""
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools in the neutral (OpenAI function) form, which every client and fallback understands."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = normalize_tool_choice(tool_choice)
+        return self.bind(tools=formatted, **kwargs)
+
+
+class HttpChatModel(NeutralToolsChatModel):
     """Base of the OpenAI-compatible and Anthropic clients (not used directly)."""
 
     model: str
@@ -165,19 +183,6 @@ class HttpChatModel(BaseChatModel):
             d.text = prepared.reply(d.text)
 
     # --- LangChain surface ---
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: Any = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools in the neutral (OpenAI function) form, which every client and fallback understands."""
-        formatted = [convert_to_openai_tool(t) for t in tools]
-        if tool_choice is not None:
-            kwargs["tool_choice"] = normalize_tool_choice(tool_choice)
-        return self.bind(tools=formatted, **kwargs)
-
     async def complete(
         self,
         messages: Sequence[BaseMessage],

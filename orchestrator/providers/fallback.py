@@ -9,20 +9,16 @@ each member's own price.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
 from orchestrator.errors import ToolsUnsupportedError
-from orchestrator.providers.base import normalize_tool_choice
+from orchestrator.providers.base import NeutralToolsChatModel
 from orchestrator.providers.http import Attempt, ProviderError, model_state
 from orchestrator.sync import run_blocking
 from orchestrator.tracing.attrs import TRACED
@@ -30,7 +26,7 @@ from orchestrator.tracing.attrs import TRACED
 __all__ = ["FallbackChatModel"]
 
 
-class FallbackChatModel(BaseChatModel):
+class FallbackChatModel(NeutralToolsChatModel):
     """Members tried in order; `cooldown_after` failed calls in a row bench a member for `cooldown_s`.
 
     Members in cooldown are tried last (after every healthy one), not never: a chain whose members are all
@@ -53,18 +49,6 @@ class FallbackChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "orchestrator-fallback"
-
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
-        *,
-        tool_choice: Any = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        formatted = [convert_to_openai_tool(t) for t in tools]
-        if tool_choice is not None:
-            kwargs["tool_choice"] = normalize_tool_choice(tool_choice)
-        return self.bind(tools=formatted, **kwargs)
 
     def order(self) -> list[int]:
         """Member indexes in the order they will be tried now."""

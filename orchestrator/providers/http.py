@@ -45,7 +45,7 @@ import httpx
 
 from orchestrator.cost.billing import Attempt  # billing charges failed attempts too
 from orchestrator.cost.pricing import Usage
-from orchestrator.errors import ConfigError, ModelError
+from orchestrator.errors import ConfigError, ProviderError, UnsupportedFeatureError
 from orchestrator.providers.ladder import rejected_feature
 from orchestrator.sync import on_loop_end
 
@@ -93,23 +93,6 @@ class Completion:
     def retry_wait_ms(self) -> float:
         """Time spent waiting between attempts."""
         return sum(a.wait_ms for a in self.attempts)
-
-
-class ProviderError(ModelError):
-    """A call that failed after its retries; carries every attempt (with any estimated usage)."""
-
-    def __init__(self, message: str, attempts: list[Attempt], *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.status = status
-
-
-class UnsupportedFeatureError(ProviderError):
-    """The server refused a feature of the request (`feature`: "json_schema", "tools", ...); not retried."""
-
-    def __init__(self, message: str, attempts: list[Attempt], *, status: int | None, feature: str) -> None:
-        super().__init__(message, attempts, status=status)
-        self.feature = feature
 
 
 class StreamState(ABC):

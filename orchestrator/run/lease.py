@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.errors import RunOwnedError
-from orchestrator.locations import unreachable
+from orchestrator.locations import unreachable, use_wal
 from orchestrator.procs import HOST, alive, process_started
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class SqliteLeases:
         self._conn = sqlite3.connect(self.name, check_same_thread=False, timeout=60.0, isolation_level=None)
         with self._lock:
             self._conn.execute("PRAGMA busy_timeout = 60000")
+            use_wal(self._conn)
             self._conn.execute(_CREATE.format(real="real"))
 
     def take(self, run_id: str, me: Owner, runs: Callable[[Owner], bool]) -> Owner | None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import TraceStoreDamaged
 
 __all__ = [
     "QUICK_CHECK_MAX_BYTES",
@@ -42,17 +42,6 @@ __all__ = [
 
 QUICK_CHECK_MAX_BYTES = 16 << 20  # checked at open up to this size (~30-45 ms); see the docstring
 _SHOWN = 20  # problems listed at most
-
-
-class TraceStoreDamaged(ConfigError):
-    """The trace store file is damaged: names the file and the fix. Nothing more is written into it."""
-
-    def __init__(self, path: str, why: str) -> None:
-        self.path, self.why = path, why
-        super().__init__(
-            f"trace store {path!r} is damaged ({why}); move it aside (with any -wal and -shm file beside "
-            "it) and the next run starts a new one; `orch traces check` says what is wrong"
-        )
 
 
 def damage_of(exc: BaseException) -> str | None:

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from orchestrator._version import __version__
 from orchestrator.errors import ConfigError
+from orchestrator.formats import format_ms as _ms
+from orchestrator.formats import format_usd as _money
 from orchestrator.tracing.report import span_tree
 from orchestrator.tracing.store import TraceStore
 
@@ -555,17 +557,6 @@ def _fit(label: str, width: float) -> str:
 def _colour(key: str, level: int) -> str:
     hue = zlib.crc32(key.encode()) % 60  # reds to yellows, the flame graph's warm range
     return f"hsl({hue}, {70 if level == 1 else 60}%, {62 if level == 1 else 72}%)"
-
-
-def _money(value: float | None, unpriced: int = 0) -> str:
-    text = "?" if value is None else f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
-    return text + (f" (+? x{unpriced})" if unpriced else "")
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
 def _value_text(measure: Measure, value: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from orchestrator.cost.ledger import Ledger
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, TraceStoreError
 from orchestrator.procs import HOST, alive, process_started
 from orchestrator.reserve import disk_full, reserve_for
 from orchestrator.tracing import attrs as A
@@ -32,22 +32,6 @@ __all__ = [
     "disk_full",
     "run_totals",
 ]
-
-
-class TraceStoreError(ConfigError):
-    """A store file (traces or checkpoints) can't be opened or written: names the path and the fix."""
-
-    def __init__(
-        self, path: str, exc: BaseException, what: str = "trace store", setting: str = "traces"
-    ) -> None:
-        why = getattr(exc, "strerror", None) or str(exc)
-        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
-            why = "the file is not an SQLite database"
-        env = f"ORCH_{setting.upper()}"
-        fix = f"point {env} (or --{setting}, or the manifest's {setting}) at a writable .db file path"
-        if disk_full(exc):
-            why, fix = f"its disk is full ({why})", f"free space on it, or {fix} on another disk"
-        super().__init__(f"{what} {path!r}: {why}; {fix}")
 
 
 def check_database(path: str | Path, what: str, setting: str) -> None:
