@@ -80,3 +80,14 @@ def test_definition_folders_use_only_the_public_api() -> None:
         str(p.relative_to(ROOT)): mod for p in files for mod in _engine_imports(p) if mod != "orchestrator"
     }
     assert private == {}
+
+
+def test_every_charge_is_made_in_cost() -> None:
+    """One place for a charge: no module outside `orchestrator/cost/` builds a ledger entry by hand."""
+    package = ROOT / "orchestrator"
+    by_hand = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.relative_to(package).parts[0] != "cost" and "LedgerEntry(" in path.read_text(encoding="utf-8")
+    ]
+    assert by_hand == []

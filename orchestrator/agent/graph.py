@@ -36,7 +36,8 @@ from orchestrator.agent.controller import COVERS, AgentParts, controller_step, s
 from orchestrator.agent.decisions import META_TOOLS, decision_of
 from orchestrator.agent.plan import Example, Part, current_part, merge_plan
 from orchestrator.agent.workhorse import reject, run_worker
-from orchestrator.cost.ledger import LedgerEntry, LedgerLine, merge_ledger
+from orchestrator.cost.billing import tool_entry
+from orchestrator.cost.ledger import LedgerLine, merge_ledger
 from orchestrator.errors import ToolError
 from orchestrator.models.context import BudgetStop, RunContext
 from orchestrator.toolsets.catalog import Catalog, ToolHit
@@ -441,19 +442,7 @@ async def _one_call(
             span.set_attribute(A.ERROR_TYPE, "tool_error")
         elif ctx.capture_content:
             span.set_attribute(A.TOOL_RESULT, text[:_OBSERVATION_CAP])
-    entry = LedgerEntry(
-        node="call_tool",
-        kind="tool",
-        name=name,
-        role=None,
-        input_tokens=0,
-        output_tokens=0,
-        cost_usd=0.0,
-        wall_ms=(time.perf_counter() - t0) * 1000,
-        ttft_ms=None,
-        compute_ms=None,
-    )
-    ctx.meter.add(entry)
+    ctx.meter.add(tool_entry("call_tool", name, (time.perf_counter() - t0) * 1000))
     patch: dict[str, Any] | None = None
     plan = state.get("plan") or []
     if index is not None and index < len(plan):

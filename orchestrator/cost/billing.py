@@ -2,7 +2,8 @@
 
 Every caller that pays for a model call goes through `bill`: `calls.call_model` (the agent loop and the
 slot models), the graph tracer (models a user calls directly) and `orch ask`. A call is billed for its
-reply and for every failed attempt that generated tokens before it broke (its usage is estimated).
+reply and for every failed attempt that generated tokens before it broke (its usage is estimated). A tool
+call's entry, which records its time at no cost, is made here too (`tool_entry`).
 
 Prompt sizes are estimated in one place, `estimate_prompt`, with three bounds: the budget check uses the
 high one (never under-reserve), the context-window check the low one (never refuse a prompt that fits),
@@ -30,6 +31,7 @@ __all__ = [
     "PromptEstimate",
     "bill",
     "estimate_prompt",
+    "tool_entry",
     "total",
     "usage_of",
 ]
@@ -205,6 +207,22 @@ def bill(
             )
         )
     return charges
+
+
+def tool_entry(node: str, name: str, wall_ms: float) -> LedgerEntry:
+    """A tool call's ledger entry: its time, at no cost (tools are not priced)."""
+    return LedgerEntry(
+        node=node,
+        kind="tool",
+        name=name,
+        role=None,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        wall_ms=wall_ms,
+        ttft_ms=None,
+        compute_ms=None,
+    )
 
 
 def _estimated(u: Usage) -> Usage:

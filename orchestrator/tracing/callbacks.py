@@ -26,8 +26,8 @@ from langchain_core.outputs import LLMResult
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from orchestrator.cost.billing import Charge, usage_of
-from orchestrator.cost.ledger import BudgetMeter, LedgerEntry
+from orchestrator.cost.billing import Charge, tool_entry, usage_of
+from orchestrator.cost.ledger import BudgetMeter
 from orchestrator.cost.pricing import PriceTable, Usage, cost_usd
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.attrs import RUNNER_TAG, TRACED
@@ -315,20 +315,7 @@ class GraphTracer(BaseCallbackHandler):
         self._end(run_id, error)
 
     def _tool_entry(self, found: _Open) -> None:
-        self.meter.add(
-            LedgerEntry(
-                node=found.node or "graph",
-                kind="tool",
-                name=found.name,
-                role=None,
-                input_tokens=0,
-                output_tokens=0,
-                cost_usd=0.0,
-                wall_ms=(time.perf_counter() - found.t0) * 1000,
-                ttft_ms=None,
-                compute_ms=None,
-            )
-        )
+        self.meter.add(tool_entry(found.node or "graph", found.name, (time.perf_counter() - found.t0) * 1000))
 
     def close(self) -> None:
         """End spans left open (a run cancelled mid-node)."""
