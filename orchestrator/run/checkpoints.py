@@ -91,40 +91,31 @@ class Checkpoints:
     def ledger(self) -> LedgerBook:
         """The ledger book, where the setting points (also with a given saver: its storage is not ours to
         reach). Raises a `ConfigError` now for an unusable file or an unreachable server."""
-        if isinstance(self.location, Path):
-            from orchestrator.tracing.store import TraceStoreError, check_database
+        from orchestrator.cost.ledger import PostgresLedger, SqliteLedger
 
-            check_database(self.location, "checkpoint store", "checkpoints")
-            try:
-                return LedgerBook(self.location)
-            except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
-                raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
-        from orchestrator.cost.ledger import PostgresLedger
-
-        psycopg = _psycopg(self.location)
-        try:
-            store = PostgresLedger(self.location, redact(self.location), **_connect_args(self.location))
-        except psycopg.Error as exc:
-            raise unreachable(self.location, exc) from None
-        return LedgerBook(store)
+        return LedgerBook(self._store_beside(SqliteLedger, PostgresLedger))
 
     def leases(self) -> Leases:
         """Who runs each run now, where the setting points (beside the ledger). A `ConfigError` now for an
         unusable file or an unreachable server."""
+        return Leases(self._store_beside(SqliteLeases, PostgresLeases))
+
+    def _store_beside(self, sqlite: Callable[[Path], Any], postgres: Callable[..., Any]) -> Any:
+        """A store in the checkpoints' database: `sqlite(path)` or `postgres(url, name, **connect)`, with the
+        one error each failure to open it gets."""
         if isinstance(self.location, Path):
             from orchestrator.tracing.store import TraceStoreError, check_database
 
             check_database(self.location, "checkpoint store", "checkpoints")
             try:
-                return Leases(SqliteLeases(self.location))
+                return sqlite(self.location)
             except (OSError, sqlite3.Error) as exc:  # a full disk: its table can't be made
                 raise TraceStoreError(str(self.location), exc, "checkpoint store", "checkpoints") from None
         psycopg = _psycopg(self.location)
         try:
-            store = PostgresLeases(self.location, redact(self.location), **_connect_args(self.location))
+            return postgres(self.location, redact(self.location), **_connect_args(self.location))
         except psycopg.Error as exc:
             raise unreachable(self.location, exc) from None
-        return Leases(store)
 
     def totals(self, run_id: str) -> Ledger | None:
         """What a run paid so far, read from the ledger (None: no entries, no ledger there yet, or it can't
