@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
-from orchestrator.formats import format_ms, format_usd
+from orchestrator.formats import format_ms, format_usd, json_object
 from orchestrator.tracing import Tracing
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
@@ -66,3 +66,16 @@ def test_the_cli_and_the_html_report_write_the_same_time_and_money(
     assert re.search(r"cost \$0\.000042, compute time 7 ms;", line), line
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "7 ms" in page and "7.2 ms" not in page and "7.3 ms" not in page
+
+
+def test_a_json_reply_is_read_the_same_way_by_the_plan_and_the_judge() -> None:
+    from orchestrator.agent.decisions import DecisionError, parse_plan
+
+    assert json_object(' ```json\n{"a": 1}\n``` ') == {"a": 1}
+    with pytest.raises(ValueError, match=r"not a JSON object but a JSON list"):
+        json_object("[1]")
+    with pytest.raises(ValueError, match=r"not valid JSON .*'\{\"a\": '"):
+        json_object('{"a": ')
+    # the plan parser raises its own error with the same words
+    with pytest.raises(DecisionError, match="not a JSON object"):
+        parse_plan("```json\n[1]\n```", ["summarize"])

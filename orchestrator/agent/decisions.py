@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.agent.plan import MAX_PARTS, MAX_TEXTS, TASK_MAX, Part, new_part, plan_json
+from orchestrator.formats import json_object
 from orchestrator.profiles import ToolLimits
 from orchestrator.toolsets.catalog import Catalog
 
@@ -142,16 +143,10 @@ def final_schema() -> dict[str, Any]:
 
 
 def _loads(text: str) -> dict[str, Any]:
-    raw = text.strip()
-    if raw.startswith("```"):
-        raw = raw.strip("`").removeprefix("json").strip()
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise DecisionError(f"not valid JSON ({exc.msg} at position {exc.pos}): {raw[:200]!r}") from None
-    if not isinstance(data, dict):
-        raise DecisionError(f"expected a JSON object, got {type(data).__name__}")
-    return data
+        return json_object(text)
+    except ValueError as exc:
+        raise DecisionError(str(exc)) from None
 
 
 def _text(data: Mapping[str, Any], key: str, action: str) -> str:

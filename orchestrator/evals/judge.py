@@ -8,7 +8,6 @@ server); a reply that is still invalid after one repair, or a failed call, leave
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from orchestrator.cost.ledger import LedgerEntry
 from orchestrator.errors import OrchestratorError
+from orchestrator.formats import json_object
 from orchestrator.models.calls import call_model
 from orchestrator.models.context import BudgetStop, RunContext
 from orchestrator.profiles import SlotBinding
@@ -59,15 +59,7 @@ class Judgement:
 
 def parse_judgement(text: str) -> tuple[int, str]:
     """The score and reason of a judge's reply, or ValueError saying what is wrong with it."""
-    body = text.strip()
-    if body.startswith("```"):  # a fenced reply from a model that ignores "JSON only"
-        body = body.strip("`").removeprefix("json").strip()
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+    data = json_object(text)
     got = data.get("score")
     if isinstance(got, float) and got.is_integer():
         got = int(got)
