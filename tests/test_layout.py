@@ -91,3 +91,15 @@ def test_every_charge_is_made_in_cost() -> None:
         if path.relative_to(package).parts[0] != "cost" and "LedgerEntry(" in path.read_text(encoding="utf-8")
     ]
     assert by_hand == []
+
+
+def test_a_projects_tools_are_loaded_in_one_place() -> None:
+    """The agent and `orch tools` load a manifest's tool packs and MCP servers through toolsets/project.py
+    (they were loaded twice, in the runner and in retrieval/sources, and could drift)."""
+    package = ROOT / "orchestrator"
+    loaders = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if ".tool_packs" in path.read_text(encoding="utf-8") or "manifest_tools(" in path.read_text(encoding="utf-8")
+    )
+    assert loaders == ["toolsets/mcp.py", "toolsets/project.py"], loaders

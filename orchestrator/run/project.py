@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from orchestrator._refs import import_ref
 from orchestrator.config import Manifest, load_manifest
 from orchestrator.errors import ManifestError
 from orchestrator.toolsets.catalog import Catalog
-from orchestrator.toolsets.sources import load_pack
+from orchestrator.toolsets.project import project_tools
 from orchestrator.workers.definitions import Worker
 
 __all__ = ["INDEX_FROM", "build_catalog", "load_definitions", "redact_hook"]
@@ -22,20 +21,7 @@ def load_definitions(project_dir: Path) -> tuple[Manifest, list[BaseTool], list[
     """The manifest in `project_dir/pyproject.toml`, and the tools and workers its definition folders hold."""
     root = Path(project_dir).resolve()
     manifest = load_manifest(root)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    tools: list[BaseTool] = []
-    for ref in manifest.tool_packs:  # `module:attr`, or an installed pack's entry-point name
-        tools.extend(load_pack(ref))
-    if manifest.mcp_servers:
-        try:  # the MCP SDK is imported only when a server is named
-            from orchestrator.toolsets.mcp import manifest_tools
-        except ModuleNotFoundError as exc:
-            raise ManifestError(
-                f"[tool.orchestrator].mcp_servers needs the MCP SDK ({exc}); install it with "
-                "pip install 'racehorse-orchestrator[mcp]'"
-            ) from None
-        tools.extend(manifest_tools(manifest))
+    tools = [tool for _, pack in project_tools(manifest, root) for tool in pack]
     workers: list[Worker] = []
     for ref in manifest.workers:
         group = import_ref(ref, "workers")

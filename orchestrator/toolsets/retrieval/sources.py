@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
-from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from orchestrator.errors import ConfigError
@@ -21,20 +19,13 @@ __all__ = ["gather", "index_path"]
 
 def _pack_docs(project: str | Path) -> list[ToolDoc]:
     from orchestrator.config import load_manifest
-    from orchestrator.toolsets.sources import guard, load_pack
+    from orchestrator.toolsets.project import project_tools
+    from orchestrator.toolsets.sources import guard
 
     root = Path(project).resolve()
     manifest = load_manifest(root)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     docs = []
-    sources: list[tuple[str, Sequence[BaseTool]]] = [(ref, load_pack(ref)) for ref in manifest.tool_packs]
-    if manifest.mcp_servers:  # the servers' tools, as the agent gets them (the servers are started)
-        from orchestrator.toolsets.mcp import manifest_tools
-
-        for tool in manifest_tools(manifest):
-            sources.append((f"mcp:{tool.server.name}", [tool]))
-    for ref, pack in sources:
+    for ref, pack in project_tools(manifest, root):
         kept, _ = guard(pack, manifest.allow_side_effects)  # what the agent may be offered, as it is
         for t in kept:
             fn = convert_to_openai_tool(t)["function"]
