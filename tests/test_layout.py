@@ -100,6 +100,6 @@ def test_a_projects_tools_are_loaded_in_one_place() -> None:
     loaders = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if ".tool_packs" in path.read_text(encoding="utf-8") or "manifest_tools(" in path.read_text(encoding="utf-8")
+        if any(word in path.read_text(encoding="utf-8") for word in (".tool_packs", "manifest_tools("))
     )
     assert loaders == ["toolsets/mcp.py", "toolsets/project.py"], loaders
