@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -451,15 +451,7 @@ class Orchestrator:
         approve: Approve,
         answer: Any,
     ) -> None:
-        t0 = time.perf_counter()
-        sink: TextSink | None = None
-        if tokens:
-
-            def sink(node: str, source: str, text: str, restart: bool = False) -> None:
-                kind: Literal["token", "restart"] = "restart" if restart else "token"
-                elapsed = time.perf_counter() - t0
-                queue.put_nowait(RunEvent(run_id, kind, node, elapsed_s=elapsed, text=text, source=source))
-
+        """One run, owned: where it starts, its context, the graph played under the run's span, its result."""
         async with self.checkpoints.open() as saver:
             app = copy.copy(compiled)  # the run's checkpointer on a copy
             app.checkpointer = saver
@@ -467,167 +459,52 @@ class Orchestrator:
                 "configurable": {"thread_id": run_id},
                 "recursion_limit": max(25, 2 * self.limits.max_steps + 6),
             }
-            snapshot = await app.aget_state(config)
-            if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
-                graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
-            elif resume and not snapshot.next and (snapshot.values or {}).get("status") == "budget_stop":
-                # a limit stopped it (the agent ends so, with its state): lift the stop and go on from where
-                # the graph starts (an update, not an input: the graph's input schema may not take these keys)
-                graph_input = Command(
-                    update={"status": RESUMED, "stop_reason": RESUMED, "answer": None}, goto=entry_nodes(app)
-                )
-            legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
-            # what earlier attempts paid (a new run has none); never block the loop on the store
-            earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
-            prior = Ledger.from_entries(run_id, earlier, legacy)
-            if resume and not snapshot.values:
-                raise ConfigError(
-                    f"no checkpoint for run {run_id!r} in {self.checkpoints.describe()}; "
-                    "check the id with `orch traces list`"
-                )
-            if not resume and snapshot.values:
-                raise ConfigError(
-                    f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`"
-                )
+            start = await self._start(app, config, run_id, resume, graph_input, approve, answer)
+            t0 = time.perf_counter()
             meter = BudgetMeter(
-                budget, prior.cost_usd or 0.0, prior.tokens, record=lambda e: self.book.add(run_id, e)
+                budget,
+                start.prior.cost_usd or 0.0,
+                start.prior.tokens,
+                record=lambda e: self.book.add(run_id, e),
             )
-            ctx = RunContext(
-                run_id=run_id,
-                slots=self.slots,
-                models={s: self.model_for(s) for s in self.slots},
-                catalog=self.catalog,
-                workers=self.workers,
-                limits=self.limits,
-                tracer=self.tracing.tracer,
-                meter=meter,
-                capture_content=self.settings.capture_content,
-                tool_runner=self.tool_runner,
-                text_sink=sink,
-                loop=asyncio.get_running_loop(),
-                confirm=frozenset(self.manifest.confirm_tools),
-                # approve= names tools approved in advance (a new run), or answers what a run waits for
-                approved=approve if not resume and isinstance(approve, frozenset) else frozenset(),
-            )
+            # approve= names tools approved in advance (a new run), or answers what a run waits for
+            approved = approve if not resume and isinstance(approve, frozenset) else frozenset()
+            sink = _token_sink(run_id, queue, t0) if tokens else None
+            ctx = self._context(run_id, meter, sink, approved)
             if self._store is not None:
                 with contextlib.suppress(TraceStoreDamaged):  # the run goes on; its end says so (_finish)
                     self._store.start_run(
                         run_id, name, config_hash=self.manifest.config_hash(), version=_version()
                     )
-            attributes: dict[str, Any] = {
-                A.OPERATION: "invoke_workflow",
-                A.WORKFLOW_NAME: name,
-                A.RUN_ID: run_id,
-                A.CONVERSATION_ID: run_id,
-                A.VERSION: _version(),
-                A.CONFIG_HASH: self.manifest.config_hash(),
-                **provenance(self.slots, self.settings),
-            }
-            t0 = time.perf_counter()
             await queue.put(RunEvent(run_id, "start"))
-            status: Status_ = "ok"
-            error: str | None = None
-            stopped: str | None = None
-            resumable = False
             try:
-                with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
-                    watcher = GraphTracer(
-                        run_id=run_id,
-                        tracer=self.tracing.tracer,
-                        root=span,
-                        meter=meter,
-                        prices=self._prices,
-                        capture_content=self.settings.capture_content,
-                        text_sink=sink,
-                    )
-                    seen = 0  # ledger entries already reported with a node event
-                    final: Any = None
-                    try:
-                        stream = app.astream(
-                            graph_input,
-                            {**config, "callbacks": [watcher]},
-                            context=ctx,
-                            stream_mode=["updates", "values"],
-                            durability="sync",
-                        )
-                        async for mode, chunk in stream:
-                            if mode == "values":
-                                final = chunk  # the state after each step: the last one is the run's
-                                continue
-                            for node, update in chunk.items():
-                                if node.startswith("__"):
-                                    continue
-                                fresh = [e for e in meter.entries[seen:] if e["node"] == node]
-                                seen = len(meter.entries)
-                                await queue.put(
-                                    RunEvent(
-                                        run_id,
-                                        "node",
-                                        node,
-                                        update if isinstance(update, Mapping) else {},
-                                        time.perf_counter() - t0,
-                                        node_s=watcher.node_seconds.get(node),
-                                        calls=sum(e["kind"] == "model" for e in fresh),
-                                        cost_usd=_known_cost(fresh),
-                                        tokens=sum(e["input_tokens"] + e["output_tokens"] for e in fresh),
-                                    )
-                                )
-                    except BudgetStop as stop:  # from a user's node: a status, as in the agent
-                        status, stopped = "budget_stop", stop.reason
-                        span.set_attribute(A.STOP_REASON, stop.reason)
-                    except Exception as exc:  # recorded as a failed run, never left "running"
-                        kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
-                        where = f"node {watcher.failed_node!r} of " if watcher.failed_node else ""
-                        status = "failed"
-                        error = f"{where}graph {name!r}: {kind}{type(exc).__name__}: {exc}"
-                        resumable = _provider_failed(exc)  # not a bad output, which would repeat
-                        if not where and _disk_full(exc):  # the checkpointer could not save a step
-                            error = (
-                                f"graph {name!r}: the checkpoint store ({self.checkpoints.describe()}) is "
-                                f"out of disk space ({exc}); free space on it, then resume the run"
-                            )
-                            resumable = True
-                        span.record_exception(exc)
-                        span.set_status(Status(StatusCode.ERROR, error[:500]))
-                    finally:
-                        watcher.close()
-                    latest = await app.aget_state(config)
-                    if not isinstance(final, Mapping) or status != "ok":  # read what was checkpointed
-                        final = latest.values
-                    state: Mapping[str, Any] = final if isinstance(final, Mapping) else {}
-                    waiting = [{"id": i.id, "value": i.value} for i in latest.interrupts]
-                    if status == "ok" and waiting:
-                        status = "waiting"
-                    if status == "ok" and state.get("status") in ("budget_stop", "failed"):
-                        status = state["status"]
-                    if status == "budget_stop":  # resumed with more budget or time, it goes on from here
-                        resumable = True
-                    span.set_attribute(A.STATUS, status)
+                end = await self._play(name, app, start.graph_input, config, ctx, queue, t0)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 self.book.flush()
-                latest = Ledger.from_entries(run_id, earlier + meter.entries, legacy)
+                latest = Ledger.from_entries(run_id, start.earlier + meter.entries, start.legacy)
                 self._finish(
                     run_id, "cancelled", None, latest, f"cancelled; resume with `orch run --resume {run_id}`"
                 )
                 raise
+            state, status = end.state, end.status
             result = RunResult(
                 run_id=run_id,
                 status=status,
                 answer=answer_of(state, self.manifest.outputs.get(name))
                 if status not in ("failed", "waiting")
                 else None,
-                ledger=Ledger.from_entries(run_id, earlier + meter.entries, legacy),
-                stop_reason=stopped or state.get("stop_reason"),
-                error=error,
+                ledger=Ledger.from_entries(run_id, start.earlier + meter.entries, start.legacy),
+                stop_reason=end.stopped or state.get("stop_reason"),
+                error=end.error,
                 results=list(state.get("results") or []) if isinstance(state.get("results"), list) else [],
-                resumable=resumable,
-                waiting=waiting if status == "waiting" else [],
+                resumable=end.resumable,
+                waiting=end.waiting if status == "waiting" else [],
             )
             # the run's ledger rows are committed before it returns: a resume, in this process or another,
             # reads them from the store, and a row still queued in this book would be a call paid twice
             await asyncio.to_thread(self.book.flush)
             try:
-                self._finish(run_id, status, result, prior, error)
+                self._finish(run_id, status, result, start.prior, end.error)
             except TraceStoreError as exc:  # its end can't be recorded (a full disk): a failure to resume
                 result = replace(
                     result,
@@ -637,6 +514,162 @@ class Orchestrator:
                     resumable=True,
                 )
             await queue.put(RunEvent(run_id, "end", elapsed_s=time.perf_counter() - t0, result=result))
+
+    async def _start(
+        self,
+        app: Any,
+        config: RunnableConfig,
+        run_id: str,
+        resume: bool,
+        graph_input: Any,
+        approve: Approve,
+        answer: Any,
+    ) -> _Start:
+        """Where the run starts: a new run's input, or for a resume, the answer to what it waits for or the
+        lifted stop; and what its earlier attempts paid. A resume of no run, or a new run on an existing id,
+        is a ConfigError."""
+        snapshot = await app.aget_state(config)
+        if resume and snapshot.interrupts:  # it waits for a person: resume with the answer
+            graph_input = Command(resume=_answers(run_id, snapshot.interrupts, approve, answer))
+        elif resume and not snapshot.next and (snapshot.values or {}).get("status") == "budget_stop":
+            # a limit stopped it (the agent ends so, with its state): lift the stop and go on from where
+            # the graph starts (an update, not an input: the graph's input schema may not take these keys)
+            graph_input = Command(
+                update={"status": RESUMED, "stop_reason": RESUMED, "answer": None}, goto=entry_nodes(app)
+            )
+        legacy = (snapshot.values or {}).get("ledger")  # totals a checkpoint of version 0.1 holds
+        # what earlier attempts paid (a new run has none); never block the loop on the store
+        earlier = await asyncio.to_thread(self.book.entries, run_id) if snapshot.values else []
+        if resume and not snapshot.values:
+            raise ConfigError(
+                f"no checkpoint for run {run_id!r} in {self.checkpoints.describe()}; "
+                "check the id with `orch traces list`"
+            )
+        if not resume and snapshot.values:
+            raise ConfigError(f"run {run_id!r} already exists; resume it with `orch run --resume {run_id}`")
+        return _Start(graph_input, earlier, legacy, Ledger.from_entries(run_id, earlier, legacy))
+
+    def _context(
+        self, run_id: str, meter: BudgetMeter, sink: TextSink | None, approved: frozenset[str]
+    ) -> RunContext:
+        """What the graph's nodes see of this run: its models, tools, workers, limits, meter and tracer."""
+        return RunContext(
+            run_id=run_id,
+            slots=self.slots,
+            models={s: self.model_for(s) for s in self.slots},
+            catalog=self.catalog,
+            workers=self.workers,
+            limits=self.limits,
+            tracer=self.tracing.tracer,
+            meter=meter,
+            capture_content=self.settings.capture_content,
+            tool_runner=self.tool_runner,
+            text_sink=sink,
+            loop=asyncio.get_running_loop(),
+            confirm=frozenset(self.manifest.confirm_tools),
+            approved=approved,
+        )
+
+    async def _play(
+        self,
+        name: str,
+        app: Any,
+        graph_input: Any,
+        config: RunnableConfig,
+        ctx: RunContext,
+        queue: asyncio.Queue[RunEvent],
+        t0: float,
+    ) -> _End:
+        """The graph streamed under the run's span, a node event per step; how it ended, never raised
+        (a failure is a failed run, a BudgetStop from a user's node a stop), read back from its checkpoint."""
+        run_id, meter = ctx.run_id, ctx.meter
+        attributes: dict[str, Any] = {
+            A.OPERATION: "invoke_workflow",
+            A.WORKFLOW_NAME: name,
+            A.RUN_ID: run_id,
+            A.CONVERSATION_ID: run_id,
+            A.VERSION: _version(),
+            A.CONFIG_HASH: self.manifest.config_hash(),
+            **provenance(self.slots, self.settings),
+        }
+        end = _End()
+        with open_span(self.tracing.tracer, f"invoke_workflow {name}", "run", attributes) as span:
+            watcher = GraphTracer(
+                run_id=run_id,
+                tracer=self.tracing.tracer,
+                root=span,
+                meter=meter,
+                prices=self._prices,
+                capture_content=self.settings.capture_content,
+                text_sink=ctx.text_sink,
+            )
+            seen = 0  # ledger entries already reported with a node event
+            final: Any = None
+            try:
+                stream = app.astream(
+                    graph_input,
+                    {**config, "callbacks": [watcher]},
+                    context=ctx,
+                    stream_mode=["updates", "values"],
+                    durability="sync",
+                )
+                async for mode, chunk in stream:
+                    if mode == "values":
+                        final = chunk  # the state after each step: the last one is the run's
+                        continue
+                    for node, update in chunk.items():
+                        if node.startswith("__"):
+                            continue
+                        fresh = [e for e in meter.entries[seen:] if e["node"] == node]
+                        seen = len(meter.entries)
+                        await queue.put(
+                            RunEvent(
+                                run_id,
+                                "node",
+                                node,
+                                update if isinstance(update, Mapping) else {},
+                                time.perf_counter() - t0,
+                                node_s=watcher.node_seconds.get(node),
+                                calls=sum(e["kind"] == "model" for e in fresh),
+                                cost_usd=_known_cost(fresh),
+                                tokens=sum(e["input_tokens"] + e["output_tokens"] for e in fresh),
+                            )
+                        )
+            except BudgetStop as stop:  # from a user's node: a status, as in the agent
+                end.status, end.stopped = "budget_stop", stop.reason
+                span.set_attribute(A.STOP_REASON, stop.reason)
+            except Exception as exc:  # recorded as a failed run, never left "running"
+                end.status = "failed"
+                end.error, end.resumable = self._failure(name, exc, watcher.failed_node)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, end.error[:500]))
+            finally:
+                watcher.close()
+            latest = await app.aget_state(config)
+            if not isinstance(final, Mapping) or end.status != "ok":  # read what was checkpointed
+                final = latest.values
+            end.state = final if isinstance(final, Mapping) else {}
+            end.waiting = [{"id": i.id, "value": i.value} for i in latest.interrupts]
+            if end.status == "ok" and end.waiting:
+                end.status = "waiting"
+            if end.status == "ok" and end.state.get("status") in ("budget_stop", "failed"):
+                end.status = end.state["status"]
+            if end.status == "budget_stop":  # resumed with more budget or time, it goes on from here
+                end.resumable = True
+            span.set_attribute(A.STATUS, end.status)
+        return end
+
+    def _failure(self, name: str, exc: Exception, node: str | None) -> tuple[str, bool]:
+        """A failed run's one-line error, and whether a resume can help (a provider's failure or a full
+        disk can pass; a bad output would repeat)."""
+        kind = "" if isinstance(exc, OrchestratorError) else "unexpected "
+        where = f"node {node!r} of " if node else ""
+        if not where and _disk_full(exc):  # the checkpointer could not save a step
+            return (
+                f"graph {name!r}: the checkpoint store ({self.checkpoints.describe()}) is "
+                f"out of disk space ({exc}); free space on it, then resume the run"
+            ), True
+        return f"{where}graph {name!r}: {kind}{type(exc).__name__}: {exc}", _provider_failed(exc)
 
     def _finish(
         self, run_id: str, status: str, result: RunResult | None, prior: Ledger, error: str | None
@@ -689,6 +722,39 @@ class Orchestrator:
         self.book.close()
         if self._store is not None:
             self._store.close()
+
+
+@dataclass
+class _Start:
+    """Where a run starts: the graph's input (or the Command that resumes it), and what it paid before."""
+
+    graph_input: Any
+    earlier: list[LedgerEntry]
+    legacy: Any  # the totals a checkpoint of version 0.1 holds
+    prior: Ledger
+
+
+@dataclass
+class _End:
+    """How the graph's stream ended: its status and final state, and what a person or a resume can do."""
+
+    status: Status_ = "ok"
+    state: Mapping[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
+    error: str | None = None
+    resumable: bool = False
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _token_sink(run_id: str, queue: asyncio.Queue[RunEvent], t0: float) -> TextSink:
+    """Text as it arrives, as token (or restart) events on the run's queue."""
+
+    def sink(node: str, source: str, text: str, restart: bool = False) -> None:
+        kind: Literal["token", "restart"] = "restart" if restart else "token"
+        elapsed = time.perf_counter() - t0
+        queue.put_nowait(RunEvent(run_id, kind, node, elapsed_s=elapsed, text=text, source=source))
+
+    return sink
 
 
 def _answers(run_id: str, interrupts: Sequence[Any], approve: Approve, answer: Any) -> dict[str, Any]:
