@@ -129,7 +129,8 @@ def calculate(
     expression: Annotated[str, "Arithmetic expression, e.g. '2*(3+4)**2' or 'sqrt(16) + log(100, 10)'"],
 ) -> int | float:
     """Safely evaluate a numeric math expression with + - * / // % **, parentheses and functions
-    such as sqrt, log, sin, cos, min, max, round; returns the number (numbers only).
+    such as sqrt, log, sin, cos, min, max, round; returns the number (numbers only). Use it to add,
+    subtract, multiply or divide numbers, such as an earlier result and a value.
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")

@@ -78,7 +78,31 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
         "How many hours are there between 2025-01-01 and 2025-01-09?",
         (
             {"tool": "difference in days between 2025-01-01 and 2025-01-09"},
-            {"tool": "convert those days to hours"},
+            {"tool": "convert those days to hours", "uses": [1]},
+        ),
+    ),
+    # Plans that compose: a later part takes earlier results ("uses": their part numbers, from 1), and
+    # the answer states its result.
+    PlanExample(
+        "How many minutes are in 3 days and 5 hours?",
+        (
+            {"tool": "convert 3 days to minutes"},
+            {"tool": "convert 5 hours to minutes"},
+            {"tool": "add the two results", "uses": [1, 2]},
+        ),
+    ),
+    PlanExample(
+        "A lamp costs 80 dollars. With 25% off, what is that in euros at 0.92 euros per dollar?",
+        (
+            {"tool": "price of 80 after a 25 percent discount"},
+            {"tool": "multiply the result by 0.92", "uses": [1]},
+        ),
+    ),
+    PlanExample(
+        "What is the average of 12, 18 and 26, rounded to one decimal place?",
+        (
+            {"tool": "average of 12, 18 and 26"},
+            {"tool": "round the result to 1 decimal place", "uses": [1]},
         ),
     ),
     PlanExample("What's 3 to the power of 5, minus 10?", ({"tool": "calculate 3**5 - 10"},)),

@@ -54,6 +54,8 @@ from orchestrator.agent.plan import (
     plan_json,
     plan_schema,
     select_examples,
+    stated_parts,
+    uses_of,
     worker_examples,
 )
 from orchestrator.cost.ledger import LedgerEntry
@@ -69,6 +71,7 @@ from orchestrator.workers.grounding import (
     check_tool_args,
     check_worker_input,
 )
+from orchestrator.workers.operations import answering, asked_operations, check_tool_fits
 
 __all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision", "stopped_answer"]
 
@@ -78,7 +81,7 @@ First reply with a plan, {{"plan": [...]}}: one part for each thing the request 
 - {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
 - {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
 {workers}
-A computation that needs an earlier result is its own later part. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
+A computation that needs an earlier result is its own later part, which names the parts it takes: "uses": [<their numbers>]. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
 
 For each tool part you are shown the tools found for it. Reply with one action:
 {{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
@@ -150,13 +153,60 @@ def search_words(task: str) -> str:
     return words or task
 
 
-def _values_from(task: str, request: str) -> str:
-    """Where a part that names no value takes its values from: the request, quoted again next to the part.
+_SHOWN_RESULT = 300  # characters of an earlier result shown with the part that uses it
+
+
+def _values_from(plan: Sequence[Part], index: int, request: str) -> str:
+    """Where a part takes the values it does not name from: the earlier results it uses, each given
+    with its value ("The result of part 1 is 144.5."), else the request, quoted again next to the part.
     A small model otherwise took a few-shot example's text ('the cat sat on the warm mat') for the
-    request's ("Reverse the words in: red green blue": the part "reverse the words of the text")."""
-    if _QUOTED_OR_VALUE.search(task):
-        return ""
+    request's ("Reverse the words in: red green blue": the part "reverse the words of the text"), and
+    a part that used an earlier result was skipped for want of its value ("add 42 to the result")."""
+    given = _given(plan, index)
+    if given or _QUOTED_OR_VALUE.search(plan[index]["tool"]):
+        return given
     return f" Its values are in the request: {json.dumps(request, ensure_ascii=False)}."
+
+
+def _given(plan: Sequence[Part], index: int) -> str:
+    """The results of the earlier parts that part `index` uses, as its step is told them ("" if none)."""
+    return "".join(
+        f" The result of part {i + 1} is {_shown(plan[i])}."
+        for i in uses_of(plan, index)
+        if plan[i]["status"] == "done"
+    )
+
+
+def _answer_of(part: Part) -> str:
+    """A done part's result as the answer and later parts are given it: of a tool's result, the values
+    that answer the part (the mean of a summary, for "the average of ..."); a worker's output whole."""
+    return answering(part["tool"], part["result"])[0] if part["tool"] else part["result"]
+
+
+def _shown(part: Part) -> str:
+    """A done part's answer as a later part's step is told it, cut to a few hundred characters."""
+    text = _answer_of(part)
+    return text if len(text) <= _SHOWN_RESULT else text[: _SHOWN_RESULT - 3] + "..."
+
+
+def _unusable(plan: Sequence[Part], index: int) -> int | None:
+    """The first earlier part whose result part `index` uses that failed: then it can't be done."""
+    return next((i for i in uses_of(plan, index) if plan[i]["status"] == "failed"), None)
+
+
+def _tool_problems(ctx: RunContext, task: str, d: Decision, evidence: Evidence) -> list[str]:
+    """What is wrong with a call for a part: values nothing gives, or a tool that does another operation
+    than the one the part asks for (an average to a tool that adds up)."""
+    entry = ctx.catalog.get(d.tool)
+    misfit = check_tool_fits(task, d.tool, entry.description)
+    return check_tool_args(d.args, entry.parameters, evidence) + misfit
+
+
+def _fitting(ctx: RunContext, task: str, tools: Sequence[str]) -> list[str]:
+    """The found tools offered for a part: those that fit its operation, when any does (a grammar then
+    never lets the model pick one that can't answer); all of them otherwise."""
+    fit = [t for t in tools if not check_tool_fits(task, t, ctx.catalog.get(t).description)]
+    return fit or list(tools)
 
 
 def evidence_of(request: str, plan: Sequence[Part]) -> Evidence:
@@ -437,6 +487,10 @@ async def _advance(
             await _final(ctx, slot, request, prompt + step.messages, plan, step)
             return
         part = plan[index]
+        if _unusable(plan, index) is not None:  # a result it uses could not be done: nor can it
+            note = "it needs the result of an earlier part, which could not be done"
+            step.patch(plan, index, status="failed", note=note)
+            continue
         if part["worker"]:  # this and the worker parts right after it: they fan out together
             for later in _delegations(plan, index):
                 step.derived(Decision("delegate", worker=later["worker"], input=later["text"]))
@@ -456,16 +510,14 @@ async def _advance(
         if step.model_called:
             return  # one model call per execution: the next one comes on the next turn
         instruction = HumanMessage(
-            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(part['tool'], request)} "
+            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(plan, index, request)} "
             "Call the found tool that does it, or skip."
         )
         step.messages.append(instruction)
         evidence = evidence_of(request, plan)
 
-        def check(d: Decision, evidence: Evidence = evidence) -> list[str]:
-            if d.action != "call_tool":
-                return []
-            return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+        def check(d: Decision, evidence: Evidence = evidence, task: str = part["tool"]) -> list[str]:
+            return _tool_problems(ctx, task, d, evidence) if d.action == "call_tool" else []
 
         def parse(raw: str, tools: list[str] = part["tools"], evidence: Evidence = evidence) -> Decision:
             decision = parse_decision(raw, tools, allowed=("call_tool", "skip"))
@@ -477,7 +529,7 @@ async def _advance(
             ctx,
             slot,
             prompt + step.messages,
-            act_schema(part["tools"], ctx.catalog),
+            act_schema(_fitting(ctx, part["tool"], part["tools"]), ctx.catalog),
             parse,
             check,
             "Take values only from the request or the observations, or skip.",
@@ -489,7 +541,7 @@ async def _advance(
             step.messages.append(AIMessage(decision.to_json()))
             return
         if decision.action == "call_tool":
-            note = "not called: a value in its arguments is in neither the request nor an observation"
+            note = _not_called(ctx, part["tool"], decision)
             step.derived(Decision("skip", reason=note))
         else:
             note = decision.reason
@@ -497,11 +549,21 @@ async def _advance(
         step.patch(plan, index, status="failed", note=note)
 
 
+def _not_called(ctx: RunContext, task: str, decision: Decision) -> str:
+    """Why a call still wrong after its repair was not made (the part's note)."""
+    if check_tool_fits(task, decision.tool, ctx.catalog.get(decision.tool).description):
+        return f"not called: {decision.tool} does not give the {' or '.join(sorted(asked_operations(task)))}"
+    return "not called: a value in its arguments is in neither the request nor an observation"
+
+
 def _tool_run(plan: Sequence[Part], index: int) -> list[int]:
-    """The open tool parts from `index` on, up to the first part of another kind or a settled one."""
+    """The open tool parts from `index` on, up to the first part of another kind, a settled one, or one
+    that uses the result of a part not yet done (it waits for that result)."""
     out = []
     for i in range(index, len(plan)):
         if plan[i]["worker"] or plan[i]["status"] not in ("pending", "searched"):
+            break
+        if any(plan[u]["status"] != "done" for u in uses_of(plan, i)):
             break
         out.append(i)
     return out
@@ -523,7 +585,9 @@ async def _act_together(
     a value nothing gives yet waits for the next turn: it needs a result that the other calls will bring.
     Only when no call in the reply can be made does a part fail, the first one, as a lone part would.
     """
-    listed = "\n".join(f"Part {i + 1}: {plan[i]['tool']}" for i in run)
+    listed = "\n".join(
+        f"Part {i + 1}: {plan[i]['tool']}" + (f".{_given(plan, i)}" if uses_of(plan, i) else "") for i in run
+    )
     instruction = HumanMessage(
         f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
         "Call the found tool for each part whose values are known now, all in this reply. A part that needs "
@@ -533,10 +597,12 @@ async def _act_together(
     evidence = evidence_of(request, plan)
     tools = list(dict.fromkeys(t for i in run for t in plan[i]["tools"]))
 
-    def problems_of(d: Decision) -> list[str]:
+    def problems_of(d: Decision, target: int | None = None) -> list[str]:
         if d.action != "call_tool":
             return []
-        return check_tool_args(d.args, ctx.catalog.get(d.tool).parameters, evidence)
+        if target is None:  # the part it is for: the one it names, else the first whose tools it is among
+            target = d.part if d.part in run else next((i for i in run if d.tool in plan[i]["tools"]), run[0])
+        return _tool_problems(ctx, plan[target]["tool"], d, evidence)
 
     def parse(raw: str) -> list[Decision]:
         decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip"))
@@ -578,7 +644,7 @@ async def _act_together(
         d = dataclasses.replace(d, part=target)
         if d.action == "skip":
             skips.append(d)
-        elif problems_of(d):
+        elif problems_of(d, target):
             held.append(target)
         else:
             calls.append(d)
@@ -605,8 +671,18 @@ def _delegations(plan: Sequence[Part], index: int) -> list[Part]:
 
 
 def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:
-    """(what, result, every value) for each settled part, as the final answer must state them."""
-    return [(p["tool"] or p["worker"], p["result"], bool(p["worker"])) for p in plan if p["status"] == "done"]
+    """(what, result, every value) for each done part the answer states (`stated_parts`: not a result a
+    later part was made from), as the final answer must state them: a worker's output whole; of a tool's
+    result, the values that answer its part when it has named ones (`answering`), else any value."""
+    out = []
+    for p in (plan[i] for i in stated_parts(plan)):
+        if p["status"] != "done":
+            continue
+        if p["worker"]:
+            out.append((p["worker"], p["result"], True))
+        else:
+            out.append((p["tool"], *answering(p["tool"], p["result"])))
+    return out
 
 
 async def _final(
@@ -634,9 +710,10 @@ async def _final(
     if step.model_called:
         return
     lines = []
-    for p in plan:
+    for p in (plan[i] for i in stated_parts(plan)):
         what = p["tool"] or f"{p['worker']} of the text"
-        lines.append(f"- {what}: {p['result']}" if p["status"] == "done" else f"- {what}: could not be done")
+        settled = p["status"] == "done"
+        lines.append(f"- {what}: {_answer_of(p)}" if settled else f"- {what}: could not be done")
     final_prompt: list[BaseMessage] = [
         SystemMessage(FINAL_PROMPT),
         HumanMessage(f"Request: {request}\nResults:\n" + "\n".join(lines)),
@@ -669,12 +746,12 @@ def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stop
     "7**2" for "7 squared") are named without their values.
     """
     lines = []
-    for p in plan:
+    for p in (plan[i] for i in stated_parts(plan)):
         what = p["tool"] or f"{p['worker']} of the message"
         if evidence is not None and check_answer(what, evidence):
             what = search_words(what)
         if p["status"] == "done":
-            lines.append(f"{what}: {p['result']}")
+            lines.append(f"{what}: {_answer_of(p)}")
         elif stopped and p["status"] in ("pending", "searched"):
             lines.append(f"{what}: not done (the run stopped first)")
         else:

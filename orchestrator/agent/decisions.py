@@ -7,6 +7,8 @@
 |                       | `{"action": "skip", "reason": ...}`                                          |
 | every part settled    | `{"action": "final", "answer": ...}`                                         |
 
+A tool part that takes earlier results names them: `{"tool": ..., "uses": [<part numbers>]}`.
+
 Steps the plan fixes (`find_tools` for a tool part, `delegate` for a worker part, a final answer when nothing
 can be done) are taken without asking the model. With a grammar-capable model the schema constrains
 decoding; in every case the reply is parsed and checked here, so a tool outside the offered set can never
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orchestrator.agent.plan import MAX_PARTS, MAX_TEXTS, TASK_MAX, Part, new_part, plan_json
+from orchestrator.agent.plan import MAX_PARTS, MAX_TEXTS, TASK_MAX, Part, linked, new_part, plan_json
 from orchestrator.formats import json_object
 from orchestrator.profiles import ToolLimits
 from orchestrator.toolsets.catalog import Catalog
@@ -165,12 +167,14 @@ def parse_plan(text: str, workers: Sequence[str]) -> Decision:
     if len(items) > MAX_PARTS:
         raise DecisionError(f"a plan has at most {MAX_PARTS} parts; got {len(items)}")
     parts: list[Part] = []
+    made: list[list[int]] = []  # the parts each item became (a worker item with several texts: several)
     for n, item in enumerate(items, 1):
         if not isinstance(item, dict):
             raise DecisionError(f"part {n} must be an object")
+        made.append([len(parts)])
         if "tool" in item:
             task = _text(item, "tool", "plan")[:TASK_MAX]
-            parts.append(new_part(tool=task))
+            parts.append(new_part(tool=task, uses=_uses(item.get("uses"), made[:-1])))
         elif "worker" in item:
             worker = _text(item, "worker", "plan")
             if worker not in workers:
@@ -183,11 +187,25 @@ def parse_plan(text: str, workers: Sequence[str]) -> Decision:
                     if not isinstance(text, str) or not text.strip():
                         raise DecisionError(f"part {n}: text {k} must be a non-empty string")
                     parts.append(new_part(worker=worker, text=text.strip()))
+                made[-1] = list(range(made[-1][0], len(parts)))
             else:
                 parts.append(new_part(worker=worker, text=_text(item, "text", "plan")))
         else:
             raise DecisionError(f'part {n} must be {{"tool": ...}} or {{"worker": ..., "text": ...}}')
-    return Decision("plan", plan=tuple(parts))
+    return Decision("plan", plan=tuple(linked(parts)))
+
+
+def _uses(value: Any, earlier: Sequence[Sequence[int]]) -> list[int]:
+    """The parts a tool part's `uses` names (1-based numbers of earlier items; one number or a list).
+
+    Lenient on purpose: a number that names no earlier item (the part itself, a later one) is dropped
+    rather than repaired, since a plan is otherwise usable and its words may still say what it uses."""
+    numbers = value if isinstance(value, list) else [value]
+    out: set[int] = set()
+    for number in numbers:
+        if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= len(earlier):
+            out.update(earlier[number - 1])
+    return sorted(out)
 
 
 def parse_decision(text: str, tools: Sequence[str], *, allowed: Sequence[Action]) -> Decision:

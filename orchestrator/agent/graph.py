@@ -46,6 +46,7 @@ from orchestrator.tracing import attrs as A
 from orchestrator.tracing.spans import open_span
 from orchestrator.workers.definitions import Worker
 from orchestrator.workers.grounding import check_result
+from orchestrator.workers.operations import check_statistic
 
 __all__ = ["APPROVAL", "RESUMED", "AgentState", "build_agent_graph"]
 
@@ -428,7 +429,8 @@ async def _one_call(
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             ok = True
             part_words = _part_words(state, index)
-            wrong = check_result(part_words, args, text) if part_words else []
+            # a part with no words (a call that settles no tool part) has nothing to check against
+            wrong = check_result(part_words, args, text) + check_statistic(part_words, args, text)
             if wrong:  # it ran, but its result can't answer the part: a failed try, not the answer
                 text, ok = f"error: {wrong[0]}", False
         except TimeoutError:

@@ -8,6 +8,10 @@ graph then runs the parts in order and stops once every part has its result:
 - a **worker part** names a worker and the text it gets, which must be a span of the request (the schema
   offers only such spans).
 
+A tool part may use earlier parts' results ("plus 42", "in total", "then convert"): it says so with
+`"uses": [<part numbers>]`, or its words refer to "the result" of an earlier part. Its act step is given
+those results, and the answer states the last result, not the ones it was made from (`stated_parts`).
+
 An empty plan means no tool or worker can answer, and the run says so.
 """
 
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from orchestrator.toolsets.catalog import tokenize
 
@@ -30,6 +35,8 @@ __all__ = [
     "merge_plan",
     "plan_schema",
     "select_examples",
+    "stated_parts",
+    "uses_of",
 ]
 
 PartStatus = Literal["pending", "searched", "done", "failed"]
@@ -49,11 +56,64 @@ class Part(TypedDict):
     tries: int  # failed tool calls so far
     result: str  # the observation that settled it (a tool's result, a worker's output)
     note: str  # why the part failed
+    uses: list[int]  # a tool part: the earlier parts (0-based) whose results it takes
 
 
-def new_part(*, tool: str = "", worker: str = "", text: str = "") -> Part:
+def new_part(*, tool: str = "", worker: str = "", text: str = "", uses: Sequence[int] = ()) -> Part:
     """A pending part."""
-    return Part(tool=tool, worker=worker, text=text, status="pending", tools=[], tries=0, result="", note="")
+    return Part(
+        tool=tool,
+        worker=worker,
+        text=text,
+        status="pending",
+        tools=[],
+        tries=0,
+        result="",
+        note="",
+        uses=list(uses),
+    )
+
+
+def uses_of(plan: Sequence[Part], index: int) -> list[int]:
+    """The earlier parts whose results part `index` takes (a plan checkpointed before `uses` has none)."""
+    return [i for i in plan[index].get("uses") or [] if 0 <= i < index]
+
+
+def stated_parts(plan: Sequence[Part]) -> list[int]:
+    """The parts an answer states: all, except a done part whose result a later done part used (the later
+    result answers the request; "17% of 850, plus 42" is 186.5, not 144.5 and 186.5). A result whose user
+    failed is stated: it is the last result there is."""
+    used = {i for n, p in enumerate(plan) if p["status"] == "done" for i in uses_of(plan, n)}
+    return [n for n in range(len(plan)) if n not in used]
+
+
+# Words by which a part refers to an earlier result: "add 42 to the result", "the two results", "the
+# result of part 1". A plural (or "both") means every earlier part; a singular, the part just before.
+_PART_NUMBERS = re.compile(r"\bparts?\s+\d(?:\s*(?:,|and|&)\s*\d)*", re.I)
+_RESULT_WORDS = re.compile(
+    r"\b(?:the|that|this|its|previous|prior|earlier|last|above|both|two|three|these|those)\s+"
+    r"(?:(?:\w+)\s+)?(?P<noun>results?|answers?|outcomes?)\b",
+    re.I,
+)
+
+
+def linked(parts: Sequence[Part]) -> list[Part]:
+    """The parts, each tool part that names no `uses` but refers to an earlier result in its words given
+    the parts it refers to (a small model writes "add 42 to the result" and no `uses`)."""
+    out = [cast(Part, dict(p)) for p in parts]
+    for n, part in enumerate(out):
+        if n == 0 or not part["tool"] or part.get("uses"):
+            continue
+        numbers = [int(d) - 1 for m in _PART_NUMBERS.finditer(part["tool"]) for d in re.findall(r"\d", m[0])]
+        if numbers:
+            part["uses"] = sorted({i for i in numbers if 0 <= i < n})
+            continue
+        words = _RESULT_WORDS.search(part["tool"])
+        if words is None:
+            continue
+        many = words.group("noun").lower().endswith("s") or words.group(0).lower().startswith("both")
+        part["uses"] = list(range(n)) if many else [n - 1]
+    return out
 
 
 def merge_plan(left: list[Part] | None, right: list[Any] | None) -> list[Part] | None:
@@ -83,10 +143,16 @@ def plan_schema(workers: Sequence[str], spans: Sequence[str], many: bool = False
 
     `many`: a worker part may give a list of texts (for a model that makes parallel calls): each becomes a
     part of its own, and they fan out together."""
+    uses = {
+        "type": "array",
+        "items": {"enum": list(range(1, MAX_PARTS))},
+        "maxItems": MAX_PARTS - 1,
+        "description": "the numbers of the earlier parts whose results this part takes",
+    }
     item_options: list[dict[str, Any]] = [
         {
             "type": "object",
-            "properties": {"tool": {"type": "string", "minLength": 3, "maxLength": TASK_MAX}},
+            "properties": {"tool": {"type": "string", "minLength": 3, "maxLength": TASK_MAX}, "uses": uses},
             "required": ["tool"],
         }
     ]
@@ -117,23 +183,30 @@ def plan_schema(workers: Sequence[str], spans: Sequence[str], many: bool = False
 
 
 def plan_json(parts: Sequence[Mapping[str, Any]]) -> str:
-    """The plan as the model writes it (and as the transcript keeps it)."""
-    body = [
-        {"tool": p["tool"]} if p.get("tool") else {"worker": p["worker"], "text": p["text"]} for p in parts
-    ]
+    """The plan as the model writes it (and as the transcript keeps it); part numbers count from 1."""
+    body: list[dict[str, Any]] = []
+    for p in parts:
+        if not p.get("tool"):
+            body.append({"worker": p["worker"], "text": p["text"]})
+        elif p.get("uses"):
+            body.append({"tool": p["tool"], "uses": [i + 1 for i in p["uses"]]})
+        else:
+            body.append({"tool": p["tool"]})
     return json.dumps({"plan": body}, ensure_ascii=False)
 
 
 # --- worked examples ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Example:
-    """A request and the plan that answers it."""
+    """A request and the plan that answers it: parts as the model writes them, `{"tool": ...}` (with
+    `"uses": [<part numbers>]` when it takes earlier results) or `{"worker": ..., "text": ...}`."""
 
     request: str
-    plan: tuple[Mapping[str, str], ...]
+    plan: tuple[Mapping[str, Any], ...]
 
     def reply(self) -> str:
-        return plan_json(self.plan)
+        """The plan as the model writes it (part numbers in `uses` count from 1, as written)."""
+        return json.dumps({"plan": [dict(p) for p in self.plan]}, ensure_ascii=False)
 
 
 # Requests that no tool or worker can answer: their plan is empty. Every project's agent sees these, so a

@@ -335,7 +335,9 @@ def _check_value(name: str, value: Any, schema: Mapping[str, Any], evidence: Evi
     if value is None or isinstance(value, bool) or _schema_allows(schema, value):
         return []
     if isinstance(value, int | float):
-        if float(value) in CONSTANTS or evidence.supports_number(float(value), scaled=True):
+        # a fraction as a model copies a result, rounded ("0.33" for 0.333333333333), as in a text argument
+        decimals = None if float(value).is_integer() else decimals_of(repr(float(value)))
+        if float(value) in CONSTANTS or evidence.supports_number(float(value), decimals, scaled=True):
             return []
         return [f"{name}={value!r}: the number {value:g} is in neither the request nor an observation"]
     if isinstance(value, Mapping):
