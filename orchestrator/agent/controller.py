@@ -50,7 +50,10 @@ from orchestrator.agent.plan import (
     NO_STEP_EXAMPLES,
     Example,
     Part,
+    answer_of,
+    blocked,
     current_part,
+    given_results,
     plan_json,
     plan_schema,
     select_examples,
@@ -153,45 +156,16 @@ def search_words(task: str) -> str:
     return words or task
 
 
-_SHOWN_RESULT = 300  # characters of an earlier result shown with the part that uses it
-
-
 def _values_from(plan: Sequence[Part], index: int, request: str) -> str:
     """Where a part takes the values it does not name from: the earlier results it uses, each given
     with its value ("The result of part 1 is 144.5."), else the request, quoted again next to the part.
     A small model otherwise took a few-shot example's text ('the cat sat on the warm mat') for the
     request's ("Reverse the words in: red green blue": the part "reverse the words of the text"), and
     a part that used an earlier result was skipped for want of its value ("add 42 to the result")."""
-    given = _given(plan, index)
+    given = given_results(plan, index)
     if given or _QUOTED_OR_VALUE.search(plan[index]["tool"]):
         return given
     return f" Its values are in the request: {json.dumps(request, ensure_ascii=False)}."
-
-
-def _given(plan: Sequence[Part], index: int) -> str:
-    """The results of the earlier parts that part `index` uses, as its step is told them ("" if none)."""
-    return "".join(
-        f" The result of part {i + 1} is {_shown(plan[i])}."
-        for i in uses_of(plan, index)
-        if plan[i]["status"] == "done"
-    )
-
-
-def _answer_of(part: Part) -> str:
-    """A done part's result as the answer and later parts are given it: of a tool's result, the values
-    that answer the part (the mean of a summary, for "the average of ..."); a worker's output whole."""
-    return answering(part["tool"], part["result"])[0] if part["tool"] else part["result"]
-
-
-def _shown(part: Part) -> str:
-    """A done part's answer as a later part's step is told it, cut to a few hundred characters."""
-    text = _answer_of(part)
-    return text if len(text) <= _SHOWN_RESULT else text[: _SHOWN_RESULT - 3] + "..."
-
-
-def _unusable(plan: Sequence[Part], index: int) -> int | None:
-    """The first earlier part whose result part `index` uses that failed: then it can't be done."""
-    return next((i for i in uses_of(plan, index) if plan[i]["status"] == "failed"), None)
 
 
 def _tool_problems(ctx: RunContext, task: str, d: Decision, evidence: Evidence) -> list[str]:
@@ -487,7 +461,7 @@ async def _advance(
             await _final(ctx, slot, request, prompt + step.messages, plan, step)
             return
         part = plan[index]
-        if _unusable(plan, index) is not None:  # a result it uses could not be done: nor can it
+        if blocked(plan, index):  # a result it uses could not be done: nor can it
             note = "it needs the result of an earlier part, which could not be done"
             step.patch(plan, index, status="failed", note=note)
             continue
@@ -586,7 +560,8 @@ async def _act_together(
     Only when no call in the reply can be made does a part fail, the first one, as a lone part would.
     """
     listed = "\n".join(
-        f"Part {i + 1}: {plan[i]['tool']}" + (f".{_given(plan, i)}" if uses_of(plan, i) else "") for i in run
+        f"Part {i + 1}: {plan[i]['tool']}" + (f".{given_results(plan, i)}" if uses_of(plan, i) else "")
+        for i in run
     )
     instruction = HumanMessage(
         f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
@@ -713,7 +688,7 @@ async def _final(
     for p in (plan[i] for i in stated_parts(plan)):
         what = p["tool"] or f"{p['worker']} of the text"
         settled = p["status"] == "done"
-        lines.append(f"- {what}: {_answer_of(p)}" if settled else f"- {what}: could not be done")
+        lines.append(f"- {what}: {answer_of(p)}" if settled else f"- {what}: could not be done")
     final_prompt: list[BaseMessage] = [
         SystemMessage(FINAL_PROMPT),
         HumanMessage(f"Request: {request}\nResults:\n" + "\n".join(lines)),
@@ -751,7 +726,7 @@ def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stop
         if evidence is not None and check_answer(what, evidence):
             what = search_words(what)
         if p["status"] == "done":
-            lines.append(f"{what}: {_answer_of(p)}")
+            lines.append(f"{what}: {answer_of(p)}")
         elif stopped and p["status"] in ("pending", "searched"):
             lines.append(f"{what}: not done (the run stopped first)")
         else:

@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast
 
 from orchestrator.toolsets.catalog import tokenize
+from orchestrator.workers.operations import answering
 
 __all__ = [
     "Example",
     "Part",
     "PartStatus",
+    "answer_of",
+    "blocked",
     "current_part",
+    "given_results",
     "merge_plan",
     "plan_schema",
     "select_examples",
@@ -114,6 +118,32 @@ def linked(parts: Sequence[Part]) -> list[Part]:
         many = words.group("noun").lower().endswith("s") or words.group(0).lower().startswith("both")
         part["uses"] = list(range(n)) if many else [n - 1]
     return out
+
+
+_SHOWN_RESULT = 300  # characters of an earlier result a later part's step is told
+
+
+def answer_of(part: Part) -> str:
+    """A done part's result as the answer and later parts are given it: of a tool's result, the values
+    that answer the part (the mean of a summary, for "the average of ..."); a worker's output whole."""
+    return answering(part["tool"], part["result"])[0] if part["tool"] else part["result"]
+
+
+def given_results(plan: Sequence[Part], index: int) -> str:
+    """The results of the earlier parts that part `index` uses, as its step is told them ("" if none):
+    " The result of part 1 is 144.5." """
+    out = ""
+    for i in uses_of(plan, index):
+        if plan[i]["status"] == "done":
+            text = answer_of(plan[i])
+            text = text if len(text) <= _SHOWN_RESULT else text[: _SHOWN_RESULT - 3] + "..."
+            out += f" The result of part {i + 1} is {text}."
+    return out
+
+
+def blocked(plan: Sequence[Part], index: int) -> bool:
+    """Does part `index` use the result of a part that failed? Then it can't be done either."""
+    return any(plan[i]["status"] == "failed" for i in uses_of(plan, index))
 
 
 def merge_plan(left: list[Part] | None, right: list[Any] | None) -> list[Part] | None:
