@@ -191,12 +191,20 @@ async def test_skipping_a_part_keeps_the_others(make_orch: MakeOrch) -> None:
     ]
     result = await make_orch(steps, by_turn=True).arun("agent", TASK + " And the weather in Oslo?")
     assert result.answer == "18 days"
-    nothing = await make_orch([plan({"tool": "weather in Oslo"})], by_turn=True).arun(
+    # nothing found for the part's words nor the request's: the model writes the search once more
+    again = act(action="find_tools", query="forecast for a city")
+    nothing = await make_orch([plan({"tool": "weather in Oslo"}), again], by_turn=True).arun(
         "agent", "Weather in Oslo?"
     )
-    assert (
-        nothing.answer == "I can't answer that with my tools and workers (no tool matches 'weather in Oslo')."
+    assert nothing.answer == (
+        "I can't answer that with my tools and workers (no tool matches 'forecast for a city')."
     )
+    # or it skips the part
+    gave_up = act(action="skip", reason="no tool gives the weather")
+    skipped = await make_orch([plan({"tool": "weather in Oslo"}), gave_up], by_turn=True).arun(
+        "agent", "Weather in Oslo?"
+    )
+    assert skipped.answer == "I can't answer that with my tools and workers (no tool gives the weather)."
 
 
 async def test_a_later_part_uses_an_earlier_result(make_orch: MakeOrch) -> None:
