@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from loopback import Loopback, Reply, Request
 from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
@@ -873,3 +874,42 @@ async def test_a_strong_model_searches_again_in_its_own_words_after_a_miss(
     ]
     assert len(searches) == 2  # the engine's, then the model's
     orch.close()
+
+
+@tool
+def percent_of(percent: float, value: float) -> float:
+    """Work out a percentage of a number ("15% of 2340").
+
+    Example: "what's 15% of 2340?" -> percent_of(percent=15, value=2340)
+    """
+    return percent / 100 * value
+
+
+async def test_a_found_tool_is_shown_with_its_one_line_example() -> None:
+    """The choice between close tools sees how each is called: the example line of its docstring."""
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator.agent.graph import example_line, find_tools
+    from orchestrator.agent.plan import new_part
+    from orchestrator.cost.ledger import Budget, BudgetMeter
+    from orchestrator.models.context import RunContext
+    from orchestrator.toolsets.catalog import Catalog
+
+    catalog = Catalog.from_tools([*TOOLS, percent_of])
+    ctx = RunContext(
+        run_id="r",
+        slots={},
+        models={},
+        catalog=catalog,
+        workers={},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )
+    state: dict[str, Any] = {"plan": [new_part(tool="15% of 2340")], "loaded": [], "input": "15% of 2340?"}
+    state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "percentage of a number"}))]
+    update = await find_tools(state, ctx)  # type: ignore[arg-type]
+    shown = update["messages"][0].content
+    assert 'Example: "what\'s 15% of 2340?" -> percent_of(percent=15, value=2340)' in shown
+    assert example_line("Days between two dates.") == ""
+    assert len(example_line("x\nExample: " + "y" * 500)) == len("Example: ") + 160

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import operator
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
@@ -237,6 +238,20 @@ def _first_sentence(text: str) -> str:
         cut += 2
 
 
+_EXAMPLE = re.compile(r"^\s*Example:\s*(\S.*)$", re.M)
+_EXAMPLE_MAX = 160
+
+
+def example_line(description: str) -> str:
+    """A tool's one-line example from its description (`Example: "a request" -> tool(arg=value)`), shown
+    with the tool when it is found, so the choice between close tools sees how each is called; "" if none."""
+    found = _EXAMPLE.search(description)
+    if found is None:
+        return ""
+    text = found.group(1).strip()
+    return "Example: " + (text if len(text) <= _EXAMPLE_MAX else text[: _EXAMPLE_MAX - 3] + "...")
+
+
 def _signature(name: str, parameters: Mapping[str, Any]) -> str:
     """`name(arg: its description, unit: C|F|K)`: each argument with a short description or its choices."""
     args = []
@@ -318,6 +333,7 @@ async def find_tools(
         else:
             lines = [
                 f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."
+                + (f" {example}" if (example := example_line(h.description)) else "")
                 for h in hits
             ]
             text = "found " + "\n".join(lines)
