@@ -20,6 +20,7 @@ from test_rendering import _fill
 from wire import openai_json, openai_stream, openai_usage
 
 from orchestrator import cli
+from orchestrator.cli.console import visible
 from orchestrator.tracing.store import TraceStore
 
 # What a hostile text holds: a terminal reset, cursor home, clear screen, a window title (OSC ... BEL),
@@ -188,8 +189,8 @@ def test_library_logs_and_judge_lines_show_control_characters(capsys: pytest.Cap
 
 
 def test_visible_keeps_text_and_newlines_and_tabs() -> None:
-    assert cli._visible("a\nb\tc é [bold]") == "a\nb\tc é [bold]"
-    assert cli._visible(HOSTILE) == SHOWN
+    assert visible("a\nb\tc é [bold]") == "a\nb\tc é [bold]"
+    assert visible(HOSTILE) == SHOWN
 
 
 # --- a reader that closes the pipe early ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from orchestrator import cli
+from orchestrator.cli import console
 from orchestrator.cost.ledger import Ledger
 from orchestrator.evals.evaluate import EvalReport, TaskResult
 from orchestrator.run.events import RunResult
@@ -45,9 +46,9 @@ HOSTILE = st.lists(PIECES, min_size=1, max_size=8).map("".join)
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
-    monkeypatch.setattr(cli, "out", console)
-    monkeypatch.setattr(cli, "err", console)
+    screen = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
+    monkeypatch.setattr(console, "out", screen)  # every command writes through console.out and console.err
+    monkeypatch.setattr(console, "err", screen)
     return buffer
 
 

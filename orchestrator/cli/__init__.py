@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import math
@@ -18,81 +17,39 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from orchestrator.cliargs import (
+from orchestrator.cli import console
+from orchestrator.cli.args import (
     fraction_0_1,
     non_empty_str,
     non_negative_float,
     non_negative_int,
     positive_int,
 )
+from orchestrator.cli.common import (
+    EXIT_CANCELLED,
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PIPE,
+    EXIT_WAITING,
+    settings_of,
+)
+from orchestrator.cli.console import as_line, as_text, spinner, visible
 from orchestrator.config import Settings, load_manifest
 from orchestrator.cost.ledger import Budget, Ledger
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.formats import format_ms as _ms
-from orchestrator.formats import format_usd as _money
+from orchestrator.formats import format_ms, format_usd
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import TraceStoreDamaged, decode_attributes
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
-
-
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        """A closed pipe ends the command in `main`, as a plain `print` does (rich would exit 1 itself)."""
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
-
-
-# Tables keep their columns when piped (rich would otherwise assume 80 columns).
-# No highlighting or emoji codes. Text from users, tools and models never goes through markup: it is put
-# into `Text` objects by `_line` and `_text`, control characters escaped, which rich shows as they are.
-out = _Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = _Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
-
-
-# Control characters (C0 but newline and tab, DEL, C1) shown as \x.. escapes: an ESC from a model, a tool or
-# a request must not clear the screen, move the cursor or retitle the window. Escaping each character alone
-# is enough however a stream splits a sequence: without its ESC (or C1 CSI) a sequence is only text.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\n\t"}
-_CONTROLS[ord("\r")] = "\\r"
-
-
-def _visible(text: object) -> str:
-    """`text` as a terminal shows it harmlessly: control characters escaped, newlines and tabs kept.
-
-    Every text from users, tools and models passes through it on its way to a terminal (`_line`, `_text`,
-    `orch ask`'s stream); JSON output needs nothing more (`json.dumps` escapes them already).
-    """
-    return str(text).translate(_CONTROLS)
-
-
-def _text(text: object, style: str = "") -> Text:
-    """A `Text` of data: never read as markup, control characters escaped."""
-    return Text(_visible(text), style=style)
-
-
-def _line(*parts: str | tuple[str, str]) -> Text:
-    """One line from plain text (never read as markup) and (text, style) pairs, control characters escaped."""
-    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    manifest = None
-    try:
-        manifest = load_manifest(args.project)
-    except ConfigError:
-        manifest = None
-    return Settings.resolve(manifest, traces_path=getattr(args, "traces", None))
 
 
 # --- orch run ------------------------------------------------------------------------------------------
@@ -133,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             row = orch.store.get_run(args.resume)
         except TraceStoreDamaged as exc:  # the run's checkpoints are elsewhere: it can still go on
-            err.print(_line(("warning:", "yellow"), f" {exc}; resuming without recording into it"))
+            console.err.print(as_line(("warning:", "yellow"), f" {exc}; resuming without recording into it"))
             row = None
         if row is not None:
             graph = row["graph"]
@@ -172,19 +129,19 @@ async def _run(
         _print_result(result)
     if result.status == "failed":
         hint = f" Resume with: orch run --resume {result.run_id}" if result.resumable else ""
-        err.print(_line(("run failed:", "red"), f" {result.error}.{hint}"))
+        console.err.print(as_line(("run failed:", "red"), f" {result.error}.{hint}"))
         return EXIT_FAILED
     if result.status == "waiting":
-        err.print(_line(("waiting:", "yellow"), " ", _waiting_hint(result)))
+        console.err.print(as_line(("waiting:", "yellow"), " ", _waiting_hint(result)))
         return EXIT_WAITING
     if result.status == "budget_stop" and result.resumable and not args.json:
         hint = f" Resume with more budget or time: orch run --resume {result.run_id}"
-        err.print(_line(("stopped:", "yellow"), f" {result.stop_reason}.{hint}"))
+        console.err.print(as_line(("stopped:", "yellow"), f" {result.stop_reason}.{hint}"))
     return EXIT_OK
 
 
 def _can_ask() -> bool:
-    return sys.stdin.isatty() and err.is_terminal
+    return sys.stdin.isatty() and console.err.is_terminal
 
 
 def _tool_requests(result: Any) -> list[dict[str, Any]] | None:
@@ -210,7 +167,7 @@ def _ask_approval(result: Any) -> list[str] | None:
         return None
     approved: list[str] = []
     for call in calls:
-        err.print(_line(("approve?", "yellow"), " ", _call_text(call), " [y/N] "), end="")
+        console.err.print(as_line(("approve?", "yellow"), " ", _call_text(call), " [y/N] "), end="")
         try:
             reply = input().strip().lower()
         except EOFError:
@@ -248,26 +205,26 @@ async def _run_once(
     """One attempt, with progress lines; its result, or None when it was cancelled."""
     result = None
     try:
-        with _status("starting ...") as status:
+        with spinner("starting ...") as status:
             events = orch.astream(
                 graph,
                 text,
                 budget=budget,
                 run_id=run_id,
                 resume=resume,
-                tokens=err.is_terminal,
+                tokens=console.err.is_terminal,
                 approve=approve,
             )
             async with contextlib.aclosing(events):  # a crash here still ends the run before the store closes
                 async for event in events:
                     run_id = event.run_id
                     if event.kind == "start":
-                        status.update(_line(f"run {run_id}: running ..."))
+                        status.update(as_line(f"run {run_id}: running ..."))
                     elif event.kind == "token":  # only asked for on a terminal: the spinner names the writer
-                        status.update(_line(f"run {run_id}: {event.node} ({event.source}) writing ..."))
+                        status.update(as_line(f"run {run_id}: {event.node} ({event.source}) writing ..."))
                     elif event.kind == "node":
-                        err.print(
-                            _line(
+                        console.err.print(
+                            as_line(
                                 (f"{event.elapsed_s:6.1f}s", "dim"),
                                 " ",
                                 (f"{event.node or '':<11}", "bold"),
@@ -275,34 +232,16 @@ async def _run_once(
                                 _describe(event),
                             )
                         )
-                        status.update(_line(f"run {run_id}: {_next_label(event)} ..."))
+                        status.update(as_line(f"run {run_id}: {_next_label(event)} ..."))
                     elif event.result is not None:
                         result = event.result
     except (KeyboardInterrupt, asyncio.CancelledError):
-        err.print(_line("\n", ("cancelled.", "yellow"), f" Resume with: orch run --resume {run_id}"))
+        console.err.print(
+            as_line("\n", ("cancelled.", "yellow"), f" Resume with: orch run --resume {run_id}")
+        )
         return None
     assert result is not None
     return result
-
-
-class _NoStatus:
-    def update(self, *_: Any) -> None:
-        """A status line only where there is a terminal to redraw it on."""
-
-
-@contextlib.contextmanager
-def _status(text: str) -> Iterator[Any]:
-    """A live spinner on a terminal; nothing when stderr is a pipe or a file.
-
-    rich's live display, fed by prints and updates from a non-terminal console, dropped progress lines
-    now and then (a run's "controller -> delegate" line, seen on a pipe): there is nothing to redraw
-    there anyway, so plain lines are all it gets.
-    """
-    if err.is_terminal:
-        with err.status(text, spinner="dots") as status:
-            yield status
-    else:
-        yield _NoStatus()
 
 
 def _read_input_json(path: str) -> dict[str, Any]:
@@ -343,10 +282,10 @@ def _describe(event: Any) -> str:
     own = _describe_agent(event)
     spent = []
     if event.node_s is not None:
-        spent.append(_ms(event.node_s * 1000))
+        spent.append(format_ms(event.node_s * 1000))
     if event.calls:
         spent.append(f"{event.calls} model call{'s' if event.calls != 1 else ''}, {event.tokens} tok")
-        spent.append(_money(event.cost_usd))
+        spent.append(format_usd(event.cost_usd))
     if own:
         return own
     return " · ".join(spent) or "done"
@@ -389,25 +328,25 @@ def _next_label(event: Any) -> str:
 def _print_result(result: Any) -> None:
     colour = {"ok": "green", "budget_stop": "yellow", "waiting": "yellow"}.get(result.status, "red")
     answer = result.answer if result.answer is not None else "(none)"
-    out.print(_line("\n", ("Answer:", "bold"), f" {answer}"))
-    line = _line((f"status: {result.status}", colour), f"  run: {result.run_id}")
+    console.out.print(as_line("\n", ("Answer:", "bold"), f" {answer}"))
+    line = as_line((f"status: {result.status}", colour), f"  run: {result.run_id}")
     if result.stop_reason:
-        line.append(_visible(f"  ({result.stop_reason})"))
-    out.print(line)
+        line.append(visible(f"  ({result.stop_reason})"))
+    console.out.print(line)
     table = Table(title="Cost by node", title_justify="left")
     for col in ("node", "model", "role", "calls", "in tok", "out tok", "cost", "wall", "TTFT"):
         table.add_column(col, justify="right" if col not in {"node", "model", "role"} else "left")
     for n in result.ledger.by_node():
         table.add_row(
-            _text(n.node),
-            _text(n.model or "-"),
-            _text(n.role or "-"),
+            as_text(n.node),
+            as_text(n.model or "-"),
+            as_text(n.role or "-"),
             str(n.calls),
             str(n.input_tokens),
             str(n.output_tokens),
-            _money(n.cost_usd, n.unpriced_calls),
-            _ms(n.wall_ms),
-            _ms(n.ttft_ms),
+            format_usd(n.cost_usd, n.unpriced_calls),
+            format_ms(n.wall_ms),
+            format_ms(n.ttft_ms),
         )
     led = result.ledger
     table.add_row(
@@ -417,12 +356,12 @@ def _print_result(result: Any) -> None:
         "",
         str(led.input_tokens),
         str(led.output_tokens),
-        _money(led.cost_usd, led.unpriced_calls),
+        format_usd(led.cost_usd, led.unpriced_calls),
         "",
         "",
         style="bold",
     )
-    out.print(table)
+    console.out.print(table)
 
 
 # --- orch eval --------------------------------------------------------------------------------------------
@@ -453,7 +392,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TextColumn("{task.fields[right]} right"),
         TimeElapsedColumn(),
-        console=err,
+        console=console.err,
         transient=True,
         disable=args.json,
     )
@@ -467,7 +406,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.json:
             flag = f" ungrounded x{len(result.ungrounded)}" if result.ungrounded else ""
             progress.console.print(
-                _line(
+                as_line(
                     ("right", "green") if result.ok else ("wrong", "red"),
                     f" {result.id} ",
                     (result.category, "dim"),
@@ -487,7 +426,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _print_eval(report)
     accuracy = report.totals()["accuracy"] or 0.0
     if args.min_accuracy is not None and accuracy < args.min_accuracy:
-        err.print(f"[red]accuracy {accuracy:.0%} is below --min-accuracy {args.min_accuracy:.0%}[/red]")
+        console.err.print(
+            f"[red]accuracy {accuracy:.0%} is below --min-accuracy {args.min_accuracy:.0%}[/red]"
+        )
         return EXIT_FAILED
     return EXIT_OK
 
@@ -510,7 +451,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=console.err,
         transient=True,
         disable=args.json,
     )
@@ -542,11 +483,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
-    table = Table(title=_text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
+    table = Table(title=as_text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
     table.add_column("figure")
-    table.add_column(_text(args.model))
+    table.add_column(as_text(args.model))
     if report.baseline is not None:
-        table.add_column(_text(f"{report.baseline.model} (now)"))
+        table.add_column(as_text(f"{report.baseline.model} (now)"))
     base = data["baseline"] or {}
     for key in (
         "accuracy",
@@ -560,12 +501,14 @@ def cmd_trial(args: argparse.Namespace) -> int:
         "tokens_per_s",
         *(("judged_score", "judged_items", "judge_cost_usd", "judge_compute_s") if report.judge else ()),
     ):
-        row = [_text(key), _text(_figure(key, data[key], data["items"]))]
+        row = [as_text(key), as_text(_figure(key, data[key], data["items"]))]
         if report.baseline is not None:
-            row.append(_text(_figure(key, base.get(key), data["items"])))
+            row.append(as_text(_figure(key, base.get(key), data["items"])))
         table.add_row(*row)
-    out.print(table)
-    out.print(_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})"))
+    console.out.print(table)
+    console.out.print(
+        as_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})")
+    )
     if report.judge:
         _print_judged(report)
     return EXIT_OK
@@ -573,7 +516,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 def _print_judged(report: Any) -> None:
     """The judge, and its lowest-scored outputs with its reasons (item text and reasons are data: escaped)."""
-    out.print(_line(("judge:", "bold"), f" {report.judge} (its cost is not in the figures above)"))
+    console.out.print(as_line(("judge:", "bold"), f" {report.judge} (its cost is not in the figures above)"))
     runs = [report, *([report.baseline] if report.baseline is not None else [])]
     for run in runs:
         scored = sorted((i for i in run.items if i.judge_score is not None), key=lambda i: i.judge_score)
@@ -583,11 +526,13 @@ def _print_judged(report: Any) -> None:
             text = " ".join(item.input.split())
             text = text if len(text) <= 60 else text[:57] + "..."
             reason = item.judge_reason or ""
-            out.print(_line(f"  {run.model}: score {item.judge_score} on {json.dumps(text)}: {reason}"))
+            console.out.print(
+                as_line(f"  {run.model}: score {item.judge_score} on {json.dumps(text)}: {reason}")
+            )
         unjudged = [i for i in run.items if i.judge_score is None and i.valid]
         if unjudged:
             why = unjudged[0].judge_reason or "?"
-            out.print(_line(f"  {run.model}: {len(unjudged)} valid output(s) unjudged, e.g. {why}"))
+            console.out.print(as_line(f"  {run.model}: {len(unjudged)} valid output(s) unjudged, e.g. {why}"))
 
 
 def _figure(key: str, value: Any, items: int = 0) -> str:
@@ -607,7 +552,7 @@ def _figure(key: str, value: Any, items: int = 0) -> str:
 
 
 def _print_eval(report: Any) -> None:
-    table = Table(title=_text(f"Eval of {report.graph}: per task"), title_justify="left")
+    table = Table(title=as_text(f"Eval of {report.graph}: per task"), title_justify="left")
     for col in ("task", "category", "result", "time", "steps", "tokens", "cost", "answer / why"):
         table.add_column(col, overflow="fold")
     for t in report.tasks:
@@ -618,33 +563,33 @@ def _print_eval(report: Any) -> None:
             )
         why += "".join(f"\n  ungrounded: {u}" for u in t.ungrounded)
         table.add_row(
-            _text(t.id),
-            _text(t.category),
-            _line(("right", "green")) if t.ok else _line(("wrong", "red"), f" ({t.status})"),
+            as_text(t.id),
+            as_text(t.category),
+            as_line(("right", "green")) if t.ok else as_line(("wrong", "red"), f" ({t.status})"),
             f"{t.seconds:.1f}s",
-            _text(" > ".join(t.steps)),
+            as_text(" > ".join(t.steps)),
             str(t.input_tokens + t.output_tokens),
-            _money(t.cost_usd),
-            _text(why),
+            format_usd(t.cost_usd),
+            as_text(why),
         )
-    out.print(table)
+    console.out.print(table)
     totals = Table(title="By category", title_justify="left")
     for col in ("category", "right", "accuracy", "median time", "mean steps", "tokens", "cost", "ungrounded"):
         totals.add_column(col)
     rows = [*report.by_category().items(), ("total", report.totals())]
     for name, c in rows:
         totals.add_row(
-            _text(name),
+            as_text(name),
             f"{c['right']}/{c['tasks']}",
             f"{c['accuracy']:.0%}",
             f"{c['median_s']:.1f}s",
             f"{c['mean_steps']:.1f}",
             str(c["input_tokens"] + c["output_tokens"]),
-            _money(c["cost_usd"]),
+            format_usd(c["cost_usd"]),
             str(c["ungrounded_steps"]),
             style="bold" if name == "total" else None,
         )
-    out.print(totals)
+    console.out.print(totals)
 
 
 # --- orch models -----------------------------------------------------------------------------------------
@@ -660,7 +605,9 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
         return  # the 'local' extra is not installed: nothing can load the model here yet
     forced = llama_probe.override()
     if forced is not None:
-        out.print(_text(f"local:{name}: extra buffer types {'on' if forced else 'off'} ({llama_probe.ENV})"))
+        console.out.print(
+            as_text(f"local:{name}: extra buffer types {'on' if forced else 'off'} ({llama_probe.ENV})")
+        )
         return
     path = LOCAL_MODELS[name].path(settings.models_dir)
     record = llama_probe.engine_settings(
@@ -670,14 +617,14 @@ def _probe_engine(name: str, settings: Settings, *, force: bool) -> None:
     speed = ""
     if record.get("prompt_tps") and record.get("generation_tps"):
         speed = f": prompt {record['prompt_tps']:.0f} tok/s, generation {record['generation_tps']:.1f} tok/s"
-    out.print(_text(f"local:{name}: llama.cpp runs on this CPU with {setting}{speed}"))
+    console.out.print(as_text(f"local:{name}: llama.cpp runs on this CPU with {setting}{speed}"))
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from orchestrator.models.binding import resolve_profile
     from orchestrator.providers.modelfiles import LOCAL_MODELS, build_model_file, verify_model_file
 
-    settings = _settings(args)
+    settings = settings_of(args)
     if args.action in ("build", "verify"):
         names = args.names or list(LOCAL_MODELS)
         for name in names:
@@ -688,11 +635,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in names:
             try:
                 digest = verify_model_file(LOCAL_MODELS[name], settings.models_dir)
-                out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
+                console.out.print(f"[green]ok[/green]  local:{name}  sha256 {digest}")
                 _probe_engine(name, settings, force=True)
             except ConfigError as exc:
                 failures += 1
-                err.print(_line(("bad", "red"), f" local:{name}: {exc}"))
+                console.err.print(as_line(("bad", "red"), f" local:{name}: {exc}"))
         return EXIT_CONFIG if failures else EXIT_OK
     if args.action == "build":
         from orchestrator.providers.modelfiles import is_verified
@@ -700,11 +647,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in names:
             spec = LOCAL_MODELS[name]
             if is_verified(spec, settings.models_dir) and not args.force:
-                out.print(
-                    _text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
+                console.out.print(
+                    as_text(f"local:{name} already built and verified at {spec.path(settings.models_dir)}")
                 )
             else:
-                build_model_file(spec, settings.models_dir, lambda m: err.print(_text(m, style="dim")))
+                build_model_file(
+                    spec, settings.models_dir, lambda m: console.err.print(as_text(m, style="dim"))
+                )
             _probe_engine(name, settings, force=args.force)
         return EXIT_OK
     rows = _profile_rows(args, settings)
@@ -727,17 +676,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         p = r["prices"]
         table.add_row(
-            _line(r["name"], ("" if r.get("built", True) else " (not built)", "dim")),
-            _text(", ".join(f"{s} ({role})" for s, role in r["slots"]) or "-"),
+            as_line(r["name"], ("" if r.get("built", True) else " (not built)", "dim")),
+            as_text(", ".join(f"{s} ({role})" for s, role in r["slots"]) or "-"),
             str(r["context_window"] or "?"),
             _mtok(p and p["input"]),
             _mtok(p and p["output"]),
             "/".join(_mtok(p and p[k]) for k in ("cache_read", "cache_write", "cache_write_1h")),
             ", ".join(f">{t['above_tokens'] // 1000}k" for t in (p["tiers"] if p else [])) or "-",
             ",".join(_CAN.get(k, k) for k, v in r["capabilities"].items() if v),
-            _text(r["price_source"]),
+            as_text(r["price_source"]),
         )
-    out.print(table)
+    console.out.print(table)
     return EXIT_OK
 
 
@@ -830,14 +779,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     def show(delta: str) -> None:
         printed.append(delta)
-        sys.stdout.write(_visible(delta))
+        sys.stdout.write(visible(delta))
         sys.stdout.flush()
 
     def restart(reason: str) -> None:
         if printed:
             sys.stdout.write("\n")
             printed.clear()
-        err.print(_line(("retrying:", "yellow"), f" {reason}"))
+        console.err.print(as_line(("retrying:", "yellow"), f" {reason}"))
 
     try:
         result = run_blocking(
@@ -867,17 +816,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     if not printed and result.text:  # structured output through a tool call arrives whole
-        sys.stdout.write(_visible(result.text))
+        sys.stdout.write(visible(result.text))
     if result.tool_calls:
         sys.stdout.write(json.dumps(result.tool_calls))
     sys.stdout.write("\n")
     u = result.usage
-    err.print(
-        _text(
+    console.err.print(
+        as_text(
             f"{result.model}: {u.input_tokens} in ({u.cache_read_tokens} cache read, "
             f"{u.cache_write_tokens} cache write) / {u.output_tokens} out"
             f"{' (estimated)' if u.estimated else ''}"
-            f" · {_money(result.cost_usd)} · TTFT {_ms(result.ttft_ms)} · {_ms(result.duration_ms)}"
+            f" · {format_usd(result.cost_usd)} · TTFT {format_ms(result.ttft_ms)}"
+            f" · {format_ms(result.duration_ms)}"
             f" · {len(result.attempts) or 1} attempt(s)",
             style="dim",
         )
@@ -901,7 +851,7 @@ def _ledger_totals(settings: Settings) -> Callable[[str], Ledger | None]:
 def cmd_traces(args: argparse.Namespace) -> int:
     from orchestrator.tracing.store import TraceStore
 
-    settings = _settings(args)
+    settings = settings_of(args)
     if not settings.traces_path.exists():
         raise ConfigError(
             f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH"
@@ -921,21 +871,21 @@ def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> 
         if args.json:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
-        table = Table(title=_text(f"Runs in {settings.traces_path}"), title_justify="left")
+        table = Table(title=as_text(f"Runs in {settings.traces_path}"), title_justify="left")
         for col in ("run", "graph", "status", "cost", "compute", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
             table.add_row(
-                _text(r["run_id"]),
-                _text(r["graph"] or ""),
-                _text(r["status"] or ""),
-                _money(r["cost_usd"], r["unpriced_calls"] or 0),
-                _ms(r.get("compute_ms")) if r.get("compute_ms") else "-",
+                as_text(r["run_id"]),
+                as_text(r["graph"] or ""),
+                as_text(r["status"] or ""),
+                format_usd(r["cost_usd"], r["unpriced_calls"] or 0),
+                format_ms(r.get("compute_ms")) if r.get("compute_ms") else "-",
                 str(r["input_tokens"] or 0),
                 str(r["output_tokens"] or 0),
-                _ms(r["duration_ms"]),
+                format_ms(r["duration_ms"]),
             )
-        out.print(table)
+        console.out.print(table)
         return EXIT_OK
     if args.action == "show":
         row = store.get_run(args.run)
@@ -946,15 +896,15 @@ def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> 
             print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
             return EXIT_OK
         tree = Tree(
-            _line(
+            as_line(
                 (row["run_id"], "bold"),
                 f" {row['graph'] or ''} [{row['status']}] "
-                f"{_money(row['cost_usd'], row['unpriced_calls'] or 0)} {_ms(row['duration_ms'])}",
+                f"{format_usd(row['cost_usd'], row['unpriced_calls'] or 0)} {format_ms(row['duration_ms'])}",
             )
         )
         for root in roots:
             _add(tree, root)
-        out.print(tree)
+        console.out.print(tree)
         return EXIT_OK
     if args.action == "reprice":
         return _traces_reprice(args, store, settings)
@@ -975,16 +925,16 @@ def _traces_check(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif result.ok:
-        out.print(
-            _line(f"{result.path}: ", ("ok", "green"), f" ({result.check}, {result.elapsed_ms:.0f} ms)")
+        console.out.print(
+            as_line(f"{result.path}: ", ("ok", "green"), f" ({result.check}, {result.elapsed_ms:.0f} ms)")
         )
     else:
         for problem in result.shown():
-            out.print(_text(problem))
+            console.out.print(as_text(problem))
     if result.ok:
         return EXIT_OK
-    err.print(
-        _line(
+    console.err.print(
+        as_line(
             ("error:", "red"),
             f" trace store {result.path!r} is damaged ({result.check} found {len(result.problems)} "
             f"problem{'s' if len(result.problems) > 1 else ''}); move it aside (with any -wal and -shm "
@@ -1018,7 +968,7 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
     measure = measure_of(spots)
     shown = {"cost": "cost", "compute": "compute time", "cost+compute": "cost and compute time"}.get(measure)
     title = f"Hotspots by {args.by} ({scope.describe()})" + (f"; shares of {shown}" if shown else "")
-    table = Table(title=_text(title), title_justify="left")
+    table = Table(title=as_text(title), title_justify="left")
     columns = [args.by, "calls", "in tok", "out tok", "cache hit", "cost (excl.)"]
     nested = args.by == "node" and any(
         h.cost_incl is not None and abs(h.cost_incl - (h.cost_usd or 0)) > 1e-12 for h in spots
@@ -1044,31 +994,34 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
             table.add_column(col, justify="right")
     for h in spots:
         cells: list[str | Text] = [
-            _text(h.key),
+            as_text(h.key),
             str(h.calls),
             str(h.input_tokens),
             str(h.output_tokens),
             f"{h.cache_hit:.0%}" if h.cache_hit else "-",
-            _money(h.cost_usd, h.unpriced_calls),
+            format_usd(h.cost_usd, h.unpriced_calls),
         ]
         if nested:
-            cells.append(_money(h.cost_incl))
+            cells.append(format_usd(h.cost_incl))
         if "cost" in measure:
             cells.append(f"{h.share:.0%}" if h.share is not None else "-")
         if "compute" in measure:
-            cells += [_ms(h.compute_ms), f"{h.compute_share:.0%}" if h.compute_share is not None else "-"]
-        cells += [_ms(h.p50_ms), _ms(h.p95_ms)]
+            cells += [
+                format_ms(h.compute_ms),
+                f"{h.compute_share:.0%}" if h.compute_share is not None else "-",
+            ]
+        cells += [format_ms(h.p50_ms), format_ms(h.p95_ms)]
         if args.by == "model":
             tps = f"{h.tokens_per_s_p50:.0f}" if h.tokens_per_s_p50 else "-"
-            cells += [_ms(h.ttft_p50_ms), tps]
+            cells += [format_ms(h.ttft_p50_ms), tps]
         cells.append(str(h.errors))
         if repairs:
             cells.append(f"{h.repairs}/{h.escalations}")
         table.add_row(*cells)
-    out.print(table)
+    console.out.print(table)
     if measure == "none":
-        err.print(_line(("no cost and no compute time recorded in this scope", "dim")))
-    err.print(_line((f"{len(spots)} rows in {top_ms:.0f} ms", "dim")))
+        console.err.print(as_line(("no cost and no compute time recorded in this scope", "dim")))
+    console.err.print(as_line((f"{len(spots)} rows in {top_ms:.0f} ms", "dim")))
     return EXIT_OK
 
 
@@ -1096,18 +1049,18 @@ def _traces_prune(args: argparse.Namespace, store: Any) -> int:
     if args.json:
         print(json.dumps({"runs_deleted": runs, "spans_deleted": spans}))
     else:
-        out.print(_line(f"deleted {runs} runs and {spans} spans older than {args.older_than}"))
+        console.out.print(as_line(f"deleted {runs} runs and {spans} spans older than {args.older_than}"))
     return EXIT_OK
 
 
 def _add(parent: Tree, span: dict[str, Any]) -> None:
-    label = _line((span["name"] or "", "bold"))
-    bits = [_ms(span["duration_ms"])]
+    label = as_line((span["name"] or "", "bold"))
+    bits = [format_ms(span["duration_ms"])]
     if span["kind"] == "chat":
         bits += [
             f"{span['input_tokens'] or 0}+{span['output_tokens'] or 0} tok",
-            _money(span["cost_usd"]),
-            f"TTFT {_ms(span['ttft_ms'])}",
+            format_usd(span["cost_usd"]),
+            f"TTFT {format_ms(span['ttft_ms'])}",
         ]
     if span["action"]:
         bits.append(f"-> {span['action']}")
@@ -1117,9 +1070,9 @@ def _add(parent: Tree, span: dict[str, Any]) -> None:
     plan = attrs.get(A.PLAN) or (", ".join(attrs[A.PLAN_PARTS]) if attrs.get(A.PLAN_PARTS) else None)
     if plan:
         bits.append(f"plan: {plan}")  # the parts (their texts only with content capture)
-    label.append(_visible("  " + "  ".join(bits)))
+    label.append(visible("  " + "  ".join(bits)))
     if span["status"] == "error":
-        label.append(_visible("  " + (span["status_message"] or "error")), style="red")
+        label.append(visible("  " + (span["status_message"] or "error")), style="red")
     branch = parent.add(label)
     for child in span["children"]:
         _add(branch, child)
@@ -1132,8 +1085,8 @@ def _traces_report(args: argparse.Namespace, store: Any) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return EXIT_OK
-    out.print(_line("wrote ", (summary.path, "bold")))
-    out.print(_text(summary.line()))
+    console.out.print(as_line("wrote ", (summary.path, "bold")))
+    console.out.print(as_text(summary.line()))
     return EXIT_OK
 
 
@@ -1156,9 +1109,9 @@ def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) ->
         return EXIT_OK
     scope = f"run {runs[0]}" if len(runs) == 1 else f"the last {len(runs)} runs"
     target = args.model or ", ".join(f"{s}={m}" for s, m in slots.items())
-    out.print(_line("Repricing ", scope, " at ", (target, "bold")))
+    console.out.print(as_line("Repricing ", scope, " at ", (target, "bold")))
     for name, p in result.prices.items():
-        out.print(_line(f"  {name}: ", _rates(p), (f"  ({p.source})", "dim")))
+        console.out.print(as_line(f"  {name}: ", _rates(p), (f"  ({p.source})", "dim")))
     for title, first, lines in (
         ("By slot", "slot", result.by_slot),
         ("By run", "run", result.by_run),
@@ -1172,18 +1125,18 @@ def _traces_reprice(args: argparse.Namespace, store: Any, settings: Settings) ->
             t = line.tokens
             models = ", ".join(f"{m} -> {p}" if p else f"{m} (as stored)" for m, p in line.models)
             table.add_row(
-                _text("total", style="bold") if line is result.total else _text(line.key or "(no slot)"),
+                as_text("total", style="bold") if line is result.total else as_text(line.key or "(no slot)"),
                 str(line.calls),
                 str(t.input_tokens),
                 str(t.cache_read_tokens),
                 _of_which(t.cache_write_tokens, t.cache_write_1h_tokens, "1h"),
                 _of_which(t.output_tokens, t.reasoning_tokens, "reasoning"),
-                _money(line.old_usd, line.old_unpriced),
-                _money(line.new_usd, line.new_unpriced),
+                format_usd(line.old_usd, line.old_unpriced),
+                format_usd(line.new_usd, line.new_unpriced),
                 _change(line.delta_usd),
-                *([_text(models)] if first == "slot" else []),
+                *([as_text(models)] if first == "slot" else []),
             )
-        out.print(table)
+        console.out.print(table)
     return EXIT_OK
 
 
@@ -1209,7 +1162,7 @@ def _rates(p: Any) -> str:
 def _change(value: float | None) -> str:
     if value is None:
         return "?"
-    return ("+" if value >= 0 else "-") + _money(abs(value))
+    return ("+" if value >= 0 else "-") + format_usd(abs(value))
 
 
 def _traces_compare(args: argparse.Namespace, store: Any) -> int:
@@ -1220,8 +1173,8 @@ def _traces_compare(args: argparse.Namespace, store: Any) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return EXIT_OK
     a, b = result.run_a, result.run_b
-    out.print(
-        _line(
+    console.out.print(
+        as_line(
             ("A ", "bold"),
             f"{a['run_id']} ({a['graph']}, {a['status']})  ",
             ("B ", "bold"),
@@ -1241,18 +1194,18 @@ def _traces_compare(args: argparse.Namespace, store: Any) -> int:
         models_a = ", ".join(sa.models) if sa else "-"
         models_b = ", ".join(sb.models) if sb else "-"
         table.add_row(
-            _text(name, style="bold" if diff is result.total else ""),
+            as_text(name, style="bold" if diff is result.total else ""),
             _pair(sa, sb, "count"),
-            _money(sa.cost_usd, sa.unpriced_calls) if sa else "-",
-            _money(sb.cost_usd, sb.unpriced_calls) if sb else "-",
+            format_usd(sa.cost_usd, sa.unpriced_calls) if sa else "-",
+            format_usd(sb.cost_usd, sb.unpriced_calls) if sb else "-",
             _change(delta["cost_usd"]) if delta else "-",
             _pair(sa, sb, "input_tokens"),
             _pair(sa, sb, "output_tokens"),
-            _ms(sa.wall_ms) if sa else "-",
-            _ms(sb.wall_ms) if sb else "-",
-            _text(models_a if models_a == models_b else f"{models_a} -> {models_b}"),
+            format_ms(sa.wall_ms) if sa else "-",
+            format_ms(sb.wall_ms) if sb else "-",
+            as_text(models_a if models_a == models_b else f"{models_a} -> {models_b}"),
         )
-    out.print(table)
+    console.out.print(table)
     return EXIT_OK
 
 
@@ -1271,10 +1224,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator.scaffold import FILES, scaffold
 
     made = scaffold(args.directory or args.project, name=args.name)
-    out.print(_line("Wrote project ", (made.name, "bold"), f" in {made.root}:"))
+    console.out.print(as_line("Wrote project ", (made.name, "bold"), f" in {made.root}:"))
     for rel in made.files:
         if FILES.get(rel):
-            out.print(_line(f"  {rel:<20} ", (FILES[rel], "dim")))
+            console.out.print(as_line(f"  {rel:<20} ", (FILES[rel], "dim")))
     steps = [] if made.root.resolve() == Path.cwd().resolve() else [f"cd {shlex.quote(str(made.root))}"]
     models_dir = Settings.resolve(load_manifest(made.root)).models_dir
     if not all(is_verified(spec, models_dir) for spec in LOCAL_MODELS.values()):
@@ -1283,9 +1236,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         'orch run "Summarize: the train was late, so I missed the first half of the meeting."',
         'orch run agent "How many days are there between 2026-03-02 and 2026-03-20?"',
     ]
-    out.print(_line(("Next:", "bold")))
+    console.out.print(as_line(("Next:", "bold")))
     for step in steps:
-        out.print(_text(f"  {step}"))
+        console.out.print(as_text(f"  {step}"))
     return EXIT_OK
 
 
@@ -1325,9 +1278,9 @@ def cmd_tools(args: argparse.Namespace) -> int:
             return EXIT_OK
         table = Table("tool", "source", "description")
         for d in docs:
-            table.add_row(_text(d.name), _text(d.source), _text(d.description[:100]))
-        out.print(table)
-        out.print(_line((f"{len(docs)} tools", "dim")))
+            table.add_row(as_text(d.name), as_text(d.source), as_text(d.description[:100]))
+        console.out.print(table)
+        console.out.print(as_line((f"{len(docs)} tools", "dim")))
         return EXIT_OK
     if args.action == "search":
         docs = _tool_sources(args)
@@ -1351,10 +1304,14 @@ def cmd_tools(args: argparse.Namespace) -> int:
         table = Table("#", "tool", "relevance", "source", "description")
         for rank, h in enumerate(hits, 1):
             table.add_row(
-                str(rank), _text(h.name), f"{h.relevance:.3f}", _text(h.source), _text(h.description[:90])
+                str(rank),
+                as_text(h.name),
+                f"{h.relevance:.3f}",
+                as_text(h.source),
+                as_text(h.description[:90]),
             )
-        out.print(table)
-        out.print(_line((f"{method} over {len(index)} tools", "dim")))
+        console.out.print(table)
+        console.out.print(as_line((f"{method} over {len(index)} tools", "dim")))
         return EXIT_OK
     # eval
     from orchestrator.toolsets.retrieval.docs import read_catalog, read_queries
@@ -1369,8 +1326,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table("figure", "value")
     for name, value in report.as_dict().items():
-        table.add_row(name, _text(str(value)))
-    out.print(table)
+        table.add_row(name, as_text(str(value)))
+    console.out.print(table)
     return EXIT_OK
 
 
@@ -1682,7 +1639,9 @@ def build_parser() -> argparse.ArgumentParser:
 class _ErrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         style = "red" if record.levelno >= logging.ERROR else "dim"
-        err.print(_text(f"[{record.name.removeprefix('orchestrator.')}] {record.getMessage()}", style=style))
+        console.err.print(
+            as_text(f"[{record.name.removeprefix('orchestrator.')}] {record.getMessage()}", style=style)
+        )
 
 
 def _show_library_logs() -> None:
@@ -1703,7 +1662,7 @@ def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
 ) -> None:
     """Warnings as one plain line (no source path, no code line)."""
-    err.print(_line(("warning:", "yellow"), f" {message}"))
+    console.err.print(as_line(("warning:", "yellow"), f" {message}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1720,7 +1679,7 @@ def _pipe_closed() -> int:
     Python flushes stdout once more at exit; pointed at /dev/null, that flush can't fail again
     ("Exception ignored ... BrokenPipeError"). Nothing is left to print, on either console.
     """
-    out.quiet = err.quiet = True
+    console.out.quiet = console.err.quiet = True
     with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor has nothing to flush
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -1740,13 +1699,13 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.flush()  # here, not at exit: a closed pipe is then caught like any other write's
         return code
     except ConfigError as exc:
-        err.print(_line(("error:", "red"), f" {exc}"))
+        console.err.print(as_line(("error:", "red"), f" {exc}"))
         return EXIT_CONFIG
     except OrchestratorError as exc:
-        err.print(_line(("run error:", "red"), f" {exc}"))
+        console.err.print(as_line(("run error:", "red"), f" {exc}"))
         return EXIT_FAILED
     except KeyboardInterrupt:
-        err.print("[yellow]cancelled[/yellow]")
+        console.err.print("[yellow]cancelled[/yellow]")
         return EXIT_CANCELLED
 
 
