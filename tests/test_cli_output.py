@@ -20,6 +20,7 @@ from test_rendering import _fill
 from wire import openai_json, openai_stream, openai_usage
 
 from orchestrator import cli
+from orchestrator.cli import trial
 from orchestrator.cli.console import visible
 from orchestrator.tracing.store import TraceStore
 
@@ -182,7 +183,7 @@ def test_library_logs_and_judge_lines_show_control_characters(capsys: pytest.Cap
     cli._ErrHandler().emit(logging.LogRecord("orchestrator.x", logging.WARNING, "", 0, HOSTILE, None, None))
     item = type("I", (), {"judge_score": 1, "input": f"in {TITLE}", "judge_reason": HOSTILE, "valid": True})()
     report = type("R", (), {"judge": f"j{TITLE}", "model": f"m{RESET}", "items": [item], "baseline": None})()
-    cli._print_judged(report)
+    trial._print_judged(report)
     captured = capsys.readouterr()
     _clean(captured.out, captured.err)
     assert SHOWN in captured.err and SHOWN in captured.out and r"m\x1bc" in captured.out

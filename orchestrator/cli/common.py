@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
@@ -15,6 +15,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PIPE",
     "EXIT_WAITING",
+    "Command",
     "Subparsers",
     "settings_of",
 ]
@@ -23,6 +24,12 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED, EXIT_PIPE = 0, 
 
 # What each command module's `register` is given: `orch`'s subparsers, to add its own to.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class Command(Protocol):
+    """A command's module: its `register` adds its parser and sets the handler (`args.func`)."""
+
+    def register(self, subparsers: Subparsers) -> None: ...
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
