@@ -221,7 +221,8 @@ def section(o: dict[str, Any]) -> list[str]:
         f"naming {o['tools_named']} tools; {o['dev']} dev and {o['heldout']} held-out, split by a hash of the id. "
         "top-1: the first tool found answers the request; top-3: one of the first three does (what `find_tools` "
         "offers); all-gold@3: every tool that answers it is in the first three, over the requests more than "
-        'one tool answers. Query "search words": the request without its values (`search_words`, what the '
+        f"one tool answers ({res[0]['dev']['multi_gold']} dev, {res[0]['heldout']['multi_gold']} held-out). "
+        'Query "search words": the request without its values (`search_words`, what the '
         "agent searches with).",
         "",
         "| method | query | dev top-1 | dev top-3 | dev all-gold@3 | held-out top-1 | held-out top-3 | held-out all-gold@3 | held-out misses |",
