@@ -485,3 +485,16 @@ async def test_worker_parts_in_a_row_fan_out_in_one_step(
     assert len(steps) == 1  # both under the same run span, side by side
     starts = sorted((s.start_time or 0, s.end_time or 0) for s in workers)
     assert starts[1][0] < starts[0][1]  # the second began before the first ended: they ran at once
+
+
+def test_a_catalog_of_services_can_say_what_is_beyond_its_tools() -> None:
+    """The empty plan's topics (live data, actions in the world) and their worked empty plans are the
+    default catalog's; a graph over service APIs names its own or none, and the built-in ones go."""
+    from orchestrator.agent.controller import BEYOND, AgentParts, _bank, _system
+    from orchestrator.agent.plan import NO_STEP_EXAMPLES
+
+    assert f"can answer ({BEYOND}), reply" in _system((), "x")
+    assert "can answer, reply" in _system((), "x", "")
+    assert "can answer (medical advice), reply" in _system((), "x", "medical advice")
+    assert set(NO_STEP_EXAMPLES) <= set(_bank((), AgentParts()))
+    assert not set(NO_STEP_EXAMPLES) & set(_bank((), AgentParts(beyond="")))

@@ -73,7 +73,15 @@ from orchestrator.workers.grounding import (
     check_worker_input,
 )
 
-__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision", "stopped_answer"]
+__all__ = [
+    "BEYOND",
+    "DERIVED",
+    "SYSTEM_PROMPT",
+    "AgentParts",
+    "controller_step",
+    "is_model_decision",
+    "stopped_answer",
+]
 
 SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
 
@@ -81,7 +89,7 @@ First reply with a plan, {{"plan": [...]}}: one part for each thing the request 
 - {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
 - {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
 {workers}
-A computation that needs an earlier result is its own later part. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
+A computation that needs an earlier result is its own later part. If no tool or worker can answer{beyond}, reply {{"plan": []}}.
 
 For each tool part you are shown the tools found for it. Reply with one action:
 {{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
@@ -96,6 +104,9 @@ EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (nev
 CANNOT = "I can't answer that: none of my tools or workers can do it."
 _EXAMPLES = 3
 COVERS = "a computation or a lookup that one of the tools does"
+# What no tool of a default catalog does, shown as what an empty plan is for (with worked empty plans on
+# these topics). A catalog whose tools do such things (services, APIs, actions) names its own, or "".
+BEYOND = "live data, news, facts about the world, actions in the world"
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: one graph's parts key its example bank
@@ -106,6 +117,7 @@ class AgentParts:
     slot: str = "controller"
     covers: str = COVERS
     examples: tuple[Example, ...] = ()
+    beyond: str = BEYOND
 
 
 def is_model_decision(message: BaseMessage) -> bool:
@@ -118,15 +130,16 @@ def is_model_decision(message: BaseMessage) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _system(workers: tuple[tuple[str, str], ...], covers: str) -> str:
+def _system(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
     listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
-    return SYSTEM_PROMPT.format(workers=listed, covers=covers)
+    return SYSTEM_PROMPT.format(workers=listed, covers=covers, beyond=f" ({beyond})" if beyond else "")
 
 
 @functools.lru_cache(maxsize=32)
 def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentParts) -> tuple[Example, ...]:
     mix = next((e for e in parts.examples if len(e.plan) == 1 and "tool" in e.plan[0]), None)
-    return (*parts.examples, *NO_STEP_EXAMPLES, *worker_examples(workers, mix))
+    empty = NO_STEP_EXAMPLES if parts.beyond == BEYOND else ()  # they show the default's topics
+    return (*parts.examples, *empty, *worker_examples(workers, mix))
 
 
 def _examples(request: str, ctx: RunContext, parts: AgentParts) -> list[BaseMessage]:
@@ -361,7 +374,7 @@ async def controller_step(
         raise BudgetStop(f"step limit of {limit} reached")
     workers = {w.name: w.description for w in ctx.workers.values()}
     head: list[BaseMessage] = [
-        SystemMessage(_system(tuple(workers.items()), parts.covers)),
+        SystemMessage(_system(tuple(workers.items()), parts.covers, parts.beyond)),
         *_examples(request, ctx, parts),
         HumanMessage(request),
     ]

@@ -33,7 +33,14 @@ from langgraph.types import Send, interrupt
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from orchestrator.agent.controller import COVERS, AgentParts, controller_step, search_words, stopped_answer
+from orchestrator.agent.controller import (
+    BEYOND,
+    COVERS,
+    AgentParts,
+    controller_step,
+    search_words,
+    stopped_answer,
+)
 from orchestrator.agent.decisions import ACT_EXTRAS, decision_of
 from orchestrator.agent.plan import Example, Part, current_part, merge_plan
 from orchestrator.agent.workhorse import reject, run_worker
@@ -545,6 +552,7 @@ def build_agent_graph(
     retrieve: Retrieve | None = None,
     covers: str = COVERS,
     examples: Sequence[Example] = (),
+    beyond: str = BEYOND,
 ) -> StateGraph[AgentState, RunContext, AgentInput, AgentState]:
     """The racehorse-led agent graph, uncompiled, from its parts.
 
@@ -555,6 +563,10 @@ def build_agent_graph(
     - `covers`: what the tools cover, in a phrase the system prompt ends "... for <covers>." with.
     - `examples`: worked plans for requests its tools answer (`PlanExample`s); the few closest to each
       request are shown to the model.
+    - `beyond`: what none of its tools does, in a phrase: the requests the model answers with an empty
+      plan. The default (live data, news, facts, actions in the world) comes with worked empty plans on
+      those topics; a catalog of services or APIs that do such things passes its own phrase, or "" (then
+      the built-in empty plans are not shown: give your own in `examples`).
 
     Example:
         >>> builder = build_agent_graph()
@@ -577,7 +589,7 @@ def build_agent_graph(
                 workers=crew if crew is not None else ctx.workers,
             )
 
-    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples))
+    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples), beyond=beyond)
     plan_step = functools.partial(controller_step, parts=parts)
     search = functools.partial(find_tools, retrieve=retrieve or _search, slot=controller)
     g: StateGraph[AgentState, RunContext, AgentInput, AgentState] = StateGraph(
