@@ -95,6 +95,7 @@ COVERS = (
     "any lookup, action or computation that one of its tools does (the tools wrap online services, "
     "APIs and code libraries)"
 )
+BEYOND = "what no tool in the catalog does"  # its tools do look things up live and act in the world
 # Worked plans for this catalog, from development queries only (live_simple, multiple, simple_python,
 # parallel, parallel_multiple); written once, not tuned.
 EXAMPLES: tuple[PlanExample, ...] = (
@@ -408,14 +409,19 @@ async def run(smoke: int, resume: bool) -> dict[str, Any]:
         small = catalog_of([by_name[n] for n in slice_tools], Path(tmp) / "slice.db")
         index_s = time.perf_counter() - t
         graphs = {
-            "full_dynamic": build_agent_graph(catalog=full, workers={}, covers=COVERS, examples=EXAMPLES),
-            "slice_dynamic": build_agent_graph(catalog=small, workers={}, covers=COVERS, examples=EXAMPLES),
+            "full_dynamic": build_agent_graph(
+                catalog=full, workers={}, covers=COVERS, examples=EXAMPLES, beyond=BEYOND
+            ),
+            "slice_dynamic": build_agent_graph(
+                catalog=small, workers={}, covers=COVERS, examples=EXAMPLES, beyond=BEYOND
+            ),
             "slice_all": build_agent_graph(
                 catalog=small,
                 workers={},
                 controller=WIDE,
                 covers=COVERS,
                 examples=EXAMPLES,
+                beyond=BEYOND,
                 retrieve=everything,
             ),
         }
