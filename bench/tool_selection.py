@@ -28,8 +28,8 @@ Run: `.venv/bin/python bench/tool_selection.py` (about 1.5 hours on 2 idle cores
 all-offered variant most of it; saves bench/results/tool-selection.json after every query and writes its
 section into docs/benchmarks.md; the runs' trace store, prompts and replies included, stays in the temp
 directory); `--smoke N` (N development queries each way, results to the temp directory, not to
-bench/results); `--resume` (keep the saved queries, run the rest); `--render` (the docs section from the
-saved file, without running anything).
+bench/results); `--resume` (keep the saved queries, run the rest); `--only full_dynamic,...` (only these
+variants); `--render` (the docs section from the saved file, without running anything).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ COVERS = (
     "any lookup, action or computation that one of its tools does (the tools wrap online services, "
     "APIs and code libraries)"
 )
+BEYOND = "what no tool in the catalog does"  # its tools do look things up live and act in the world
 # Worked plans for this catalog, from development queries only (live_simple, multiple, simple_python,
 # parallel, parallel_multiple); written once, not tuned.
 EXAMPLES: tuple[PlanExample, ...] = (
@@ -375,7 +376,10 @@ def save(data: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-async def run(smoke: int, resume: bool) -> dict[str, Any]:
+VARIANTS = frozenset({"full_dynamic", "slice_dynamic", "slice_all"})
+
+
+async def run(smoke: int, resume: bool, variants: frozenset[str] = VARIANTS) -> dict[str, Any]:
     docs, rows = load()
     by_name = {d.name: d for d in docs}
     categories = DEV if smoke else HELDOUT
@@ -408,14 +412,19 @@ async def run(smoke: int, resume: bool) -> dict[str, Any]:
         small = catalog_of([by_name[n] for n in slice_tools], Path(tmp) / "slice.db")
         index_s = time.perf_counter() - t
         graphs = {
-            "full_dynamic": build_agent_graph(catalog=full, workers={}, covers=COVERS, examples=EXAMPLES),
-            "slice_dynamic": build_agent_graph(catalog=small, workers={}, covers=COVERS, examples=EXAMPLES),
+            "full_dynamic": build_agent_graph(
+                catalog=full, workers={}, covers=COVERS, examples=EXAMPLES, beyond=BEYOND
+            ),
+            "slice_dynamic": build_agent_graph(
+                catalog=small, workers={}, covers=COVERS, examples=EXAMPLES, beyond=BEYOND
+            ),
             "slice_all": build_agent_graph(
                 catalog=small,
                 workers={},
                 controller=WIDE,
                 covers=COVERS,
                 examples=EXAMPLES,
+                beyond=BEYOND,
                 retrieve=everything,
             ),
         }
@@ -454,13 +463,13 @@ async def run(smoke: int, resume: bool) -> dict[str, Any]:
         # The slice's two variants alternate query by query, so the machine's load falls on both alike.
         slice_ids = {q["id"] for q in chosen}
         for q in held:
-            if q["id"] not in done["full_dynamic"]:
+            if "full_dynamic" in variants and q["id"] not in done["full_dynamic"]:
                 data["runs"]["full_dynamic"].append(
                     await run_one(orch, graphs["full_dynamic"], q, "full/dynamic")
                 )
             if q["id"] in slice_ids:
                 for label in ("slice_dynamic", "slice_all"):
-                    if q["id"] not in done[label]:
+                    if label in variants and q["id"] not in done[label]:
                         cap = ALL_CAP if label == "slice_all" else None
                         data["runs"][label].append(
                             await run_one(orch, graphs[label], q, label.replace("_", "/"), cap)
@@ -700,7 +709,10 @@ def main() -> None:
         print("\n".join(lines))
         return
     smoke = int(args[args.index("--smoke") + 1]) if "--smoke" in args else 0
-    data = asyncio.run(run(smoke, "--resume" in args))
+    variants = frozenset(args[args.index("--only") + 1].split(",")) if "--only" in args else VARIANTS
+    if not variants <= VARIANTS:
+        sys.exit(f"--only takes some of {', '.join(sorted(VARIANTS))}; got {', '.join(sorted(variants))}")
+    data = asyncio.run(run(smoke, "--resume" in args, variants))
     lines = section(data)
     print("\n".join(lines))
     if not smoke:

@@ -375,7 +375,7 @@ def test_a_confirmed_call_waits_and_resumes_with_approve(project: Path) -> None:
 
 
 def test_the_terminal_prompt_names_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import cli
+    from orchestrator.cli import run
 
     calls = [
         {"tool": "send_mail", "args": {"to": "[bold]x[/bold]"}},
@@ -386,5 +386,5 @@ def test_the_terminal_prompt_names_each_call(monkeypatch: pytest.MonkeyPatch) ->
     )()
     replies = iter(["y", "n"])
     monkeypatch.setattr("builtins.input", lambda: next(replies))
-    assert cli._ask_approval(result) == ["send_mail"]
-    assert cli._call_text(calls[0]) == 'send_mail({"to": "[bold]x[/bold]"})'  # rendered as plain text
+    assert run._ask_approval(result) == ["send_mail"]
+    assert run._call_text(calls[0]) == 'send_mail({"to": "[bold]x[/bold]"})'  # rendered as plain text

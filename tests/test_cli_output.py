@@ -20,6 +20,8 @@ from test_rendering import _fill
 from wire import openai_json, openai_stream, openai_usage
 
 from orchestrator import cli
+from orchestrator.cli import trial
+from orchestrator.cli.console import visible
 from orchestrator.tracing.store import TraceStore
 
 # What a hostile text holds: a terminal reset, cursor home, clear screen, a window title (OSC ... BEL),
@@ -181,15 +183,15 @@ def test_library_logs_and_judge_lines_show_control_characters(capsys: pytest.Cap
     cli._ErrHandler().emit(logging.LogRecord("orchestrator.x", logging.WARNING, "", 0, HOSTILE, None, None))
     item = type("I", (), {"judge_score": 1, "input": f"in {TITLE}", "judge_reason": HOSTILE, "valid": True})()
     report = type("R", (), {"judge": f"j{TITLE}", "model": f"m{RESET}", "items": [item], "baseline": None})()
-    cli._print_judged(report)
+    trial._print_judged(report)
     captured = capsys.readouterr()
     _clean(captured.out, captured.err)
     assert SHOWN in captured.err and SHOWN in captured.out and r"m\x1bc" in captured.out
 
 
 def test_visible_keeps_text_and_newlines_and_tabs() -> None:
-    assert cli._visible("a\nb\tc é [bold]") == "a\nb\tc é [bold]"
-    assert cli._visible(HOSTILE) == SHOWN
+    assert visible("a\nb\tc é [bold]") == "a\nb\tc é [bold]"
+    assert visible(HOSTILE) == SHOWN
 
 
 # --- a reader that closes the pipe early ------------------------------------------------------------------

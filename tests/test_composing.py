@@ -127,13 +127,16 @@ async def test_a_total_uses_every_part_it_names(make_orch: MakeOrch) -> None:
 
 
 async def test_a_part_whose_used_result_failed_fails_without_a_model_call(make_orch: MakeOrch) -> None:
-    steps = [plan({"tool": "wind speed in Oslo"}, {"tool": "add 42 to the result", "uses": [1]})]
+    steps = [
+        plan({"tool": "wind speed in Oslo"}, {"tool": "add 42 to the result", "uses": [1]}),
+        act(action="skip", reason="no tool gives the weather"),  # asked to search again in other words
+    ]
     result = await make_orch(steps, tools=[calculate]).arun("agent", "The wind speed in Oslo plus 42?")
     assert result.answer == (
-        "I can't answer that with my tools and workers (no tool matches 'wind speed in Oslo'; it needs the "
-        "result of an earlier part, which could not be done)."
+        "I can't answer that with my tools and workers (no tool gives the weather; it needs the result of an "
+        "earlier part, which could not be done)."
     )
-    assert result.ledger.by_node()[0].calls == 1  # the plan; nothing was asked for the second part
+    assert result.ledger.by_node()[0].calls == 2  # the plan, the first part's skip: none for the second
 
 
 def test_the_answer_states_a_used_result_when_its_user_failed() -> None:

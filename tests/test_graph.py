@@ -191,12 +191,20 @@ async def test_skipping_a_part_keeps_the_others(make_orch: MakeOrch) -> None:
     ]
     result = await make_orch(steps, by_turn=True).arun("agent", TASK + " And the weather in Oslo?")
     assert result.answer == "18 days"
-    nothing = await make_orch([plan({"tool": "weather in Oslo"})], by_turn=True).arun(
+    # nothing found for the part's words nor the request's: the model writes the search once more
+    again = act(action="find_tools", query="forecast for a city")
+    nothing = await make_orch([plan({"tool": "weather in Oslo"}), again], by_turn=True).arun(
         "agent", "Weather in Oslo?"
     )
-    assert (
-        nothing.answer == "I can't answer that with my tools and workers (no tool matches 'weather in Oslo')."
+    assert nothing.answer == (
+        "I can't answer that with my tools and workers (no tool matches 'forecast for a city')."
     )
+    # or it skips the part
+    gave_up = act(action="skip", reason="no tool gives the weather")
+    skipped = await make_orch([plan({"tool": "weather in Oslo"}), gave_up], by_turn=True).arun(
+        "agent", "Weather in Oslo?"
+    )
+    assert skipped.answer == "I can't answer that with my tools and workers (no tool gives the weather)."
 
 
 async def test_a_later_part_uses_an_earlier_result(make_orch: MakeOrch) -> None:
@@ -477,3 +485,16 @@ async def test_worker_parts_in_a_row_fan_out_in_one_step(
     assert len(steps) == 1  # both under the same run span, side by side
     starts = sorted((s.start_time or 0, s.end_time or 0) for s in workers)
     assert starts[1][0] < starts[0][1]  # the second began before the first ended: they ran at once
+
+
+def test_a_catalog_of_services_can_say_what_is_beyond_its_tools() -> None:
+    """The empty plan's topics (live data, actions in the world) and their worked empty plans are the
+    default catalog's; a graph over service APIs names its own or none, and the built-in ones go."""
+    from orchestrator.agent.controller import BEYOND, AgentParts, _bank, _system
+    from orchestrator.agent.plan import NO_STEP_EXAMPLES
+
+    assert f"can answer ({BEYOND}), reply" in _system((), "x")
+    assert "can answer, reply" in _system((), "x", "")
+    assert "can answer (medical advice), reply" in _system((), "x", "medical advice")
+    assert set(NO_STEP_EXAMPLES) <= set(_bank((), AgentParts()))
+    assert not set(NO_STEP_EXAMPLES) & set(_bank((), AgentParts(beyond="")))

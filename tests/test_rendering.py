@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from orchestrator import cli
+from orchestrator.cli import console, run
+from orchestrator.cli import eval as eval_command
 from orchestrator.cost.ledger import Ledger
 from orchestrator.evals.evaluate import EvalReport, TaskResult
 from orchestrator.run.events import RunResult
@@ -45,9 +47,9 @@ HOSTILE = st.lists(PIECES, min_size=1, max_size=8).map("".join)
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
-    monkeypatch.setattr(cli, "out", console)
-    monkeypatch.setattr(cli, "err", console)
+    screen = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
+    monkeypatch.setattr(console, "out", screen)  # every command writes through console.out and console.err
+    monkeypatch.setattr(console, "err", screen)
     return buffer
 
 
@@ -128,7 +130,7 @@ def test_run_and_eval_results_render_any_text(captured: io.StringIO, text: str) 
     result = RunResult(
         run_id=text, status="failed", answer=text, ledger=Ledger.from_state(text, None), error=text
     )
-    cli._print_result(result)
+    run._print_result(result)
     shown = captured.getvalue()
     assert f"Answer: {text}" in shown and f"run: {text}" in shown
     task = TaskResult(
@@ -148,5 +150,5 @@ def test_run_and_eval_results_render_any_text(captured: io.StringIO, text: str) 
         cost_usd=None,
         run_id="r",
     )
-    cli._print_eval(EvalReport(graph=text, tasks=[task]))
+    eval_command._print_eval(EvalReport(graph=text, tasks=[task]))
     assert json.dumps(EvalReport(graph=text, tasks=[task]).totals())  # and the JSON form holds too

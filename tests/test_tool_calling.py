@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
 from loopback import Loopback, Reply, Request
 from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
 
@@ -188,8 +190,9 @@ async def test_the_agent_runs_on_native_tool_calls(
         # the plan tool, then for each tool part the loaded tools (append-only) and skip, then the final tool
         assert choices == ["plan", required, required, "final"]
         first, second = model.seen[1][0], model.seen[2][0]
-        assert first[-1] == second[-1] == "skip" and "date_diff" in first and "word_count" in second
-        assert second[: len(first) - 1] == first[:-1]  # what was bound stays, in order: the prefix is stable
+        assert first[-2:] == second[-2:] == ["find_tools", "skip"]  # the model may search for itself
+        assert "date_diff" in first and "word_count" in second
+        assert second[: len(first) - 2] == first[:-2]  # what was bound stays, in order: the prefix is stable
         assert all(not b.get("parallel_tool_calls") for b in bodies)
     assert {line["name"] for line in result.ledger.lines} >= {"date_diff", "word_count"}
     assert orch.store is not None
@@ -287,7 +290,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     would bind more tools than a provider takes is refused with an observation."""
     from opentelemetry.trace import NoOpTracer
 
-    from orchestrator.agent.decisions import MAX_BOUND_TOOLS
+    from orchestrator.agent.decisions import ACT_EXTRAS, MAX_BOUND_TOOLS
     from orchestrator.agent.graph import find_tools
     from orchestrator.cost.ledger import Budget, BudgetMeter
     from orchestrator.models.context import RunContext
@@ -318,7 +321,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     assert update["loaded"] == ["date_diff"]
     # Full: the tool loaded longest ago and not in use makes room (never one called in this run, or found
     # for a part still open)
-    full = [f"t{i}" for i in range(MAX_BOUND_TOOLS - 3)]
+    full = [f"t{i}" for i in range(MAX_BOUND_TOOLS - len(ACT_EXTRAS))]
     state["loaded"] = full
     state["plan"] = [new_part(tool="days"), {**new_part(tool="other"), "tools": ["t1"]}]
     state["messages"] = [
@@ -397,7 +400,7 @@ async def test_a_tool_result_that_gives_orders_changes_nothing(
     result = await orch.arun(
         "agent", "What is the refund policy for 2026-03-02 orders?", budget=Budget(usd=0.01)
     )
-    catalog = {t.name for t in [*TOOLS, refund_policy]} | {"plan", "skip", "final"}
+    catalog = {t.name for t in [*TOOLS, refund_policy]} | {"plan", "skip", "final", "find_tools"}
     for body in seen:
         assert {t["function"]["name"] for t in body.get("tools", [])} <= catalog
         assert "sk-test-do-not-leak-1234" not in json.dumps(body)
@@ -792,3 +795,121 @@ def test_a_schema_is_cut_in_steps_that_keep_the_most_meaning() -> None:
         ToolLimits(max_name=32, max_schema_chars=900)
     )
     assert both == ToolLimits(max_tools=64, max_name=32, max_schema_chars=900)
+
+
+@tool
+def evaluate_expression(expression: str) -> int | float:
+    """Evaluate an arithmetic expression such as '2*(3+4)' and return its value."""
+    allowed = set("0123456789.+-*/() ")
+    if not set(expression) <= allowed:
+        raise ValueError(f"expression {expression!r} may hold only digits, + - * / and parentheses")
+    value = eval(expression, {"__builtins__": {}})  # checked above: digits and operators only
+    return int(value) if float(value).is_integer() else float(value)
+
+
+class Searcher:
+    """A strong tool-calling model: plans in the user's words; when no bound tool does the part, it searches
+    the catalog in words of its own, once, then calls what it found."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[list[str], str]] = []
+        self.queries: list[str] = []
+
+    def decide(self, tools: list[str], choice: str, messages: list[tuple[str, str]]) -> tuple[str, Any]:
+        self.seen.append((tools, choice))
+        users = [text for role, text in messages if role == "user"]
+        if choice == "plan":
+            return "plan", {"plan": [{"tool": "multiply 1234 by 5678"}]}
+        if choice == "final":
+            value = re.search(r"^- .+?: (.+)$", users[-1], flags=re.M)
+            return "final", {"answer": f"1234 times 5678 is {value.group(1) if value else '?'}."}
+        if "evaluate_expression" in tools:
+            return "evaluate_expression", {"expression": "1234*5678"}
+        if "find_tools" in tools and not self.queries:
+            self.queries.append("evaluate an arithmetic expression")
+            return "find_tools", {"query": self.queries[-1]}
+        return "skip", {"reason": "no tool multiplies"}
+
+
+async def test_a_strong_model_searches_again_in_its_own_words_after_a_miss(
+    loopback: Loopback, settings: Settings
+) -> None:
+    """The engine's search of the part's words ("multiply by") and of the request's finds nothing: the
+    model is offered `find_tools`, searches in its own words, and the run answers right, with one more
+    search and one more model call (it ended "I can't answer that" when the engine's miss was the end)."""
+    model = Searcher()
+
+    def answer(request: Request) -> Reply:
+        body = request.json()
+        tools = [t["function"]["name"] for t in body.get("tools", [])]
+        choice = body.get("tool_choice")
+        wanted = choice["function"]["name"] if isinstance(choice, dict) else str(choice)
+        messages = [(m["role"], _text(m.get("content") or "")) for m in body["messages"]]
+        name, args = model.decide(tools, wanted, messages)
+        return openai_stream([], openai_usage(300, 20), tool_calls=[("c0", name, [json.dumps(args)])])
+
+    loopback.handle("/v1/chat/completions", answer)
+    slot = SlotConfig(
+        model="openai-compat:ctl", base_url=loopback.url + "/v1", role="racehorse", prices=PRICE
+    )
+    orch = Orchestrator(
+        settings=settings,
+        slots={"controller": slot},
+        tools=[*TOOLS, evaluate_expression],
+        graphs={"agent": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=8),
+    )
+    result = await orch.arun("agent", "Multiply 1234 by 5678")
+    assert result.status == "ok", result.error
+    assert result.answer == "1234 times 5678 is 7006652."
+    assert model.queries == ["evaluate an arithmetic expression"]
+    choices = [choice for _, choice in model.seen]
+    assert choices == ["plan", "required", "required", "final"]  # one extra call: the model's own search
+    first, second = model.seen[1][0], model.seen[2][0]
+    assert "evaluate_expression" not in first and first[-2:] == ["find_tools", "skip"]
+    assert "evaluate_expression" in second
+    assert orch.store is not None
+    searches = [
+        s for s in orch.store.run_spans(result.run_id) if s["node"] == "find_tools" and s["kind"] == "node"
+    ]
+    assert len(searches) == 2  # the engine's, then the model's
+    orch.close()
+
+
+@tool
+def percent_of(percent: float, value: float) -> float:
+    """Work out a percentage of a number ("15% of 2340").
+
+    Example: "what's 15% of 2340?" -> percent_of(percent=15, value=2340)
+    """
+    return percent / 100 * value
+
+
+async def test_a_found_tool_is_shown_with_its_one_line_example() -> None:
+    """The choice between close tools sees how each is called: the example line of its docstring."""
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator.agent.graph import example_line, find_tools
+    from orchestrator.agent.plan import new_part
+    from orchestrator.cost.ledger import Budget, BudgetMeter
+    from orchestrator.models.context import RunContext
+    from orchestrator.toolsets.catalog import Catalog
+
+    catalog = Catalog.from_tools([*TOOLS, percent_of])
+    ctx = RunContext(
+        run_id="r",
+        slots={},
+        models={},
+        catalog=catalog,
+        workers={},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )
+    state: dict[str, Any] = {"plan": [new_part(tool="15% of 2340")], "loaded": [], "input": "15% of 2340?"}
+    state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "percentage of a number"}))]
+    update = await find_tools(state, ctx)  # type: ignore[arg-type]
+    shown = update["messages"][0].content
+    assert 'Example: "what\'s 15% of 2340?" -> percent_of(percent=15, value=2340)' in shown
+    assert example_line("Days between two dates.") == ""
+    assert len(example_line("x\nExample: " + "y" * 500)) == len("Example: ") + 160

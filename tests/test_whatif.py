@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 from orchestrator import Settings, cli
+from orchestrator.cli import console
 from orchestrator.cost.pricing import price_table
 from orchestrator.errors import ConfigError, UnknownModelError
 from orchestrator.evals.compare import compare
@@ -322,9 +323,9 @@ def test_cli_reprice_and_compare_in_subprocesses(
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
-    monkeypatch.setattr(cli, "out", console)
-    monkeypatch.setattr(cli, "err", console)
+    screen = Console(file=buffer, width=400, highlight=False, emoji=False, soft_wrap=True)
+    monkeypatch.setattr(console, "out", screen)  # every command writes through console.out and console.err
+    monkeypatch.setattr(console, "err", screen)
     return buffer
 
 

@@ -33,11 +33,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from opentelemetry import trace
 
 from orchestrator.agent.decisions import (
+    Action,
     Decision,
     DecisionError,
     ToolForm,
     act_schema,
     act_tools,
+    decision_of,
     decision_text,
     final_schema,
     final_tools,
@@ -45,6 +47,7 @@ from orchestrator.agent.decisions import (
     parse_decisions,
     parse_plan,
     plan_tools,
+    search_schema,
 )
 from orchestrator.agent.plan import (
     NO_STEP_EXAMPLES,
@@ -76,7 +79,15 @@ from orchestrator.workers.grounding import (
 )
 from orchestrator.workers.operations import answering, asked_operations, check_tool_fits
 
-__all__ = ["DERIVED", "SYSTEM_PROMPT", "AgentParts", "controller_step", "is_model_decision", "stopped_answer"]
+__all__ = [
+    "BEYOND",
+    "DERIVED",
+    "SYSTEM_PROMPT",
+    "AgentParts",
+    "controller_step",
+    "is_model_decision",
+    "stopped_answer",
+]
 
 SYSTEM_PROMPT = """You lead an assistant that answers only with tools and workers, never from memory.
 
@@ -84,7 +95,7 @@ First reply with a plan, {{"plan": [...]}}: one part for each thing the request 
 - {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
 - {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
 {workers}
-A computation that needs an earlier result is its own later part, which names the parts it takes: "uses": [<their numbers>]. If no tool or worker can answer (live data, news, facts about the world, actions in the world), reply {{"plan": []}}.
+A computation that needs an earlier result is its own later part, which names the parts it takes: "uses": [<their numbers>]. If no tool or worker can answer{beyond}, reply {{"plan": []}}.
 
 For each tool part you are shown the tools found for it. Reply with one action:
 {{"action": "call_tool", "tool": "<a found tool>", "args": {{...}}}} taking every value from the request or an earlier observation
@@ -99,6 +110,9 @@ EXAMPLE = {"example": True}  # response_metadata of a worked example's turn (nev
 CANNOT = "I can't answer that: none of my tools or workers can do it."
 _EXAMPLES = 3
 COVERS = "a computation or a lookup that one of the tools does"
+# What no tool of a default catalog does, shown as what an empty plan is for (with worked empty plans on
+# these topics). A catalog whose tools do such things (services, APIs, actions) names its own, or "".
+BEYOND = "live data, news, facts about the world, actions in the world"
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: one graph's parts key its example bank
@@ -109,6 +123,7 @@ class AgentParts:
     slot: str = "controller"
     covers: str = COVERS
     examples: tuple[Example, ...] = ()
+    beyond: str = BEYOND
 
 
 def is_model_decision(message: BaseMessage) -> bool:
@@ -121,15 +136,16 @@ def is_model_decision(message: BaseMessage) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _system(workers: tuple[tuple[str, str], ...], covers: str) -> str:
+def _system(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
     listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
-    return SYSTEM_PROMPT.format(workers=listed, covers=covers)
+    return SYSTEM_PROMPT.format(workers=listed, covers=covers, beyond=f" ({beyond})" if beyond else "")
 
 
 @functools.lru_cache(maxsize=32)
 def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentParts) -> tuple[Example, ...]:
     mix = next((e for e in parts.examples if len(e.plan) == 1 and "tool" in e.plan[0]), None)
-    return (*parts.examples, *NO_STEP_EXAMPLES, *worker_examples(workers, mix))
+    empty = NO_STEP_EXAMPLES if parts.beyond == BEYOND else ()  # they show the default's topics
+    return (*parts.examples, *empty, *worker_examples(workers, mix))
 
 
 def _examples(request: str, ctx: RunContext, parts: AgentParts) -> list[BaseMessage]:
@@ -382,7 +398,7 @@ async def controller_step(
         raise BudgetStop(f"step limit of {limit} reached")
     workers = {w.name: w.description for w in ctx.workers.values()}
     head: list[BaseMessage] = [
-        SystemMessage(_system(tuple(workers.items()), parts.covers)),
+        SystemMessage(_system(tuple(workers.items()), parts.covers, parts.beyond)),
         *_examples(request, ctx, parts),
         HumanMessage(request),
     ]
@@ -471,6 +487,16 @@ async def _advance(
             return
         capabilities = ctx.slots[slot].profile.capabilities
         run = _tool_run(plan, index) if capabilities.tool_calling and capabilities.parallel_tool_calls else []
+        transcript = prompt + step.messages
+        for i in run:  # a part that found nothing and may not search again fails before the model is asked
+            exhausted = own_searches(transcript, i) >= MAX_OWN_SEARCHES
+            if plan[i]["status"] == "searched" and not plan[i]["tools"] and exhausted:
+                note = plan[i]["note"] or "no tool was found for it"
+                step.derived(Decision("skip", reason=note, part=i))
+                step.patch(plan, i, status="failed", note=note)
+        run = [i for i in run if plan[i]["status"] in ("pending", "searched")]
+        if plan[index]["status"] == "failed":
+            continue
         if len(run) > 1:  # a model that makes parallel calls: these parts are searched, then asked, at once
             pending = [i for i in run if plan[i]["status"] == "pending"]
             for i in pending:
@@ -481,11 +507,27 @@ async def _advance(
         if part["status"] == "pending":
             step.derived(Decision("find_tools", query=search_words(part["tool"])))
             return
+        searched = own_searches(prompt + step.messages, index)
+        search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES
+        if not part["tools"] and not search:  # nothing found: the model rewrites the query once, or it fails
+            if capabilities.tool_calling or searched >= 1:
+                step.derived(Decision("skip", reason=part["note"] or "no tool was found for it"))
+                step.patch(plan, index, status="failed", note=part["note"] or "no tool was found for it")
+                continue
+            if not step.model_called:
+                await _search_again(ctx, slot, request, prompt, plan, index, step)
+            return
         if step.model_called:
             return  # one model call per execution: the next one comes on the next turn
+        offer = "Call the found tool that does it, or skip."
+        if search:
+            offer = (
+                "Call the found tool that does it, search again in other words with find_tools, or skip."
+                if part["tools"]
+                else "No tool has been found for it yet: search with find_tools in other words, or skip."
+            )
         instruction = HumanMessage(
-            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(plan, index, request)} "
-            "Call the found tool that does it, or skip."
+            f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(plan, index, request)} {offer}"
         )
         step.messages.append(instruction)
         evidence = evidence_of(request, plan)
@@ -493,8 +535,15 @@ async def _advance(
         def check(d: Decision, evidence: Evidence = evidence, task: str = part["tool"]) -> list[str]:
             return _tool_problems(ctx, task, d, evidence) if d.action == "call_tool" else []
 
-        def parse(raw: str, tools: list[str] = part["tools"], evidence: Evidence = evidence) -> Decision:
-            decision = parse_decision(raw, tools, allowed=("call_tool", "skip"))
+        actions: tuple[Action, ...] = ("call_tool", "skip", "find_tools") if search else ("call_tool", "skip")
+
+        def parse(
+            raw: str,
+            tools: list[str] = part["tools"],
+            evidence: Evidence = evidence,
+            actions: tuple[Action, ...] = actions,
+        ) -> Decision:
+            decision = parse_decision(raw, tools, allowed=actions)
             if decision.action != "call_tool":
                 return decision
             return _without_ungrounded_options(decision, ctx.catalog.get(decision.tool).parameters, evidence)
@@ -508,9 +557,12 @@ async def _advance(
             check,
             "Take values only from the request or the observations, or skip.",
             step,
-            act_tools(loaded, ctx.catalog, limits=ctx.tool_limits(slot)),
+            act_tools(loaded, ctx.catalog, limits=ctx.tool_limits(slot), search=search),
         )
         step.model_called = True
+        if decision.action == "find_tools":  # the model's own search: its finds are added to the part's
+            step.messages.append(AIMessage(dataclasses.replace(decision, part=index).to_json()))
+            return
         if decision.action == "call_tool" and not problems:
             step.messages.append(AIMessage(decision.to_json()))
             return
@@ -528,6 +580,57 @@ def _not_called(ctx: RunContext, task: str, decision: Decision) -> str:
     if check_tool_fits(task, decision.tool, ctx.catalog.get(decision.tool).description):
         return f"not called: {decision.tool} does not give the {' or '.join(sorted(asked_operations(task)))}"
     return "not called: a value in its arguments is in neither the request nor an observation"
+
+
+MAX_OWN_SEARCHES = 3  # searches in its own words a model may make for one part (each also counts as a step)
+
+
+def own_searches(transcript: Sequence[BaseMessage], index: int) -> int:
+    """How many searches the model itself asked for part `index` (the engine's first search not counted)."""
+    count = 0
+    for message in transcript:
+        if not is_model_decision(message) and message.response_metadata.get("decided_by") != "same_reply":
+            continue
+        decision = decision_of(str(message.content)) or {}
+        if decision.get("action") == "find_tools" and decision.get("part") == index + 1:
+            count += 1
+    return count
+
+
+async def _search_again(
+    ctx: RunContext,
+    slot: str,
+    request: str,
+    prompt: list[BaseMessage],
+    plan: list[Part],
+    index: int,
+    step: _Step,
+) -> None:
+    """A part whose search found nothing, for a model that does not call tools: it writes the search once
+    more in its own words (or skips), and the engine searches with them."""
+    part = plan[index]
+    instruction = HumanMessage(
+        f"Part {index + 1} of {len(plan)}: {part['tool']}. {part['note'] or 'No tool was found for it'}. "
+        'Reply {"action": "find_tools", "query": "..."} with other words for what the tool does '
+        "(e.g. 'multiply two numbers', 'convert a temperature'), or skip."
+    )
+    step.messages.append(instruction)
+    decision, _ = await _decide(
+        ctx,
+        slot,
+        prompt + step.messages,
+        search_schema(),
+        lambda raw: parse_decision(raw, [], allowed=("find_tools", "skip")),
+        lambda d: [],
+        "Reply with other words for the search, or skip.",
+        step,
+    )
+    step.model_called = True
+    if decision.action == "find_tools":
+        step.messages.append(AIMessage(dataclasses.replace(decision, part=index).to_json()))
+        return
+    step.messages.append(AIMessage(decision.to_json()))
+    step.patch(plan, index, status="failed", note=decision.reason)
 
 
 def _tool_run(plan: Sequence[Part], index: int) -> list[int]:
@@ -560,13 +663,16 @@ async def _act_together(
     Only when no call in the reply can be made does a part fail, the first one, as a lone part would.
     """
     listed = "\n".join(
-        f"Part {i + 1}: {plan[i]['tool']}" + (f".{given_results(plan, i)}" if uses_of(plan, i) else "")
+        f"Part {i + 1}: {plan[i]['tool']}"
+        + ("" if plan[i]["tools"] else " (no tool found for it yet)")
+        + (f".{given_results(plan, i)}" if uses_of(plan, i) else "")
         for i in run
     )
     instruction = HumanMessage(
         f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
         "Call the found tool for each part whose values are known now, all in this reply. A part that needs "
-        "another part's result waits for its observation. Skip a part (give its number) if no found tool does it."
+        "another part's result waits for its observation. For a part no found tool does, search with "
+        "find_tools in other words (give its number), or skip it (give its number)."
     )
     step.messages.append(instruction)
     evidence = evidence_of(request, plan)
@@ -580,7 +686,7 @@ async def _act_together(
         return _tool_problems(ctx, plan[target]["tool"], d, evidence)
 
     def parse(raw: str) -> list[Decision]:
-        decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip"))
+        decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip", "find_tools"))
         return [
             _without_ungrounded_options(d, ctx.catalog.get(d.tool).parameters, evidence)
             if d.action == "call_tool"
@@ -601,34 +707,41 @@ async def _act_together(
         check,
         "Take values only from the request or the observations; a part that needs another's result waits.",
         step,
-        act_tools(loaded, ctx.catalog, parallel=True, limits=ctx.tool_limits(slot)),
+        act_tools(loaded, ctx.catalog, parallel=True, limits=ctx.tool_limits(slot), search=True),
     )
     step.model_called = True
     free = list(run)
     skips: list[Decision] = []
     calls: list[Decision] = []
+    searches: list[Decision] = []
     held: list[int] = []
     for d in decisions:
         if not free:
             break  # more calls than parts: the extra ones are not made
         if d.action == "skip":
             target = d.part if d.part in free else free[0]
+        elif d.action == "find_tools":
+            target = d.part if d.part in free else next((i for i in free if not plan[i]["tools"]), free[0])
         else:
             target = next((i for i in free if d.tool in plan[i]["tools"]), free[0])
         free.remove(target)
         d = dataclasses.replace(d, part=target)
         if d.action == "skip":
             skips.append(d)
+        elif d.action == "find_tools":
+            searches.append(d)
         elif problems_of(d, target):
             held.append(target)
         else:
             calls.append(d)
     if held:
         trace.get_current_span().set_attribute(A.HELD_PARTS, len(held))
-    step.replied([*skips, *calls])  # the calls last: the tool node runs the trailing calls together
+    # the calls (or else the searches) last: their node takes the trailing steps of one kind together; a
+    # search asked beside calls is asked again on the next turn
+    step.replied([*skips, *(calls or searches)])
     for d in skips:
         step.patch(plan, cast(int, d.part), status="failed", note=d.reason)
-    if not skips and not calls:  # nothing in the reply can be done: the first part fails, as a lone one would
+    if not skips and not calls and not searches:  # nothing in the reply can be done: the first part fails
         note = "not called: a value in its arguments is in neither the request nor an observation"
         step.derived(Decision("skip", reason=note, part=held[0]))
         step.patch(plan, held[0], status="failed", note=note)

@@ -31,6 +31,7 @@ from orchestrator.profiles import ToolLimits
 from orchestrator.toolsets.catalog import Catalog
 
 __all__ = [
+    "ACT_EXTRAS",
     "MAX_BOUND_TOOLS",
     "Decision",
     "DecisionError",
@@ -46,6 +47,7 @@ __all__ = [
     "parse_decisions",
     "parse_plan",
     "plan_tools",
+    "search_schema",
     "wire_name",
     "written_call",
 ]
@@ -54,6 +56,7 @@ Action = Literal["plan", "find_tools", "call_tool", "delegate", "skip", "final"]
 ACTIONS: tuple[Action, ...] = ("plan", "find_tools", "call_tool", "delegate", "skip", "final")
 TEXT_MAX = 400
 REASON_MAX = 160
+QUERY_MAX = 200  # characters of a search the model writes
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,30 @@ def act_schema(tools: Sequence[str], catalog: Catalog) -> dict[str, Any]:
         }
     )
     return {"anyOf": options}
+
+
+def search_schema() -> dict[str, Any]:
+    """Other words for a search that found nothing, or a skip with a reason."""
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "action": {"const": "find_tools"},
+                    "query": {"type": "string", "minLength": 3, "maxLength": 80},
+                },
+                "required": ["action", "query"],
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "action": {"const": "skip"},
+                    "reason": {"type": "string", "minLength": 3, "maxLength": REASON_MAX},
+                },
+                "required": ["action", "reason"],
+            },
+        ]
+    }
 
 
 def final_schema() -> dict[str, Any]:
@@ -248,6 +275,8 @@ def _decision(data: Mapping[str, Any], tools: Sequence[str], allowed: Sequence[A
         return Decision("call_tool", tool=tool, args=args)
     if action == "skip":
         return Decision("skip", reason=_text(data, "reason", action)[:REASON_MAX])
+    if action == "find_tools":
+        return Decision("find_tools", query=_text(data, "query", action)[:QUERY_MAX])
     if action == "final":
         return Decision("final", answer=_text(data, "answer", action))
     raise DecisionError(f"action {action!r} is not one the model chooses here")
@@ -272,7 +301,12 @@ def decision_of(text: str) -> dict[str, Any] | None:
 # cache-stable) plus `skip`, the answer as `final`. Its call is read back as the same JSON decision, so
 # parsing, grounding checks and repairs are the same on every rung.
 MAX_BOUND_TOOLS = ToolLimits().max_tools  # the default; each slot's profile has its own (`ToolLimits`)
-META_TOOLS = ("plan", "skip", "final")
+META_TOOLS = ("plan", "skip", "final", "find_tools")
+ACT_EXTRAS = ("find_tools", "skip")  # bound beside the loaded tools at a tool part: the room they take
+FIND_TOOLS_HELP = (
+    "Search the tool catalog again, in other words: what the tool should do, e.g. 'multiply two numbers' "
+    "or 'convert a temperature'. The tools it finds are added to the ones you can call."
+)
 
 
 _WIRE_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")  # what OpenAI and Anthropic take in a tool name
@@ -404,16 +438,23 @@ def plan_tools(schema: Mapping[str, Any]) -> ToolForm:
 
 
 def act_tools(
-    loaded: Sequence[str], catalog: Catalog, parallel: bool = False, limits: ToolLimits | None = None
+    loaded: Sequence[str],
+    catalog: Catalog,
+    parallel: bool = False,
+    limits: ToolLimits | None = None,
+    search: bool = False,
 ) -> ToolForm:
-    """A tool part: every tool loaded so far, in the order loaded, and `skip`; one call is required.
+    """A tool part: every tool loaded so far, in the order loaded, then `find_tools` (with `search`: the
+    model searches the catalog in its own words) and `skip`; one call is required. The loaded tools come
+    first and only grow at their end, so the bound set stays a stable prefix from call to call.
 
-    `parallel`: several parts are asked at once, so several calls may come back, and `skip` names its part.
-    `limits`: the model's (find_tools keeps the loaded tools within `max_tools`; the newest are kept here
-    too, as they are the ones the part was offered).
+    `parallel`: several parts are asked at once, so several calls may come back; `skip` and `find_tools`
+    name their part. `limits`: the model's (find_tools keeps the loaded tools within `max_tools`; the
+    newest are kept here too, as they are the ones the part was offered).
     """
     limits = limits or ToolLimits()
-    kept = list(loaded)[-(limits.max_tools - 1) :] if len(loaded) >= limits.max_tools else list(loaded)
+    room = limits.max_tools - (2 if search else 1)
+    kept = list(loaded)[-room:] if len(loaded) > room else list(loaded)
     names = {wire_name(name, limits.max_name): name for name in kept}
     tools = [
         _function(
@@ -431,6 +472,16 @@ def act_tools(
     if parallel:
         skip["properties"]["part"] = {"type": "integer", "description": "the number of the part skipped"}
         skip["required"] = ["part", "reason"]
+    if search:
+        find: dict[str, Any] = {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "what the tool should do, in words"}},
+            "required": ["query"],
+        }
+        if parallel:
+            find["properties"]["part"] = {"type": "integer", "description": "the number of the part"}
+            find["required"] = ["part", "query"]
+        tools.append(_function("find_tools", FIND_TOOLS_HELP, find))
     tools.append(_function("skip", "Skip this part: none of the tools does it.", skip))
     aliases = {alias: name for alias, name in names.items() if alias != name}
     return ToolForm(tuple(tools), "required", parallel, aliases)
@@ -528,4 +579,9 @@ def _call_decision(call: Mapping[str, Any]) -> dict[str, Any]:
         return out
     if name == "final":
         return {"action": "final", "answer": args.get("answer", "")}
+    if name == "find_tools":
+        found: dict[str, Any] = {"action": "find_tools", "query": args.get("query", "")}
+        if "part" in args:
+            found["part"] = args["part"]
+        return found
     return {"action": "call_tool", "tool": name, "args": args}

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import operator
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
@@ -32,8 +33,15 @@ from langgraph.types import Send, interrupt
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from orchestrator.agent.controller import COVERS, AgentParts, controller_step, stopped_answer
-from orchestrator.agent.decisions import META_TOOLS, decision_of
+from orchestrator.agent.controller import (
+    BEYOND,
+    COVERS,
+    AgentParts,
+    controller_step,
+    search_words,
+    stopped_answer,
+)
+from orchestrator.agent.decisions import ACT_EXTRAS, decision_of
 from orchestrator.agent.plan import Example, Part, current_part, merge_plan
 from orchestrator.agent.workhorse import reject, run_worker
 from orchestrator.cost.billing import tool_entry
@@ -238,6 +246,20 @@ def _first_sentence(text: str) -> str:
         cut += 2
 
 
+_EXAMPLE = re.compile(r"^\s*Example:\s*(\S.*)$", re.M)
+_EXAMPLE_MAX = 160
+
+
+def example_line(description: str) -> str:
+    """A tool's one-line example from its description (`Example: "a request" -> tool(arg=value)`), shown
+    with the tool when it is found, so the choice between close tools sees how each is called; "" if none."""
+    found = _EXAMPLE.search(description)
+    if found is None:
+        return ""
+    text = found.group(1).strip()
+    return "Example: " + (text if len(text) <= _EXAMPLE_MAX else text[: _EXAMPLE_MAX - 3] + "...")
+
+
 def _signature(name: str, parameters: Mapping[str, Any]) -> str:
     """`name(arg: its description, unit: C|F|K)`: each argument with a short description or its choices."""
     args = []
@@ -265,7 +287,11 @@ async def find_tools(
     state: AgentState, ctx: RunContext, retrieve: Retrieve = _search, slot: str = "controller"
 ) -> dict[str, Any]:
     """Search the catalog (with `retrieve`) for each pending search; load the top-k tools (append-only),
-    offer them to the part. At most the tools `slot`'s model takes in one request stay loaded."""
+    offer them to the part. At most the tools `slot`'s model takes in one request stay loaded.
+
+    A part's first search (the engine's, with the part's words) falls back to the request's words when
+    it finds nothing. A search the model asked for adds its finds to the part's tools. A search that finds
+    nothing is an observation: the controller searches again in other words or skips, never the search."""
     max_tools = ctx.tool_limits(slot).max_tools
     loaded = list(state.get("loaded") or [])
     added: list[str] = []
@@ -273,13 +299,26 @@ async def find_tools(
     keep = in_use(state)
     messages: list[BaseMessage] = []
     patches: list[dict[str, Any]] = []
-    for decision, index in pending_steps(state) or [({}, current_part(state.get("plan")))]:
+    plan: Sequence[Part] = state.get("plan") or []
+    for decision, index in pending_steps(state) or [({}, current_part(plan))]:
         query = str(decision.get("query", ""))
-        found = retrieve(ctx.catalog, query, ctx.limits.top_k)
+        part = plan[index] if index is not None and index < len(plan) else None
         down = ctx.catalog.unavailable()
-        # only the catalog's tools are ever bound, and only those that can be called
-        hits = [h for h in found if h.name in ctx.catalog and h.name not in down]
-        room = max_tools - len(META_TOOLS) - len(loaded)
+
+        def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
+            """Only the catalog's tools are ever bound, and only those that can be called."""
+            found = retrieve(ctx.catalog, words, ctx.limits.top_k)
+            return [h for h in found if h.name in ctx.catalog and h.name not in down]
+
+        hits = usable(query)
+        first = part is not None and part["status"] == "pending"
+        if not hits and first:  # the part's words found nothing: the request's words, once
+            broader = search_words(str(state.get("input") or ""))
+            if broader and broader != query:
+                hits = usable(broader)
+        if part is not None and part["status"] == "searched":  # a search of the model's own: finds add up
+            hits = [h for h in hits if h.name not in part["tools"]]
+        room = max_tools - len(ACT_EXTRAS) - len(loaded)
         new = [h for h in hits if h.name not in loaded]
         keep |= {h.name for h in hits}
         # a provider takes at most max_tools tools a request: past that, the tools loaded longest
@@ -292,14 +331,17 @@ async def find_tools(
                 f"use, and a request binds at most {max_tools}"
             )
             patch: dict[str, Any] = {"status": "failed", "note": text}
-        elif not hits:
+        elif not hits:  # an observation the controller acts on: search in other words, or skip
             text = f"no tool matches {query!r}"
+            if part is not None and part["tools"]:
+                text = f"no other tool matches {query!r}"
             if down:
                 text += f" (not offered, unavailable: {'; '.join(sorted(set(down.values())))})"
-            patch = {"status": "failed", "note": text}
+            patch = {"status": "searched", "note": text}
         else:
             lines = [
                 f"{_signature(h.name, ctx.catalog.get(h.name).parameters)}: {_first_sentence(h.description)}."
+                + (f" {example}" if (example := example_line(h.description)) else "")
                 for h in hits
             ]
             text = "found " + "\n".join(lines)
@@ -308,7 +350,8 @@ async def find_tools(
                 loaded = [t for t in loaded if t not in evict]
                 dropped += evict
                 added = [t for t in added if t not in evict]
-            patch = {"status": "searched", "tools": [h.name for h in hits]}
+            earlier = list(part["tools"]) if part is not None and not first else []
+            patch = {"status": "searched", "tools": earlier + [h.name for h in hits], "note": ""}
             loaded += [h.name for h in new]
             added += [h.name for h in new]
         if down and hits:  # say why some tools are not offered (a reason per stopped server)
@@ -511,6 +554,7 @@ def build_agent_graph(
     retrieve: Retrieve | None = None,
     covers: str = COVERS,
     examples: Sequence[Example] = (),
+    beyond: str = BEYOND,
 ) -> StateGraph[AgentState, RunContext, AgentInput, AgentState]:
     """The racehorse-led agent graph, uncompiled, from its parts.
 
@@ -521,6 +565,10 @@ def build_agent_graph(
     - `covers`: what the tools cover, in a phrase the system prompt ends "... for <covers>." with.
     - `examples`: worked plans for requests its tools answer (`PlanExample`s); the few closest to each
       request are shown to the model.
+    - `beyond`: what none of its tools does, in a phrase: the requests the model answers with an empty
+      plan. The default (live data, news, facts, actions in the world) comes with worked empty plans on
+      those topics; a catalog of services or APIs that do such things passes its own phrase, or "" (then
+      the built-in empty plans are not shown: give your own in `examples`).
 
     Example:
         >>> builder = build_agent_graph()
@@ -543,7 +591,7 @@ def build_agent_graph(
                 workers=crew if crew is not None else ctx.workers,
             )
 
-    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples))
+    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples), beyond=beyond)
     plan_step = functools.partial(controller_step, parts=parts)
     search = functools.partial(find_tools, retrieve=retrieve or _search, slot=controller)
     g: StateGraph[AgentState, RunContext, AgentInput, AgentState] = StateGraph(

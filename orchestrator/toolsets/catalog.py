@@ -105,6 +105,10 @@ class ToolHit:
     name: str
     score: float
     description: str
+    # 0..1: the share of the query's best possible match this tool reaches (BM25: each query term at its
+    # best posting in the catalog; dense: the cosine similarity). Comparable across queries: a floor on it
+    # says when nothing counts as found.
+    relevance: float = 1.0
 
 
 class Catalog:
@@ -258,24 +262,32 @@ class Catalog:
             exclude = {*exclude, *down}
         if self.index is not None:
             found = self.index.search(query, k, self.method, exclude)
-            return [ToolHit(h.name, h.score, h.description) for h in found if h.name in self._entries]
+            return [
+                ToolHit(h.name, h.score, h.description, h.relevance) for h in found if h.name in self._entries
+            ]
         q: dict[str, float] = {}
         for term in set(tokenize(query)):
             for t, w in self._expand(term).items():
                 q[t] = max(q.get(t, 0.0), w)
         skip = set(exclude)
-        scored = []
+        scores: dict[str, float] = {}
+        best: dict[str, float] = {}  # each query term's best contribution to any tool's score
         for name, terms in self._docs.items():
-            if name in skip:
-                continue
             length = sum(terms.values())
             score = 0.0
             for t, weight in q.items():
                 tf = terms.get(t, 0.0)
                 if tf:
                     norm = tf + self.k1 * (1 - self.b + self.b * length / self._avg_len)
-                    score += weight * self._idf[t] * tf * (self.k1 + 1) / norm
-            if score > 0:
-                scored.append(ToolHit(name, score, self._entries[name].description))
+                    part = weight * self._idf[t] * tf * (self.k1 + 1) / norm
+                    best[t] = max(best.get(t, 0.0), part)
+                    score += part
+            if score > 0 and name not in skip:
+                scores[name] = score
+        bound = sum(best.values()) or 1.0
+        scored = [
+            ToolHit(name, score, self._entries[name].description, round(score / bound, 4))
+            for name, score in scores.items()
+        ]
         scored.sort(key=lambda h: (-h.score, h.name))
         return scored[:k]

@@ -1,0 +1,42 @@
+"""What every `orch` command shares beside rendering: the exit codes, the parser type, the settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Protocol, TypeAlias
+
+from orchestrator.config import Settings, load_manifest
+from orchestrator.errors import ConfigError
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PIPE",
+    "EXIT_WAITING",
+    "Command",
+    "Subparsers",
+    "settings_of",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_WAITING, EXIT_CANCELLED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
+
+# What each command module's `register` is given: `orch`'s subparsers, to add its own to.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class Command(Protocol):
+    """A command's module: its `register` adds its parser and sets the handler (`args.func`)."""
+
+    def register(self, subparsers: Subparsers) -> None: ...
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The settings for a command that can do without a project: its manifest if there is one."""
+    manifest = None
+    try:
+        manifest = load_manifest(args.project)
+    except ConfigError:
+        manifest = None
+    return Settings.resolve(manifest, traces_path=getattr(args, "traces", None))

@@ -1,0 +1,175 @@
+"""`orch trial`: a model tried in a worker's slot on labelled items, beside the model there now."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.table import Table
+
+from orchestrator.cli import console
+from orchestrator.cli.args import non_empty_str, positive_int
+from orchestrator.cli.common import EXIT_OK, Subparsers
+from orchestrator.cli.console import as_line, as_text
+from orchestrator.config import Settings, load_manifest
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add the command's parser; its handler is `args.func`."""
+    tr = subparsers.add_parser(
+        "trial", help="test a model for a worker's slot on labelled items: accuracy, validity, cost, verdict"
+    )
+    tr.add_argument(
+        "model", type=non_empty_str, help="the model to try, provider:model (e.g. local:qwen2.5-0.5b)"
+    )
+    tr.add_argument("--worker", required=True, type=non_empty_str, help="the worker whose slot it would take")
+    tr.add_argument(
+        "--data",
+        required=True,
+        type=non_empty_str,
+        metavar="FILE",
+        help='JSON Lines: {"input": ..., "expected": ...}',
+    )
+    tr.add_argument(
+        "--base-url", type=non_empty_str, help="the endpoint of an openai-compat:/vllm:/ollama: model"
+    )
+    tr.add_argument(
+        "--price-as", type=non_empty_str, metavar="MODEL", help="price it as this price-table model"
+    )
+    tr.add_argument("--limit", type=positive_int, help="only the first N items")
+    tr.add_argument("--json", action="store_true", help="print one JSON object")
+    tr.add_argument(
+        "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
+    )
+    tr.add_argument(
+        "--judge",
+        nargs="?",
+        const="controller",
+        type=non_empty_str,
+        metavar="SLOT",
+        help="free-text workers: the model bound to SLOT (default: controller, the racehorse) scores each "
+        "output 1-5 beside the validators; its cost is reported apart",
+    )
+    tr.add_argument(
+        "--traces", type=non_empty_str, help="trace store path (default: $ORCH_TRACES or the user data dir)"
+    )
+    tr.set_defaults(func=cmd_trial)
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.evals.trial import ItemResult, load_items, run_trial
+    from orchestrator.run.orchestrator import Orchestrator
+    from orchestrator.sync import run_blocking
+
+    items = load_items(args.data)
+    if args.limit is not None:
+        items = items[: args.limit]
+    settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
+    orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
+    passes = 1 if args.no_compare else 2
+    progress = Progress(
+        TextColumn("[bold]trial[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console.err,
+        transient=True,
+        disable=args.json,
+    )
+    bar = progress.add_task("trial", total=len(items) * passes)
+
+    def show(_item: ItemResult) -> None:
+        progress.update(bar, advance=1)
+
+    try:
+        with progress:
+            report = run_blocking(
+                lambda: run_trial(
+                    orch,
+                    args.model,
+                    args.worker,
+                    items,
+                    on_item=show,
+                    compare=not args.no_compare,
+                    base_url=args.base_url,
+                    price_as=args.price_as,
+                    judge=args.judge,
+                )
+            )
+    finally:
+        orch.close()
+    if not report.baseline:
+        progress.update(bar, total=len(items))
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return EXIT_OK
+    table = Table(title=as_text(f"Trial of {args.model} on worker {report.worker} (slot {report.slot})"))
+    table.add_column("figure")
+    table.add_column(as_text(args.model))
+    if report.baseline is not None:
+        table.add_column(as_text(f"{report.baseline.model} (now)"))
+    base = data["baseline"] or {}
+    for key in (
+        "accuracy",
+        "accuracy_escalated",
+        "validity_before_repair",
+        "validity",
+        "escalation_rate",
+        "cost_per_1k_usd",
+        "compute_s_per_1k",
+        "p50_ttft_ms",
+        "tokens_per_s",
+        *(("judged_score", "judged_items", "judge_cost_usd", "judge_compute_s") if report.judge else ()),
+    ):
+        row = [as_text(key), as_text(_figure(key, data[key], data["items"]))]
+        if report.baseline is not None:
+            row.append(as_text(_figure(key, base.get(key), data["items"])))
+        table.add_row(*row)
+    console.out.print(table)
+    console.out.print(
+        as_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})")
+    )
+    if report.judge:
+        _print_judged(report)
+    return EXIT_OK
+
+
+def _print_judged(report: Any) -> None:
+    """The judge, and its lowest-scored outputs with its reasons (item text and reasons are data: escaped)."""
+    console.out.print(as_line(("judge:", "bold"), f" {report.judge} (its cost is not in the figures above)"))
+    runs = [report, *([report.baseline] if report.baseline is not None else [])]
+    for run in runs:
+        scored = sorted((i for i in run.items if i.judge_score is not None), key=lambda i: i.judge_score)
+        for item in scored[:3]:
+            if item.judge_score >= 4:
+                break
+            text = " ".join(item.input.split())
+            text = text if len(text) <= 60 else text[:57] + "..."
+            reason = item.judge_reason or ""
+            console.out.print(
+                as_line(f"  {run.model}: score {item.judge_score} on {json.dumps(text)}: {reason}")
+            )
+        unjudged = [i for i in run.items if i.judge_score is None and i.valid]
+        if unjudged:
+            why = unjudged[0].judge_reason or "?"
+            console.out.print(as_line(f"  {run.model}: {len(unjudged)} valid output(s) unjudged, e.g. {why}"))
+
+
+def _figure(key: str, value: Any, items: int = 0) -> str:
+    if value is None:
+        return "?"
+    if key == "judged_score":
+        return f"{value:.2f} / 5"
+    if key == "judged_items":
+        return f"{value} / {items}"
+    if key == "judge_cost_usd":
+        return f"${value:.4f}"
+    if key in ("accuracy", "accuracy_escalated", "validity_before_repair", "validity", "escalation_rate"):
+        return f"{value:.1%}"
+    if key == "cost_per_1k_usd":
+        return f"${value:.4f}"
+    return f"{value:.1f}"
