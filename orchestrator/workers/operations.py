@@ -28,7 +28,10 @@ from orchestrator.workers.grounding import find_numbers
 
 __all__ = ["OPERATIONS", "answering", "asked_operations", "check_statistic", "check_tool_fits", "named"]
 
-# operation: (words that name it, keys of a result that hold it)
+# operation: (words that name it, keys of a result that hold it). Left out on purpose, as they name a
+# part's values or a conversion more often than its operation: "percent" ("at 4 percent", "a 15% tip"),
+# "how many" and "number of" ("how many km is 5 miles"), "plus" and "min"/"max" (calculate's description
+# lists min and max among its functions: it would no longer fit an average).
 OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "mean": (
         ("average", "averages", "averaged", "mean", "avg", "arithmetic mean"),
