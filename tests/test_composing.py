@@ -139,6 +139,13 @@ async def test_a_part_whose_used_result_failed_fails_without_a_model_call(make_o
     assert result.ledger.by_node()[0].calls == 2  # the plan, the first part's skip: none for the second
 
 
+def test_a_tool_part_that_became_a_worker_part_uses_nothing() -> None:
+    # a small model names a worker as a tool part; the worker gets the request's text, no earlier result
+    worker: Part = {**new_part(worker="classify_request", text="x y", uses=[0]), "status": "done"}
+    first: Part = {**new_part(tool="calculate 2*3"), "status": "done", "result": "6"}
+    assert stated_parts([first, worker]) == [0, 1]
+
+
 def test_the_answer_states_a_used_result_when_its_user_failed() -> None:
     first: Part = {**new_part(tool="calculate 17/100*850"), "status": "done", "result": "144.5"}
     second: Part = {**new_part(tool="add 42 to the result", uses=[0]), "status": "done", "result": "186.5"}

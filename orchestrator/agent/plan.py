@@ -79,7 +79,10 @@ def new_part(*, tool: str = "", worker: str = "", text: str = "", uses: Sequence
 
 
 def uses_of(plan: Sequence[Part], index: int) -> list[int]:
-    """The earlier parts whose results part `index` takes (a plan checkpointed before `uses` has none)."""
+    """The earlier parts whose results part `index` takes: only a tool part takes any (a worker's text is
+    the request's), and a plan checkpointed before `uses` has none."""
+    if not plan[index]["tool"]:
+        return []
     return [i for i in plan[index].get("uses") or [] if 0 <= i < index]
 
 
