@@ -49,8 +49,20 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "final": (FINAL, {"action": "final", "answer": "18 days"}, {"action": "final", "answer": "18 days"}),
     "plan": (
         PLAN,
-        {"plan": [{"tool": "count the days"}, {"worker": "classify", "text": "My card has not arrived."}]},
-        {"plan": [{"tool": "count the days"}, {"worker": "classify", "text": "My card has not arrived."}]},
+        {
+            "plan": [
+                {"tool": "count the days"},
+                {"tool": "add 2 to the result", "uses": [1]},
+                {"worker": "classify", "text": "My card has not arrived."},
+            ]
+        },
+        {
+            "plan": [
+                {"tool": "count the days", "uses": None},
+                {"tool": "add 2 to the result", "uses": [1]},
+                {"worker": "classify", "text": "My card has not arrived."},
+            ]
+        },
     ),
 }
 
