@@ -160,8 +160,20 @@ _QUOTED_OR_VALUE = re.compile(
 )
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
+
+
+def search_query(text: str) -> str:
+    """What a tool search is given for a part or a request: its words without quoted passages (the text a
+    tool works on, not what it does: "count the words in 'convert the date'"). Numbers, dates and
+    symbols stay: on the everyday-phrasing set's dev split they found the right tool as often or more
+    (hybrid top-3 0.902 against 0.889 without them)."""
+    return " ".join(_QUOTED.sub(" ", text).split()) or text
+
+
 def search_words(task: str) -> str:
-    """A part's words without its values (quoted text, numbers, dates): what a tool search should match."""
+    """A part's words without its values (quoted text, numbers, dates): how an answer names a part whose
+    values nothing supports."""
     words = " ".join(_QUOTED_OR_VALUE.sub(" ", task).split())
     return words or task
 
@@ -472,12 +484,12 @@ async def _advance(
         if len(run) > 1:  # a model that makes parallel calls: these parts are searched, then asked, at once
             pending = [i for i in run if plan[i]["status"] == "pending"]
             for i in pending:
-                step.derived(Decision("find_tools", query=search_words(plan[i]["tool"]), part=i))
+                step.derived(Decision("find_tools", query=search_query(plan[i]["tool"]), part=i))
             if not pending and not step.model_called:
                 await _act_together(ctx, slot, request, prompt, plan, step, loaded, run)
             return
         if part["status"] == "pending":
-            step.derived(Decision("find_tools", query=search_words(part["tool"])))
+            step.derived(Decision("find_tools", query=search_query(part["tool"])))
             return
         searched = own_searches(prompt + step.messages, index)
         search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES
