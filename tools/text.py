@@ -16,7 +16,9 @@ MAX_TEXT_CHARS = 200_000
 MAX_COMPARE_CHARS = 1_000
 
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# A sentence ends at . ! or ? before a space or the end; closing quotes or brackets may follow it when the
+# text ends there or a new sentence starts ("'Hi there.' 'Bye now.'" is two, 'asked "why?" and left' one)
+_SENTENCE_END = re.compile(r"[.!?]+(?:(?=\s|$)|[\"'’”)\]]+(?=\s*$|\s+[\"'‘“(\[]?[A-Z]))")
 _STOPWORDS = frozenset(
     (
         "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "does", "did", "for", "from", "has",
