@@ -14,7 +14,8 @@ MAX_TEXT_CHARS = 200_000
 MAX_PATTERN_CHARS = 200
 MAX_MATCHES = 1000
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
+# Letters of any script, in the name and the domain ("josé.núñez@bücher.de" is an address; ASCII-only lost it)
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@(?:(?:[^\W_]|-)+\.)+[^\W\d_]{2,}\b")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
 _HASHTAG = re.compile(r"(?<![\w#])#([A-Za-z_][\w]*)")
