@@ -31,7 +31,7 @@ def base64_encode(
 ) -> str:
     """Encode a text as Base64 (standard or URL-safe alphabet). Returns the Base64 string.
 
-    Example: "base64-encode 'hello world'" -> base64_encode(text="hello world")
+    Example: "base64-encode 'user:secret'" -> base64_encode(text="user:secret")
     """
     data = _limit("text", text).encode("utf-8")
     return (base64.urlsafe_b64encode(data) if url_safe else base64.b64encode(data)).decode("ascii")

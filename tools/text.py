@@ -329,8 +329,8 @@ def wrap_text(
     """Word-wrap a text into lines no wider than a number of characters, keeping paragraphs (split by blank
     lines) apart. Returns the wrapped text.
 
-    Example: "wrap 'The quick brown fox jumps over the lazy dog' at 24 characters a line" ->
-    wrap_text(text="The quick brown fox jumps over the lazy dog", width=24)
+    Example: "wrap 'Meet me by the old oak tree at noon on Sunday' at 24 characters a line" ->
+    wrap_text(text="Meet me by the old oak tree at noon on Sunday", width=24)
     """
     if not 10 <= width <= 500:
         raise ValueError(f"width must be between 10 and 500, got {width}")
