@@ -136,7 +136,8 @@ def net_present_value(
     cash_flows: Annotated[list[float], _FLOWS_DOC],
 ) -> float:
     """Net present value (NPV) of an investment's cash flows at a discount rate, the first flow (often a
-    negative outlay) now: is the project worth it? Returns the NPV; positive means it adds value.
+    negative outlay) now, to judge whether a project is worth it. Returns the NPV; positive means it adds
+    value.
 
     Example: "NPV at 8% of paying 1500 now and getting 450, 620 and 710 over the next three years" ->
     net_present_value(rate_percent=8, cash_flows=[-1500, 450, 620, 710])
