@@ -322,3 +322,18 @@ def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(t
     grammar = schema_to_gbnf(act_schema(["odd_tool"], catalog))  # raised "Unrecognized schema" before
     char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
     assert "\\x00-\\x1F" in char  # a string holds no raw control character: the reply stays JSON
+
+
+def test_the_in_memory_search_reads_capitals_and_contractions_as_words() -> None:
+    """ "UPPERCASE", "JSON", "CSV" were read letter by letter (the catalog's own pattern tried a capital
+    followed by lower-case letters first), and the "s" of "what's" then matched each of them."""
+    from orchestrator.toolsets.catalog import tokenize
+
+    assert tokenize("make it UPPERCASE in JSON, what's HTTPRequest") == [
+        "make",
+        "uppercase",
+        "json",
+        "http",
+        "request",
+    ]
+    assert tokenize("x 7") == ["7"]
