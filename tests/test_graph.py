@@ -493,7 +493,8 @@ async def test_worker_parts_in_a_row_fan_out_in_one_step(
 def test_a_catalog_of_services_can_say_what_is_beyond_its_tools() -> None:
     """The empty plan's topics (live data, actions in the world) and their worked empty plans are the
     default catalog's; a graph over service APIs names its own or none, and the built-in ones go."""
-    from orchestrator.agent.controller import BEYOND, AgentParts, _bank, _system
+    from orchestrator.agent.controller import BEYOND, AgentParts, _bank
+    from orchestrator.agent.controller import system_prompt as _system
     from orchestrator.agent.plan import NO_STEP_EXAMPLES
 
     assert f"can answer ({BEYOND}), reply" in _system((), "x")

@@ -130,7 +130,8 @@ def is_model_decision(message: BaseMessage) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _system(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
+def system_prompt(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
+    """The controller's system prompt for these workers (name, description) and tools (`covers`, `beyond`)."""
     listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
     return SYSTEM_PROMPT.format(workers=listed, covers=covers, beyond=f" ({beyond})" if beyond else "")
 
@@ -386,7 +387,7 @@ async def controller_step(
         raise BudgetStop(f"step limit of {limit} reached")
     workers = {w.name: w.description for w in ctx.workers.values()}
     head: list[BaseMessage] = [
-        SystemMessage(_system(tuple(workers.items()), parts.covers, parts.beyond)),
+        SystemMessage(system_prompt(tuple(workers.items()), parts.covers, parts.beyond)),
         *_examples(request, ctx, parts),
         HumanMessage(request),
     ]
