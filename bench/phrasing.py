@@ -9,7 +9,7 @@ first three does: what `find_tools` offers the controller) and all-gold@3 (every
 the first three, over the requests more than one tool answers). Methods: the catalog's in-memory BM25 (the
 bundled project's default), and through the retrieval index its BM25, dense (MiniLM) and hybrid search, the
 last two only when the `embed` extra is installed. Query forms: the whole request, and the request with its
-values stripped by `orchestrator.agent.controller.search_words` (what the agent searches with).
+quoted passages stripped by `orchestrator.agent.controller.search_query` (what the agent searches with).
 
 Run: `.venv/bin/python bench/phrasing.py` (under a minute; writes bench/results/phrasing.json and its
 section of docs/benchmarks.md) or `--json` (print only).
@@ -96,12 +96,12 @@ Search = Callable[[str], list[str]]
 
 def measure(search: Search, rows: Sequence[Request], form: str) -> dict[str, Any]:
     """Top-1, top-3 and all-gold@3 over `rows`, with the top-3 misses (request, gold, what was found)."""
-    from orchestrator.agent.controller import search_words
+    from orchestrator.agent.controller import search_query
 
     top1 = top3 = multi = all3 = 0
     misses = []
     for r in rows:
-        query = r.request if form == "request" else search_words(r.request)
+        query = r.request if form == "request" else search_query(r.request)
         found = search(query)[:K]
         gold = set(r.tools)
         top1 += bool(found) and found[0] in gold
@@ -222,7 +222,7 @@ def section(o: dict[str, Any]) -> list[str]:
         "top-1: the first tool found answers the request; top-3: one of the first three does (what `find_tools` "
         "offers); all-gold@3: every tool that answers it is in the first three, over the requests more than "
         f"one tool answers ({res[0]['dev']['multi_gold']} dev, {res[0]['heldout']['multi_gold']} held-out). "
-        'Query "search words": the request without its values (`search_words`, what the '
+        'Query "search words": the request without its quoted passages (`search_query`, what the '
         "agent searches with).",
         "",
         "| method | query | dev top-1 | dev top-3 | dev all-gold@3 | held-out top-1 | held-out top-3 | held-out all-gold@3 | held-out misses |",

@@ -32,7 +32,7 @@ from langgraph.graph import END, START, StateGraph  # noqa: E402
 
 from bench.markers import machine, splice  # noqa: E402
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig  # noqa: E402
-from orchestrator.agent.controller import COVERS, SYSTEM_PROMPT  # noqa: E402
+from orchestrator.agent.controller import COVERS, system_prompt  # noqa: E402
 from orchestrator.agent.plan import MAX_PARTS  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
 from orchestrator.testing import ScriptedChatModel  # noqa: E402
@@ -63,7 +63,7 @@ class BareState(TypedDict, total=False):
 
 
 # The same instructions our controller sends: a real bare graph has a prompt too.
-PROMPT = [SystemMessage(SYSTEM_PROMPT.format(workers="  (none)", covers=COVERS))]
+PROMPT = [SystemMessage(system_prompt((), COVERS))]
 
 
 def build_bare(model: ScriptedChatModel) -> StateGraph[Any, Any, Any, Any]:

@@ -25,7 +25,8 @@ from orchestrator.workers.operations import answering, check_statistic, check_to
 from support import MakeOrch, act
 from tools.arithmetic import calculate
 from tools.catalog import PLAN_EXAMPLES, TOOLS
-from tools.stats import percentile, summary_statistics
+from tools.stats import summary_statistics
+from tools.text import text_statistics
 
 
 @tool
@@ -297,14 +298,10 @@ async def test_the_answer_must_state_the_value_of_a_summary_that_answers_the_par
 def test_the_fitting_tools_are_the_ones_offered() -> None:
     from orchestrator.agent.controller import _fitting
 
-    class Ctx:
-        catalog = Catalog.from_tools([sum_numbers, summary_statistics, percentile, calculate])
-
-    offered = _fitting(
-        Ctx(), AVERAGE_PART["tool"], ["sum_numbers", "percentile", "summary_statistics", "calculate"]
-    )  # type: ignore[arg-type]
-    assert offered == ["summary_statistics", "calculate"]
-    assert _fitting(Ctx(), AVERAGE_PART["tool"], ["sum_numbers"]) == ["sum_numbers"]  # type: ignore[arg-type]
+    catalog = Catalog.from_tools([sum_numbers, summary_statistics, text_statistics, calculate])
+    found = ["sum_numbers", "text_statistics", "summary_statistics", "calculate"]
+    assert _fitting(catalog, AVERAGE_PART["tool"], found) == ["summary_statistics", "calculate"]
+    assert _fitting(catalog, AVERAGE_PART["tool"], ["sum_numbers"]) == ["sum_numbers"]  # none fits: all
 
 
 def _tool(name: str) -> BaseTool:
@@ -315,9 +312,9 @@ def _tool(name: str) -> BaseTool:
     ("task", "tool"),
     [
         ("average of 4, 9, 15", "sum_numbers"),
-        ("calculate the average of 4, 9, 15", "percentile"),
+        ("calculate the average of 4, 9, 15", "text_statistics"),
         ("the median of 3, 7, 10", "weighted_average"),
-        ("add 42 to the result", "round_number"),
+        ("what is the largest of 4, 9 and 15", "count_occurrences"),
         ("count the days between 2025-01-01 and 2025-02-01", "add_months"),
     ],
 )
@@ -330,7 +327,9 @@ def test_a_tool_that_does_another_operation_does_not_fit(task: str, tool: str) -
     ("task", "tool"),
     [
         ("average of 4, 9, 15", "summary_statistics"),
-        ("the average of 4, 9, 15", "calculate"),  # names no operation: it may do any
+        ("the average of 4, 9, 15", "calculate"),  # a general calculator: an average is a sum over a count
+        ("the largest of 4, 9, 15", "sort_numbers"),
+        ("add 42 to the result", "round_number"),  # names no operation: it may do any
         ("median of 3, 7, 10", "percentile"),
         ("add 42 to the result", "calculate"),
         ("round the mean to 1 decimal place", "round_number"),  # the mean is its input, not its operation

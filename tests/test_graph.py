@@ -10,6 +10,7 @@ from langchain_core.messages import BaseMessage
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from orchestrator import Budget, Limits, Orchestrator, Settings
+from orchestrator.agent.controller import search_query
 from support import PRICES, TOOLS, MakeOrch, act
 
 TASK = "How many days from 2026-03-02 to 2026-03-20? Also classify: 'my card has not arrived'"
@@ -54,7 +55,7 @@ async def test_plan_tool_part_and_worker_part(make_orch: MakeOrch, spans: InMemo
     assert [c["orchestrator.decided_by"] for c in controllers] == ["plan", "model", "plan", "model"]
 
 
-async def test_search_uses_the_part_words_without_its_values(make_orch: MakeOrch) -> None:
+async def test_search_uses_the_part_words_without_its_quoted_text(make_orch: MakeOrch) -> None:
     seen: list[str] = []
 
     def call(messages: Sequence[BaseMessage]) -> str:
@@ -64,7 +65,9 @@ async def test_search_uses_the_part_words_without_its_values(make_orch: MakeOrch
     orch = make_orch([plan(DAYS), call, act(action="final", answer="18 days")], by_turn=True)
     result = await orch.arun("agent", TASK)
     assert result.answer == "18 days"
-    assert '{"action": "find_tools", "query": "days between and"}' in seen
+    assert '{"action": "find_tools", "query": "days between 2026-03-02 and 2026-03-20"}' in seen
+    quoted = "count the words in 'convert the date' and \u201cadd days\u201d"
+    assert search_query(quoted) == "count the words in and"
     assert any(s.startswith("Observation (find_tools): found date_diff(start; end)") for s in seen)
     assert (
         "Part 1 of 1: days between 2026-03-02 and 2026-03-20. Call the found tool that does it, or skip."
@@ -490,7 +493,8 @@ async def test_worker_parts_in_a_row_fan_out_in_one_step(
 def test_a_catalog_of_services_can_say_what_is_beyond_its_tools() -> None:
     """The empty plan's topics (live data, actions in the world) and their worked empty plans are the
     default catalog's; a graph over service APIs names its own or none, and the built-in ones go."""
-    from orchestrator.agent.controller import BEYOND, AgentParts, _bank, _system
+    from orchestrator.agent.controller import BEYOND, AgentParts, _bank
+    from orchestrator.agent.controller import system_prompt as _system
     from orchestrator.agent.plan import NO_STEP_EXAMPLES
 
     assert f"can answer ({BEYOND}), reply" in _system((), "x")

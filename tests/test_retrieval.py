@@ -280,7 +280,12 @@ def test_the_agents_catalog_searches_the_way_the_manifest_says(
     monkeypatch.setenv("ORCH_TOOL_INDEX", str(tmp_path / "agent-index.db"))
     settings = Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db")
     few = Orchestrator(settings=settings, tools=[make(i) for i in range(20)], tracing=False)
-    assert few.catalog.index is None  # "auto": a small catalog is searched in memory
+    # "auto", with the embed extra (the test install has it): hybrid through the index, even when small
+    assert few.catalog.index is not None and few.catalog.method == "hybrid"
+    assert few.catalog.search("what's the weather like, lookup 3")[0].name.startswith("weather")
+    monkeypatch.setattr("orchestrator.toolsets.retrieval.dense.available", lambda: False)
+    plain = Orchestrator(settings=settings, tools=[make(i) for i in range(20)], tracing=False)
+    assert plain.catalog.index is None  # without it, a small catalog is searched in memory
     many = [make(i) for i in range(210)]
     indexed = Orchestrator(
         settings=settings, tools=many, tracing=False, manifest=Manifest(tool_search="bm25")
@@ -322,3 +327,18 @@ def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(t
     grammar = schema_to_gbnf(act_schema(["odd_tool"], catalog))  # raised "Unrecognized schema" before
     char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
     assert "\\x00-\\x1F" in char  # a string holds no raw control character: the reply stays JSON
+
+
+def test_the_in_memory_search_reads_capitals_and_contractions_as_words() -> None:
+    """ "UPPERCASE", "JSON", "CSV" were read letter by letter (the catalog's own pattern tried a capital
+    followed by lower-case letters first), and the "s" of "what's" then matched each of them."""
+    from orchestrator.toolsets.catalog import tokenize
+
+    assert tokenize("make it UPPERCASE in JSON, what's HTTPRequest") == [
+        "make",
+        "uppercase",
+        "json",
+        "http",
+        "request",
+    ]
+    assert tokenize("x 7") == ["7"]

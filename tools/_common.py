@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import date, datetime
 
 from langchain_core.tools import BaseTool
@@ -49,11 +50,13 @@ def parse_datetime(name: str, text: str) -> datetime:
 
 
 def pack(*tools: BaseTool) -> list[BaseTool]:
-    """Return the tools as a list, with each description collapsed onto one line.
+    """Return the tools as a list, each description's paragraphs collapsed onto one line each.
 
-    Docstrings wrap over several source lines; the description a model (or a retrieval
-    index) sees should be a single clean sentence or two.
+    Docstrings wrap over several source lines; a model (or a retrieval index) should see what the tool
+    does as one clean line, and its `Example: "<request>" -> tool(arg=value)` paragraph as a line of its
+    own (an agent can show that line to a model choosing between close tools).
     """
     for t in tools:
-        t.description = " ".join(t.description.split())
+        paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", t.description))
+        t.description = "\n\n".join(p for p in paragraphs if p)
     return list(tools)

@@ -128,9 +128,11 @@ def _eval_node(node: ast.AST) -> Number:
 def calculate(
     expression: Annotated[str, "Arithmetic expression, e.g. '2*(3+4)**2' or 'sqrt(16) + log(100, 10)'"],
 ) -> int | float:
-    """Safely evaluate a numeric math expression with + - * / // % **, parentheses and functions
-    such as sqrt, log, sin, cos, min, max, round; returns the number (numbers only). Use it to add,
-    subtract, multiply or divide numbers, such as an earlier result and a value.
+    """Arithmetic on numbers: add (plus, sum, total), subtract (minus), multiply (times, product), divide,
+    powers (squared, cubed), square roots, percent of, logs and trig. Returns the number that one expression
+    such as '1234*5678', 'sqrt(1764)', '2**10' or '15% of 2340' gives.
+
+    Example: "what's 17% of 850?" -> calculate(expression="17/100*850")
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")
@@ -155,8 +157,11 @@ def percent_change(
     old_value: Annotated[float, "Starting value (must not be zero)"],
     new_value: Annotated[float, "Ending value"],
 ) -> float:
-    """Compute the percentage increase or decrease going from an old value to a new value; returns the
-    signed percent (e.g. 25.0 for +25%).
+    """Percent increase or decrease from an old value to a new one: by how many percent something grew, rose,
+    fell or dropped. Returns the signed percent, e.g. 25.0 for a rise from 80 to 100.
+
+    Example: "the rent went up from 1200 to 1350, by what percent?" -> percent_change(old_value=1200,
+    new_value=1350)
     """
     require_finite("old_value", old_value)
     require_finite("new_value", new_value)
@@ -170,8 +175,10 @@ def percentage_of(
     part: Annotated[float, "The part amount"],
     whole: Annotated[float, "The whole amount (must not be zero)"],
 ) -> float:
-    """Work out what percent one number (the part) is of another (the whole); returns the percentage,
-    e.g. 30 of 120 gives 25.0.
+    """What percent one number (the part) is of another (the whole), like a test score, a share or a ratio as
+    a percentage. Returns part/whole*100, e.g. 30 out of 120 gives 25.0 (for 'X% of Y' use calculate).
+
+    Example: "I got 42 out of 56 on the test, what percentage is that?" -> percentage_of(part=42, whole=56)
     """
     require_finite("part", part)
     require_finite("whole", whole)
@@ -184,8 +191,10 @@ def percentage_of(
 def gcd_lcm(
     integers: Annotated[list[int], "Two or more integers, e.g. [12, 18, 30]"],
 ) -> dict[str, int]:
-    """Find the greatest common divisor (GCD, highest common factor) and least common multiple (LCM) of
-    a list of integers.
+    """Greatest common divisor (GCD, highest common factor, HCF) and least common multiple (LCM, lowest common
+    denominator) of two or more whole numbers. Returns both.
+
+    Example: "what's the lowest common multiple of 4, 6 and 10?" -> gcd_lcm(integers=[4, 6, 10])
     """
     if not 2 <= len(integers) <= 100:
         raise ValueError(f"integers must hold between 2 and 100 values, got {len(integers)}")
@@ -196,8 +205,11 @@ def gcd_lcm(
 
 @tool
 def factorial(n: Annotated[int, f"Non-negative integer, at most {MAX_FACTORIAL}"]) -> int:
-    """Compute n factorial (n!, the product 1*2*...*n) for a non-negative integer; returns the exact
-    integer."""
+    """Factorial n! of a whole number, the product 1*2*...*n, e.g. the number of ways to arrange n things in a
+    row. Returns the exact integer.
+
+    Example: "in how many orders can 6 people stand in a line?" -> factorial(n=6)
+    """
     if n < 0 or n > MAX_FACTORIAL:
         raise ValueError(f"n must be an integer between 0 and {MAX_FACTORIAL}, got {n}")
     return math.factorial(n)
@@ -230,7 +242,10 @@ def _is_prime(n: int) -> bool:
 
 @tool
 def is_prime(n: Annotated[int, "Integer to test, at most 10**15"]) -> bool:
-    """Check whether an integer is a prime number; returns true or false."""
+    """Check whether a whole number is a prime number (divisible only by 1 and itself). Returns true or false.
+
+    Example: "is 7919 prime?" -> is_prime(n=7919)
+    """
     if abs(n) > MAX_PRIME_INPUT:
         raise ValueError(f"n must be at most {MAX_PRIME_INPUT} in absolute value, got {n}")
     return _is_prime(n)
@@ -238,8 +253,10 @@ def is_prime(n: Annotated[int, "Integer to test, at most 10**15"]) -> bool:
 
 @tool
 def prime_factors(n: Annotated[int, "Integer >= 2, at most 10**12"]) -> list[int]:
-    """Break an integer into its prime factorization; returns the prime factors in ascending order with
-    repeats, e.g. 360 -> [2, 2, 2, 3, 3, 5].
+    """Prime factorization: break a whole number into the primes that multiply to it, e.g. 360 is 2*2*2*3*3*5.
+    Returns the prime factors in ascending order, with repeats.
+
+    Example: "factor 360 into primes" -> prime_factors(n=360)
     """
     if n < 2 or n > 10**12:
         raise ValueError(f"n must be an integer between 2 and 10**12, got {n}")
@@ -272,8 +289,10 @@ def round_number(
         "half_up: 2.5->3 (school rounding); half_even: banker's rounding 2.5->2; up: ceiling; down: floor",
     ] = "half_up",
 ) -> float:
-    """Round a number to a given count of decimal places using school, banker's, ceiling or floor
-    rounding; returns the rounded value.
+    """Round a number to some decimal places or to the nearest whole number, ten or hundred; half up (school
+    rounding), banker's rounding, or always up or down. Returns the rounded number.
+
+    Example: "round 2.675 to two decimals" -> round_number(value=2.675, decimals=2)
     """
     require_finite("value", value)
     if not -15 <= decimals <= 15:
@@ -290,8 +309,10 @@ def combinations_count(
     k: Annotated[int, "How many items are chosen (0..n)"],
     ordered: Annotated[bool, "True counts permutations (order matters); false counts combinations"] = False,
 ) -> int:
-    """Count the ways to choose k items out of n, as combinations ('n choose k') or as permutations
-    when order matters.
+    """Count the ways to choose or arrange k things out of n: combinations ('n choose k', order does not
+    matter) or permutations (order matters). Returns the count.
+
+    Example: "how many ways can I pick 3 people from a team of 10?" -> combinations_count(n=10, k=3)
     """
     if not 0 <= n <= 10_000:
         raise ValueError(f"n must be between 0 and 10000, got {n}")
@@ -309,8 +330,11 @@ def solve_quadratic(
     b: Annotated[float, "Coefficient of x"],
     c: Annotated[float, "Constant term"],
 ) -> dict[str, float | str | list[float | str]]:
-    """Solve the quadratic equation a*x^2 + b*x + c = 0; returns the discriminant and the real or
-    complex roots."""
+    """Solve a quadratic equation a*x^2 + b*x + c = 0 for x (its roots, the zeros of a parabola). Returns the
+    discriminant and the real or complex roots.
+
+    Example: "solve x^2 - 5x + 6 = 0" -> solve_quadratic(a=1, b=-5, c=6)
+    """
     for name, v in (("a", a), ("b", b), ("c", c)):
         require_finite(name, v)
     if a == 0:

@@ -82,20 +82,21 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
         ),
     ),
     # Plans that compose: a later part takes earlier results ("uses": their part numbers, from 1), and
-    # the answer states its result.
+    # the answer states its result. Arithmetic on a result is a "calculate ..." part: the words a search
+    # finds the calculator by.
     PlanExample(
         "How many minutes are in 3 days and 5 hours?",
         (
             {"tool": "convert 3 days to minutes"},
             {"tool": "convert 5 hours to minutes"},
-            {"tool": "add the two results", "uses": [1, 2]},
+            {"tool": "calculate the sum of the two results", "uses": [1, 2]},
         ),
     ),
     PlanExample(
         "A lamp costs 80 dollars. With 25% off, what is that in euros at 0.92 euros per dollar?",
         (
             {"tool": "price of 80 after a 25 percent discount"},
-            {"tool": "multiply the result by 0.92", "uses": [1]},
+            {"tool": "calculate the result times 0.92", "uses": [1]},
         ),
     ),
     PlanExample(

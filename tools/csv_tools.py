@@ -64,8 +64,12 @@ def csv_column_stats(
     column: Annotated[str, "Name of the numeric column to summarise, as written in the header"],
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> dict[str, float | int]:
-    """Summarise one numeric column of a CSV table: count, sum, mean, median, min and max, plus how many
-    blank or non-numeric cells were skipped."""
+    """Total, average (mean), median, minimum and maximum of one numeric column of a CSV table, skipping blank
+    or non-numeric cells. Returns those figures and the counts of values used and skipped.
+
+    Example: "what's the average price in this CSV?" ->
+    csv_column_stats(csv_text="item,price\\npen,2\\nbook,12", column="price")
+    """
     header, rows = _read(csv_text, delimiter)
     col = _require_column(header, column)
     numbers = [n for n in (_to_number(r.get(col, "")) for r in rows) if n is not None]
@@ -102,8 +106,11 @@ def csv_to_json(
     infer_types: Annotated[bool, _INFER_DOC] = True,
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> str:
-    """Convert CSV text (header plus rows) into a JSON array of objects, one object per row keyed by
-    column name; returns the JSON text."""
+    """Convert CSV text (a header row, then rows) into JSON: an array with one object per row, keyed by column
+    name. Returns the JSON text.
+
+    Example: "turn this CSV into JSON" -> csv_to_json(csv_text="name,age\\nAnn,31\\nBo,27")
+    """
     _, rows = _read(csv_text, delimiter)
     if infer_types:
         typed = [{k: _infer(v) for k, v in r.items()} for r in rows]
@@ -116,8 +123,12 @@ def json_to_csv(
     json_text: Annotated[str, 'A JSON array of flat objects, e.g. [{"name": "Ann", "age": 31}]'],
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> str:
-    """Convert a JSON array of objects into CSV text with a header row made from the union of their keys
-    (nested values are written as JSON); returns the CSV text."""
+    """Convert a JSON array of objects into a CSV table (spreadsheet rows) with a header row of their keys.
+    Returns the CSV text.
+
+    Example: "make a CSV out of this JSON list" -> json_to_csv(json_text='[{"name": "Ann", "age": 31},
+    {"name": "Bo", "age": 27}]')
+    """
     data = load_json("json_text", json_text)
     if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
         raise ValueError("json_text must be a non-empty JSON array of objects")
@@ -170,8 +181,12 @@ def csv_filter_rows(
     value: Annotated[str, "Value to compare each cell with, e.g. '100' or 'Berlin'"],
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> str:
-    """Keep only the CSV rows where a column satisfies a condition (e.g. price > 100 or city contains
-    'York'); returns the matching rows as CSV text with the header."""
+    """Keep only the rows of a CSV table where a column meets a condition, like price > 100 or city contains
+    'York'. Returns the matching rows as CSV with the header.
+
+    Example: "which rows of this CSV cost more than 10?" ->
+    csv_filter_rows(csv_text="item,price\\npen,2\\nbook,12", column="price", operator=">", value="10")
+    """
     header, rows = _read(csv_text, delimiter)
     col = _require_column(header, column)
     kept = [r for r in rows if _matches(r.get(col, ""), operator, value.strip())]
@@ -186,8 +201,13 @@ def csv_group_aggregate(
     aggregation: Annotated[Literal["sum", "mean", "count", "min", "max"], "How to combine a group's values"],
     delimiter: Annotated[Delimiter, _DELIM_DOC] = ",",
 ) -> dict[str, float]:
-    """Group CSV rows by one column and aggregate another (sum, mean, count, min or max), like a pivot
-    table or SQL GROUP BY; returns a mapping of group to result."""
+    """Group the rows of a CSV table by one column and total, average, count, or take the min or max of
+    another, like a pivot table or SQL GROUP BY. Returns each group with its result.
+
+    Example: "total sales per region from this CSV" ->
+    csv_group_aggregate(csv_text="region,sales\\nN,10\\nS,5\\nN,7", group_by="region", value_column="sales",
+    aggregation="sum")
+    """
     header, rows = _read(csv_text, delimiter)
     key_col = _require_column(header, group_by)
     val_col = _require_column(header, value_column)

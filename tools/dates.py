@@ -35,8 +35,12 @@ def date_diff(
     start_date: Annotated[str, "Earlier date, ISO format YYYY-MM-DD"],
     end_date: Annotated[str, "Later date, ISO format YYYY-MM-DD"],
 ) -> int:
-    """Date arithmetic: count the days between two dates (end minus start, negative if end is earlier),
-    e.g. how many days from 2026-01-15 to 2026-03-01."""
+    """Days between two dates: how many days from one date to another, until a deadline or since an event.
+    Returns the end minus the start in days (negative if the end is earlier).
+
+    Example: "how many days are there between 2026-01-15 and 2026-03-01?" ->
+    date_diff(start_date="2026-01-15", end_date="2026-03-01")
+    """
     return (parse_date("end_date", end_date) - parse_date("start_date", start_date)).days
 
 
@@ -45,8 +49,11 @@ def add_days(
     start_date: Annotated[str, "Date to start from, YYYY-MM-DD"],
     days: Annotated[int, "Days to add; negative values go back in time"],
 ) -> str:
-    """Add or subtract a number of days to a calendar date; returns the resulting date as YYYY-MM-DD
-    (e.g. the deadline 30 days after an invoice date)."""
+    """The date some days after or before a date: add or subtract days (or weeks as 7 days each), e.g. a due
+    date 30 days after an invoice. Returns the new date as YYYY-MM-DD.
+
+    Example: "what date is 90 days after 2026-02-10?" -> add_days(start_date="2026-02-10", days=90)
+    """
     return _shift(parse_date("start_date", start_date), days).isoformat()
 
 
@@ -55,8 +62,11 @@ def add_months(
     start_date: Annotated[str, "Date to start from, YYYY-MM-DD"],
     months: Annotated[int, "Months to add; negative values go back"],
 ) -> str:
-    """Shift a date by whole months (or years as 12-month steps), clamping to the last day of shorter
-    months, e.g. 2026-01-31 plus 1 month is 2026-02-28."""
+    """The date some months or years after or before a date (a year is 12 months), the day kept or moved to
+    the end of a shorter month. Returns the new date as YYYY-MM-DD.
+
+    Example: "what's the date 18 months after 2025-08-31?" -> add_months(start_date="2025-08-31", months=18)
+    """
     d = parse_date("start_date", start_date)
     index = d.year * 12 + (d.month - 1) + months
     year, month = divmod(index, 12)
@@ -68,8 +78,11 @@ def add_months(
 
 @tool
 def weekday_of(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> str:
-    """Find the weekday (day of the week) that a calendar date falls on; returns the weekday name such as
-    'Sunday'."""
+    """The day of the week a date falls on: what day (Monday, Tuesday, ...) a date was or will be. Returns the
+    weekday name.
+
+    Example: "which weekday was 25 December 2000?" -> weekday_of(date_text="2000-12-25")
+    """
     return _WEEKDAYS[parse_date("date_text", date_text).weekday()].title()
 
 
@@ -78,8 +91,12 @@ def days_until_weekday(
     from_date: Annotated[str, "Reference date (today), YYYY-MM-DD"],
     weekday: Annotated[Weekday, "Target day of the week in lower case, e.g. 'friday'"],
 ) -> dict[str, int | str]:
-    """Find the next given weekday strictly after a reference date, e.g. next Friday after today;
-    returns how many days away it is (1-7) and its date."""
+    """The next given weekday after a date, like next Friday or the coming Monday from today. Returns how many
+    days away it is (1-7) and its date.
+
+    Example: "today is 2026-05-06; when is next Saturday?" -> days_until_weekday(from_date="2026-05-06",
+    weekday="saturday")
+    """
     d = parse_date("from_date", from_date)
     delta = (_weekday_index(weekday) - d.weekday() - 1) % 7 + 1
     return {"days": delta, "date": _shift(d, delta).isoformat()}
@@ -87,8 +104,11 @@ def days_until_weekday(
 
 @tool
 def iso_week(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> dict[str, int | str]:
-    """Give the ISO 8601 week number and ISO week-year of a date, its day number within that week
-    (Monday=1), and the label such as 2026-W09."""
+    """The week number of a date (ISO 8601 weeks, starting on Monday). Returns the ISO year, the week, the day
+    of the week (Monday is 1) and a label such as 2026-W09.
+
+    Example: "what week number is 2026-11-19?" -> iso_week(date_text="2026-11-19")
+    """
     year, week, weekday = parse_date("date_text", date_text).isocalendar()
     return {"iso_year": year, "week": week, "weekday": weekday, "label": f"{year}-W{week:02d}"}
 
@@ -99,8 +119,12 @@ def business_days_between(
     end_date: Annotated[str, "Last day, exclusive, YYYY-MM-DD"],
     holidays: Annotated[tuple[str, ...], "Optional public holidays to skip, as YYYY-MM-DD dates"] = (),
 ) -> int:
-    """Count working days (Monday to Friday, minus any listed holidays) from a start date inclusive to an
-    end date or deadline exclusive; negative if the end is earlier."""
+    """Working days (business days, Monday to Friday) between two dates, skipping listed holidays; the start
+    counts, the end does not. Returns the count (negative if the end is earlier).
+
+    Example: "how many working days from 2026-06-01 to 2026-06-15?" ->
+    business_days_between(start_date="2026-06-01", end_date="2026-06-15")
+    """
     start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
     skip = {parse_date("holidays", h) for h in holidays}
     sign = 1
@@ -132,8 +156,11 @@ _HUMAN_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 def parse_duration(
     text: Annotated[str, "Duration such as '1h30m', '2 days 4 hours', '45 min' or ISO 8601 'PT1H30M'"],
 ) -> dict[str, float | str]:
-    """Parse a human or ISO 8601 duration string into total seconds, minutes and hours, plus a normalised
-    'Xd HH:MM:SS' form."""
+    """Read a written duration like '1h30m', '2 days 4 hours', '45 min' or ISO 'PT1H30M' as a total of
+    seconds, minutes and hours. Returns those totals and a 'Xd HH:MM:SS' form.
+
+    Example: "how many minutes is 2h 45m?" -> parse_duration(text="2h 45m")
+    """
     raw = text.strip().lower()
     if not raw or len(raw) > 200:
         raise ValueError(f"text must be a non-empty duration under 200 characters, got {text!r}")
@@ -185,8 +212,12 @@ def convert_utc_offset(
     from_offset: Annotated[str, "UTC offset of the given time, e.g. '+02:00', '-0500' or 'UTC'"],
     to_offset: Annotated[str, "UTC offset to express the time in, e.g. '+09:00'"],
 ) -> str:
-    """Convert a wall-clock time from one fixed UTC offset (time zone) to another, e.g. 09:00 at UTC+2
-    is 16:00 at UTC+9; returns an ISO date-time with offset."""
+    """Convert a clock time from one time zone to another, both given as UTC offsets (not city names), e.g.
+    09:00 at UTC+2 is 16:00 at UTC+9. Returns the ISO date-time at the new offset.
+
+    Example: "it's 09:00 on 2026-03-01 at UTC+1; what time is it at UTC-5?" ->
+    convert_utc_offset(date_time="2026-03-01T09:00", from_offset="+01:00", to_offset="-05:00")
+    """
     moment = parse_datetime("date_time", date_time)
     if moment.tzinfo is not None:
         raise ValueError(f"date_time {date_time!r} already has an offset; pass the local time without it")
@@ -199,8 +230,12 @@ def age_from_birthdate(
     birthdate: Annotated[str, "Date of birth, YYYY-MM-DD"],
     on_date: Annotated[str, "Date to measure the age on (e.g. today), YYYY-MM-DD"],
 ) -> dict[str, int]:
-    """Work out how old someone is: exact age in years, months and days on a given date from the date they
-    were born (birthdate), plus total days lived."""
+    """How old someone is on a date, from their date of birth (birthday): the age in years, months and days.
+    Returns those and the total days lived.
+
+    Example: "how old is someone born on 1988-11-23 on 2026-06-01?" ->
+    age_from_birthdate(birthdate="1988-11-23", on_date="2026-06-01")
+    """
     born, on = parse_date("birthdate", birthdate), parse_date("on_date", on_date)
     if on < born:
         raise ValueError(f"on_date {on_date} is before birthdate {birthdate}")
@@ -218,8 +253,11 @@ def age_from_birthdate(
 def convert_unix_timestamp(
     value: Annotated[str, "Either seconds since 1970-01-01 UTC (e.g. '1767225600') or an ISO date-time"],
 ) -> dict[str, str | float]:
-    """Translate between Unix epoch timestamps and ISO 8601 UTC date-times in either direction; returns
-    both forms."""
+    """Convert a Unix timestamp (epoch seconds since 1970) to a UTC date and time, or a date and time to a
+    Unix timestamp. Returns both forms.
+
+    Example: "what date is the timestamp 1700000000?" -> convert_unix_timestamp(value="1700000000")
+    """
     raw = value.strip()
     try:
         seconds = float(raw)
@@ -239,8 +277,11 @@ def month_calendar_info(
     year: Annotated[int, "Year, 1-9999"],
     month: Annotated[int, "Month number, 1-12"],
 ) -> dict[str, int | str | bool]:
-    """Describe a calendar month: number of days in the month, whether the year is a leap year, and the
-    weekdays of its first and last day."""
+    """Facts about a month: how many days it has, whether its year is a leap year, and the weekdays of its
+    first and last day. Returns them by name.
+
+    Example: "is 2100 a leap year?" -> month_calendar_info(year=2100, month=2)
+    """
     if not 1 <= year <= 9999:
         raise ValueError(f"year must be between 1 and 9999, got {year}")
     if not 1 <= month <= 12:
@@ -263,8 +304,12 @@ def nth_weekday_of_month(
     weekday: Annotated[Weekday, "Day of the week, lower case, e.g. 'thursday'"],
     n: Annotated[int, "Which occurrence: 1 first, 2 second, ... 5 fifth, or -1 for the last"],
 ) -> str:
-    """Find the date of the nth occurrence of a weekday in a month, such as the fourth Thursday of
-    November or the last Monday of May; returns YYYY-MM-DD."""
+    """The date of the first, second, third, fourth, fifth or last given weekday of a month, like Thanksgiving
+    on the fourth Thursday of November. Returns the date as YYYY-MM-DD.
+
+    Example: "when is the last Monday of May 2027?" -> nth_weekday_of_month(year=2027, month=5,
+    weekday="monday", n=-1)
+    """
     if not 1 <= year <= 9999 or not 1 <= month <= 12:
         raise ValueError(f"year must be 1-9999 and month 1-12, got {year}-{month}")
     if n not in (-1, 1, 2, 3, 4, 5):

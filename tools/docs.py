@@ -116,8 +116,12 @@ def search_documents(
     query: Annotated[str, "What to look for, in plain words, e.g. 'how long do refunds take'"],
     k: Annotated[int, "Maximum number of results to return (1-10)"] = 3,
 ) -> list[dict[str, str | float]]:
-    """Search the company knowledge base of policy and help documents by keywords (BM25 ranking); returns
-    the best matching document ids, titles, scores and a relevant snippet."""
+    """Search the company's policy and help documents (the knowledge base) by keywords, like refunds, shipping
+    times, annual leave or passwords. Returns the best matching documents' ids, titles, scores and a relevant
+    snippet.
+
+    Example: "how long do refunds take?" -> search_documents(query="refund time")
+    """
     if not 1 <= k <= 10:
         raise ValueError(f"k must be between 1 and 10, got {k}")
     if len(query) > 1000:
@@ -138,15 +142,21 @@ def search_documents(
 def read_document(
     doc_id: Annotated[str, "Document id as returned by search_documents or list_documents"],
 ) -> dict[str, str | int]:
-    """Open one knowledge-base document by its id and return its full title and Markdown text, to read
-    the complete policy after a search."""
+    """Open one knowledge-base document by its id to read the whole policy. Returns its title, full Markdown
+    text and word count.
+
+    Example: "show me the whole refund policy" -> read_document(doc_id="refund-policy")
+    """
     d = _get(doc_id)
     return {"doc_id": d.doc_id, "title": d.title, "text": d.body, "word_count": len(d.body.split())}
 
 
 @tool
 def list_documents() -> list[dict[str, str]]:
-    """List every document available in the knowledge base with its id and title, sorted by id."""
+    """List every document in the knowledge base, with its id and title. Returns them sorted by id.
+
+    Example: "which help documents are there?" -> list_documents()
+    """
     return [{"doc_id": d.doc_id, "title": d.title} for d in _index().docs]
 
 

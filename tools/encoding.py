@@ -29,15 +29,21 @@ def base64_encode(
     text: Annotated[str, "Plain text to encode (encoded as UTF-8 bytes first)"],
     url_safe: Annotated[bool, "Use the URL-safe alphabet with - and _ instead of + and /"] = False,
 ) -> str:
-    """Encode plain text into Base64 (standard or URL-safe alphabet); returns the Base64 string."""
+    """Encode a text as Base64 (standard or URL-safe alphabet). Returns the Base64 string.
+
+    Example: "base64-encode 'user:secret'" -> base64_encode(text="user:secret")
+    """
     data = _limit("text", text).encode("utf-8")
     return (base64.urlsafe_b64encode(data) if url_safe else base64.b64encode(data)).decode("ascii")
 
 
 @tool
 def base64_decode(encoded: Annotated[str, "Base64 string (standard or URL-safe, padding optional)"]) -> str:
-    """Decode a Base64 string back into the original UTF-8 text; fails clearly on invalid Base64 or
-    binary (non-text) content."""
+    """Decode a Base64 string back into its text; invalid Base64 or binary content is an error. Returns the
+    decoded text.
+
+    Example: "what does the Base64 'aGVsbG8=' say?" -> base64_decode(encoded="aGVsbG8=")
+    """
     cleaned = re.sub(r"\s+", "", _limit("encoded", encoded)).replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
@@ -55,15 +61,22 @@ def url_encode(
     text: Annotated[str, "Text to place inside a URL, e.g. a search term or parameter value"],
     space_as_plus: Annotated[bool, "Encode spaces as '+' (HTML form style) instead of '%20'"] = False,
 ) -> str:
-    """Percent-encode text so it is safe inside a URL query string or path segment, e.g. 'a b&c' becomes
-    'a%20b%26c'."""
+    """URL-encode (percent-encode) a text so it is safe in a link's query or path, e.g. 'a b&c' becomes
+    'a%20b%26c'. Returns the encoded text.
+
+    Example: "URL-encode 'fish & chips'" -> url_encode(text="fish & chips")
+    """
     body = _limit("text", text)
     return urllib.parse.quote_plus(body, safe="") if space_as_plus else urllib.parse.quote(body, safe="")
 
 
 @tool
 def url_decode(encoded: Annotated[str, "Percent-encoded text such as 'caf%C3%A9%20au+lait'"]) -> str:
-    """Turn percent-encoded URL text (%20, %C3%A9, + for space) back into readable characters."""
+    """Decode URL-encoded (percent-encoded) text such as 'caf%C3%A9%20au+lait' back into readable characters.
+    Returns the decoded text.
+
+    Example: "decode the URL text 'caf%C3%A9%20au+lait'" -> url_decode(encoded="caf%C3%A9%20au+lait")
+    """
     try:
         return urllib.parse.unquote_plus(_limit("encoded", encoded), errors="strict")
     except UnicodeDecodeError:
@@ -72,8 +85,10 @@ def url_decode(encoded: Annotated[str, "Percent-encoded text such as 'caf%C3%A9%
 
 @tool
 def sha256_hex(text: Annotated[str, "Text to fingerprint (hashed as UTF-8 bytes)"]) -> str:
-    """Compute the SHA-256 cryptographic hash (checksum, fingerprint) of text; returns the 64-character
-    lowercase hex digest."""
+    """SHA-256 hash (checksum, fingerprint) of a text. Returns the 64-character lowercase hex digest.
+
+    Example: "what's the SHA-256 of 'password123'?" -> sha256_hex(text="password123")
+    """
     return hashlib.sha256(_limit("text", text).encode("utf-8")).hexdigest()
 
 
@@ -87,8 +102,11 @@ def uuid5_from_name(
     name: Annotated[str, "Name to derive the identifier from, e.g. 'example.com'"],
     namespace: Annotated[Namespace, "RFC 4122 namespace the name belongs to"] = "dns",
 ) -> str:
-    """Generate a deterministic name-based UUID (version 5) from a name and a namespace; the same input
-    always gives the same UUID."""
+    """Make a name-based UUID (version 5) from a name and a namespace; the same name always gives the same
+    UUID. Returns the UUID.
+
+    Example: "make a stable UUID for example.com" -> uuid5_from_name(name="example.com", namespace="dns")
+    """
     if not name:
         raise ValueError("name must be a non-empty string")
     return str(uuid.uuid5(_NAMESPACES[namespace], _limit("name", name)))
@@ -110,8 +128,12 @@ def convert_number_base(
     from_base: Annotated[BaseName, "Base the number is written in"],
     to_base: Annotated[BaseName, "Base to rewrite it in"],
 ) -> str:
-    """Rewrite an integer between binary, octal, decimal and hexadecimal notation, e.g. hex 'FF' is
-    decimal '255' and binary '11111111'."""
+    """Convert a whole number between decimal, binary, octal and hexadecimal (hex), e.g. 255 is 11111111 in
+    binary and FF in hex. Returns the number written in the new base.
+
+    Example: "what is 0x1F in decimal?" -> convert_number_base(number="0x1F", from_base="hex",
+    to_base="decimal")
+    """
     raw = number.strip().replace("_", "").replace(" ", "")
     if not raw or len(raw) > 1000:
         raise ValueError(f"number must be 1-1000 digits, got {number!r}")
@@ -158,8 +180,11 @@ def _roman_value(raw: str) -> int:
 def roman_numeral(
     value: Annotated[str, "Either an integer 1-3999 (e.g. '2026') or a Roman numeral (e.g. 'MMXXVI')"],
 ) -> dict[str, int | str]:
-    """Convert between Roman numerals and ordinary integers in either direction (1 to 3999), e.g. 2026 is
-    MMXXVI; returns both forms."""
+    """Convert a number to Roman numerals or Roman numerals to a number (1 to 3999), e.g. 2026 is MMXXVI.
+    Returns both forms.
+
+    Example: "what year is MCMLXXXIV?" -> roman_numeral(value="MCMLXXXIV")
+    """
     raw = value.strip().upper()
     if re.fullmatch(r"[+-]?[0-9]+", raw):
         if len(raw) > 6 or not 1 <= int(raw) <= 3999:

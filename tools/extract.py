@@ -14,7 +14,8 @@ MAX_TEXT_CHARS = 200_000
 MAX_PATTERN_CHARS = 200
 MAX_MATCHES = 1000
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
+# Letters of any script, in the name and the domain ("josé.núñez@bücher.de" is an address; ASCII-only lost it)
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]+@(?:(?:[^\W_]|-)+\.)+[^\W\d_]{2,}\b")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
 _HASHTAG = re.compile(r"(?<![\w#])#([A-Za-z_][\w]*)")
@@ -47,15 +48,23 @@ def _unique(items: list[str]) -> list[str]:
 
 @tool
 def extract_emails(text: Annotated[str, "Text that may contain email addresses"]) -> list[str]:
-    """Find every email address in a block of text; returns the unique addresses in order of first
-    appearance."""
+    """Find the email addresses in a text, such as a message, a sentence or a signature. Returns each address
+    once, in order of appearance.
+
+    Example: "pull the emails out of 'write to ana@example.com or sales@shop.co.uk'" ->
+    extract_emails(text="write to ana@example.com or sales@shop.co.uk")
+    """
     return _unique(_EMAIL.findall(_text(text)))
 
 
 @tool
 def extract_urls(text: Annotated[str, "Text that may contain web links"]) -> list[str]:
-    """Find every web link (http, https or www. URL) in a block of text, trimming trailing punctuation;
-    returns the unique URLs in order."""
+    """Find the web links (URLs starting with http, https or www.) in a text, without trailing punctuation.
+    Returns each link once, in order.
+
+    Example: "list the links in 'see https://example.com/docs and www.test.org.'" -> extract_urls(text="see
+    https://example.com/docs and www.test.org.")
+    """
     found = [m.rstrip(".,;:!?)]}") for m in _URL.findall(_text(text))]
     return _unique([u for u in found if len(u) > 4])
 
@@ -64,8 +73,12 @@ def extract_urls(text: Annotated[str, "Text that may contain web links"]) -> lis
 def extract_numbers(
     text: Annotated[str, "Text containing numbers, e.g. 'Paid $1,250.50 for 3 items'"],
 ) -> list[float]:
-    """Pull all numeric values out of text, including negatives, decimals, thousands separators and
-    scientific notation; returns them as numbers in order."""
+    """Pull every number out of a text, like prices, amounts or figures, with decimals, minus signs, thousands
+    separators and exponents. Returns the numbers in order.
+
+    Example: "list the numbers in 'Paid $1,249.95 for 3 items on day 17'" -> extract_numbers(text="Paid
+    $1,249.95 for 3 items on day 17")
+    """
     values = []
     for raw in _NUMBER.findall(_text(text)):
         cleaned = raw.replace(",", "").replace("−", "-")
@@ -96,8 +109,12 @@ def regex_find_all(
     ignore_case: Annotated[bool, "Match without regard to upper/lower case"] = False,
     max_matches: Annotated[int, f"Stop after this many matches (1-{MAX_MATCHES})"] = 100,
 ) -> list[str | list[str]]:
-    """Search text with a regular expression and return all matches (or the capture groups when the
-    pattern has groups), capped in count and pattern length."""
+    """Find every match of a regular expression (regex pattern) in a text, such as order codes or ticket IDs.
+    Returns the matches, or their capture groups.
+
+    Example: "find the ticket IDs like ABC-123 in 'fixed ABC-123 and XYZ-9'" ->
+    regex_find_all(pattern="[A-Z]{3}-[0-9]+", text="fixed ABC-123 and XYZ-9")
+    """
     compiled = _check_pattern(pattern)
     if ignore_case:
         compiled = re.compile(pattern, re.IGNORECASE)
@@ -120,8 +137,12 @@ def regex_find_all(
 def extract_hashtags_and_mentions(
     text: Annotated[str, "Social media post or chat message"],
 ) -> dict[str, list[str]]:
-    """Collect the #hashtags and @mentions (user handles) from a social media post; returns two unique
-    lists without the leading symbols."""
+    """Find the #hashtags and @mentions (user handles) in a social media post or chat message. Returns both
+    lists, without the # and @.
+
+    Example: "which hashtags and people are tagged in 'Great day with @amy_k #beach #summer'?" ->
+    extract_hashtags_and_mentions(text="Great day with @amy_k #beach #summer")
+    """
     body = _text(text)
     return {"hashtags": _unique(_HASHTAG.findall(body)), "mentions": _unique(_MENTION.findall(body))}
 
@@ -130,8 +151,12 @@ def extract_hashtags_and_mentions(
 def extract_dates(
     text: Annotated[str, "Text mentioning dates like '2026-03-01', '1 March 2026' or 'March 1st, 2026'"],
 ) -> list[str]:
-    """Find calendar dates written in ISO or English long form (day-month-year or month-day-year) in
-    text; returns them normalised to YYYY-MM-DD in order of appearance."""
+    """Find the dates written in a text, like 2026-03-01, 1 March 2026 or March 1st, 2026. Returns them as
+    YYYY-MM-DD, in order of appearance.
+
+    Example: "which dates does 'Kickoff on March 3, 2026; review on 2026-04-15' mention?" ->
+    extract_dates(text="Kickoff on March 3, 2026; review on 2026-04-15")
+    """
     body = _text(text)
     found: list[tuple[int, str]] = []
     for m in _ISO_DATE.finditer(body):

@@ -38,8 +38,13 @@ def compound_interest(
     compounds_per_year: Annotated[int, "Compounding periods per year: 1 yearly, 12 monthly, 365 daily"] = 12,
     monthly_contribution: Annotated[float, "Amount added at the end of every month (default 0)"] = 0.0,
 ) -> dict[str, float]:
-    """Project savings growth with compound interest and optional monthly deposits; returns the future
-    balance, total contributed and interest earned."""
+    """Savings or investment growth with compound interest: what a deposit grows to after some years at a
+    yearly rate, compounded monthly, yearly or daily, with optional monthly additions. Returns the final
+    balance, the total paid in and the interest earned.
+
+    Example: "if I invest 5000 at 4% a year for 10 years, compounded yearly, what will I have?" ->
+    compound_interest(principal=5000, annual_rate_percent=4, years=10, compounds_per_year=1)
+    """
     _non_negative("principal", principal)
     _non_negative("years", years)
     _non_negative("monthly_contribution", monthly_contribution)
@@ -68,8 +73,12 @@ def loan_payment(
     annual_rate_percent: Annotated[float, "Yearly interest rate in percent (APR), e.g. 4.5"],
     years: Annotated[float, "Loan term in years, e.g. 30"],
 ) -> dict[str, float]:
-    """Compute the fixed monthly repayment of an amortizing loan or mortgage; returns the monthly payment,
-    total repaid and total interest paid."""
+    """Monthly payment of a loan or mortgage repaid in equal instalments, from the amount borrowed, the yearly
+    interest rate and the term in years. Returns the monthly payment, total repaid and total interest.
+
+    Example: "what's the monthly repayment on a 20000 car loan at 7% over 5 years?" ->
+    loan_payment(principal=20000, annual_rate_percent=7, years=5)
+    """
     if _non_negative("principal", principal) == 0:
         raise ValueError("principal must be greater than 0")
     rate = _rate("annual_rate_percent", annual_rate_percent)
@@ -97,8 +106,12 @@ def present_value(
     annual_discount_rate_percent: Annotated[float, "Discount (or inflation) rate per year in percent"],
     years: Annotated[float, "Years until the amount is received"],
 ) -> float:
-    """Discount a future sum of money back to today's value at a yearly discount or inflation rate;
-    returns the present value (what it is worth now)."""
+    """What an amount of money paid in the future is worth today (present value), discounted at a yearly
+    interest, discount or inflation rate. Returns the present value.
+
+    Example: "what is 10000 paid in 5 years worth today at 6% a year?" -> present_value(future_amount=10000,
+    annual_discount_rate_percent=6, years=5)
+    """
     require_finite("future_amount", future_amount)
     _non_negative("years", years)
     rate = _rate("annual_discount_rate_percent", annual_discount_rate_percent)
@@ -122,8 +135,13 @@ def net_present_value(
     rate_percent: Annotated[float, "Discount rate per period in percent, e.g. 8"],
     cash_flows: Annotated[list[float], _FLOWS_DOC],
 ) -> float:
-    """Compute the NPV of an investment's cash flows (period 0 first, outflows negative) at a discount
-    rate; a positive result means the project adds value."""
+    """Net present value (NPV) of an investment's cash flows at a discount rate, the first flow (often a
+    negative outlay) now, to judge whether a project is worth it. Returns the NPV; positive means it adds
+    value.
+
+    Example: "NPV at 8% of paying 1500 now and getting 450, 620 and 710 over the next three years" ->
+    net_present_value(rate_percent=8, cash_flows=[-1500, 450, 620, 710])
+    """
     rate = _rate("rate_percent", rate_percent)
     return _money(_npv(rate, _check_flows(cash_flows)))
 
@@ -132,8 +150,12 @@ def net_present_value(
 def internal_rate_of_return(
     cash_flows: Annotated[list[float], _FLOWS_DOC],
 ) -> float:
-    """Find the IRR: the per-period discount rate in percent at which the cash flows' net present value
-    is zero (solved by bisection)."""
+    """Internal rate of return (IRR) of an investment's cash flows: the yearly (per-period) return at which
+    their net present value is zero. Returns the IRR in percent.
+
+    Example: "what's the IRR of paying 1500 now and getting 450, 620 and 710 back over three years?" ->
+    internal_rate_of_return(cash_flows=[-1500, 450, 620, 710])
+    """
     flows = _check_flows(cash_flows)
     if not (any(cf < 0 for cf in flows) and any(cf > 0 for cf in flows)):
         raise ValueError("cash_flows need at least one negative and one positive value to have an IRR")
@@ -157,8 +179,12 @@ def split_bill(
     people: Annotated[int, "Number of people sharing the bill (1-1000)"],
     tip_percent: Annotated[float, "Tip or gratuity in percent, e.g. 15"] = 0.0,
 ) -> dict[str, float]:
-    """Add a tip to a restaurant bill and divide it evenly between people; returns the tip, grand total
-    and amount each person pays."""
+    """Split a restaurant bill (the check) evenly between people, with an optional tip (gratuity) in percent.
+    Returns the tip, the total with tip and what each person pays.
+
+    Example: "3 of us had dinner for 93 and want to tip 18%; how much each?" -> split_bill(bill_total=93,
+    people=3, tip_percent=18)
+    """
     _non_negative("bill_total", bill_total)
     _non_negative("tip_percent", tip_percent)
     if not 1 <= people <= 1000:
@@ -174,8 +200,12 @@ def price_after_discount_and_tax(
     discount_percent: Annotated[float, "Discount or sale percentage off, e.g. 20 for 20% off"] = 0.0,
     tax_percent: Annotated[float, "Sales tax or VAT percentage applied after the discount, e.g. 8.25"] = 0.0,
 ) -> dict[str, float]:
-    """Work out the final checkout price after a percentage discount and then sales tax/VAT; returns the
-    discount amount, tax amount and final price."""
+    """Sale price after a percent discount (percent off, a sale or coupon), then sales tax or VAT on top.
+    Returns the discount, the price after discount, the tax and the final price.
+
+    Example: "a 64 dollar shirt is 35% off and tax is 8%; what do I pay?" ->
+    price_after_discount_and_tax(list_price=64, discount_percent=35, tax_percent=8)
+    """
     _non_negative("list_price", list_price)
     if not 0 <= discount_percent <= 100:
         raise ValueError(f"discount_percent must be between 0 and 100, got {discount_percent}")
@@ -197,8 +227,12 @@ def break_even_point(
     price_per_unit: Annotated[float, "Selling price of one unit"],
     variable_cost_per_unit: Annotated[float, "Variable cost of producing one unit"],
 ) -> dict[str, float]:
-    """Find how many units must be sold to cover fixed costs; returns break-even units (rounded up),
-    break-even revenue and the contribution margin per unit."""
+    """Break-even point: how many units must be sold to cover fixed costs, given the price and the variable
+    cost of one unit. Returns the break-even units (rounded up), that revenue and the margin per unit.
+
+    Example: "rent is 5000 a month and I sell mugs at 12 that cost 4 to make; how many to break even?" ->
+    break_even_point(fixed_costs=5000, price_per_unit=12, variable_cost_per_unit=4)
+    """
     _non_negative("fixed_costs", fixed_costs)
     _non_negative("price_per_unit", price_per_unit)
     _non_negative("variable_cost_per_unit", variable_cost_per_unit)
@@ -220,8 +254,11 @@ def profit_margin(
     cost: Annotated[float, "What the item costs you"],
     selling_price: Annotated[float, "What you sell it for (greater than 0)"],
 ) -> dict[str, float | None]:
-    """Compare cost and selling price; returns the profit, the gross margin percent (profit/price) and
-    the markup percent (profit/cost, null when cost is 0)."""
+    """Profit, profit margin and markup from what something costs and what it sells for. Returns the profit,
+    the margin percent (profit/price) and the markup percent (profit/cost).
+
+    Example: "I buy at 36 and sell at 54, what's my margin?" -> profit_margin(cost=36, selling_price=54)
+    """
     _non_negative("cost", cost)
     if _non_negative("selling_price", selling_price) == 0:
         raise ValueError("selling_price must be greater than 0")
@@ -239,8 +276,12 @@ def cagr(
     end_value: Annotated[float, "Value at the end (zero or more)"],
     years: Annotated[float, "Number of years between the two values (greater than 0)"],
 ) -> float:
-    """Compute the compound annual growth rate (CAGR) between a starting and ending value over a number
-    of years; returns the yearly growth in percent."""
+    """Compound annual growth rate (CAGR): the average yearly growth that takes a start value to an end value
+    over some years. Returns the yearly rate in percent.
+
+    Example: "revenue grew from 2 million to 3.5 million in 4 years; what's the annual growth rate?" ->
+    cagr(start_value=2000000, end_value=3500000, years=4)
+    """
     if _non_negative("start_value", start_value) == 0:
         raise ValueError("start_value must be greater than 0")
     _non_negative("end_value", end_value)

@@ -69,8 +69,13 @@ def shape_area(
         "right_triangle {base, height}; trapezoid {base1, base2, height}; ellipse {semi_major, semi_minor}",
     ],
 ) -> dict[str, float | None]:
-    """Calculate the area and perimeter (circumference) of a flat 2D shape such as a circle, rectangle,
-    triangle, trapezoid or ellipse from its dimensions."""
+    """Area and perimeter (circumference) of a flat shape: a circle, square, rectangle, triangle, right
+    triangle, trapezoid or ellipse, from its radius, sides or other lengths. Returns the area and the
+    perimeter (none for a trapezoid).
+
+    Example: "what's the area of a room 4 m by 7 m?" -> shape_area(shape="rectangle", dimensions={"width": 4,
+    "height": 7})
+    """
     required, formula = _SHAPES_2D[shape]
     area, perimeter = formula(_dims(shape, dimensions, required))
     if area == 0:  # the dimensions are positive: the area underflowed
@@ -123,8 +128,12 @@ def solid_volume(
         "{radius, height}; pyramid {base_side, height}",
     ],
 ) -> dict[str, float]:
-    """Calculate the volume and total surface area of a 3D solid such as a cube, box, sphere, cylinder,
-    cone or square pyramid from its dimensions."""
+    """Volume and surface area of a 3D solid: a cube, box, sphere (ball), cylinder (can, tank), cone or square
+    pyramid, from its lengths. Returns the volume and the total surface area.
+
+    Example: "how much does a cylinder tank of radius 3 and height 10 hold?" -> solid_volume(shape="cylinder",
+    dimensions={"radius": 3, "height": 10})
+    """
     required, formula = _SOLIDS[shape]
     volume, surface = formula(_dims(shape, dimensions, required))
     if volume == 0:  # the dimensions are positive: the volume underflowed
@@ -140,8 +149,12 @@ def great_circle_distance(
     lon2: Annotated[float, "Longitude of the second point in decimal degrees"],
     unit: Annotated[Literal["km", "mi", "nmi"], "Result unit: kilometres, miles or nautical miles"] = "km",
 ) -> dict[str, float]:
-    """Compute the as-the-crow-flies distance between two places on Earth from their GPS coordinates
-    (latitude/longitude) with the haversine formula, plus the initial compass bearing."""
+    """Distance as the crow flies between two places given by latitude and longitude (GPS coordinates), in
+    kilometres, miles or nautical miles. Returns the distance and the initial compass bearing.
+
+    Example: "how far is 51.5, -0.13 from 48.86, 2.35 in miles?" -> great_circle_distance(lat1=51.5,
+    lon1=-0.13, lat2=48.86, lon2=2.35, unit="mi")
+    """
     checks = (("lat1", lat1, 90), ("lat2", lat2, 90), ("lon1", lon1, 180), ("lon2", lon2, 180))
     for name, value, bound in checks:
         require_finite(name, value)

@@ -56,8 +56,12 @@ def json_get_path(
     json_text: Annotated[str, "A JSON document as text"],
     path: Annotated[str, "Dotted path with optional list indexes, e.g. 'user.address.city' or 'items[0].id'"],
 ) -> JsonValue:
-    """Read the value at a dotted path (keys and list indexes) inside a JSON document, e.g.
-    'order.items[0].price'; returns that value."""
+    """Read one value out of a JSON document by its path of keys and list positions, like
+    'order.items[0].price'. Returns that value.
+
+    Example: "get the price of the first item from this order JSON" -> json_get_path(json_text='{"items":
+    [{"price": 9.5}]}', path="items[0].price")
+    """
     current = load_json("json_text", json_text)
     walked: list[str] = []
     for part in _split_path(path):
@@ -81,8 +85,11 @@ def json_get_path(
 def json_validate(
     json_text: Annotated[str, "Text that should be JSON"],
 ) -> dict[str, bool | str | int | None]:
-    """Check whether text is valid, well-formed JSON; returns valid true/false, the top-level type, and
-    for invalid input the error message with its line and column."""
+    """Check whether a text is valid JSON that parses. Returns valid true or false, the top-level type and,
+    for invalid JSON, the error with its line and column.
+
+    Example: "is {'a': 1} valid JSON?" -> json_validate(json_text="{'a': 1}")
+    """
     if len(json_text) > MAX_JSON_CHARS:
         raise ValueError(f"json_text is {len(json_text)} characters; the limit is {MAX_JSON_CHARS}")
     try:
@@ -102,8 +109,11 @@ def json_keys(
     json_text: Annotated[str, "A JSON object (or a list of objects) as text"],
     recursive: Annotated[bool, "Also list nested keys as dotted paths"] = False,
 ) -> list[str]:
-    """List the property names (keys) of a JSON object, optionally every nested key as a dotted path;
-    for an array of objects, the union of their keys in order."""
+    """List the keys (field or property names) of a JSON object, or every nested key as a dotted path; for a
+    list of objects, all of their keys. Returns the key names.
+
+    Example: "which fields does this JSON object have?" -> json_keys(json_text='{"id": 7, "name": "Ann"}')
+    """
     value = load_json("json_text", json_text)
     rows = value if isinstance(value, list) else [value]
     if not rows or not all(isinstance(r, dict) for r in rows):
@@ -121,8 +131,11 @@ def format_json(
     indent: Annotated[int, "Spaces per indentation level (1-8), or 0 to minify onto one line"] = 2,
     sort_keys: Annotated[bool, "Sort object keys alphabetically"] = False,
 ) -> str:
-    """Pretty-print JSON with indentation or minify it to a compact single line, optionally sorting keys;
-    returns the reformatted JSON text."""
+    """Pretty-print JSON with indentation, or minify it onto one compact line, optionally sorting the keys.
+    Returns the reformatted JSON text.
+
+    Example: "pretty-print this JSON with 4 spaces" -> format_json(json_text='{"a": [1, 2]}', indent=4)
+    """
     if not 0 <= indent <= 8:
         raise ValueError(f"indent must be between 0 and 8, got {indent}")
     value = load_json("json_text", json_text)
@@ -146,8 +159,11 @@ def _flatten(value: JsonValue, prefix: str) -> dict[str, JsonValue]:
 
 @tool
 def json_flatten(json_text: Annotated[str, "A nested JSON object as text"]) -> dict[str, JsonValue]:
-    """Flatten a nested JSON object into a single-level mapping of dotted paths to leaf values, e.g.
-    {'a': {'b': [1]}} becomes {'a.b[0]': 1}."""
+    """Flatten nested JSON into one level of dotted paths to values, e.g. {'a': {'b': [1]}} becomes {'a.b[0]':
+    1}. Returns the flat mapping.
+
+    Example: "flatten this nested JSON" -> json_flatten(json_text='{"user": {"name": "Ann", "tags": ["x"]}}')
+    """
     value = load_json("json_text", json_text)
     if not isinstance(value, dict):
         raise ValueError(f"json_text must be a JSON object, got a {type(value).__name__}")
@@ -164,8 +180,12 @@ def json_diff(
     before: Annotated[str, "The original JSON document"],
     after: Annotated[str, "The changed JSON document"],
 ) -> list[dict[str, JsonValue]]:
-    """Compare two JSON documents and list what was added, removed or changed, each with its dotted
-    path and old/new values."""
+    """Compare two JSON documents: what was added, removed or changed between them. Returns each difference
+    with its dotted path and the old and new values.
+
+    Example: "what changed between these two JSON configs?" -> json_diff(before='{"port": 80}',
+    after='{"port": 8080}')
+    """
     old, new = _flatten(load_json("before", before), ""), _flatten(load_json("after", after), "")
     changes: list[dict[str, JsonValue]] = []
     for path in sorted(old.keys() | new.keys()):

@@ -21,8 +21,12 @@ def sort_numbers(
     numbers: Annotated[list[float], "Numbers to put in order, e.g. [3, -1, 2.5]"],
     descending: Annotated[bool, "Largest first instead of smallest first"] = False,
 ) -> list[float]:
-    """Sort a list of numbers into ascending (smallest first) or descending order; returns the sorted
-    numbers."""
+    """Sort numbers into order, smallest to largest (ascending) or largest to smallest (descending). Returns
+    the sorted list.
+
+    Example: "rank the scores 71, 94, 58 and 88 from highest to lowest" -> sort_numbers(numbers=[71, 94, 58,
+    88], descending=True)
+    """
     _check_size("numbers", numbers)
     for n in numbers:
         require_finite("numbers", n)
@@ -35,8 +39,12 @@ def deduplicate_list(
     case_sensitive: Annotated[bool, "Treat 'Apple' and 'apple' as different items"] = True,
     strip_whitespace: Annotated[bool, "Ignore leading and trailing spaces when comparing"] = True,
 ) -> list[str]:
-    """Remove repeated entries from a list of strings while keeping the first occurrence of each in its
-    original order."""
+    """Remove duplicates (repeated entries) from a list of words or items, keeping the first of each in the
+    original order. Returns the unique items.
+
+    Example: "drop the repeats from red, blue, red, green, blue" -> deduplicate_list(items=["red", "blue",
+    "red", "green", "blue"])
+    """
     _check_size("items", items)
     seen: set[str] = set()
     unique: list[str] = []
@@ -54,8 +62,12 @@ def set_operations(
     first: Annotated[list[str], "First collection of items (set A)"],
     second: Annotated[list[str], "Second collection of items (set B)"],
 ) -> dict[str, list[str]]:
-    """Compare two lists as sets: union, intersection (items in both), items only in the first, items
-    only in the second, and symmetric difference; each result is sorted."""
+    """Compare two lists: the items in both (in common, the intersection), in either (the union), only in the
+    first, only in the second, or in just one. Returns each as a sorted list.
+
+    Example: "which names are on both lists, Ann, Bo, Cy and Bo, Cy, Di?" -> set_operations(first=["Ann",
+    "Bo", "Cy"], second=["Bo", "Cy", "Di"])
+    """
     _check_size("first", first)
     _check_size("second", second)
     a, b = set(first), set(second)
@@ -73,8 +85,11 @@ def chunk_list(
     items: Annotated[list[str], "Items to split into batches"],
     size: Annotated[int, "Maximum number of items per batch (1-10000)"],
 ) -> list[list[str]]:
-    """Split a list into consecutive batches (pages) of at most a given size; the last batch holds
-    whatever remains."""
+    """Split a list into batches (groups, chunks or pages) of at most a given size, the last one holding the
+    rest. Returns the list of batches.
+
+    Example: "split a, b, c, d, e into groups of 2" -> chunk_list(items=["a", "b", "c", "d", "e"], size=2)
+    """
     _check_size("items", items)
     if not 1 <= size <= 10_000:
         raise ValueError(f"size must be between 1 and 10000, got {size}")

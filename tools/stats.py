@@ -23,8 +23,12 @@ def _check_list(name: str, values: list[float]) -> list[float]:
 def summary_statistics(
     numbers: Annotated[list[float], "The data values, e.g. [2, 4, 4, 5, 7]"],
 ) -> dict[str, float | int | list[float] | None]:
-    """Describe a list of numbers: count, sum, mean (average), median, mode, min, max, range, sample and
-    population standard deviation and variance."""
+    """Statistics of a list of numbers: the average (mean), median, mode, sum, count, min, max, range,
+    standard deviation and variance. Returns each by name; the average is 'mean', not 'sum'.
+
+    Example: "what's the average and the median of 12, 7, 3, 14 and 9?" -> summary_statistics(numbers=[12, 7,
+    3, 14, 9])
+    """
     data = _check_list("numbers", numbers)
     try:
         return _summary(data)
@@ -54,10 +58,14 @@ def _summary(data: list[float]) -> dict[str, float | int | list[float] | None]:
 @tool
 def percentile(
     numbers: Annotated[list[float], "The data values"],
-    percent: Annotated[float, "Which percentile to compute, from 0 to 100 (50 is the median, 90 the P90)"],
+    percent: Annotated[float, "Percent from 0 to 100, not a fraction: 50 is the median, 90 the P90"],
 ) -> float:
-    """Find the value at a given percentile (e.g. P90, quartile, median) of a data set using linear
-    interpolation between closest ranks; returns that value."""
+    """Percentile or quartile of a list of numbers: the value a given percent of the data falls below, like
+    the 90th percentile (P90) or the upper quartile. Returns that value, interpolated between ranks.
+
+    Example: "what's the 90th percentile of the response times 120, 85, 300, 99 and 150?" ->
+    percentile(numbers=[120, 85, 300, 99, 150], percent=90)
+    """
     data = sorted(_check_list("numbers", numbers))
     require_finite("percent", percent)
     if not 0 <= percent <= 100:
@@ -74,8 +82,13 @@ def linear_regression(
     y_values: Annotated[list[float], "Dependent variable values, same length as x_values"],
     predict_x: Annotated[float | None, "Optional x at which to predict y with the fitted line"] = None,
 ) -> dict[str, float | None]:
-    """Fit a least-squares straight line y = slope*x + intercept to paired data; returns slope, intercept,
-    Pearson correlation r, R squared and an optional prediction (trend line forecast)."""
+    """Fit a straight trend line (least-squares linear regression, y = slope*x + intercept) to pairs of x and
+    y values, and optionally predict y at a new x. Returns slope, intercept, correlation r, R squared and the
+    prediction.
+
+    Example: "fit a line to x 1, 2, 3, 4 and y 2, 4, 5, 8, and predict y at x = 5" ->
+    linear_regression(x_values=[1, 2, 3, 4], y_values=[2, 4, 5, 8], predict_x=5)
+    """
     xs = _check_list("x_values", x_values)
     ys = _check_list("y_values", y_values)
     if len(xs) != len(ys):
@@ -106,8 +119,12 @@ def weighted_average(
     values: Annotated[list[float], "The values to average, e.g. grades [90, 80, 70]"],
     weights: Annotated[list[float], "Non-negative weight of each value, e.g. credits [3, 2, 1]"],
 ) -> float:
-    """Compute the weighted mean of values with matching weights (e.g. a GPA, weighted grade or
-    portfolio average); returns sum(value*weight)/sum(weight)."""
+    """Weighted average of values that count differently, like a GPA from grades and credits or a final mark
+    from exam weights. Returns sum(value*weight)/sum(weight).
+
+    Example: "my grades are 90, 80 and 70 for courses of 3, 2 and 1 credits; what's my weighted average?" ->
+    weighted_average(values=[90, 80, 70], weights=[3, 2, 1])
+    """
     vals = _check_list("values", values)
     ws = _check_list("weights", weights)
     if len(vals) != len(ws):
@@ -129,8 +146,12 @@ def moving_average(
         "simple: rolling mean over the window; exponential: EMA with alpha = 2/(window+1)",
     ] = "simple",
 ) -> list[float]:
-    """Smooth a time series with a rolling simple moving average (SMA) or exponential moving average
-    (EMA); returns the smoothed series."""
+    """Rolling (moving) average of a series over a window of points, simple (SMA) or exponential (EMA), to
+    smooth daily or monthly figures. Returns the smoothed series as a list of numbers.
+
+    Example: "3-day moving average of the sales 31, 35, 28, 42 and 37" -> moving_average(numbers=[31, 35, 28,
+    42, 37], window=3)
+    """
     data = _check_list("numbers", numbers)
     if not 1 <= window <= len(data):
         raise ValueError(f"window must be between 1 and {len(data)} (the series length), got {window}")

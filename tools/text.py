@@ -16,7 +16,9 @@ MAX_TEXT_CHARS = 200_000
 MAX_COMPARE_CHARS = 1_000
 
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# A sentence ends at . ! or ? before a space or the end; closing quotes or brackets may follow it when the
+# text ends there or a new sentence starts ("'Hi there.' 'Bye now.'" is two, 'asked "why?" and left' one)
+_SENTENCE_END = re.compile(r"[.!?]+(?:(?=\s|$)|[\"'’”)\]]+(?=\s*$|\s+[\"'‘“(\[]?[A-Z]))")
 _STOPWORDS = frozenset(
     (
         "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "does", "did", "for", "from", "has",
@@ -46,9 +48,16 @@ def _sentence_count(text: str) -> int:
 
 
 @tool
-def text_statistics(text: Annotated[str, "The text to measure"]) -> dict[str, int | float]:
-    """Measure a text: word count, character count (with and without spaces), sentences, paragraphs,
-    average word length and average sentence length."""
+def text_statistics(
+    text: Annotated[str, "The text whose words, characters and sentences to count"],
+) -> dict[str, int | float]:
+    """Count the words, characters, sentences and paragraphs of a text: how long a text is, or how many
+    letters a word has. Returns each count by name (characters with and without spaces) and the average word
+    and sentence length.
+
+    Example: "how many words and characters are in 'Better late than never'?" -> text_statistics(text="Better
+    late than never")
+    """
     body = _text("text", text)
     words = _words(body)
     sentences = _sentence_count(body)
@@ -70,8 +79,12 @@ def word_frequency(
     top_n: Annotated[int, "How many of the most frequent words to return (1-500)"] = 10,
     skip_stopwords: Annotated[bool, "Ignore common English filler words such as 'the', 'and', 'of'"] = True,
 ) -> list[dict[str, str | int]]:
-    """List the most frequent words (keywords) in a text with their counts, case-insensitive, most common
-    first and ties broken alphabetically."""
+    """The most common words (keywords) of a text and how often each occurs, ignoring case and optionally
+    filler words like 'the'. Returns word and count pairs, most frequent first.
+
+    Example: "what are the 2 most common words in 'the cat saw the other cat and the dog'?" ->
+    word_frequency(text="the cat saw the other cat and the dog", top_n=2)
+    """
     if not 1 <= top_n <= 500:
         raise ValueError(f"top_n must be between 1 and 500, got {top_n}")
     words = [w.lower() for w in _words(_text("text", text))]
@@ -83,12 +96,16 @@ def word_frequency(
 @tool
 def count_occurrences(
     text: Annotated[str, "The text to search in"],
-    target: Annotated[str, "The word or substring to count"],
+    target: Annotated[str, "The letter, word or phrase to look for"],
     case_sensitive: Annotated[bool, "Match upper/lower case exactly"] = False,
-    whole_word: Annotated[bool, "Only count matches that are whole words, not parts of longer words"] = False,
+    whole_word: Annotated[bool, "Match whole words only, not parts of longer ones"] = False,
 ) -> int:
-    """Count how many times a word or substring appears in a text (non-overlapping), optionally
-    case-sensitive or whole-word only."""
+    """How often one given letter, word or phrase (the target) appears in a text, like the letter s in
+    'Mississippi'. Returns that one number; the total words or characters of a text come from text_statistics.
+
+    Example: "how many times does the letter s appear in 'Mississippi'?" ->
+    count_occurrences(text="Mississippi", target="s")
+    """
     body = _text("text", text)
     if not target:
         raise ValueError("target must be a non-empty string")
@@ -104,8 +121,11 @@ def slugify(
     separator: Annotated[Literal["-", "_"], "Character placed between words"] = "-",
     max_length: Annotated[int, "Maximum slug length (1-200); cut at a word boundary"] = 80,
 ) -> str:
-    """Make a URL-friendly slug from a title: strips accents and punctuation, lower-cases and joins words
-    with hyphens, e.g. 'crème brûlée' becomes 'creme-brulee'."""
+    """Make a URL slug from a title or phrase: lower-case words joined by hyphens, accents and punctuation
+    removed, e.g. 'Crème Brûlée: A How-To!' becomes 'creme-brulee-a-how-to'. Returns the slug.
+
+    Example: "make a URL slug for 'My First Blog Post!'" -> slugify(text="My First Blog Post!")
+    """
     if not 1 <= max_length <= 200:
         raise ValueError(f"max_length must be between 1 and 200, got {max_length}")
     ascii_text = unicodedata.normalize("NFKD", _text("text", text)).encode("ascii", "ignore").decode()
@@ -133,8 +153,13 @@ def convert_case(
         "upper, lower, title (headline), sentence, snake, camel, pascal, kebab or constant (UPPER_SNAKE)",
     ],
 ) -> str:
-    """Change the letter case or naming convention of text: UPPER, lower, Title Case headline, Sentence
-    case, snake_case, camelCase, PascalCase, kebab-case or CONSTANT_CASE."""
+    """Change the letter case of a text to uppercase (capitals), lowercase, Title Case or Sentence case, or
+    join its words as snake_case, camelCase, PascalCase, kebab-case or CONSTANT_CASE. Returns the same words
+    re-cased; the wording itself never changes.
+
+    Example: "put 'quarterly sales report' in title case" -> convert_case(text="quarterly sales report",
+    style="title")
+    """
     body = _text("text", text)
     if style == "upper":
         return body.upper()
@@ -167,8 +192,12 @@ def convert_case(
 
 @tool
 def reverse_words(text: Annotated[str, "Sentence whose word order should be reversed"]) -> str:
-    """Reverse the order of the words in a sentence (not the letters), e.g. 'one two three' becomes
-    'three two one'."""
+    """Reverse the order of the words in a sentence, last word first (each word keeps its letters in order).
+    Returns the reordered sentence.
+
+    Example: "reverse the word order of 'one small step for man'" -> reverse_words(text="one small step for
+    man")
+    """
     return " ".join(reversed(_text("text", text).split()))
 
 
@@ -178,8 +207,12 @@ def truncate_text(
     max_chars: Annotated[int, "Maximum length of the result including the ellipsis (>= 4)"],
     ellipsis: Annotated[str, "Marker appended when text is cut"] = "...",
 ) -> str:
-    """Shorten text to at most max_chars characters, cutting at a word boundary and appending an
-    ellipsis when anything was removed (for previews and summaries)."""
+    """Shorten a text to at most a number of characters for a preview, teaser or headline, cutting at a word
+    boundary and adding '...'. Returns the shortened text.
+
+    Example: "cut 'The annual meeting moves to the main hall on Friday' down to 32 characters" ->
+    truncate_text(text="The annual meeting moves to the main hall on Friday", max_chars=32)
+    """
     body = _text("text", text)
     if max_chars < len(ellipsis) + 1:
         raise ValueError(f"max_chars must be at least {len(ellipsis) + 1}, got {max_chars}")
@@ -196,8 +229,12 @@ def levenshtein_distance(
     first: Annotated[str, f"First string (at most {MAX_COMPARE_CHARS} characters)"],
     second: Annotated[str, f"Second string (at most {MAX_COMPARE_CHARS} characters)"],
 ) -> dict[str, int | float]:
-    """Measure the edit distance between two strings (insertions, deletions, substitutions), e.g. for
-    typo or fuzzy matching; returns the distance and a 0-1 similarity ratio."""
+    """How different two words or strings are: the edit distance (Levenshtein), the fewest letters to insert,
+    delete or replace, for typos and fuzzy matching. Returns the distance and a 0-1 similarity.
+
+    Example: "how many edits turn 'kitten' into 'sitting'?" -> levenshtein_distance(first="kitten",
+    second="sitting")
+    """
     a, b = _text("first", first, MAX_COMPARE_CHARS), _text("second", second, MAX_COMPARE_CHARS)
     if len(a) < len(b):
         a, b = b, a
@@ -225,8 +262,12 @@ def _syllables(word: str) -> int:
 def readability_score(
     text: Annotated[str, "English prose to score (a few sentences or more)"],
 ) -> dict[str, float | str]:
-    """Score how easy English text is to read with the Flesch reading ease (0-100, higher is easier) and
-    the Flesch-Kincaid grade level; returns both plus a plain-language label."""
+    """How easy an English text is to read: the Flesch reading ease (0-100, higher is easier) and the
+    Flesch-Kincaid school grade level. Returns both and a plain label such as 'fairly easy'.
+
+    Example: "how readable is 'The cat sat on the mat. It was happy.'?" -> readability_score(text="The cat sat
+    on the mat. It was happy.")
+    """
     body = _text("text", text)
     words = [w for w in _words(body) if re.search(r"[A-Za-z]", w)]
     if not words:
@@ -248,8 +289,11 @@ def caesar_cipher(
     shift: Annotated[int, "How many letters to rotate forward (13 gives ROT13)"] = 13,
     decode: Annotated[bool, "Rotate backwards to undo an earlier encoding"] = False,
 ) -> str:
-    """Apply a Caesar shift or ROT13 letter rotation to text (A-Z and a-z only; other characters are
-    kept); use decode to reverse it."""
+    """Encode or decode a text with a Caesar shift or ROT13, rotating each letter A-Z by some places (other
+    characters stay). Returns the shifted text.
+
+    Example: "decode 'Uryyb' from ROT13" -> caesar_cipher(text="Uryyb", shift=13, decode=True)
+    """
     step = (-shift if decode else shift) % 26
     out = []
     for ch in _text("text", text):
@@ -264,8 +308,12 @@ def caesar_cipher(
 
 @tool
 def is_palindrome(text: Annotated[str, "Word or phrase to check"]) -> bool:
-    """Check whether a word or phrase reads the same forwards and backwards, ignoring case, spaces,
-    accents and punctuation (e.g. 'A man, a plan, a canal: Panama')."""
+    """Check whether a word or phrase is a palindrome, reading the same backwards, ignoring case, spaces,
+    accents and punctuation. Returns true or false.
+
+    Example: "is 'Was it a car or a cat I saw' a palindrome?" -> is_palindrome(text="Was it a car or a cat I
+    saw")
+    """
     folded = unicodedata.normalize("NFKD", _text("text", text)).casefold()
     letters = [c for c in folded if c.isalnum()]
     if not letters:
@@ -278,8 +326,12 @@ def wrap_text(
     text: Annotated[str, "Text to re-flow"],
     width: Annotated[int, "Maximum line width in characters (10-500)"] = 72,
 ) -> str:
-    """Re-flow text into lines no wider than a given column width, keeping paragraphs (blank-line
-    separated) apart; returns the wrapped text."""
+    """Word-wrap a text into lines no wider than a number of characters, keeping paragraphs (split by blank
+    lines) apart. Returns the wrapped text.
+
+    Example: "wrap 'Meet me by the old oak tree at noon on Sunday' at 24 characters a line" ->
+    wrap_text(text="Meet me by the old oak tree at noon on Sunday", width=24)
+    """
     if not 10 <= width <= 500:
         raise ValueError(f"width must be between 10 and 500, got {width}")
     paragraphs = re.split(r"\n\s*\n", _text("text", text).strip())

@@ -31,8 +31,11 @@ def convert_length(
     from_unit: Annotated[LengthUnit, "Unit of the value: mm, cm, m, km, in, ft, yd, mi (mile), nmi"],
     to_unit: Annotated[LengthUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a length or distance between metric and imperial units (millimetres, centimetres, metres,
-    kilometres, inches, feet, yards, miles, nautical miles)."""
+    """Convert a length, distance or height between metric and imperial units: millimetres, centimetres,
+    metres, kilometres, inches, feet, yards, miles and nautical miles. Returns the converted number.
+
+    Example: "how tall is 6 feet in centimetres?" -> convert_length(value=6, from_unit="ft", to_unit="cm")
+    """
     return _convert(value, from_unit, to_unit, _LENGTH)
 
 
@@ -48,8 +51,11 @@ def convert_mass(
     from_unit: Annotated[MassUnit, "Unit of the value: mg, g, kg, t (metric tonne), oz, lb (pound), st"],
     to_unit: Annotated[MassUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a weight or mass between milligrams, grams, kilograms, metric tonnes, ounces, pounds and
-    stone."""
+    """Convert a weight or mass between milligrams, grams, kilograms (kilos), metric tonnes, ounces, pounds
+    and stone. Returns the converted number.
+
+    Example: "how many kilos is 150 pounds?" -> convert_mass(value=150, from_unit="lb", to_unit="kg")
+    """
     return _convert(value, from_unit, to_unit, _MASS)
 
 
@@ -62,8 +68,11 @@ def convert_temperature(
     from_unit: Annotated[TemperatureUnit, "Scale of the value: C (Celsius), F (Fahrenheit) or K (Kelvin)"],
     to_unit: Annotated[TemperatureUnit, "Scale to convert into: C, F or K"],
 ) -> float:
-    """Convert a temperature between the Celsius, Fahrenheit and Kelvin scales (e.g. 100 C is 212 F);
-    rejects values below absolute zero."""
+    """Convert a temperature between degrees Celsius (centigrade), Fahrenheit and Kelvin. Returns the
+    converted reading; a value below absolute zero is refused.
+
+    Example: "what is 98.6 F in Celsius?" -> convert_temperature(value=98.6, from_unit="F", to_unit="C")
+    """
     require_finite("value", value)
     to_kelvin = {"C": lambda v: v + 273.15, "F": lambda v: (v - 32) * 5 / 9 + 273.15, "K": lambda v: v}
     from_kelvin = {"C": lambda k: k - 273.15, "F": lambda k: (k - 273.15) * 9 / 5 + 32, "K": lambda k: k}
@@ -89,8 +98,13 @@ def convert_volume(
     from_unit: Annotated[VolumeUnit, "Unit of the value; cup, fl_oz, pint, quart and gallon are US measures"],
     to_unit: Annotated[VolumeUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a liquid volume or capacity between millilitres, litres, cubic metres and US cooking
-    measures (teaspoon, tablespoon, cup, fluid ounce, pint, quart, gallon) or UK gallons."""
+    """Convert a liquid volume or capacity between millilitres, litres (liters), cubic metres, teaspoons,
+    tablespoons, cups, fluid ounces, pints, quarts and gallons (US, or UK gallons). Returns the converted
+    number.
+
+    Example: "how many millilitres are 2 tablespoons?" -> convert_volume(value=2, from_unit="tbsp",
+    to_unit="ml")
+    """
     return _convert(value, from_unit, to_unit, _VOLUME)
 
 
@@ -104,8 +118,11 @@ def convert_speed(
     from_unit: Annotated[SpeedUnit, "Unit of the value: m/s, km/h, mph, knot or ft/s"],
     to_unit: Annotated[SpeedUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a speed or velocity between metres per second, kilometres per hour, miles per hour, knots
-    and feet per second."""
+    """Convert a speed between metres per second, kilometres per hour (km/h), miles per hour (mph), knots and
+    feet per second. Returns the converted number.
+
+    Example: "what's 110 km/h in mph?" -> convert_speed(value=110, from_unit="km/h", to_unit="mph")
+    """
     return _convert(value, from_unit, to_unit, _SPEED)
 
 
@@ -122,8 +139,11 @@ def convert_data_size(
     from_unit: Annotated[DataUnit, "Unit of the value; KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024"],
     to_unit: Annotated[DataUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a digital storage or file size between bits, bytes, decimal kilobytes/megabytes/gigabytes/
-    terabytes and binary kibibytes/mebibytes/gibibytes."""
+    """Convert a file or storage size between bits, bytes, KB, MB, GB, TB and PB (powers of 1000) and KiB,
+    MiB, GiB and TiB (powers of 1024). Returns the converted number.
+
+    Example: "how many MB is 3.5 GB?" -> convert_data_size(value=3.5, from_unit="GB", to_unit="MB")
+    """
     return _convert(value, from_unit, to_unit, _DATA)
 
 
@@ -139,8 +159,12 @@ def convert_time_duration(
     from_unit: Annotated[DurationUnit, "Unit of the value: ms, s, min, h, day, week or year (365.25 days)"],
     to_unit: Annotated[DurationUnit, "Unit to convert into"],
 ) -> float:
-    """Convert an amount of time between milliseconds, seconds, minutes, hours, days, weeks and Julian
-    years, e.g. 90 minutes is 1.5 hours."""
+    """Convert an amount of time between milliseconds, seconds, minutes, hours, days, weeks and years, e.g.
+    how many seconds are in a day. Returns the converted number.
+
+    Example: "how many minutes is 2.5 hours?" -> convert_time_duration(value=2.5, from_unit="h",
+    to_unit="min")
+    """
     return _convert(value, from_unit, to_unit, _DURATION)
 
 
@@ -157,8 +181,12 @@ def convert_area(
     from_unit: Annotated[AreaUnit, "Unit of the value, e.g. m2, hectare, sq_ft, acre"],
     to_unit: Annotated[AreaUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a land or floor surface area between square metres, square kilometres, hectares, square
-    feet, square yards, acres and square miles."""
+    """Convert an area of land or floor between square millimetres, centimetres, metres and kilometres,
+    hectares, square inches, feet and yards, acres and square miles. Returns the converted number.
+
+    Example: "how many square feet is a 65 square metre flat?" -> convert_area(value=65, from_unit="m2",
+    to_unit="sq_ft")
+    """
     return _convert(value, from_unit, to_unit, _AREA)
 
 
@@ -174,8 +202,12 @@ def convert_pressure(
     from_unit: Annotated[PressureUnit, "Unit of the value: Pa, kPa, bar, atm, psi or mmHg"],
     to_unit: Annotated[PressureUnit, "Unit to convert into"],
 ) -> float:
-    """Convert a pressure reading (tyre, weather or blood pressure) between pascals, kilopascals, bar,
-    atmospheres, psi and millimetres of mercury."""
+    """Convert a pressure (tyre, weather or blood pressure) between pascals, kilopascals, bar, atmospheres,
+    psi and millimetres of mercury (mmHg). Returns the converted number.
+
+    Example: "my tyres need 2.4 bar, what's that in psi?" -> convert_pressure(value=2.4, from_unit="bar",
+    to_unit="psi")
+    """
     return _convert(value, from_unit, to_unit, _PRESSURE)
 
 
@@ -191,8 +223,11 @@ def convert_energy(
     from_unit: Annotated[EnergyUnit, "Unit of the value: J, kJ, cal, kcal (food Calorie), Wh, kWh or BTU"],
     to_unit: Annotated[EnergyUnit, "Unit to convert into"],
 ) -> float:
-    """Convert energy between joules, kilojoules, calories, kilocalories (food Calories), watt-hours,
-    kilowatt-hours and British thermal units."""
+    """Convert energy between joules, kilojoules, calories, kilocalories (food Calories, kcal), watt-hours,
+    kilowatt-hours (kWh) and British thermal units (BTU). Returns the converted number.
+
+    Example: "how many kJ is a 250 kcal snack?" -> convert_energy(value=250, from_unit="kcal", to_unit="kJ")
+    """
     return _convert(value, from_unit, to_unit, _ENERGY)
 
 

@@ -68,6 +68,7 @@ from orchestrator.cost.ledger import LedgerEntry
 from orchestrator.errors import ModelError, ToolsUnsupportedError
 from orchestrator.models.calls import call_model
 from orchestrator.models.context import BudgetStop, RunContext
+from orchestrator.toolsets.catalog import Catalog
 from orchestrator.tracing import attrs as A
 from orchestrator.workers.grounding import (
     Evidence,
@@ -136,7 +137,8 @@ def is_model_decision(message: BaseMessage) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _system(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
+def system_prompt(workers: tuple[tuple[str, str], ...], covers: str, beyond: str = BEYOND) -> str:
+    """The controller's system prompt for these workers (name, description) and tools (`covers`, `beyond`)."""
     listed = "\n".join(f"  {name}: {description}" for name, description in workers) or "  (none)"
     return SYSTEM_PROMPT.format(workers=listed, covers=covers, beyond=f" ({beyond})" if beyond else "")
 
@@ -166,8 +168,20 @@ _QUOTED_OR_VALUE = re.compile(
 )
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
+
+
+def search_query(text: str) -> str:
+    """What a tool search is given for a part or a request: its words without quoted passages (the text a
+    tool works on, not what it does: "count the words in 'convert the date'"). Numbers, dates and
+    symbols stay: on the everyday-phrasing set's dev split they found the right tool as often or more
+    (hybrid top-3 0.902 against 0.889 without them)."""
+    return " ".join(_QUOTED.sub(" ", text).split()) or text
+
+
 def search_words(task: str) -> str:
-    """A part's words without its values (quoted text, numbers, dates): what a tool search should match."""
+    """A part's words without its values (quoted text, numbers, dates): how an answer names a part whose
+    values nothing supports."""
     words = " ".join(_QUOTED_OR_VALUE.sub(" ", task).split())
     return words or task
 
@@ -192,10 +206,10 @@ def _tool_problems(ctx: RunContext, task: str, d: Decision, evidence: Evidence) 
     return check_tool_args(d.args, entry.parameters, evidence) + misfit
 
 
-def _fitting(ctx: RunContext, task: str, tools: Sequence[str]) -> list[str]:
+def _fitting(catalog: Catalog, task: str, tools: Sequence[str]) -> list[str]:
     """The found tools offered for a part: those that fit its operation, when any does (a grammar then
     never lets the model pick one that can't answer); all of them otherwise."""
-    fit = [t for t in tools if not check_tool_fits(task, t, ctx.catalog.get(t).description)]
+    fit = [t for t in tools if not check_tool_fits(task, t, catalog.get(t).description)]
     return fit or list(tools)
 
 
@@ -398,7 +412,7 @@ async def controller_step(
         raise BudgetStop(f"step limit of {limit} reached")
     workers = {w.name: w.description for w in ctx.workers.values()}
     head: list[BaseMessage] = [
-        SystemMessage(_system(tuple(workers.items()), parts.covers, parts.beyond)),
+        SystemMessage(system_prompt(tuple(workers.items()), parts.covers, parts.beyond)),
         *_examples(request, ctx, parts),
         HumanMessage(request),
     ]
@@ -500,12 +514,12 @@ async def _advance(
         if len(run) > 1:  # a model that makes parallel calls: these parts are searched, then asked, at once
             pending = [i for i in run if plan[i]["status"] == "pending"]
             for i in pending:
-                step.derived(Decision("find_tools", query=search_words(plan[i]["tool"]), part=i))
+                step.derived(Decision("find_tools", query=search_query(plan[i]["tool"]), part=i))
             if not pending and not step.model_called:
                 await _act_together(ctx, slot, request, prompt, plan, step, loaded, run)
             return
         if part["status"] == "pending":
-            step.derived(Decision("find_tools", query=search_words(part["tool"])))
+            step.derived(Decision("find_tools", query=search_query(part["tool"])))
             return
         searched = own_searches(prompt + step.messages, index)
         search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES
@@ -552,7 +566,7 @@ async def _advance(
             ctx,
             slot,
             prompt + step.messages,
-            act_schema(_fitting(ctx, part["tool"], part["tools"]), ctx.catalog),
+            act_schema(_fitting(ctx.catalog, part["tool"], part["tools"]), ctx.catalog),
             parse,
             check,
             "Take values only from the request or the observations, or skip.",

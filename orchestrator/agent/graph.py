@@ -38,7 +38,7 @@ from orchestrator.agent.controller import (
     COVERS,
     AgentParts,
     controller_step,
-    search_words,
+    search_query,
     stopped_answer,
 )
 from orchestrator.agent.decisions import ACT_EXTRAS, decision_of
@@ -313,7 +313,7 @@ async def find_tools(
         hits = usable(query)
         first = part is not None and part["status"] == "pending"
         if not hits and first:  # the part's words found nothing: the request's words, once
-            broader = search_words(str(state.get("input") or ""))
+            broader = search_query(str(state.get("input") or ""))
             if broader and broader != query:
                 hits = usable(broader)
         if part is not None and part["status"] == "searched":  # a search of the model's own: finds add up

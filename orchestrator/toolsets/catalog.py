@@ -33,7 +33,7 @@ __all__ = ["Catalog", "CatalogEntry", "ToolHit"]
 # `repos/list-for-org` included). A name a provider refuses is bound under a stable alias
 # (`decisions.wire_name`) and mapped back.
 _NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}$")
-_WORD_RE = re.compile(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+")
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")  # HTTP in HTTPRequest, JSON: one word each
 _STOP = frozenset(
     {
         "a",
@@ -78,7 +78,8 @@ _STOP = frozenset(
 def tokenize(text: str) -> list[str]:
     """Lower-case words, splitting snake_case and camelCase identifiers; light suffix stemming."""
     words = [w.lower() for w in _WORD_RE.findall(text.replace("_", " "))]
-    return [_stem(w) for w in words if w not in _STOP]
+    # a lone letter ("what's", "don't") matches nothing a tool is about
+    return [_stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]
 
 
 def _stem(word: str) -> str:

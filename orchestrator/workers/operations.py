@@ -5,7 +5,7 @@ name them serves three checks, each made in code rather than by another model ca
 
 - **the tool** (`check_tool_fits`): a part whose words start with an operation ("average of 4, 9 and 15",
   "find the median of ...") given to a tool whose name and first sentence name only other operations
-  ("Add up a list of numbers") is refused before the tool runs;
+  ("Add up a list of numbers"), and that is no general calculator, is refused before the tool runs;
 - **the result** (`check_statistic`): a single number that is another statistic of the part's numbers than
   the one it asks for (their sum, for "the average of ...") can't answer the part;
 - **the answer** (`answering`): of a result with named values (a summary's count, sum, mean, median, ...),
@@ -47,6 +47,9 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "minimum": (("minimum", "smallest", "lowest"), ("min", "minimum")),
     "share": (("per person", "per head", "apiece", "each pays", "split", "divide"), ("per_person", "each")),
 }
+# Words by which a tool says it computes anything it is written (a calculator: "Arithmetic on numbers: add
+# (plus, sum, total), subtract ..."): such a tool fits every operation (an average is a sum over a count).
+_GENERAL = re.compile(r"\b(?:arithmetic|expressions?|formulas?|calculator)\b", re.I)
 # What each statistic of a list of numbers is, to tell one from another in a result.
 _STATISTICS: dict[str, Callable[[list[float]], float]] = {
     "mean": statistics.fmean,
@@ -96,11 +99,12 @@ def asked_operations(task: str) -> set[str]:
 
 def check_tool_fits(task: str, tool: str, description: str) -> list[str]:
     """A tool that does another operation than the one the part starts with: its name and the first
-    sentence of its description name operations, none of them the part's."""
+    sentence of its description name operations, none of them the part's, and it is no general calculator
+    (arithmetic, an expression, a formula)."""
     asked = asked_operations(task)
     first = _first_sentence(" ".join(description.split()))
     does = named(f"{tool} {first}")
-    if not asked or not does or asked & does:
+    if not asked or not does or asked & does or _GENERAL.search(f"{tool.replace('_', ' ')} {first}"):
         return []
     want = " or ".join(sorted(asked))
     return [

@@ -1,5 +1,6 @@
 """Catalog-wide checks: size, naming, schemas, distinctness and test coverage of every tool."""
 
+import ast
 import itertools
 import json
 import re
@@ -43,13 +44,58 @@ def test_tool_names_are_unique_and_well_formed() -> None:
 
 
 @pytest.mark.parametrize("tool_obj", TOOLS, ids=lambda t: t.name)
-def test_description_is_one_or_two_clean_sentences(tool_obj: BaseTool) -> None:
-    description = tool_obj.description
-    assert description == " ".join(description.split())
-    assert 30 <= len(description) <= 300, description
-    assert description[0].isupper() and description.endswith(".")
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", description) if s]
-    assert 1 <= len(sentences) <= 2, description
+def test_description_is_one_or_two_clean_sentences_then_an_example(tool_obj: BaseTool) -> None:
+    what, example = tool_obj.description.split("\n\n")
+    assert what == " ".join(what.split())
+    assert 30 <= len(what) <= 300, what
+    assert what[0].isupper() and what.endswith("."), what
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", what) if s]
+    assert 1 <= len(sentences) <= 2, what
+    assert example.startswith("Example: ") and example == " ".join(example.split())
+
+
+# `Example: "<a request in a user's words>" -> tool_name(arg=value, ...)`: an agent shows it to the model
+EXAMPLE = re.compile(r'Example: "(?P<request>[^"]+)" -> (?P<call>(?P<tool>\w+)\(.*\))')
+
+
+@pytest.mark.parametrize("tool_obj", TOOLS, ids=lambda t: t.name)
+def test_the_description_a_model_sees_ends_with_one_example_that_calls_the_tool(tool_obj: BaseTool) -> None:
+    function = convert_to_openai_tool(tool_obj)["function"]
+    lines = function["description"].splitlines()
+    examples = [line for line in lines if "Example:" in line]
+    assert examples == [lines[-1]], function["description"]  # exactly one, on the last line
+    found = EXAMPLE.fullmatch(examples[0])
+    assert found is not None, examples[0]
+    assert found["tool"] == tool_obj.name
+    call = ast.parse(found["call"], mode="eval").body
+    assert isinstance(call, ast.Call) and not call.args, found["call"]  # arguments by name only
+    given = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    properties = function["parameters"].get("properties", {})
+    assert set(given) <= set(properties), f"{found['call']} names parameters the tool lacks"
+    assert set(function["parameters"].get("required", [])) <= set(given), found["call"]
+    tool_obj.invoke(given)  # the example is a call that works
+
+
+def test_pack_puts_each_paragraph_of_a_docstring_on_one_line() -> None:
+    from langchain_core.tools import tool
+
+    from tools._common import pack
+
+    @tool
+    def double(n: int) -> int:
+        """Twice a number, for when a
+        request says double.
+
+        Example: "double 21" ->
+        double(n=21)
+        """
+        return 2 * n
+
+    (packed,) = pack(double)
+    assert (
+        packed.description
+        == 'Twice a number, for when a request says double.\n\nExample: "double 21" -> double(n=21)'
+    )
 
 
 @pytest.mark.parametrize("tool_obj", TOOLS, ids=lambda t: t.name)

@@ -18,6 +18,12 @@ def test_extract_emails() -> None:
     assert extract_emails.invoke({"text": "no addresses here"}) == []
 
 
+def test_extract_emails_with_letters_beyond_ascii() -> None:
+    # an address with an accented letter was missed whole: "No email addresses found"
+    text = "Write to José.Núñez@example.com, or to ann_b@bücher.de. Not: icon@2x or me@@example.com"
+    assert extract_emails.invoke({"text": text}) == ["José.Núñez@example.com", "ann_b@bücher.de"]
+
+
 def test_extract_urls() -> None:
     text = "See https://example.com/a?b=1, and (www.test.org/page). Also http://x.io."
     assert extract_urls.invoke({"text": text}) == [

@@ -32,6 +32,24 @@ def test_text_statistics() -> None:
     assert text_statistics.invoke({"text": ""})["words"] == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        # a quoted sentence at the end was 0 sentences, and its average sentence length 0.0
+        ("Count the words in this sentence: 'I really do like long walks on sunny days.'", 1),
+        ("'Hi there.' 'Bye now.'", 2),
+        ("(This is one.) And two.", 2),
+        ("She said \u201cyes.\u201d Then she left.", 2),
+        ('He asked "why?" and left.', 1),  # a quoted question inside a sentence does not end it
+        ("No closing mark at all", 1),
+    ],
+)
+def test_sentences_ending_in_a_closing_quote_or_bracket_are_counted(text: str, sentences: int) -> None:
+    stats = text_statistics.invoke({"text": text})
+    assert stats["sentences"] == sentences
+    assert stats["avg_sentence_length"] == round(stats["words"] / sentences, 2)
+
+
 def test_word_frequency() -> None:
     top = word_frequency.invoke({"text": "The cat and the hat. The cat sat.", "top_n": 2})
     assert top == [{"word": "cat", "count": 2}, {"word": "hat", "count": 1}]
