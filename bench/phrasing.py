@@ -149,6 +149,40 @@ def searchers() -> tuple[dict[str, Search], list[str]]:
     return out, notes
 
 
+NONE = ROOT / "bench" / "data" / "phrasing" / "none.txt"  # requests no bundled tool answers (dev only)
+
+
+def floor_figures(splits: dict[str, list[Request]]) -> list[dict[str, Any]]:
+    """For each method with a score floor (`Catalog.FLOORS`): the share of each split's requests whose top 3
+    holds a right tool and still counts as found, and the share of the unanswerable requests that find
+    nothing, as the agent's search sees them (`search_query`)."""
+    from orchestrator.agent.controller import search_query
+    from orchestrator.toolsets.catalog import Catalog
+    from orchestrator.toolsets.retrieval.dense import available
+    from orchestrator.toolsets.retrieval.index import ToolIndex
+    from tools.catalog import TOOLS
+
+    if not available():
+        return []
+    unanswerable = [line.strip() for line in NONE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    index = ToolIndex(":memory:")
+    out = []
+    for method, floor in Catalog.FLOORS.items():
+        catalog = Catalog.from_tools(TOOLS, index=index, method=method)
+
+        def found(text: str, catalog: Catalog = catalog, floor: float = floor) -> list[str]:
+            hits = catalog.search(search_query(text), K)
+            return [h.name for h in hits] if hits and max(h.relevance for h in hits) >= floor else []
+
+        row: dict[str, Any] = {"method": method, "floor": floor}
+        for name, part in splits.items():
+            row[name] = sum(bool(set(found(r.request)) & set(r.tools)) for r in part) / len(part)
+        row["unanswerable"] = len(unanswerable)
+        row["nothing_found"] = sum(not found(q) for q in unanswerable) / len(unanswerable)
+        out.append(row)
+    return out
+
+
 def run() -> dict[str, Any]:
     rows = read_set()
     wrong = [r.id for r in rows if assign_splits((x.id, x.tools[0]) for x in rows)[r.id] != r.split]
@@ -188,6 +222,7 @@ def run() -> dict[str, Any]:
                     "top3_by_category": per_category,
                 }
             )
+    out["floors"] = floor_figures(splits)
     out["machine"] = machine()
     out["load"] = os.getloadavg()[0]
     return out
@@ -241,6 +276,23 @@ def section(o: dict[str, Any]) -> list[str]:
         f"{_f(best['heldout']['top3'])}, {'met' if best['heldout']['top3'] >= GOAL else 'missed'}.",
         *[f"Note: {n}." for n in o["notes"]],
         "",
+    ]
+    if o.get("floors"):
+        lines += [
+            "With the score floor the agent applies (`Catalog.FLOORS`: a search whose best hit is less "
+            "relevant than this finds nothing), over the same requests searched with their search words, "
+            f"and {o['floors'][0]['unanswerable']} requests no bundled tool answers (bench/data/phrasing/none.txt, "
+            "written for choosing the floor on dev):",
+            "",
+            "| method | floor | dev: right tool found | held-out: right tool found | unanswerable: nothing found |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {f['method']} | {f['floor']} | {_f(f['dev'])} | {_f(f['heldout'])} | {_f(f['nothing_found'])} |"
+                for f in o["floors"]
+            ],
+            "",
+        ]
+    lines += [
         "Dev misses at top-3 (request → the first three found; held-out misses are only counted here, and "
         "listed in bench/results/phrasing.json, so that nobody tunes on them):",
     ]

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -913,3 +914,44 @@ async def test_a_found_tool_is_shown_with_its_one_line_example() -> None:
     assert 'Example: "what\'s 15% of 2340?" -> percent_of(percent=15, value=2340)' in shown
     assert example_line("Days between two dates.") == ""
     assert len(example_line("x\nExample: " + "y" * 500)) == len("Example: ") + 160
+
+
+async def test_an_embedding_search_below_the_floor_finds_nothing(tmp_path: Path) -> None:
+    """A dense or hybrid search always has a top k: below `Catalog.FLOORS` its best hit counts as nothing
+    found, so the controller is told so (and searches again or skips) instead of being offered noise."""
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator.agent.graph import find_tools
+    from orchestrator.agent.plan import new_part
+    from orchestrator.cost.ledger import Budget, BudgetMeter
+    from orchestrator.models.context import RunContext
+    from orchestrator.toolsets.catalog import Catalog
+    from orchestrator.toolsets.retrieval.dense import available
+
+    if not available():
+        pytest.skip("needs the embed extra")
+    catalog = Catalog.from_tools(TOOLS, index=tmp_path / "i.db", method="hybrid")
+    assert catalog.floor == Catalog.FLOORS["hybrid"] > 0 and Catalog.from_tools(TOOLS).floor == 0.0
+    assert catalog.search("weather in Oslo", k=3)  # the index alone always answers
+    ctx = RunContext(
+        run_id="r",
+        slots={},
+        models={},
+        catalog=catalog,
+        workers={},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )
+
+    async def search(query: str) -> str:
+        state: dict[str, Any] = {"plan": [new_part(tool=query)], "loaded": [], "input": query}
+        state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": query}))]
+        update = await find_tools(state, ctx)  # type: ignore[arg-type]
+        return str(update["messages"][0].content)
+
+    assert (
+        await search("weather forecast in Oslo")
+        == "Observation (find_tools): no tool matches 'weather forecast in Oslo'"
+    )
+    assert "date_diff" in await search("how many days between two dates")
