@@ -474,8 +474,8 @@ async def _one_call(
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             ok = True
             part_words = _part_words(state, index)
-            # a part with no words (a call that settles no tool part) has nothing to check against
-            wrong = check_result(part_words, args, text) + check_statistic(part_words, args, text)
+            checks = (check_result, check_statistic) if part_words else ()
+            wrong = [problem for check in checks for problem in check(part_words, args, text)]
             if wrong:  # it ran, but its result can't answer the part: a failed try, not the answer
                 text, ok = f"error: {wrong[0]}", False
         except TimeoutError:

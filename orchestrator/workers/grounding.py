@@ -5,10 +5,10 @@ for one repair when one fails), and `orch eval` runs them afterwards over a run'
 ungrounded steps that got through. Each check returns a list of problems, empty when grounded.
 
 - **Tool arguments**: every number and date a tool is given appears in the request or an earlier
-  observation. A unit-scale constant of the computation (the 100 of a percentage, the 7 of a week, the 24 of
-  a day) is not an invented value, and neither is a value derived from a given one by such a constant
-  (5 % -> 0.05, 3 weeks -> 21 days, 25 % off -> 0.75). Free text must be a span of the evidence, or
-  consist of its words.
+  observation (a fraction may be a rounding of one: 0.33 of 0.333333333333). A unit-scale constant of
+  the computation (the 100 of a percentage, the 7 of a week, the 24 of a day) is not an invented value,
+  and neither is a value derived from a given one by such a constant (5 % -> 0.05, 3 weeks -> 21 days,
+  25 % off -> 0.75). Free text must be a span of the evidence, or consist of its words.
 - **Worker input**: a span of the request or of an observation.
 - **Answer**: every number and date in it appears in the request or an observation (rounding allowed, and
   percent scaling), so a final answer states only what they support.
