@@ -81,9 +81,10 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
             {"tool": "convert those days to hours", "uses": [1]},
         ),
     ),
-    # Plans that compose: a later part takes earlier results ("uses": their part numbers, from 1), and
-    # the answer states its result. Arithmetic on a result is a "calculate ..." part: the words a search
-    # finds the calculator by.
+    # Plans that compose, where one tool can't do the whole: a later part takes earlier results ("uses":
+    # their part numbers, from 1), and the answer states its result. Arithmetic on a result is a
+    # "calculate ..." part: the words a search finds the calculator by. (Arithmetic one expression can
+    # do stays one part: "calculate 3**5 - 10" below.)
     PlanExample(
         "How many minutes are in 3 days and 5 hours?",
         (
@@ -100,10 +101,10 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
         ),
     ),
     PlanExample(
-        "What is the average of 12, 18 and 26, rounded to one decimal place?",
+        "Which day of the week is 100 days after 2026-02-10?",
         (
-            {"tool": "average of 12, 18 and 26"},
-            {"tool": "round the result to 1 decimal place", "uses": [1]},
+            {"tool": "add 100 days to 2026-02-10"},
+            {"tool": "weekday of the resulting date", "uses": [1]},
         ),
     ),
     PlanExample("What's 3 to the power of 5, minus 10?", ({"tool": "calculate 3**5 - 10"},)),
