@@ -315,6 +315,8 @@ def _tool(name: str) -> BaseTool:
         ("calculate the average of 4, 9, 15", "text_statistics"),
         ("the median of 3, 7, 10", "weighted_average"),
         ("what is the largest of 4, 9 and 15", "count_occurrences"),
+        ("add 5 to the median", "round_number"),
+        ("sort 3, 1 and 2", "round_number"),
         ("count the days between 2025-01-01 and 2025-02-01", "add_months"),
     ],
 )
@@ -329,7 +331,9 @@ def test_a_tool_that_does_another_operation_does_not_fit(task: str, tool: str) -
         ("average of 4, 9, 15", "summary_statistics"),
         ("the average of 4, 9, 15", "calculate"),  # a general calculator: an average is a sum over a count
         ("the largest of 4, 9, 15", "sort_numbers"),
-        ("add 42 to the result", "round_number"),  # names no operation: it may do any
+        ("round the result to 1 decimal place", "round_number"),
+        ("sort the numbers 3, 1 and 2", "sort_numbers"),
+        ("add 42 to the result", "percentage_of"),  # names no operation: it may do any
         ("median of 3, 7, 10", "percentile"),
         ("add 42 to the result", "calculate"),
         ("round the mean to 1 decimal place", "round_number"),  # the mean is its input, not its operation

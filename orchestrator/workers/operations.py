@@ -1,7 +1,7 @@
 """What a part asks for, by operation: an average is not a sum.
 
-One small table of operations (mean, median, sum, count, maximum, minimum, a share each) and the words that
-name them serves three checks, each made in code rather than by another model call:
+One small table of operations (mean, median, sum, count, maximum, minimum, a share each, rounding, sorting)
+and the words that name them serves three checks, each made in code rather than by another model call:
 
 - **the tool** (`check_tool_fits`): a part whose words start with an operation ("average of 4, 9 and 15",
   "find the median of ...") given to a tool whose name and first sentence name only other operations
@@ -46,6 +46,8 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "maximum": (("maximum", "largest", "highest", "biggest"), ("max", "maximum")),
     "minimum": (("minimum", "smallest", "lowest"), ("min", "minimum")),
     "share": (("per person", "per head", "apiece", "each pays", "split", "divide"), ("per_person", "each")),
+    "rounding": (("round", "rounds", "rounded", "rounding"), ("rounded",)),
+    "sorting": (("sort", "sorts", "sorted", "sorting"), ("sorted",)),
 }
 # Words by which a tool says it computes anything it is written (a calculator: "Arithmetic on numbers: add
 # (plus, sum, total), subtract ..."): such a tool fits every operation (an average is a sum over a count).
