@@ -140,6 +140,28 @@ async def test_a_part_whose_used_result_failed_fails_without_a_model_call(make_o
     assert result.ledger.by_node()[0].calls == 2  # the plan, the first part's skip: none for the second
 
 
+async def test_an_answer_must_say_the_step_after_a_stated_result_could_not_be_done(
+    make_orch: MakeOrch,
+) -> None:
+    passed_off = Recorder(final("The median of 3, 7, 10, 10, 15 and 27, plus 5, is 10."))
+    steps = [
+        plan({"tool": "median of 3, 7, 10, 10, 15 and 27"}, {"tool": "add 5 to the result", "uses": [1]}),
+        call("summary_statistics", numbers=[3, 7, 10, 10, 15, 27]),
+        act(action="skip", reason="no found tool adds numbers"),
+        passed_off,
+        final("The median is 10; adding 5 could not be done."),
+    ]
+    result = await make_orch(steps, tools=[summary_statistics]).arun("agent", MEDIAN_PLUS)
+    assert passed_off.asked == [
+        f"Request: {MEDIAN_PLUS}\nResults:\n- median of 3, 7, 10, 10, 15 and 27: 10.0\n"
+        "- add 5 to the result: could not be done"
+    ]
+    assert result.answer == "The median is 10; adding 5 could not be done.", result.answer
+
+
+MEDIAN_PLUS = "What is the median of 3, 7, 10, 10, 15 and 27, plus 5?"
+
+
 def test_a_tool_part_that_became_a_worker_part_uses_nothing() -> None:
     # a small model names a worker as a tool part; the worker gets the request's text, no earlier result
     worker: Part = {**new_part(worker="classify_request", text="x y", uses=[0]), "status": "done"}

@@ -74,6 +74,7 @@ from orchestrator.workers.grounding import (
     Evidence,
     candidate_spans,
     check_answer,
+    check_failures_stated,
     check_results_stated,
     check_tool_args,
     check_worker_input,
@@ -787,6 +788,16 @@ def _results(plan: Sequence[Part]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def _unfinished(plan: Sequence[Part]) -> list[str]:
+    """The failed parts whose used results were done: the answer states those results and must say that
+    the step after them could not be done."""
+    return [
+        p["tool"]
+        for n, p in enumerate(plan)
+        if p["status"] == "failed" and any(plan[u]["status"] == "done" for u in uses_of(plan, n))
+    ]
+
+
 async def _final(
     ctx: RunContext, slot: str, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
 ) -> None:
@@ -827,7 +838,11 @@ async def _final(
         final_prompt,
         final_schema(),
         lambda raw: parse_decision(raw, [], allowed=("final",)),
-        lambda d: check_answer(d.answer, evidence) + check_results_stated(d.answer, results),
+        lambda d: (
+            check_answer(d.answer, evidence)
+            + check_results_stated(d.answer, results)
+            + check_failures_stated(d.answer, _unfinished(plan))
+        ),
         "State each result exactly as given, and nothing else.",
         step,
         final_tools(),

@@ -11,7 +11,8 @@ ungrounded steps that got through. Each check returns a list of problems, empty 
   25 % off -> 0.75). Free text must be a span of the evidence, or consist of its words.
 - **Worker input**: a span of the request or of an observation.
 - **Answer**: every number and date in it appears in the request or an observation (rounding allowed, and
-  percent scaling), so a final answer states only what they support.
+  percent scaling), so a final answer states only what they support; and it says so when the last step of
+  a composed plan could not be done (`check_failures_stated`).
 - **Tool result**: a result that can't answer its part (`check_result`): a count of zero words, characters,
   letters, sentences or lines, where the part plainly counts those of a text and the tool was given a text
   that has some, counted something else (the occurrences of the target "word", say).
@@ -29,6 +30,7 @@ __all__ = [
     "Evidence",
     "candidate_spans",
     "check_answer",
+    "check_failures_stated",
     "check_result",
     "check_results_stated",
     "check_tool_args",
@@ -466,6 +468,22 @@ def check_results_stated(answer: str, results: Sequence[tuple[str, str, bool]]) 
         elif not every and not stated:
             problems.append(f"the answer does not state the result of {what} ({result[:80]})")
     return problems
+
+
+_FAILURE_WORDS = re.compile(
+    r"\b(?:could\s+not|couldn't|can\s*not|can't|unable|failed|"
+    r"not\s+(?:be\s+)?(?:done|possible|available|computed|calculated|found))\b",
+    re.I,
+)
+
+
+def check_failures_stated(answer: str, failed: Sequence[str]) -> list[str]:
+    """Parts an answer must say could not be done and does not: the last step of a composed plan that
+    failed after the results it uses were done ("add 5 to the median"). Its earlier result is then stated,
+    and an answer that doesn't say the step failed passes that result off as the answer."""
+    if not failed or _FAILURE_WORDS.search(answer):
+        return []
+    return [f"the answer does not say that {what!r} could not be done" for what in failed]
 
 
 # --- results that can't answer their part --------------------------------------------------------------
