@@ -167,7 +167,7 @@ def test_every_workhorse_slot_of_the_bundled_project_has_a_worker() -> None:
     assert all(w.example_requests for w in BUNDLED)
 
 
-# Requests in users' words, none of them one of the workers' example requests.
+# Requests in users' words, none of them one of the workers' example requests; None: a tool's request.
 ROUTED = [
     ("Rewrite this more formally: 'hey, can't make it tmrw, something came up'", "rewrite_formal"),
     ("Can you make this sound professional? 'yo, the report is late again, sorry'", "rewrite_formal"),
@@ -175,24 +175,24 @@ ROUTED = [
         "Please rewrite this email in a formal tone: 'we need the money by friday or we walk'",
         "rewrite_formal",
     ),
-    (
-        "Summarize this: 'The board met on Tuesday and agreed to open a second shop in June.'",
-        "summarize_text",
-    ),
+    ("Summarize this: 'The board met and agreed to open a second shop.'", "summarize_text"),
     (
         "Can you sum up this message for me: 'Your parcel was left with a neighbour at number 12.'",
         "summarize_text",
     ),
     ("Classify this customer message: 'my card never arrived'", "classify_request"),
+    ("Make this title case: 'the old man and the sea'", None),
+    ("Pull out the email addresses in this: 'write to jo@shop-example.com or anna@example.org'", None),
 ]
 
 
 @pytest.mark.parametrize(("request_text", "worker"), ROUTED)
 def test_the_bundled_planner_is_shown_the_matching_worker_for_a_request(
-    request_text: str, worker: str
+    request_text: str, worker: str | None
 ) -> None:
     """The worked plans the planner sees for a request (its closest examples, the best last) show the
-    worker that does what it asks, and never a tool part: a formal rewrite is not a change of letter case."""
+    worker that does what it asks, and no tool part at all for a rewrite: a formal rewrite is not a change
+    of letter case. A change of letter case, or finding addresses, is a tool's."""
     from tools.catalog import PLAN_EXAMPLES
     from workers.builtin import WORKERS as BUNDLED
 
@@ -203,8 +203,9 @@ def test_the_bundled_planner_is_shown_the_matching_worker_for_a_request(
         *worker_examples([(w.name, w.description, w.example_requests) for w in BUNDLED], mix),
     )
     shown = select_examples(request_text, bank, 3)
+    if worker is None:
+        assert [list(p) for p in shown[-1].plan] == [["tool"]]
+        return
     assert [p.get("worker") for p in shown[-1].plan] == [worker]
-    if (
-        worker != "classify_request"
-    ):  # (the worked plan that mixes a tool part and a worker's is a classification)
+    if worker == "rewrite_formal":
         assert not [e.request for e in shown if any("tool" in p for p in e.plan)]

@@ -104,12 +104,9 @@ WORKERS: list[Worker] = [
         sentences=(1, 3),
         shots=SUMMARY_SHOTS,
         example_requests=[
-            "Sum up this email: 'Hi Sam, the supplier moved the delivery to next Tuesday because of a strike "
-            "at the port. I have told the warehouse; nothing else changes on our side.'",
-            "tl;dr: 'The council will close Bridge Street for resurfacing from 3 to 14 March. Buses take the "
-            "ring road during the works and the car park stays open.'",
-            "Give me a short summary of this message: 'We had a great quarter. Sales grew 12 percent and we "
-            "hired four people, but shipping costs rose again.'",
+            "Sum up this email: 'Hi Sam, the supplier is late again because of a strike at the port.'",
+            "tl;dr: 'The council will close the old bridge for repairs, so buses take the ring road.'",
+            "Summarize this for me, briefly: 'The team party went well and everyone asked for another.'",
         ],
     ),
     style_worker(
@@ -120,10 +117,9 @@ WORKERS: list[Worker] = [
         slot="write",
         shots=FORMAL_SHOTS,
         example_requests=[
-            "Make this sound more professional: 'hi, can u send me the invoice again, cant find it'",
-            "Rewrite this formally: 'sorry guys, the meeting is off today, we'll do it next week'",
-            "Please rewrite my message in a polite, formal tone: 'the parcel never came and nobody answers "
-            "the phone'",
+            "Make this sound more professional: 'hi, can u resend me that file, cant find it'",
+            "Rewrite this formally: 'sorry guys, the meeting is off, we'll catch up later'",
+            "Please rewrite this in a polite, formal tone: 'the parcel never came and nobody helps me'",
         ],
     ),
 ]

@@ -88,7 +88,7 @@ SYSTEM_PROMPT = """You lead an assistant that answers only with tools and worker
 
 First reply with a plan, {{"plan": [...]}}: one part for each thing the request asks, in order.
 - {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
-- {{"worker": "<name>", "text": "<the text, copied from the request>"}} when the request gives a text and asks for what a worker does with it (summarize it, rewrite it, classify it, extract from it). Workers:
+- {{"worker": "<name>", "text": "<the text, copied from the request>"}} when the request gives a text and asks for what one of these workers does with it (such as summarize it, rewrite it in another tone, classify it, extract a record from it). Workers:
 {workers}
 A computation that needs an earlier result is its own later part. If no tool or worker can answer{beyond}, reply {{"plan": []}}.
 
