@@ -8,6 +8,7 @@ a worker part      -> delegate its text (a span of the request)            [fixe
 a new tool part    -> find_tools with the part's words                     [fixed by the plan]
 a searched part    -> the model calls one of the tools found for it, or skips the part
 every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
+                      only worker parts, all done -> their outputs are the answer [fixed]
 ```
 
 A model that makes parallel tool calls takes the tool parts in a row together: one `find_tools` step
