@@ -223,8 +223,8 @@ async def test_a_server_that_stops_is_restarted_once_then_its_tools_are_unavaila
     # the days part: nothing found, and the observation says why (the model then skips it)
     assert (
         "Observation (find_tools): no tool matches 'days between 2026-03-02 and 2026-03-20' (not offered, "
-        "unavailable: MCP server 'toolbox' stopped again after its restart; its tools are unavailable for the "
-        "rest of this process)"
+        "unavailable: MCP server 'toolbox' stopped again after its restart; its tools are unavailable "
+        "for the rest of this process)"
     ) in obs
     assert answer.endswith("no bound tool does this part).")
     assert "days_between" in orch.catalog.unavailable()
