@@ -171,8 +171,7 @@ def floor_figures(splits: dict[str, list[Request]]) -> list[dict[str, Any]]:
         catalog = Catalog.from_tools(TOOLS, index=index, method=method)
 
         def found(text: str, catalog: Catalog = catalog, floor: float = floor) -> list[str]:
-            hits = catalog.search(search_query(text), K)
-            return [h.name for h in hits] if hits and max(h.relevance for h in hits) >= floor else []
+            return [h.name for h in catalog.search(search_query(text), K) if h.relevance >= floor]
 
         row: dict[str, Any] = {"method": method, "floor": floor}
         for name, part in splits.items():
@@ -279,8 +278,8 @@ def section(o: dict[str, Any]) -> list[str]:
     ]
     if o.get("floors"):
         lines += [
-            "With the score floor the agent applies (`Catalog.FLOORS`: a search whose best hit is less "
-            "relevant than this finds nothing), over the same requests searched with their search words, "
+            "With the score floor the agent applies (`Catalog.FLOORS`: a hit less relevant than this is not "
+            "found), over the same requests searched with their search words, "
             f"and {o['floors'][0]['unanswerable']} requests no bundled tool answers (bench/data/phrasing/none.txt, "
             "written for choosing the floor on dev):",
             "",

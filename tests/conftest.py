@@ -43,7 +43,8 @@ def spans() -> InMemorySpanExporter:
 
 @pytest.fixture
 def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
-    """An orchestrator whose controller and workers replay scripts; spans also go to memory."""
+    """An orchestrator whose controller and workers replay scripts (`workers=`: other workers than the
+    support ones, each slot of theirs bound to the workers' script); spans also go to memory."""
 
     def make(
         controller: Sequence[Any],
@@ -57,23 +58,19 @@ def make_orch(settings: Settings, spans: InMemorySpanExporter) -> MakeOrch:
         **kw: Any,
     ) -> Orchestrator:
         prices = PRICES if priced else None
-        slots = {
-            "controller": SlotConfig(model="python:scripted", role="racehorse", prices=prices),
-            "classify": SlotConfig(model="python:scripted", role="workhorse", prices=prices),
-            "extract": SlotConfig(model="python:scripted", role="workhorse", prices=prices),
-        }
+        workers = kw.pop("workers", WORKERS)
+        workhorses = dict.fromkeys(["classify", "extract", *(w.slot for w in workers)])
+        slots = {"controller": SlotConfig(model="python:scripted", role="racehorse", prices=prices)}
+        slots |= {s: SlotConfig(model="python:scripted", role="workhorse", prices=prices) for s in workhorses}
         worker_model = ScriptedChatModel(replies=list(worker), delay_s=worker_delay_s)
-        models = {
-            "controller": ScriptedChatModel(replies=list(controller), by_turn=by_turn),
-            "classify": worker_model,
-            "extract": worker_model,
-        }
+        models: dict[str, Any] = {"controller": ScriptedChatModel(replies=list(controller), by_turn=by_turn)}
+        models |= dict.fromkeys(workhorses, worker_model)
         orch = Orchestrator(
             settings=kw.pop("settings", settings),
             slots=slots,
             models=models,
             tools=kw.pop("tools", TOOLS),
-            workers=WORKERS,
+            workers=workers,
             graphs={"agent": "orchestrator.graph:build_agent_graph"},
             limits=limits or Limits(max_steps=8),
             tracing=tracing,

@@ -170,11 +170,11 @@ async def test_an_answer_with_an_unsupported_number_is_repaired_then_replaced(
 
 async def test_a_worker_written_as_a_tool_part_becomes_its_worker_part(make_orch: MakeOrch) -> None:
     # A small model sometimes names a worker as a tool part: it gets the request's quoted text, no repair.
-    final = act(action="final", answer="card_arrival")
-    orch = make_orch([plan({"tool": "classify_request"}), final], ['{"label": "card_arrival"}'])
+    orch = make_orch([plan({"tool": "classify_request"})], ['{"label": "card_arrival"}'])
     result = await orch.arun("agent", TASK)
     assert result.results[0]["value"] == {"label": "card_arrival"}
-    assert result.ledger.by_node()[0].calls == 2
+    assert result.answer == "card_arrival"
+    assert result.ledger.by_node()[0].calls == 1  # the plan: a worker's output is the answer as it is
 
 
 async def test_worker_text_not_in_the_request_is_never_sent(make_orch: MakeOrch) -> None:
@@ -270,13 +270,13 @@ async def test_worker_output_repaired_once(make_orch: MakeOrch) -> None:
 async def test_typed_extraction(make_orch: MakeOrch) -> None:
     part = {"worker": "extract_payment", "text": "I paid 12.50 EUR"}
     orch = make_orch(
-        [plan(part), act(action="final", answer="12.5 EUR")],
+        [plan(part)],
         ['{"amount": "twelve", "currency": "EUR"}', '{"amount": 12.5, "currency": "EUR"}'],
         by_turn=True,
     )
     result = await orch.arun("agent", "Extract: 'I paid 12.50 EUR'")
     assert result.results[0]["value"] == {"amount": 12.5, "currency": "EUR"}
-    assert result.answer == "12.5 EUR"
+    assert result.answer == "amount: 12.5, currency: EUR"
 
 
 async def test_astream_yields_node_events_in_order(make_orch: MakeOrch) -> None:

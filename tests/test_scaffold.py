@@ -112,10 +112,9 @@ def test_init_then_run_in_the_folder_answers(tmp_path: Path, loopback: Loopback)
     loopback.push(
         openai_stream([json.dumps({"plan": [{"worker": "classify_tone", "text": quoted}]})]),
         openai_stream(['{"label": "negative"}']),
-        openai_stream(['{"action": "final", "answer": "The tone is negative."}']),
     )
     result = run_json(project, "agent", TONE)
-    assert result["answer"] == "The tone is negative."
+    assert result["answer"] == "negative"  # the worker's label is the answer: no model call rewrites it
     assert result["results"][0]["worker"] == "classify_tone"
     assert result["results"][0]["value"] == {"label": "negative"}
 

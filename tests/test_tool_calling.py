@@ -23,7 +23,7 @@ from loopback import Loopback, Reply, Request
 from wire import anthropic_stream, anthropic_usage, openai_stream, openai_usage
 
 from orchestrator import Budget, Limits, Orchestrator, Settings, SlotConfig
-from orchestrator.config import PriceOverride
+from orchestrator.config import Manifest, PriceOverride
 from orchestrator.providers.http import aclose_clients, reset_model_states
 from orchestrator.tracing.store import decode_attributes
 from support import TOOLS
@@ -859,6 +859,7 @@ async def test_a_strong_model_searches_again_in_its_own_words_after_a_miss(
         tools=[*TOOLS, evaluate_expression],
         graphs={"agent": "orchestrator.graph:build_agent_graph"},
         limits=Limits(max_steps=8),
+        manifest=Manifest(tool_search="memory"),  # BM25: no word of "multiply by" is in the catalog
     )
     result = await orch.arun("agent", "Multiply 1234 by 5678")
     assert result.status == "ok", result.error

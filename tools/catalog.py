@@ -59,7 +59,7 @@ TOOLS: list[BaseTool] = _collect()
 # What the tools cover, in the words the agent's system prompt uses ("... for <COVERS>.").
 COVERS = (
     "arithmetic, percentages, money (interest, loans, prices), unit conversions, dates and weekdays, "
-    "or measuring and changing a text"
+    "or measuring a text, changing its letter case or form, and finding emails, links or numbers in it"
 )
 
 # Worked plans for requests these tools answer, one small example per pattern (none is a copy of an
@@ -125,5 +125,14 @@ PLAN_EXAMPLES: tuple[PlanExample, ...] = (
     PlanExample(
         "What is 12 squared? And how many days are in February 2028?",
         ({"tool": "calculate 12**2"}, {"tool": "days in the month February 2028"}),
+    ),
+    # Text tools beside the text workers: letter case is a tool, a rewrite in another tone is a worker's
+    # (the project's workers bring their own examples); email addresses are found by a tool.
+    PlanExample(
+        "Put this in title case: 'a tale of two cities'", ({"tool": "convert the text to title case"},)
+    ),
+    PlanExample(
+        "Find the email addresses in this note: 'ask jo@example.com or sam@example.org'",
+        ({"tool": "extract the email addresses from the text"},),
     ),
 )

@@ -1,4 +1,5 @@
-"""The example project's workhorse workers: a request classifier and a transaction extractor."""
+"""The example project's workhorse workers: a request classifier, a transaction extractor, a summarizer
+and a formal rewriter, one on each workhorse slot of the manifest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import Worker, classify_worker, extract_worker
+from orchestrator import Worker, classify_worker, extract_worker, style_worker, summarize_worker
 
 REQUEST_LABELS = {
     "card_arrival": "a new or replacement card has not arrived, or when and how it will be delivered",
@@ -62,6 +63,22 @@ TRANSACTION_SHOTS: list[tuple[str, dict[str, Any]]] = [
     ),
 ]
 
+# Written for this project: a text and what the worker's own model should make of it.
+SUMMARY_SHOTS = [
+    (
+        "Hi all, the office will be closed on Friday for the carpet cleaning. Please take your laptops home "
+        "on Thursday evening and work from home on Friday. Normal hours again from Monday.",
+        "The office is closed on Friday for cleaning, so everyone should take their laptop home on Thursday "
+        "and work from home; normal hours resume on Monday.",
+    ),
+]
+FORMAL_SHOTS = [
+    (
+        "hey, running late, the report will be done by 3 tho",
+        "Please accept my apologies for the delay; the report will be completed by 3.",
+    ),
+]
+
 WORKERS: list[Worker] = [
     classify_worker(
         "classify_request",
@@ -79,6 +96,30 @@ WORKERS: list[Worker] = [
         shots=TRANSACTION_SHOTS,
         example_requests=[
             "Get the payment details out of this message: 'On 2025-05-02 I paid 12.40 EUR at Lidl twice.'"
+        ],
+    ),
+    summarize_worker(
+        "summarize_text",
+        "Summarize a text the user gives (an email, a message, a note, an article)",
+        sentences=(1, 3),
+        shots=SUMMARY_SHOTS,
+        example_requests=[
+            "Sum up this email: 'Hi Sam, the supplier is late again because of a strike at the port.'",
+            "tl;dr: 'The council will close the old bridge for repairs, so buses take the ring road.'",
+            "Summarize this for me, briefly: 'The team party went well and everyone asked for another.'",
+        ],
+    ),
+    style_worker(
+        "rewrite_formal",
+        "formal, polite, professional English",
+        "Rewrite a text the user gives so that it reads formal and professional (the wording, not the "
+        "letter case)",
+        slot="write",
+        shots=FORMAL_SHOTS,
+        example_requests=[
+            "Make this sound more professional: 'hi, can u resend me that file, cant find it'",
+            "Rewrite this formally: 'sorry guys, the meeting is off, we'll catch up later'",
+            "Please rewrite this in a polite, formal tone: 'the parcel never came and nobody helps me'",
         ],
     ),
 ]

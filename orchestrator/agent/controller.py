@@ -8,6 +8,7 @@ a worker part      -> delegate its text (a span of the request)            [fixe
 a new tool part    -> find_tools with the part's words                     [fixed by the plan]
 a searched part    -> the model calls one of the tools found for it, or skips the part
 every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
+                      only worker parts, all done -> their outputs are the answer [fixed]
 ```
 
 A model that makes parallel tool calls takes the tool parts in a row together: one `find_tools` step
@@ -61,6 +62,7 @@ from orchestrator.agent.plan import (
     plan_schema,
     select_examples,
     stated_parts,
+    unquoted,
     uses_of,
     worker_examples,
 )
@@ -70,6 +72,7 @@ from orchestrator.models.calls import call_model
 from orchestrator.models.context import BudgetStop, RunContext
 from orchestrator.toolsets.catalog import Catalog
 from orchestrator.tracing import attrs as A
+from orchestrator.workers.definitions import output_text
 from orchestrator.workers.grounding import (
     Evidence,
     candidate_spans,
@@ -95,7 +98,7 @@ SYSTEM_PROMPT = """You lead an assistant that answers only with tools and worker
 
 First reply with a plan, {{"plan": [...]}}: one part for each thing the request asks, in order.
 - {{"tool": "<one computation in plain words, with its values copied from the request>"}} for {covers}.
-- {{"worker": "<name>", "text": "<the text, copied from the request>"}} only when the request asks for a customer's message to be processed. Workers:
+- {{"worker": "<name>", "text": "<the text, copied from the request>"}} when the request gives a text and asks for what one of these workers does with it (such as summarize it, rewrite it in another tone, classify it, extract a record from it). Workers:
 {workers}
 A computation that needs an earlier result is its own later part, which names the parts it takes: "uses": [<their numbers>]. If no tool or worker can answer{beyond}, reply {{"plan": []}}.
 
@@ -169,15 +172,12 @@ _QUOTED_OR_VALUE = re.compile(
 )
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
-
-
 def search_query(text: str) -> str:
     """What a tool search is given for a part or a request: its words without quoted passages (the text a
     tool works on, not what it does: "count the words in 'convert the date'"). Numbers, dates and
     symbols stay: on the everyday-phrasing set's dev split they found the right tool as often or more
     (hybrid top-3 0.902 against 0.889 without them)."""
-    return " ".join(_QUOTED.sub(" ", text).split()) or text
+    return unquoted(text)
 
 
 def search_words(task: str) -> str:
@@ -803,8 +803,12 @@ async def _final(
 ) -> None:
     """The final answer: written by the model from the results alone, checked, and never invented.
 
-    The model writes it in a prompt of its own (the request and the results, no transcript and no worked
-    examples), so nothing but the results can leak into it. The answer must state every result and
+    A request that was only worker parts, all done, is answered with the workers' outputs themselves, no
+    model call: a summary or a rewrite is the answer asked for, a label or a record is stated whole, and
+    a paraphrase could only lose or change some of it.
+
+    Otherwise the model writes it in a prompt of its own (the request and the results, no transcript and
+    no worked examples), so nothing but the results can leak into it. The answer must state every result and
     nothing the request and the results do not support; it gets one repair, then is built from the
     results instead.
     """
@@ -820,13 +824,17 @@ async def _final(
         )
         step.derived(Decision("final", answer=answer))
         return
+    outputs = _worker_outputs(plan)
+    if outputs is not None:
+        step.derived(Decision("final", answer=outputs))
+        return
     if step.model_called:
         return
     lines = []
     for p in (plan[i] for i in stated_parts(plan)):
         what = p["tool"] or f"{p['worker']} of the text"
-        settled = p["status"] == "done"
-        lines.append(f"- {what}: {answer_of(p)}" if settled else f"- {what}: could not be done")
+        ok = p["status"] == "done"
+        lines.append(f"- {what}: {_result_text(p)}" if ok else f"- {what}: could not be done")
     final_prompt: list[BaseMessage] = [
         SystemMessage(FINAL_PROMPT),
         HumanMessage(f"Request: {request}\nResults:\n" + "\n".join(lines)),
@@ -855,6 +863,29 @@ async def _final(
     step.derived(Decision("final", answer=fallback_answer(plan, evidence)))
 
 
+def _result_text(part: Part) -> str:
+    """A settled part's result as an answer states it: of a tool's, the values that answer its part
+    (`answer_of`: the mean of a summary, for "the average of ..."); a worker's structured output (kept as
+    JSON) by its label, or by the fields it found."""
+    if not part["worker"]:
+        return answer_of(part)
+    try:
+        value = json.loads(part["result"])
+    except json.JSONDecodeError:
+        return part["result"]  # a free-text worker's output
+    return output_text(value) if isinstance(value, dict) else part["result"]
+
+
+def _worker_outputs(plan: Sequence[Part]) -> str | None:
+    """The answer of a plan of worker parts only, every one done: each output as it is (one per line,
+    named by its worker, when there are several); None for any other plan."""
+    if not plan or any(not p["worker"] or p["status"] != "done" for p in plan):
+        return None
+    if len(plan) == 1:
+        return _result_text(plan[0])
+    return "\n".join(f"{p['worker']}: {_result_text(p)}" for p in plan)
+
+
 def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stopped: bool = False) -> str:
     """An answer built from the results alone, for when the model's answer states what they do not, or
     when a limit stopped the run (`stopped`: the parts still open say so).
@@ -868,7 +899,7 @@ def fallback_answer(plan: Sequence[Part], evidence: Evidence | None = None, stop
         if evidence is not None and check_answer(what, evidence):
             what = search_words(what)
         if p["status"] == "done":
-            lines.append(f"{what}: {answer_of(p)}")
+            lines.append(f"{what}: {_result_text(p)}")
         elif stopped and p["status"] in ("pending", "searched"):
             lines.append(f"{what}: not done (the run stopped first)")
         else:

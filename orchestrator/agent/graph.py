@@ -308,9 +308,8 @@ async def find_tools(
         def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
             """Only the catalog's tools are ever bound, and only those that can be called."""
             found = retrieve(ctx.catalog, words, ctx.limits.top_k)
-            if found and max(h.relevance for h in found) < ctx.catalog.floor:
-                return []  # nothing close enough counts as found: an embedding search always has a top k
-            return [h for h in found if h.name in ctx.catalog and h.name not in down]
+            floor = ctx.catalog.floor  # an embedding search always has a top k: not close is not found
+            return [h for h in found if h.name in ctx.catalog and h.name not in down and h.relevance >= floor]
 
         hits = usable(query)
         first = part is not None and part["status"] == "pending"

@@ -278,8 +278,18 @@ def worker_examples(
     return out
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\u2018[^\u2019]*\u2019|\u201c[^\u201d]*\u201d")
+
+
+def unquoted(text: str) -> str:
+    """A request's or a part's words without its quoted passages: what it asks, not the text it is about."""
+    return " ".join(_QUOTED.sub(" ", text).split()) or text
+
+
 def select_examples(request: str, bank: Sequence[Example], k: int) -> list[Example]:
-    """The k examples whose requests share the most (idf-weighted) words with this request, best last.
+    """At most k examples whose requests share the most (idf-weighted) words with this request, best last.
+    Quoted passages are left out on both sides: the text a request is about (a rent increase to summarize)
+    must not pull in an example about its topic (a rent-increase percentage).
 
     One of them is always the closest example that needs no step at all (an empty plan), so the model
     always sees that saying "no tool can do this" is allowed. The best match goes last, nearest the
@@ -287,15 +297,15 @@ def select_examples(request: str, bank: Sequence[Example], k: int) -> list[Examp
     """
     if k <= 0 or not bank:
         return []
-    docs = [Counter(tokenize(e.request)) for e in bank]
+    docs = [Counter(tokenize(unquoted(e.request))) for e in bank]
     df: Counter[str] = Counter()
     for d in docs:
         df.update(d.keys())
     n = len(docs)
-    query = set(tokenize(request))
+    query = set(tokenize(unquoted(request)))
     scores = [(sum(math.log(1 + n / df[t]) for t in query if t in d), -i) for i, d in enumerate(docs)]
     ranked = sorted(range(n), key=lambda i: scores[i], reverse=True)
-    chosen = ranked[:k]
+    chosen = [i for i in ranked[:k] if scores[i][0] > 0] or ranked[:1]  # no example that shares no word
     empty = [i for i in ranked if not bank[i].plan]
     if empty and not any(not bank[i].plan for i in chosen):
         chosen = [*chosen[: k - 1], empty[0]] if k > 1 else chosen

@@ -24,7 +24,15 @@ from orchestrator.workers.validators import (
     within_words,
 )
 
-__all__ = ["Worker", "WorkerResult", "classify_worker", "extract_worker", "style_worker", "summarize_worker"]
+__all__ = [
+    "Worker",
+    "WorkerResult",
+    "classify_worker",
+    "extract_worker",
+    "output_text",
+    "style_worker",
+    "summarize_worker",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,43 @@ class WorkerResult:
     model: str
     repaired: bool
     escalated: bool
+
+
+def output_text(value: Any) -> str:
+    """A worker's output as an answer states it: a text as it is; a record of one field by its value (a
+    classification's label); a record of several by each field it found, `name: value`, then the fields
+    the text did not give.
+
+    Example:
+        >>> output_text({"label": "card_arrival"})
+        'card_arrival'
+        >>> output_text({"amount": 12.4, "currency": "EUR", "date": None})
+        'amount: 12.4, currency: EUR (not in the text: date)'
+    """
+    if not isinstance(value, Mapping):
+        return _value_text(value)
+    found = {k: v for k, v in value.items() if v is not None and v != "" and v != []}
+    missing = [k for k in value if k not in found]
+    if len(value) == 1 and found:
+        return _value_text(next(iter(found.values())))
+    stated = ", ".join(f"{k}: {_value_text(v)}" for k, v in found.items())
+    if not missing:
+        return stated
+    absent = f"not in the text: {', '.join(missing)}"
+    return f"{stated} ({absent})" if stated else absent
+
+
+def _value_text(value: Any) -> str:
+    """One value of a worker's output, as written in an answer (1250.0 as 1250, a list item by item)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(_value_text(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).strip()
 
 
 def _shots_text(shots: Sequence[tuple[str, str]]) -> str:
