@@ -4,8 +4,8 @@ One small table of operations (mean, median, sum, count, maximum, minimum, a sha
 and the words that name them serves three checks, each made in code rather than by another model call:
 
 - **the tool** (`check_tool_fits`): a part whose words start with an operation ("average of 4, 9 and 15",
-  "find the median of ...") given to a tool whose name and first sentence name only other operations
-  ("Add up a list of numbers"), and that is no general calculator, is refused before the tool runs;
+  "find the median of ...") given to a tool whose name, first sentence and "Returns ..." name only other
+  operations ("Add up a list of numbers"), and that is no general calculator, is refused before it runs;
 - **the result** (`check_statistic`): a single number that is another statistic of the part's numbers than
   the one it asks for (their sum, for "the average of ...") can't answer the part;
 - **the answer** (`answering`): of a result with named values (a summary's count, sum, mean, median, ...),
@@ -100,12 +100,13 @@ def asked_operations(task: str) -> set[str]:
 
 
 def check_tool_fits(task: str, tool: str, description: str) -> list[str]:
-    """A tool that does another operation than the one the part starts with: its name and the first
-    sentence of its description name operations, none of them the part's, and it is no general calculator
-    (arithmetic, an expression, a formula)."""
+    """A tool that does another operation than the one the part starts with: its name, the first sentence
+    of its description and what it says it returns name operations, none of them the part's, and it is no
+    general calculator (arithmetic, an expression, a formula). ("Split a bill between people" returns "the
+    total with tip": it fits "add the tip to the bill".)"""
     asked = asked_operations(task)
     first = _first_sentence(" ".join(description.split()))
-    does = named(f"{tool} {first}")
+    does = named(f"{tool} {first} {_gives(description)}")
     if not asked or not does or asked & does or _GENERAL.search(f"{tool.replace('_', ' ')} {first}"):
         return []
     want = " or ".join(sorted(asked))
@@ -121,6 +122,13 @@ def _first_sentence(text: str) -> str:
         if not text[: m.start()].endswith(("e.g", "i.e", "etc", "vs")):
             return text[: m.start()]
     return text.rstrip(".")
+
+
+def _gives(description: str) -> str:
+    """What a description says its tool returns: its sentences that start "Returns" or "Gives" (its
+    example calls left out)."""
+    body = " ".join(re.split(r"\n\s*Example:", description)[0].split())
+    return " ".join(s for s in re.split(r"(?<=[.!?])\s+", body) if s.lower().startswith(("returns", "gives")))
 
 
 def _data(task: str, args: Mapping[str, Any], of: bool) -> list[float]:
