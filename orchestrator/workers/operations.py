@@ -1,7 +1,8 @@
 """What a part asks for, by operation: an average is not a sum.
 
-One small table of operations (mean, median, sum, count, maximum, minimum, a share each, rounding, sorting)
-and the words that name them serves three checks, each made in code rather than by another model call:
+One small table of operations (mean, median, sum, count, maximum, minimum, a share each, adding,
+subtracting, multiplying, rounding, sorting) and the words that name them serves three checks, each made
+in code rather than by another model call:
 
 - **the tool** (`check_tool_fits`): a part whose words start with an operation ("average of 4, 9 and 15",
   "find the median of ...") given to a tool whose name, first sentence and "Returns ..." name only other
@@ -38,10 +39,12 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("mean", "average", "avg"),
     ),
     "median": (("median", "middle value"), ("median",)),
-    "sum": (
-        ("sum", "sums", "summed", "total", "totals", "add", "adds", "add up"),
-        ("sum", "total"),
-    ),
+    "sum": (("sum", "sums", "summed", "total", "totals", "add up", "adds up"), ("sum", "total")),
+    # arithmetic on given values, not a statistic of a data set: no key of a summary answers "add 5 to
+    # the median" (its "sum" is not the median plus 5)
+    "addition": (("add", "adds", "added"), ()),
+    "subtraction": (("subtract", "subtracts", "subtracted", "deduct"), ()),
+    "multiplication": (("multiply", "multiplies", "multiplied"), ()),
     "count": (("count", "counts", "total"), ("count",)),
     "maximum": (("maximum", "largest", "highest", "biggest"), ("max", "maximum")),
     "minimum": (("minimum", "smallest", "lowest"), ("min", "minimum")),
@@ -71,6 +74,7 @@ _WORDS = {
     op: re.compile(r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words) + r")\b", re.I)
     for op, (words, _) in OPERATIONS.items()
 }
+_WORDS["addition"] = re.compile(r"\b(?:add|adds|added)\b(?!\s+up\b)", re.I)  # "add up" a list is its sum
 
 
 def named(text: str) -> set[str]:
