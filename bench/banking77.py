@@ -19,11 +19,13 @@ grammar allowed, in log-probability.
 
 Data: ../shared/data/intents/banking77 (PolyAI, CC-BY-4.0). Run: `.venv/bin/python bench/banking77.py`
 (about 30 minutes on 2 cores; saves bench/results/banking77.json and writes its section into
-docs/benchmarks.md), `--json` (no doc), or `--render FILE` (the doc section from a saved result).
+docs/benchmarks.md), `--json` (no doc), `--render FILE` (the doc section from a saved result), `--limit N`
+(a prefix of N items of each sample, for a quick check) and `--out FILE` (save the result elsewhere).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import dataclasses
@@ -145,10 +147,11 @@ def tune(small: Sequence[Answer], large: Sequence[Answer], expected: Sequence[st
     return float("inf")
 
 
-async def main() -> dict[str, Any]:
+async def main(limit: int | None = None) -> dict[str, Any]:
     labels = json.loads((DATA / "categories.json").read_text(encoding="utf-8"))
-    test = random.Random(77).sample(rows("test.csv"), TEST_N)
-    train = random.Random(7).sample(rows("train.csv"), TUNE_N)
+    # a limit takes a prefix of each fixed sample (the same items a full run starts with)
+    test = random.Random(77).sample(rows("test.csv"), TEST_N)[:limit]
+    train = random.Random(7).sample(rows("train.csv"), TUNE_N)[:limit]
     orch = Orchestrator(
         settings=Settings(),
         slots={
@@ -221,9 +224,11 @@ async def main() -> dict[str, Any]:
         "rule_compute_s_per_1k_same_items": (
             sum(
                 s.compute_ms + (b.compute_ms if up else 0)
-                for s, b, up in list(zip(small, large, ups, strict=True))[:CHECK_N]
+                for s, b, up in list(zip(small, large, ups, strict=True))[: len(checked)]
             )
-            / CHECK_N
+            / len(checked)
+            if checked
+            else None
         ),
     }
     margins_right = [
@@ -235,8 +240,8 @@ async def main() -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
-        "test_items": TEST_N,
-        "tune_items": TUNE_N,
+        "test_items": len(test),
+        "tune_items": len(train),
         "threshold": threshold,
         "workhorse": work,
         "racehorse": race,
@@ -334,11 +339,23 @@ def write(section: str) -> None:
 
 
 if __name__ == "__main__":
-    if "--render" in sys.argv:  # the doc section from a saved result: --render FILE
-        result = json.loads(Path(sys.argv[sys.argv.index("--render") + 1]).read_text(encoding="utf-8"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--limit", type=int, help=f"only the first N items of each sample (full: {TEST_N} / {TUNE_N})"
+    )
+    parser.add_argument("--json", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--render", metavar="FILE", help="only write the doc section from a saved result")
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench" / "results" / "banking77.json"), help="result file"
+    )
+    args = parser.parse_args()
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1, got {args.limit}; leave it out for the full samples")
+    if args.render:
+        result = json.loads(Path(args.render).read_text(encoding="utf-8"))
     else:
-        result = asyncio.run(main())
-        (ROOT / "bench" / "results" / "banking77.json").write_text(json.dumps(result, indent=2) + "\n")
+        result = asyncio.run(main(args.limit))
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(result, indent=2))
-    if "--json" not in sys.argv:
+    if not args.json:
         write(render(result))

@@ -26,8 +26,9 @@ and the 0.5B with escalation to the 1.5B. Costs are at price-table prices as if 
 escalating to gpt-4o, from the local models' own token counts (the slots carry those prices as `prices=`:
 `price_as` is ignored for local models).
 
-Run: `.venv/bin/python bench/nlupp.py` (writes bench/results/nlupp-banking.json and its section of
-docs/benchmarks.md); `--n 30` for a smaller sample; `--items FILE` to only write the converted items.
+Run: `.venv/bin/python bench/nlupp.py` (writes bench/results/nlupp-banking.json and prints the tables of its
+section of docs/benchmarks.md, which it does not rewrite); `--n 30` for a smaller sample; `--out FILE` to save
+the result elsewhere; `--items FILE` to only write the converted items.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.markers import splice as splice_doc  # noqa: E402
-from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
+from orchestrator import Orchestrator, Settings, SlotConfig, load_manifest  # noqa: E402
 from orchestrator.config import PriceOverride  # noqa: E402
 from orchestrator.evals.evaluate import EvalReport, TaskResult, evaluate, load_tasks  # noqa: E402
 from orchestrator.testing import serve_llama  # noqa: E402
@@ -31,24 +31,34 @@ from orchestrator.testing import serve_llama  # noqa: E402
 SETS = {"dev": ROOT / "bench" / "tasks" / "dev.jsonl", "heldout": ROOT / "bench" / "tasks" / "heldout.jsonl"}
 RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- server-eval:start -->", "<!-- server-eval:end -->"
+# In effect no run deadline, as in the in-process eval (all local: none). The server is the same local model
+# on loopback, so the deadline a network model gets by default (120 s) would only measure how busy the machine
+# is: on a shared 2-core machine it stopped runs mid-task. The slot's call timeout still bounds each call.
+DEADLINE_S = 3600.0
+
+
+def orchestrator(url: str, tmp: Path) -> Orchestrator:
+    """The project with its `controller` slot on the server at `url`, stores in `tmp`."""
+    settings = dataclasses.replace(
+        Settings.resolve(None),
+        traces_path=tmp / "traces.db",
+        checkpoints_path=tmp / "checkpoints.db",
+        capture_content=True,
+    )
+    controller = SlotConfig(
+        model="openai-compat:qwen2.5-1.5b",
+        base_url=url,
+        role="racehorse",
+        prices=PriceOverride(input=0.0, output=0.0),
+        timeout_s=300,
+    )
+    limits = load_manifest(ROOT).limits.model_copy(update={"deadline_s": DEADLINE_S})
+    return Orchestrator.from_project(ROOT, settings=settings, slots={"controller": controller}, limits=limits)
 
 
 async def run(name: str, url: str, limit: int | None) -> EvalReport:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = dataclasses.replace(
-            Settings.resolve(None),
-            traces_path=Path(tmp) / "traces.db",
-            checkpoints_path=Path(tmp) / "checkpoints.db",
-            capture_content=True,
-        )
-        controller = SlotConfig(
-            model="openai-compat:qwen2.5-1.5b",
-            base_url=url,
-            role="racehorse",
-            prices=PriceOverride(input=0.0, output=0.0),
-            timeout_s=300,
-        )
-        orch = Orchestrator.from_project(ROOT, settings=settings, slots={"controller": controller})
+        orch = orchestrator(url, Path(tmp))
         for slot in orch.slots:
             orch.model_for(slot)
         tasks = load_tasks(SETS[name])[:limit]

@@ -87,6 +87,17 @@ def workers(escalate: bool) -> list[Worker]:
     ]
 
 
+def outcome(done: trial.ItemResult) -> dict[str, bool]:
+    """How an item ended, as the tables read it. The trial's `escalated` is every item that went up the chain,
+    valid or not: "rescued" (`escalated` here) is one made valid up there."""
+    return {
+        "valid_first": done.valid_first,
+        "valid": done.valid,
+        "escalated": done.escalated and done.valid,  # a valid final answer from an escalation slot
+        "went_up": done.escalated,
+    }
+
+
 async def run(limit: int | None) -> dict[str, Any]:
     items = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:limit]
     scratch = Path(tempfile.mkdtemp(prefix="workers-text-"))
@@ -131,10 +142,7 @@ async def run(limit: int | None) -> dict[str, Any]:
                         "output": done.value,
                         "attempts": list(recording.replies),  # the model on trial's replies, in order
                         "escalation_replies": list(above.replies),
-                        "valid_first": done.valid_first,
-                        "valid": done.valid,
-                        "escalated": done.escalated,  # a valid final answer from an escalation slot
-                        "went_up": escalate and not (done.valid and not done.escalated),
+                        **outcome(done),
                         "own_compute_s": recording.compute_ms / 1000,
                         "error": done.error,
                         "compute_s": done.compute_ms / 1000,
