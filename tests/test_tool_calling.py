@@ -191,9 +191,10 @@ async def test_the_agent_runs_on_native_tool_calls(
         # the plan tool, then for each tool part the loaded tools (append-only) and skip, then the final tool
         assert choices == ["plan", required, required, "final"]
         first, second = model.seen[1][0], model.seen[2][0]
-        assert first[-2:] == second[-2:] == ["find_tools", "skip"]  # the model may search for itself
-        assert "date_diff" in first and "word_count" in second
-        assert second[: len(first) - 2] == first[:-2]  # what was bound stays, in order: the prefix is stable
+        # with tools found, no search is offered (find_tools is bound where the engine found nothing)
+        assert first[-1] == second[-1] == "skip" and "date_diff" in first and "word_count" in second
+        assert "find_tools" not in first + second
+        assert second[: len(first) - 1] == first[:-1]  # what was bound stays, in order: the prefix is stable
         assert all(not b.get("parallel_tool_calls") for b in bodies)
     assert {line["name"] for line in result.ledger.lines} >= {"date_diff", "word_count"}
     assert orch.store is not None

@@ -523,7 +523,9 @@ async def _advance(
             step.derived(Decision("find_tools", query=search_query(part["tool"])))
             return
         searched = own_searches(prompt + step.messages, index)
-        search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES
+        # the model's own search is offered where the engine's found nothing: a weak model behind a server
+        # that claims native tool calls searched again (and then skipped) where it had the tool
+        search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES and not part["tools"]
         if not part["tools"] and not search:  # nothing found: the model rewrites the query once, or it fails
             if capabilities.tool_calling or searched >= 1:
                 step.derived(Decision("skip", reason=part["note"] or "no tool was found for it"))
@@ -536,18 +538,23 @@ async def _advance(
             return  # one model call per execution: the next one comes on the next turn
         offer = "Call the found tool that does it, or skip."
         if search:
-            offer = (
-                "Call the found tool that does it, search again in other words with find_tools, or skip."
-                if part["tools"]
-                else "No tool has been found for it yet: search with find_tools in other words, or skip."
-            )
+            offer = "No tool has been found for it yet: search with find_tools in other words, or skip."
         instruction = HumanMessage(
             f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(plan, index, request)} {offer}"
         )
         step.messages.append(instruction)
         evidence = evidence_of(request, plan)
 
-        def check(d: Decision, evidence: Evidence = evidence, task: str = part["tool"]) -> list[str]:
+        searched_for = _queries(prompt + step.messages, index)
+
+        def check(
+            d: Decision,
+            evidence: Evidence = evidence,
+            task: str = part["tool"],
+            done: set[str] = searched_for,
+        ) -> list[str]:
+            if d.action == "find_tools" and " ".join(d.query.lower().split()) in done:
+                return [f"{d.query!r} was searched already: call a found tool, search other words, or skip"]
             return _tool_problems(ctx, task, d, evidence) if d.action == "call_tool" else []
 
         actions: tuple[Action, ...] = ("call_tool", "skip", "find_tools") if search else ("call_tool", "skip")
@@ -567,7 +574,7 @@ async def _advance(
             ctx,
             slot,
             prompt + step.messages,
-            act_schema(_fitting(ctx.catalog, part["tool"], part["tools"]), ctx.catalog),
+            act_schema(_fitting(ctx.catalog, part["tool"], part["tools"]), ctx.catalog, search=search),
             parse,
             check,
             "Take values only from the request or the observations, or skip.",
@@ -598,6 +605,19 @@ def _not_called(ctx: RunContext, task: str, decision: Decision) -> str:
 
 
 MAX_OWN_SEARCHES = 3  # searches in its own words a model may make for one part (each also counts as a step)
+
+
+def _queries(transcript: Sequence[BaseMessage], index: int) -> set[str]:
+    """The searches made for part `index` so far, the engine's and the model's (lower case, spaces
+    collapsed): a search the same as one of them would find the same tools."""
+    out = set()
+    for message in transcript:
+        if not isinstance(message, AIMessage):
+            continue
+        decision = decision_of(str(message.content)) or {}
+        if decision.get("action") == "find_tools" and decision.get("part") in (None, index + 1):
+            out.add(" ".join(str(decision.get("query", "")).lower().split()))
+    return out
 
 
 def own_searches(transcript: Sequence[BaseMessage], index: int) -> int:
@@ -686,8 +706,13 @@ async def _act_together(
     instruction = HumanMessage(
         f"Parts {', '.join(str(i + 1) for i in run)} of {len(plan)}:\n{listed}\n"
         "Call the found tool for each part whose values are known now, all in this reply. A part that needs "
-        "another part's result waits for its observation. For a part no found tool does, search with "
-        "find_tools in other words (give its number), or skip it (give its number)."
+        "another part's result waits for its observation. Skip a part (give its number) if no found tool "
+        "does it"
+        + (
+            "; search with find_tools (give its number) for a part with no tool found yet."
+            if any(not plan[i]["tools"] for i in run)
+            else "."
+        )
     )
     step.messages.append(instruction)
     evidence = evidence_of(request, plan)
@@ -700,8 +725,12 @@ async def _act_together(
             target = d.part if d.part in run else next((i for i in run if d.tool in plan[i]["tools"]), run[0])
         return _tool_problems(ctx, plan[target]["tool"], d, evidence)
 
+    allowed: tuple[Action, ...] = ("call_tool", "skip")
+    if any(not plan[i]["tools"] for i in run):
+        allowed = ("call_tool", "skip", "find_tools")
+
     def parse(raw: str) -> list[Decision]:
-        decisions = parse_decisions(raw, tools, allowed=("call_tool", "skip", "find_tools"))
+        decisions = parse_decisions(raw, tools, allowed=allowed)
         return [
             _without_ungrounded_options(d, ctx.catalog.get(d.tool).parameters, evidence)
             if d.action == "call_tool"
@@ -722,7 +751,13 @@ async def _act_together(
         check,
         "Take values only from the request or the observations; a part that needs another's result waits.",
         step,
-        act_tools(loaded, ctx.catalog, parallel=True, limits=ctx.tool_limits(slot), search=True),
+        act_tools(
+            loaded,
+            ctx.catalog,
+            parallel=True,
+            limits=ctx.tool_limits(slot),
+            search=any(not plan[i]["tools"] for i in run),
+        ),
     )
     step.model_called = True
     free = list(run)

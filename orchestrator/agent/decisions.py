@@ -108,8 +108,10 @@ def _clean_params(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def act_schema(tools: Sequence[str], catalog: Catalog) -> dict[str, Any]:
-    """A call to one of `tools` (each with its own argument schema), or a skip with a reason."""
+def act_schema(tools: Sequence[str], catalog: Catalog, search: bool = False) -> dict[str, Any]:
+    """A call to one of `tools` (each with its own argument schema), or a skip with a reason; with `search`,
+    or a search in other words (for a model that calls tools natively but is asked this way, its endpoint
+    having refused or ignored tools)."""
     options: list[dict[str, Any]] = [
         {
             "type": "object",
@@ -122,6 +124,8 @@ def act_schema(tools: Sequence[str], catalog: Catalog) -> dict[str, Any]:
         }
         for name in tools
     ]
+    if search:
+        options.append(search_schema()["anyOf"][0])
     options.append(
         {
             "type": "object",
