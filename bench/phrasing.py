@@ -171,7 +171,8 @@ def floor_figures(splits: dict[str, list[Request]]) -> list[dict[str, Any]]:
         catalog = Catalog.from_tools(TOOLS, index=index, method=method)
 
         def found(text: str, catalog: Catalog = catalog, floor: float = floor) -> list[str]:
-            return [h.name for h in catalog.search(search_query(text), K) if h.relevance >= floor]
+            query = search_query(text)
+            return [h.name for h in catalog.search(query, K) if catalog.counts(h, query)]
 
         row: dict[str, Any] = {"method": method, "floor": floor}
         for name, part in splits.items():

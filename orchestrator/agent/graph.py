@@ -308,8 +308,12 @@ async def find_tools(
         def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
             """Only the catalog's tools are ever bound, and only those that can be called."""
             found = retrieve(ctx.catalog, words, ctx.limits.top_k)
-            floor = ctx.catalog.floor  # an embedding search always has a top k: not close is not found
-            return [h for h in found if h.name in ctx.catalog and h.name not in down and h.relevance >= floor]
+            # an embedding search always has a top k: what is not close (nor shares a word) is not found
+            return [
+                h
+                for h in found
+                if h.name in ctx.catalog and h.name not in down and ctx.catalog.counts(h, words)
+            ]
 
         hits = usable(query)
         first = part is not None and part["status"] == "pending"

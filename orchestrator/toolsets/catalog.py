@@ -131,7 +131,8 @@ class Catalog:
     # search always returns its top k. Chosen on the everyday-phrasing set's dev split and 40 requests no
     # bundled tool answers (bench/data/phrasing/none.txt): at 0.2 a right tool's hit is kept for 98.6% of the
     # dev requests that find one, and 60% of the unanswerable ones find nothing. BM25's relevance (the share
-    # of the query's terms matched) does not separate them, so BM25 has none: no shared word is its floor.
+    # of the query's terms matched) does not separate them, so BM25 has none: no shared word is its floor;
+    # and a hybrid hit that shares a word with the query is found whatever its dense relevance (`counts`).
     FLOORS: ClassVar[dict[str, float]] = {"dense": 0.2, "hybrid": 0.2}
 
     def __init__(
@@ -207,6 +208,16 @@ class Catalog:
     def floor(self) -> float:
         """The relevance below which a hit is not found (0.0: no floor)."""
         return self.FLOORS.get(self.method or "", 0.0) if self.index is not None else 0.0
+
+    def counts(self, hit: ToolHit, query: str) -> bool:
+        """Is this hit found for the query: at or above the floor, or (hybrid search, which fuses both)
+        sharing a word with it, as BM25 would have found it."""
+        if hit.relevance >= self.floor:
+            return True
+        if self.method != "hybrid" or hit.name not in self._docs:
+            return False
+        terms = self._docs[hit.name]
+        return any(t in terms for term in set(tokenize(query)) for t in self._expand(term))
 
     def docs(self) -> list[ToolDoc]:
         """The tools as the retrieval index reads them, in catalog order."""
