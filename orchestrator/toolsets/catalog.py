@@ -132,7 +132,8 @@ class Catalog:
     # bundled tool answers (bench/data/phrasing/none.txt): at 0.2 a right tool's hit is kept for 98.6% of the
     # dev requests that find one, and 60% of the unanswerable ones find nothing. BM25's relevance (the share
     # of the query's terms matched) does not separate them, so BM25 has none: no shared word is its floor;
-    # and a hybrid hit that shares a word with the query is found whatever its dense relevance (`counts`).
+    # and a hybrid hit that shares a word with the query is found whatever its dense relevance (`counts`):
+    # then the held-out right-tool rate is hybrid's own (0.922) and 27.5% of the unanswerable find nothing.
     FLOORS: ClassVar[dict[str, float]] = {"dense": 0.2, "hybrid": 0.2}
 
     def __init__(
