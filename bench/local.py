@@ -82,7 +82,7 @@ def direct(llama: Any, prompt: str, schema: dict[str, Any] | None) -> tuple[floa
 
 def ours(model: LocalChatModel, prompt: str, schema: dict[str, Any] | None) -> tuple[float, int]:
     """The orchestrator's chat model (engine, lock, worker thread)."""
-    engine = _instance(model.model_path, model.n_ctx, model.n_threads, None).engine
+    engine = _instance(model).engine
     engine.llama.reset()
     kwargs: dict[str, Any] = {"max_tokens": MAX_TOKENS, "temperature": 0.0}
     if schema is not None:
@@ -93,7 +93,7 @@ def ours(model: LocalChatModel, prompt: str, schema: dict[str, Any] | None) -> t
 def run(name: str = "qwen2.5-1.5b") -> dict[str, Any]:
     path = ensure_model_file(LOCAL_MODELS[name], Settings().models_dir, lambda m: None)
     model = LocalChatModel(model_path=str(path), model_name=f"local:{name}")
-    llama = _instance(model.model_path, model.n_ctx, model.n_threads, None).engine.llama  # one loaded copy
+    llama = _instance(model).engine.llama  # one loaded copy
     results: dict[str, Any] = {"model": f"local:{name}", "max_tokens": MAX_TOKENS, "rounds": ROUNDS}
     for case, prompt, schema in (("free text", FREE, None), ("JSON schema", SHAPED, SCHEMA)):
         samples: dict[str, list[float]] = {"direct": [], "ours": []}
