@@ -290,12 +290,9 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
 ) -> None:
     """Whatever a search (or a tool result quoted into one) names, only catalog tools load, and a load that
     would bind more tools than a provider takes is refused with an observation."""
-    from opentelemetry.trace import NoOpTracer
 
     from orchestrator.agent.decisions import ACT_EXTRAS, MAX_BOUND_TOOLS
     from orchestrator.agent.graph import find_tools
-    from orchestrator.cost.ledger import Budget, BudgetMeter
-    from orchestrator.models.context import RunContext
     from orchestrator.toolsets.catalog import Catalog, ToolHit
 
     catalog = Catalog.from_tools(TOOLS)
@@ -303,16 +300,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     def retrieve(_catalog: Catalog, _query: str, _k: int) -> list[ToolHit]:
         return [ToolHit("shell_exec", 9.0, "run anything"), ToolHit("date_diff", 1.0, "days")]
 
-    ctx = RunContext(
-        run_id="r",
-        slots={},
-        models={},
-        catalog=catalog,
-        workers={},
-        limits=Limits(),
-        tracer=NoOpTracer(),
-        meter=BudgetMeter(Budget()),
-    )
+    ctx = bare_context(catalog)
     from langchain_core.messages import AIMessage
 
     from orchestrator.agent.plan import new_part
@@ -890,25 +878,13 @@ def percent_of(percent: float, value: float) -> float:
 
 async def test_a_found_tool_is_shown_with_its_one_line_example() -> None:
     """The choice between close tools sees how each is called: the example line of its docstring."""
-    from opentelemetry.trace import NoOpTracer
 
     from orchestrator.agent.graph import example_line, find_tools
     from orchestrator.agent.plan import new_part
-    from orchestrator.cost.ledger import Budget, BudgetMeter
-    from orchestrator.models.context import RunContext
     from orchestrator.toolsets.catalog import Catalog
 
     catalog = Catalog.from_tools([*TOOLS, percent_of])
-    ctx = RunContext(
-        run_id="r",
-        slots={},
-        models={},
-        catalog=catalog,
-        workers={},
-        limits=Limits(),
-        tracer=NoOpTracer(),
-        meter=BudgetMeter(Budget()),
-    )
+    ctx = bare_context(catalog)
     state: dict[str, Any] = {"plan": [new_part(tool="15% of 2340")], "loaded": [], "input": "15% of 2340?"}
     state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": "percentage of a number"}))]
     update = await find_tools(state, ctx)  # type: ignore[arg-type]
@@ -921,12 +897,9 @@ async def test_a_found_tool_is_shown_with_its_one_line_example() -> None:
 async def test_an_embedding_search_below_the_floor_finds_nothing(tmp_path: Path) -> None:
     """A dense or hybrid search always has a top k: below `Catalog.FLOORS` its best hit counts as nothing
     found, so the controller is told so (and searches again or skips) instead of being offered noise."""
-    from opentelemetry.trace import NoOpTracer
 
     from orchestrator.agent.graph import find_tools
     from orchestrator.agent.plan import new_part
-    from orchestrator.cost.ledger import Budget, BudgetMeter
-    from orchestrator.models.context import RunContext
     from orchestrator.toolsets.catalog import Catalog
     from orchestrator.toolsets.retrieval.dense import available
 
@@ -935,16 +908,7 @@ async def test_an_embedding_search_below_the_floor_finds_nothing(tmp_path: Path)
     catalog = Catalog.from_tools(TOOLS, index=tmp_path / "i.db", method="hybrid")
     assert catalog.floor == Catalog.FLOORS["hybrid"] > 0 and Catalog.from_tools(TOOLS).floor == 0.0
     assert catalog.search("weather in Oslo", k=3)  # the index alone always answers
-    ctx = RunContext(
-        run_id="r",
-        slots={},
-        models={},
-        catalog=catalog,
-        workers={},
-        limits=Limits(),
-        tracer=NoOpTracer(),
-        meter=BudgetMeter(Budget()),
-    )
+    ctx = bare_context(catalog)
 
     async def search(query: str) -> str:
         state: dict[str, Any] = {"plan": [new_part(tool=query)], "loaded": [], "input": query}
@@ -957,3 +921,22 @@ async def test_an_embedding_search_below_the_floor_finds_nothing(tmp_path: Path)
         == "Observation (find_tools): no tool matches 'weather forecast in Oslo'"
     )
     assert "date_diff" in await search("how many days between two dates")
+
+
+def bare_context(catalog: Any) -> Any:
+    """A run context with only a catalog: what the find_tools node needs, called directly."""
+    from opentelemetry.trace import NoOpTracer
+
+    from orchestrator.cost.ledger import Budget, BudgetMeter
+    from orchestrator.models.context import RunContext
+
+    return RunContext(
+        run_id="r",
+        slots={},
+        models={},
+        catalog=catalog,
+        workers={},
+        limits=Limits(),
+        tracer=NoOpTracer(),
+        meter=BudgetMeter(Budget()),
+    )

@@ -607,29 +607,31 @@ def _not_called(ctx: RunContext, task: str, decision: Decision) -> str:
 MAX_OWN_SEARCHES = 3  # searches in its own words a model may make for one part (each also counts as a step)
 
 
-def _queries(transcript: Sequence[BaseMessage], index: int) -> set[str]:
-    """The searches made for part `index` so far, the engine's and the model's (lower case, spaces
-    collapsed): a search the same as one of them would find the same tools."""
-    out = set()
+def _searches(transcript: Sequence[BaseMessage], index: int) -> list[tuple[str, bool]]:
+    """The searches made for part `index` so far, in order: each query (lower case, spaces collapsed) and
+    whether the model itself asked for it (the engine's own first search is not the model's)."""
+    out = []
     for message in transcript:
         if not isinstance(message, AIMessage):
             continue
         decision = decision_of(str(message.content)) or {}
-        if decision.get("action") == "find_tools" and decision.get("part") in (None, index + 1):
-            out.add(" ".join(str(decision.get("query", "")).lower().split()))
+        if decision.get("action") != "find_tools" or decision.get("part") not in (None, index + 1):
+            continue
+        own = decision.get("part") == index + 1 and (
+            is_model_decision(message) or message.response_metadata.get("decided_by") == "same_reply"
+        )
+        out.append((" ".join(str(decision.get("query", "")).lower().split()), own))
     return out
+
+
+def _queries(transcript: Sequence[BaseMessage], index: int) -> set[str]:
+    """The queries searched for part `index` so far: a search the same as one of them finds the same tools."""
+    return {query for query, _ in _searches(transcript, index)}
 
 
 def own_searches(transcript: Sequence[BaseMessage], index: int) -> int:
     """How many searches the model itself asked for part `index` (the engine's first search not counted)."""
-    count = 0
-    for message in transcript:
-        if not is_model_decision(message) and message.response_metadata.get("decided_by") != "same_reply":
-            continue
-        decision = decision_of(str(message.content)) or {}
-        if decision.get("action") == "find_tools" and decision.get("part") == index + 1:
-            count += 1
-    return count
+    return sum(own for _, own in _searches(transcript, index))
 
 
 async def _search_again(
