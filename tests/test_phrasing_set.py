@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,48 @@ def test_a_tool_drawn_wholly_held_out_keeps_its_highest_draw_in_dev() -> None:
     split = assign_splits((i, "t") for i in drawn)
     assert split == {i: "dev" if i == max(drawn, key=lambda i: (_number(i), i)) else "heldout" for i in drawn}
     assert split == _documented_split([{"id": i, "tools": ["t"]} for i in drawn])
+
+
+def _benchmark_requests() -> list[tuple[str, str]]:
+    tasks = Path(__file__).resolve().parent.parent / "bench" / "tasks"
+    out = [(r["id"], r["request"]) for r in _rows()]
+    for name in ("dev.jsonl", "heldout.jsonl"):
+        for line in (tasks / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out.append((row["id"], row["input"]))
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]{2,}", text.lower()))
+
+
+def _marks(text: str) -> set[str]:
+    """What makes a request recognisable: its numbers of three or more characters (not a year) and its
+    quoted strings."""
+    found = (n.replace(",", "") for n in re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?", text))
+    numbers = {n for n in found if len(n) >= 3 and not re.fullmatch(r"(19|20)\d\d", n)}
+    quoted = {q.lower() for q in re.findall(r"'([^']{4,})'", text)}
+    return numbers | quoted
+
+
+def test_no_tool_example_copies_a_benchmark_request() -> None:
+    """A tool's `Example:` line is shown to the model beside the tool: if it were one of the measured
+    requests (or near one), the figures would measure recall of the example, not finding a tool in a user's
+    words. Every example is its own request: few shared words, none of a request's numbers or quotes."""
+    near = []
+    for t in TOOLS:
+        found = re.search(r'Example: "(.*?)" ->', t.description, re.S)
+        if found is None:
+            continue
+        example = " ".join(found.group(1).split())
+        for rid, request in _benchmark_requests():
+            shared = len(_words(example) & _words(request)) / max(1, len(_words(example) | _words(request)))
+            if (
+                shared >= 0.4
+                or len(_marks(example) & _marks(request)) >= 2
+                or (_marks(example) & _marks(request) and shared >= 0.25)
+            ):
+                near.append(f"{t.name}: {example!r} ~ {rid}: {request[:60]!r}")
+    assert near == []

@@ -17,6 +17,11 @@ from tools._common import clean_number, pack, require_finite
 
 MAX_EXPRESSION_CHARS = 500
 _PERCENT_OF = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*%\s*of\b", re.I)  # "X% of Y" is X/100 * Y
+# what people write for an operator, as Python writes it: 3×4, 12÷8, 7−2, 2^10, 5², 13!
+_SIGNS = str.maketrans({"×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "^": "**"})
+_SUPERSCRIPT = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_SUPERSCRIPT_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_FACTORIAL = re.compile(r"(\d+(?:\.\d+)?|\([^()]*\))\s*!(?!=)")
 MAX_RESULT_BITS = 4096  # integers larger than ~1233 decimal digits are refused
 MAX_EXPONENT = 10_000
 MAX_FACTORIAL = 1000
@@ -36,6 +41,22 @@ _BINARY_OPS: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
 
 def _log(x: Number, base: Number = math.e) -> float:
     return math.log(x, base)
+
+
+def _factorial(n: Number) -> int:
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if not isinstance(n, int) or not 0 <= n <= MAX_FACTORIAL:
+        raise ValueError(f"factorial takes a whole number from 0 to {MAX_FACTORIAL}, got {n!r}")
+    return math.factorial(n)
+
+
+def _python_notation(expression: str) -> str:
+    """The expression with the signs people write (×, ÷, −, ^, ², 13!, "15% of") as Python writes them."""
+    expression = _PERCENT_OF.sub(r"(\1/100)*", expression)  # "12.5% of 880": never a modulo
+    expression = expression.translate(_SIGNS)
+    expression = _SUPERSCRIPT.sub(lambda m: "**" + m.group(0).translate(_SUPERSCRIPT_DIGITS), expression)
+    return _FACTORIAL.sub(r"factorial(\1)", expression)
 
 
 _FUNCTIONS: dict[str, Callable[..., Number]] = {
@@ -59,6 +80,7 @@ _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "radians": math.radians,
     "degrees": math.degrees,
     "hypot": math.hypot,
+    "factorial": _factorial,
 }
 
 _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
@@ -126,17 +148,19 @@ def _eval_node(node: ast.AST) -> Number:
 
 @tool
 def calculate(
-    expression: Annotated[str, "Arithmetic expression, e.g. '2*(3+4)**2' or 'sqrt(16) + log(100, 10)'"],
+    expression: Annotated[
+        str, "The expression as the request writes it, e.g. '(3 + 4)² × 2', '2^10', '13!' or 'sqrt(16)'"
+    ],
 ) -> int | float:
     """Arithmetic on numbers: add (plus, sum, total), subtract (minus), multiply (times, product), divide,
-    powers (squared, cubed), square roots, percent of, logs and trig. Returns the number that one expression
-    such as '1234*5678', 'sqrt(1764)', '2**10' or '15% of 2340' gives.
+    powers (squared, cubed), square roots, factorials, percent of, logs and trig. Returns the number one
+    whole expression gives, brackets kept, such as '1234*5678', '(17 − 5) ÷ 4 + 2³' or '15% of 2340'.
 
-    Example: "what's 17% of 850?" -> calculate(expression="17/100*850")
+    Example: "work out 6.5 percent of 1980 plus 12 squared" -> calculate(expression="6.5/100*1980 + 12**2")
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression is {len(expression)} characters; the limit is {MAX_EXPRESSION_CHARS}")
-    expression = _PERCENT_OF.sub(r"(\1/100)*", expression)  # "12.5% of 880": never a modulo
+    expression = _python_notation(expression)
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
@@ -160,8 +184,8 @@ def percent_change(
     """Percent increase or decrease from an old value to a new one: by how many percent something grew, rose,
     fell or dropped. Returns the signed percent, e.g. 25.0 for a rise from 80 to 100.
 
-    Example: "the rent went up from 1200 to 1350, by what percent?" -> percent_change(old_value=1200,
-    new_value=1350)
+    Example: "shares bought at 40.5 now trade at 52; gain in percent?" -> percent_change(old_value=40.5,
+    new_value=52)
     """
     require_finite("old_value", old_value)
     require_finite("new_value", new_value)
@@ -178,7 +202,8 @@ def percentage_of(
     """What percent one number (the part) is of another (the whole), like a test score, a share or a ratio as
     a percentage. Returns part/whole*100, e.g. 30 out of 120 gives 25.0 (for 'X% of Y' use calculate).
 
-    Example: "I got 42 out of 56 on the test, what percentage is that?" -> percentage_of(part=42, whole=56)
+    Example: "19 of the 25 survey replies were positive; what share is that in percent?" ->
+    percentage_of(part=19, whole=25)
     """
     require_finite("part", part)
     require_finite("whole", whole)
@@ -208,7 +233,7 @@ def factorial(n: Annotated[int, f"Non-negative integer, at most {MAX_FACTORIAL}"
     """Factorial n! of a whole number, the product 1*2*...*n, e.g. the number of ways to arrange n things in a
     row. Returns the exact integer.
 
-    Example: "in how many orders can 6 people stand in a line?" -> factorial(n=6)
+    Example: "how many different batting orders can 9 players make?" -> factorial(n=9)
     """
     if n < 0 or n > MAX_FACTORIAL:
         raise ValueError(f"n must be an integer between 0 and {MAX_FACTORIAL}, got {n}")
@@ -244,7 +269,7 @@ def _is_prime(n: int) -> bool:
 def is_prime(n: Annotated[int, "Integer to test, at most 10**15"]) -> bool:
     """Check whether a whole number is a prime number (divisible only by 1 and itself). Returns true or false.
 
-    Example: "is 7919 prime?" -> is_prime(n=7919)
+    Example: "is 391 a prime, or does it have factors?" -> is_prime(n=391)
     """
     if abs(n) > MAX_PRIME_INPUT:
         raise ValueError(f"n must be at most {MAX_PRIME_INPUT} in absolute value, got {n}")
@@ -256,7 +281,7 @@ def prime_factors(n: Annotated[int, "Integer >= 2, at most 10**12"]) -> list[int
     """Prime factorization: break a whole number into the primes that multiply to it, e.g. 360 is 2*2*2*3*3*5.
     Returns the prime factors in ascending order, with repeats.
 
-    Example: "factor 360 into primes" -> prime_factors(n=360)
+    Example: "break 1386 down into the primes that multiply to it" -> prime_factors(n=1386)
     """
     if n < 2 or n > 10**12:
         raise ValueError(f"n must be an integer between 2 and 10**12, got {n}")
@@ -292,7 +317,7 @@ def round_number(
     """Round a number to some decimal places or to the nearest whole number, ten or hundred; half up (school
     rounding), banker's rounding, or always up or down. Returns the rounded number.
 
-    Example: "round 2.675 to two decimals" -> round_number(value=2.675, decimals=2)
+    Example: "86,250 rounded to thousands" -> round_number(value=86250, decimals=-3)
     """
     require_finite("value", value)
     if not -15 <= decimals <= 15:
@@ -312,7 +337,7 @@ def combinations_count(
     """Count the ways to choose or arrange k things out of n: combinations ('n choose k', order does not
     matter) or permutations (order matters). Returns the count.
 
-    Example: "how many ways can I pick 3 people from a team of 10?" -> combinations_count(n=10, k=3)
+    Example: "a committee of 4 from 15 members: how many choices?" -> combinations_count(n=15, k=4)
     """
     if not 0 <= n <= 10_000:
         raise ValueError(f"n must be between 0 and 10000, got {n}")
@@ -333,7 +358,7 @@ def solve_quadratic(
     """Solve a quadratic equation a*x^2 + b*x + c = 0 for x (its roots, the zeros of a parabola). Returns the
     discriminant and the real or complex roots.
 
-    Example: "solve x^2 - 5x + 6 = 0" -> solve_quadratic(a=1, b=-5, c=6)
+    Example: "where does y = x^2 + 4x - 21 cross zero?" -> solve_quadratic(a=1, b=4, c=-21)
     """
     for name, v in (("a", a), ("b", b), ("c", c)):
         require_finite(name, v)

@@ -204,9 +204,9 @@ def csv_group_aggregate(
     """Group the rows of a CSV table by one column and total, average, count, or take the min or max of
     another, like a pivot table or SQL GROUP BY. Returns each group with its result.
 
-    Example: "total sales per region from this CSV" ->
-    csv_group_aggregate(csv_text="region,sales\\nN,10\\nS,5\\nN,7", group_by="region", value_column="sales",
-    aggregation="sum")
+    Example: "average delivery days per courier in this table" ->
+    csv_group_aggregate(csv_text="courier,days\\nUPS,3\\nDHL,2\\nUPS,5", group_by="courier",
+    value_column="days", aggregation="mean")
     """
     header, rows = _read(csv_text, delimiter)
     key_col = _require_column(header, group_by)

@@ -38,8 +38,8 @@ def date_diff(
     """Days between two dates: how many days from one date to another, until a deadline or since an event.
     Returns the end minus the start in days (negative if the end is earlier).
 
-    Example: "how many days are there between 2026-01-15 and 2026-03-01?" ->
-    date_diff(start_date="2026-01-15", end_date="2026-03-01")
+    Example: "the lease runs from 2025-10-04 to 2026-07-19; its length in days?" ->
+    date_diff(start_date="2025-10-04", end_date="2026-07-19")
     """
     return (parse_date("end_date", end_date) - parse_date("start_date", start_date)).days
 
@@ -52,7 +52,8 @@ def add_days(
     """The date some days after or before a date: add or subtract days (or weeks as 7 days each), e.g. a due
     date 30 days after an invoice. Returns the new date as YYYY-MM-DD.
 
-    Example: "what date is 90 days after 2026-02-10?" -> add_days(start_date="2026-02-10", days=90)
+    Example: "the parcel ships 2025-11-27 and takes 12 days; arrival date?" ->
+    add_days(start_date="2025-11-27", days=12)
     """
     return _shift(parse_date("start_date", start_date), days).isoformat()
 
@@ -107,7 +108,7 @@ def iso_week(date_text: Annotated[str, "Date, YYYY-MM-DD"]) -> dict[str, int | s
     """The week number of a date (ISO 8601 weeks, starting on Monday). Returns the ISO year, the week, the day
     of the week (Monday is 1) and a label such as 2026-W09.
 
-    Example: "what week number is 2026-11-19?" -> iso_week(date_text="2026-11-19")
+    Example: "calendar week of 2025-08-21" -> iso_week(date_text="2025-08-21")
     """
     year, week, weekday = parse_date("date_text", date_text).isocalendar()
     return {"iso_year": year, "week": week, "weekday": weekday, "label": f"{year}-W{week:02d}"}
@@ -159,7 +160,7 @@ def parse_duration(
     """Read a written duration like '1h30m', '2 days 4 hours', '45 min' or ISO 'PT1H30M' as a total of
     seconds, minutes and hours. Returns those totals and a 'Xd HH:MM:SS' form.
 
-    Example: "how many minutes is 2h 45m?" -> parse_duration(text="2h 45m")
+    Example: "total length of a playlist of 1h 12m 40s, in seconds" -> parse_duration(text="1h 12m 40s")
     """
     raw = text.strip().lower()
     if not raw or len(raw) > 200:
@@ -215,8 +216,8 @@ def convert_utc_offset(
     """Convert a clock time from one time zone to another, both given as UTC offsets (not city names), e.g.
     09:00 at UTC+2 is 16:00 at UTC+9. Returns the ISO date-time at the new offset.
 
-    Example: "it's 09:00 on 2026-03-01 at UTC+1; what time is it at UTC-5?" ->
-    convert_utc_offset(date_time="2026-03-01T09:00", from_offset="+01:00", to_offset="-05:00")
+    Example: "a call at 16:30 on 2025-10-08 in UTC-3 is when at UTC+5:30?" ->
+    convert_utc_offset(date_time="2025-10-08T16:30", from_offset="-03:00", to_offset="+05:30")
     """
     moment = parse_datetime("date_time", date_time)
     if moment.tzinfo is not None:
@@ -256,7 +257,7 @@ def convert_unix_timestamp(
     """Convert a Unix timestamp (epoch seconds since 1970) to a UTC date and time, or a date and time to a
     Unix timestamp. Returns both forms.
 
-    Example: "what date is the timestamp 1700000000?" -> convert_unix_timestamp(value="1700000000")
+    Example: "the log line says 1751328000; which day was that?" -> convert_unix_timestamp(value="1751328000")
     """
     raw = value.strip()
     try:
@@ -280,7 +281,7 @@ def month_calendar_info(
     """Facts about a month: how many days it has, whether its year is a leap year, and the weekdays of its
     first and last day. Returns them by name.
 
-    Example: "is 2100 a leap year?" -> month_calendar_info(year=2100, month=2)
+    Example: "does February 2028 have a 29th?" -> month_calendar_info(year=2028, month=2)
     """
     if not 1 <= year <= 9999:
         raise ValueError(f"year must be between 1 and 9999, got {year}")
@@ -307,8 +308,8 @@ def nth_weekday_of_month(
     """The date of the first, second, third, fourth, fifth or last given weekday of a month, like Thanksgiving
     on the fourth Thursday of November. Returns the date as YYYY-MM-DD.
 
-    Example: "when is the last Monday of May 2027?" -> nth_weekday_of_month(year=2027, month=5,
-    weekday="monday", n=-1)
+    Example: "the final Friday of October 2025" -> nth_weekday_of_month(year=2025, month=10, weekday="friday",
+    n=-1)
     """
     if not 1 <= year <= 9999 or not 1 <= month <= 12:
         raise ValueError(f"year must be 1-9999 and month 1-12, got {year}-{month}")

@@ -120,7 +120,7 @@ def search_documents(
     times, annual leave or passwords. Returns the best matching documents' ids, titles, scores and a relevant
     snippet.
 
-    Example: "how long do refunds take?" -> search_documents(query="refund time")
+    Example: "can I return an opened item?" -> search_documents(query="returns of opened items")
     """
     if not 1 <= k <= 10:
         raise ValueError(f"k must be between 1 and 10, got {k}")
@@ -145,7 +145,7 @@ def read_document(
     """Open one knowledge-base document by its id to read the whole policy. Returns its title, full Markdown
     text and word count.
 
-    Example: "show me the whole refund policy" -> read_document(doc_id="refund-policy")
+    Example: "open the returns policy in full" -> read_document(doc_id="refund-policy")
     """
     d = _get(doc_id)
     return {"doc_id": d.doc_id, "title": d.title, "text": d.body, "word_count": len(d.body.split())}

@@ -42,7 +42,7 @@ def base64_decode(encoded: Annotated[str, "Base64 string (standard or URL-safe, 
     """Decode a Base64 string back into its text; invalid Base64 or binary content is an error. Returns the
     decoded text.
 
-    Example: "what does the Base64 'aGVsbG8=' say?" -> base64_decode(encoded="aGVsbG8=")
+    Example: "decode d2VsY29tZQ==" -> base64_decode(encoded="d2VsY29tZQ==")
     """
     cleaned = re.sub(r"\s+", "", _limit("encoded", encoded)).replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
@@ -87,7 +87,7 @@ def url_decode(encoded: Annotated[str, "Percent-encoded text such as 'caf%C3%A9%
 def sha256_hex(text: Annotated[str, "Text to fingerprint (hashed as UTF-8 bytes)"]) -> str:
     """SHA-256 hash (checksum, fingerprint) of a text. Returns the 64-character lowercase hex digest.
 
-    Example: "what's the SHA-256 of 'password123'?" -> sha256_hex(text="password123")
+    Example: "hash 'build 7' with SHA256" -> sha256_hex(text="build 7")
     """
     return hashlib.sha256(_limit("text", text).encode("utf-8")).hexdigest()
 
@@ -131,7 +131,7 @@ def convert_number_base(
     """Convert a whole number between decimal, binary, octal and hexadecimal (hex), e.g. 255 is 11111111 in
     binary and FF in hex. Returns the number written in the new base.
 
-    Example: "what is 0x1F in decimal?" -> convert_number_base(number="0x1F", from_base="hex",
+    Example: "write 0o755 as a decimal number" -> convert_number_base(number="0o755", from_base="octal",
     to_base="decimal")
     """
     raw = number.strip().replace("_", "").replace(" ", "")
@@ -183,7 +183,7 @@ def roman_numeral(
     """Convert a number to Roman numerals or Roman numerals to a number (1 to 3999), e.g. 2026 is MMXXVI.
     Returns both forms.
 
-    Example: "what year is MCMLXXXIV?" -> roman_numeral(value="MCMLXXXIV")
+    Example: "the film says MCMXCVII; which year?" -> roman_numeral(value="MCMXCVII")
     """
     raw = value.strip().upper()
     if re.fullmatch(r"[+-]?[0-9]+", raw):

@@ -62,8 +62,8 @@ def extract_urls(text: Annotated[str, "Text that may contain web links"]) -> lis
     """Find the web links (URLs starting with http, https or www.) in a text, without trailing punctuation.
     Returns each link once, in order.
 
-    Example: "list the links in 'see https://example.com/docs and www.test.org.'" -> extract_urls(text="see
-    https://example.com/docs and www.test.org.")
+    Example: "which sites are linked in 'docs at https://docs.acme.io, blog www.acme.io/news'" ->
+    extract_urls(text="docs at https://docs.acme.io, blog www.acme.io/news")
     """
     found = [m.rstrip(".,;:!?)]}") for m in _URL.findall(_text(text))]
     return _unique([u for u in found if len(u) > 4])

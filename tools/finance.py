@@ -42,8 +42,8 @@ def compound_interest(
     yearly rate, compounded monthly, yearly or daily, with optional monthly additions. Returns the final
     balance, the total paid in and the interest earned.
 
-    Example: "if I invest 5000 at 4% a year for 10 years, compounded yearly, what will I have?" ->
-    compound_interest(principal=5000, annual_rate_percent=4, years=10, compounds_per_year=1)
+    Example: "3,000 left in a deposit at 2.5% compounded quarterly for 6 years grows to?" ->
+    compound_interest(principal=3000, annual_rate_percent=2.5, years=6, compounds_per_year=4)
     """
     _non_negative("principal", principal)
     _non_negative("years", years)
@@ -76,8 +76,8 @@ def loan_payment(
     """Monthly payment of a loan or mortgage repaid in equal instalments, from the amount borrowed, the yearly
     interest rate and the term in years. Returns the monthly payment, total repaid and total interest.
 
-    Example: "what's the monthly repayment on a 20000 car loan at 7% over 5 years?" ->
-    loan_payment(principal=20000, annual_rate_percent=7, years=5)
+    Example: "mortgage 310k, 30 years, 3.8% interest: what is paid per month?" ->
+    loan_payment(principal=310000, annual_rate_percent=3.8, years=30)
     """
     if _non_negative("principal", principal) == 0:
         raise ValueError("principal must be greater than 0")
@@ -109,8 +109,8 @@ def present_value(
     """What an amount of money paid in the future is worth today (present value), discounted at a yearly
     interest, discount or inflation rate. Returns the present value.
 
-    Example: "what is 10000 paid in 5 years worth today at 6% a year?" -> present_value(future_amount=10000,
-    annual_discount_rate_percent=6, years=5)
+    Example: "a bond pays 2,500 in 8 years; discounted at 4% what is it worth now?" ->
+    present_value(future_amount=2500, annual_discount_rate_percent=4, years=8)
     """
     require_finite("future_amount", future_amount)
     _non_negative("years", years)
@@ -182,8 +182,8 @@ def split_bill(
     """Split a restaurant bill (the check) evenly between people, with an optional tip (gratuity) in percent.
     Returns the tip, the total with tip and what each person pays.
 
-    Example: "3 of us had dinner for 93 and want to tip 18%; how much each?" -> split_bill(bill_total=93,
-    people=3, tip_percent=18)
+    Example: "a 64.80 taxi fare shared by 4 friends with a 10% tip" -> split_bill(bill_total=64.8, people=4,
+    tip_percent=10)
     """
     _non_negative("bill_total", bill_total)
     _non_negative("tip_percent", tip_percent)
@@ -279,8 +279,8 @@ def cagr(
     """Compound annual growth rate (CAGR): the average yearly growth that takes a start value to an end value
     over some years. Returns the yearly rate in percent.
 
-    Example: "revenue grew from 2 million to 3.5 million in 4 years; what's the annual growth rate?" ->
-    cagr(start_value=2000000, end_value=3500000, years=4)
+    Example: "subscribers rose from 12,000 to 20,500 over 3 years; yearly growth?" -> cagr(start_value=12000,
+    end_value=20500, years=3)
     """
     if _non_negative("start_value", start_value) == 0:
         raise ValueError("start_value must be greater than 0")

@@ -59,8 +59,8 @@ def json_get_path(
     """Read one value out of a JSON document by its path of keys and list positions, like
     'order.items[0].price'. Returns that value.
 
-    Example: "get the price of the first item from this order JSON" -> json_get_path(json_text='{"items":
-    [{"price": 9.5}]}', path="items[0].price")
+    Example: "the city of the customer in this record" -> json_get_path(json_text='{"customer": {"city":
+    "Lyon"}}', path="customer.city")
     """
     current = load_json("json_text", json_text)
     walked: list[str] = []
@@ -88,7 +88,7 @@ def json_validate(
     """Check whether a text is valid JSON that parses. Returns valid true or false, the top-level type and,
     for invalid JSON, the error with its line and column.
 
-    Example: "is {'a': 1} valid JSON?" -> json_validate(json_text="{'a': 1}")
+    Example: "will this parse: [1, 2,]" -> json_validate(json_text="[1, 2,]")
     """
     if len(json_text) > MAX_JSON_CHARS:
         raise ValueError(f"json_text is {len(json_text)} characters; the limit is {MAX_JSON_CHARS}")
@@ -134,7 +134,8 @@ def format_json(
     """Pretty-print JSON with indentation, or minify it onto one compact line, optionally sorting the keys.
     Returns the reformatted JSON text.
 
-    Example: "pretty-print this JSON with 4 spaces" -> format_json(json_text='{"a": [1, 2]}', indent=4)
+    Example: "lay out this config with 2-space indents" -> format_json(json_text='{"x": {"y": true}}',
+    indent=2)
     """
     if not 0 <= indent <= 8:
         raise ValueError(f"indent must be between 0 and 8, got {indent}")

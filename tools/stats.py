@@ -26,8 +26,8 @@ def summary_statistics(
     """Statistics of a list of numbers: the average (mean), median, mode, sum, count, min, max, range,
     standard deviation and variance. Returns each by name; the average is 'mean', not 'sum'.
 
-    Example: "what's the average and the median of 12, 7, 3, 14 and 9?" -> summary_statistics(numbers=[12, 7,
-    3, 14, 9])
+    Example: "my last runs took 31, 28, 35, 30 and 33 minutes; typical time and spread?" ->
+    summary_statistics(numbers=[31, 28, 35, 30, 33])
     """
     data = _check_list("numbers", numbers)
     try:
@@ -63,8 +63,8 @@ def percentile(
     """Percentile or quartile of a list of numbers: the value a given percent of the data falls below, like
     the 90th percentile (P90) or the upper quartile. Returns that value, interpolated between ranks.
 
-    Example: "what's the 90th percentile of the response times 120, 85, 300, 99 and 150?" ->
-    percentile(numbers=[120, 85, 300, 99, 150], percent=90)
+    Example: "which value do 75% of these page loads stay under: 0.8, 1.2, 0.9, 2.4, 1.1, 1.6?" ->
+    percentile(numbers=[0.8, 1.2, 0.9, 2.4, 1.1, 1.6], percent=75)
     """
     data = sorted(_check_list("numbers", numbers))
     require_finite("percent", percent)

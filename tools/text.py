@@ -103,8 +103,8 @@ def count_occurrences(
     """How often one given letter, word or phrase (the target) appears in a text, like the letter s in
     'Mississippi'. Returns that one number; the total words or characters of a text come from text_statistics.
 
-    Example: "how many times does the letter s appear in 'Mississippi'?" ->
-    count_occurrences(text="Mississippi", target="s")
+    Example: "count the o characters in 'bookkeeping notebook'" -> count_occurrences(text="bookkeeping
+    notebook", target="o")
     """
     body = _text("text", text)
     if not target:
@@ -124,7 +124,8 @@ def slugify(
     """Make a URL slug from a title or phrase: lower-case words joined by hyphens, accents and punctuation
     removed, e.g. 'Crème Brûlée: A How-To!' becomes 'creme-brulee-a-how-to'. Returns the slug.
 
-    Example: "make a URL slug for 'My First Blog Post!'" -> slugify(text="My First Blog Post!")
+    Example: "the web address part for a post called 'Spring Sale: 30% Off!'" -> slugify(text="Spring Sale:
+    30% Off!")
     """
     if not 1 <= max_length <= 200:
         raise ValueError(f"max_length must be between 1 and 200, got {max_length}")
@@ -232,8 +233,8 @@ def levenshtein_distance(
     """How different two words or strings are: the edit distance (Levenshtein), the fewest letters to insert,
     delete or replace, for typos and fuzzy matching. Returns the distance and a 0-1 similarity.
 
-    Example: "how many edits turn 'kitten' into 'sitting'?" -> levenshtein_distance(first="kitten",
-    second="sitting")
+    Example: "how many single-letter changes turn 'flaw' into 'lawn'?" -> levenshtein_distance(first="flaw",
+    second="lawn")
     """
     a, b = _text("first", first, MAX_COMPARE_CHARS), _text("second", second, MAX_COMPARE_CHARS)
     if len(a) < len(b):
@@ -311,8 +312,7 @@ def is_palindrome(text: Annotated[str, "Word or phrase to check"]) -> bool:
     """Check whether a word or phrase is a palindrome, reading the same backwards, ignoring case, spaces,
     accents and punctuation. Returns true or false.
 
-    Example: "is 'Was it a car or a cat I saw' a palindrome?" -> is_palindrome(text="Was it a car or a cat I
-    saw")
+    Example: "is 'Step on no pets' the same backwards?" -> is_palindrome(text="Step on no pets")
     """
     folded = unicodedata.normalize("NFKD", _text("text", text)).casefold()
     letters = [c for c in folded if c.isalnum()]

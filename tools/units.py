@@ -34,7 +34,8 @@ def convert_length(
     """Convert a length, distance or height between metric and imperial units: millimetres, centimetres,
     metres, kilometres, inches, feet, yards, miles and nautical miles. Returns the converted number.
 
-    Example: "how tall is 6 feet in centimetres?" -> convert_length(value=6, from_unit="ft", to_unit="cm")
+    Example: "a 5.5 inch phone screen in millimetres" -> convert_length(value=5.5, from_unit="in",
+    to_unit="mm")
     """
     return _convert(value, from_unit, to_unit, _LENGTH)
 
@@ -54,7 +55,8 @@ def convert_mass(
     """Convert a weight or mass between milligrams, grams, kilograms (kilos), metric tonnes, ounces, pounds
     and stone. Returns the converted number.
 
-    Example: "how many kilos is 150 pounds?" -> convert_mass(value=150, from_unit="lb", to_unit="kg")
+    Example: "my suitcase may weigh 23 kg; what is that in lb?" -> convert_mass(value=23, from_unit="kg",
+    to_unit="lb")
     """
     return _convert(value, from_unit, to_unit, _MASS)
 
@@ -71,7 +73,8 @@ def convert_temperature(
     """Convert a temperature between degrees Celsius (centigrade), Fahrenheit and Kelvin. Returns the
     converted reading; a value below absolute zero is refused.
 
-    Example: "what is 98.6 F in Celsius?" -> convert_temperature(value=98.6, from_unit="F", to_unit="C")
+    Example: "the pool is at 301 kelvin, in Celsius?" -> convert_temperature(value=301, from_unit="K",
+    to_unit="C")
     """
     require_finite("value", value)
     to_kelvin = {"C": lambda v: v + 273.15, "F": lambda v: (v - 32) * 5 / 9 + 273.15, "K": lambda v: v}
@@ -121,7 +124,8 @@ def convert_speed(
     """Convert a speed between metres per second, kilometres per hour (km/h), miles per hour (mph), knots and
     feet per second. Returns the converted number.
 
-    Example: "what's 110 km/h in mph?" -> convert_speed(value=110, from_unit="km/h", to_unit="mph")
+    Example: "a boat at 18 knots goes how many mph?" -> convert_speed(value=18, from_unit="knot",
+    to_unit="mph")
     """
     return _convert(value, from_unit, to_unit, _SPEED)
 
@@ -142,7 +146,8 @@ def convert_data_size(
     """Convert a file or storage size between bits, bytes, KB, MB, GB, TB and PB (powers of 1000) and KiB,
     MiB, GiB and TiB (powers of 1024). Returns the converted number.
 
-    Example: "how many MB is 3.5 GB?" -> convert_data_size(value=3.5, from_unit="GB", to_unit="MB")
+    Example: "a 750 MiB video, in megabytes as the website counts them" -> convert_data_size(value=750,
+    from_unit="MiB", to_unit="MB")
     """
     return _convert(value, from_unit, to_unit, _DATA)
 
@@ -162,8 +167,8 @@ def convert_time_duration(
     """Convert an amount of time between milliseconds, seconds, minutes, hours, days, weeks and years, e.g.
     how many seconds are in a day. Returns the converted number.
 
-    Example: "how many minutes is 2.5 hours?" -> convert_time_duration(value=2.5, from_unit="h",
-    to_unit="min")
+    Example: "a 9-week course lasts how many days?" -> convert_time_duration(value=9, from_unit="week",
+    to_unit="day")
     """
     return _convert(value, from_unit, to_unit, _DURATION)
 
@@ -184,8 +189,7 @@ def convert_area(
     """Convert an area of land or floor between square millimetres, centimetres, metres and kilometres,
     hectares, square inches, feet and yards, acres and square miles. Returns the converted number.
 
-    Example: "how many square feet is a 65 square metre flat?" -> convert_area(value=65, from_unit="m2",
-    to_unit="sq_ft")
+    Example: "a 0.6 acre plot in square metres" -> convert_area(value=0.6, from_unit="acre", to_unit="m2")
     """
     return _convert(value, from_unit, to_unit, _AREA)
 
@@ -205,8 +209,8 @@ def convert_pressure(
     """Convert a pressure (tyre, weather or blood pressure) between pascals, kilopascals, bar, atmospheres,
     psi and millimetres of mercury (mmHg). Returns the converted number.
 
-    Example: "my tyres need 2.4 bar, what's that in psi?" -> convert_pressure(value=2.4, from_unit="bar",
-    to_unit="psi")
+    Example: "a diving tank at 200 bar in atmospheres" -> convert_pressure(value=200, from_unit="bar",
+    to_unit="atm")
     """
     return _convert(value, from_unit, to_unit, _PRESSURE)
 
@@ -226,7 +230,8 @@ def convert_energy(
     """Convert energy between joules, kilojoules, calories, kilocalories (food Calories, kcal), watt-hours,
     kilowatt-hours (kWh) and British thermal units (BTU). Returns the converted number.
 
-    Example: "how many kJ is a 250 kcal snack?" -> convert_energy(value=250, from_unit="kcal", to_unit="kJ")
+    Example: "the heater used 3.2 kWh; in kilojoules?" -> convert_energy(value=3.2, from_unit="kWh",
+    to_unit="kJ")
     """
     return _convert(value, from_unit, to_unit, _ENERGY)
 

@@ -157,3 +157,25 @@ def test_solve_quadratic() -> None:
     assert complex_roots["roots"] == ["-1.0-2.0i", "-1.0+2.0i"]
     with pytest.raises(ValueError, match="a must not be 0"):
         solve_quadratic.invoke({"a": 0, "b": 1, "c": 1})
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("(17.5 × 4 − 12) ÷ 8 + 3³", 34.25),
+        ("2^10", 1024),
+        ("13!", 6227020800),
+        ("(2 + 3)! / 4!", 5),
+        ("10²·2", 200),
+        ("3 – 5", -2),
+    ],
+)
+def test_calculate_reads_the_signs_people_write(expression: str, expected: float) -> None:
+    """A model copying the request's expression keeps its brackets; rewriting it into Python is where
+    they got lost ('(17.5 × 4 − 12) ÷ 8' became '17.5*4-12/8')."""
+    assert calculate.invoke({"expression": expression}) == pytest.approx(expected)
+
+
+def test_calculate_refuses_a_factorial_it_cannot_take() -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        calculate.invoke({"expression": "2.5!"})
