@@ -62,6 +62,11 @@ def test_identifiers_are_split_into_words() -> None:
     assert terms("the bookings of flights") == ["book", "flight"]
 
 
+def test_numbers_are_values_not_words_unless_joined_to_letters() -> None:
+    assert terms("days from 2026-03-02 to 2026-03-20, 15% of 1,234.5") == ["days"]
+    assert terms("sha256 of a base64 string in 3D, log2") == ["sha", "256", "base", "64", "string", "3", "log", "2"]
+
+
 def test_clauses_split_a_multi_part_request_only() -> None:
     assert clauses("Book a flight to Rome and then send an email to Ann.") == [
         "Book a flight to Rome",
@@ -227,9 +232,9 @@ def test_catalog_keeps_its_search_and_can_use_the_index(tmp_path: Path) -> None:
 
     plain = Catalog.from_tools(TOOLS)
     assert plain.index is None
-    assert plain.search("days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
+    assert plain.search("calendar days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
     indexed = Catalog.from_tools(TOOLS, index=tmp_path / "bundled.db", method="bm25")
-    assert indexed.search("days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
+    assert indexed.search("calendar days between 2026-03-02 and 2026-03-20", 1)[0].name == "date_diff"
     assert "date_diff" not in [h.name for h in indexed.search("days between dates", 5, exclude=["date_diff"])]
     assert (tmp_path / "bundled.db").exists()
     assert indexed.docs()[0].source == "tools.arithmetic"
@@ -292,7 +297,7 @@ def test_the_agents_catalog_searches_the_way_the_manifest_says(
     )
     assert indexed.catalog.index is not None and indexed.catalog.method == "bm25"
     assert (tmp_path / "agent-index.db").is_file()  # persisted, found again by the next process
-    assert indexed.catalog.search("flight lookup 7")[0].name == "flightLookup7"
+    assert indexed.catalog.search("flightLookup7")[0].name == "flightLookup7"
     memory = Orchestrator(
         settings=settings, tools=many, tracing=False, manifest=Manifest(tool_search="memory")
     )

@@ -111,7 +111,7 @@ def test_search_of_the_project_tools_in_a_table(tmp_path: Path) -> None:
     done = orch(
         "tools",
         "search",
-        "days between 2026-03-02 and 2026-03-20",
+        "calendar days between 2026-03-02 and 2026-03-20",
         "--method",
         "bm25",
         "--index",

@@ -35,11 +35,12 @@ def date_diff(
     start_date: Annotated[str, "Earlier date, ISO format YYYY-MM-DD"],
     end_date: Annotated[str, "Later date, ISO format YYYY-MM-DD"],
 ) -> int:
-    """Days between two dates: how many days from one date to another, until a deadline or since an event.
-    Returns the end minus the start in days (negative if the end is earlier).
+    """Days between two dates: how long from one date to another, in calendar days (weekends included), e.g.
+    days until a deadline, since an event, or the length of a stay. Returns the end minus the start in days
+    (negative if the end is earlier).
 
-    Example: "the lease runs from 2025-10-04 to 2026-07-19; its length in days?" ->
-    date_diff(start_date="2025-10-04", end_date="2026-07-19")
+    Example: "days between the lease start 2026-04-09 and its end 2026-11-23?" ->
+    date_diff(start_date="2026-04-09", end_date="2026-11-23")
     """
     return (parse_date("end_date", end_date) - parse_date("start_date", start_date)).days
 

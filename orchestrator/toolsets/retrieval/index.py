@@ -39,7 +39,7 @@ __all__ = ["METHODS", "Hit", "SyncReport", "ToolIndex", "dense_text"]
 Method = Literal["bm25", "dense", "hybrid"]
 METHODS: tuple[str, ...] = ("bm25", "dense", "hybrid")
 # Bumped when what `doc_terms` or `dense_text` produce changes: stored terms and vectors are then re-made.
-TERMS_VERSION = "terms-1"
+TERMS_VERSION = "terms-2"
 DENSE_VERSION = f"{MODEL_ID}/text-1"
 
 

@@ -10,6 +10,11 @@ __all__ = ["clauses", "terms"]
 # A run of capitals not followed by a lower-case letter (HTTP in HTTPRequest), a capitalised or lower-case
 # word, or a number: camelCase and PascalCase split where a person would read a new word.
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+# A number standing alone ("2026-03-02", "15%", "1,234.5") is a value a request passes, not a word about a
+# tool: matched against the numbers in tools' examples, it ranked tools by coincidences of dates (phrasing
+# set, BM25 top-3: held-out 0.737 with them, 0.784 without; BFCL all-gold@5 0.821 either way). Digits joined
+# to letters stay ("sha256", "base64", "log2", "3D").
+_LONE_NUMBER_RE = re.compile(r"(?<![A-Za-z0-9])\d+(?![A-Za-z0-9])")
 _STOP = frozenset(
     [
         "a",
@@ -123,7 +128,7 @@ def terms(text: str) -> list[str]:
         ['weather', 'forecast', 'math', 'factorial', 'http', 'request', 'ids']
     """
     out = []
-    for word in _WORD_RE.findall(text):
+    for word in _WORD_RE.findall(_LONE_NUMBER_RE.sub(" ", text)):
         w = word.lower()
         if w in _STOP or (len(w) == 1 and not w.isdigit()):
             continue
