@@ -39,8 +39,7 @@ SOURCES = [
     "The Lagos depot reopens after the flood repairs. Ade Okafor ordered 40 new shelves and the electric "
     "work is signed off, so the first trucks come back on Friday.",
     # rich markup inside the text: shown escaped, never read as markup (an unmatched [/bold] would crash)
-    "Ticket [/bold] 12 of Acme [red] was closed after the engineers replaced the broken router in the "
-    "lobby. Done.",
+    "Ticket [/bold] 12 of Acme [red] was closed after the router fix. Done.",
 ]
 
 

@@ -23,14 +23,23 @@ from orchestrator.tracing import attrs as A
 from orchestrator.tracing.callbacks import node_span
 from orchestrator.workers.definitions import Worker, WorkerResult
 
-__all__ = ["reject", "run_worker", "worker_node"]
+__all__ = ["SAMPLE_TEMPERATURE", "reject", "run_worker", "worker_node"]
+
+SAMPLE_TEMPERATURE = 0.7  # a repair by sampling (`Worker.repair == "sample"`) draws at this temperature
 
 
 def _validate(worker: Worker, source: str, text: str) -> Any:
     """The output as it enters the state (a dict for structured output, else the text), or ValueError
     saying why it is rejected."""
     value: Any = text.strip()
-    if worker.output is not None:
+    if worker.shape is not None:  # a free-text output in a form: its JSON, made back into text
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+        value = worker.shape.text(source, data if isinstance(data, dict) else {})
+        text = value
+    elif worker.output is not None:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -62,26 +71,30 @@ async def run_worker(
 ) -> tuple[WorkerResult | None, list[LedgerEntry], str | None]:
     """Run one worker on `text`; returns (result or None, ledger entries, rejection reason or None).
 
-    The ladder: the worker's slot (schema-constrained where the model supports it), one repair there with
-    the reason, then each escalation slot in turn with the original request. The first valid output wins;
-    every attempt is billed and recorded on the current span (repairs, escalations).
+    The ladder: the worker's slot (schema-constrained where the model supports it, under the worker's shape
+    for this text if it has one), its repairs there (`Worker.repair`: one re-prompt with the reason, or more
+    draws at a temperature, or none), then each escalation slot in turn with the original request. The
+    first valid output wins; every attempt is billed and recorded on the current span (repairs,
+    escalations).
     """
     messages: list[BaseMessage] = [SystemMessage(worker.instructions), HumanMessage(text)]
-    schema = worker.schema()
+    schema = worker.schema(text)
     entries: list[LedgerEntry] = []
     chain = [s for s in worker.escalation(racehorses(ctx)) if s in ctx.slots]
-    attempts: list[tuple[str, bool]] = [(worker.slot, False), (worker.slot, True)]
-    attempts += [(slot, False) for slot in chain]
+    attempts = _attempts(worker, chain)
     span = node_span() or trace.get_current_span()  # a plain node's span, or the agent's worker span
     last_error = last_reply = ""
     repairs = escalations = 0
     unsure = False  # the last answer was valid but less sure than the worker's `min_margin`
     fallback: WorkerResult | None = None  # that answer, kept in case nothing up the chain is valid
-    for slot, is_repair in attempts:
+    for slot, how in attempts:
         prompt = messages
+        is_repair = how in ("repair", "sample")
         if is_repair and unsure:
             continue  # nothing to repair: the answer goes up the chain
-        if is_repair:
+        if how == "sample":
+            repairs += 1
+        elif is_repair:
             # The rejection goes into the instructions; the user's turn stays the text alone. (As a last
             # user turn, small models took the note for the text to work on: they summarized the note.)
             repairs += 1
@@ -95,14 +108,17 @@ async def run_worker(
         elif slot != worker.slot:
             escalations += 1
         routed = worker.min_margin is not None and slot == worker.slot and bool(chain)  # a slot can take it
+        options: dict[str, Any] = {"logprobs": True} if routed else {}
+        if how == "sample":  # another draw: a temperature, and a seed of its own so the draws differ
+            options.update(temperature=SAMPLE_TEMPERATURE, seed=repairs)
         msg, new_entries = await call_model(
             ctx,
             slot,
             node,
             prompt,
-            max_tokens=worker.max_tokens,
+            max_tokens=worker.budget(text),
             schema=schema,
-            options={"logprobs": True} if routed else None,
+            options=options or None,
             attempt="repair" if is_repair else "escalation" if slot != worker.slot else None,
         )
         entries.extend(new_entries)
@@ -111,7 +127,7 @@ async def run_worker(
             # cut off at the token limit: it may pass the checks (half a letter keeps and adds no facts),
             # but it is never an answer
             if msg.response_metadata.get("finish_reason") in ("length", "max_tokens"):
-                raise ValueError(f"it was cut off at {worker.max_tokens} tokens; write a shorter one")
+                raise ValueError(f"it was cut off at {worker.budget(text)} tokens; write a shorter one")
             value = _validate(worker, text, last_reply)
         except ValueError as exc:
             last_error = str(exc)
@@ -139,6 +155,17 @@ async def run_worker(
         return fallback, entries, None
     tried = f"after {repairs} repair(s) and {escalations} escalation(s)"
     return None, entries, f"worker {worker.name!r} output failed validation {tried}: {last_error}"
+
+
+def _attempts(worker: Worker, chain: list[str]) -> list[tuple[str, str]]:
+    """(slot, how) for each call the ladder may make: the first answer, the worker's repairs (`repair`:
+    one re-prompt, `samples` draws, or none), then each escalation slot."""
+    first = [(worker.slot, "first")]
+    if worker.repair == "prompt":
+        first.append((worker.slot, "repair"))
+    elif worker.repair == "sample":
+        first += [(worker.slot, "sample")] * max(0, worker.samples)
+    return first + [(slot, "first") for slot in chain]
 
 
 def reject(reason: str) -> WorkerOutputError:

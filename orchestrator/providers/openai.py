@@ -202,6 +202,8 @@ class OpenAIChatModel(HttpChatModel):
         temperature = kwargs.get("temperature", self.temperature)
         if temperature is not None:
             body["temperature"] = temperature
+        if kwargs.get("seed") is not None:  # draws meant to differ (a worker's repair by sampling)
+            body["seed"] = int(kwargs["seed"])
         if stop:
             body["stop"] = stop
         if stream:

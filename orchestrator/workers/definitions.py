@@ -7,6 +7,7 @@ worker modules import nothing that calls models.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,15 +15,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from orchestrator.errors import ConfigError
+from orchestrator.workers.shapes import Shape, rewrite_shape, sentences_shape
 from orchestrator.workers.validators import (
     Validator,
     adds_no_facts,
+    condenses,
     is_bullets,
     keeps_facts,
     rewrites,
     within_sentences,
     within_words,
 )
+
+Repair = Literal["prompt", "sample", "none"]  # what follows a rejected first answer (see Worker)
 
 __all__ = [
     "Worker",
@@ -48,6 +53,14 @@ class Worker:
     grammar): the margin is how far the model's least sure token led its best rival, in log-probability
     (nats). A valid answer with a smaller margin goes up the escalation chain as an invalid one would; a
     model that reports no margin is trusted. Tune it on labelled items (`orch trial`, bench/banking77.py).
+
+    `shape` gives a free-text worker's reply a form built from each source (`orchestrator.workers.shapes`:
+    a summary as a list of sentences, a rewrite that must contain the source's facts); the reply is
+    decoded under it and turned back into text before the validators see it.
+
+    `repair` is what follows a rejected first answer on the worker's own slot: "prompt" asks once more with
+    the reason; "sample" draws `samples` more answers at a temperature, the validators choosing the first
+    that passes; "none" goes up the escalation chain at once.
     """
 
     name: str
@@ -56,13 +69,24 @@ class Worker:
     output: type[BaseModel] | None
     instructions: str
     max_tokens: int = 128
+    tokens_per_input_char: float = 0.0  # an output that grows with its text: the budget grows with it
     escalate_to: str | tuple[str, ...] | None = None
     example_requests: tuple[str, ...] = ()  # requests it serves, each quoting its text: taught to the planner
     validators: tuple[Validator, ...] = ()
     min_margin: float | None = None  # route by confidence: a valid answer less sure than this escalates
+    shape: Shape | None = None  # a free-text output's form for each source
+    repair: Repair = "prompt"
+    samples: int = 3  # repair="sample": answers drawn after the first
 
-    def schema(self) -> dict[str, Any] | None:
-        """The output's JSON schema, as given to constrained decoding (None for plain text)."""
+    def budget(self, source: str) -> int:
+        """The output's token limit for `source`: `max_tokens`, or more for a long text when the output grows
+        with it (a rewrite of 200 words is longer than one of 20; a fixed limit cut the long ones off)."""
+        return max(self.max_tokens, round(self.tokens_per_input_char * len(source)))
+
+    def schema(self, source: str = "") -> dict[str, Any] | None:
+        """The JSON schema the model decodes under, for `source` (None for plain text)."""
+        if self.shape is not None:
+            return self.shape.schema(source)
         return self.output.model_json_schema() if self.output is not None else None
 
     def escalation(self, racehorses: Sequence[str] = ()) -> tuple[str, ...]:
@@ -248,11 +272,17 @@ def summarize_worker(
     shots: Sequence[tuple[str, str]] = (),
     example_requests: Sequence[str] = (),
     max_tokens: int = 200,
+    shaped: bool = False,
+    repair: Repair = "prompt",
 ) -> Worker:
     """A worker that summarizes a text in plain text, within a length, adding nothing.
 
     Its output is checked: the length (`words` or `sentences`, as (fewest, most)), the format (`bullets`),
     and that it adds no facts: every number, date and capitalised name in it appears in the source.
+
+    `shaped` (with `sentences`, not `bullets`) has the model reply with a JSON list of that many sentences,
+    each of bounded length, writing no number the source lacks (`shapes.sentences_shape`); `repair` is as
+    `Worker` says.
 
     Example:
         >>> w = summarize_worker(words=(5, 40))
@@ -274,12 +304,18 @@ def summarize_worker(
         )
     if bullets:
         checks.append(is_bullets)
-    checks.append(adds_no_facts)
+    checks += [adds_no_facts, condenses]
+    shape = None
+    if shaped:
+        if sentences is None or bullets or words is not None:
+            raise ConfigError(f"summarize worker {name!r}: shaped=True needs sentences=(fewest, most)")
+        shape = sentences_shape(*sentences)
     form = "as bullets, each line starting with '- '" if bullets else "as plain prose"
+    reply = shape.describe if shape is not None else "Reply with the summary only."
     instructions = (
         f"{description}. Write the summary {length}, {form}. Keep the key facts (numbers, dates, names) "
-        "exactly as written; add nothing the text does not say. Reply with the summary only."
-        + _text_shots(shots)
+        f"exactly as written; add nothing the text does not say. {reply}"
+        + _text_shots(shots, shape_key="sentences" if shape is not None else None)
     )
     return Worker(
         name,
@@ -291,6 +327,8 @@ def summarize_worker(
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
         validators=tuple(checks),
+        shape=shape,
+        repair=repair,
     )
 
 
@@ -304,13 +342,21 @@ def style_worker(
     shots: Sequence[tuple[str, str]] = (),
     example_requests: Sequence[str] = (),
     max_tokens: int = 300,
+    shaped: bool = False,
+    repair: Repair = "prompt",
 ) -> Worker:
     """A worker that rewrites a text in a named style or tone (or a house style shown by `shots`, pairs of
     (text, rewrite)), keeping every fact: the source's numbers, dates and names must survive, and the
-    output must be a rewrite, not a copy."""
+    output must be a rewrite, not a copy.
+
+    `shaped` has the model reply with JSON whose text must contain the source's numbers and names in their
+    order, and no other number (`shapes.rewrite_shape`); `repair` is as `Worker` says."""
+    shape = rewrite_shape() if shaped else None
+    reply = shape.describe if shape is not None else "Reply with the rewritten text only."
     instructions = (
         f"{description}. Rewrite the user's text in this style: {style}. Keep every fact exactly: all "
-        "numbers, dates and names. Add no new facts. Reply with the rewritten text only." + _text_shots(shots)
+        f"numbers, dates and names. Add no new facts. {reply}"
+        + _text_shots(shots, shape_key="text" if shape is not None else None)
     )
     return Worker(
         name,
@@ -319,14 +365,31 @@ def style_worker(
         None,
         instructions,
         max_tokens=max_tokens,
+        tokens_per_input_char=0.45,  # English runs ~4 characters a token; a formal rewrite ~1.5x as long
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
         validators=(rewrites, keeps_facts, adds_no_facts),
+        shape=shape,
+        repair=repair,
     )
 
 
-def _text_shots(shots: Sequence[tuple[str, str]]) -> str:
-    """Examples of free-text output: each text, then what the worker writes for it."""
+def _text_shots(shots: Sequence[tuple[str, str]], shape_key: str | None = None) -> str:
+    """Examples of free-text output: each text, then what the worker writes for it (as the shape's JSON
+    under `shape_key`: a list of sentences for "sentences", the text for "text")."""
     if not shots:
         return ""
-    return "\nExamples:\n" + "\n".join(f"Text: {text}\nOutput: {out}" for text, out in shots)
+
+    def shown(out: str) -> str:
+        if shape_key == "sentences":
+            return json.dumps({"sentences": _split_sentences(out)}, ensure_ascii=False)
+        if shape_key is not None:
+            return json.dumps({shape_key: out}, ensure_ascii=False)
+        return out
+
+    return "\nExamples:\n" + "\n".join(f"Text: {text}\nOutput: {shown(out)}" for text, out in shots)
+
+
+def _split_sentences(text: str) -> list[str]:
+    """A shot's sentences as a shaped reply holds them: one per item, with no end mark."""
+    return [s.strip().rstrip(".!?") for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]

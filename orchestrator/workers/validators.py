@@ -20,6 +20,7 @@ from orchestrator.workers.grounding import Evidence, check_answer, split_values
 __all__ = [
     "Validator",
     "adds_no_facts",
+    "condenses",
     "is_bullets",
     "keeps_facts",
     "names_in",
@@ -155,6 +156,25 @@ def rewrites(source: str, output: str) -> str | None:
     if same.ratio() > 0.9:
         return "it copies the text instead of rewriting it in the style asked for"
     return None
+
+
+COPIED_RUN = 15  # words in a row taken from the source that make a summary a copy
+
+
+def condenses(source: str, output: str) -> str | None:
+    """A summary says the text in fewer words of its own: no run of `COPIED_RUN` words in a row copies the
+    source (a small model's "summary" was its first sentences, cut off at the length limit)."""
+    mine = _lower_words(output)
+    theirs = _lower_words(source)
+    runs = {tuple(theirs[i : i + COPIED_RUN]) for i in range(len(theirs) - COPIED_RUN + 1)}
+    for i in range(len(mine) - COPIED_RUN + 1):
+        if tuple(mine[i : i + COPIED_RUN]) in runs:
+            return f"it copies {COPIED_RUN} words in a row of the text: summarize it in your own words"
+    return None
+
+
+def _lower_words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"\w+", text)]
 
 
 def keeps_facts(source: str, output: str) -> str | None:
