@@ -86,7 +86,7 @@ def load(limit: int | None) -> list[dict[str, Any]]:
     return items
 
 
-async def run(limit: int | None) -> dict[str, Any]:
+async def run(limit: int | None, skip_free: bool = False) -> dict[str, Any]:
     items = load(limit)
     scratch = Path(tempfile.mkdtemp(prefix="shapes-"))
     orch = Orchestrator(
@@ -101,6 +101,8 @@ async def run(limit: int | None) -> dict[str, Any]:
     small, big = orch.model_for("summarize"), orch.model_for("controller")
     runs = []
     for label, worker in SETUPS:
+        if skip_free and worker.shape is None:
+            continue
         binding = bind_slot(worker.slot, SlotConfig(model=SMALL, role="workhorse"), orch._prices)
         own, above = Recording(small), Recording(big)
         rows = []
@@ -209,11 +211,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N texts of each set")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--from-results", action="store_true", help="only rewrite the docs from the last run")
+    parser.add_argument(
+        "--skip-free", action="store_true", help="only the shaped set-ups (today's free text is measured elsewhere)"
+    )
     args = parser.parse_args()
     if args.from_results:
         report = json.loads(RESULTS.read_text())
     else:
-        report = asyncio.run(run(args.limit))
+        report = asyncio.run(run(args.limit, args.skip_free))
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     section = markdown(report)

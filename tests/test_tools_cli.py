@@ -194,3 +194,9 @@ def test_errors_name_the_file_and_exit_2(tmp_path: Path) -> None:
     done = orch("tools", "list", "--catalog", str(dup))
     assert done.returncode == 2 and "'date_diff' comes from both" in done.stderr
     assert orch("tools", "search", "x", "--method", "bm26").returncode == 2
+
+
+def test_an_empty_search_is_refused_with_the_fix() -> None:
+    done = orch("tools", "search", "  ")
+    assert done.returncode == 2
+    assert "non-empty" in done.stderr and "Traceback" not in done.stderr

@@ -62,7 +62,7 @@ def register(subparsers: Subparsers) -> None:
             )
             continue
         if name == "search":
-            p.add_argument("query")
+            p.add_argument("query", type=non_empty_str)
         p.add_argument("--k", type=positive_int, default=5, help="how many tools (default 5)")
         p.add_argument(
             "--method", choices=methods, help="default: hybrid with the embed extra installed, else bm25"
