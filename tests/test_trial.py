@@ -96,8 +96,25 @@ def test_orch_trial_scores_a_new_model_against_the_slot(loopback: Loopback, tmp_
         "accuracy", "accuracy_escalated", "validity_before_repair", "validity", "escalation_rate",
         "cost_per_1k_usd", "compute_s_per_1k", "p50_ttft_ms", "tokens_per_s", "verdict",
     }  # fmt: skip
+    # side by side: small alone (half right), small routed up to big (all right), big alone (all right)
+    sides = out["sides"]
+    assert out["racehorse"] == "openai-compat:big"
+    assert sides["workhorse"]["accuracy"] == pytest.approx(0.5)
+    assert sides["routed"]["accuracy"] == pytest.approx(1.0) and sides["routed"]["escalation_rate"] == 0.5
+    assert sides["racehorse"]["accuracy"] == pytest.approx(1.0)
+    alone, routed, big = (sides[k]["cost_per_1k_usd"] for k in ("workhorse", "routed", "racehorse"))
+    assert 0 < alone < routed  # the pair pays for the workhorse's calls and for the escalations
+    assert alone == pytest.approx(out["cost_alone_per_1k_usd"])
+    share = routed / big
+    assert out["pair_verdict"] == ("routed" if share <= 0.8 else "racehorse")
+    assert (
+        f"routed pair: 100% of the racehorse's accuracy at {share:.0%} of its cost" in out["pair_verdict_why"]
+    )
     table = subprocess.run(cmd[:-1], capture_output=True, text=True, env=env, timeout=120)
     assert table.returncode == 0 and "verdict: similar" in table.stdout
+    assert "workhorse alone" in table.stdout and f"run: {out['pair_verdict']}" in table.stdout
+    skipped = subprocess.run([*cmd, "--no-racehorse"], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(skipped.stdout)["sides"] is None
 
 
 def test_trial_items_and_scores(tmp_path: Path) -> None:

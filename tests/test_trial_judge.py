@@ -133,14 +133,14 @@ def test_trial_judges_free_text_outputs_and_bills_the_judge_apart(loopback: Loop
     loopback.handle("/v1/chat/completions", scripted)
     project = _project(tmp_path, loopback.url + "/v1")
 
-    plain = _trial(tmp_path, project, "--no-compare", "--json")
+    plain = _trial(tmp_path, project, "--no-compare", "--no-racehorse", "--json")
     assert plain.returncode == 0, plain.stderr
     without = json.loads(plain.stdout)
     assert without["judged_score"] is None and without["judged_items"] == 0 and without["judge"] is None
     assert without["judge_cost_usd"] is None and without["judge_compute_s"] is None
     calls_before = len(loopback.requests)
 
-    proc = _trial(tmp_path, project, "--no-compare", "--json", "--judge")  # no value: the controller slot
+    proc = _trial(tmp_path, project, "--no-compare", "--no-racehorse", "--json", "--judge")  # the controller
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     judge_calls = [r.json() for r in loopback.requests[calls_before:] if r.json().get("response_format")]

@@ -43,6 +43,12 @@ def register(subparsers: Subparsers) -> None:
         "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
     )
     tr.add_argument(
+        "--no-racehorse",
+        action="store_true",
+        help="skip the run of the escalation slot's model alone (the side-by-side of workhorse, routed pair "
+        "and racehorse)",
+    )
+    tr.add_argument(
         "--judge",
         nargs="?",
         const="controller",
@@ -69,7 +75,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
-    passes = 1 if args.no_compare else 2
+    passes = 1 + (not args.no_compare) + (not args.no_racehorse)
     progress = Progress(
         TextColumn("[bold]trial[/bold]"),
         BarColumn(),
@@ -97,12 +103,12 @@ def cmd_trial(args: argparse.Namespace) -> int:
                     base_url=args.base_url,
                     price_as=args.price_as,
                     judge=args.judge,
+                    racehorse=not args.no_racehorse,
                 )
             )
     finally:
         orch.close()
-    if not report.baseline:
-        progress.update(bar, total=len(items))
+
     data = report.to_dict()
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -133,9 +139,32 @@ def cmd_trial(args: argparse.Namespace) -> int:
     console.out.print(
         as_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})")
     )
+    _print_sides(args.model, data)
     if report.judge:
         _print_judged(report)
     return EXIT_OK
+
+
+def _print_sides(model: str, data: dict[str, Any]) -> None:
+    """The workhorse alone, the routed pair and the racehorse alone, side by side, and which to run."""
+    sides = data["sides"]
+    if sides is None:
+        console.out.print(as_line(("side by side: ", "bold"), f"- ({data['pair_verdict_why']})"))
+        return
+    table = Table(
+        title=as_text(f"{model} alone, routed up its escalation chain, and {data['racehorse']} alone")
+    )
+    table.add_column("figure")
+    for name in ("workhorse alone", "routed pair", "racehorse alone"):
+        table.add_column(name)
+    for key in ("accuracy", "cost_per_1k_usd", "compute_s_per_1k", "escalation_rate"):
+        row = [key]
+        for side in ("workhorse", "routed", "racehorse"):
+            value = sides[side].get(key)
+            row.append("-" if key not in sides[side] else _figure(key, value))
+        table.add_row(*(as_text(cell) for cell in row))
+    console.out.print(table)
+    console.out.print(as_line(("run: ", "bold"), str(data["pair_verdict"]), f" ({data['pair_verdict_why']})"))
 
 
 def _print_judged(report: Any) -> None:

@@ -149,6 +149,8 @@ class ItemResult:
     judge_reason: str | None = None  # the judge's reason, or why the item went unjudged
     judge_cost_usd: float | None = 0.0  # None when the judge is unpriced
     judge_compute_ms: float = 0.0
+    own_cost_usd: float | None = 0.0  # the trial model's calls alone (None when unpriced)
+    own_compute_ms: float = 0.0
 
 
 @dataclass
@@ -162,6 +164,8 @@ class TrialReport:
     baseline: TrialReport | None = None
     no_baseline: str = "no model is bound to the slot to compare with"  # why `baseline` is None
     judge: str | None = None  # the judge's model, when outputs were judged
+    racehorse: TrialReport | None = None  # the first escalation slot's model alone on the same items
+    no_racehorse: str = "the worker has no escalation slot"  # why `racehorse` is None
 
     def figures(self) -> dict[str, Any]:
         n = len(self.items) or 1
@@ -178,6 +182,12 @@ class TrialReport:
             "escalation_rate": sum(i.escalated for i in self.items) / n,
             "cost_per_1k_usd": None if None in costs else sum(c or 0.0 for c in costs) / n * 1000,
             "compute_s_per_1k": sum(i.compute_ms for i in self.items) / 1000 / n * 1000,
+            "cost_alone_per_1k_usd": (
+                None
+                if any(i.own_cost_usd is None for i in self.items)
+                else sum(i.own_cost_usd or 0.0 for i in self.items) / n * 1000
+            ),
+            "compute_alone_s_per_1k": sum(i.own_compute_ms for i in self.items) / 1000 / n * 1000,
             "p50_ttft_ms": statistics.median(ttfts) if ttfts else None,
             "tokens_per_s": sum(i.output_tokens for i in self.items) / gen_s if gen_s > 0 else None,
             "judge": self.judge,
@@ -193,13 +203,16 @@ class TrialReport:
 
     def verdict(self) -> tuple[Verdict | None, str]:
         """Against the model bound to the slot now: `better` when accuracy is at least its minus 1 point and
-        cost or p50 latency is at most 80 % of its; `worse` when accuracy is lower by more than 1 point."""
+        cost or p50 latency is at most 80 % of its (latency also at least `NOTICEABLE_MS` less); `worse`
+        when accuracy is lower by more than 1 point."""
         if self.baseline is None:
             return None, self.no_baseline
         mine, theirs = self.figures(), self.baseline.figures()
         gap = (mine["accuracy"] - theirs["accuracy"]) * 100
         cheaper = _at_most(mine["cost_per_1k_usd"], theirs["cost_per_1k_usd"], 0.8)
-        faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8)
+        faster = _at_most(mine["p50_ttft_ms"], theirs["p50_ttft_ms"], 0.8) and (
+            (theirs["p50_ttft_ms"] or 0.0) - (mine["p50_ttft_ms"] or 0.0) >= NOTICEABLE_MS
+        )
         why = (
             f"accuracy {mine['accuracy']:.1%} vs {theirs['accuracy']:.1%} ({gap:+.1f} points); "
             f"cost per 1k {format_usd(mine['cost_per_1k_usd'])} vs {format_usd(theirs['cost_per_1k_usd'])}; "
@@ -212,8 +225,73 @@ class TrialReport:
             return "better", why
         return "similar", why
 
+    def sides(self) -> dict[str, dict[str, float | None]] | None:
+        """The workhorse alone, the routed pair (the workhorse, its escalations up the chain) and the
+        racehorse alone: accuracy, cost and local compute per 1,000 items. None without a racehorse run."""
+        if self.racehorse is None:
+            return None
+        mine, race = self.figures(), self.racehorse.figures()
+        return {
+            "workhorse": {
+                "accuracy": mine["accuracy"],
+                "cost_per_1k_usd": mine["cost_alone_per_1k_usd"],
+                "compute_s_per_1k": mine["compute_alone_s_per_1k"],
+            },
+            "routed": {
+                "accuracy": mine["accuracy_escalated"],
+                "cost_per_1k_usd": mine["cost_per_1k_usd"],
+                "compute_s_per_1k": mine["compute_s_per_1k"],
+                "escalation_rate": mine["escalation_rate"],
+            },
+            "racehorse": {
+                "accuracy": race["accuracy"],
+                "cost_per_1k_usd": race["cost_per_1k_usd"],
+                "compute_s_per_1k": race["compute_s_per_1k"],
+            },
+        }
+
+    def pair_verdict(self) -> tuple[str | None, str]:
+        """Which to run: the workhorse alone when it is as right as the racehorse (within 1 point) for less;
+        the routed pair when it keeps >= 95 % of the racehorse's accuracy at <= 80 % of its cost (its local
+        compute when either is unpriced); else the racehorse."""
+        sides = self.sides()
+        if sides is None:
+            return None, self.no_racehorse
+        alone, pair, race = sides["workhorse"], sides["routed"], sides["racehorse"]
+        priced = None not in (pair["cost_per_1k_usd"], race["cost_per_1k_usd"], alone["cost_per_1k_usd"])
+        key, unit = ("cost_per_1k_usd", "cost") if priced else ("compute_s_per_1k", "compute")
+
+        def share(side: dict[str, float | None]) -> float | None:
+            mine, theirs = side[key], race[key]
+            return None if mine is None or not theirs else mine / theirs
+
+        def kept(side: dict[str, float | None]) -> float | None:
+            mine, theirs = side["accuracy"], race["accuracy"]
+            return None if mine is None or not theirs else mine / theirs
+
+        def say(side: dict[str, float | None]) -> str:
+            k, c = kept(side), share(side)
+            return (
+                f"{'?' if k is None else f'{k:.0%}'} of the racehorse's accuracy at "
+                f"{'?' if c is None else f'{c:.0%}'} of its {unit}"
+            )
+
+        top = self.racehorse.model if self.racehorse is not None else "?"
+        why = f"workhorse alone: {say(alone)}; routed pair: {say(pair)} (racehorse: {top})"
+        alone_share, pair_share = share(alone), share(pair)
+        if (
+            (alone["accuracy"] or 0.0) >= (race["accuracy"] or 0.0) - 0.01
+            and alone_share is not None
+            and alone_share < 1
+        ):
+            return "workhorse", why
+        if (kept(pair) or 0.0) >= 0.95 and pair_share is not None and pair_share <= 0.8:
+            return "routed", why
+        return "racehorse", why
+
     def to_dict(self) -> dict[str, Any]:
         verdict, why = self.verdict()
+        pair, pair_why = self.pair_verdict()
         base = self.baseline
         return {
             "model": self.model,
@@ -224,7 +302,19 @@ class TrialReport:
             "verdict": verdict,
             "verdict_why": why,
             "baseline": {"model": base.model, **base.figures()} if base is not None else None,
+            "racehorse": self.racehorse.model if self.racehorse is not None else None,
+            "sides": self.sides(),
+            "pair_verdict": pair,
+            "pair_verdict_why": pair_why,
         }
+
+
+def _total(costs: Sequence[float | None]) -> float | None:
+    """A sum of costs, None when any is unpriced."""
+    return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+
+
+NOTICEABLE_MS = 20.0  # a time-to-first-token gap smaller than this is noise, not a faster model
 
 
 def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
@@ -290,6 +380,8 @@ async def run_items(
             output_tokens=sum(e["output_tokens"] for e in mine),
             generation_ms=sum(e["wall_ms"] for e in mine),
             error=error or reason,
+            own_cost_usd=_total([e["cost_usd"] for e in mine]),
+            own_compute_ms=sum(e["compute_ms"] or 0.0 for e in mine),
         )
         if judge is not None and worker.output is None:
             if isinstance(value, str):
@@ -315,10 +407,13 @@ async def run_trial(
     base_url: str | None = None,
     price_as: str | None = None,
     judge: str | None = None,
+    racehorse: bool = True,
 ) -> TrialReport:
     """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
 
     `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators.
+    `racehorse` also runs the first escalation slot's model alone on the items, for the side-by-side of
+    the workhorse alone, the routed pair and the racehorse alone (`TrialReport.sides`).
     """
     from orchestrator.providers import create_chat_model
 
@@ -353,4 +448,12 @@ async def run_trial(
             current, orch.model_for(worker.slot), worker, items, chain, on_item, judging
         )
         report.baseline = base
+    if not racehorse:
+        report.no_racehorse = "not run (--no-racehorse)"
+    elif chain:
+        top = next(iter(chain))
+        top_binding, top_model = chain[top]
+        alone = TrialReport(top_binding.profile.name, worker.name, worker.slot, judge=judge_model)
+        alone.items = await run_items(top_binding, top_model, worker, items, {}, on_item, judging)
+        report.racehorse = alone
     return report
