@@ -51,8 +51,8 @@ async def test_nlupp_trial_on_the_local_workhorse(tmp_path: Path) -> None:
         tracing=False,
     )
     try:
-        report = await run_trial(orch, nlupp.WORKHORSE, worker.name, items, compare=False)
-        bad = await run_trial(orch, nlupp.WORKHORSE, "cut_off", items[:1], compare=False)
+        report = await run_trial(orch, nlupp.WORKHORSE, worker.name, items, compare=False, racehorse=False)
+        bad = await run_trial(orch, nlupp.WORKHORSE, "cut_off", items[:1], compare=False, racehorse=False)
     finally:
         orch.close()
 
