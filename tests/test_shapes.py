@@ -23,18 +23,12 @@ from orchestrator import (
 from orchestrator.agent.workhorse import SAMPLE_TEMPERATURE
 from orchestrator.errors import ConfigError
 from orchestrator.providers.llama_engine import schema_to_gbnf
-from orchestrator.workers.shapes import rewrite_shape, sentences_shape, source_numbers
+from orchestrator.workers.shapes import sentences_shape, source_numbers
 from support import PRICES
 
 SOURCE = (
     "Order 88213 was placed on 2 May for a Halden desk. It arrived on 9 May with a bent leg, and the "
     "arms have been out for delivery since 11 May. Marta Kowalska paid 1,249.50 EUR and wants 98 EUR back."
-)
-
-
-KEPT = (
-    "Order 88213, placed on 2 May for a Halden desk, arrived on 9 May with a damaged leg; the arms have been "
-    "awaiting delivery since 11 May. Marta Kowalska paid 1,249.50 EUR and requests a refund of 98 EUR."
 )
 
 
@@ -67,15 +61,6 @@ def test_a_shaped_sentence_is_one_sentence_writing_only_the_source_numbers() -> 
         assert not sentence.fullmatch(added), added
 
 
-def test_a_shaped_rewrite_adds_no_number() -> None:
-    text = _pattern(rewrite_shape().schema(SOURCE), "text")
-    kept = KEPT
-    assert text.fullmatch(kept)
-    assert text.fullmatch(kept.replace(" Marta Kowalska", " The customer"))  # names are the validators' job
-    assert not text.fullmatch(kept.replace("98 EUR", "98 EUR, or 100 EUR"))  # a number added
-    assert not text.fullmatch(kept.replace("1,249.50", "1,249"))  # a number changed
-
-
 @pytest.fixture(scope="module")
 def parse_grammar() -> Any:
     """llama.cpp's own grammar parser, on a local model's vocabulary (no weights loaded)."""
@@ -99,7 +84,7 @@ def parse_grammar() -> Any:
     return parses
 
 
-@pytest.mark.parametrize("make", [lambda: sentences_shape(1, 3), rewrite_shape])
+@pytest.mark.parametrize("make", [lambda: sentences_shape(1, 3), lambda: sentences_shape(2, 2)])
 def test_llama_cpp_parses_the_shapes_grammar_for_every_bundled_text(make: Any, parse_grammar: Any) -> None:
     """Every source's numbers become literals of the grammar: a decimal point written `\\.` in them made a
     grammar llama.cpp refused, and the whole call failed."""
@@ -197,20 +182,21 @@ async def test_repair_none_goes_up_the_chain_at_once(
 ) -> None:
     from wire import openai_stream, openai_usage
 
-    kept = KEPT
+    good = ["The Halden desk of order 88213 arrived bent on 9 May", "Marta Kowalska wants 98 EUR back"]
     models: list[str] = []
 
     def answer(request):  # type: ignore[no-untyped-def]
         body = request.json()
         models.append(body["model"])
-        text = SOURCE if body["model"] == "small" else kept  # the workhorse copies: not a rewrite
-        return openai_stream([json.dumps({"text": text})], openai_usage(80, 40))
+        # the workhorse copies the text's first sentence and more: not a summary
+        sentences = [SOURCE[:200], "It was late"] if body["model"] == "small" else good
+        return openai_stream([json.dumps({"sentences": sentences})], openai_usage(80, 40))
 
     loopback.handle("/v1/chat/completions", answer)
-    worker = style_worker(style="formal", slot="write", shaped=True, repair="none")
+    worker = summarize_worker(sentences=(2, 2), shaped=True, repair="none")
     orch = _orch(settings, loopback, worker)
     result = await orch.arun("g", SOURCE)
-    assert (result.status, result.answer) == ("ok", kept)
+    assert (result.status, result.answer) == ("ok", ". ".join(good) + ".")
     assert models == ["small", "big"]
     orch.close()
 

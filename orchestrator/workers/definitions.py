@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from orchestrator.errors import ConfigError
-from orchestrator.workers.shapes import Shape, rewrite_shape, sentences_shape
+from orchestrator.workers.shapes import Shape, sentences_shape
 from orchestrator.workers.validators import (
     Validator,
     adds_no_facts,
@@ -342,21 +342,14 @@ def style_worker(
     shots: Sequence[tuple[str, str]] = (),
     example_requests: Sequence[str] = (),
     max_tokens: int = 300,
-    shaped: bool = False,
     repair: Repair = "prompt",
 ) -> Worker:
     """A worker that rewrites a text in a named style or tone (or a house style shown by `shots`, pairs of
     (text, rewrite)), keeping every fact: the source's numbers, dates and names must survive, and the
-    output must be a rewrite, not a copy.
-
-    `shaped` has the model reply with JSON whose text must contain the source's numbers and names in their
-    order, and no other number (`shapes.rewrite_shape`); `repair` is as `Worker` says."""
-    shape = rewrite_shape() if shaped else None
-    reply = shape.describe if shape is not None else "Reply with the rewritten text only."
+    output must be a rewrite, not a copy. `repair` is as `Worker` says."""
     instructions = (
         f"{description}. Rewrite the user's text in this style: {style}. Keep every fact exactly: all "
-        f"numbers, dates and names. Add no new facts. {reply}"
-        + _text_shots(shots, shape_key="text" if shape is not None else None)
+        "numbers, dates and names. Add no new facts. Reply with the rewritten text only." + _text_shots(shots)
     )
     return Worker(
         name,
@@ -369,22 +362,19 @@ def style_worker(
         escalate_to=escalate_to,
         example_requests=tuple(example_requests),
         validators=(rewrites, keeps_facts, adds_no_facts),
-        shape=shape,
         repair=repair,
     )
 
 
 def _text_shots(shots: Sequence[tuple[str, str]], shape_key: str | None = None) -> str:
     """Examples of free-text output: each text, then what the worker writes for it (as the shape's JSON
-    under `shape_key`: a list of sentences for "sentences", the text for "text")."""
+    under `shape_key`: a list of sentences for "sentences")."""
     if not shots:
         return ""
 
     def shown(out: str) -> str:
         if shape_key == "sentences":
             return json.dumps({"sentences": _split_sentences(out)}, ensure_ascii=False)
-        if shape_key is not None:
-            return json.dumps({shape_key: out}, ensure_ascii=False)
         return out
 
     return "\nExamples:\n" + "\n".join(f"Text: {text}\nOutput: {shown(out)}" for text, out in shots)

@@ -6,9 +6,11 @@ worker's output (a plain text). Under a grammar (the local engine) or a server's
 take that form; on a model that ignores the schema, the validators still check the text it becomes.
 
 - `sentences_shape(n, m)`: a summary as a JSON array of `n` to `m` sentences, each of bounded length.
-- `rewrite_shape()`: a rewrite as one text.
 
-In both, a digit can only be written as part of a number the source contains: a number the source lacks
+(A rewrite in a shape was measured and dropped: asked for `{"text": ...}`, the 0.5B and the 1.5B both
+copied the source into the field, most replies word for word; bench/shapes.py, docs/benchmarks.md.)
+
+A digit can only be written as part of a number the source contains: a number the source lacks
 cannot be decoded (a fact added by arithmetic, such as a total, is refused by construction).
 
     >>> source_numbers("Order 88213 cost 649 EUR (1,250.50 with tax) on 2 May.")
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Shape", "rewrite_shape", "sentences_shape", "source_numbers"]
+__all__ = ["Shape", "sentences_shape", "source_numbers"]
 
 _SPECIAL = frozenset("\\.^$*+?()[]{}|/-")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -100,25 +102,3 @@ def sentences_shape(fewest: int, most: int, max_chars: int = 260) -> Shape:
         f'Reply with JSON: {{"sentences": [...]}}, {count} sentences, one sentence per string, each at most '
         f"{max_chars} characters, with no full stop inside.",
     )
-
-
-def rewrite_shape() -> Shape:
-    """A rewrite as `{"text": "..."}` that writes no number the source lacks. (Requiring every fact in
-    order was tried: a 0.5B model then copied the source, or ran out of tokens before the last fact.)"""
-
-    def schema(source: str) -> dict[str, Any]:
-        unit = _prose(source_numbers(source))
-        return {
-            "type": "object",
-            "properties": {"text": {"type": "string", "pattern": f"^{unit}{{20,}}$"}},
-            "required": ["text"],
-            "additionalProperties": False,
-        }
-
-    def text(_source: str, reply: Mapping[str, Any]) -> str:
-        value = reply.get("text")
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError('the reply has no text under "text"')
-        return " ".join(value.split())
-
-    return Shape(schema, text, 'Reply with JSON: {"text": "<the rewritten text>"}.')

@@ -158,7 +158,7 @@ def rewrites(source: str, output: str) -> str | None:
     return None
 
 
-COPIED_RUN = 15  # words in a row taken from the source that make a summary a copy
+COPIED_RUN = 30  # words in a row taken from the source that make a summary a copy
 
 
 def condenses(source: str, output: str) -> str | None:
