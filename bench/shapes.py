@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -143,7 +144,8 @@ async def run(limit: int | None, only: list[str] | None = None) -> dict[str, Any
             )
         runs.append({"setup": label, "worker": worker.name, "items": rows})
     orch.close()
-    return {"date": dt.date.today().isoformat(), "machine": machine(), "runs": runs}
+    busy = os.getloadavg()[1]  # the last 5 minutes' load: 2 cores, shared machines
+    return {"date": dt.date.today().isoformat(), "machine": machine(), "load": busy, "runs": runs}
 
 
 def _first_text(worker: Worker, source: str, replies: list[str]) -> str:
@@ -174,18 +176,27 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    first = report["runs"][0]["items"]
+    dev, held = (sum(r["set"] == split for r in first) for split in ("dev", "heldout"))
     lines = [
         START,
         "## Shaped output and repairs for the summarize and style workers",
         "",
         f"`bench/shapes.py`, {report['date']}, {report['machine']}. The 0.5B workhorse with the 1.5B as its",
-        "escalation slot, on the 20 development texts and the 10 held-out ones (`bench/data/`, key facts",
-        "labelled before any run). Valid = the worker's validators pass and the text's two key facts are kept.",
-        "Free = today's plain-text reply; shaped = the reply decoded under the worker's shape for that text",
-        "(`orchestrator/workers/shapes.py`: a summary is a JSON list of exactly 2 one-sentence strings of at",
-        "most 260 characters; a rewrite is one string; in both a digit can only be written as part of a number",
-        "the source contains). Repair: one re-prompt with the rejection, or up to 3 draws at temperature 0.7.",
+        f"escalation slot, on {dev} of the 20 development texts and {held} of the 10 held-out ones",
+        "(`bench/data/`, key facts labelled before any run). Valid = the worker's validators pass and the",
+        "text's two key facts are kept. Free = today's plain-text reply; shaped = the reply decoded under the",
+        "worker's shape for that text (`orchestrator/workers/shapes.py`: a JSON list of exactly 2 one-sentence",
+        "strings of at most 260 characters, where a digit can only be written as part of a number the text",
+        "contains). Repair: one re-prompt with the rejection, up to 3 draws at temperature 0.7, or none.",
         "First = the first answer; own = after the repair, on the 0.5B; final = after escalation.",
+        *(
+            [
+                f"Load average {report['load']:.1f} at the end of the run: compute seconds are a busy machine's."
+            ]
+            if report.get("load", 0) > 2.5
+            else []
+        ),
         "",
         "| worker | set-up | texts | valid, first | valid, own slot | valid, final | escalated | 0.5B calls / item | compute s / item |",
         "|---|---|---|---|---|---|---|---|---|",
