@@ -64,7 +64,16 @@ def test_identifiers_are_split_into_words() -> None:
 
 def test_numbers_are_values_not_words_unless_joined_to_letters() -> None:
     assert terms("days from 2026-03-02 to 2026-03-20, 15% of 1,234.5") == ["days"]
-    assert terms("sha256 of a base64 string in 3D, log2") == ["sha", "256", "base", "64", "string", "3", "log", "2"]
+    assert terms("sha256 of a base64 string in 3D, log2") == [
+        "sha",
+        "256",
+        "base",
+        "64",
+        "string",
+        "3",
+        "log",
+        "2",
+    ]
 
 
 def test_clauses_split_a_multi_part_request_only() -> None:
@@ -319,8 +328,11 @@ def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(t
             "pair": {"type": "tuple", "items": {"type": "integer"}},
             "opts": {"type": "HashMap"},
             "flag": {"type": "boolean"},
+            # no type left, a description: the grammar converter raised "Unrecognized schema" on it
+            "node": {"type": "any", "description": "The old virtual node, with its listeners."},
+            "description": {"type": "String", "description": "a parameter named like a note"},
         },
-        "required": ["ratio", "name"],
+        "required": ["ratio", "name", "node", "description"],
     }
     path = tmp_path / "odd.jsonl"
     path.write_text(
@@ -328,8 +340,10 @@ def test_other_catalogs_type_names_become_json_schema_and_a_grammar_takes_them(t
     )
     catalog = Catalog.from_jsonl(path)
     props = catalog.get("odd_tool").parameters["properties"]
-    assert [props[k].get("type") for k in props] == ["number", None, "string", "array", "object", "boolean"]
+    types = [props[k].get("type") for k in props]
+    assert types == ["number", None, "string", "array", "object", "boolean", None, "string"]
     grammar = schema_to_gbnf(act_schema(["odd_tool"], catalog))  # raised "Unrecognized schema" before
+    assert '"\\"description\\""' in grammar  # a parameter's name is kept, only notes are dropped
     char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
     assert "\\x00-\\x1F" in char  # a string holds no raw control character: the reply stays JSON
 

@@ -388,11 +388,38 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
             return f'"{escaped}"'
 
     converter: Any = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)  # type: ignore[no-untyped-call]
-    resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "stdin")
+    resolved = converter.resolve_refs(_without_notes(json.loads(json.dumps(schema))), "stdin")
     converter.visit(resolved, "")
     # JSON strings hold no raw control characters: the port's `char` rule let a newline in, and a reply with
     # one in a string is not JSON (llama.cpp's own converter excludes them)
     return str(converter.format_grammar()).replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
+
+
+# What a schema says for readers, not for the grammar. The port fails on a schema holding only these (a
+# parameter with a description and no type, as 421 of BFCL's tools have once their non-JSON-Schema type
+# names are dropped): "Unrecognized schema", and the whole call failed. Without them it is `{}`, any value.
+_NOTES = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly"})
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")  # [schema, ...]
+_SCHEMA_ONE = ("items", "additionalProperties", "not")  # schema (or a boolean)
+
+
+def _without_notes(schema: Any) -> Any:
+    """`schema` with the reader's notes dropped at every level where a schema stands (a property named
+    "description" stays: it is a name, not a note)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k not in _NOTES}
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _without_notes(sub) for name, sub in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_without_notes(sub) for sub in out[key]]
+    for key in _SCHEMA_ONE:
+        if key in out:
+            out[key] = _without_notes(out[key])
+    return out
 
 
 # Used when a GGUF file carries no chat template of its own.
