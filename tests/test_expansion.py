@@ -261,7 +261,7 @@ async def test_without_expansions_every_method_ranks_as_before(tmp_path: Path) -
         assert ranked(index, m) == ranked(fresh, m)
 
 
-async def test_a_reply_with_no_requests_is_asked_again_then_an_error_naming_the_tool() -> None:
+async def test_a_reply_with_no_requests_is_asked_again_then_the_tool_is_skipped_and_listed() -> None:
     index = ToolIndex()
     index.sync(DOCS)
     fixed = Writer({"math.factorial": ["Sure! I can help with that:", '["seven factorial please"]']})
@@ -272,10 +272,29 @@ async def test_a_reply_with_no_requests_is_asked_again_then_an_error_naming_the_
     index = ToolIndex()
     index.sync(DOCS)
     broken = Writer({"send_email": ["[]"]})
-    with pytest.raises(ModelError, match=r"tool 'send_email' held no requests \(the last: '\[\]'\)"):
-        await index.expand(broken, "test:writer")
+    report = await index.expand(broken, "test:writer")
     assert broken.asked.count("send_email") == 2
-    assert sorted(index.expansions()) == sorted(d.name for d in DOCS[:3])  # the tools before it are kept
+    assert report.failed == ("send_email",) and (report.written, report.left) == (len(DOCS) - 1, 0)
+    assert (report.input_tokens, report.output_tokens) == (100 * (len(DOCS) + 1), 20 * (len(DOCS) + 1))
+    assert sorted(index.expansions()) == sorted(d.name for d in DOCS if d.name != "send_email")
+    again = Writer({"send_email": ['["mail Bob the invoice"]']})
+    report = await index.expand(again, "test:writer")  # the next call asks about it again
+    assert again.asked == ["send_email"] and report.failed == () and report.written == 1
+
+
+async def test_a_writer_that_fails_its_first_tools_is_stopped_with_an_error_naming_them() -> None:
+    index = ToolIndex()
+    index.sync(DOCS)
+    mute = Writer({d.name: ["```json\n[]\n```"] for d in DOCS})
+    with pytest.raises(ModelError) as caught:
+        await index.expand(mute, "test:writer")
+    assert len(mute.asked) == 2 * ToolIndex.FAIL_FIRST  # asked twice about each, then stopped
+    message = str(caught.value)
+    assert message.startswith(
+        "the writer's replies held no requests for the first 3 tools ('getCurrentWeather', "
+        "'weather.forecast_daily', 'math.factorial'; the last reply: '```json [] ```')"
+    )
+    assert index.expansions() == {}
 
 
 def test_replies_are_read_as_json_or_one_request_per_line() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.cli import console
 from orchestrator.cli.args import non_empty_str, positive_int
-from orchestrator.cli.common import EXIT_OK
+from orchestrator.cli.common import EXIT_FAILED, EXIT_OK
 from orchestrator.cli.console import as_line
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
@@ -95,10 +95,17 @@ def cmd_expand(args: argparse.Namespace) -> int:
             "ends; give an index file with --index FILE or $ORCH_TOOL_INDEX"
         )
     manifest = load_manifest(args.project)
-    writer = slot_writer(manifest, args.slot, Settings.resolve(manifest))
+    # the catalog and the index first: a bad file is reported before a local model takes seconds to load
     docs = gather(None if args.no_packs else args.project, args.catalog or [])
+    if not docs:
+        raise ConfigError(
+            "no tools to write for: the project has no tool packs"
+            + (" (left out by --no-packs)" if args.no_packs else "")
+            + " and no --catalog FILE was given"
+        )
     index = ToolIndex(where)
     index.sync(docs)
+    writer = slot_writer(manifest, args.slot, Settings.resolve(manifest))
     progress = _Progress()
     try:
         report = run_blocking(lambda: index.expand(writer, writer.name, progress, args.limit))
@@ -107,24 +114,26 @@ def cmd_expand(args: argparse.Namespace) -> int:
             console.err.print(
                 as_line(
                     ("expand:", "dim"),
-                    f" the {progress.done} tools written are kept in {index.store.path}; "
-                    "run the same command again to go on",
+                    f" the tools written are kept in {index.store.path}; run the same command again "
+                    "to go on",
                 )
             )
         raise
     embedded = index.sync(docs, dense=True).embedded_requests if available() else 0
     out: dict[str, Any] = {
-        "index": index.store.path,
+        "index": str(index.store.path),
         "slot": args.slot,
         "writer": writer.name,
         **report.__dict__,
+        "failed": list(report.failed),
         "seconds": round(report.seconds, 2),
         "cost_usd": writer.cost_usd,
         "embedded_requests": embedded,
     }
+    code = EXIT_FAILED if report.failed else EXIT_OK
     if args.json:
         print(json.dumps(out, indent=2))
-        return EXIT_OK
+        return code
     console.out.print(
         as_line(
             f"{report.written} tools written now, {report.had} already written, {report.left} left "
@@ -133,5 +142,13 @@ def cmd_expand(args: argparse.Namespace) -> int:
             f"{format_usd(writer.cost_usd)} · {_duration(report.seconds)}"
         )
     )
+    if report.failed:
+        console.out.print(
+            as_line(
+                (f"{len(report.failed)} tools' replies held no requests: ", "yellow"),
+                ", ".join(report.failed),
+                " (not searched by written requests; asked again on the next run)",
+            )
+        )
     console.out.print(as_line((f"{writer.name} (slot {args.slot}) into {index.store.path}", "dim")))
-    return EXIT_OK
+    return code

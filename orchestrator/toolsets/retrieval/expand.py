@@ -10,7 +10,8 @@ Example:
     >>> import asyncio
     >>> async def write(messages):
     ...     return '["how hot is it in Lisbon right now", "is it raining in Oslo?"]'
-    >>> asyncio.run(write_requests(ToolDoc("getWeather", "Current weather in a city."), write)).requests
+    >>> doc = ToolDoc("getWeather", "Current weather in a city.")
+    >>> asyncio.run(write_requests(doc, write)).expansion.requests
     ('how hot is it in Lisbon right now', 'is it raining in Oslo?')
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -28,7 +29,17 @@ from orchestrator.errors import ModelError
 from orchestrator.toolsets.retrieval.docs import ToolDoc
 from orchestrator.toolsets.retrieval.store import Expansion
 
-__all__ = ["PROMPT_VERSION", "REQUESTS", "Reply", "Writer", "parse_requests", "prompt", "write_requests"]
+__all__ = [
+    "PROMPT_VERSION",
+    "REQUESTS",
+    "Reply",
+    "Writer",
+    "Written",
+    "parse_requests",
+    "prompt",
+    "unwritable",
+    "write_requests",
+]
 
 REQUESTS = 5  # requests per tool
 PROMPT_VERSION = "requests-1"  # bumped when the prompt or the cleaning changes: tools are then written again
@@ -199,9 +210,18 @@ def _reply(value: str | Reply) -> Reply:
     return value if isinstance(value, Reply) else Reply(str(value))
 
 
-async def write_requests(doc: ToolDoc, write: Writer, n: int = REQUESTS) -> Expansion:
+@dataclass(frozen=True)
+class Written:
+    """One tool's writing: its expansion (no requests when neither reply held any) and the last reply."""
+
+    expansion: Expansion
+    last_reply: str = ""
+
+
+async def write_requests(doc: ToolDoc, write: Writer, n: int = REQUESTS) -> Written:
     """Ask `write` for `n` requests for `doc` and read them from its reply; a reply with none is asked
-    again once, told why. Raises ModelError naming the tool when the second reply holds none either."""
+    again once, told why. When the second holds none either, the expansion has no requests (the caller
+    skips the tool: `unwritable` says why)."""
     messages = prompt(doc, n)
     first = _reply(await write(messages))
     requests = parse_requests(first.text, doc, n)
@@ -217,15 +237,21 @@ async def write_requests(doc: ToolDoc, write: Writer, n: int = REQUESTS) -> Expa
         ]
         replies.append(_reply(await write(again)))
         requests = parse_requests(replies[-1].text, doc, n)
-    if not requests:
-        shown = _cut(replies[-1].text, 120) or "an empty reply"
-        raise ModelError(
-            f"the writer's replies for tool {doc.name!r} held no requests (the last: {shown!r}); a reply "
-            "must be a JSON array of strings or one request per line. Run again to retry it, or write "
-            "with a stronger model"
-        )
-    return Expansion(
+    expansion = Expansion(
         tuple(requests),
         input_tokens=sum(r.input_tokens for r in replies),
         output_tokens=sum(r.output_tokens for r in replies),
+    )
+    return Written(expansion, replies[-1].text)
+
+
+def unwritable(tools: Sequence[str], last_reply: str) -> ModelError:
+    """The error when the writer's replies held no requests for any of the first tools it was asked about:
+    a writer that can't follow the prompt, stopped before it is asked about every tool."""
+    shown = _cut(last_reply, 120) or "an empty reply"
+    names = ", ".join(repr(t) for t in tools)
+    return ModelError(
+        f"the writer's replies held no requests for the first {len(tools)} tools ({names}; the last "
+        f"reply: {shown!r}); a reply must be a JSON array of strings or one request per line: write with "
+        "a model that follows the prompt (--slot)"
     )

@@ -33,7 +33,13 @@ from orchestrator.errors import ConfigError, did_you_mean
 from orchestrator.toolsets.retrieval.bm25 import BM25, FIELD_WEIGHTS, doc_terms, with_requests
 from orchestrator.toolsets.retrieval.dense import MODEL_ID, MiniLM, available
 from orchestrator.toolsets.retrieval.docs import ToolDoc
-from orchestrator.toolsets.retrieval.expand import PROMPT_VERSION, REQUESTS, Writer, write_requests
+from orchestrator.toolsets.retrieval.expand import (
+    PROMPT_VERSION,
+    REQUESTS,
+    Writer,
+    unwritable,
+    write_requests,
+)
 from orchestrator.toolsets.retrieval.store import Expansion, IndexStore
 from orchestrator.toolsets.retrieval.text import clauses, terms
 
@@ -90,7 +96,8 @@ class SyncReport:
 @dataclass(frozen=True)
 class ExpandReport:
     """What `expand` did: tools written now, tools that already had requests from this writer for their
-    content, tools left (past `limit`), and what the writing cost."""
+    content, tools left (past `limit`), tools whose replies held no requests (`failed`: asked again on the
+    next call), and what the writing cost (failed tools' replies included)."""
 
     tools: int = 0
     written: int = 0
@@ -100,6 +107,7 @@ class ExpandReport:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    failed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -145,6 +153,7 @@ class ToolIndex:
     SPLIT: bool = False  # clause splitting measured slightly worse on the development categories
     CLAUSE_TOP: int = 1
     REQUESTS_WEIGHT: float = FIELD_WEIGHTS["requests"]  # BM25's weight of the written requests' words
+    FAIL_FIRST: int = 3  # `expand` stops when this many tools fail before any is written
 
     def __init__(self, path: str | Path = ":memory:", embedder: MiniLM | None = None) -> None:
         self.store = IndexStore(path)
@@ -311,8 +320,9 @@ class ToolIndex:
         interruption loses only the tool in flight, and the next call goes on from there.
 
         `on_progress(done, total, tool)` is called before the first tool (0, total, "") and after each. A
-        reply with no requests raises ModelError naming the tool (the tools before it are kept). Search uses
-        each tool's latest requests for its current content.
+        tool whose replies held no requests is skipped and listed in the report's `failed`; when the first
+        `FAIL_FIRST` tools all fail, the writer can't follow the prompt: ModelError. Search uses each
+        tool's latest requests for its current content.
         """
         if not writer_name.strip():
             raise ConfigError("expand needs the writer's name (e.g. the model's 'provider:model')")
@@ -323,30 +333,38 @@ class ToolIndex:
         now = todo if limit is None else todo[:limit]
         count = requests = tokens_in = tokens_out = 0
         seconds = 0.0
+        failed: list[str] = []
         if on_progress is not None:
             on_progress(0, len(now), "")
         try:
-            for doc in now:
+            for at, doc in enumerate(now, 1):
                 start = time.perf_counter()
-                written = await write_requests(doc, write, per_tool)
+                attempt = await write_requests(doc, write, per_tool)
                 spent = time.perf_counter() - start
-                written = replace(written, writer=writer_name, seconds=round(spent, 3))
-                with self._lock, self.store.transaction():
-                    self.store.put_expansion(
-                        doc.name, digests[doc.name], writer_name, PROMPT_VERSION, written
-                    )
-                count += 1
-                requests += len(written.requests)
+                written = replace(attempt.expansion, writer=writer_name, seconds=round(spent, 3))
                 tokens_in += written.input_tokens
                 tokens_out += written.output_tokens
                 seconds += spent
+                if written.requests:
+                    with self._lock, self.store.transaction():
+                        self.store.put_expansion(
+                            doc.name, digests[doc.name], writer_name, PROMPT_VERSION, written
+                        )
+                    count += 1
+                    requests += len(written.requests)
+                else:
+                    failed.append(doc.name)
+                    if len(failed) == self.FAIL_FIRST and not count:
+                        raise unwritable(failed, attempt.last_reply)
                 if on_progress is not None:
-                    on_progress(count, len(now), doc.name)
+                    on_progress(at, len(now), doc.name)
         finally:
             with self._lock:
                 self._read()
-        had, left = len(docs) - len(todo), len(todo) - count
-        return ExpandReport(len(docs), count, had, left, requests, tokens_in, tokens_out, seconds)
+        had, left = len(docs) - len(todo), len(todo) - count - len(failed)
+        return ExpandReport(
+            len(docs), count, had, left, requests, tokens_in, tokens_out, seconds, tuple(failed)
+        )
 
     def expansions(self) -> dict[str, Expansion]:
         """The written requests search uses, by tool: each tool's latest for its current content."""
