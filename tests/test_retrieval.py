@@ -158,7 +158,8 @@ def test_the_index_persists_and_updates_only_what_changed(tmp_path: Path) -> Non
     assert "send_email" not in [h.name for h in again.search("send an email", 3, "bm25")]
 
     db = sqlite3.connect(path)
-    assert [r[0] for r in db.execute("select name from _migrations")] == ["m001_tool_index"]
+    applied = [r[0] for r in db.execute("select name from _migrations")]
+    assert applied == ["m001_tool_index", "m002_expansions"]
     assert db.execute("select count(*) from tools").fetchone()[0] == len(edited)
     order = [r[0] for r in db.execute("select name from tools order by position")]
     assert order == [d.name for d in edited]

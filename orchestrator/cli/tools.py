@@ -1,4 +1,5 @@
-"""`orch tools`: the tool catalog; list it, search it, measure its retrieval."""
+"""`orch tools`: the tool catalog; list it, search it, measure its retrieval, expand its index
+(`tools_expand`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from orchestrator.cli import console
+from orchestrator.cli import console, tools_expand
 from orchestrator.cli.args import non_empty_str, positive_int
 from orchestrator.cli.common import EXIT_OK, Subparsers
 from orchestrator.cli.console import as_line, as_text
@@ -18,7 +19,7 @@ from orchestrator.cli.console import as_line, as_text
 
 def register(subparsers: Subparsers) -> None:
     """Add the command's parser; its handler is `args.func`."""
-    tools = subparsers.add_parser("tools", help="the tool catalog: list, search, evaluate retrieval")
+    tools = subparsers.add_parser("tools", help="the tool catalog: list, search, evaluate retrieval, expand")
     tsub = tools.add_subparsers(dest="action", required=True)
     methods = ["bm25", "dense", "hybrid"]
     for name, helptext in (
@@ -74,6 +75,7 @@ def register(subparsers: Subparsers) -> None:
             metavar="FILE",
             help="index file (default: $ORCH_TOOL_INDEX or the cache)",
         )
+    tools_expand.add_parser(tsub)
     tools.set_defaults(func=cmd_tools)
 
 
@@ -95,7 +97,8 @@ def _tool_index(args: argparse.Namespace, docs: Sequence[Any], key: str) -> Any:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-
+    if args.action == "expand":
+        return tools_expand.cmd_expand(args)
     if args.action == "list":
         src = args.source
         docs = [

@@ -16,9 +16,17 @@ from dataclasses import dataclass
 from orchestrator.toolsets.retrieval.docs import ToolDoc
 from orchestrator.toolsets.retrieval.text import terms
 
-__all__ = ["BM25", "FIELD_WEIGHTS", "doc_terms"]
+__all__ = ["BM25", "FIELD_WEIGHTS", "doc_terms", "with_requests"]
 
-FIELD_WEIGHTS: Mapping[str, float] = {"name": 3.0, "description": 1.0, "param_names": 0.5, "param_text": 0.3}
+# "requests": the requests a model wrote for the tool (`ToolIndex.expand`); a weight set before measuring,
+# not tuned: a word in most of five requests counts about as much as one in the name
+FIELD_WEIGHTS: Mapping[str, float] = {
+    "name": 3.0,
+    "description": 1.0,
+    "param_names": 0.5,
+    "param_text": 0.3,
+    "requests": 0.5,
+}
 
 
 def doc_terms(doc: ToolDoc, weights: Mapping[str, float] = FIELD_WEIGHTS) -> dict[str, float]:
@@ -36,6 +44,17 @@ def doc_terms(doc: ToolDoc, weights: Mapping[str, float] = FIELD_WEIGHTS) -> dic
         if w:
             for t in terms(text):
                 out[t] = out.get(t, 0.0) + w
+    return out
+
+
+def with_requests(
+    base: Mapping[str, float], requests: Iterable[str], weight: float = FIELD_WEIGHTS["requests"]
+) -> dict[str, float]:
+    """A tool's terms (`doc_terms`) with the words of the requests written for it added as one more field."""
+    out = dict(base)
+    for request in requests:
+        for t in terms(request):
+            out[t] = out.get(t, 0.0) + weight
     return out
 
 

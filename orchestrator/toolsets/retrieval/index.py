@@ -11,6 +11,11 @@ Methods:
 
 Every method also splits a multi-part request into clauses, searches each, and merges the rankings, so a
 request for two things finds a tool for each.
+
+`expand` has a model write a few requests per tool that users would type (doc2query, `expand.py`), stored
+in the index by the tool's digest. A tool's requests then count in every method: BM25 reads their words as
+one more field, and dense scores a tool by the best of its description's and its requests' similarities.
+An index without them searches exactly as before.
 """
 
 from __future__ import annotations
@@ -18,23 +23,31 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.errors import ConfigError, did_you_mean
-from orchestrator.toolsets.retrieval.bm25 import BM25, doc_terms
+from orchestrator.toolsets.retrieval.bm25 import BM25, FIELD_WEIGHTS, doc_terms, with_requests
 from orchestrator.toolsets.retrieval.dense import MODEL_ID, MiniLM, available
 from orchestrator.toolsets.retrieval.docs import ToolDoc
-from orchestrator.toolsets.retrieval.store import IndexStore
+from orchestrator.toolsets.retrieval.expand import (
+    PROMPT_VERSION,
+    REQUESTS,
+    Writer,
+    unwritable,
+    write_requests,
+)
+from orchestrator.toolsets.retrieval.store import Expansion, IndexStore
 from orchestrator.toolsets.retrieval.text import clauses, terms
 
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-__all__ = ["METHODS", "Hit", "SyncReport", "ToolIndex", "dense_text"]
+__all__ = ["METHODS", "ExpandReport", "Hit", "SyncReport", "ToolIndex", "dense_text"]
 
 Method = Literal["bm25", "dense", "hybrid"]
 METHODS: tuple[str, ...] = ("bm25", "dense", "hybrid")
@@ -77,6 +90,24 @@ class SyncReport:
     unchanged: int = 0
     embedded: int = 0
     fingerprint: str = ""
+    embedded_requests: int = 0  # tools whose written requests were embedded
+
+
+@dataclass(frozen=True)
+class ExpandReport:
+    """What `expand` did: tools written now, tools that already had requests from this writer for their
+    content, tools left (past `limit`), tools whose replies held no requests (`failed`: asked again on the
+    next call), and what the writing cost (failed tools' replies included)."""
+
+    tools: int = 0
+    written: int = 0
+    had: int = 0
+    left: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    failed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,6 +115,16 @@ class _Loaded:
     docs: list[ToolDoc] = field(default_factory=list)
     bm25: BM25 | None = None
     matrix: Any = None  # NDArray[np.float32] | None, rows in `docs` order
+    # The written requests' vectors, tool by tool in `docs` order: `owners` the tools' positions, `starts`
+    # where each tool's rows begin. `pending`: some tool's requests have no vectors yet.
+    requests: Any = None
+    owners: Any = None
+    starts: Any = None
+    pending: bool = False
+
+
+def _requests_digest(requests: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(requests)).encode()).hexdigest()[:32]
 
 
 def _fingerprint(digests: Iterable[str]) -> str:
@@ -111,6 +152,8 @@ class ToolIndex:
     CLAUSE_WEIGHT: float = 1.0
     SPLIT: bool = False  # clause splitting measured slightly worse on the development categories
     CLAUSE_TOP: int = 1
+    REQUESTS_WEIGHT: float = FIELD_WEIGHTS["requests"]  # BM25's weight of the written requests' words
+    FAIL_FIRST: int = 3  # `expand` stops when this many tools fail before any is written
 
     def __init__(self, path: str | Path = ":memory:", embedder: MiniLM | None = None) -> None:
         self.store = IndexStore(path)
@@ -140,7 +183,8 @@ class ToolIndex:
             if self.store.meta("fingerprint") != fingerprint:
                 report = self._write(docs, digests, fingerprint)
             if dense:
-                report = SyncReport(**{**report.__dict__, "embedded": self._embed_missing()})
+                tools, requests = self._embed_missing()
+                report = replace(report, embedded=tools, embedded_requests=requests)
             self._read()
         return report
 
@@ -153,6 +197,7 @@ class ToolIndex:
             gone = [n for n in old if n not in names]
             db.executemany("delete from tools where name = ?", [(n,) for n in gone])
             db.executemany("delete from vectors where name = ?", [(n,) for n in gone])
+            db.executemany("delete from expansion_vectors where name = ?", [(n,) for n in gone])
             for pos, (doc, digest) in enumerate(zip(docs, digests, strict=True)):
                 if old.get(doc.name) == digest and not stale_terms:
                     db.execute("update tools set position = ? where name = ?", (pos, doc.name))
@@ -175,45 +220,155 @@ class ToolIndex:
             self.store.set_meta("terms_version", TERMS_VERSION)
         return SyncReport(added, changed, len(gone), len(docs) - added - changed, 0, fingerprint)
 
-    def _embed_missing(self) -> int:
+    def _embed_missing(self) -> tuple[int, int]:
+        """Embed the tools and the tools' written requests that have no current vectors; how many of each."""
         import numpy as np
 
         have = self.store.vectors(DENSE_VERSION)
         rows = self.store.rows()
         todo = [(n, d, desc) for n, d, _, desc, _, _ in rows if have.get(n, ("", b""))[0] != d]
-        if not todo:
-            return 0
-        docs = [ToolDoc(n, desc) for n, _, desc in todo]
-        vectors = self.embedder.embed([dense_text(d) for d in docs])
-        with self.store.transaction():
-            self.store.put_vectors(
-                DENSE_VERSION,
-                (
-                    (n, d, np.asarray(v, dtype=np.float32).tobytes())
-                    for (n, d, _), v in zip(todo, vectors, strict=True)
-                ),
-            )
-        return len(todo)
+        if todo:
+            docs = [ToolDoc(n, desc) for n, _, desc in todo]
+            vectors = self.embedder.embed([dense_text(d) for d in docs])
+            with self.store.transaction():
+                self.store.put_vectors(
+                    DENSE_VERSION,
+                    (
+                        (n, d, np.asarray(v, dtype=np.float32).tobytes())
+                        for (n, d, _), v in zip(todo, vectors, strict=True)
+                    ),
+                )
+        have_requests = self.store.expansion_vectors(DENSE_VERSION)
+        requests = [
+            (n, digest, e.requests)
+            for n, e in self.store.expansions().items()
+            if have_requests.get(n, ("", b""))[0] != (digest := _requests_digest(e.requests))
+        ]
+        if requests:
+            flat = self.embedder.embed([r for _, _, texts in requests for r in texts])
+            blocks, at = [], 0
+            for n, digest, texts in requests:
+                block = np.asarray(flat[at : at + len(texts)], dtype=np.float32)
+                blocks.append((n, digest, block.tobytes()))
+                at += len(texts)
+            with self.store.transaction():
+                self.store.put_expansion_vectors(DENSE_VERSION, blocks)
+        return len(todo), len(requests)
 
     def _read(self) -> None:
         rows = self.store.rows()
         docs = [ToolDoc(n, desc, params, src) for n, _, src, desc, params, _ in rows]
-        bm25 = BM25({n: t for n, _, _, _, _, t in rows})
-        matrix = None
+        written = self.store.expansions() if rows else {}
+        bm25 = BM25(
+            {
+                n: with_requests(t, written[n].requests, self.REQUESTS_WEIGHT) if n in written else t
+                for n, _, _, _, _, t in rows
+            }
+        )
+        loaded = _Loaded(docs, bm25)
         have = self.store.vectors(DENSE_VERSION) if rows else {}
         if rows and all(have.get(n, ("", b""))[0] == d for n, d, *_ in rows):
             import numpy as np
 
-            matrix = np.frombuffer(b"".join(have[n][1] for n, *_ in rows), dtype=np.float32).reshape(
+            loaded.matrix = np.frombuffer(b"".join(have[n][1] for n, *_ in rows), dtype=np.float32).reshape(
                 len(rows), -1
             )
-        self._loaded = _Loaded(docs, bm25, matrix)
+            if written:
+                self._read_requests(loaded, [n for n, *_ in rows], written)
+        self._loaded = loaded
+
+    def _read_requests(self, loaded: _Loaded, names: list[str], written: dict[str, Expansion]) -> None:
+        """The written requests' vectors, for tools whose current requests have them."""
+        import numpy as np
+
+        have = self.store.expansion_vectors(DENSE_VERSION)
+        blobs, owners, starts, at = [], [], [], 0
+        for pos, name in enumerate(names):
+            if name not in written:
+                continue
+            got = have.get(name)
+            if got is None or got[0] != _requests_digest(written[name].requests):
+                loaded.pending = True
+                continue
+            rows = len(got[1]) // (4 * loaded.matrix.shape[1])
+            blobs.append(got[1])
+            owners.append(pos)
+            starts.append(at)
+            at += rows
+        if blobs:
+            loaded.requests = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(at, -1)
+            loaded.owners = np.array(owners, dtype=np.int64)
+            loaded.starts = np.array(starts, dtype=np.int64)
 
     @property
     def embedder(self) -> MiniLM:
         if self._embedder is None:
             self._embedder = MiniLM.shared()
         return self._embedder
+
+    # --- written requests (doc2query) -----------------------------------------------------------------
+    async def expand(
+        self,
+        write: Writer,
+        writer_name: str,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        limit: int | None = None,
+        per_tool: int = REQUESTS,
+    ) -> ExpandReport:
+        """Have `write` write `per_tool` requests for every tool that has none from `writer_name` for its
+        current content (at most `limit` tools this time), each tool committed as it is written: an
+        interruption loses only the tool in flight, and the next call goes on from there.
+
+        `on_progress(done, total, tool)` is called before the first tool (0, total, "") and after each. A
+        tool whose replies held no requests is skipped and listed in the report's `failed`; when the first
+        `FAIL_FIRST` tools all fail, the writer can't follow the prompt: ModelError. Search uses each
+        tool's latest requests for its current content.
+        """
+        if not writer_name.strip():
+            raise ConfigError("expand needs the writer's name (e.g. the model's 'provider:model')")
+        digests = self.store.digests()
+        done = self.store.expanded(writer_name, PROMPT_VERSION)
+        docs = self.docs()
+        todo = [d for d in docs if (d.name, digests[d.name]) not in done]
+        now = todo if limit is None else todo[:limit]
+        count = requests = tokens_in = tokens_out = 0
+        seconds = 0.0
+        failed: list[str] = []
+        if on_progress is not None:
+            on_progress(0, len(now), "")
+        try:
+            for at, doc in enumerate(now, 1):
+                start = time.perf_counter()
+                attempt = await write_requests(doc, write, per_tool)
+                spent = time.perf_counter() - start
+                written = replace(attempt.expansion, writer=writer_name, seconds=round(spent, 3))
+                tokens_in += written.input_tokens
+                tokens_out += written.output_tokens
+                seconds += spent
+                if written.requests:
+                    with self._lock, self.store.transaction():
+                        self.store.put_expansion(
+                            doc.name, digests[doc.name], writer_name, PROMPT_VERSION, written
+                        )
+                    count += 1
+                    requests += len(written.requests)
+                else:
+                    failed.append(doc.name)
+                    if len(failed) == self.FAIL_FIRST and not count:
+                        raise unwritable(failed, attempt.last_reply)
+                if on_progress is not None:
+                    on_progress(at, len(now), doc.name)
+        finally:
+            with self._lock:
+                self._read()
+        had, left = len(docs) - len(todo), len(todo) - count - len(failed)
+        return ExpandReport(
+            len(docs), count, had, left, requests, tokens_in, tokens_out, seconds, tuple(failed)
+        )
+
+    def expansions(self) -> dict[str, Expansion]:
+        """The written requests search uses, by tool: each tool's latest for its current content."""
+        return self.store.expansions()
 
     # --- reading -------------------------------------------------------------------------------------
     @property
@@ -251,7 +406,7 @@ class ToolIndex:
         loaded = self._loaded
         if not loaded.docs:
             return []
-        if method != "bm25" and loaded.matrix is None:
+        if method != "bm25" and (loaded.matrix is None or loaded.pending):
             self.sync(loaded.docs, dense=True)
             loaded = self._loaded
         parts = clauses(query) if (self.SPLIT if split is None else split) else [query]
@@ -303,6 +458,9 @@ class ToolIndex:
         import numpy as np
 
         sims = loaded.matrix @ qvec
+        if loaded.requests is not None:  # a tool scores the best of its description and its requests
+            best = np.maximum.reduceat(loaded.requests @ qvec, loaded.starts)
+            sims[loaded.owners] = np.maximum(sims[loaded.owners], best)
         top = np.argpartition(-sims, min(self.DEPTH, len(sims) - 1))[: self.DEPTH]
         dense_ranked = [int(i) for i in sorted(top, key=lambda i: -sims[i])]
         rel = {i: float(sims[i]) for i in dense_ranked}

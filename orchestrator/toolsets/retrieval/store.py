@@ -1,8 +1,10 @@
-"""The index's SQLite file: tools with their content digests and index terms, and their embeddings.
+"""The index's SQLite file: tools with their content digests and index terms, their embeddings, and the
+requests a model wrote for each tool (expansions) with their embeddings.
 
 Changed only by named, recorded migrations. The file records the catalog's fingerprint (a hash of every
 tool's digest, in order), so opening an unchanged catalog reads the index as it is, and a changed one
-re-reads only the tools whose digests changed.
+re-reads only the tools whose digests changed. An expansion is keyed by the tool's name and digest, the
+writer's name and the prompt's version: one written for a tool's old content is never read for its new.
 """
 
 from __future__ import annotations
@@ -12,10 +14,22 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MIGRATIONS", "IndexStore"]
+__all__ = ["MIGRATIONS", "Expansion", "IndexStore"]
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Requests a writer wrote for one tool, and what writing them cost."""
+
+    requests: tuple[str, ...]
+    writer: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
 
 
 def m001_tool_index(db: sqlite3.Connection) -> None:
@@ -30,8 +44,23 @@ def m001_tool_index(db: sqlite3.Connection) -> None:
     db.execute("create table meta (key text primary key, value text not null)")
 
 
+def m002_expansions(db: sqlite3.Connection) -> None:
+    # requests: a JSON array of strings. Vectors of a tool's expansion in use: one row per tool and model,
+    # `digest` the hash of the requests embedded (re-made when another expansion comes into use)
+    db.execute(
+        "create table expansions (name text not null, digest text not null, writer text not null, "
+        "prompt text not null, requests text not null, input_tokens integer not null, "
+        "output_tokens integer not null, seconds real not null, written_at real not null, "
+        "primary key (name, digest, writer, prompt))"
+    )
+    db.execute(
+        "create table expansion_vectors (name text not null, model text not null, digest text not null, "
+        "vectors blob not null, primary key (name, model))"
+    )
+
+
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = [m001_tool_index]
+MIGRATIONS: list[Migration] = [m001_tool_index, m002_expansions]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
@@ -98,4 +127,57 @@ class IndexStore:
     def put_vectors(self, model: str, rows: Iterable[tuple[str, str, bytes]]) -> None:
         self.db.executemany(
             "insert or replace into vectors values (?, ?, ?, ?)", ((n, model, d, v) for n, d, v in rows)
+        )
+
+    # --- expansions -----------------------------------------------------------------------------------
+    def expanded(self, writer: str, prompt: str) -> set[tuple[str, str]]:
+        """(name, digest) of every tool this writer has written an expansion for with this prompt."""
+        return {
+            (n, d)
+            for n, d in self.db.execute(
+                "select name, digest from expansions where writer = ? and prompt = ?", (writer, prompt)
+            )
+        }
+
+    def put_expansion(self, name: str, digest: str, writer: str, prompt: str, written: Expansion) -> None:
+        """Store one tool's expansion; its expansions of other content go (they would never be read)."""
+        self.db.execute("delete from expansions where name = ? and digest != ?", (name, digest))
+        self.db.execute(
+            "insert or replace into expansions values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                digest,
+                writer,
+                prompt,
+                json.dumps(list(written.requests)),
+                written.input_tokens,
+                written.output_tokens,
+                written.seconds,
+                time.time(),
+            ),
+        )
+
+    def expansions(self) -> dict[str, Expansion]:
+        """The expansion in use for each tool that has one: the latest written for its current digest."""
+        out: dict[str, Expansion] = {}
+        for n, w, r, i, o, s in self.db.execute(
+            "select e.name, e.writer, e.requests, e.input_tokens, e.output_tokens, e.seconds "
+            "from expansions e join tools t on t.name = e.name and t.digest = e.digest "
+            "order by e.written_at, e.rowid"
+        ):
+            out[n] = Expansion(tuple(json.loads(r)), w, i, o, s)
+        return out
+
+    def expansion_vectors(self, model: str) -> dict[str, tuple[str, bytes]]:
+        return {
+            n: (d, v)
+            for n, d, v in self.db.execute(
+                "select name, digest, vectors from expansion_vectors where model = ?", (model,)
+            )
+        }
+
+    def put_expansion_vectors(self, model: str, rows: Iterable[tuple[str, str, bytes]]) -> None:
+        self.db.executemany(
+            "insert or replace into expansion_vectors values (?, ?, ?, ?)",
+            ((n, model, d, v) for n, d, v in rows),
         )
