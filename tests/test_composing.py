@@ -393,6 +393,16 @@ def test_a_result_that_is_another_statistic_is_refused(
     assert f"is the {other} of" in problem
 
 
+def test_a_mean_outside_the_datas_range_is_refused() -> None:
+    """Told its sum was no mean, a model computed another wrong expression: 73 for the average of 4, 8, 15,
+    16, 23 and 42 (seen on the local default). No statistic matched 73, so nothing refused it."""
+    task = "average of 4, 8, 15, 16, 23 and 42"
+    (problem,) = check_statistic(task, {"expression": "(4+8+15+16+23+42)/6*4+1"}, "73")
+    assert "can't be the mean" in problem and "4 to 42" in problem and "the mean is 18" in problem
+    assert check_statistic(task, {"expression": "(4+8+15+16+23+42)/6"}, "18") == []
+    assert check_statistic(task, {"expression": "16"}, "16") == []  # wrong but in range: not this check's
+
+
 @pytest.mark.parametrize(
     ("task", "args", "result"),
     [

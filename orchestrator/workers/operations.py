@@ -64,6 +64,7 @@ _STATISTICS: dict[str, Callable[[list[float]], float]] = {
     "maximum": max,
     "minimum": min,
 }
+_WITHIN = frozenset({"mean", "median", "maximum", "minimum"})  # statistics that lie within the data's range
 # Words a part may start with before its operation: "calculate the average of ...", "what's the median".
 _LEAD = re.compile(
     r"^(?:\s*(?:please|calculate|compute|find|get|give|determine|work\s+out|figure\s+out|return|"
@@ -155,7 +156,8 @@ def check_statistic(task: str, args: Mapping[str, Any], result: str) -> list[str
     """A single-number result that is another statistic of the part's numbers than the one it asks for.
 
     The part must start with one statistic ("the average of 4, 9, 15, 22 and 30") and have at least two
-    numbers to take it of; the result must equal another statistic of them and not the one asked.
+    numbers to take it of; the result must equal another statistic of them and not the one asked, or, for
+    a mean, median, maximum or minimum, lie outside the range of the numbers.
     """
     ops, of = _asked(task)
     asked = ops & _STATISTICS.keys()
@@ -170,14 +172,21 @@ def check_statistic(task: str, args: Mapping[str, Any], result: str) -> list[str
     want = _STATISTICS[op](data)
     if _same(value, want):
         return []
-    other = next((o for o, f in _STATISTICS.items() if o != op and _same(value, f(data))), None)
-    if other is None:
-        return []
     shown = ", ".join(f"{x:g}" for x in data[:12]) + (", ..." if len(data) > 12 else "")
-    return [
-        f"the result {result.strip()} is the {other} of {shown}, not their {op} ({want:g}): this tool "
-        f"computed the {other}; call a tool that gives the {op}, or skip the part"
-    ]
+    other = next((o for o, f in _STATISTICS.items() if o != op and _same(value, f(data))), None)
+    if other is not None:
+        return [
+            f"the result {result.strip()} is the {other} of {shown}, not their {op} ({want:g}): this tool "
+            f"computed the {other}; call a tool that gives the {op}, or skip the part"
+        ]
+    low, high = min(data), max(data)
+    if op in _WITHIN and not low - 1e-9 <= value <= high + 1e-9:
+        # a mean or median lies between the smallest and the largest value, whatever was computed
+        return [
+            f"the result {result.strip()} can't be the {op} of {shown}: it lies outside {low:g} to {high:g}; "
+            f"the {op} is {want:g}"
+        ]
+    return []
 
 
 def _same(a: float, b: float) -> bool:
