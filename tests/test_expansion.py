@@ -297,6 +297,19 @@ async def test_a_writer_that_fails_its_first_tools_is_stopped_with_an_error_nami
     assert index.expansions() == {}
 
 
+async def test_a_writer_that_wrote_before_is_not_stopped_by_the_tools_it_failed() -> None:
+    # the second call is left with only the tools the first one failed: that is no sign of a broken writer
+    index = ToolIndex()
+    index.sync(DOCS)
+    hard = {d.name: ["```json\n[]\n```"] for d in DOCS[2:]}
+    report = await index.expand(Writer(hard), "test:writer")
+    assert report.written == 2 and report.failed == tuple(d.name for d in DOCS[2:])
+    again = Writer(hard)
+    report = await index.expand(again, "test:writer")
+    assert (report.written, report.had, report.failed) == (0, 2, tuple(d.name for d in DOCS[2:]))
+    assert again.asked == [d.name for d in DOCS[2:] for _ in range(2)]
+
+
 def test_replies_are_read_as_json_or_one_request_per_line() -> None:
     doc = ToolDoc("get_weather", "Weather.")
     assert parse_requests('["rain in Oslo?", "sun in Rome"]', doc) == ["rain in Oslo?", "sun in Rome"]

@@ -153,7 +153,7 @@ class ToolIndex:
     SPLIT: bool = False  # clause splitting measured slightly worse on the development categories
     CLAUSE_TOP: int = 1
     REQUESTS_WEIGHT: float = FIELD_WEIGHTS["requests"]  # BM25's weight of the written requests' words
-    FAIL_FIRST: int = 3  # `expand` stops when this many tools fail before any is written
+    FAIL_FIRST: int = 3  # `expand` stops when this many tools fail before the writer has written any
 
     def __init__(self, path: str | Path = ":memory:", embedder: MiniLM | None = None) -> None:
         self.store = IndexStore(path)
@@ -321,8 +321,9 @@ class ToolIndex:
 
         `on_progress(done, total, tool)` is called before the first tool (0, total, "") and after each. A
         tool whose replies held no requests is skipped and listed in the report's `failed`; when the first
-        `FAIL_FIRST` tools all fail, the writer can't follow the prompt: ModelError. Search uses each
-        tool's latest requests for its current content.
+        `FAIL_FIRST` tools all fail and the writer has written for no tool of this index before, it can't
+        follow the prompt: ModelError (a later call, left with the tools it failed, goes through them). Search
+        uses each tool's latest requests for its current content.
         """
         if not writer_name.strip():
             raise ConfigError("expand needs the writer's name (e.g. the model's 'provider:model')")
@@ -354,7 +355,7 @@ class ToolIndex:
                     requests += len(written.requests)
                 else:
                     failed.append(doc.name)
-                    if len(failed) == self.FAIL_FIRST and not count:
+                    if len(failed) == self.FAIL_FIRST and not count and not done:
                         raise unwritable(failed, attempt.last_reply)
                 if on_progress is not None:
                     on_progress(at, len(now), doc.name)
