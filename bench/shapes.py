@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import orchestrator.evals.trial as trial  # noqa: E402
 from bench.markers import machine, splice  # noqa: E402
+from bench.workers_text import Recording  # noqa: E402
 from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.models.binding import bind_slot  # noqa: E402
 from orchestrator.workers.definitions import Worker, style_worker, summarize_worker  # noqa: E402
@@ -53,23 +54,6 @@ SETUPS: list[tuple[str, Worker]] = [
     ("free, re-prompt", style_worker(style="formal", escalate_to=CHAIN)),
     ("free, 3 samples", style_worker(style="formal", escalate_to=CHAIN, repair="sample")),
 ]
-
-
-class Recording:
-    """A chat model passed through, keeping each reply's text and the compute it took."""
-
-    streams_text = False
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.replies: list[str] = []
-        self.compute_ms = 0.0
-
-    async def ainvoke(self, *args: Any, **kwargs: Any) -> Any:
-        msg = await self.model.ainvoke(*args, **kwargs)
-        self.replies.append(str(msg.content))
-        self.compute_ms += float((msg.response_metadata or {}).get("compute_ms") or 0.0)
-        return msg
 
 
 def keeps_key_facts(output: str | None, key_facts: list[list[str]]) -> bool:
