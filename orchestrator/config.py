@@ -238,6 +238,8 @@ class Manifest(_Strict):
     # embed extra, else bm25), "memory", or an index method: "bm25", "dense", "hybrid" (docs/tools.md)
     tool_search: Literal["auto", "memory", "bm25", "dense", "hybrid"] = "auto"
     workers: list[str] = Field(default_factory=list)
+    # a JSON file of per-worker settings (`orch trial --tune` writes a worker's tuned min_margin there)
+    worker_settings: str | None = None
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     traces: str | None = None

@@ -34,6 +34,7 @@ dependencies = [{requirement}]
 default_graph = "summary"                 # `orch run TEXT` runs this graph
 tool_packs = ["tools.basics:TOOLS"]       # each: a list of langchain-core tools
 workers = ["workers.tone:WORKERS"]        # each: a list of orchestrator.Worker
+worker_settings = "worker-settings.json"  # tuned thresholds: `orch trial --tune` writes them here
 
 [tool.orchestrator.graphs]
 summary = "graphs.summary:build"          # your own graph: one workhorse node

@@ -107,8 +107,10 @@ async def run_worker(
             ]
         elif slot != worker.slot:
             escalations += 1
-        routed = worker.min_margin is not None and slot == worker.slot and bool(chain)  # a slot can take it
-        options: dict[str, Any] = {"logprobs": True} if routed else {}
+        # the worker routes by confidence and a slot up the chain can take an unsure answer: its own
+        # model's margin is measured (and reported on the result: `orch trial --tune` reads it)
+        measured = worker.min_margin is not None and slot == worker.slot and bool(chain)
+        options: dict[str, Any] = {"logprobs": True} if measured else {}
         if how == "sample":  # another draw: a temperature, and a seed of its own so the draws differ
             options.update(temperature=SAMPLE_TEMPERATURE, seed=repairs)
         msg, new_entries = await call_model(
@@ -132,14 +134,17 @@ async def run_worker(
         except ValueError as exc:
             last_error = str(exc)
             continue
-        margin = msg.response_metadata.get("margin") if routed else None
-        if isinstance(margin, (int, float)) and worker.min_margin is not None:
-            span.set_attribute(A.WORKER_MARGIN, float(margin))
+        got = msg.response_metadata.get("margin") if measured else None
+        margin = float(got) if isinstance(got, int | float) and not isinstance(got, bool) else None
+        if margin is not None and worker.min_margin is not None:
+            span.set_attribute(A.WORKER_MARGIN, margin)
             unsure = margin < worker.min_margin
             span.set_attribute(A.WORKER_ROUTE, "escalated" if unsure else "kept")
             if unsure:  # valid but unsure: the next slot up the chain takes it
                 last_error = f"unsure (margin {margin:.2f} < {worker.min_margin:g})"
-                fallback = WorkerResult(worker.name, value, ctx.slots[slot].profile.name, False, False)
+                fallback = WorkerResult(
+                    worker.name, value, ctx.slots[slot].profile.name, False, False, margin=margin
+                )
                 continue
         span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})
         result = WorkerResult(
@@ -148,6 +153,7 @@ async def run_worker(
             ctx.slots[slot].profile.name,
             repaired=repairs > 0,
             escalated=slot != worker.slot,
+            margin=margin,
         )
         return result, entries, None
     span.set_attributes({A.WORKER_REPAIRS: repairs, A.WORKER_ESCALATIONS: escalations})

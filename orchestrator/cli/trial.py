@@ -9,10 +9,12 @@ from typing import Any
 from rich.table import Table
 
 from orchestrator.cli import console
-from orchestrator.cli.args import non_empty_str, positive_int
+from orchestrator.cli.args import fraction_0_1, non_empty_str, positive_int
 from orchestrator.cli.common import EXIT_OK, Subparsers
 from orchestrator.cli.console import as_line, as_text
 from orchestrator.config import Settings, load_manifest
+from orchestrator.errors import ConfigError
+from orchestrator.evals.tune import DEFAULT_TARGET
 
 
 def register(subparsers: Subparsers) -> None:
@@ -58,6 +60,19 @@ def register(subparsers: Subparsers) -> None:
         "output 1-5 beside the validators; its cost is reported apart",
     )
     tr.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose the worker's confidence threshold (min_margin) on these items and write it to the "
+        "project's worker_settings file, where the worker reads it",
+    )
+    tr.add_argument(
+        "--target",
+        type=fraction_0_1,
+        default=DEFAULT_TARGET,
+        metavar="SHARE",
+        help=f"with --tune: the share of the racehorse's accuracy to keep (default {DEFAULT_TARGET})",
+    )
+    tr.add_argument(
         "--traces", type=non_empty_str, help="trace store path (default: $ORCH_TRACES or the user data dir)"
     )
     tr.set_defaults(func=cmd_trial)
@@ -68,14 +83,22 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     from orchestrator.evals.trial import ItemResult, load_items, run_trial
     from orchestrator.run.orchestrator import Orchestrator
+    from orchestrator.run.project import settings_path
     from orchestrator.sync import run_blocking
 
     items = load_items(args.data)
     if args.limit is not None:
         items = items[: args.limit]
-    settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
+    manifest = load_manifest(args.project)
+    where = settings_path(manifest)
+    if args.tune and where is None:  # said before the trial runs, not after it
+        raise ConfigError(
+            "--tune writes the threshold to the project's worker settings file, and the manifest names none: "
+            'add worker_settings = "worker-settings.json" under [tool.orchestrator]'
+        )
+    settings = Settings.resolve(manifest, traces_path=args.traces)
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
-    passes = 1 + (not args.no_compare) + (not args.no_racehorse)
+    passes = 2 if args.tune else 1 + (not args.no_compare) + (not args.no_racehorse)
     progress = Progress(
         TextColumn("[bold]trial[/bold]"),
         BarColumn(),
@@ -104,12 +127,15 @@ def cmd_trial(args: argparse.Namespace) -> int:
                     price_as=args.price_as,
                     judge=args.judge,
                     racehorse=not args.no_racehorse,
+                    tune=args.target if args.tune else None,
                 )
             )
     finally:
         orch.close()
 
     data = report.to_dict()
+    if report.tuning is not None and where is not None:
+        _save_tuning(where, report, args)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return EXIT_OK
@@ -142,7 +168,56 @@ def cmd_trial(args: argparse.Namespace) -> int:
     _print_sides(args.model, data)
     if report.judge:
         _print_judged(report)
+    if report.tuning is not None:
+        _print_tuning(report, where)
     return EXIT_OK
+
+
+def _save_tuning(where: Any, report: Any, args: argparse.Namespace) -> None:
+    """The tuned threshold into the worker settings file, with how it was chosen."""
+    import datetime
+
+    from orchestrator.workers.settings import write_setting
+
+    tuned = report.tuning.to_dict()
+    write_setting(
+        where,
+        report.worker,
+        {
+            "min_margin": round(tuned.pop("min_margin"), 4),
+            "tuned": {
+                "by": "orch trial --tune",
+                "date": datetime.date.today().isoformat(),
+                "data": str(args.data),
+                "items": len(report.items),
+                "model": report.model,
+                "racehorse": report.racehorse.model if report.racehorse is not None else None,
+                **tuned,
+            },
+        },
+    )
+
+
+def _print_tuning(report: Any, where: Any) -> None:
+    """The threshold curve (thinned), the threshold chosen and where it was written."""
+    from orchestrator.evals.tune import thin
+
+    tuning = report.tuning
+    table = Table(title=as_text(f"Routing {report.model} by confidence: the threshold curve"))
+    for column in ("min_margin", "accuracy", "escalated", "compute s / 1k", "cost / 1k"):
+        table.add_column(column)
+    for p in thin(tuning.points, 12):
+        mark = " <" if p == tuning.chosen else ""
+        table.add_row(
+            f"{p.min_margin:.3g}{mark}",
+            f"{p.accuracy:.1%}",
+            f"{p.escalation_rate:.0%}",
+            f"{p.compute_s_per_1k:.1f}",
+            "?" if p.cost_per_1k_usd is None else f"${p.cost_per_1k_usd:.4f}",
+        )
+    console.out.print(table)
+    console.out.print(as_line(("tuned: ", "bold"), tuning.summary()))
+    console.out.print(as_line(("written: ", "bold"), f"{report.worker}.min_margin in {where}"))
 
 
 def _print_sides(model: str, data: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ counts as unjudged. The judge's cost and compute time are reported apart from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -151,6 +152,7 @@ class ItemResult:
     judge_compute_ms: float = 0.0
     own_cost_usd: float | None = 0.0  # the trial model's calls alone (None when unpriced)
     own_compute_ms: float = 0.0
+    margin: float | None = None  # the trial model's confidence in its answer, when the worker routes by it
 
 
 @dataclass
@@ -166,6 +168,7 @@ class TrialReport:
     judge: str | None = None  # the judge's model, when outputs were judged
     racehorse: TrialReport | None = None  # the first escalation slot's model alone on the same items
     no_racehorse: str = "the worker has no escalation slot"  # why `racehorse` is None
+    tuning: Any = None  # `orch trial --tune`: the threshold chosen and its curve (evals.tune.Tuning)
 
     def figures(self) -> dict[str, Any]:
         n = len(self.items) or 1
@@ -231,6 +234,15 @@ class TrialReport:
         if self.racehorse is None:
             return None
         mine, race = self.figures(), self.racehorse.figures()
+        if self.tuning is not None:  # the workhorse ran alone: the routed pair is the tuned threshold's
+            at = self.tuning.chosen
+            mine = {
+                **mine,
+                "accuracy_escalated": at.accuracy,
+                "cost_per_1k_usd": at.cost_per_1k_usd,
+                "compute_s_per_1k": at.compute_s_per_1k,
+                "escalation_rate": at.escalation_rate,
+            }
         return {
             "workhorse": {
                 "accuracy": mine["accuracy"],
@@ -306,6 +318,7 @@ class TrialReport:
             "sides": self.sides(),
             "pair_verdict": pair,
             "pair_verdict_why": pair_why,
+            "tuning": self.tuning.to_dict() if self.tuning is not None else None,
         }
 
 
@@ -321,16 +334,26 @@ def _at_most(mine: float | None, theirs: float | None, share: float) -> bool:
     return mine is not None and theirs is not None and (mine <= theirs * share if theirs > 0 else mine <= 0)
 
 
-def resolve_worker(workers: Mapping[str, Worker], name: str, items: Sequence[Mapping[str, Any]]) -> Worker:
-    """The project's worker of that name; else a built-in (`classify` takes its labels from the data)."""
+def resolve_worker(
+    workers: Mapping[str, Worker],
+    name: str,
+    items: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Worker:
+    """The project's worker of that name; else a built-in (`classify` takes its labels from the data), with
+    its entry in the project's worker settings applied (a project's workers have theirs already)."""
     if name in workers:
         return workers[name]
+    from orchestrator.workers.settings import apply_settings
+
     if name == "classify":
-        return classify_worker("classify", labels_from(items), "Classify the text")
+        built = classify_worker("classify", labels_from(items), "Classify the text")
+        return apply_settings([built], settings or {})[0]
     if name in ("summarize", "style"):
         from orchestrator.workers.definitions import style_worker, summarize_worker
 
-        return summarize_worker() if name == "summarize" else style_worker()
+        built = summarize_worker() if name == "summarize" else style_worker()
+        return apply_settings([built], settings or {})[0]
     known = ", ".join(sorted([*workers, "classify", "summarize", "style"]))
     hint = " (`extract` needs a schema: define an extract worker in the project)" if name == "extract" else ""
     raise ConfigError(f"no worker {name!r}{hint}; workers: {known}")
@@ -382,6 +405,7 @@ async def run_items(
             error=error or reason,
             own_cost_usd=_total([e["cost_usd"] for e in mine]),
             own_compute_ms=sum(e["compute_ms"] or 0.0 for e in mine),
+            margin=result.margin if result is not None else None,
         )
         if judge is not None and worker.output is None:
             if isinstance(value, str):
@@ -408,16 +432,31 @@ async def run_trial(
     price_as: str | None = None,
     judge: str | None = None,
     racehorse: bool = True,
+    tune: float | None = None,
 ) -> TrialReport:
     """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
 
     `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators.
     `racehorse` also runs the first escalation slot's model alone on the items, for the side-by-side of
     the workhorse alone, the routed pair and the racehorse alone (`TrialReport.sides`).
+
+    `tune` (a target share of the racehorse's accuracy) chooses the worker's `min_margin` instead
+    (`orchestrator.evals.tune`): the trial model answers alone with its margins, the racehorse alone, and
+    `TrialReport.tuning` holds the threshold and its curve; the routed pair's figures are the threshold's.
     """
     from orchestrator.providers import create_chat_model
+    from orchestrator.run.project import settings_path
+    from orchestrator.workers.settings import read_settings
 
-    worker = resolve_worker(orch.workers, worker_name, items)
+    where = settings_path(orch.manifest)
+    worker = resolve_worker(orch.workers, worker_name, items, read_settings(where) if where else {})
+    if tune is not None:
+        if worker.output is None:
+            raise ConfigError(
+                "--tune chooses the confidence threshold (min_margin) of a structured worker; "
+                f"{worker.name!r} writes free text, which escalates when its validators reject it"
+            )
+        compare, racehorse = False, True
     judging = None
     if judge is not None:
         if worker.output is not None:
@@ -435,9 +474,18 @@ async def run_trial(
     model = create_chat_model(binding, orch.settings)
     racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
     chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
+    if tune is not None and not chain:
+        raise ConfigError(
+            f"--tune needs a slot above {worker.name!r} to route to: bind a racehorse slot, or set the "
+            "worker's escalate_to"
+        )
     judge_model = judging[0].profile.name if judging is not None else None
     report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
-    report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
+    if tune is not None:  # each answer's margin measured, none unsure (an invalid one still goes up)
+        measured = dataclasses.replace(worker, min_margin=0.0)
+        report.items = await run_items(binding, model, measured, items, chain, on_item, judging)
+    else:
+        report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
     if current is not None and current.profile.name == binding.profile.name:
         report.no_baseline = f"{model_name} is bound to slot {worker.slot!r} now: nothing to compare with"
     elif not compare:
@@ -456,4 +504,8 @@ async def run_trial(
         alone = TrialReport(top_binding.profile.name, worker.name, worker.slot, judge=judge_model)
         alone.items = await run_items(top_binding, top_model, worker, items, {}, on_item, judging)
         report.racehorse = alone
+    if tune is not None and report.racehorse is not None:
+        from orchestrator.evals.tune import tune as choose
+
+        report.tuning = choose(report.items, report.racehorse.items, tune)
     return report

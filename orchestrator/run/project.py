@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,11 @@ from orchestrator.errors import ManifestError
 from orchestrator.toolsets.catalog import Catalog
 from orchestrator.toolsets.project import project_tools
 from orchestrator.workers.definitions import Worker
+from orchestrator.workers.settings import apply_settings, mismatched, read_settings
 
-__all__ = ["INDEX_FROM", "build_catalog", "load_definitions", "redact_hook"]
+__all__ = ["INDEX_FROM", "build_catalog", "load_definitions", "redact_hook", "settings_path"]
+
+_log = logging.getLogger("orchestrator.workers")
 
 
 def load_definitions(project_dir: Path) -> tuple[Manifest, list[BaseTool], list[Worker]]:
@@ -28,7 +32,20 @@ def load_definitions(project_dir: Path) -> tuple[Manifest, list[BaseTool], list[
         if not isinstance(group, list | tuple) or not all(isinstance(w, Worker) for w in group):
             raise ManifestError(f"workers {ref!r} must be a list of orchestrator.Worker")
         workers.extend(group)
+    where = settings_path(manifest)
+    if where is not None:
+        settings = read_settings(where, [w.name for w in workers])
+        workers = apply_settings(workers, settings)
+        for warning in mismatched(workers, settings, {n: s.model for n, s in manifest.slots.items()}):
+            _log.warning("%s", warning)
     return manifest, tools, workers
+
+
+def settings_path(manifest: Manifest) -> Path | None:
+    """The worker settings file the manifest names (relative to the project folder), or None."""
+    if manifest.worker_settings is None:
+        return None
+    return (manifest.root or Path.cwd()) / Path(manifest.worker_settings).expanduser()
 
 
 def redact_hook(ref: str | None) -> Any:

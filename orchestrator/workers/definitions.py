@@ -110,6 +110,7 @@ class WorkerResult:
     model: str
     repaired: bool
     escalated: bool
+    margin: float | None = None  # the worker's own model's confidence, where it routes by it (see Worker)
 
 
 def output_text(value: Any) -> str:
