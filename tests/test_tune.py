@@ -32,12 +32,12 @@ def item(score: float, margin: float | None, *, valid: bool = True, compute_ms: 
         valid_first=valid,
         valid=valid,
         escalated=False,
-        cost_usd=0.001,
+        cost_usd=compute_ms * 1e-5,  # priced as it computes: the racehorse costs more
         compute_ms=compute_ms,
         ttft_ms=10.0,
         output_tokens=3,
         generation_ms=50.0,
-        own_cost_usd=0.001,
+        own_cost_usd=compute_ms * 1e-5,
         own_compute_ms=compute_ms,
         margin=margin,
     )
@@ -252,3 +252,102 @@ def test_a_threshold_tuned_on_another_model_than_the_slots_is_applied_with_a_war
     with caplog.at_level("WARNING", logger="orchestrator.workers"):
         load_definitions(root)
     assert not caplog.records  # tuned on the model bound now: nothing to say
+
+
+def test_a_router_that_knows_the_workhorses_misses_is_used_when_it_spends_less() -> None:
+    # the workhorse is sure of every answer (margin routing can't tell right from wrong) and wrong on half;
+    # a router that predicts those misses sends them up before the workhorse pays for them
+    small = [item(1.0, 3.0), item(0.0, 3.0), item(1.0, 3.0), item(0.0, 3.0)]
+    big = [item(1.0, None, compute_ms=400.0) for _ in small]
+    margin_only = tune(small, big, target=0.97)
+    assert margin_only.chosen.escalation_rate == 1.0  # everything up: all the workhorse's calls wasted
+    routed = tune(small, big, target=0.97, estimates=[0.9, 0.1, 0.8, 0.2])
+    assert routed.uses_router and routed.chosen.accuracy == 1.0
+    assert routed.chosen.sent_up_rate == 0.5 and 0.2 < routed.chosen.min_p <= 0.8
+    assert routed.chosen.compute_s_per_1k == pytest.approx((2 * 100 + 2 * 400) / 4)  # no call wasted
+    assert routed.chosen.compute_s_per_1k < margin_only.chosen.compute_s_per_1k
+    assert "before the workhorse answers" in routed.summary()
+    # where the margin tells right from wrong, a router that can't (the same estimate for all) can only send
+    # everything up, which costs more than escalating the unsure half
+    telling = [item(1.0, 3.0), item(0.0, 1.0), item(1.0, 3.0), item(0.0, 1.0)]
+    by_margin = tune(telling, big, target=0.97)
+    blind = tune(telling, big, target=0.97, estimates=[0.5, 0.5, 0.5, 0.5])
+    assert not blind.uses_router and blind.chosen == by_margin.chosen and by_margin.chosen.min_margin == 3.0
+    assert blind.router.startswith("no cheaper than routing by margin alone")
+
+
+async def test_a_worker_with_a_router_sends_a_likely_miss_up_without_calling_its_own_model(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from orchestrator import Orchestrator, Settings, SlotConfig
+    from orchestrator.evals.trial import run_items
+    from orchestrator.testing import ScriptedChatModel
+    from orchestrator.toolsets.retrieval.dense import MiniLM
+    from orchestrator.workers.router import Router
+    from support import PRICES
+
+    asked: dict[str, list[str]] = {"small": [], "big": []}
+
+    def replying(who: str, label: str):  # type: ignore[no-untyped-def]
+        def reply(messages):  # type: ignore[no-untyped-def]
+            asked[who].append(str(messages[-1].content))
+            return json.dumps({"label": label})
+
+        return reply
+
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "classify": SlotConfig(model="python:scripted", role="workhorse", prices=PRICES),
+            "controller": SlotConfig(model="python:scripted", role="racehorse", prices=PRICES),
+        },
+        models={
+            "classify": ScriptedChatModel(replies=[replying("small", "card_arrival")] * 4),
+            "controller": ScriptedChatModel(replies=[replying("big", "lost_or_stolen_card")] * 4),
+        },
+    )
+    # the workhorse was right on the two card texts and wrong on the theft one: a router of one neighbour
+    known = [
+        "my card never came in the post",
+        "the card has not arrived yet",
+        "a thief took my wallet and card",
+    ]
+    Router(MiniLM.shared().embed(known), np.array([1.0, 1.0, 0.0], dtype=np.float32), 0.5).save(
+        tmp_path / "r.npz"
+    )
+    worker = classify_worker("triage", ["card_arrival", "lost_or_stolen_card"], "Triage")
+    worker = dataclasses.replace(worker, router=Router.load(tmp_path / "r.npz", min_p=0.5, k=1))
+    chain = {"controller": (orch.slots["controller"], orch.model_for("controller"))}
+    items = [
+        {"input": "someone stole my wallet with the card in it", "expected": "lost_or_stolen_card"},
+        {"input": "my new card still has not arrived", "expected": "card_arrival"},
+    ]
+    out = await run_items(orch.slots["classify"], orch.model_for("classify"), worker, items, chain)
+    assert asked["small"] == [items[1]["input"]]  # the theft text never reached the workhorse
+    assert asked["big"] == [items[0]["input"]]
+    assert [i.escalated for i in out] == [True, False] and [i.score for i in out] == [1.0, 1.0]
+    orch.close()
+
+
+def test_a_router_entry_loads_its_file_and_a_missing_or_bad_one_is_an_error(tmp_path: Path) -> None:
+    import numpy as np
+
+    from orchestrator.workers.router import Router
+
+    root = project(tmp_path, 'worker_settings = "tuned.json"\n')
+    Router(np.eye(3, dtype=np.float32), np.array([1.0, 0.0, 1.0], dtype=np.float32), 0.4).save(
+        root / "routers" / "triage.npz"
+    )
+    write_setting(root / "tuned.json", "triage", {"router": {"file": "routers/triage.npz", "min_p": 0.4}})
+    router = load_definitions(root)[2][0].router
+    assert router is not None and router.min_p == 0.4 and router.p_right(np.eye(3, dtype=np.float32)[1]) < 0.5
+    write_setting(root / "tuned.json", "triage", {"router": {"file": "routers/gone.npz", "min_p": 0.4}})
+    with pytest.raises(Exception, match=r"can't read the router .*gone\.npz.*--tune"):
+        load_definitions(root)
+    write_setting(root / "tuned.json", "triage", {"router": {"file": "routers/triage.npz"}})
+    with pytest.raises(ManifestError, match=r"router must be null or"):
+        load_definitions(root)

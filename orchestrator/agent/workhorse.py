@@ -8,6 +8,7 @@ with `WorkerOutputError`. An invalid result never reaches the state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ from orchestrator.models.context import RunContext
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.callbacks import node_span
 from orchestrator.workers.definitions import Worker, WorkerResult
+from orchestrator.workers.router import Router
 
 __all__ = ["SAMPLE_TEMPERATURE", "reject", "run_worker", "worker_node"]
 
@@ -84,6 +86,15 @@ async def run_worker(
     attempts = _attempts(worker, chain)
     span = node_span() or trace.get_current_span()  # a plain node's span, or the agent's worker span
     last_error = last_reply = ""
+    if (
+        worker.router is not None and chain
+    ):  # routing before generation: a likely wrong answer is not paid for
+        p = await asyncio.to_thread(_p_right, worker.router, text)
+        span.set_attribute(A.WORKER_P_RIGHT, p)
+        if p < worker.router.min_p:
+            span.set_attribute(A.WORKER_ROUTE, "sent up")
+            attempts = [(slot, "first") for slot in chain]
+            last_error = f"sent up by the router (p {p:.2f} < {worker.router.min_p:g}), then"
     repairs = escalations = 0
     unsure = False  # the last answer was valid but less sure than the worker's `min_margin`
     fallback: WorkerResult | None = None  # that answer, kept in case nothing up the chain is valid
@@ -161,6 +172,13 @@ async def run_worker(
         return fallback, entries, None
     tried = f"after {repairs} repair(s) and {escalations} escalation(s)"
     return None, entries, f"worker {worker.name!r} output failed validation {tried}: {last_error}"
+
+
+def _p_right(router: Router, text: str) -> float:
+    """The router's estimate for `text` (its MiniLM embedding: the embed extra, as the router's fit was)."""
+    from orchestrator.toolsets.retrieval.dense import MiniLM
+
+    return router.p_right(MiniLM.shared().embed([text])[0])
 
 
 def _attempts(worker: Worker, chain: list[str]) -> list[tuple[str, str]]:

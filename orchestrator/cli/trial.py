@@ -82,6 +82,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestrator.evals.trial import ItemResult, load_items, run_trial
+    from orchestrator.evals.tune import tune_trial
     from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.run.project import settings_path
     from orchestrator.sync import run_blocking
@@ -115,19 +116,20 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     try:
         with progress:
+            options = dict(on_item=show, base_url=args.base_url, price_as=args.price_as, judge=args.judge)
             report = run_blocking(
-                lambda: run_trial(
-                    orch,
-                    args.model,
-                    args.worker,
-                    items,
-                    on_item=show,
-                    compare=not args.no_compare,
-                    base_url=args.base_url,
-                    price_as=args.price_as,
-                    judge=args.judge,
-                    racehorse=not args.no_racehorse,
-                    tune=args.target if args.tune else None,
+                lambda: (
+                    tune_trial(orch, args.model, args.worker, items, args.target, **options)
+                    if args.tune
+                    else run_trial(
+                        orch,
+                        args.model,
+                        args.worker,
+                        items,
+                        compare=not args.no_compare,
+                        racehorse=not args.no_racehorse,
+                        **options,
+                    )
                 )
             )
     finally:
@@ -179,12 +181,24 @@ def _save_tuning(where: Any, report: Any, args: argparse.Namespace) -> None:
 
     from orchestrator.workers.settings import write_setting
 
-    tuned = report.tuning.to_dict()
+    tuning = report.tuning
+    tuned = tuning.to_dict()
+    router = None
+    if tuning.uses_router:
+        import numpy as np
+
+        from orchestrator.workers.router import DEFAULT_K, Router
+
+        vectors, scores = tuning.fitted
+        file = f"routers/{report.worker}.npz"
+        Router(vectors, np.asarray(scores, dtype=np.float32), tuning.chosen.min_p).save(where.parent / file)
+        router = {"file": file, "min_p": round(tuning.chosen.min_p, 4), "k": DEFAULT_K}
     write_setting(
         where,
         report.worker,
         {
             "min_margin": round(tuned.pop("min_margin"), 4),
+            "router": router,
             "tuned": {
                 "by": "orch trial --tune",
                 "date": datetime.date.today().isoformat(),
@@ -216,8 +230,34 @@ def _print_tuning(report: Any, where: Any) -> None:
             "?" if p.cost_per_1k_usd is None else f"${p.cost_per_1k_usd:.4f}",
         )
     console.out.print(table)
+    if tuning.router_points:
+        table = Table(
+            title=as_text("Routing before generation: the router's curve (its best margin at each)")
+        )
+        for column in (
+            "min_p",
+            "sent up",
+            "min_margin",
+            "accuracy",
+            "escalated",
+            "compute s / 1k",
+            "cost / 1k",
+        ):
+            table.add_column(column)
+        for p in thin(tuning.router_points, 12):
+            table.add_row(
+                f"{p.min_p:.2f}{' <' if p == tuning.chosen else ''}",
+                f"{p.sent_up_rate:.0%}",
+                f"{p.min_margin:.3g}",
+                f"{p.accuracy:.1%}",
+                f"{p.escalation_rate:.0%}",
+                f"{p.compute_s_per_1k:.1f}",
+                "?" if p.cost_per_1k_usd is None else f"${p.cost_per_1k_usd:.4f}",
+            )
+        console.out.print(table)
     console.out.print(as_line(("tuned: ", "bold"), tuning.summary()))
-    console.out.print(as_line(("written: ", "bold"), f"{report.worker}.min_margin in {where}"))
+    console.out.print(as_line(("router: ", "bold"), tuning.router))
+    console.out.print(as_line(("written: ", "bold"), f"{report.worker}'s settings in {where}"))
 
 
 def _print_sides(model: str, data: dict[str, Any]) -> None:

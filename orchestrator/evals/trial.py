@@ -339,6 +339,7 @@ def resolve_worker(
     name: str,
     items: Sequence[Mapping[str, Any]],
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    base: Path | None = None,
 ) -> Worker:
     """The project's worker of that name; else a built-in (`classify` takes its labels from the data), with
     its entry in the project's worker settings applied (a project's workers have theirs already)."""
@@ -348,12 +349,12 @@ def resolve_worker(
 
     if name == "classify":
         built = classify_worker("classify", labels_from(items), "Classify the text")
-        return apply_settings([built], settings or {})[0]
+        return apply_settings([built], settings or {}, base)[0]
     if name in ("summarize", "style"):
         from orchestrator.workers.definitions import style_worker, summarize_worker
 
         built = summarize_worker() if name == "summarize" else style_worker()
-        return apply_settings([built], settings or {})[0]
+        return apply_settings([built], settings or {}, base)[0]
     known = ", ".join(sorted([*workers, "classify", "summarize", "style"]))
     hint = " (`extract` needs a schema: define an extract worker in the project)" if name == "extract" else ""
     raise ConfigError(f"no worker {name!r}{hint}; workers: {known}")
@@ -440,16 +441,22 @@ async def run_trial(
     `racehorse` also runs the first escalation slot's model alone on the items, for the side-by-side of
     the workhorse alone, the routed pair and the racehorse alone (`TrialReport.sides`).
 
-    `tune` (a target share of the racehorse's accuracy) chooses the worker's `min_margin` instead
-    (`orchestrator.evals.tune`): the trial model answers alone with its margins, the racehorse alone, and
-    `TrialReport.tuning` holds the threshold and its curve; the routed pair's figures are the threshold's.
+    `tune` (a target share of the racehorse's accuracy) runs the passes `orch trial --tune` needs: the
+    trial model with its margins measured and none unsure, and the racehorse alone
+    (`orchestrator.evals.tune.tune_trial` then chooses the thresholds).
     """
     from orchestrator.providers import create_chat_model
     from orchestrator.run.project import settings_path
     from orchestrator.workers.settings import read_settings
 
     where = settings_path(orch.manifest)
-    worker = resolve_worker(orch.workers, worker_name, items, read_settings(where) if where else {})
+    worker = resolve_worker(
+        orch.workers,
+        worker_name,
+        items,
+        read_settings(where) if where else {},
+        where.parent if where else None,
+    )
     if tune is not None:
         if worker.output is None:
             raise ConfigError(
@@ -504,8 +511,4 @@ async def run_trial(
         alone = TrialReport(top_binding.profile.name, worker.name, worker.slot, judge=judge_model)
         alone.items = await run_items(top_binding, top_model, worker, items, {}, on_item, judging)
         report.racehorse = alone
-    if tune is not None and report.racehorse is not None:
-        from orchestrator.evals.tune import tune as choose
-
-        report.tuning = choose(report.items, report.racehorse.items, tune)
     return report

@@ -15,14 +15,15 @@ next one (bench/banking77.py measures that gap).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.evals.trial import ItemResult
+from orchestrator.evals.trial import ItemResult, TrialReport, run_trial
 
-__all__ = ["DEFAULT_TARGET", "Point", "Tuning", "curve", "tune"]
+__all__ = ["DEFAULT_TARGET", "ROUTER_GAIN", "Point", "Tuning", "curve", "tune", "tune_trial"]
 
 DEFAULT_TARGET = 0.97
 
@@ -33,9 +34,11 @@ class Point:
 
     min_margin: float
     accuracy: float
-    escalation_rate: float
+    escalation_rate: float  # items that went to the racehorse, before or after the workhorse answered
     compute_s_per_1k: float
     cost_per_1k_usd: float | None
+    min_p: float = 0.0  # routing before generation: items the router gives less than this skip the workhorse
+    sent_up_rate: float = 0.0  # items sent up before the workhorse answered
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,24 @@ class Tuning:
     workhorse_accuracy: float
     racehorse_accuracy: float
     points: tuple[Point, ...]
+    router_points: tuple[Point, ...] = ()  # with a router: the best point at each min_p (the router's curve)
+    router: str = "not tried"  # "used", or why not ("not tried", "no cheaper than routing by margin ...")
+    fitted: Any = field(default=None, repr=False)  # the router's (vectors, scores) when it is used
+
+    @property
+    def uses_router(self) -> bool:
+        return self.router == "used"
 
     def summary(self) -> str:
         kept = self.chosen.accuracy / self.racehorse_accuracy if self.racehorse_accuracy else math.nan
+        first = (
+            f"the router sends up inputs under p {self.chosen.min_p:.2f} ({self.chosen.sent_up_rate:.0%}) "
+            "before the workhorse answers; then "
+            if self.uses_router
+            else ""
+        )
         head = (
-            f"min_margin {self.chosen.min_margin:.3g}: routed accuracy {self.chosen.accuracy:.1%} "
+            f"{first}min_margin {self.chosen.min_margin:.3g}: routed accuracy {self.chosen.accuracy:.1%} "
             f"({kept:.0%} of the racehorse's {self.racehorse_accuracy:.1%}; the workhorse alone "
             f"{self.workhorse_accuracy:.1%}), {self.chosen.escalation_rate:.0%} escalated"
         )
@@ -69,6 +85,8 @@ class Tuning:
             "workhorse_accuracy": self.workhorse_accuracy,
             "racehorse_accuracy": self.racehorse_accuracy,
             "curve": [asdict(p) for p in thin(self.points, curve_points)],
+            "router": self.router,
+            "router_curve": [asdict(p) for p in thin(self.router_points, curve_points)],
         }
 
 
@@ -84,25 +102,44 @@ def curve(workhorse: Sequence[ItemResult], racehorse: Sequence[ItemResult]) -> l
     return [_point(t, workhorse, racehorse) for t in [0.0, *margins, top]]
 
 
-def _point(t: float, workhorse: Sequence[ItemResult], racehorse: Sequence[ItemResult]) -> Point:
+def _point(
+    t: float,
+    workhorse: Sequence[ItemResult],
+    racehorse: Sequence[ItemResult],
+    estimates: Sequence[float] | None = None,
+    min_p: float = 0.0,
+) -> Point:
     n = len(workhorse) or 1
-    right = escalated = 0.0
+    right = escalated = sent = 0.0
     compute_ms = 0.0
     costs: list[float | None] = []
-    for w, r in zip(workhorse, racehorse, strict=True):
+    for k, (w, r) in enumerate(zip(workhorse, racehorse, strict=True)):
+        if estimates is not None and estimates[k] < min_p:  # sent up before the workhorse answers
+            right += r.score
+            escalated += 1
+            sent += 1
+            compute_ms += r.compute_ms
+            costs.append(r.cost_usd)
+            continue
         kept = w.valid and not w.escalated and (w.margin is None or w.margin >= t)
         right += w.score_alone if kept else r.score
         escalated += not kept
         compute_ms += w.own_compute_ms + (0.0 if kept else r.compute_ms)
         costs += [w.own_cost_usd] + ([] if kept else [r.cost_usd])
     cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs) / n * 1000
-    return Point(t, right / n, escalated / n, compute_ms / n, cost)
+    return Point(t, right / n, escalated / n, compute_ms / n, cost, min_p, sent / n)
 
 
 def tune(
-    workhorse: Sequence[ItemResult], racehorse: Sequence[ItemResult], target: float = DEFAULT_TARGET
+    workhorse: Sequence[ItemResult],
+    racehorse: Sequence[ItemResult],
+    target: float = DEFAULT_TARGET,
+    estimates: Sequence[float] | None = None,
 ) -> Tuning:
-    """The threshold to route by (see the module docstring), and the curve."""
+    """The threshold to route by (see the module docstring), and the curve. With `estimates` (a router's
+    leave-one-out probabilities that the workhorse is right, item for item), routing before generation is
+    tried too: every pair of (min_p, min_margin) on a grid; the router is used when its cheapest pair that
+    keeps the target costs less than routing by margin alone (`ROUTER_GAIN`)."""
     if not 0 < target <= 1:
         raise ValueError(
             f"the target is a share of the racehorse's accuracy, above 0 and at most 1 (got {target})"
@@ -116,7 +153,56 @@ def tune(
     else:
         best = max(p.accuracy for p in points)
         chosen, met = next(p for p in points if p.accuracy == best), False
-    return Tuning(chosen, target, met, alone, race, tuple(points))
+    tuning = Tuning(chosen, target, met, alone, race, tuple(points))
+    if estimates is None or not met:
+        return tuning
+    return _with_router(tuning, workhorse, racehorse, estimates)
+
+
+ROUTER_GAIN = 0.95  # a router is used when it needs at most this share of routing by margin's spend
+GRID = 24  # thresholds of each kind tried when a router is fitted (quantiles of the values seen)
+
+
+def _spend(p: Point) -> float:
+    """What routing saves: the cost when the items are priced and cost something, else local compute."""
+    return p.cost_per_1k_usd if p.cost_per_1k_usd else p.compute_s_per_1k
+
+
+def _with_router(
+    tuning: Tuning,
+    workhorse: Sequence[ItemResult],
+    racehorse: Sequence[ItemResult],
+    estimates: Sequence[float],
+) -> Tuning:
+    goal = tuning.target * tuning.racehorse_accuracy
+    margins = _quantiles([p.min_margin for p in tuning.points], GRID)
+    cuts = _quantiles([0.0, *sorted(set(estimates)), 1.01], GRID)
+    best_at: list[Point] = []  # for each min_p, its cheapest point that keeps the target
+    for min_p in cuts:
+        keeping = [
+            q for t in margins if (q := _point(t, workhorse, racehorse, estimates, min_p)).accuracy >= goal
+        ]
+        if keeping:
+            best_at.append(min(keeping, key=_spend))
+    if not best_at:
+        return dataclasses.replace(tuning, router="no pair of thresholds keeps the target")
+    cheapest = min(best_at, key=_spend)
+    if cheapest.min_p > 0 and _spend(cheapest) <= ROUTER_GAIN * _spend(tuning.chosen):
+        return dataclasses.replace(tuning, chosen=cheapest, router_points=tuple(best_at), router="used")
+    why = (
+        f"no cheaper than routing by margin alone ({_spend(cheapest):.4g} against {_spend(tuning.chosen):.4g}"
+        " per 1,000 items at its best)"
+    )
+    return dataclasses.replace(tuning, router_points=tuple(best_at), router=why)
+
+
+def _quantiles(values: Sequence[float], most: int) -> list[float]:
+    """At most `most` of the distinct values, evenly spread over them in order, the first and last kept."""
+    distinct = sorted(set(values))
+    if len(distinct) <= most:
+        return distinct
+    step = (len(distinct) - 1) / (most - 1)
+    return [distinct[round(k * step)] for k in range(most)]
 
 
 def thin(points: Sequence[Point], most: int) -> list[Point]:
@@ -125,3 +211,28 @@ def thin(points: Sequence[Point], most: int) -> list[Point]:
         return list(points)
     step = (len(points) - 1) / (most - 1)
     return [points[round(k * step)] for k in range(most)]
+
+
+async def tune_trial(
+    orch: Any, model_name: str, worker_name: str, items: Sequence[Any], target: float, **kw: Any
+) -> TrialReport:
+    """`orch trial --tune`: the trial's two passes (`run_trial(tune=...)`), then the thresholds chosen
+    (`TrialReport.tuning`); a router is fitted and tried when the embed extra is installed."""
+    import asyncio
+
+    from orchestrator.toolsets.retrieval.dense import MiniLM, available
+    from orchestrator.workers.router import loo_estimates
+
+    report = await run_trial(orch, model_name, worker_name, items, tune=target, **kw)
+    if report.racehorse is None:
+        return report
+    mine, race = report.items, report.racehorse.items
+    if not available():
+        tuning = tune(mine, race, target)
+        report.tuning = dataclasses.replace(tuning, router="not tried: the embed extra is not installed")
+        return report
+    scores = [i.score_alone for i in mine]
+    vectors = await asyncio.to_thread(MiniLM.shared().embed, [i.input for i in mine])
+    tuning = tune(mine, race, target, loo_estimates(vectors, scores))
+    report.tuning = dataclasses.replace(tuning, fitted=(vectors, scores)) if tuning.uses_router else tuning
+    return report

@@ -35,7 +35,7 @@ def load_definitions(project_dir: Path) -> tuple[Manifest, list[BaseTool], list[
     where = settings_path(manifest)
     if where is not None:
         settings = read_settings(where, [w.name for w in workers])
-        workers = apply_settings(workers, settings)
+        workers = apply_settings(workers, settings, where.parent)
         for warning in mismatched(workers, settings, {n: s.model for n, s in manifest.slots.items()}):
             _log.warning("%s", warning)
     return manifest, tools, workers

@@ -60,7 +60,12 @@ WORKER_INPUT = NS + "worker.input"  # recorded with content capture only
 WORKER_REPAIRS = NS + "worker.repairs"  # repairs a worker's output needed on its own slot
 WORKER_ESCALATIONS = NS + "worker.escalations"  # slots up its chain a worker's task went
 WORKER_MARGIN = NS + "worker.margin"  # the model's confidence margin, where a worker routes by it
-WORKER_ROUTE = NS + "worker.route"  # routing by confidence: "kept" on the worker's slot, or "escalated"
+WORKER_ROUTE = (
+    NS + "worker.route"
+)  # routing by confidence: "kept" on the worker's slot, "escalated", or "sent up" before it answered
+WORKER_P_RIGHT = (
+    NS + "worker.p_right"
+)  # routing before generation: the router's estimate that the workhorse is right
 WORKER_OUTPUT = NS + "worker.output"  # recorded with content capture only
 PLAN = NS + "plan"  # the controller's sub-tasks, as JSON (content capture only: it quotes the request)
 PLAN_PARTS = NS + "plan.parts"  # the kinds of the plan's parts: "tool" or "worker:<name>"

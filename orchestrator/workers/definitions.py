@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from orchestrator.errors import ConfigError
+from orchestrator.workers.router import Router
 from orchestrator.workers.shapes import Shape, sentences_shape
 from orchestrator.workers.validators import (
     Validator,
@@ -61,6 +62,10 @@ class Worker:
     `repair` is what follows a rejected first answer on the worker's own slot: "prompt" asks once more with
     the reason; "sample" draws `samples` more answers at a temperature, the validators choosing the first
     that passes; "none" goes up the escalation chain at once.
+
+    `router` predicts from the input alone whether the worker's model will be right; an input it gives
+    less than its `min_p` goes up the escalation chain without a call on the worker's own slot. `orch trial
+    --tune` fits one and the worker settings file names it (docs/workers.md).
     """
 
     name: str
@@ -77,6 +82,7 @@ class Worker:
     shape: Shape | None = None  # a free-text output's form for each source
     repair: Repair = "prompt"
     samples: int = 3  # repair="sample": answers drawn after the first
+    router: Router | None = None  # routing before generation (`orchestrator.workers.router`)
 
     def budget(self, source: str) -> int:
         """The output's token limit for `source`: `max_tokens`, or more for a long text when the output grows

@@ -5,8 +5,10 @@ JSON, one entry per worker name:
 
     {"classify_request": {"min_margin": 1.42, "tuned": {"data": "data/requests.jsonl", "items": 120, ...}}}
 
-`min_margin` (a number, or null for no routing by confidence) replaces the worker's own; `tuned` records how
-the value was chosen (data, items, target, the threshold curve) and is not read back. A worker's definition
+`min_margin` (a number, or null for no routing by confidence) replaces the worker's own; `router`
+(`{"file": "routers/NAME.npz", "min_p": 0.4, "k": 10}`, the file relative to this one, or null) routes
+before generation (`orchestrator.workers.router`); `tuned` records how the values were chosen (data, items,
+target, the threshold curves) and is not read back. A worker's definition
 in Python stays the default; the file, when it names the worker, wins. Names the project does not define
 are errors, so a renamed worker can't silently lose its threshold.
 """
@@ -34,7 +36,7 @@ __all__ = [
     "write_setting",
 ]
 
-KNOWN_KEYS = ("min_margin", "tuned")
+KNOWN_KEYS = ("min_margin", "router", "tuned")
 BUILTIN_WORKERS = ("classify", "summarize", "style")  # `orch trial`'s own workers, tunable like a project's
 
 
@@ -77,17 +79,44 @@ def read_settings(path: Path, workers: Iterable[str] = ()) -> dict[str, dict[str
             isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin)
         ):
             raise ManifestError(f"{path}: {name!r}: min_margin must be a number or null (got {margin!r})")
+        router = entry.get("router")
+        if router is not None and not (
+            isinstance(router, dict)
+            and isinstance(router.get("file"), str)
+            and _number(router.get("min_p"))
+            and (router.get("k") is None or (isinstance(router["k"], int) and router["k"] > 0))
+        ):
+            raise ManifestError(
+                f"{path}: {name!r}: router must be null or "
+                f'{{"file": "routers/{name}.npz", "min_p": 0.4, "k": 10}} (got {router!r})'
+            )
     return data
 
 
-def apply_settings(workers: Iterable[Worker], settings: Mapping[str, Mapping[str, Any]]) -> list[Worker]:
-    """The workers with their entries in `settings` applied (a worker without one is returned as it is)."""
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def apply_settings(
+    workers: Iterable[Worker], settings: Mapping[str, Mapping[str, Any]], base: Path | None = None
+) -> list[Worker]:
+    """The workers with their entries in `settings` applied (a worker without one is returned as it is);
+    a router's file is relative to `base` (the settings file's folder)."""
     out = []
     for worker in workers:
-        entry = settings.get(worker.name)
-        if entry is not None and "min_margin" in entry:
+        entry = settings.get(worker.name) or {}
+        if "min_margin" in entry:
             margin = entry["min_margin"]
             worker = dataclasses.replace(worker, min_margin=None if margin is None else float(margin))
+        if "router" in entry:
+            spec = entry["router"]
+            router = None
+            if spec is not None:
+                from orchestrator.workers.router import DEFAULT_K, Router
+
+                where = (base or Path.cwd()) / spec["file"]
+                router = Router.load(where, float(spec["min_p"]), int(spec.get("k") or DEFAULT_K))
+            worker = dataclasses.replace(worker, router=router)
         out.append(worker)
     return out
 
