@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
 from bench.markers import machine, splice  # noqa: E402
@@ -49,6 +50,7 @@ from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
 from orchestrator.agent.workhorse import run_worker  # noqa: E402
 from orchestrator.cost.ledger import LedgerEntry  # noqa: E402
 from orchestrator.cost.pricing import Usage, cost_usd, shipped_table  # noqa: E402
+from orchestrator.evals.trial import ItemResult  # noqa: E402
 from orchestrator.models.calls import call_model  # noqa: E402
 from orchestrator.models.context import RunContext  # noqa: E402
 from orchestrator.workers.definitions import Worker, classify_worker  # noqa: E402
@@ -231,6 +233,7 @@ async def main(limit: int | None = None) -> dict[str, Any]:
             else None
         ),
     }
+    router = route_before(train, runs["tune"], test, small, large)
     margins_right = [
         s.margin for s, w in zip(small, expected, strict=True) if s.label == w and s.margin is not None
     ]
@@ -254,6 +257,7 @@ async def main(limit: int | None = None) -> dict[str, Any]:
         },
         "median_margin_right": statistics.median(margins_right) if margins_right else None,
         "median_margin_wrong": statistics.median(margins_wrong) if margins_wrong else None,
+        "router": router,
         "minutes": (time.perf_counter() - started) / 60,
         "curve": [  # the trade-off on the test items at other thresholds (reported, never tuned on)
             {
@@ -263,6 +267,73 @@ async def main(limit: int | None = None) -> dict[str, Any]:
             }
             for t in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
         ],
+    }
+
+
+def as_items(answers: Sequence[Answer], rows_: Sequence[tuple[str, str]], model: str) -> list[ItemResult]:
+    """The answers as the trial code's items, so the product's tuning (`orchestrator.evals.tune`) reads them."""
+    out = []
+    for a, (text, want) in zip(answers, rows_, strict=True):
+        right = 1.0 if a.label == want else 0.0
+        price = usd(model, a.input_tokens, a.output_tokens)
+        out.append(
+            ItemResult(
+                input=text,
+                expected=want,
+                value={"label": a.label},
+                score_alone=right,
+                score=right,
+                valid_first=a.label is not None,
+                valid=a.label is not None,
+                escalated=False,
+                cost_usd=price,
+                compute_ms=a.compute_ms,
+                ttft_ms=a.ttft_ms,
+                output_tokens=a.output_tokens,
+                generation_ms=0.0,
+                own_cost_usd=price,
+                own_compute_ms=a.compute_ms,
+                margin=a.margin,
+            )
+        )
+    return out
+
+
+def route_before(
+    train: Sequence[tuple[str, str]],
+    tune_runs: dict[str, list[Answer]],
+    test: Sequence[tuple[str, str]],
+    small: Sequence[Answer],
+    large: Sequence[Answer],
+) -> dict[str, Any]:
+    """Routing before generation, as `orch trial --tune` fits it: a k-nearest-neighbour router on the
+    tuning items' MiniLM embeddings (leave-one-out), (min_p, min_margin) chosen there together, then
+    applied unchanged to the test items (each estimated from the tuning items)."""
+    from orchestrator.evals.tune import _point, thin, tune
+    from orchestrator.toolsets.retrieval.dense import MiniLM
+    from orchestrator.workers.router import DEFAULT_K, Router, loo_estimates
+
+    w_tune = as_items(tune_runs["classify"], train, PAIR[0])
+    r_tune = as_items(tune_runs["controller"], train, PAIR[1])
+    vectors = MiniLM.shared().embed([t for t, _ in train])
+    scores = [i.score_alone for i in w_tune]
+    tuning = tune(w_tune, r_tune, TARGET, loo_estimates(vectors, scores))
+    w_test, r_test = as_items(small, test, PAIR[0]), as_items(large, test, PAIR[1])
+    router = Router(vectors, np.asarray(scores, dtype=np.float32), tuning.chosen.min_p, DEFAULT_K)
+    estimates = [router.p_right(v) for v in MiniLM.shared().embed([t for t, _ in test])]
+    at = _point(tuning.chosen.min_margin, w_test, r_test, estimates, tuning.chosen.min_p)
+    curve = [
+        dataclasses.asdict(_point(q.min_margin, w_test, r_test, estimates, q.min_p))
+        for q in thin(tuning.router_points, 8)
+    ]
+    return {
+        "used": tuning.uses_router,
+        "why": tuning.router,
+        "min_p": tuning.chosen.min_p,
+        "min_margin": tuning.chosen.min_margin,
+        "tune_point": dataclasses.asdict(tuning.chosen),
+        "test_point": dataclasses.asdict(at),
+        "test_curve": curve,  # the router's curve (its tuning pairs) applied to the test items
     }
 
 
@@ -316,6 +387,25 @@ def render(r: dict[str, Any]) -> str:
             "under 50 % unless almost nothing escalates; that needs routing before generation, on an estimate "
             "that costs far less than the workhorse's answer."
         )
+    rt = r.get("router")
+    if rt:
+        tp = rt["test_point"]
+        lines.append(
+            f"- Routing before generation (a MiniLM nearest-neighbour router fitted on the tuning items, as "
+            f"`orch trial --tune` fits it): {'used' if rt['used'] else 'not used: ' + rt['why']}. Its pair "
+            f"(min_p {rt['min_p']:.2f}, min_margin {rt['min_margin']:.3g}) on the test items: accuracy "
+            f"{tp['accuracy']:.1%} ({tp['accuracy'] / race['accuracy']:.1%} of the racehorse's), "
+            f"{tp['sent_up_rate']:.0%} sent up before the workhorse, {tp['escalation_rate']:.0%} to the "
+            f"racehorse in all, ${tp['cost_per_1k_usd']:.3f} per 1k items "
+            f"({tp['cost_per_1k_usd'] / race['usd_per_1k']:.1%} of the racehorse's), "
+            f"{tp['compute_s_per_1k']:.0f} compute s per 1k ({tp['compute_s_per_1k'] / race['compute_s_per_1k']:.1%})."
+        )
+        for point in rt.get("test_curve", []):
+            lines.append(
+                f"  - router min_p {point['min_p']:.2f}, min_margin {point['min_margin']:.3g}: accuracy "
+                f"{point['accuracy']:.1%}, sent up {point['sent_up_rate']:.0%}, compute "
+                f"{point['compute_s_per_1k'] / race['compute_s_per_1k']:.0%} of the racehorse's"
+            )
     if r.get("note"):
         lines.append(f"- {r['note']}")
     for point in r.get("curve", []):

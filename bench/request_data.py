@@ -7,7 +7,7 @@ messages of the other intents, except those whose meaning the five labels' descr
 delivery estimate is "when a card will be delivered", a pending refund is a refund not showing up, ...):
 labelled "other" they would be wrong labels, not hard items. The sample is fixed by seeds.
 
-Data: ../shared/data/intents/banking77 (PolyAI, CC-BY-4.0). Run: `.venv/bin/python bench/requests.py`.
+Data: ../shared/data/intents/banking77 (PolyAI, CC-BY-4.0). Run: `.venv/bin/python bench/request_data.py`.
 Then `orch trial local:qwen2.5-0.5b --worker classify_request --data workers/data/requests-tune.jsonl
 --tune` writes the threshold into worker-settings.json, which the manifest names.
 """
