@@ -351,3 +351,21 @@ def test_a_router_entry_loads_its_file_and_a_missing_or_bad_one_is_an_error(tmp_
     write_setting(root / "tuned.json", "triage", {"router": {"file": "routers/triage.npz"}})
     with pytest.raises(ManifestError, match=r"router must be null or"):
         load_definitions(root)
+
+
+def test_the_pair_verdict_of_models_that_cost_nothing_goes_by_their_compute() -> None:
+    from orchestrator.evals.trial import TrialReport
+
+    def free(score: float, escalated: bool, compute_ms: float, own_ms: float) -> ItemResult:
+        done = item(score, None, compute_ms=compute_ms)
+        done.cost_usd = done.own_cost_usd = 0.0  # local models: priced, at $0
+        done.escalated, done.score_alone, done.own_compute_ms = escalated, 0.0 if escalated else score, own_ms
+        return done
+
+    report = TrialReport("local:small", "w", "classify")
+    report.items = [free(1.0, False, 100.0, 100.0), free(1.0, True, 500.0, 100.0)]
+    report.racehorse = TrialReport("local:big", "w", "classify")
+    report.racehorse.items = [free(1.0, False, 400.0, 400.0), free(1.0, False, 400.0, 400.0)]
+    verdict, why = report.pair_verdict()
+    assert "of its compute" in why and "?" not in why  # 600 / 800 ms: 75 % of the racehorse's compute
+    assert verdict == "routed"

@@ -164,6 +164,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
             row.append(as_text(_figure(key, base.get(key), data["items"])))
         table.add_row(*row)
     console.out.print(table)
+    if report.tuning is not None:
+        console.out.print(
+            as_line(
+                "(--tune: the model answered alone, each margin measured; the routed pair below is at the "
+                "thresholds chosen)"
+            )
+        )
     console.out.print(
         as_line(("verdict: ", "bold"), str(data["verdict"] or "-"), f" ({data['verdict_why']})")
     )

@@ -265,12 +265,18 @@ class TrialReport:
     def pair_verdict(self) -> tuple[str | None, str]:
         """Which to run: the workhorse alone when it is as right as the racehorse (within 1 point) for less;
         the routed pair when it keeps >= 95 % of the racehorse's accuracy at <= 80 % of its cost (its local
-        compute when either is unpriced); else the racehorse."""
+        compute when either is unpriced, or the racehorse costs nothing); else the racehorse."""
         sides = self.sides()
         if sides is None:
             return None, self.no_racehorse
         alone, pair, race = sides["workhorse"], sides["routed"], sides["racehorse"]
-        priced = None not in (pair["cost_per_1k_usd"], race["cost_per_1k_usd"], alone["cost_per_1k_usd"])
+        # by cost when every side is priced and the racehorse costs something (local models cost $0:
+        # their compute is what routing saves)
+        priced = None not in (
+            pair["cost_per_1k_usd"],
+            race["cost_per_1k_usd"],
+            alone["cost_per_1k_usd"],
+        ) and bool(race["cost_per_1k_usd"])
         key, unit = ("cost_per_1k_usd", "cost") if priced else ("compute_s_per_1k", "compute")
 
         def share(side: dict[str, float | None]) -> float | None:
