@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,8 +62,10 @@ SEED = 20220315
 WITH_SLOTS, WITHOUT = 125, 25
 SHOT_FOLD = 19
 REFERENCE = "Today is Tuesday 15 March 2022 and it is 09:00"
+NOW = datetime.datetime(2022, 3, 15, 9, 0)  # the same moment, for the grounded worker's date reader
 PRICE_AS = {"workhorse": "gpt-4o-mini", "racehorse": "gpt-4o"}
 WORKHORSE, RACEHORSE = "local:qwen2.5-0.5b", "local:qwen2.5-1.5b"
+GROUNDED = ("grounded_workhorse", "grounded_racehorse", "grounded_escalating")
 
 
 class Money(BaseModel):
@@ -100,6 +102,25 @@ class BankingSlots(BaseModel):
         description="the specific time of day mentioned, as {hour, minute}, 0-23 hours: add 12 only when "
         "the text says p.m., afternoon, evening or night",
     )
+    person_name: str | None = Field(None, description="the name of a person mentioned, as written")
+    company_name: str | None = Field(None, description="the name of a company or shop mentioned, as written")
+
+
+class GroundedMoney(BaseModel):
+    """`Money` for the grounded worker: the currency one of the codes the data uses, named by the text."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: float
+    currency: Literal["GBP", "EUR", "USD"] | None = Field(None, description="GBP, EUR or USD; null when not stated")
+
+
+class GroundedSlots(BaseModel):
+    """`BankingSlots` for the grounded worker (the same record; the currency a Literal of codes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount_of_money: GroundedMoney | None = Field(None, description="the specific amount of money mentioned")
+    date: Day | None = Field(None, description="the specific date mentioned, as the words that say it")
+    time: Clock | None = Field(None, description="the specific time of day mentioned, as the words that say it")
     person_name: str | None = Field(None, description="the name of a person mentioned, as written")
     company_name: str | None = Field(None, description="the name of a company or shop mentioned, as written")
 
@@ -196,9 +217,25 @@ def grounded(source: str, output: str) -> str | None:
     return "; ".join(reasons) or None
 
 
-def worker(*, escalate: bool = True, checked: bool = False, data: Path = DATA) -> Worker:
+def worker(
+    *, escalate: bool = True, checked: bool = False, spans: bool = False, data: Path = DATA
+) -> Worker:
     """The extract worker for the five banking slots; `escalate=False`: never escalate; `checked`: with
-    the `grounded` validator."""
+    the `grounded` validator; `spans`: the grounded extraction (values copied as spans of the text, dates
+    and times read by code against the data's reference moment, numeric dates day first as the data writes
+    them)."""
+    if spans:
+        w = extract_worker(
+            "nlupp_banking",
+            GroundedSlots,
+            "Extract banking details from a customer's message",
+            slot="extract",
+            shots=shots(data),
+            grounded=True,
+            now=NOW,
+            day_first=True,
+        )
+        return w if escalate else dataclasses.replace(w, escalate_to=())
     w = extract_worker(
         "nlupp_banking",
         BankingSlots,
@@ -233,6 +270,8 @@ async def run_config(name: str, items: Sequence[Mapping[str, Any]], settings: An
     from orchestrator.providers import create_chat_model
 
     checked = name == "escalating_checked"
+    spans = name.startswith("grounded_")
+    name = name.removeprefix("grounded_")
     chain: dict[str, tuple[Any, Any]] = {}
     if name == "workhorse":
         trial, escalate = _binding("extract", WORKHORSE, "workhorse"), False
@@ -242,7 +281,7 @@ async def run_config(name: str, items: Sequence[Mapping[str, Any]], settings: An
         trial, escalate = _binding("extract", WORKHORSE, "workhorse"), True
         big = _binding("controller", RACEHORSE, "racehorse")
         chain = {"controller": (big, create_chat_model(big, settings))}
-    w = worker(escalate=escalate, checked=checked)
+    w = worker(escalate=escalate, checked=checked, spans=spans)
     report = TrialReport(trial.profile.name, w.name, w.slot)
     done = 0
 
@@ -271,6 +310,15 @@ def per_slot(report: Any) -> dict[str, dict[str, int]]:
     return {s: dict(c) for s, c in counts.items()}
 
 
+def invented(report: Any) -> dict[str, int]:
+    """Items whose text gives no amount of money, and how many of them got one anyway."""
+    bare = [i for i in report.items if not i.expected.get("amount_of_money")]
+    return {
+        "items_without_amount": len(bare),
+        "invented_amounts": sum(1 for i in bare if (i.value or {}).get("amount_of_money")),
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from orchestrator.config import Settings
 
@@ -292,10 +340,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         figures = report.figures()
         print(f"{name}: {json.dumps(figures)} wall {wall:.0f} s", file=sys.stderr, flush=True)
         out["configs"][name] = {
+            "date": out["date"],
             "model": report.model,
             "wall_s": wall,
             **figures,
             "per_slot": per_slot(report),
+            **invented(report),
             "items": [
                 {
                     "input": i.input,
@@ -316,7 +366,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: Mapping[str, Any]) -> str:
     """The docs section."""
-    order = ("workhorse", "racehorse", "escalating", "escalating_checked")
+    order = ("workhorse", "racehorse", "escalating", "escalating_checked", *GROUNDED)
     c = {
         k: result["configs"][k]
         for k in sorted(
@@ -328,18 +378,22 @@ def table(result: Mapping[str, Any]) -> str:
         "racehorse": "1.5B racehorse alone (as gpt-4o)",
         "escalating": "0.5B escalating to 1.5B (as gpt-4o-mini -> gpt-4o)",
         "escalating_checked": "0.5B escalating to 1.5B, with the `grounded` check",
+        "grounded_workhorse": "grounded: 0.5B workhorse alone",
+        "grounded_racehorse": "grounded: 1.5B racehorse alone",
+        "grounded_escalating": "grounded: 0.5B escalating to 1.5B",
     }
     rows = [
-        "| configuration | F1 alone | F1 final | valid first | valid final | escalated | compute s / 1k "
-        "| p50 TTFT | cost / 1k items |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| configuration | date | F1 alone | F1 final | valid first | valid final | escalated | invented amounts "
+        "| compute s / 1k | p50 TTFT | cost / 1k items |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in c.items():
         ttft = "?" if r["p50_ttft_ms"] is None else f"{r['p50_ttft_ms']:.0f} ms"
         cost = "?" if r["cost_per_1k_usd"] is None else f"${r['cost_per_1k_usd']:.4f}"
         rows.append(
-            f"| {names.get(key, key)} | {r['accuracy']:.1%} | {r['accuracy_escalated']:.1%} | "
-            f"{r['validity_before_repair']:.1%} | {r['validity']:.1%} | {r['escalation_rate']:.1%} | "
+            f"| {names.get(key, key)} | {r.get('date', '?')} | {r['accuracy']:.1%} | "
+            f"{r['accuracy_escalated']:.1%} | {r['validity_before_repair']:.1%} | {r['validity']:.1%} | "
+            f"{r['escalation_rate']:.1%} | {_invented(r)} | "
             f"{r['compute_s_per_1k']:.0f} | {ttft} | {cost} |"
         )
     slot_rows = ["| slot | expected | " + " | ".join(f"{k}: predicted / right" for k in c) + " |"]
@@ -355,13 +409,31 @@ def table(result: Mapping[str, Any]) -> str:
     )
 
 
+def _invented(r: Mapping[str, Any]) -> str:
+    if "invented_amounts" in r:
+        return f"{r['invented_amounts']} of {r['items_without_amount']}"
+    items = r.get("items") or []
+    bare = [i for i in items if not i["expected"].get("amount_of_money")]
+    return f"{sum(1 for i in bare if (i['value'] or {}).get('amount_of_money'))} of {len(bare)}"
+
+
+def merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new`'s configurations over `old`'s (same sample size only), each dated: earlier runs are kept."""
+    if old.get("items") != new["items"]:
+        return dict(new)
+    configs = {k: {"date": old.get("date"), **v} for k, v in old.get("configs", {}).items()}
+    return {**new, "configs": {**configs, **new["configs"]}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=WITH_SLOTS + WITHOUT, help="items (a prefix of the sample)")
     parser.add_argument(
         "--configs", nargs="+", default=["workhorse", "racehorse", "escalating"],
-        choices=["workhorse", "racehorse", "escalating", "escalating_checked"],
+        choices=["workhorse", "racehorse", "escalating", "escalating_checked", *GROUNDED],
     )  # fmt: skip
+    parser.add_argument("--grounded", action="store_true", help="run the grounded configurations (" +
+                        ", ".join(GROUNDED) + "), kept beside the free ones already in --out")  # fmt: skip
     parser.add_argument("--items", help="only write the converted items to this JSON Lines file")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "nlupp-banking.json"))
     args = parser.parse_args(argv)
@@ -369,7 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = sample()[: args.n]
         Path(args.items).write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
         return 0
+    if args.grounded:
+        args.configs = list(GROUNDED)
     result = asyncio.run(main_async(args))
+    out = Path(args.out)
+    if out.exists():
+        result = merged(json.loads(out.read_text(encoding="utf-8")), result)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(table(result))
     return 0

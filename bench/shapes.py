@@ -139,7 +139,7 @@ def _first_text(worker: Worker, source: str, replies: list[str]) -> str:
     if worker.shape is None:
         return replies[0]
     try:
-        return worker.shape.text(source, json.loads(replies[0]))
+        return worker.shape.output(source, json.loads(replies[0]))
     except (ValueError, TypeError):
         return ""
 

@@ -34,18 +34,17 @@ def _validate(worker: Worker, source: str, text: str) -> Any:
     """The output as it enters the state (a dict for structured output, else the text), or ValueError
     saying why it is rejected."""
     value: Any = text.strip()
-    if worker.shape is not None:  # a free-text output in a form: its JSON, made back into text
+    data: Any = None
+    if worker.shape is not None or worker.output is not None:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
-        value = worker.shape.text(source, data if isinstance(data, dict) else {})
-        text = value
-    elif worker.output is not None:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if worker.shape is not None:  # an output in a form: its JSON, made back into the output (text or record)
+        data = worker.shape.output(source, data if isinstance(data, dict) else {})
+        if worker.output is None:
+            value = text = data
+    if worker.output is not None:
         try:
             value = worker.output.model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
@@ -53,7 +52,9 @@ def _validate(worker: Worker, source: str, text: str) -> Any:
                 f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
             )
             raise ValueError(details) from None
-    elif not value:
+        if worker.shape is not None:  # the validators read the record, not the spans it was copied as
+            text = json.dumps(value, ensure_ascii=False)
+    elif worker.shape is None and not value:
         raise ValueError("the output is empty")
     reasons = [
         r for check in worker.validators if (r := check(source, value if isinstance(value, str) else text))

@@ -6,6 +6,7 @@ worker modules import nothing that calls models.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from orchestrator.errors import ConfigError
+from orchestrator.workers.grounded import grounded_shape
 from orchestrator.workers.router import Router
 from orchestrator.workers.shapes import Shape, sentences_shape
 from orchestrator.workers.validators import (
@@ -232,11 +234,29 @@ def extract_worker(
     example_requests: Sequence[str] = (),
     validators: Sequence[Validator] = (),
     min_margin: float | None = None,
+    grounded: bool = False,
+    now: dt.datetime | dt.date | None = None,
+    day_first: bool | None = None,
 ) -> Worker:
     """A worker that fills a typed record from text; `shots` are (text, record) examples.
 
     A schema-constrained record is always valid, so a wrong one escalates only by `validators` (e.g.
     `adds_no_facts`, on the record's JSON: no number or name the text lacks) or `min_margin` (see `Worker`).
+
+    `grounded` has the model copy every value from the text instead (`orchestrator.workers.grounded`): a
+    name only as a run of the text's words, a number only as one the text writes, a date or a time as the
+    words that say it ("in 9 days", "3pm"), read by code against `now` (default: the moment of the call;
+    `day_first` orders "9/3/2019"), every field free to be null. Its examples must copy their values from
+    their texts too.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class Payment(BaseModel):
+        ...     amount: float | None
+        ...     payee: str | None
+        >>> w = extract_worker("pay", Payment, "Find the payment", grounded=True)
+        >>> w.schema("Paid Ana 40")["properties"]["amount"]
+        {'enum': ['40', None]}
     """
     for text, record in shots:
         try:
@@ -245,13 +265,18 @@ def extract_worker(
             raise ConfigError(
                 f"extract worker {name!r}: example for {text[:40]!r} is invalid: {exc}"
             ) from None
+    shape = grounded_shape(output, now=now, day_first=day_first) if grounded else None
     fields = ", ".join(
         f"{k} ({(f.description or '').strip() or f.annotation})" for k, f in output.model_fields.items()
     )
+    show = shape.example if shape and shape.example else lambda _, r: json.dumps(dict(r), ensure_ascii=False)
+    shown = [(text, show(text, record)) for text, record in shots]
     instructions = (
         f"{description}. Extract these fields from the user's text: {fields}. "
-        "Use null for a field the text does not give. Reply with one JSON object only."
-        + _shots_text([(text, json.dumps(dict(record), ensure_ascii=False)) for text, record in shots])
+        "Use null for a field the text does not give. "
+        + (f"{shape.describe} " if shape else "")
+        + "Reply with one JSON object only."
+        + _shots_text(shown)
     )
     return Worker(
         name,
@@ -264,6 +289,7 @@ def extract_worker(
         example_requests=tuple(example_requests),
         validators=tuple(validators),
         min_margin=min_margin,
+        shape=shape,
     )
 
 

@@ -38,12 +38,15 @@ _IN_SENTENCE = r'[^0-9"\\\x00-\x1f.!?]'
 @dataclass(frozen=True)
 class Shape:
     """A worker output's form for one source: `schema(source)` is what the model decodes under;
-    `text(source, reply)` makes the worker's output from the parsed reply (ValueError: the reply does not
-    have the form); `describe` tells the model the form, in its instructions."""
+    `output(source, reply)` makes the worker's output from the parsed reply, a text for a free-text worker,
+    a record for a structured one (ValueError: the reply does not have the form); `describe` tells the model
+    the form, in its instructions; `example(text, output)`, when given, writes an example's output in the
+    reply's form (`orchestrator.workers.grounded`: a record's values as the spans of the text they copy)."""
 
     schema: Callable[[str], dict[str, Any]]
-    text: Callable[[str, Mapping[str, Any]], str]
+    output: Callable[[str, Mapping[str, Any]], Any]
     describe: str
+    example: Callable[[str, Any], str] | None = None
 
 
 def source_numbers(source: str) -> list[str]:
