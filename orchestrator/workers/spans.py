@@ -208,7 +208,8 @@ def read_date(span: str, now: dt.datetime, day_first: bool | None = None) -> dt.
     "2 weeks ago", "Friday" / "this Friday" (the next one, today counting), "next Friday" (the one in next
     week), "last Friday", "the 5th" (the next 5th of a month), "15th of March", "March 15, 2021",
     "2022-03-15", "15/03/2022" (`day_first` True; False reads it month first; None reads it only
-    when just one order makes a date). A month without a year is the one of `now`'s year. None for anything else."""
+    when just one order makes a date). A month without a year is the one of `now`'s year. None for
+    anything else."""
     text = _plain(span)
     today = now.date()
     if text in _RELATIVE_DAYS:
