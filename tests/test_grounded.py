@@ -190,6 +190,24 @@ def test_a_reply_of_spans_becomes_the_record_a_free_extraction_gives() -> None:
         _validate(worker, source, json.dumps({**reply, "day": "next week"}))
 
 
+def test_a_required_field_the_text_does_not_give_makes_the_record_invalid() -> None:
+    """Null is always allowed in the reply; the output model still decides: a field it requires that came
+    back null is a rejection (the worker repairs or escalates), not a record with a hole."""
+
+    class Invoice(BaseModel):
+        total: float
+        payee: str | None
+
+    worker = extract_worker("invoice", Invoice, "Find the invoice", grounded=True)
+    assert worker.schema("pay Ana")["properties"]["total"] == {"enum": [None]}
+    with pytest.raises(ValueError, match="total: Input should be a valid number"):
+        _validate(worker, "pay Ana", json.dumps({"total": None, "payee": "Ana"}))
+    assert _validate(worker, "pay Ana 7", json.dumps({"total": "7", "payee": "Ana"})) == {
+        "total": 7.0,
+        "payee": "Ana",
+    }
+
+
 def test_a_date_field_and_its_examples_are_copied_from_their_texts() -> None:
     worker = extract_worker(
         "pay",
