@@ -307,3 +307,61 @@ async def test_a_server_is_sent_each_sources_schema_and_its_spans_come_back_as_t
     assert schema["properties"]["day"] == {"enum": ["2 days ago", None]}
     assert "Ana" in schema["$defs"]["span"]["enum"]
     orch.close()
+
+
+@pytest.fixture(scope="module")
+def vocab_grammar() -> Any:
+    """llama.cpp's grammar sampler on a local model's vocabulary (no weights): `allows(gbnf, text)` says
+    whether the grammar lets the text be written token by token, checking each token before accepting it
+    (as the engine does: accepting a refused token would abort)."""
+    import ctypes
+
+    from orchestrator.config import Settings
+    from orchestrator.providers.modelfiles import LOCAL_MODELS
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = next((p for s in LOCAL_MODELS.values() if (p := s.path(Settings().models_dir)).exists()), None)
+    if path is None:
+        pytest.skip("no local model file is built here (make models)")
+    llama = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llama._model.model)
+
+    def allows(gbnf: str, text: str) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        assert sampler, "llama.cpp could not parse the grammar"
+        try:
+            for token in llama.tokenize(text.encode("utf-8"), add_bos=False, special=False):
+                one = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
+                arr = llama_cpp.llama_token_data_array(one, 1, -1, False)
+                llama_cpp.llama_sampler_apply(sampler, ctypes.byref(arr))
+                if arr.data[0].logit == float("-inf"):
+                    return False
+                llama_cpp.llama_sampler_accept(sampler, token)
+            return True
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    return allows
+
+
+def test_a_long_enum_is_a_tree_of_shared_beginnings_accepting_exactly_its_values(vocab_grammar: Any) -> None:
+    """A grounded record of a long text offers thousands of spans; written one alternative each, llama.cpp
+    checked every token of the vocabulary against each (18 s once, at 2,000 words). As a tree the grammar
+    is a fraction of the size, and it takes the same values and no others."""
+    from orchestrator.providers.llama_engine import _trie
+
+    assert _trie(["ab", "abc", "ad"], lambda s: f'"{s}"') == '"a" ("b" ("c")? | "d")'
+    source = " ".join(f"Marta paid {n} euros to Kowalska & Sons’ shop on day {n}" for n in range(30))
+    schema = {"type": "object", "properties": {"who": {"$ref": "#/$defs/span"}}, "required": ["who"],
+              "$defs": {"span": {"enum": _worker().schema(source)["$defs"]["span"]["enum"]}}}  # fmt: skip
+    gbnf = schema_to_gbnf(schema)
+    spans = schema["$defs"]["span"]["enum"]
+    assert len(spans) > 300
+    (rule,) = [line for line in gbnf.splitlines() if line.startswith("span ::= ")]
+    assert rule.startswith('span ::= "\\"" (')  # one opening quote, then a branch per next character
+    for span in ("Marta", "Marta paid 7 euros", "Kowalska & Sons’ shop", "Sons’ shop on day"):
+        assert span in spans
+        assert vocab_grammar(gbnf, json.dumps({"who": span}, ensure_ascii=False)), span
+    for other in ("Mart", "Marta paid 7 dollars", "Kowalska and Sons", "Marta paid 7 euros to Kowalska"):
+        assert other not in spans
+        assert not vocab_grammar(gbnf, json.dumps({"who": other}, ensure_ascii=False) + "\n"), other
