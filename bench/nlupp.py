@@ -361,7 +361,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 for i in report.items
             ],
         }
+        save(out, Path(args.out))  # each configuration as it finishes: a long run cut short keeps the rest
     return out
+
+
+def save(result: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Write `result` to `path`, beside the configurations already there (`merged`); returns what it wrote."""
+    if path.exists():
+        result = merged(json.loads(path.read_text(encoding="utf-8")), result)
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return dict(result)
 
 
 def table(result: Mapping[str, Any]) -> str:
@@ -420,7 +429,10 @@ def _invented(r: Mapping[str, Any]) -> str:
 def merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """`new`'s configurations over `old`'s (same sample size only), each dated: earlier runs are kept."""
     if old.get("items") != new["items"]:
-        return dict(new)
+        raise SystemExit(
+            f"the results file holds a run of {old.get('items')} items, this one has {new['items']}; "
+            "write it elsewhere with --out FILE"
+        )
     configs = {k: {"date": old.get("date"), **v} for k, v in old.get("configs", {}).items()}
     return {**new, "configs": {**configs, **new["configs"]}}
 
@@ -443,11 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.grounded:
         args.configs = list(GROUNDED)
-    result = asyncio.run(main_async(args))
-    out = Path(args.out)
-    if out.exists():
-        result = merged(json.loads(out.read_text(encoding="utf-8")), result)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    result = save(asyncio.run(main_async(args)), Path(args.out))
     print(table(result))
     return 0
 

@@ -57,9 +57,10 @@ class Worker:
     (nats). A valid answer with a smaller margin goes up the escalation chain as an invalid one would; a
     model that reports no margin is trusted. Tune it on labelled items (`orch trial`, bench/banking77.py).
 
-    `shape` gives a free-text worker's reply a form built from each source (`orchestrator.workers.shapes`:
-    a summary as a list of sentences, a rewrite that must contain the source's facts); the reply is
-    decoded under it and turned back into text before the validators see it.
+    `shape` gives the reply a form built from each source (`orchestrator.workers.shapes`: a summary as a
+    list of sentences; `orchestrator.workers.grounded`: a record whose values are spans of the source); the
+    reply is decoded under it and turned back into the output (a text, or a record the output model then
+    validates) before the validators see it.
 
     `repair` is what follows a rejected first answer on the worker's own slot: "prompt" asks once more with
     the reason; "sample" draws `samples` more answers at a temperature, the validators choosing the first
