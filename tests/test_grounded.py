@@ -365,3 +365,18 @@ def test_a_long_enum_is_a_tree_of_shared_beginnings_accepting_exactly_its_values
     for other in ("Mart", "Marta paid 7 dollars", "Kowalska and Sons", "Marta paid 7 euros to Kowalska"):
         assert other not in spans
         assert not vocab_grammar(gbnf, json.dumps({"who": other}, ensure_ascii=False) + "\n"), other
+
+
+def test_the_bundled_transaction_extractor_can_only_copy_from_its_message() -> None:
+    """Its example "On 2025-05-02 I paid 12.40 EUR at Lidl" leaked into answers for other messages: now
+    neither that merchant nor that date nor any amount can be decoded for a message that lacks them."""
+    from workers.builtin import WORKERS
+
+    (worker,) = [w for w in WORKERS if w.name == "extract_transaction"]
+    schema = worker.schema("I was charged twice by my gym last week.")
+    assert schema["properties"]["amount"] == schema["properties"]["date"] == {"enum": [None]}
+    assert schema["properties"]["currency"] == {"enum": [None]}
+    assert "Lidl" not in schema["$defs"]["span"]["enum"] and "my gym" in schema["$defs"]["span"]["enum"]
+    assert _validate(worker, "Paid £5 to Tesco yesterday", json.dumps(
+        {"amount": "5", "currency": "GBP", "date": None, "merchant": "Tesco"}
+    )) == {"amount": 5.0, "currency": "GBP", "date": None, "merchant": "Tesco"}  # fmt: skip

@@ -44,7 +44,7 @@ class Transaction(BaseModel):
 
     amount: float | None = Field(description="the amount as a number")
     currency: Literal["EUR", "USD", "GBP"] | None = Field(description="EUR, USD or GBP")
-    date: dt.date | None = Field(description="the date as YYYY-MM-DD")
+    date: dt.date | None = Field(description="the date of the payment")
     merchant: str | None = Field(description="who was paid")
 
 
@@ -94,6 +94,10 @@ WORKERS: list[Worker] = [
         Transaction,
         "Extract the payment (amount, currency, date, merchant) a customer's message mentions",
         shots=TRANSACTION_SHOTS,
+        # every value copied from the message, dates read by code against today (bench/results/nlupp.md:
+        # NLU++ banking field F1 of the 0.5B from 26 % free to 75 % grounded; amounts on texts with none
+        # from 82 of 110 to 4); a numeric date like 3/4/2025 is read only when one order is possible
+        grounded=True,
         example_requests=[
             "Get the payment details out of this message: 'On 2025-05-02 I paid 12.40 EUR at Lidl twice.'"
         ],
