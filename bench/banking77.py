@@ -380,12 +380,22 @@ def render(r: dict[str, Any]) -> str:
             "sharper confidence signal) is what would meet it; the threshold alone can't."
         )
     if q["compute_vs_racehorse"] > 0.50:
+        rt = r.get("router") or {}
+        keeping = [p for p in rt.get("test_curve", []) if p["accuracy"] >= 0.95 * race["accuracy"]]
+        best = min(keeping, key=lambda p: p["compute_s_per_1k"]) if keeping else None
         lines.append(
             f"- Why the compute goal is missed: routing by the workhorse's own confidence happens after it has "
             f"answered, so its compute ({q['workhorse_compute_vs_racehorse']:.0%} of the racehorse's here) is "
-            "spent on every item, and every escalation adds a whole racehorse call. No threshold brings the pair "
-            "under 50 % unless almost nothing escalates; that needs routing before generation, on an estimate "
-            "that costs far less than the workhorse's answer."
+            "spent on every item, and every escalation adds a whole racehorse call."
+            + (
+                f" Routing before generation (below) skips the workhorse on the items it sends up; of its "
+                f"points that keep 95 % of the racehorse's accuracy on the test items, the least compute is "
+                f"{best['compute_s_per_1k'] / race['compute_s_per_1k']:.0%} of the racehorse's (sending "
+                f"{best['sent_up_rate']:.0%} up): the workhorse is wrong too often here for any split of the "
+                "items to reach 50 %."
+                if best is not None
+                else ""
+            )
         )
     rt = r.get("router")
     if rt:
