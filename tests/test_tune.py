@@ -82,9 +82,11 @@ def test_tuning_that_cannot_meet_its_target_takes_the_most_accurate_threshold_an
 
 def project(tmp_path: Path, manifest_extra: str = "", slots: str = "") -> Path:
     root = tmp_path / "proj"
-    (root / "workers").mkdir(parents=True)
-    (root / "workers" / "__init__.py").write_text("")
-    (root / "workers" / "mine.py").write_text(
+    # a package name of its own: `workers` is the repository's example project, imported by other tests
+    package = "tune_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name)
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    (root / package / "mine.py").write_text(
         textwrap.dedent(
             """
             from orchestrator import classify_worker
@@ -96,9 +98,9 @@ def project(tmp_path: Path, manifest_extra: str = "", slots: str = "") -> Path:
         textwrap.dedent(
             """
             [tool.orchestrator]
-            workers = ["workers.mine:WORKERS"]
+            workers = ["PACKAGE.mine:WORKERS"]
             """
-        )
+        ).replace("PACKAGE", package)
         + manifest_extra
         + "\n[tool.orchestrator.slots]\n"
         + (slots or 'classify = { model = "local:qwen2.5-0.5b", role = "workhorse" }\n')
