@@ -1,0 +1,141 @@
+"""The judge's calibration on local models: its separation (AUC) of known-good from known-bad outputs.
+
+    .venv/bin/python bench/judge.py [--models local:qwen2.5-1.5b local:qwen2.5-0.5b] [--limit N]
+
+For each judge model, `orchestrator.evals.calibrate.calibrate` (what `orch trial --judge` runs before it
+trusts a judge) on two sets: the shipped calibration set (`orchestrator/data/judge-calibration.jsonl`, the
+20 texts of bench/data/texts.jsonl, each with a hand-written good 2-sentence summary and formal rewrite),
+on which the judge's prompt was chosen; and the held-out set (`bench/data/judge-heldout.jsonl`, 6 more texts
+written the same way), never used to choose or change anything, measured once. From each good output code
+makes four known-bad ones (`orchestrator.evals.variants`). AUC: the probability that a good output scores
+above a bad one, ties counting half; `orch trial` refuses a judge below 0.9.
+
+Writes every score to `bench/results/judge.json` (one entry per model, kept for models not run this time)
+and the markdown section to `bench/results/judge.md` (docs/benchmarks.md takes it from there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.markers import machine  # noqa: E402
+from orchestrator import Orchestrator, Settings, SlotConfig  # noqa: E402
+from orchestrator.evals.calibrate import MIN_AUC, calibrate, load_calibration  # noqa: E402
+from orchestrator.evals.judge import JUDGE_QUESTIONS, judge_digest  # noqa: E402
+from orchestrator.evals.variants import BAD_KINDS  # noqa: E402
+
+SETS = {
+    "calibration": ROOT / "orchestrator" / "data" / "judge-calibration.jsonl",
+    "held-out": ROOT / "bench" / "data" / "judge-heldout.jsonl",
+}
+RESULTS = ROOT / "bench" / "results" / "judge.json"
+MARKDOWN = ROOT / "bench" / "results" / "judge.md"
+MODELS = ("local:qwen2.5-1.5b", "local:qwen2.5-0.5b")
+
+
+async def run(model_name: str, limit: int | None) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="judge-bench-"))
+    orch = Orchestrator(
+        settings=Settings.resolve(traces_path=scratch / "t.db", checkpoints_path=scratch / "c.db"),
+        slots={"controller": SlotConfig(model=model_name, role="racehorse")},
+        tracing=False,
+    )
+    out: dict[str, Any] = {"model": model_name, "sets": {}}
+    try:
+        binding, model = orch.slots["controller"], orch.model_for("controller")
+        for name, path in SETS.items():
+            items, digest = load_calibration(path)
+            items = items[:limit] if limit else items
+
+            def step(done: int, total: int, name: str = name) -> None:
+                if done % 20 == 0 or done == total:
+                    print(f"  {model_name} {name}: {done}/{total}", file=sys.stderr, flush=True)
+
+            cal = await calibrate(
+                binding, model, items, data=str(path.relative_to(ROOT)), data_digest=digest, on_output=step
+            )
+            out["sets"][name] = cal.to_dict()
+            print(f"{model_name} {name}: AUC {cal.auc:.3f} in {cal.wall_s / 60:.1f} min", file=sys.stderr)
+    finally:
+        orch.close()
+    return out
+
+
+def markdown(results: dict[str, Any], date: str, where: str) -> str:
+    kinds = " | ".join(k.replace("_", " ") for k in BAD_KINDS)
+    lines = [
+        "## Judge calibration",
+        "",
+        f"Measured {date} on {where} (shared with other jobs), by `bench/judge.py`. Before `orch trial "
+        "--judge` reports a judged figure it scores known-good and known-bad outputs with the judge and refuses "
+        f"a judge whose AUC is below {MIN_AUC} (`orchestrator/evals/calibrate.py`). Good outputs: a "
+        "2-sentence summary and a formal rewrite of each text, written by hand; bad ones made from them by "
+        "code: a number changed, a clause with a number the source lacks, a copy of the source, the wrong "
+        "length (a summary of 5 sentences, a rewrite cut to its first sentence). The judge answers "
+        f"{len(JUDGE_QUESTIONS)} yes/no questions about each output (one call each, under a grammar; "
+        "`orchestrator/evals/judge.py`): "
+        + "; ".join(f'"{q}"' for _, q in JUDGE_QUESTIONS)
+        + ". Each answer's margin (the log-probability lead of its answer over the other) is its log-odds of "
+        f"yes; the score is 1 + 4 sigmoid(mean log-odds). Judge prompt `{judge_digest()}`.",
+        "",
+        "The calibration set (20 texts, 40 good and 160 bad outputs) is the one the judge's prompt was chosen "
+        "on; the held-out set (6 texts, 12 good and 48 bad outputs, written with it) was never used to choose "
+        "or change anything, and was measured once. AUC: the probability that a good output scores above a "
+        "bad one, ties counting half (0.5 is no separation).",
+        "",
+        f"| judge | set | AUC | {kinds} | mean good | mean bad | good / bad | unjudged | minutes |",
+        "|---|---|---|" + "---|" * len(BAD_KINDS) + "---|---|---|---|---|",
+    ]
+    for model, entry in results.items():
+        for name, cal in entry["sets"].items():
+            per = " | ".join(f"{cal['auc_by_kind'][k]:.3f}" for k in BAD_KINDS)
+            lines.append(
+                f"| {model} | {name} | **{cal['auc']:.3f}** | {per} | {cal['mean_good']:.2f} | "
+                f"{cal['mean_bad']:.2f} | {cal['goods']} / {cal['bads']} | {cal['unjudged']} | "
+                f"{cal['wall_s'] / 60:.1f} |"
+            )
+    verdicts = []
+    for model, entry in results.items():
+        cal = entry["sets"].get("calibration")
+        if cal is not None:
+            word = "passes" if cal["auc"] >= MIN_AUC else "is refused"
+            verdicts.append(f"{model} {word} (AUC {cal['auc']:.3f} on the calibration set)")
+    lines += ["", f"As a judge, {'; '.join(verdicts)}." if verdicts else ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS[:1]))
+    parser.add_argument("--limit", type=int, help="only the first N items of each set (a trial run)")
+    args = parser.parse_args()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and not args.limit else {}
+    results: dict[str, Any] = previous.get("models", {})
+    for model in args.models:
+        results[model] = asyncio.run(run(model, args.limit))
+    date = dt.date.today().isoformat()
+    where = machine()
+    text = markdown(results, date, where)
+    if not args.limit:
+        RESULTS.write_text(
+            json.dumps(
+                {"date": date, "machine": where, "judge_prompt": judge_digest(), "models": results}, indent=1
+            )
+            + "\n"
+        )
+        MARKDOWN.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
