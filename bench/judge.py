@@ -121,19 +121,16 @@ def main() -> None:
     args = parser.parse_args()
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and not args.limit else {}
     results: dict[str, Any] = previous.get("models", {})
+    text = ""
     for model in args.models:
         results[model] = asyncio.run(run(model, args.limit))
-    date = dt.date.today().isoformat()
-    where = machine()
-    text = markdown(results, date, where)
-    if not args.limit:
-        RESULTS.write_text(
-            json.dumps(
-                {"date": date, "machine": where, "judge_prompt": judge_digest(), "models": results}, indent=1
-            )
-            + "\n"
-        )
-        MARKDOWN.write_text(text)
+        date = dt.date.today().isoformat()
+        where = machine()
+        text = markdown(results, date, where)
+        if not args.limit:  # after each model: a later model's failure keeps the earlier ones' figures
+            record = {"date": date, "machine": where, "judge_prompt": judge_digest(), "models": results}
+            RESULTS.write_text(json.dumps(record, indent=1) + "\n")
+            MARKDOWN.write_text(text)
     print(text)
 
 

@@ -10,6 +10,7 @@ everything, equally sure, as the 1.5B local model nearly did.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -32,7 +33,14 @@ from orchestrator.evals.calibrate import (
     load_calibration,
     refusal,
 )
-from orchestrator.evals.judge import JUDGE_INSTRUCTIONS, JUDGE_QUESTION, judge_digest, p_yes, parse_answer
+from orchestrator.evals.judge import (
+    JUDGE_INSTRUCTIONS,
+    JUDGE_QUESTIONS,
+    judge_digest,
+    log_odds,
+    p_yes,
+    parse_answer,
+)
 from orchestrator.evals.variants import BAD_KINDS, bad_variants, sentences_of
 from orchestrator.models.binding import bind_slot
 from orchestrator.providers import create_chat_model
@@ -51,6 +59,7 @@ CALIBRATION = ROOT / "orchestrator" / "data" / "judge-calibration.jsonl"
 HELDOUT = ROOT / "bench" / "data" / "judge-heldout.jsonl"
 ROWS = [json.loads(line) for path in (CALIBRATION, HELDOUT) for line in path.read_text().splitlines()]
 GOODS = {(r["source"], r["good"]) for r in ROWS}
+CALLS = len(JUDGE_QUESTIONS)  # the judge's calls for one output
 SURE = (-0.05, -3.05)  # the judge's answer and its runner-up, in log-probability: a margin of 3 nats
 
 
@@ -64,7 +73,9 @@ def judge_server(request: Request) -> Reply:
     body = request.json()
     task = str(body["messages"][1]["content"])
     source, output = _tagged("source", task), _tagged("output", task)
-    assert body["messages"][0]["content"] == JUDGE_INSTRUCTIONS and task.endswith(JUDGE_QUESTION)
+    assert body["messages"][0]["content"] == JUDGE_INSTRUCTIONS and any(
+        task.endswith("Question: " + q) for _, q in JUDGE_QUESTIONS
+    )
     assert body.get("logprobs") is True  # the margin is asked for
     answer = "yes" if body["model"] == "blunt" or (source, output) in GOODS else "no"
     return openai_stream([answer], openai_usage(100, 1), logprobs=[SURE])
@@ -147,7 +158,10 @@ def test_a_yes_or_no_and_its_margin_make_a_continuous_probability() -> None:
     assert p_yes(True, 3.0) == pytest.approx(0.9526, abs=1e-4)
     assert p_yes(False, 3.0) == pytest.approx(0.0474, abs=1e-4)
     assert p_yes(True, 0.5) < p_yes(True, 3.0)  # a doubtful yes ranks below a sure one
-    assert (p_yes(True, None), p_yes(False, None)) == (1.0, 0.0)  # no margin: the answer as certain
+    # no margin: the answer as certain (the log-odds capped at 20 nats)
+    assert (log_odds(True, None), log_odds(False, None)) == (20.0, -20.0)
+    assert p_yes(True, None) > 1 - 1e-8 and p_yes(False, None) < 1e-8
+    assert log_odds(False, 35.0) == -20.0 and log_odds(True, 1.25) == 1.25
 
 
 # --- calibration over the loopback server -----------------------------------------------------------------
@@ -162,7 +176,8 @@ def test_a_judge_that_separates_passes_and_one_that_does_not_is_refused(
     sharp = run_blocking(
         lambda: calibrated(*_judge(loopback.url + "/v1", "sharp"), on_output=lambda *a: seen.append(a))
     )
-    assert len(loopback.requests) == 200 == sharp.goods + sharp.bads and seen[-1] == (200, 200)
+    assert sharp.goods + sharp.bads == 200 and seen[-1] == (200, 200)
+    assert len(loopback.requests) == 200 * CALLS  # each output: one call a question
     assert (sharp.goods, sharp.bads, sharp.unjudged) == (40, 160, 0)
     assert sharp.auc == 1.0 and sharp.auc_by_kind == dict.fromkeys(BAD_KINDS, 1.0) and sharp.usable
     assert sharp.mean_good == pytest.approx(1 + 4 * p_yes(True, 3.0))
@@ -180,6 +195,29 @@ def test_a_judge_that_separates_passes_and_one_that_does_not_is_refused(
     assert MIN_AUC == 0.9
 
 
+def test_the_answers_to_the_questions_combine_into_one_score(
+    loopback: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judge that sees copies only, by the one question about them: the copies rank below every other
+    output, the other kinds tie with the good ones."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    own = dict(JUDGE_QUESTIONS)["own"]
+
+    def copies_only(request: Request) -> Reply:
+        task = str(request.json()["messages"][1]["content"])
+        copied = task.endswith(own) and _tagged("source", task) == _tagged("output", task)
+        return openai_stream(["no" if copied else "yes"], openai_usage(100, 1), logprobs=[SURE])
+
+    loopback.handle("/v1/chat/completions", copies_only)
+    cal = run_blocking(lambda: calibrated(*_judge(loopback.url + "/v1", "copies")))
+    assert cal.auc_by_kind == {"fact_changed": 0.5, "number_added": 0.5, "copy": 1.0, "wrong_length": 0.5}
+    assert cal.auc == pytest.approx((0.5 * 3 + 1.0) / 4)
+    # three sure yeses and a sure no: the mean log-odds is (3 + 3 + 3 - 3) / 4
+    assert cal.mean_by_kind["copy"] == pytest.approx(1 + 4 / (1 + math.exp(-1.5)))
+    copy = next(r for r in cal.scores if r["kind"] == "copy")
+    assert copy["reason"] == "faithful yes (0.95), own no (0.05), length yes (0.95), complete yes (0.95)"
+
+
 def test_the_calibration_is_kept_per_judge_model_prompt_and_data(
     loopback: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,24 +225,24 @@ def test_the_calibration_is_kept_per_judge_model_prompt_and_data(
     loopback.handle("/v1/chat/completions", judge_server)
     url = loopback.url + "/v1"
     first = run_blocking(lambda: calibrated(*_judge(url, "sharp")))
-    assert not first.cached and len(loopback.requests) == 200
+    assert not first.cached and len(loopback.requests) == 200 * CALLS
     path = cache_path("openai-compat:sharp", judge_digest(), load_calibration()[1])
     assert path.is_relative_to(tmp_path / "cache") and path.exists()
 
     again = run_blocking(lambda: calibrated(*_judge(url, "sharp")))  # the same judge: not measured again
-    assert again.cached and len(loopback.requests) == 200
+    assert again.cached and len(loopback.requests) == 200 * CALLS
     assert (again.auc, again.auc_by_kind, again.scores) == (first.auc, first.auc_by_kind, first.scores)
 
     other = run_blocking(lambda: calibrated(*_judge(url, "blunt")))  # another judge model: measured
-    assert not other.cached and len(loopback.requests) == 400 and other.auc == 0.5
+    assert not other.cached and len(loopback.requests) == 400 * CALLS and other.auc == 0.5
 
     fresh = run_blocking(lambda: calibrated(*_judge(url, "sharp"), refresh=True))  # asked to measure again
-    assert not fresh.cached and len(loopback.requests) == 600
+    assert not fresh.cached and len(loopback.requests) == 600 * CALLS
 
     data = tmp_path / "few.jsonl"  # other calibration data: measured
     data.write_text("".join(line + "\n" for line in CALIBRATION.read_text().splitlines()[:4]))
     few = run_blocking(lambda: calibrated(*_judge(url, "sharp"), data=data))
-    assert not few.cached and len(loopback.requests) == 620 and (few.goods, few.bads) == (4, 16)
+    assert not few.cached and len(loopback.requests) == 620 * CALLS and (few.goods, few.bads) == (4, 16)
 
     path.write_text("{not json")  # a damaged cache file is measured again, not an error
     assert not run_blocking(lambda: calibrated(*_judge(url, "sharp"))).cached
@@ -282,7 +320,7 @@ def test_orch_trial_refuses_a_judge_that_cannot_separate(loopback: Loopback, tmp
 
     shown = _orch(tmp_path, project, "--judge", "--calibrate-only")  # from the cache: no call
     assert shown.returncode == 0, shown.stderr
-    assert len(loopback.requests) == 200
+    assert len(loopback.requests) == 200 * CALLS
     for kind in ("fact changed", "number added", "copy", "wrong length"):
         assert re.search(rf"{kind}\s*│\s*0\.500", shown.stdout), shown.stdout
     assert "from the cache" in shown.stdout and "refused: judge openai-compat:blunt" in shown.stdout
@@ -306,9 +344,9 @@ def test_orch_trial_reports_the_judges_auc_beside_its_figures(loopback: Loopback
 
     table = _orch(tmp_path, project, *trial, "--judge")  # calibrated once: not measured again
     assert table.returncode == 0, table.stderr
-    assert [r.json()["model"] for r in loopback.requests[calls:]] == ["worker", "sharp"]
+    assert [r.json()["model"] for r in loopback.requests[calls:]] == ["worker", *["sharp"] * CALLS]
     assert re.search(r"judge_auc\s*│\s*1\.000", table.stdout), table.stdout
     assert "AUC 1.00 on its calibration (40 known-good, 160 known-bad outputs)" in table.stdout
 
     _orch(tmp_path, project, "--judge", "--calibrate-only", "--recalibrate")
-    assert len(loopback.requests) == calls + 2 + 200
+    assert len(loopback.requests) == calls + (1 + CALLS) + 200 * CALLS

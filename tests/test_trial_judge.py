@@ -21,7 +21,7 @@ import pytest
 from loopback import Loopback, Reply, Request
 from wire import openai_stream, openai_usage
 
-from orchestrator.evals.judge import JUDGE_INSTRUCTIONS, JUDGE_QUESTION, judge_prompt, p_yes, parse_answer
+from orchestrator.evals.judge import JUDGE_INSTRUCTIONS, JUDGE_QUESTIONS, judge_prompt, p_yes, parse_answer
 from orchestrator.workers.definitions import summarize_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,12 +154,15 @@ def test_trial_judges_free_text_outputs_and_bills_the_judge_apart(loopback: Loop
     out = json.loads(proc.stdout)
     judged = [r.json() for r in loopback.requests[calls_before:]]
     judged = [b for b in judged if b["messages"][0]["content"] == JUDGE_INSTRUCTIONS]
-    calibration, judge_calls = judged[:200], judged[200:]  # calibrated first: 40 good and 160 bad outputs
+    # calibrated first: 40 good and 160 bad outputs, a call for each question
+    calibration, judge_calls = judged[: 200 * len(JUDGE_QUESTIONS)], judged[200 * len(JUDGE_QUESTIONS) :]
     assert {_tagged("source", _text(b["messages"][1])) for b in calibration} == {
         r["source"] for r in CALIBRATION
     }
-    # one call for each output: Invoice, Porto, Oslo (unjudged), Lagos (after its escalation), the ticket
-    assert len(judge_calls) == 5
+    # a call for each question on Invoice, Porto, Lagos (after its escalation) and the ticket; one on Oslo
+    # (its first reply is neither yes nor no: unjudged, no more questions)
+    questions = len(JUDGE_QUESTIONS)
+    assert len(judge_calls) == 4 * questions + 1
     assert out["judge"] == "openai-compat:big"
     assert out["judge_auc"] == 1.0 and out["judge_calibration"]["bads"] == 160
     assert out["judged_items"] == 4
@@ -167,24 +170,24 @@ def test_trial_judges_free_text_outputs_and_bills_the_judge_apart(loopback: Loop
     # sentence), the ticket no (its first sentence is nearly all of it)
     assert out["judged_score"] == pytest.approx((YES + 5 + YES + NO) / 4)
     per_call = JUDGE_USAGE[0] * JUDGE_PRICES[0] + JUDGE_USAGE[1] * JUDGE_PRICES[1]
-    assert out["judge_cost_usd"] == pytest.approx(5 * per_call)  # the calibration's cost is its own
-    assert out["judge_calibration"]["cost_usd"] == pytest.approx(200 * per_call)
+    assert out["judge_cost_usd"] == pytest.approx((4 * questions + 1) * per_call)  # calibration apart:
+    assert out["judge_calibration"]["cost_usd"] == pytest.approx(200 * questions * per_call)
     assert out["judge_compute_s"] == 0.0  # a server: no local compute
     # the worker's figures are the same as without a judge: its cost is not mixed in
     for key in ("accuracy", "accuracy_escalated", "validity", "escalation_rate", "cost_per_1k_usd"):
         assert out[key] == pytest.approx(without[key]), key
     assert out["escalation_rate"] == pytest.approx(1 / 5)  # Lagos
 
-    # what the judge was shown: its instructions, the worker's, the source and the output, then the question;
-    # asked for the log-probabilities that make its margin
-    first = judge_calls[0]
-    assert first["messages"][0]["content"].startswith("You check one output")
-    task = _text(first["messages"][1])
-    assert summarize_worker().instructions in task
-    assert _tagged("source", task) == SOURCES[0]
-    assert _tagged("output", task) == _first_sentence(SOURCES[0])
-    assert task.endswith("Question: " + JUDGE_QUESTION)
-    assert first["logprobs"] is True and "response_format" not in first
+    # what the judge was shown: its instructions, the worker's, the source and the output, then each question
+    # in turn; asked for the log-probabilities that make its margin
+    for call, (_, question) in zip(judge_calls, JUDGE_QUESTIONS, strict=False):
+        assert call["messages"][0]["content"].startswith("You check one output")
+        task = _text(call["messages"][1])
+        assert summarize_worker().instructions in task
+        assert _tagged("source", task) == SOURCES[0]
+        assert _tagged("output", task) == _first_sentence(SOURCES[0])
+        assert task.endswith("Question: " + question)
+        assert call["logprobs"] is True and "response_format" not in call
 
 
 def test_trial_table_shows_the_judge_and_escapes_item_text(loopback: Loopback, tmp_path: Path) -> None:
@@ -222,7 +225,7 @@ def test_judge_replies_are_parsed_strictly() -> None:
         with pytest.raises(ValueError, match="neither yes nor no"):
             parse_answer(bad)
     # braces in the texts stay as they are: they are concatenated, never used as a format string
-    messages = judge_prompt(summarize_worker(), "Pay {amount} to {0}.", "Pay {amount}.")
+    messages = judge_prompt(summarize_worker(), "Pay {amount} to {0}.", "Pay {amount}.", "{0}?")
     assert "<source>\nPay {amount} to {0}.\n</source>" in str(messages[1].content)
 
 
