@@ -104,6 +104,7 @@ def markdown(results: dict[str, Any], date: str, where: str) -> str:
                 f"{cal['mean_bad']:.2f} | {cal['goods']} / {cal['bads']} | {cal['unjudged']} | "
                 f"{cal['wall_s'] / 60:.1f} |"
             )
+    lines += designs()
     verdicts = []
     for model, entry in results.items():
         cal = entry["sets"].get("calibration")
@@ -112,6 +113,46 @@ def markdown(results: dict[str, Any], date: str, where: str) -> str:
             verdicts.append(f"{model} {word} (AUC {cal['auc']:.3f} on the calibration set)")
     lines += ["", f"As a judge, {'; '.join(verdicts)}." if verdicts else ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+DESIGNS = {  # bench/judge_designs.py's runs: which questions, on which calibration texts
+    "negative": "texts 1-3 (6 good, 24 bad outputs); targeted questions where no means good",
+    "positive": "texts 4-8 (10 good, 40 bad outputs); targeted questions where yes means good",
+}
+DESIGN_NAMES = {
+    "digit_argmax": "one 1-5 grade (the old judge's rubric), the digit it picks",
+    "digit_expected": "one 1-5 grade, expected from its digit probabilities",
+    "ok": "one overall question (yes = good), its log-odds",
+    "targeted_sum": "the four targeted questions, log-odds summed",
+    "targeted_p": "the four targeted questions, P(good answer) summed",
+    "targeted_min": "the four targeted questions, the least sure",
+}
+
+
+def designs() -> list[str]:
+    """The design exploration's AUCs (bench/judge_designs.py), from its saved rows."""
+    from orchestrator.toolsets.retrieval.evaluate import auc
+
+    lines = [
+        "",
+        "How the design was chosen (`bench/judge_designs.py`, local:qwen2.5-1.5b, on calibration texts only: "
+        "the next-token log-probabilities after each prompt, no generation; the held-out set never read):",
+        "",
+        f"| run | design | AUC | {' | '.join(k.replace('_', ' ') for k in BAD_KINDS)} |",
+        "|---|---|---|" + "---|" * len(BAD_KINDS),
+    ]
+    for name, what in DESIGNS.items():
+        path = ROOT / "bench" / "results" / f"judge-designs-{name}.json"
+        if not path.exists():
+            continue
+        rows = json.loads(path.read_text())
+        for key, label in DESIGN_NAMES.items():
+            goods = [r[key] for r in rows if r["kind"] == "good"]
+            per = [auc(goods, [r[key] for r in rows if r["kind"] == k]) for k in BAD_KINDS]
+            overall = auc(goods, [r[key] for r in rows if r["kind"] != "good"])
+            cells = " | ".join(f"{a:.2f}" for a in per)
+            lines.append(f"| {what} | {label} | {overall:.2f} | {cells} |")
+    return lines
 
 
 def main() -> None:

@@ -247,7 +247,8 @@ def test_orch_trial_judged_on_the_local_models(tmp_path: Path) -> None:
     env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
     cmd = [sys.executable, "-m", "orchestrator", "--project", str(ROOT), "trial", "local:qwen2.5-0.5b"]
     cmd += ["--worker", "summarize", "--data", str(data), "--no-compare", "--judge", "--json"]
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # calibrated here, not read from the user's cache
+    # the judge's calibration: from the user cache when this judge was calibrated on this machine, else
+    # measured first (800 calls of the 1.5B); the models are in that cache too, so it is not moved
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode == 2:  # the judge's calibration refused it: that is the gate working, said so
         assert "can't tell good outputs from bad: AUC" in proc.stderr, proc.stderr

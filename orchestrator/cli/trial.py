@@ -102,7 +102,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
     passes = 1 + (not args.no_compare) + (not args.no_racehorse)
     progress = Progress(
-        TextColumn("[bold]trial[/bold]"),
+        TextColumn("[bold]{task.description}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
