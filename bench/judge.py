@@ -89,18 +89,20 @@ def markdown(results: dict[str, Any], date: str, where: str) -> str:
         f"yes; the score is 1 + 4 sigmoid(mean log-odds). Judge prompt `{judge_digest()}`.",
         "",
         "The calibration set (20 texts, 40 good and 160 bad outputs) is the one the judge's prompt was chosen "
-        "on; the held-out set (6 texts, 12 good and 48 bad outputs, written with it) was never used to choose "
+        "on (its texts 1-8: `bench/judge_designs.py`, below); the held-out set (6 texts, 12 good and 48 bad outputs, written with it) was never used to choose "
         "or change anything, and was measured once. AUC: the probability that a good output scores above a "
         "bad one, ties counting half (0.5 is no separation).",
         "",
-        f"| judge | set | AUC | {kinds} | mean good | mean bad | good / bad | unjudged | minutes |",
-        "|---|---|---|" + "---|" * len(BAD_KINDS) + "---|---|---|---|---|",
+        f"| judge | set | AUC | {kinds} | summaries / rewrites | mean good | mean bad | good / bad | unjudged "
+        "| minutes |",
+        "|---|---|---|" + "---|" * len(BAD_KINDS) + "---|---|---|---|---|---|",
     ]
     for model, entry in results.items():
         for name, cal in entry["sets"].items():
             per = " | ".join(f"{cal['auc_by_kind'][k]:.3f}" for k in BAD_KINDS)
+            split = " / ".join(f"{by_worker(cal['scores'], w):.3f}" for w in ("summarize", "style"))
             lines.append(
-                f"| {model} | {name} | **{cal['auc']:.3f}** | {per} | {cal['mean_good']:.2f} | "
+                f"| {model} | {name} | **{cal['auc']:.3f}** | {per} | {split} | {cal['mean_good']:.2f} | "
                 f"{cal['mean_bad']:.2f} | {cal['goods']} / {cal['bads']} | {cal['unjudged']} | "
                 f"{cal['wall_s'] / 60:.1f} |"
             )
@@ -127,6 +129,20 @@ DESIGN_NAMES = {
     "targeted_p": "the four targeted questions, P(good answer) summed",
     "targeted_min": "the four targeted questions, the least sure",
 }
+
+
+def by_worker(scores: list[dict[str, Any]], worker: str) -> float:
+    """The AUC over one worker's outputs (from the saved scores: the results of a run before
+    `Calibration.auc_by_worker` have them too)."""
+    from orchestrator.evals.calibrate import UNJUDGED_SCORE
+    from orchestrator.toolsets.retrieval.evaluate import auc
+
+    mine = [
+        (r["kind"], UNJUDGED_SCORE if r["score"] is None else r["score"])
+        for r in scores
+        if r["worker"] == worker
+    ]
+    return auc([s for k, s in mine if k == "good"], [s for k, s in mine if k != "good"])
 
 
 def designs() -> list[str]:

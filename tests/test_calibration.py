@@ -180,6 +180,7 @@ def test_a_judge_that_separates_passes_and_one_that_does_not_is_refused(
     assert len(loopback.requests) == 200 * CALLS  # each output: one call a question
     assert (sharp.goods, sharp.bads, sharp.unjudged) == (40, 160, 0)
     assert sharp.auc == 1.0 and sharp.auc_by_kind == dict.fromkeys(BAD_KINDS, 1.0) and sharp.usable
+    assert sharp.auc_by_worker == {"summarize": 1.0, "style": 1.0}
     assert sharp.mean_good == pytest.approx(1 + 4 * p_yes(True, 3.0))
     assert sharp.mean_bad == pytest.approx(1 + 4 * p_yes(False, 3.0))
     assert sharp.judge == "openai-compat:sharp" and sharp.judge_prompt == judge_digest()
@@ -212,6 +213,7 @@ def test_the_answers_to_the_questions_combine_into_one_score(
     cal = run_blocking(lambda: calibrated(*_judge(loopback.url + "/v1", "copies")))
     assert cal.auc_by_kind == {"fact_changed": 0.5, "number_added": 0.5, "copy": 1.0, "wrong_length": 0.5}
     assert cal.auc == pytest.approx((0.5 * 3 + 1.0) / 4)
+    assert cal.auc_by_worker == {"summarize": pytest.approx(cal.auc), "style": pytest.approx(cal.auc)}
     # three sure yeses and a sure no: the mean log-odds is (3 + 3 + 3 - 3) / 4
     assert cal.mean_by_kind["copy"] == pytest.approx(1 + 4 / (1 + math.exp(-1.5)))
     copy = next(r for r in cal.scores if r["kind"] == "copy")
@@ -323,6 +325,7 @@ def test_orch_trial_refuses_a_judge_that_cannot_separate(loopback: Loopback, tmp
     assert len(loopback.requests) == 200 * CALLS
     for kind in ("fact changed", "number added", "copy", "wrong length"):
         assert re.search(rf"{kind}\s*│\s*0\.500", shown.stdout), shown.stdout
+    assert re.search(r"all, summarize outputs\s*│\s*0\.500", shown.stdout), shown.stdout
     assert "from the cache" in shown.stdout and "refused: judge openai-compat:blunt" in shown.stdout
 
     need = _orch(tmp_path, project, "--judge")

@@ -279,6 +279,8 @@ def _calibrate_only(args: argparse.Namespace) -> int:
             f"{cal.mean_good:.2f}",
         )
     table.add_row("all", f"{cal.auc:.3f}", f"{cal.mean_bad:.2f}", f"{cal.mean_good:.2f}")
+    for worker, value in cal.auc_by_worker.items():
+        table.add_row(as_text(f"all, {worker} outputs"), f"{value:.3f}", "", "")
     console.out.print(table)
     how = "from the cache" if cal.cached else f"measured in {cal.wall_s / 60:.1f} min"
     console.out.print(

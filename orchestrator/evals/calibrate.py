@@ -120,6 +120,8 @@ class Calibration:
     data_digest: str
     created: str  # ISO 8601, UTC
     scores: list[dict[str, Any]] = field(default_factory=list)  # {"id", "worker", "kind", "score", "reason"}
+    auc_by_worker: dict[str, float] = field(default_factory=dict)  # the summaries' AUC, the rewrites'
+
     cached: bool = False  # read from the cache, not measured by this process
 
     @property
@@ -175,11 +177,12 @@ async def calibrate(
             if on_output is not None:
                 on_output(len(rows), total)
 
-    def scores(kind: str | None) -> list[float]:
+    def scores(kind: str | None, worker: str | None = None) -> list[float]:
         return [
             UNJUDGED_SCORE if r["score"] is None else float(r["score"])
             for r in rows
             if (r["kind"] != "good" if kind is None else r["kind"] == kind)
+            and (worker is None or r["worker"] == worker)
         ]
 
     goods, bads = scores("good"), scores(None)
@@ -201,6 +204,9 @@ async def calibrate(
         data_digest=data_digest,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         scores=rows,
+        auc_by_worker={
+            w: auc(scores("good", w), scores(None, w)) for w in workers if any(i.worker == w for i in items)
+        },
     )
 
 
