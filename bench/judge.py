@@ -6,7 +6,7 @@ For each judge model, `orchestrator.evals.calibrate.calibrate` (what `orch trial
 trusts a judge) on two sets: the shipped calibration set (`orchestrator/data/judge-calibration.jsonl`, the
 20 texts of bench/data/texts.jsonl, each with a hand-written good 2-sentence summary and formal rewrite),
 on which the judge's prompt was chosen; and the held-out set (`bench/data/judge-heldout.jsonl`, 6 more texts
-written the same way), never used to choose or change anything, measured once. From each good output code
+written the same way), never used to choose or change anything: only reported. From each good output code
 makes four known-bad ones (`orchestrator.evals.variants`). AUC: the probability that a good output scores
 above a bad one, ties counting half; `orch trial` refuses a judge below 0.9.
 
@@ -89,9 +89,9 @@ def markdown(results: dict[str, Any], date: str, where: str) -> str:
         f"yes; the score is 1 + 4 sigmoid(mean log-odds). Judge prompt `{judge_digest()}`.",
         "",
         "The calibration set (20 texts, 40 good and 160 bad outputs) is the one the judge's prompt was chosen "
-        "on (its texts 1-8: `bench/judge_designs.py`, below); the held-out set (6 texts, 12 good and 48 bad outputs, written with it) was never used to choose "
-        "or change anything, and was measured once. AUC: the probability that a good output scores above a "
-        "bad one, ties counting half (0.5 is no separation).",
+        "on (its texts 1-8: `bench/judge_designs.py`, below); the held-out set (6 texts, 12 good and 48 "
+        "bad outputs, written with it) was never used to choose or change anything: only reported. AUC: the "
+        "probability that a good output scores above a bad one, ties counting half (0.5 is no separation).",
         "",
         f"| judge | set | AUC | {kinds} | summaries / rewrites | mean good | mean bad | good / bad | unjudged "
         "| minutes |",
@@ -113,7 +113,19 @@ def markdown(results: dict[str, Any], date: str, where: str) -> str:
         if cal is not None:
             word = "passes" if cal["auc"] >= MIN_AUC else "is refused"
             verdicts.append(f"{model} {word} (AUC {cal['auc']:.3f} on the calibration set)")
+    unseen = []  # the calibration texts the design exploration never read
+    for model, entry in results.items():
+        cal = entry["sets"].get("calibration")
+        if cal is not None:
+            rows = [r for r in cal["scores"] if int(r["id"].rsplit("-", 1)[1]) > EXPLORED]
+            unseen.append(f"{model} {by_kind(rows):.3f}")
     lines += ["", f"As a judge, {'; '.join(verdicts)}." if verdicts else ""]
+    if unseen:
+        lines[-1] += (
+            f" AUC on the calibration texts the design exploration never read (texts {EXPLORED + 1}-20): "
+            + "; ".join(unseen)
+            + "."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -142,6 +154,18 @@ def by_worker(scores: list[dict[str, Any]], worker: str) -> float:
         for r in scores
         if r["worker"] == worker
     ]
+    return auc([s for k, s in mine if k == "good"], [s for k, s in mine if k != "good"])
+
+
+EXPLORED = 8  # bench/judge_designs.py read calibration texts 1-8
+
+
+def by_kind(scores: list[dict[str, Any]]) -> float:
+    """The AUC of good over bad among `scores`."""
+    from orchestrator.evals.calibrate import UNJUDGED_SCORE
+    from orchestrator.toolsets.retrieval.evaluate import auc
+
+    mine = [(r["kind"], UNJUDGED_SCORE if r["score"] is None else r["score"]) for r in scores]
     return auc([s for k, s in mine if k == "good"], [s for k, s in mine if k != "good"])
 
 
