@@ -1,7 +1,9 @@
 """`orch trial --judge`: a free-text worker's outputs scored 1-5 by another slot's model, apart from its cost.
 
 The scripted models answer over a real loopback HTTP server, each reply derived from the request: the
-workers summarize by keeping the source's first sentence, and the judge scores what it is shown.
+workers summarize by keeping the source's first sentence, and the judge answers yes or no to what it is shown
+(sure of it: a margin of 3 nats). It is calibrated first (`test_calibration.py`): it answers yes to the
+known-good outputs of the calibration set and no to the rest, so it passes.
 """
 
 from __future__ import annotations
@@ -19,20 +21,25 @@ import pytest
 from loopback import Loopback, Reply, Request
 from wire import openai_stream, openai_usage
 
-from orchestrator.evals.judge import JUDGE_SCHEMA, judge_prompt, parse_judgement
+from orchestrator.evals.judge import JUDGE_INSTRUCTIONS, JUDGE_QUESTIONS, judge_prompt, p_yes, parse_answer
 from orchestrator.workers.definitions import summarize_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION = [
+    json.loads(line) for line in (ROOT / "orchestrator/data/judge-calibration.jsonl").read_text().splitlines()
+]
+SURE = (-0.05, -3.05)  # the judge's answer and its runner-up, in log-probability: a margin of 3 nats
+YES, NO = 1 + 4 * p_yes(True, 3.0), 1 + 4 * p_yes(False, 3.0)  # the scores of a sure yes and a sure no
 JUDGE_USAGE = (100, 10)  # every judge reply: 100 input tokens, 10 output
 JUDGE_PRICES = (1e-5, 4e-5)  # the controller slot's prices, per token
 SOURCES = [
-    # kept whole by `small` (its first sentence), judged 5 at once
+    # kept whole by `small` (its first sentence), judged a sure yes
     "Invoice 4471 from Nordic Parts was paid on 2026-02-03. The amount was 1200 EUR and Lena Berg "
     "approved it after a check of the delivery notes. Nothing else is open on that account.",
-    # the judge's first reply is cut-off JSON; the repair gets a valid one
+    # the judge answers "Yes." with no log-probabilities: a certain yes, 5
     "The Porto warehouse shipped 36 pallets on Monday. Carla Sousa counted them twice because the scanner "
     "in bay 7 was down again, and the driver left at 18:40 with all of them.",
-    # the judge never answers in JSON: unjudged, and the trial goes on
+    # the judge answers neither yes nor no: unjudged, and the trial goes on
     "The Oslo team closed 14 tickets this week. Erik Dahl says the queue is the shortest since March and "
     "that nobody needs to work on Saturday.",
     # `small` adds a year the source lacks; after its repair it escalates to the racehorse
@@ -58,31 +65,32 @@ def _tagged(tag: str, text: str) -> str | None:
 
 
 def _judge(body: dict[str, Any]) -> Reply:
-    """Scores by how much of the source the output keeps: at most half its words 5, at most 80 % 3,
-    else 1; cut-off JSON first for the Porto text, never JSON for the Oslo text."""
+    """The calibration set: yes to its known-good outputs, no to the rest. The trial's outputs: yes when the
+    output keeps at most half the source's words, else no; "Yes." without log-probabilities for the Porto
+    text, neither yes nor no for the Oslo text."""
     messages = body["messages"]
     task = _text(messages[1])
     source, output = _tagged("source", task), _tagged("output", task)
     usage = openai_usage(*JUDGE_USAGE)
-    if source is None or output is None or "<instruction>\nSummarize a text" not in task:
-        reply = {"score": 1, "reason": "the request holds no instruction, source or output"}
-        return openai_stream([json.dumps(reply)], usage)
+    if source is None or output is None or "<instruction>\n" not in task:
+        return openai_stream(["no"], usage, logprobs=[SURE])
+    if any(row["source"] == source for row in CALIBRATION):
+        good = any(row["source"] == source and row["good"] == output for row in CALIBRATION)
+        return openai_stream(["yes" if good else "no"], usage, logprobs=[SURE])
     if "Oslo" in source:
         return openai_stream(["I would say it is a fine summary."], usage)
-    if "Porto" in source and len(messages) == 2:  # its first try only; the repair request has 4 messages
-        return openai_stream(['{"score": 4, "reason": "keeps the count and na'], usage)
+    if "Porto" in source:
+        return openai_stream(["Yes."], usage)
     share = len(output.split()) / len(source.split())
-    got = 5 if share <= 0.5 else 3 if share <= 0.8 else 1
-    reason = f"keeps {share:.0%} of the words, starting {output[:32]}"
-    return openai_stream([json.dumps({"score": got, "reason": reason})], usage)
+    return openai_stream(["yes" if share <= 0.5 else "no"], usage, logprobs=[SURE])
 
 
 def scripted(request: Request) -> Reply:
     """Four models on one server, told apart by `model`: `small` (on trial), `current` (in the slot now),
-    `big` (the racehorse: escalations, and the judge when asked under a JSON schema)."""
+    `big` (the racehorse: escalations, and the judge)."""
     body = request.json()
-    if body.get("response_format") is not None or body.get("tools"):
-        assert body["model"] == "big", body["model"]  # only the judge is asked for JSON here
+    if body["messages"][0]["content"] == JUDGE_INSTRUCTIONS:
+        assert body["model"] == "big", body["model"]  # only the controller judges here
         return _judge(body)
     source = _text(body["messages"][1])
     summary = _first_sentence(source)
@@ -117,6 +125,7 @@ def _trial(tmp_path: Path, project: Path, *extra: str) -> subprocess.CompletedPr
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps({"input": s, "expected": None}) + "\n" for s in SOURCES))
     env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # the judge's calibration is kept there
     cmd = [sys.executable, "-m", "orchestrator", "--project", str(project), "trial", "openai-compat:small"]
     cmd += ["--base-url", _url(project), "--price-as", "gpt-4o-mini", "--worker", "summarize"]
     cmd += ["--data", str(data), *extra]
@@ -143,34 +152,42 @@ def test_trial_judges_free_text_outputs_and_bills_the_judge_apart(loopback: Loop
     proc = _trial(tmp_path, project, "--no-compare", "--no-racehorse", "--json", "--judge")  # the controller
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    judge_calls = [r.json() for r in loopback.requests[calls_before:] if r.json().get("response_format")]
-    # one call each for Invoice, Lagos (after its escalation) and the markup ticket; two for Porto (cut-off
-    # JSON, then the repair), two for Oslo (never JSON: unjudged)
-    assert len(judge_calls) == 7
+    judged = [r.json() for r in loopback.requests[calls_before:]]
+    judged = [b for b in judged if b["messages"][0]["content"] == JUDGE_INSTRUCTIONS]
+    # calibrated first: 40 good and 160 bad outputs, a call for each question
+    calibration, judge_calls = judged[: 200 * len(JUDGE_QUESTIONS)], judged[200 * len(JUDGE_QUESTIONS) :]
+    assert {_tagged("source", _text(b["messages"][1])) for b in calibration} == {
+        r["source"] for r in CALIBRATION
+    }
+    # a call for each question on Invoice, Porto, Lagos (after its escalation) and the ticket; one on Oslo
+    # (its first reply is neither yes nor no: unjudged, no more questions)
+    questions = len(JUDGE_QUESTIONS)
+    assert len(judge_calls) == 4 * questions + 1
     assert out["judge"] == "openai-compat:big"
+    assert out["judge_auc"] == 1.0 and out["judge_calibration"]["bads"] == 160
     assert out["judged_items"] == 4
-    # Invoice 5 (first sentence: 9 of 29 words), Porto 5 after the repair, Lagos 5 (the racehorse's first
-    # sentence), the ticket 1 (its first sentence is nearly all of it)
-    assert out["judged_score"] == pytest.approx((5 + 5 + 5 + 1) / 4)
+    # Invoice yes (first sentence: 9 of 29 words), Porto a certain yes, Lagos yes (the racehorse's first
+    # sentence), the ticket no (its first sentence is nearly all of it)
+    assert out["judged_score"] == pytest.approx((YES + 5 + YES + NO) / 4)
     per_call = JUDGE_USAGE[0] * JUDGE_PRICES[0] + JUDGE_USAGE[1] * JUDGE_PRICES[1]
-    assert out["judge_cost_usd"] == pytest.approx(7 * per_call)
+    assert out["judge_cost_usd"] == pytest.approx((4 * questions + 1) * per_call)  # calibration apart:
+    assert out["judge_calibration"]["cost_usd"] == pytest.approx(200 * questions * per_call)
     assert out["judge_compute_s"] == 0.0  # a server: no local compute
     # the worker's figures are the same as without a judge: its cost is not mixed in
     for key in ("accuracy", "accuracy_escalated", "validity", "escalation_rate", "cost_per_1k_usd"):
         assert out[key] == pytest.approx(without[key]), key
     assert out["escalation_rate"] == pytest.approx(1 / 5)  # Lagos
 
-    # what the judge was shown: its instructions, the worker's, the source and the output; asked for JSON
-    first = judge_calls[0]
-    assert first["messages"][0]["content"].startswith("You grade one output")
-    task = _text(first["messages"][1])
-    assert summarize_worker().instructions in task
-    assert _tagged("source", task) == SOURCES[0]
-    assert _tagged("output", task) == _first_sentence(SOURCES[0])
-    assert first["response_format"]["type"] == "json_schema"  # the server takes it: no step down
-    assert first["response_format"]["json_schema"]["schema"] == JUDGE_SCHEMA
-    repair = next(c for c in judge_calls if len(c["messages"]) == 4)
-    assert repair["messages"][2]["role"] == "assistant" and "not valid JSON" in _text(repair["messages"][3])
+    # what the judge was shown: its instructions, the worker's, the source and the output, then each question
+    # in turn; asked for the log-probabilities that make its margin
+    for call, (_, question) in zip(judge_calls, JUDGE_QUESTIONS, strict=False):
+        assert call["messages"][0]["content"].startswith("You check one output")
+        task = _text(call["messages"][1])
+        assert summarize_worker().instructions in task
+        assert _tagged("source", task) == SOURCES[0]
+        assert _tagged("output", task) == _first_sentence(SOURCES[0])
+        assert task.endswith("Question: " + question)
+        assert call["logprobs"] is True and "response_format" not in call
 
 
 def test_trial_table_shows_the_judge_and_escapes_item_text(loopback: Loopback, tmp_path: Path) -> None:
@@ -179,9 +196,10 @@ def test_trial_table_shows_the_judge_and_escapes_item_text(loopback: Loopback, t
     proc = _trial(tmp_path, project, "--judge", "controller")  # with the slot's current model compared
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout
-    assert re.search(r"judged_score\s*│\s*4\.00 / 5\s*│\s*4\.00 / 5", table), table
+    assert re.search(r"judged_score\s*│\s*3\.95 / 5\s*│\s*3\.95 / 5", table), table
+    assert re.search(r"judge_auc\s*│\s*1\.000\s*│\s*1\.000", table), table
     assert re.search(r"judged_items\s*│\s*4 / 5\s*│\s*4 / 5", table), table
-    assert "judge: openai-compat:big" in table
+    assert "judge: openai-compat:big, AUC 1.00 on its calibration" in table
     # the lowest-scored output is shown with the judge's reason, its markup printed as text
     assert "Ticket [/bold] 12 of Acme [red]" in table, table
     assert "1 valid output(s) unjudged" in table
@@ -202,21 +220,12 @@ def test_judge_options_that_cannot_work_are_configuration_errors(loopback: Loopb
 
 
 def test_judge_replies_are_parsed_strictly() -> None:
-    assert parse_judgement('{"score": 4, "reason": " fine "}') == (4, "fine")
-    assert parse_judgement('```json\n{"score": 2.0, "reason": "x"}\n```') == (2, "x")
-    for bad, why in [
-        ('{"score": 4, "reason": "cut', "not valid JSON"),
-        ('{"score": 6, "reason": "x"}', "from 1 to 5"),
-        ('{"score": true, "reason": "x"}', "from 1 to 5"),
-        ('{"score": "4", "reason": "x"}', "from 1 to 5"),
-        ('{"score": 3, "reason": 7}', '"reason" must be a string'),
-        ("[4]", "not a JSON object"),
-    ]:
-        with pytest.raises(ValueError, match=why):
-            parse_judgement(bad)
-    assert JUDGE_SCHEMA["required"] == ["score", "reason"]
+    assert parse_answer("yes") is True and parse_answer("NO, it adds a year") is False
+    for bad in ('{"score": 4, "reason": "fine"}', "yesno", "It is fine."):
+        with pytest.raises(ValueError, match="neither yes nor no"):
+            parse_answer(bad)
     # braces in the texts stay as they are: they are concatenated, never used as a format string
-    messages = judge_prompt(summarize_worker(), "Pay {amount} to {0}.", "Pay {amount}.")
+    messages = judge_prompt(summarize_worker(), "Pay {amount} to {0}.", "Pay {amount}.", "{0}?")
     assert "<source>\nPay {amount} to {0}.\n</source>" in str(messages[1].content)
 
 
@@ -224,7 +233,7 @@ def test_judge_replies_are_parsed_strictly() -> None:
 @pytest.mark.skipif(os.environ.get("ORCH_SKIP_LOCAL") == "1", reason="ORCH_SKIP_LOCAL=1")
 def test_orch_trial_judged_on_the_local_models(tmp_path: Path) -> None:
     """The 0.5B workhorse summarizes two texts in the project's `summarize` slot; the 1.5B racehorse
-    (the `controller` slot) judges them under a grammar."""
+    (the `controller` slot) is calibrated as a judge, and judges them under a grammar when it passes."""
     texts = [
         "Our March order 5512 arrived on 14 April, three weeks late, and two of the 12 chairs had cracked "
         "legs. Jonas Meyer from your Hamburg depot promised a refund of 180 EUR on the phone, but nothing "
@@ -238,10 +247,15 @@ def test_orch_trial_judged_on_the_local_models(tmp_path: Path) -> None:
     env = {**os.environ, "ORCH_TRACES": str(tmp_path / "t.db"), "ORCH_CHECKPOINTS": str(tmp_path / "c.db")}
     cmd = [sys.executable, "-m", "orchestrator", "--project", str(ROOT), "trial", "local:qwen2.5-0.5b"]
     cmd += ["--worker", "summarize", "--data", str(data), "--no-compare", "--judge", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    # the judge's calibration: from the user cache when this judge was calibrated on this machine, else
+    # measured first (800 calls of the 1.5B); the models are in that cache too, so it is not moved
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode == 2:  # the judge's calibration refused it: that is the gate working, said so
+        assert "can't tell good outputs from bad: AUC" in proc.stderr, proc.stderr
+        return
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["items"] == 2 and out["judge"] == "local:qwen2.5-1.5b"
+    assert out["items"] == 2 and out["judge"] == "local:qwen2.5-1.5b" and out["judge_auc"] >= 0.9
     # the grammar keeps the judge's reply in the schema: every valid output is judged
     assert out["judged_items"] == round(out["validity"] * 2)
     if out["judged_items"]:

@@ -23,15 +23,21 @@ def register(subparsers: Subparsers) -> None:
         "trial", help="test a model for a worker's slot on labelled items: accuracy, validity, cost, verdict"
     )
     tr.add_argument(
-        "model", type=non_empty_str, help="the model to try, provider:model (e.g. local:qwen2.5-0.5b)"
+        "model",
+        nargs="?",
+        type=non_empty_str,
+        help="the model to try, provider:model (e.g. local:qwen2.5-0.5b); needed but with --calibrate-only",
     )
-    tr.add_argument("--worker", required=True, type=non_empty_str, help="the worker whose slot it would take")
+    tr.add_argument(
+        "--worker",
+        type=non_empty_str,
+        help="the worker whose slot it would take (needed but with --calibrate-only)",
+    )
     tr.add_argument(
         "--data",
-        required=True,
         type=non_empty_str,
         metavar="FILE",
-        help='JSON Lines: {"input": ..., "expected": ...}',
+        help='JSON Lines: {"input": ..., "expected": ...} (needed but with --calibrate-only)',
     )
     tr.add_argument(
         "--base-url", type=non_empty_str, help="the endpoint of an openai-compat:/vllm:/ollama: model"
@@ -57,7 +63,16 @@ def register(subparsers: Subparsers) -> None:
         type=non_empty_str,
         metavar="SLOT",
         help="free-text workers: the model bound to SLOT (default: controller, the racehorse) scores each "
-        "output 1-5 beside the validators; its cost is reported apart",
+        "output 1-5 beside the validators; its cost is reported apart. It is calibrated first on known-good "
+        "and known-bad outputs (once per judge model, kept in the user cache) and refused below AUC 0.9",
+    )
+    tr.add_argument(
+        "--calibrate-only",
+        action="store_true",
+        help="only show the judge's calibration (its AUC per kind of bad output); no trial",
+    )
+    tr.add_argument(
+        "--recalibrate", action="store_true", help="measure the judge's calibration again, not from the cache"
     )
     tr.add_argument(
         "--tune",
@@ -87,6 +102,15 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from orchestrator.run.project import settings_path
     from orchestrator.sync import run_blocking
 
+    if args.calibrate_only:
+        return _calibrate_only(args)
+    needed = (("MODEL", args.model), ("--worker", args.worker), ("--data", args.data))
+    missing = [name for name, value in needed if not value]
+    if missing:
+        raise ConfigError(
+            f"orch trial needs {', '.join(missing)}: orch trial MODEL --worker NAME --data FILE "
+            "(or, to see a judge's calibration alone: orch trial --judge SLOT --calibrate-only)"
+        )
     items = load_items(args.data)
     if args.limit is not None:
         items = items[: args.limit]
@@ -101,7 +125,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
     passes = 2 if args.tune else 1 + (not args.no_compare) + (not args.no_racehorse)
     progress = Progress(
-        TextColumn("[bold]trial[/bold]"),
+        TextColumn("[bold]{task.description}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -110,13 +134,24 @@ def cmd_trial(args: argparse.Namespace) -> int:
         disable=args.json,
     )
     bar = progress.add_task("trial", total=len(items) * passes)
+    judge_bar = progress.add_task("judge calibration", total=None, visible=False)
 
     def show(_item: ItemResult) -> None:
         progress.update(bar, advance=1)
 
+    def calibrating(done: int, total: int) -> None:
+        progress.update(judge_bar, completed=done, total=total, visible=done < total)
+
     try:
         with progress:
-            options = dict(on_item=show, base_url=args.base_url, price_as=args.price_as, judge=args.judge)
+            options = dict(
+                on_item=show,
+                base_url=args.base_url,
+                price_as=args.price_as,
+                judge=args.judge,
+                recalibrate=args.recalibrate,
+                on_calibrate=calibrating,
+            )
             report = run_blocking(
                 lambda: (
                     tune_trial(orch, args.model, args.worker, items, args.target, **options)
@@ -157,7 +192,11 @@ def cmd_trial(args: argparse.Namespace) -> int:
         "compute_s_per_1k",
         "p50_ttft_ms",
         "tokens_per_s",
-        *(("judged_score", "judged_items", "judge_cost_usd", "judge_compute_s") if report.judge else ()),
+        *(
+            ("judged_score", "judge_auc", "judged_items", "judge_cost_usd", "judge_compute_s")
+            if report.judge
+            else ()
+        ),
     ):
         row = [as_text(key), as_text(_figure(key, data[key], data["items"]))]
         if report.baseline is not None:
@@ -291,7 +330,15 @@ def _print_sides(model: str, data: dict[str, Any]) -> None:
 
 def _print_judged(report: Any) -> None:
     """The judge, and its lowest-scored outputs with its reasons (item text and reasons are data: escaped)."""
-    console.out.print(as_line(("judge:", "bold"), f" {report.judge} (its cost is not in the figures above)"))
+    cal = getattr(report, "calibration", None)
+    trust = (
+        f", AUC {cal.auc:.2f} on its calibration ({cal.goods} known-good, {cal.bads} known-bad outputs)"
+        if cal is not None
+        else ""
+    )
+    console.out.print(
+        as_line(("judge:", "bold"), f" {report.judge}{trust} (its cost is not in the figures above)")
+    )
     runs = [report, *([report.baseline] if report.baseline is not None else [])]
     for run in runs:
         scored = sorted((i for i in run.items if i.judge_score is not None), key=lambda i: i.judge_score)
@@ -302,7 +349,7 @@ def _print_judged(report: Any) -> None:
             text = text if len(text) <= 60 else text[:57] + "..."
             reason = item.judge_reason or ""
             console.out.print(
-                as_line(f"  {run.model}: score {item.judge_score} on {json.dumps(text)}: {reason}")
+                as_line(f"  {run.model}: score {item.judge_score:.2f} on {json.dumps(text)}: {reason}")
             )
         unjudged = [i for i in run.items if i.judge_score is None and i.valid]
         if unjudged:
@@ -310,11 +357,79 @@ def _print_judged(report: Any) -> None:
             console.out.print(as_line(f"  {run.model}: {len(unjudged)} valid output(s) unjudged, e.g. {why}"))
 
 
+def _calibrate_only(args: argparse.Namespace) -> int:
+    """`--calibrate-only`: the judge's calibration, overall and per kind of bad output; no trial."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.evals.calibrate import MIN_AUC, refusal
+    from orchestrator.evals.trial import calibrate_judge
+    from orchestrator.run.orchestrator import Orchestrator
+    from orchestrator.sync import run_blocking
+
+    slot = args.judge or "controller"
+    settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
+    orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
+    progress = Progress(
+        TextColumn("[bold]judge calibration[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console.err,
+        transient=True,
+        disable=args.json,
+    )
+    bar = progress.add_task("calibration", total=None)
+    try:
+        with progress:
+            cal = run_blocking(
+                lambda: calibrate_judge(
+                    orch,
+                    slot,
+                    recalibrate=args.recalibrate,
+                    on_calibrate=lambda done, total: progress.update(bar, completed=done, total=total),
+                )
+            )
+    finally:
+        orch.close()
+    if args.json:
+        print(json.dumps(cal.summary(), indent=2))
+        return EXIT_OK
+    table = Table(title=as_text(f"Judge calibration of {cal.judge} (slot {slot})"))
+    for col in ("bad outputs", "AUC", "mean score bad", "mean score good"):
+        table.add_column(col)
+    for kind, value in cal.auc_by_kind.items():
+        table.add_row(
+            as_text(kind.replace("_", " ")),
+            f"{value:.3f}",
+            f"{cal.mean_by_kind[kind]:.2f}",
+            f"{cal.mean_good:.2f}",
+        )
+    table.add_row("all", f"{cal.auc:.3f}", f"{cal.mean_bad:.2f}", f"{cal.mean_good:.2f}")
+    for worker, value in cal.auc_by_worker.items():
+        table.add_row(as_text(f"all, {worker} outputs"), f"{value:.3f}", "", "")
+    console.out.print(table)
+    how = "from the cache" if cal.cached else f"measured in {cal.wall_s / 60:.1f} min"
+    console.out.print(
+        as_line(
+            f"{cal.goods} known-good and {cal.bads} known-bad outputs, {cal.unjudged} unjudged; {how} "
+            f"({cal.created}); judge cost {_figure('judge_cost_usd', cal.cost_usd)}, "
+            f"compute {cal.compute_s:.1f} s"
+        )
+    )
+    if cal.usable:
+        console.out.print(as_line(("usable: ", "bold"), f"AUC {cal.auc:.2f} >= {MIN_AUC:.2f}"))
+    else:
+        console.out.print(as_line(("refused: ", "bold"), refusal(cal, slot)))
+    return EXIT_OK
+
+
 def _figure(key: str, value: Any, items: int = 0) -> str:
     if value is None:
         return "?"
     if key == "judged_score":
         return f"{value:.2f} / 5"
+    if key == "judge_auc":
+        return f"{value:.3f}"
     if key == "judged_items":
         return f"{value} / {items}"
     if key == "judge_cost_usd":

@@ -11,9 +11,11 @@ F1 of its record against `expected`; a free-text worker scores its validators' v
 passes is right).
 
 A free-text worker's outputs may also be judged (`judge=` a slot): the model bound to that slot reads the
-source, the worker's instructions and the final output, and answers `{"score": 1..5, "reason": ...}` under
-a JSON schema. A reply that is not valid gets one repair; still invalid, or a failed call, and the item
-counts as unjudged. The judge's cost and compute time are reported apart from the worker's.
+source, the worker's instructions and the final output, and scores it 1-5 (`evals.judge`). A reply it can't
+read, or a failed call, and the item counts as unjudged. Before any output is judged the judge is calibrated
+on known-good and known-bad outputs (`evals.calibrate`, once per judge model): a judge whose separation of
+the two (AUC) is below `MIN_AUC` is refused, and the AUC of one that passes is reported beside every judged
+figure (`judge_auc`). The judge's cost and compute time are reported apart from the worker's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Literal
 from orchestrator.agent.workhorse import run_worker
 from orchestrator.config import SlotConfig
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.evals.calibrate import Calibration, calibrated, refusal
 from orchestrator.evals.judge import judge_output
 from orchestrator.formats import format_ms, format_usd
 from orchestrator.models.binding import bind_slot
@@ -146,7 +149,7 @@ class ItemResult:
     output_tokens: int
     generation_ms: float
     error: str | None = None
-    judge_score: int | None = None  # 1-5, None when not judged
+    judge_score: float | None = None  # 1-5, None when not judged
     judge_reason: str | None = None  # the judge's reason, or why the item went unjudged
     judge_cost_usd: float | None = 0.0  # None when the judge is unpriced
     judge_compute_ms: float = 0.0
@@ -166,6 +169,7 @@ class TrialReport:
     baseline: TrialReport | None = None
     no_baseline: str = "no model is bound to the slot to compare with"  # why `baseline` is None
     judge: str | None = None  # the judge's model, when outputs were judged
+    calibration: Calibration | None = None  # the judge's, when outputs were judged
     racehorse: TrialReport | None = None  # the first escalation slot's model alone on the same items
     no_racehorse: str = "the worker has no escalation slot"  # why `racehorse` is None
     tuning: Any = None  # `orch trial --tune`: the threshold chosen and its curve (evals.tune.Tuning)
@@ -195,6 +199,8 @@ class TrialReport:
             "tokens_per_s": sum(i.output_tokens for i in self.items) / gen_s if gen_s > 0 else None,
             "judge": self.judge,
             "judged_score": statistics.fmean(judged) if judged else None,
+            # the judge's separation of known-good from known-bad outputs: how far to trust judged_score
+            "judge_auc": self.calibration.auc if self.calibration is not None else None,
             "judged_items": len(judged),
             "judge_cost_usd": (
                 None if self.judge is None or None in judge_costs else sum(c or 0.0 for c in judge_costs)
@@ -325,6 +331,7 @@ class TrialReport:
             "pair_verdict": pair,
             "pair_verdict_why": pair_why,
             "tuning": self.tuning.to_dict() if self.tuning is not None else None,
+            "judge_calibration": self.calibration.summary() if self.calibration is not None else None,
         }
 
 
@@ -440,10 +447,14 @@ async def run_trial(
     judge: str | None = None,
     racehorse: bool = True,
     tune: float | None = None,
+    recalibrate: bool = False,
+    on_calibrate: Callable[[int, int], None] | None = None,
 ) -> TrialReport:
     """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
 
-    `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators.
+    `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators. The
+    judge is calibrated first (`calibrate_judge`; `recalibrate` measures it again, `on_calibrate(done,
+    total)` follows the measuring): one whose AUC is below `MIN_AUC` is refused with a ConfigError.
     `racehorse` also runs the first escalation slot's model alone on the items, for the side-by-side of
     the workhorse alone, the routed pair and the racehorse alone (`TrialReport.sides`).
 
@@ -477,10 +488,7 @@ async def run_trial(
                 f"--judge scores free-text workers; {worker.name!r} gives structured output, scored "
                 "against each item's expected value"
             )
-        if judge not in orch.slots:
-            bound = ", ".join(sorted(orch.slots)) or "none"
-            raise ConfigError(f"no slot {judge!r} to judge with; the slots are: {bound}")
-        judging = (orch.slots[judge], orch.model_for(judge))
+        judging = _judge_slot(orch, judge)
     current = orch.slots.get(worker.slot)
     config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
     binding = bind_slot(worker.slot, config, orch._prices)
@@ -494,6 +502,10 @@ async def run_trial(
         )
     judge_model = judging[0].profile.name if judging is not None else None
     report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
+    if judge is not None and judging is not None:  # before any output is judged
+        report.calibration = await calibrated(*judging, refresh=recalibrate, on_output=on_calibrate)
+        if not report.calibration.usable:
+            raise ConfigError(refusal(report.calibration, judge))
     if tune is not None:  # each answer's margin measured, none unsure (an invalid one still goes up)
         measured = dataclasses.replace(worker, min_margin=0.0)
         report.items = await run_items(binding, model, measured, items, chain, on_item, judging)
@@ -505,6 +517,7 @@ async def run_trial(
         report.no_baseline = "not compared (--no-compare)"
     if compare and current is not None and current.profile.name != binding.profile.name:
         base = TrialReport(current.profile.name, worker.name, worker.slot, judge=judge_model)
+        base.calibration = report.calibration
         base.items = await run_items(
             current, orch.model_for(worker.slot), worker, items, chain, on_item, judging
         )
@@ -515,6 +528,26 @@ async def run_trial(
         top = next(iter(chain))
         top_binding, top_model = chain[top]
         alone = TrialReport(top_binding.profile.name, worker.name, worker.slot, judge=judge_model)
+        alone.calibration = report.calibration
         alone.items = await run_items(top_binding, top_model, worker, items, {}, on_item, judging)
         report.racehorse = alone
     return report
+
+
+def _judge_slot(orch: Any, slot: str) -> tuple[SlotBinding, Any]:
+    if slot not in orch.slots:
+        bound = ", ".join(sorted(orch.slots)) or "none"
+        raise ConfigError(f"no slot {slot!r} to judge with; the slots are: {bound}")
+    return orch.slots[slot], orch.model_for(slot)
+
+
+async def calibrate_judge(
+    orch: Any,
+    slot: str,
+    *,
+    recalibrate: bool = False,
+    on_calibrate: Callable[[int, int], None] | None = None,
+) -> Calibration:
+    """The calibration of the judge bound to `slot` (`orch trial --judge SLOT --calibrate-only`): from the
+    cache, or measured now. Not refused here: the caller shows it."""
+    return await calibrated(*_judge_slot(orch, slot), refresh=recalibrate, on_output=on_calibrate)
