@@ -75,6 +75,13 @@ def register(subparsers: Subparsers) -> None:
         "--recalibrate", action="store_true", help="measure the judge's calibration again, not from the cache"
     )
     tr.add_argument(
+        "--calibration",
+        type=non_empty_str,
+        metavar="FILE",
+        help="the known-good outputs to calibrate the judge on, JSON Lines in the shipped set's format "
+        '({"id", "worker", "source", "good"}; default: the shipped set of 40)',
+    )
+    tr.add_argument(
         "--tune",
         action="store_true",
         help="choose the worker's confidence threshold (min_margin) on these items and write it to the "
@@ -151,6 +158,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
                 judge=args.judge,
                 recalibrate=args.recalibrate,
                 on_calibrate=calibrating,
+                calibration_data=args.calibration,
             )
             report = run_blocking(
                 lambda: (
@@ -387,6 +395,7 @@ def _calibrate_only(args: argparse.Namespace) -> int:
                     slot,
                     recalibrate=args.recalibrate,
                     on_calibrate=lambda done, total: progress.update(bar, completed=done, total=total),
+                    calibration_data=args.calibration,
                 )
             )
     finally:

@@ -449,12 +449,14 @@ async def run_trial(
     tune: float | None = None,
     recalibrate: bool = False,
     on_calibrate: Callable[[int, int], None] | None = None,
+    calibration_data: str | Path | None = None,
 ) -> TrialReport:
     """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
 
     `judge` names a slot whose model scores a free-text worker's outputs (1-5), beside its validators. The
     judge is calibrated first (`calibrate_judge`; `recalibrate` measures it again, `on_calibrate(done,
-    total)` follows the measuring): one whose AUC is below `MIN_AUC` is refused with a ConfigError.
+    total)` follows the measuring, `calibration_data` replaces the shipped known-good outputs): one whose
+    AUC is below `MIN_AUC` is refused with a ConfigError.
     `racehorse` also runs the first escalation slot's model alone on the items, for the side-by-side of
     the workhorse alone, the routed pair and the racehorse alone (`TrialReport.sides`).
 
@@ -503,7 +505,9 @@ async def run_trial(
     judge_model = judging[0].profile.name if judging is not None else None
     report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
     if judge is not None and judging is not None:  # before any output is judged
-        report.calibration = await calibrated(*judging, refresh=recalibrate, on_output=on_calibrate)
+        report.calibration = await calibrated(
+            *judging, refresh=recalibrate, data=calibration_data, on_output=on_calibrate
+        )
         if not report.calibration.usable:
             raise ConfigError(refusal(report.calibration, judge))
     if tune is not None:  # each answer's margin measured, none unsure (an invalid one still goes up)
@@ -547,7 +551,10 @@ async def calibrate_judge(
     *,
     recalibrate: bool = False,
     on_calibrate: Callable[[int, int], None] | None = None,
+    calibration_data: str | Path | None = None,
 ) -> Calibration:
     """The calibration of the judge bound to `slot` (`orch trial --judge SLOT --calibrate-only`): from the
     cache, or measured now. Not refused here: the caller shows it."""
-    return await calibrated(*_judge_slot(orch, slot), refresh=recalibrate, on_output=on_calibrate)
+    return await calibrated(
+        *_judge_slot(orch, slot), refresh=recalibrate, data=calibration_data, on_output=on_calibrate
+    )
