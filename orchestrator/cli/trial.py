@@ -101,7 +101,6 @@ def register(subparsers: Subparsers) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestrator.evals.trial import ItemResult, load_items, run_trial
     from orchestrator.evals.tune import tune_trial
@@ -131,15 +130,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     settings = Settings.resolve(manifest, traces_path=args.traces)
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
     passes = 2 if args.tune else 1 + (not args.no_compare) + (not args.no_racehorse)
-    progress = Progress(
-        TextColumn("[bold]{task.description}[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console.err,
-        transient=True,
-        disable=args.json,
-    )
+    progress = _progress(args.json)
     bar = progress.add_task("trial", total=len(items) * passes)
     judge_bar = progress.add_task("judge calibration", total=None, visible=False)
 
@@ -367,7 +358,6 @@ def _print_judged(report: Any) -> None:
 
 def _calibrate_only(args: argparse.Namespace) -> int:
     """`--calibrate-only`: the judge's calibration, overall and per kind of bad output; no trial."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestrator.evals.calibrate import MIN_AUC, refusal
     from orchestrator.evals.trial import calibrate_judge
@@ -377,16 +367,8 @@ def _calibrate_only(args: argparse.Namespace) -> int:
     slot = args.judge or "controller"
     settings = Settings.resolve(load_manifest(args.project), traces_path=args.traces)
     orch = Orchestrator.from_project(args.project, settings=settings, tracing=False)
-    progress = Progress(
-        TextColumn("[bold]judge calibration[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console.err,
-        transient=True,
-        disable=args.json,
-    )
-    bar = progress.add_task("calibration", total=None)
+    progress = _progress(args.json)
+    bar = progress.add_task("judge calibration", total=None)
     try:
         with progress:
             cal = run_blocking(
@@ -448,3 +430,18 @@ def _figure(key: str, value: Any, items: int = 0) -> str:
     if key == "cost_per_1k_usd":
         return f"${value:.4f}"
     return f"{value:.1f}"
+
+
+def _progress(quiet: bool) -> Any:
+    """A progress display on stderr, one bar a task named by its description (none with --json)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console.err,
+        transient=True,
+        disable=quiet,
+    )

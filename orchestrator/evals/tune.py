@@ -19,13 +19,14 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.evals.trial import ItemResult, TrialReport, run_trial
 
 __all__ = ["DEFAULT_TARGET", "ROUTER_GAIN", "Point", "Tuning", "curve", "tune", "tune_trial"]
 
 DEFAULT_TARGET = 0.97
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -198,14 +199,10 @@ def _with_router(
 
 def _quantiles(values: Sequence[float], most: int) -> list[float]:
     """At most `most` of the distinct values, evenly spread over them in order, the first and last kept."""
-    distinct = sorted(set(values))
-    if len(distinct) <= most:
-        return distinct
-    step = (len(distinct) - 1) / (most - 1)
-    return [distinct[round(k * step)] for k in range(most)]
+    return thin(sorted(set(values)), most)
 
 
-def thin(points: Sequence[Point], most: int) -> list[Point]:
+def thin(points: Sequence[T], most: int) -> list[T]:
     """At most `most` points of a curve, evenly spread over it, its first and last kept."""
     if len(points) <= most:
         return list(points)

@@ -67,6 +67,7 @@ _MONTHS = {
     )
     for name in names
 }
+MONTHS = _MONTHS  # shared with orchestrator.workers.spans
 _MONTH = r"(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
 _YEAR = r"(?P<year>\d{4})"

@@ -20,6 +20,8 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator, Sequence
 
+from orchestrator.workers.grounding import MONTHS
+
 __all__ = ["maximal_spans", "number_spans", "read_date", "read_number", "read_time", "spans"]
 
 # a token: a run of word characters, with inner marks that keep it one word ("9:20", "p.m", "co.uk",
@@ -27,26 +29,7 @@ __all__ = ["maximal_spans", "number_spans", "read_date", "read_number", "read_ti
 _TOKEN = re.compile(r"\w+(?:[.,:'’&@/-]\w+)*")
 _NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?![\w]|[.,]\d)")
 
-_MONTHS = {
-    name: i + 1
-    for i, names in enumerate(
-        [
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        ]
-    )
-    for name in names
-}
+_MONTHS = MONTHS  # month names and abbreviations -> 1..12, as the grounding checks read them
 _WEEKDAYS = {
     name: i
     for i, names in enumerate(
