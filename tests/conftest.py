@@ -15,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from loopback import loopback  # noqa: F401  (a fixture: a real HTTP server on 127.0.0.1)
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pgserver import pg_url, postgres_server  # noqa: F401  (fixtures: a throwaway PostgreSQL server)
 
 from orchestrator import Limits, Orchestrator, Settings, SlotConfig
 from orchestrator.testing import ScriptedChatModel

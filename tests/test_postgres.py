@@ -10,17 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pwd
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -199,84 +194,6 @@ async def test_any_async_checkpointer_is_used_as_given(loopback: Loopback, tmp_p
 def test_a_checkpointer_must_be_a_checkpointer(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"must be a LangGraph checkpointer.*got dict"):
         Orchestrator(settings=_local(tmp_path, "here"), checkpointer={})  # type: ignore[arg-type]
-
-
-# --- a real PostgreSQL server ------------------------------------------------------------------------------
-def _postgres_bin() -> Path | None:
-    """The folder holding initdb and pg_ctl: the newest under /usr/lib/postgresql, else on PATH."""
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
-
-
-@dataclass
-class PostgresServer:
-    port: int
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL on a random loopback port, its data and socket in a temp folder."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH"
-        )
-    run_as: dict[str, Any] = {}
-    folder = Path(tempfile.mkdtemp(prefix="orch-pg-"))
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        nobody = pwd.getpwnam("nobody")
-        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(folder), "PGTZ": "UTC"}
-    data = folder / "data"
-
-    def pg(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(bindir / args[0]), *args[1:]],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=folder,
-            timeout=120,
-            check=False,
-            **run_as,
-        )
-
-    init = pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-    assert init.returncode == 0, init.stderr
-    started = None
-    for _ in range(3):  # the free port may be taken between the probe and the start
-        port = _free_port()
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off"
-        started = pg(
-            "pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"
-        )
-        if started.returncode == 0:
-            break
-    assert started is not None and started.returncode == 0, started and (started.stderr + started.stdout)
-    try:
-        yield PostgresServer(port)
-    finally:
-        pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> str:
-    """A fresh database on the server, for one test."""
-    name = f"orch_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    return postgres_server.url(name)
 
 
 def _rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
