@@ -25,7 +25,7 @@ $(STAMPS)/local: pyproject.toml $(STAMPS)/core
 	$(PY) -m pip install --quiet -e '.[local,embed]'
 	@touch $@
 
-# the postgres extra too: its checkpointer is tested and typed; and the server extra (llama-cpp-python's
+# the postgres and fleet extras too: the checkpointer and the fleet are tested and typed; and the server extra (llama-cpp-python's
 # OpenAI-compatible server, tested as a provider): the same llama-cpp-python version as `local`, so the
 # wheel built once is reused by whichever stamp comes second
 $(STAMPS)/dev: pyproject.toml $(STAMPS)/core
