@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.cli import ask, console, init, models, run, tools, traces, trial
+from orchestrator.cli import ask, console, fleet, init, models, run, tools, traces, trial
 from orchestrator.cli import eval as eval_  # the command's name, and a builtin's
 from orchestrator.cli.args import non_empty_str
 from orchestrator.cli.common import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_PIPE, Command
@@ -31,7 +31,7 @@ from orchestrator.errors import ConfigError, OrchestratorError
 __all__ = ["main"]
 
 # The commands, in the order `orch --help` lists them.
-COMMANDS: tuple[Command, ...] = (run, eval_, models, trial, ask, traces, init, tools)
+COMMANDS: tuple[Command, ...] = (run, eval_, models, trial, ask, traces, init, tools, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

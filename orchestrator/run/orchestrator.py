@@ -52,6 +52,7 @@ from orchestrator.providers.http import ProviderError
 from orchestrator.run.checkpoints import Checkpoints
 from orchestrator.run.events import RunEvent, RunResult, Status_
 from orchestrator.run.graphs import answer_of, entry_nodes, input_state, is_compiled
+from orchestrator.run.jobs import Job, Jobs, JobState, budget_fields, result_of
 from orchestrator.run.lease import Lease
 from orchestrator.run.project import build_catalog, load_definitions, redact_hook
 from orchestrator.toolsets.catalog import Catalog
@@ -152,6 +153,7 @@ class Orchestrator:
         self.leases = self.checkpoints.leases()  # one owner per run, across processes and machines
         redact = redact_hook(self.manifest.redact)
         self._store = self._open_store() if tracing else None
+        self._jobs: Jobs | None = None
         self.tracing = Tracing(
             self._store, enabled=tracing, otlp_endpoint=self.settings.otlp_endpoint, redact=redact
         )
@@ -696,6 +698,73 @@ class Orchestrator:
         if full is not None:
             raise full
 
+    async def run_exists(self, run_id: str) -> bool:
+        """Whether the run has a checkpoint: it was started, by this process or by another."""
+        async with self.checkpoints.open() as saver:
+            config: RunnableConfig = {"configurable": {"thread_id": run_id, "checkpoint_ns": ""}}
+            return await saver.aget_tuple(config) is not None
+
+    # --- the fleet: runs as durable jobs on a queue, run by `orch worker` processes (run/jobs.py) ---------
+    @property
+    def jobs(self) -> Jobs:
+        """The fleet's queue, in the checkpoints' PostgreSQL database (a `ConfigError` if they are not)."""
+        if self._jobs is None:
+            self._jobs = Jobs(self.settings.checkpoints_path)
+        return self._jobs
+
+    async def submit(
+        self,
+        graph: str,
+        input: str | Mapping[str, Any] | None,
+        *,
+        budget: Budget | None = None,
+        run_id: str | None = None,
+        resume: bool = False,
+        approve: bool | Iterable[str] | None = None,
+        answer: Any = None,
+    ) -> str:
+        """Put a run on the fleet's queue (`arun`'s arguments); return its run id at once. A worker runs it.
+
+        `wait` for its result, or poll `job`. To resume a run that waits for a person, submit it again with
+        `resume=True`, its `run_id` and the `approve` or `answer`.
+        """
+        if not isinstance(graph, str):
+            raise ConfigError(
+                f"a run submitted to the fleet names its graph (got {type(graph).__name__}): the workers "
+                "build it from the project; add it under [tool.orchestrator.graphs]"
+            )
+        self._graph(graph)  # an unknown name fails here, not in a worker
+        if input is not None and not isinstance(input, str | Mapping):
+            raise ConfigError(f"graph {graph!r}: the input {_short(input)} is neither a text nor a mapping")
+        if not resume and (input is None or input == ""):
+            raise ConfigError("the run needs an input text (or resume=True with a run_id)")
+        if resume and not run_id:
+            raise ConfigError("resume=True needs the run_id of the run to continue")
+        if approve is not None and not isinstance(approve, bool):
+            approve = sorted(self._tool_names(approve, "approve"))
+        job = Job(
+            run_id=run_id or uuid.uuid4().hex[:16],
+            graph=graph,
+            input=dict(input) if isinstance(input, Mapping) else input,
+            resume=resume,
+            approve=approve,
+            answer=answer,
+            budget=budget_fields(budget),
+        )
+        await self.jobs.submit(job)
+        return job.run_id
+
+    async def job(self, run_id: str) -> JobState | None:
+        """Where a submitted run stands (queued, running, or how it ended); None if it was never submitted."""
+        return await self.jobs.state(run_id)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """Wait for a submitted run's latest job to end and return its result (`TimeoutError` after `timeout`
+        seconds). A job that failed in its worker (not the run: the job) is a `failed`, resumable result."""
+        state = await self.jobs.wait(run_id, timeout)
+        ledger = await asyncio.to_thread(self.book.totals, run_id)
+        return result_of(state, ledger or Ledger.from_entries(run_id, []))
+
     def _tool_names(self, names: Iterable[str], what: str) -> frozenset[str]:
         """Tool names given for `approve` or `confirm_tools`, each checked against the catalog."""
         if isinstance(names, str):
@@ -720,6 +789,8 @@ class Orchestrator:
         self.tracing.close()
         self.leases.close()
         self.book.close()
+        if self._jobs is not None:
+            self._jobs.close()
         if self._store is not None:
             self._store.close()
 
