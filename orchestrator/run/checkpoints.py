@@ -206,14 +206,23 @@ async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
         if url not in _set_up:
             async with _setup_lock(url):
                 if url not in _set_up:
-                    # processes on several machines may start at once: the migrations run one at a time
-                    await conn.execute("select pg_advisory_lock(%s)", (_PG_LOCK,))
+                    # processes on several machines may start at once: the migrations run one at a time.
+                    # Asked for without waiting inside the server: LangGraph's migrations build an index
+                    # CONCURRENTLY, which waits for every open transaction, a blocked lock request included
+                    # (PostgreSQL then reports a deadlock and a worker's first run failed)
+                    while not await _try_lock(conn):
+                        await asyncio.sleep(0.05)
                     try:
                         await saver.setup()
                     finally:
                         await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
                     _set_up.add(url)
         yield saver
+
+
+async def _try_lock(conn: Any) -> bool:
+    row = await (await conn.execute("select pg_try_advisory_lock(%s) as taken", (_PG_LOCK,))).fetchone()
+    return bool(row and row["taken"])
 
 
 def _psycopg(url: str) -> Any:

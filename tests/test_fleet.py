@@ -1,0 +1,258 @@
+"""A fleet, with real parts: a throwaway PostgreSQL, three `orch worker` processes, runs submitted from another
+process, and a scripted OpenAI-compatible server in its own process that counts the calls it bills and the
+requests it holds at once.
+
+One worker is killed with SIGKILL in the middle of a run, another is drained with SIGTERM, a run that waits for a
+person is answered through the queue; then every run has ended once, the ledger holds exactly the calls the
+server billed, and the server never held more requests for the model than its fleet-wide cap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+_CLI = (sys.executable, "-m", "orchestrator")
+CAP = 2  # the model's max_concurrency: with 3 workers x 3 runs at once, only a fleet-wide limit keeps it
+RUNS = 9
+
+pytest.importorskip("dbos")
+
+
+class Api:
+    """bench/scripted_api.py in its own process."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "scripted_api.py"),
+                "--port",
+                "0",
+                "--ttft",
+                "0.1",
+                "--tokens",
+                "20",
+                "--tps",
+                "50",
+                "--cap",
+                "100",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), line
+        self.url = line.split()[-1]
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/stats", timeout=10) as r:
+            return dict(json.loads(r.read()))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def api() -> Iterator[Api]:
+    server = Api()
+    yield server
+    server.close()
+
+
+def _project(root: Path, api: Api) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [tool.orchestrator]
+            default_graph = "three"
+
+            [tool.orchestrator.graphs]
+            three = "usergraphs.three_calls:build"
+            approved = "usergraphs.three_calls:build_approved"
+
+            [tool.orchestrator.slots]
+            step = {{ model = "openai-compat:small", base_url = "{api.url}/v1", max_retries = 2, max_concurrency = {CAP}, prices = {{ input = 1e-6, output = 2e-6 }} }}
+            """  # noqa: E501
+        )
+    )
+    return root
+
+
+def _env(project: Path, pg_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ORCH_TRACES": str(project / "traces.db"),
+        "ORCH_CHECKPOINTS": pg_url,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _wait(what: str, done: Callable[[], bool], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+_SUBMIT = """
+import asyncio, sys
+from orchestrator import Orchestrator
+
+async def main():
+    orch = Orchestrator.from_project(sys.argv[1])
+    for i in range(int(sys.argv[2])):
+        await orch.submit("three", f"task {i}", run_id=f"run-{i}")
+    await orch.submit("approved", "needs a yes", run_id="asks")
+    orch.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
+    tmp_path: Path, pg_url: str, api: Api
+) -> None:
+    project = _project(tmp_path / "project", api)
+    env = _env(project, pg_url)
+    logs = {w: open(tmp_path / f"{w}.log", "w") for w in ("w1", "w2", "w3")}  # noqa: SIM115
+    workers = {
+        w: subprocess.Popen(
+            [*_CLI, "--project", str(project), "worker", "--id", w, "--concurrency", "3"],
+            env=env,
+            stdout=logs[w],
+            stderr=subprocess.STDOUT,
+        )
+        for w in logs
+    }
+    try:
+        _wait(
+            "three workers",
+            lambda: len(_rows(pg_url, "select 1 from orch_workers where state = 'running'")) == 3,
+        )
+        submitted = subprocess.run(
+            [sys.executable, "-c", _SUBMIT, str(project), str(RUNS)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert submitted.returncode == 0, submitted.stderr
+
+        # kill -9 a worker that is in the middle of a run: one of its runs has paid a call and not ended
+        def busy() -> str | None:
+            rows = _rows(
+                pg_url,
+                "select w.executor_id from dbos.workflow_status w join orch_ledger l on l.run_id = w.workflow_uuid "
+                "where w.status = 'PENDING' group by w.executor_id, w.workflow_uuid having count(*) = 1",
+            )
+            return rows[0][0] if rows else None
+
+        _wait("a run in the middle", lambda: busy() is not None)
+        victim = busy()
+        assert victim is not None
+        workers[victim].send_signal(signal.SIGKILL)
+        workers[victim].wait(timeout=30)
+
+        # drain another: it takes nothing new and finishes what it runs
+        drained = next(w for w in workers if w != victim)
+        workers[drained].send_signal(signal.SIGTERM)
+        assert workers[drained].wait(timeout=120) == 0
+        survivor = next(w for w in workers if w not in (victim, drained))
+
+        def ended() -> bool:
+            rows = _rows(pg_url, "select status from dbos.workflow_status where name = 'orch_run'")
+            return len(rows) == RUNS + 1 and all(r[0] in ("SUCCESS", "ERROR") for r in rows)
+
+        _wait("every run to end", ended)
+        answered = subprocess.run(
+            [
+                *_CLI,
+                "--project",
+                str(project),
+                "submit",
+                "--resume",
+                "asks",
+                "--answer",
+                "true",
+                "--wait",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert answered.returncode == 0, answered.stderr
+        assert json.loads(answered.stdout)["answer"] == "3 steps for needs a yes"
+    finally:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in workers.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for f in logs.values():
+            f.close()
+    log = {w: (tmp_path / f"{w}.log").read_text() for w in logs}
+
+    # every run ended once, ok, with its answer; the waiting run waited once, then ended ok on its second job
+    jobs = _rows(
+        pg_url, "select workflow_uuid, status, executor_id from dbos.workflow_status where name = 'orch_run'"
+    )
+    assert sorted(j[0] for j in jobs) == sorted([*(f"run-{i}" for i in range(RUNS)), "asks", "asks/2"]), jobs
+    assert all(j[1] == "SUCCESS" for j in jobs), (jobs, log)
+    outputs = subprocess.run(
+        [*_CLI, "--project", str(project), "jobs", "--json", "--limit", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    states = {s["job_id"]: s for s in json.loads(outputs.stdout)}
+    for i in range(RUNS):
+        assert states[f"run-{i}"]["status"] == "ok"
+        assert states[f"run-{i}"]["result"]["answer"] == f"3 steps for task {i}"
+    assert states["asks"]["status"] == "waiting" and states["asks/2"]["status"] == "ok"
+    # the killed worker's runs were taken by another
+    assert any(j[2] != victim for j in jobs)
+    assert "died" in log[survivor] + log[drained], log
+
+    # the ledger holds what the server billed: each run's three calls once. The call in flight at the kill is
+    # billed only if the server had finished it before the kill (its ledger row then died with the worker)
+    ledger = _rows(pg_url, "select run_id, entry from orch_ledger")
+    stats = api.stats()
+    assert stats["billed"] - len(ledger) in (0, 1), (len(ledger), stats)
+    per_run = {r: sum(1 for x in ledger if x[0] == r) for r in {x[0] for x in ledger}}
+    assert per_run == {**{f"run-{i}": 3 for i in range(RUNS)}, "asks": 3}, per_run
+    # one cap for the model across the fleet, as the server counted the requests it held at once
+    assert stats["max_in_flight"] <= CAP, stats
