@@ -7,6 +7,7 @@ tests run as root (the server refuses root). Tests that need it skip only where 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-__all__ = ["PostgresServer", "pg_url", "postgres_server"]
+__all__ = ["PostgresServer", "pg_url", "postgres_server", "start_postgres"]
 
 
 def _free_port() -> int:
@@ -51,12 +52,13 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL on a random loopback port, its data and socket in a temp folder."""
+@contextlib.contextmanager
+def start_postgres(max_connections: int = 100) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL on a random loopback port, its data and socket in a temp folder, stopped and
+    removed on exit (tests and benchmarks). A `FileNotFoundError` where the server binaries are missing."""
     bindir = _postgres_bin()
     if bindir is None:
-        pytest.skip(
+        raise FileNotFoundError(
             "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH"
         )
     run_as: dict[str, Any] = {}
@@ -81,22 +83,39 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
 
     init = pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-    assert init.returncode == 0, init.stderr
+    if init.returncode != 0:
+        raise RuntimeError(f"initdb failed: {init.stderr}")
     started = None
     for _ in range(3):  # the free port may be taken between the probe and the start
         port = _free_port()
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off"
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off "
+            f"-c max_connections={max_connections}"
+        )
         started = pg(
             "pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"
         )
         if started.returncode == 0:
             break
-    assert started is not None and started.returncode == 0, started and (started.stderr + started.stdout)
+    if started is None or started.returncode != 0:
+        raise RuntimeError(f"pg_ctl start failed: {started and (started.stderr + started.stdout)}")
     try:
         yield PostgresServer(port)
     finally:
         pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL for the session (room for a fleet's connections); skipped where PostgreSQL's
+    binaries are missing."""
+    if _postgres_bin() is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or PATH"
+        )
+    with start_postgres(max_connections=300) as server:
+        yield server
 
 
 @pytest.fixture
