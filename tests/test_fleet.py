@@ -67,6 +67,8 @@ class Api:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -256,3 +258,94 @@ def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
     assert per_run == {**{f"run-{i}": 3 for i in range(RUNS)}, "asks": 3}, per_run
     # one cap for the model across the fleet, as the server counted the requests it held at once
     assert stats["max_in_flight"] <= CAP, stats
+
+
+# --- the submitting side's errors -----------------------------------------------------------------------
+async def test_submitting_needs_the_checkpoints_in_postgresql(tmp_path: Path, api: Api) -> None:
+    from orchestrator import ConfigError, Orchestrator, Settings
+
+    project = _project(tmp_path / "p", api)
+    orch = Orchestrator.from_project(
+        project, settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db")
+    )
+    try:
+        with pytest.raises(ConfigError, match=r"set ORCH_CHECKPOINTS .* to a postgresql:// URL"):
+            await orch.submit("three", "hi")
+    finally:
+        orch.close()
+
+
+async def test_a_run_is_submitted_once_and_resumed_only_once_it_ended(
+    tmp_path: Path, pg_url: str, api: Api
+) -> None:
+    from orchestrator import ConfigError, Orchestrator, Settings
+
+    project = _project(tmp_path / "p", api)
+    orch = Orchestrator.from_project(
+        project, settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=pg_url)
+    )
+    try:
+        with pytest.raises(ConfigError, match=r"unknown graph|no graph"):
+            await orch.submit("nope", "hi")
+        assert await orch.submit("three", "hi", run_id="once") == "once"
+        with pytest.raises(ConfigError, match=r"already submitted; resume it"):
+            await orch.submit("three", "hi", run_id="once")
+        with pytest.raises(ConfigError, match=r"is queued .* wait for it to end"):
+            await orch.submit("three", None, run_id="once", resume=True, answer=True)
+        with pytest.raises(ConfigError, match=r"never submitted"):
+            await orch.submit("three", None, run_id="other", resume=True)
+        state = await orch.job("once")
+        assert state is not None and state.status == "queued" and state.job_id == "once"
+        with pytest.raises(TimeoutError, match=r"still queued after 0.5 s"):
+            await orch.wait("once", timeout=0.5)
+    finally:
+        orch.close()
+
+
+def test_two_live_workers_cannot_share_an_id_and_bad_options_exit_2(
+    tmp_path: Path, pg_url: str, api: Api
+) -> None:
+    project = _project(tmp_path / "p", api)
+    env = _env(project, pg_url)
+    first = subprocess.Popen(
+        [*_CLI, "--project", str(project), "worker", "--id", "same"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait(
+            "the first worker",
+            lambda: bool(_rows(pg_url, "select 1 from orch_workers where state = 'running'")),
+        )
+        second = subprocess.run(
+            [*_CLI, "--project", str(project), "worker", "--id", "same"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2
+        assert f"worker id 'same' is in use by process {first.pid}" in second.stderr
+        assert "give each worker its own --id" in second.stderr
+        recover = subprocess.run(
+            [*_CLI, "--project", str(project), "jobs", "--recover", "same"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert recover.returncode == 2 and "still runs" in recover.stderr, recover.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 0 and "every run this worker took has ended" in err
+    for args, message in (
+        (["submit", "--approve", "x"], "use them with --resume RUN"),
+        (["submit", "three", "hi", "--resume", "r"], "not both"),
+        (["worker", "--concurrency", "0"], "--concurrency"),
+    ):
+        bad = subprocess.run(
+            [*_CLI, "--project", str(project), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

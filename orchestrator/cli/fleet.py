@@ -288,6 +288,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 states = [state]
             else:
                 states = await jobs.recent(args.limit)
+                depth = await jobs.depth()
+                if not args.json:
+                    oldest = depth["oldest_queued_s"]
+                    console.err.print(
+                        as_line(
+                            f"queue: {depth['queued']} queued"
+                            + (f" (the oldest for {oldest:.0f} s)" if oldest is not None else "")
+                            + f", {depth['running']} running"
+                        )
+                    )
             if args.json:
                 print(json.dumps([s.__dict__ for s in states], indent=2, default=str))
                 return EXIT_OK

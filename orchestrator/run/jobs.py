@@ -152,14 +152,14 @@ class Jobs:
                 f"run {job.run_id!r} was never submitted to the fleet in {self.describe()}; "
                 "check the id with `orch jobs`"
             )
+        if not job.resume and jobs:
+            raise ConfigError(
+                f"run {job.run_id!r} was already submitted; resume it (`orch submit --resume {job.run_id}`)"
+            )
         if jobs and jobs[-1].status in ("queued", "running"):
             raise ConfigError(
                 f"run {job.run_id!r} is {jobs[-1].status} ({jobs[-1].job_id}); wait for it to end "
                 f"(`orch jobs --wait {job.run_id}`) before resuming it"
-            )
-        if not job.resume and jobs:
-            raise ConfigError(
-                f"run {job.run_id!r} was already submitted; resume it (`orch submit --resume {job.run_id}`)"
             )
         from dbos import EnqueueOptions
 
@@ -170,7 +170,15 @@ class Jobs:
             "workflow_id_reuse_policy": "reject",
         }
         client = await asyncio.to_thread(self.client)
-        await client.enqueue_async(options, job.to_dict())
+        from dbos._error import DBOSWorkflowIDInUseError
+
+        try:
+            await client.enqueue_async(options, job.to_dict())
+        except DBOSWorkflowIDInUseError:  # another submitter got there between the look and the enqueue
+            raise ConfigError(
+                f"run {job.run_id!r} was submitted by another process just now ({options['workflow_id']}); "
+                f"see it with `orch jobs {job.run_id}`"
+            ) from None
         return options["workflow_id"]
 
     async def history(self, run_id: str) -> list[JobState]:
@@ -192,6 +200,22 @@ class Jobs:
             name=WORKFLOW, limit=limit, sort_desc=True, load_input=False
         )
         return [self._state(w) for w in found]
+
+    async def depth(self) -> dict[str, Any]:
+        """What to watch: runs queued and running, and how long the oldest queued one has waited (s)."""
+        client = await asyncio.to_thread(self.client)
+        queued = await client.list_workflows_async(
+            name=WORKFLOW, status=["ENQUEUED", "DELAYED"], load_input=False, load_output=False
+        )
+        running = await client.list_workflows_async(
+            name=WORKFLOW, status="PENDING", load_input=False, load_output=False
+        )
+        oldest = min((w.created_at for w in queued if w.created_at), default=None)
+        return {
+            "queued": len(queued),
+            "running": len(running),
+            "oldest_queued_s": None if oldest is None else round(time.time() - oldest / 1000, 1),
+        }
 
     async def wait(self, run_id: str, timeout: float | None = None, poll_s: float = 0.2) -> JobState:
         """Wait until the run's latest job has ended (a `TimeoutError` after `timeout` seconds)."""
