@@ -1,10 +1,11 @@
-"""A fleet, with real parts: a throwaway PostgreSQL, three `orch worker` processes, runs submitted from another
-process, and a scripted OpenAI-compatible server in its own process that counts the calls it bills and the
-requests it holds at once.
+"""A fleet, with real parts: a throwaway PostgreSQL, three `orch worker` processes, runs submitted
+from another process, and a scripted OpenAI-compatible server in its own process that counts the calls
+it bills and the requests it holds at once.
 
-One worker is killed with SIGKILL in the middle of a run, another is drained with SIGTERM, a run that waits for a
-person is answered through the queue; then every run has ended once, the ledger holds exactly the calls the
-server billed, and the server never held more requests for the model than its fleet-wide cap.
+One worker is killed with SIGKILL in the middle of a run, another is drained with SIGTERM, a run that
+waits for a person is answered through the queue; then every run has ended once, the ledger holds
+exactly the calls the server billed, and the server never held more requests for the model than its
+fleet-wide cap.
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
         def busy() -> str | None:
             rows = _rows(
                 pg_url,
-                "select w.executor_id from dbos.workflow_status w join orch_ledger l on l.run_id = w.workflow_uuid "
-                "where w.status = 'PENDING' group by w.executor_id, w.workflow_uuid having count(*) = 1",
+                "select w.executor_id from dbos.workflow_status w "
+                "join orch_ledger l on l.run_id = w.workflow_uuid where w.status = 'PENDING' "
+                "group by w.executor_id, w.workflow_uuid having count(*) = 1",
             )
             return rows[0][0] if rows else None
 
