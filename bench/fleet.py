@@ -213,10 +213,16 @@ async def submit_all(
     return t0
 
 
-def wait_ended(url: str, runs: int, on_half: Any = None, timeout: float = 1800) -> None:
+def wait_ended(url: str, runs: int, on_half: Any = None, timeout: float = 1800) -> dict[str, int]:
+    """Wait for every run to end; the most database connections seen meanwhile (sampled every 0.5 s)."""
     deadline = time.monotonic() + timeout
     fired = False
+    peak = {"connections": 0}
     while time.monotonic() < deadline:
+        peak["connections"] = max(
+            peak["connections"],
+            count(url, "select count(*) - 1 from pg_stat_activity where backend_type = 'client backend'"),
+        )
         done = count(
             url,
             "select count(*) from dbos.workflow_status where name = 'orch_run' and "
@@ -226,7 +232,7 @@ def wait_ended(url: str, runs: int, on_half: Any = None, timeout: float = 1800) 
             on_half()
             fired = True
         if done >= runs:
-            return
+            return peak
         time.sleep(0.5)
     raise TimeoutError(f"only {done} of {runs} runs ended")
 
@@ -275,7 +281,7 @@ def phase(
 
         try:
             t0 = asyncio.run(submit_all(folder, env, runs, rate, budget))
-            wait_ended(url, runs, kill_one if kill else None)
+            peak = wait_ended(url, runs, kill_one if kill else None)
             t_end = time.time()
         finally:
             fleet.stop()
@@ -304,6 +310,7 @@ def phase(
         "calls_per_s": round(stats["billed"] / elapsed, 2),
         "share_of_bound": round(stats["billed"] / elapsed / BOUND, 3),
         "server": stats,
+        "peak_db_connections": peak["connections"],
         "queue_wait_s": {
             "p50": round(statistics.median(waits), 3) if waits else None,
             "p95": round(waits[min(len(waits) - 1, int(0.95 * len(waits)))], 3) if waits else None,
@@ -343,15 +350,15 @@ def report(results: list[dict[str, Any]]) -> str:
         f"calls / {CALL_S:.1f} s per call = {BOUND:.1f} calls/s.",
         "",
         "| phase | workers | runs | ended ok | elapsed | calls/s | share of bound | max in flight (cap 64) | "
-        "429s | queue wait p50 / p95 | runs lost | calls paid twice |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "429s | queue wait p50 / p95 | runs lost | calls paid twice | peak DB connections |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['phase']} | {r['workers']} | {r['runs']} | {r['ended'].get('SUCCESS', 0)} | {r['elapsed_s']} s | "
             f"{r['calls_per_s']} | {r['share_of_bound']:.0%} | {r['server']['max_in_flight']} | "
             f"{r['server']['refused_429']} | {r['queue_wait_s']['p50']} / {r['queue_wait_s']['p95']} s | "
-            f"{r['runs_lost']} | {r['calls_paid_twice']} |"
+            f"{r['runs_lost']} | {r['calls_paid_twice']} | {r['peak_db_connections']} |"
         )
     for r in results:
         if "budget" in r:
