@@ -225,7 +225,7 @@ class FleetLimits(FleetLimiter):
                 for note in self._conn.notifies(timeout=min(0.5, max(0.0, next_beat - time.monotonic()))):
                     self._wake(note.payload)
                 delay = 0.5
-            except (self._psycopg.Error, ConfigError) as exc:
+            except Exception as exc:  # the thread outlives any error: without beats the slots would be lost
                 _log.warning("fleet limits: heartbeat to %s failed: %s", redact(self.url), one_line(exc))
                 with contextlib.suppress(Exception):
                     self._conn.close()
