@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Request:
     path: str  # including the query string
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    at: float = 0.0  # time.monotonic() when it was read
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -63,6 +65,8 @@ class Loopback:
         self.url = ""
         self.requests: list[Request] = []
         self.connections = 0  # TCP connections accepted (keep-alive reuse shows as fewer than requests)
+        self.in_flight = 0  # requests read and not yet answered in full
+        self.max_in_flight = 0  # the most requests in flight at once
         self.default = Reply(status=404, body={"error": "no scripted reply"})
         self._fifo: deque[Reply] = deque()
         self._routes: dict[str, deque[Reply]] = {}
@@ -153,8 +157,14 @@ class Loopback:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             while (request := await _read_request(reader)) is not None:
+                request.at = time.monotonic()
                 self.requests.append(request)
-                keep_alive = await _answer(self._next(request), writer)
+                self.in_flight += 1  # only the server's loop thread counts: no lock needed
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                try:
+                    keep_alive = await _answer(self._next(request), writer)
+                finally:
+                    self.in_flight -= 1
                 if not keep_alive or request.headers.get("connection", "").lower() == "close":
                     writer.close()  # flushes what was written, then FIN: the client sees a cut body
                     await writer.wait_closed()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Budget",
+    "BudgetPool",
     "BudgetStop",
     "Ledger",
     "LedgerBook",
@@ -78,7 +79,7 @@ class Budget:
     tokens: int | None = None
     seconds: float | None = None
     steps: int | None = None
-    shared: SharedBudget | None = None  # a cap this run draws from with others (a service's daily cap)
+    shared: BudgetPool | None = None  # a cap this run draws from with others (a service's daily cap)
 
     def __post_init__(self) -> None:
         _check_limit("Budget", "usd", self.usd, whole=False, least=0)
@@ -102,6 +103,53 @@ def _check_limit(owner: str, name: str, value: object, *, whole: bool, least: in
         raise ValueError(f"{owner}({name}={value!r}): {fix}")
     if (whole and not isinstance(value, numbers.Integral)) or not math.isfinite(value) or value < least:
         raise ValueError(f"{owner}({name}={value!r}): {fix}")
+
+
+class BudgetPool(Protocol):
+    """A cap many runs draw from: `SharedBudget` in one process, `pg_budget.PostgresBudget` across a fleet."""
+
+    name: str
+
+    @property
+    def usd(self) -> float | None: ...
+    @property
+    def tokens(self) -> int | None: ...
+    @property
+    def spent_usd(self) -> float: ...
+    @property
+    def spent_tokens(self) -> int: ...
+
+    def reserve(self, tokens: int, usd: float | None) -> str | None:
+        """Hold a call's worst case; if it would break the cap, hold nothing and return why."""
+
+    def release(self, tokens: int, usd: float | None) -> None:
+        """Let go of a reservation."""
+
+    def charge(self, tokens: int, usd: float | None) -> None:
+        """Count what a call cost."""
+
+    def reset(self) -> None:
+        """Start a new period."""
+
+
+def over_cap(
+    name: str,
+    caps: tuple[int | None, float | None],
+    spent: tuple[int, float],
+    held: tuple[int, float],
+    tokens: int,
+    usd: float | None,
+) -> str | None:
+    """Why a call's worst case (`tokens`, `usd`) breaks a pool's (token, usd) `caps`, given what is `spent`
+    and `held`; None when it fits."""
+    if caps[0] is not None and spent[0] + held[0] + tokens > caps[0]:
+        return f"{name} token budget: {spent[0]} spent + {held[0]} reserved + {tokens} worst case > {caps[0]}"
+    if caps[1] is not None and usd is not None and spent[1] + held[1] + usd > caps[1]:
+        return (
+            f"{name} cost budget: ${spent[1]:.6f} spent + ${held[1]:.6f} reserved + ${usd:.6f} worst case "
+            f"> ${caps[1]:g}"
+        )
+    return None
 
 
 class SharedBudget:
@@ -130,16 +178,16 @@ class SharedBudget:
     def reserve(self, tokens: int, usd: float | None) -> str | None:
         """Hold a call's worst case; if it would break the cap, hold nothing and return why."""
         with self._lock:
-            if self.tokens is not None and self.spent_tokens + self._held_tokens + tokens > self.tokens:
-                return (
-                    f"{self.name} token budget: {self.spent_tokens} spent + {self._held_tokens} reserved + "
-                    f"{tokens} worst case > {self.tokens}"
-                )
-            if self.usd is not None and usd is not None and self.spent_usd + self._held_usd + usd > self.usd:
-                return (
-                    f"{self.name} cost budget: ${self.spent_usd:.6f} spent + ${self._held_usd:.6f} "
-                    f"reserved + ${usd:.6f} worst case > ${self.usd:g}"
-                )
+            reason = over_cap(
+                self.name,
+                (self.tokens, self.usd),
+                (self.spent_tokens, self.spent_usd),
+                (self._held_tokens, self._held_usd),
+                tokens,
+                usd,
+            )
+            if reason is not None:
+                return reason
             self._held_tokens += tokens
             self._held_usd += usd or 0.0
             return None

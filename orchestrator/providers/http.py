@@ -19,7 +19,8 @@ Data flow of one call:
   marked `estimated`.
 * Rate limits: each (base URL, model) has a `ModelState` shared by the process. It caps concurrent requests
   (halved on a 429, regrown one by one on success, never above what the rate-limit headers say remains) and
-  blocks new requests until a `Retry-After` or an exhausted window's reset has passed.
+  blocks new requests until a `Retry-After` or an exhausted window's reset has passed. With a fleet limiter
+  installed (`fleet_limits.use_fleet_limits`), the cap and the blocks also hold across processes and machines.
 * The API key is read from its environment variable at request time, sent only in a header, and scrubbed
   from every error message.
 """
@@ -54,6 +55,7 @@ __all__ = [
     "Completion",
     "Draft",
     "Endpoint",
+    "FleetLimiter",
     "ModelState",
     "Protocol",
     "ProviderError",
@@ -61,6 +63,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "model_state",
     "send",
+    "set_fleet_limiter",
 ]
 
 
@@ -169,10 +172,40 @@ class Endpoint:
 
 
 # --- rate limits and cooldown, shared by the process -------------------------------------------------
+class FleetLimiter(ABC):
+    """What holds a model's cap and its `Retry-After` blocks across processes (`fleet_limits.py`).
+
+    Installed process-wide with `set_fleet_limiter`; with none installed, `ModelState` is process-local.
+    """
+
+    @abstractmethod
+    async def acquire(self, state: ModelState) -> None:
+        """Take one of the fleet's `state.max_concurrency` slots of `state.key`, waiting as long as needed."""
+
+    @abstractmethod
+    async def release(self, state: ModelState) -> None:
+        """Give back one slot `acquire` took for `state.key`."""
+
+    @abstractmethod
+    def block(self, state: ModelState, seconds: float) -> None:
+        """No new request of the fleet to `state.key` before `seconds` from now (returns at once)."""
+
+
+_fleet: FleetLimiter | None = None
+
+
+def set_fleet_limiter(limiter: FleetLimiter | None) -> FleetLimiter | None:
+    """Install the limiter every `ModelState` also goes through (None: process-local); returns the old one."""
+    global _fleet
+    old, _fleet = _fleet, limiter
+    return old
+
+
 class ModelState:
     """Concurrency cap, rate-limit window and failure streak of one (base URL, model)."""
 
-    def __init__(self, max_concurrency: int) -> None:
+    def __init__(self, max_concurrency: int, key: tuple[str, str] = ("", "")) -> None:
+        self.key = key  # (base URL, model): what a fleet limiter counts by
         self.max_concurrency = max(1, max_concurrency)
         self.limit = self.max_concurrency
         self.in_flight = 0
@@ -203,10 +236,29 @@ class ModelState:
                     continue
                 if self.in_flight < self.limit:
                     self.in_flight += 1
-                    return (time.perf_counter() - t0) * 1000
+                    break
                 await cond.wait()
+        if _fleet is not None:  # then a slot of the fleet's cap (holding this process's slot meanwhile)
+            try:
+                await _fleet.acquire(self)
+            except BaseException:
+                await self._release_local()
+                raise
+        return (time.perf_counter() - t0) * 1000
 
     async def release(self) -> None:
+        if _fleet is not None:
+            try:
+                await _fleet.release(self)
+            finally:
+                await self._release_local()
+            return
+        cond = self._condition()
+        async with cond:
+            self.in_flight -= 1
+            cond.notify_all()
+
+    async def _release_local(self) -> None:
         cond = self._condition()
         async with cond:
             self.in_flight -= 1
@@ -215,6 +267,8 @@ class ModelState:
     def block(self, seconds: float) -> None:
         """No new request before `seconds` from now."""
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        if _fleet is not None:
+            _fleet.block(self, seconds)
 
     def observe(self, status: int, headers: httpx.Headers) -> None:
         """Adapt to a response: AIMD on the cap, and the rate-limit headers' remaining / reset."""
@@ -254,7 +308,7 @@ def model_state(base_url: str, model: str, max_concurrency: int = 16) -> ModelSt
     with _states_lock:
         state = _states.get((base_url, model))
         if state is None:
-            state = _states[(base_url, model)] = ModelState(max_concurrency)
+            state = _states[(base_url, model)] = ModelState(max_concurrency, (base_url, model))
         return state
 
 

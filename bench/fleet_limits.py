@@ -1,0 +1,282 @@
+"""Per-call overhead of a fleet-wide model cap: the PostgreSQL limiter (`providers/fleet_limits.py`) against a
+DBOS queue per model with each call as its own workflow (issue 26, item 3).
+
+Both hold one model's `max_concurrency` across processes; the question is what each costs per model call.
+The call body is trivial (nothing), so what is measured is the cap's own cost, on the same PostgreSQL:
+
+* limiter: `ModelState.acquire()` + `release()` with `use_fleet_limits(url)` installed: one slot statement
+  (SKIP LOCKED) and one release statement (NOTIFY) per call, plus the process's own AIMD slot.
+* dbos: `queue.enqueue(call)` + `handle.get_result()`, the queue registered with `global_concurrency` = the
+  cap; the executor dequeues by polling the queue every `polling_interval_sec` (DBOS's default 1 s, and a
+  fast 10 ms), runs the workflow (its status rows written), and the caller polls for the result at the same
+  interval (`get_result(polling_interval_sec=...)`, whose default is also 1 s).
+
+Each is measured two ways, by P processes at once (P in --procs):
+* latency: each process makes its calls one after another: ms per call (the median and p95);
+* throughput: each process keeps C calls in flight (cap 64, so nobody waits for a slot): calls/s in all.
+The cap is not what limits either here (64 > P x C is not required: the limiter's slots are all free when
+P x C <= 64); what limits is the statements each call costs.
+
+Run: `.venv/bin/python bench/fleet_limits.py [--url postgresql://...] [--calls 400] [--procs 1 4]`; without
+--url it starts a throwaway PostgreSQL server from the machine's binaries (as tests/pgserver.py does).
+Prints a Markdown table (bench/results/fleet_limits.md holds the one measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import pwd
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CAP = 64
+
+
+# --- a throwaway server ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on a random loopback port (fsync off, as the tests run it); yields its URL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    bindir = found[-1].parent if found else Path(shutil.which("initdb") or "initdb").parent
+    folder = Path(tempfile.mkdtemp(prefix="orch-bench-pg-"))
+    run_as: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(folder), "PGTZ": "UTC"}
+    data = folder / "data"
+
+    def pg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bindir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=folder,
+            timeout=120,
+            check=False,
+            **run_as,
+        )
+
+    init = pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    assert init.returncode == 0, init.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off "
+        "-c max_connections=200"
+    )
+    started = pg(
+        "pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"
+    )
+    assert started.returncode == 0, started.stderr + started.stdout
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fresh(url: str) -> str:
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+# --- the limiter ------------------------------------------------------------------------------------------
+def limiter_proc(url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float) -> None:
+    from orchestrator.providers.fleet_limits import use_fleet_limits
+    from orchestrator.providers.http import model_state
+
+    limits = use_fleet_limits(url)
+    assert limits is not None
+    state = model_state("http://127.0.0.1:1/v1", "m", cap)
+
+    async def main() -> list[float]:
+        await state.acquire()  # warm: the slot rows, the connection, prepared statements
+        await state.release()
+        times: list[float] = []
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            await state.acquire()
+            if body_s:
+                await asyncio.sleep(body_s)
+            await state.release()
+            times.append(time.perf_counter() - t0 - body_s)
+
+        async def lane(n: int) -> None:
+            for _ in range(n):
+                await one()
+
+        start.wait()
+        await asyncio.gather(*(lane(calls // inflight) for _ in range(inflight)))
+        await limits.aclose_loop()
+        return times
+
+    t0 = time.perf_counter()
+    times = asyncio.run(main())
+    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": dict(limits.stats)})
+    use_fleet_limits(None)
+
+
+# --- DBOS -------------------------------------------------------------------------------------------------
+def dbos_proc(
+    url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float, poll: float, app: str
+) -> None:
+    import logging
+
+    from dbos import DBOS
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    DBOS(config={"name": app, "system_database_url": url, "log_level": "WARNING"})
+
+    @DBOS.workflow()
+    def call(x: int) -> int:
+        if body_s:
+            time.sleep(body_s)
+        return x  # the trivial body: a model call would go here
+
+    DBOS.launch()
+    queue = DBOS.register_queue("model-m", global_concurrency=cap, polling_interval_sec=poll)
+    queue.enqueue(call, 0).get_result(polling_interval_sec=poll)  # warm
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def lane(n: int) -> None:
+        for i in range(n):
+            t0 = time.perf_counter()
+            queue.enqueue(call, i).get_result(polling_interval_sec=poll)
+            with lock:
+                times.append(time.perf_counter() - t0 - body_s)
+
+    start.wait()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=lane, args=(calls // inflight,)) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": {}})
+    DBOS.destroy()
+
+
+def measure(
+    kind: str,
+    url: str,
+    procs: int,
+    calls: int,
+    inflight: int,
+    poll: float,
+    cap: int = CAP,
+    body_s: float = 0.0,
+) -> dict[str, Any]:
+    """`procs` processes, `calls` calls each with `inflight` at once; the wall time from one start signal."""
+    ctx = multiprocessing.get_context("spawn")
+    out, start = ctx.Queue(), ctx.Event()
+    db = _fresh(url)
+    app = f"bench-{uuid.uuid4().hex[:6]}"
+    if kind == "limiter":
+        workers = [
+            ctx.Process(target=limiter_proc, args=(db, calls, inflight, out, start, cap, body_s))
+            for _ in range(procs)
+        ]
+    else:
+        workers = [
+            ctx.Process(target=dbos_proc, args=(db, calls, inflight, out, start, cap, body_s, poll, app))
+            for _ in range(procs)
+        ]
+    for w in workers:
+        w.start()
+    time.sleep(8 if kind == "dbos" else 3)  # all warmed up (imports, connections, DBOS launch)
+    t0 = time.perf_counter()
+    start.set()
+    results = [out.get(timeout=900) for _ in workers]
+    wall = time.perf_counter() - t0
+    for w in workers:
+        w.join(60)
+    times = sorted(t for r in results for t in r["times"])
+    n = len(times)
+    tries = sum(r["stats"].get("tries", 0) for r in results)
+    return {
+        "kind": kind if kind == "limiter" else f"dbos (poll {poll * 1000:g} ms)",
+        "procs": procs,
+        "cap": cap,
+        "body_ms": body_s * 1000,
+        "inflight": inflight,
+        "calls": n,
+        "ms_median": 1000 * statistics.median(times),
+        "ms_p95": 1000 * times[int(0.95 * (n - 1))],
+        "calls_per_s": n / wall,
+        "statements_per_call": (tries + n) / n if kind == "limiter" else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a PostgreSQL server URL (a database is made per measurement)")
+    parser.add_argument("--calls", type=int, default=400, help="calls per process")
+    parser.add_argument("--procs", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--inflight", type=int, default=16, help="calls in flight per process (throughput)")
+    parser.add_argument("--polls", type=float, nargs="+", default=[1.0, 0.01], help="DBOS polling intervals")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        url = args.url or stack.enter_context(postgres())
+        rows = []
+        for procs in args.procs:
+            for inflight in (1, args.inflight):
+                calls = args.calls if inflight > 1 else max(50, args.calls // 4)
+                rows.append(measure("limiter", url, procs, calls, inflight, 0.0))
+                for poll in args.polls:
+                    dbos_calls = calls if poll < 0.5 else max(inflight, min(calls, 20 * inflight))
+                    rows.append(measure("dbos", url, procs, dbos_calls, inflight, poll))
+                print(json.dumps(rows[-1 - len(args.polls) :]), file=sys.stderr, flush=True)
+        # contended: a cap of 4 and 20 ms calls, so slots are waited for: the bound is 4 / 20 ms = 200 calls/s
+        procs, calls = max(args.procs), max(40, args.calls // 4)
+        rows.append(measure("limiter", url, procs, calls, args.inflight, 0.0, cap=4, body_s=0.02))
+        rows.append(measure("dbos", url, procs, calls, args.inflight, min(args.polls), cap=4, body_s=0.02))
+        print(json.dumps(rows[-2:]), file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print(
+        "| cap held by | processes | in flight each | cap | call body ms | calls | overhead ms/call median | "
+        "p95 | calls/s | statements/call |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        spc = f"{r['statements_per_call']:.2f}" if r["statements_per_call"] is not None else "-"
+        print(
+            f"| {r['kind']} | {r['procs']} | {r['inflight']} | {r['cap']} | {r['body_ms']:g} | {r['calls']} | "
+            f"{r['ms_median']:.2f} | {r['ms_p95']:.2f} | {r['calls_per_s']:.0f} | {spc} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
