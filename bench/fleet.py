@@ -189,9 +189,10 @@ async def submit_all(
     orch = Orchestrator.from_project(folder)
     shared = None
     if budget is not None:
-        from orchestrator.fleet.budget import FleetBudget
+        from orchestrator.cost.pg_budget import PostgresBudget
 
-        shared = FleetBudget(budget)
+        cap = float(budget.split(":")[1])
+        shared = PostgresBudget(env["ORCH_CHECKPOINTS"], budget.split(":")[0], usd=cap)
     t0 = time.time()
     try:
         sem = asyncio.Semaphore(16)
@@ -260,13 +261,7 @@ def phase(
         concurrency = -(-int(CAP * 1.25) // workers)  # enough runs in flight to keep 64 calls going
         fleet.start(workers, concurrency)
         killed: dict[str, Any] = {}
-        budget = None
-        if budget_calls is not None:
-            from orchestrator.fleet.budget import FleetBudget
-
-            budget = f"bench-{name}"
-            os.environ["ORCH_CHECKPOINTS"] = url
-            FleetBudget(budget, usd=budget_calls * CALL_USD, url=url).reset()
+        budget = None if budget_calls is None else f"bench_{name}:{budget_calls * CALL_USD}"
 
         def kill_one() -> None:
             victim = "w1"

@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cost.ledger import Budget
 from orchestrator.errors import ConfigError, RunOwnedError
+from orchestrator.fleet.budget import release_owner
 from orchestrator.procs import HOST, alive, process_started
+from orchestrator.providers.fleet_limits import use_fleet_limits
 from orchestrator.run.jobs import QUEUE, WORKFLOW, Job, system_database_url
 from orchestrator.run.lease import HEARTBEAT_S, TTL_S
 
@@ -91,6 +93,7 @@ class Member:
 
 # --- the job ------------------------------------------------------------------------------------------
 _orch: Orchestrator | None = None
+_executor_id = ""  # this worker's id: the owner of its reservations on fleet budgets
 
 
 def _orchestrator() -> Orchestrator:
@@ -103,7 +106,10 @@ def _budget(fields: dict[str, Any]) -> Budget:
     limits = {k: v for k, v in fields.items() if k in ("usd", "tokens", "seconds", "steps")}
     shared = None
     if fields.get("shared"):
-        raise ConfigError(f"shared budget {fields['shared']!r}: fleet budgets are not wired into workers yet")
+        from orchestrator.fleet.budget import open_budget
+
+        url = system_database_url(_orchestrator().settings.checkpoints_path)
+        shared = open_budget(url, str(fields["shared"]), _executor_id)
     return Budget(**limits, shared=shared)
 
 
@@ -253,7 +259,7 @@ def recover(executor_ids: list[str], on_recover: Callable[[str], None] | None = 
 # --- serving ------------------------------------------------------------------------------------------
 def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] | None = None) -> int:
     """Take and run jobs until SIGTERM or SIGINT, then drain; returns how many runs were handed back."""
-    global _orch
+    global _orch, _executor_id
     try:
         from dbos import DBOS
     except ImportError:
@@ -261,8 +267,10 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
     url = system_database_url(orch.settings.checkpoints_path)
     members = Members(url)
     members.join(options.executor_id)
-    _orch = orch
+    _orch, _executor_id = orch, options.executor_id
     _register()
+    # every model's max_concurrency and Retry-After hold across the fleet (providers/fleet_limits.py)
+    use_fleet_limits(url)
     DBOS(
         config={
             "name": "orchestrator",
@@ -289,6 +297,9 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
             members.beat(options.executor_id, state)
             for dead in members.claim_dead(options.executor_id):
                 n = recover([dead])
+                released = release_owner(url, dead)  # its reservations counted as spent until now
+                if released:
+                    _log.warning("worker %s: %d reservation(s) on fleet budgets released", dead, released)
                 _log.warning("worker %s died; %d of its runs went back on the queue", dead, n)
         state = "draining"
         members.beat(options.executor_id, state)
@@ -303,6 +314,7 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
             signal.signal(s, handler)
         with contextlib.suppress(Exception):
             members.close()
+        use_fleet_limits(None)
         _orch = None
 
 

@@ -86,9 +86,7 @@ def _instance(model: LocalChatModel) -> _Instance:
                     f"(pip install '{DIST_NAME}[local]')"
                 ) from None
             # a CPU whose fast path crashes is found by a probe in a child process, once per machine
-            extra = extra_buffers_for(
-                path, model.model_name, model.probe_cache(), n_threads=model.n_threads
-            )
+            extra = extra_buffers_for(path, model.model_name, model.probe_cache(), n_threads=model.n_threads)
             t0 = time.perf_counter()
             with load_params(extra):
                 llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=model.n_threads, verbose=False)

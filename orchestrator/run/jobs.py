@@ -80,7 +80,7 @@ def system_database_url(checkpoints: str | Any) -> str:
     )
 
 
-def budget_fields(budget: Budget | None) -> dict[str, Any]:
+def budget_fields(budget: Budget | None, fleet_url: str) -> dict[str, Any]:
     """A budget as plain values for a job; a shared budget goes by name (a fleet budget in the database)."""
     if budget is None:
         return {}
@@ -88,7 +88,14 @@ def budget_fields(budget: Budget | None) -> dict[str, Any]:
         k: getattr(budget, k) for k in ("usd", "tokens", "seconds", "steps") if getattr(budget, k) is not None
     }
     if budget.shared is not None:
-        name = getattr(budget.shared, "fleet_name", None)
+        from orchestrator.cost.pg_budget import PostgresBudget
+
+        name = budget.shared.name if isinstance(budget.shared, PostgresBudget) else None
+        if isinstance(budget.shared, PostgresBudget) and system_database_url(budget.shared.url) != fleet_url:
+            raise ConfigError(
+                f"budget {name!r} is kept in {redact(budget.shared.url)!r}, not in the fleet's database "
+                f"{redact(fleet_url)!r}, where the workers look for it: open it on the fleet's URL"
+            )
         if not name:
             raise ConfigError(
                 f"the shared budget {budget.shared.name!r} lives in this process's memory, and a fleet's "

@@ -749,7 +749,7 @@ class Orchestrator:
             resume=resume,
             approve=approve,
             answer=answer,
-            budget=budget_fields(budget),
+            budget=budget_fields(budget, self.jobs.url),
         )
         await self.jobs.submit(job)
         return job.run_id
