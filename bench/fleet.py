@@ -214,6 +214,21 @@ async def submit_all(
     return t0
 
 
+async def run_statuses(url: str) -> dict[str, int]:
+    """How the runs ended, as their results say (ok, budget_stop, ...)."""
+    from orchestrator.run.jobs import Jobs
+
+    jobs = Jobs(url)
+    try:
+        states = await jobs.recent(100_000)
+    finally:
+        jobs.close()
+    out: dict[str, int] = {}
+    for s in states:
+        out[s.status] = out.get(s.status, 0) + 1
+    return out
+
+
 def wait_ended(url: str, runs: int, on_half: Any = None, timeout: float = 1800) -> dict[str, int]:
     """Wait for every run to end; the most database connections seen meanwhile (sampled every 0.5 s)."""
     deadline = time.monotonic() + timeout
@@ -312,6 +327,7 @@ def phase(
         },
         **({"killed": killed} if killed else {}),
     }
+    out["run_status"] = asyncio.run(run_statuses(url))
     ok = statuses.get("SUCCESS", 0)
     out["runs_lost"] = runs - ok
     out["calls_paid_twice"] = max(0, stats["billed"] - ledger)
@@ -360,7 +376,8 @@ def report(results: list[dict[str, Any]]) -> str:
             b = r["budget"]
             lines.append(
                 f"\nBudget ({r['phase']}): cap ${b['cap_usd']:.6f}; the ledger says ${b['spent_usd']:.6f}, the "
-                f"server billed ${b['billed_usd']:.6f}; overshoot ${b['overshoot_usd']:.6f}."
+                f"server billed ${b['billed_usd']:.6f}; overshoot ${b['overshoot_usd']:.6f}. Runs ended: "
+                f"{r['run_status']}."
             )
         if "killed" in r:
             k = r["killed"]
