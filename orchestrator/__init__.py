@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orchestrator.agent.workhorse import worker_node
     from orchestrator.config import Limits, Manifest, Settings, SlotConfig, load_manifest
     from orchestrator.cost.ledger import Budget, Ledger, SharedBudget
+    from orchestrator.cost.pg_budget import PostgresBudget
     from orchestrator.errors import (
         ConfigError,
         ManifestError,
@@ -60,6 +61,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Orchestrator": ("orchestrator.run.orchestrator", "Orchestrator"),
     "OrchestratorError": ("orchestrator.errors", "OrchestratorError"),
     "PlanExample": ("orchestrator.agent.plan", "Example"),
+    "PostgresBudget": ("orchestrator.cost.pg_budget", "PostgresBudget"),
     "PromptTooLongError": ("orchestrator.errors", "PromptTooLongError"),
     "RunContext": ("orchestrator.models.context", "RunContext"),
     "RunError": ("orchestrator.errors", "RunError"),
@@ -100,6 +102,7 @@ __all__ = [
     "Orchestrator",
     "OrchestratorError",
     "PlanExample",
+    "PostgresBudget",
     "PromptTooLongError",
     "RunContext",
     "RunError",

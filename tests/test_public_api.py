@@ -21,6 +21,7 @@ def test_exported_members() -> None:
             "Orchestrator",
             "OrchestratorError",
             "PlanExample",
+            "PostgresBudget",
             "RunError",
             "RunContext",
             "RunEvent",
