@@ -362,3 +362,37 @@ def test_the_in_memory_search_reads_capitals_and_contractions_as_words() -> None
         "request",
     ]
     assert tokenize("x 7") == ["7"]
+
+
+_OPEN_INDEX = """
+import sys, time
+from orchestrator.toolsets.retrieval.store import IndexStore
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+IndexStore(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_new_index_at_once_apply_each_migration_once(tmp_path: Path) -> None:
+    """A fleet's workers start together and open the same new index file: none may fail on a table another
+    one has just made (found as `table expansions already exists` in a worker's log)."""
+    import subprocess
+    import sys
+    import time
+
+    for round_ in range(6):
+        path = tmp_path / f"index-{round_}.db"
+        start = time.time() + 1.5  # all of them import first, then open at the same moment
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_INDEX, str(path), str(start)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        with sqlite3.connect(path) as db:
+            names = [r[0] for r in db.execute("select name from _migrations order by name")]
+        assert names == ["m001_tool_index", "m002_expansions"]

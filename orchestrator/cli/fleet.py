@@ -207,13 +207,8 @@ def _answer(text: str | None) -> Any:
 
 async def _graph_of(orch: Any, job_id: str) -> str | None:
     """The graph a run was submitted with (the input of its first job)."""
-    client = orch.jobs.client()
-    found = await client.list_workflows_async(workflow_ids=[job_id], load_output=False)
-    if found and found[0].input is not None:
-        args = found[0].input.get("args") if isinstance(found[0].input, dict) else None
-        if args:
-            return str(args[0].get("graph")) or None
-    return None
+    given = await orch.jobs.job_input(job_id)
+    return str(given["graph"]) if given and given.get("graph") else None
 
 
 def _print_result(result: Any, as_json: bool) -> int:

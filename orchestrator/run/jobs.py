@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.cost.ledger import Budget, Ledger
@@ -168,6 +168,8 @@ class Jobs:
                 f"run {job.run_id!r} is {jobs[-1].status} ({jobs[-1].job_id}); wait for it to end "
                 f"(`orch jobs --wait {job.run_id}`) before resuming it"
             )
+        if job.resume and not job.budget:  # a resume keeps the run's budget (a fleet budget by name)
+            job = replace(job, budget=(await self.job_input(jobs[-1].job_id) or {}).get("budget") or {})
         from dbos import EnqueueOptions
 
         options: EnqueueOptions = {
@@ -187,6 +189,13 @@ class Jobs:
                 f"see it with `orch jobs {job.run_id}`"
             ) from None
         return options["workflow_id"]
+
+    async def job_input(self, job_id: str) -> dict[str, Any] | None:
+        """A job's input (`Job.to_dict()`), as it was submitted."""
+        client = await asyncio.to_thread(self.client)
+        found = await client.list_workflows_async(workflow_ids=[job_id], load_output=False)
+        args = (found[0].input or {}).get("args") if found else None
+        return dict(args[0]) if args and isinstance(args[0], dict) else None
 
     async def history(self, run_id: str) -> list[JobState]:
         """The run's jobs, oldest first."""

@@ -64,16 +64,26 @@ MIGRATIONS: list[Migration] = [m001_tool_index, m002_expansions]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply pending migrations in order; return the names applied now."""
+    """Apply pending migrations in order; return the names applied now.
+
+    Each is looked for and applied under the file's write lock, in one transaction: processes that open a
+    new index at once (a fleet's workers starting together) apply each migration once, the others wait and
+    find it done.
+    """
     db.execute("create table if not exists _migrations (name text primary key, applied_at real)")
-    done = {row[0] for row in db.execute("select name from _migrations")}
     applied = []
     for fn in MIGRATIONS:
-        if fn.__name__ not in done:
-            with db:
+        db.execute("begin immediate")
+        try:
+            if db.execute("select 1 from _migrations where name = ?", (fn.__name__,)).fetchone() is None:
                 fn(db)
                 db.execute("insert into _migrations values (?, ?)", (fn.__name__, time.time()))
-            applied.append(fn.__name__)
+                applied.append(fn.__name__)
+            db.execute("commit")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("rollback")
+            raise
     return applied
 
 
