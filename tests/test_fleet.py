@@ -37,7 +37,7 @@ pytest.importorskip("dbos")
 class Api:
     """bench/scripted_api.py in its own process."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttft: float = 0.1) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -45,7 +45,7 @@ class Api:
                 "--port",
                 "0",
                 "--ttft",
-                "0.1",
+                str(ttft),
                 "--tokens",
                 "20",
                 "--tps",
@@ -372,3 +372,52 @@ def test_two_live_workers_cannot_share_an_id_and_bad_options_exit_2(
             [*_CLI, "--project", str(project), *args], env=env, capture_output=True, text=True, timeout=120
         )
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+
+
+def test_a_drained_worker_hands_back_what_it_could_not_finish(tmp_path: Path, pg_url: str) -> None:
+    """SIGTERM with no time to finish: the run in flight is handed back, and the next worker resumes it."""
+    slow = Api(ttft=3.0)  # each call takes 3 s and more
+    try:
+        project = _project(tmp_path / "p", slow)
+        env = _env(project, pg_url)
+        cli = [*_CLI, "--project", str(project)]
+        first = subprocess.Popen(
+            [*cli, "worker", "--id", "first", "--drain-timeout", "0"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait("the worker", lambda: bool(_rows(pg_url, "select 1 from orch_workers where state = 'running'")))
+        submitted = subprocess.run(
+            [*cli, "submit", "handed"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        run_id = submitted.stdout.strip()
+        _wait("its first call", lambda: slow.stats()["in_flight"] == 1)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 0 and "1 run(s) still running were handed back" in err, err
+        assert _rows(pg_url, "select state from orch_workers where executor_id = 'first'") == [
+            ("handed back",)
+        ]
+        second = subprocess.Popen(
+            [*cli, "worker", "--id", "second"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            waited = subprocess.run(
+                [*cli, "jobs", run_id, "--wait", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, err2 = second.communicate(timeout=120)
+        state = json.loads(waited.stdout)[0]
+        assert state["status"] == "ok" and state["executor"] == "second", (state, err2)
+        assert state["result"]["answer"] == "3 steps for handed"
+        assert "worker first handed back its runs; 1 of its runs went back on the queue" in err2
+        assert len(_rows(pg_url, "select 1 from orch_ledger where run_id = %s", run_id)) == 3
+    finally:
+        slow.close()

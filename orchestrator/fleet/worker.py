@@ -211,8 +211,8 @@ class Members:
             ).fetchall()
         return [Member(*r) for r in rows]
 
-    def claim_dead(self, me: str) -> list[str]:
-        """Claim the workers that died with work left (each claimed by one worker only); their ids."""
+    def claim_dead(self, me: str) -> list[Member]:
+        """Claim the workers that died or handed their runs back (each claimed by one worker only)."""
         now, claimed = time.time(), []
         for m in self.all():
             if (
@@ -228,7 +228,7 @@ class Members:
                     (m.executor_id, m.state, m.heartbeat),
                 )
             if cur.rowcount == 1:
-                claimed.append(m.executor_id)
+                claimed.append(m)
         return claimed
 
     def close(self) -> None:
@@ -296,11 +296,14 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
         while not stop.wait(HEARTBEAT_S / 5):
             members.beat(options.executor_id, state)
             for dead in members.claim_dead(options.executor_id):
-                n = recover([dead])
-                released = release_owner(url, dead)  # its reservations counted as spent until now
+                n = recover([dead.executor_id])
+                released = release_owner(url, dead.executor_id)  # they counted as spent until now
+                how = "handed back its runs" if dead.state == "handed back" else "died"
+                _log.warning("worker %s %s; %d of its runs went back on the queue", dead.executor_id, how, n)
                 if released:
-                    _log.warning("worker %s: %d reservation(s) on fleet budgets released", dead, released)
-                _log.warning("worker %s died; %d of its runs went back on the queue", dead, n)
+                    _log.warning(
+                        "worker %s: %d reservation(s) on fleet budgets released", dead.executor_id, released
+                    )
         state = "draining"
         members.beat(options.executor_id, state)
         _log.warning(

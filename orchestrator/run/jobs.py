@@ -194,7 +194,8 @@ class Jobs:
         """A job's input (`Job.to_dict()`), as it was submitted."""
         client = await asyncio.to_thread(self.client)
         found = await client.list_workflows_async(workflow_ids=[job_id], load_output=False)
-        args = (found[0].input or {}).get("args") if found else None
+        given: Any = found[0].input if found else None
+        args = given.get("args") if isinstance(given, dict) else None
         return dict(args[0]) if args and isinstance(args[0], dict) else None
 
     async def history(self, run_id: str) -> list[JobState]:
