@@ -223,3 +223,36 @@ def test_an_unknown_model_under_a_known_provider_runs_unpriced_with_a_warning() 
         warnings.simplefilter("error")
         priced = resolve_profile("openai:gpt-9-preview", price_as="gpt-4o-mini")
     assert priced.prices is not None and priced.prices.input == 1.5e-7
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> Any:
+        for c in self.chunks:
+            yield c
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"data: a\r\n\r\ndata: b\r\n\r\n"],
+        [b"data: a\r", b"\n\r", b"\ndata: b\r\n", b"\r\n"],  # CR LF split between chunks
+        [b"data: a\r\rdata: b\r\r"],  # lone CRs
+        [b"data: a\n\nda", b"ta: b\n", b"\n"],  # a line split between chunks
+        [b"data: a\n\ndata: b\n\n"],
+    ],
+)
+async def test_sse_lines_end_at_crlf_lf_or_cr_however_the_chunks_split_them(chunks: list[bytes]) -> None:
+    from orchestrator.providers.http import _sse_lines
+
+    resp = httpx.Response(200, stream=_Chunks(chunks))
+    assert [line async for line in _sse_lines(resp)] == [b"data: a", b"", b"data: b", b""]
+
+
+async def test_sse_lines_keep_a_last_line_without_its_end() -> None:
+    from orchestrator.providers.http import _sse_lines
+
+    resp = httpx.Response(200, stream=_Chunks([b"data: a\n", b"\ndata: [DONE]"]))
+    assert [line async for line in _sse_lines(resp)] == [b"data: a", b"", b"data: [DONE]"]
