@@ -388,3 +388,17 @@ def test_the_terminal_prompt_names_each_call(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("builtins.input", lambda: next(replies))
     assert run._ask_approval(result) == ["send_mail"]
     assert run._call_text(calls[0]) == 'send_mail({"to": "[bold]x[/bold]"})'  # rendered as plain text
+
+
+def test_the_cli_imports_no_model_stack_until_a_command_runs() -> None:
+    """`orch --help`, and every command before its handler runs, load none of LangChain, LangGraph, DBOS or an
+    HTTP client: `orch traces top` on a big store answered in 5 ms and took 1.5 s, importing `orch trial`'s
+    tuner (and through it the chat models) for a default shown in its help."""
+    import subprocess
+    import sys
+
+    heavy = ("langchain_core", "langgraph", "dbos", "httpx", "psycopg", "orchestrator.evals.tune")
+    code = f"import sys, orchestrator.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

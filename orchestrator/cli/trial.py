@@ -14,7 +14,7 @@ from orchestrator.cli.common import EXIT_OK, Subparsers
 from orchestrator.cli.console import as_line, as_text
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
-from orchestrator.evals.tune import DEFAULT_TARGET
+from orchestrator.evals import DEFAULT_TARGET
 
 
 def register(subparsers: Subparsers) -> None:

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from orchestrator.evals import DEFAULT_TARGET
 from orchestrator.evals.trial import ItemResult, TrialReport, run_trial
 
 __all__ = ["DEFAULT_TARGET", "ROUTER_GAIN", "Point", "Tuning", "curve", "tune", "tune_trial"]
 
-DEFAULT_TARGET = 0.97
 T = TypeVar("T")
 
 
