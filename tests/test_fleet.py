@@ -421,3 +421,26 @@ def test_a_drained_worker_hands_back_what_it_could_not_finish(tmp_path: Path, pg
         assert len(_rows(pg_url, "select 1 from orch_ledger where run_id = %s", run_id)) == 3
     finally:
         slow.close()
+
+
+def test_a_fleet_database_that_cannot_be_reached_is_one_line_without_the_password(
+    tmp_path: Path, api: Api
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    project = _project(tmp_path / "p", api)
+    env = _env(project, f"postgresql://orch:hunter2@127.0.0.1:{port}/orch")
+    for args in (["jobs"], ["jobs", "--workers"], ["submit", "hi"], ["worker", "--id", "w"]):
+        out = subprocess.run(
+            [*_CLI, "--project", str(project), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 2, (args, out.stderr)
+        assert "hunter2" not in out.stderr + out.stdout
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"cannot use PostgreSQL at 127.0.0.1:{port}" in lines[0], (
+            args,
+            out.stderr,
+        )

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.cost.ledger import Budget
 from orchestrator.errors import ConfigError, RunOwnedError
 from orchestrator.fleet.budget import release_owner
+from orchestrator.locations import unreachable
 from orchestrator.procs import HOST, alive, process_started
 from orchestrator.providers.fleet_limits import use_fleet_limits
 from orchestrator.run.jobs import QUEUE, WORKFLOW, Job, system_database_url
@@ -161,7 +162,10 @@ class Members:
         import psycopg
 
         self.url = url
-        self._conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, autocommit=True)
+        try:
+            self._conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise unreachable(url, exc) from None
         self._lock = threading.Lock()
         with self._lock, self._conn.transaction():
             self._conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK,))

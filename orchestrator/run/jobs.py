@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.cost.ledger import Budget, Ledger
 from orchestrator.errors import ConfigError
-from orchestrator.locations import redact
+from orchestrator.locations import redact, unreachable
 from orchestrator.run.events import RunResult
 
 if TYPE_CHECKING:
@@ -143,9 +144,21 @@ class Jobs:
                 from dbos import DBOSClient
             except ImportError:
                 raise ConfigError(f"submitting runs to a fleet needs DBOS: {_FLEET_EXTRA}") from None
-            client = DBOSClient(system_database_url=self.url, application_name="orchestrator")
-            # the client never creates DBOS's tables; a service may submit before any worker started
-            client._sys_db.run_migrations()
+            quiet = logging.getLogger("dbos")  # it logs the error we raise, with its traceback
+            level, quiet.level = quiet.level, logging.CRITICAL
+            try:
+                # errors raised, not retried until the server is back: a submit must not hang
+                client = DBOSClient(
+                    system_database_url=self.url,
+                    application_name="orchestrator",
+                    retry_connection_errors=False,
+                )
+                # the client never creates DBOS's tables; a service may submit before any worker started
+                client._sys_db.run_migrations()
+            except Exception as exc:  # sqlalchemy's and psycopg's errors alike: the server can't be used
+                raise unreachable(self.url, getattr(exc, "orig", None) or exc) from None
+            finally:
+                quiet.setLevel(level)
             self._client = client
         return self._client
 
