@@ -105,7 +105,10 @@ def _fresh(url: str) -> str:
 
 
 # --- the limiter ------------------------------------------------------------------------------------------
-def limiter_proc(url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float) -> None:
+def limiter_proc(
+    url: str, calls: int, inflight: int, sync: tuple[Any, Any, Any, Any], cap: int, body_s: float
+) -> None:
+    ready, start, out, finish = sync
     from orchestrator.providers.fleet_limits import use_fleet_limits
     from orchestrator.providers.http import model_state
 
@@ -130,21 +133,30 @@ def limiter_proc(url: str, calls: int, inflight: int, out: Any, start: Any, cap:
             for _ in range(n):
                 await one()
 
+        ready.put(os.getpid())
         start.wait()
         await asyncio.gather(*(lane(calls // inflight) for _ in range(inflight)))
+        out.put({"times": times, "stats": dict(limits.stats)})
+        finish.wait()  # the others may still wait for slots: this process's are given back by now
         await limits.aclose_loop()
         return times
 
-    t0 = time.perf_counter()
-    times = asyncio.run(main())
-    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": dict(limits.stats)})
+    asyncio.run(main())
     use_fleet_limits(None)
 
 
 # --- DBOS -------------------------------------------------------------------------------------------------
 def dbos_proc(
-    url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float, poll: float, app: str
+    url: str,
+    calls: int,
+    inflight: int,
+    sync: tuple[Any, Any, Any, Any],
+    cap: int,
+    body_s: float,
+    poll: float,
+    app: str,
 ) -> None:
+    ready, start, out, finish = sync
     import logging
 
     from dbos import DBOS
@@ -171,14 +183,15 @@ def dbos_proc(
             with lock:
                 times.append(time.perf_counter() - t0 - body_s)
 
+    ready.put(os.getpid())
     start.wait()
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=lane, args=(calls // inflight,)) for _ in range(inflight)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": {}})
+    out.put({"times": times, "stats": {}})
+    finish.wait()  # this process's executor runs the others' workflows too, until every caller has its result
     DBOS.destroy()
 
 
@@ -194,26 +207,29 @@ def measure(
 ) -> dict[str, Any]:
     """`procs` processes, `calls` calls each with `inflight` at once; the wall time from one start signal."""
     ctx = multiprocessing.get_context("spawn")
-    out, start = ctx.Queue(), ctx.Event()
+    ready, start, out, finish = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Event()
+    sync = (ready, start, out, finish)
     db = _fresh(url)
     app = f"bench-{uuid.uuid4().hex[:6]}"
     if kind == "limiter":
         workers = [
-            ctx.Process(target=limiter_proc, args=(db, calls, inflight, out, start, cap, body_s))
+            ctx.Process(target=limiter_proc, args=(db, calls, inflight, sync, cap, body_s))
             for _ in range(procs)
         ]
     else:
         workers = [
-            ctx.Process(target=dbos_proc, args=(db, calls, inflight, out, start, cap, body_s, poll, app))
+            ctx.Process(target=dbos_proc, args=(db, calls, inflight, sync, cap, body_s, poll, app))
             for _ in range(procs)
         ]
     for w in workers:
         w.start()
-    time.sleep(8 if kind == "dbos" else 3)  # all warmed up (imports, connections, DBOS launch)
+    for _ in workers:
+        ready.get(timeout=300)  # each warmed up: imports, connections, DBOS launched, one call made
     t0 = time.perf_counter()
     start.set()
     results = [out.get(timeout=900) for _ in workers]
     wall = time.perf_counter() - t0
+    finish.set()
     for w in workers:
         w.join(60)
     times = sorted(t for r in results for t in r["times"])
