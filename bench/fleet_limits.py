@@ -33,6 +33,7 @@ import os
 import platform
 import pwd
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +55,7 @@ def postgres() -> Iterator[str]:
     """A PostgreSQL server on a random loopback port (fsync off, as the tests run it); yields its URL."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     bindir = found[-1].parent if found else Path(shutil.which("initdb") or "initdb").parent
-    folder = Path(tempfile.mkdtemp(prefix="orch-bench-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix="orch-fleet-limits-pg-"))
     run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -258,6 +259,7 @@ def main() -> None:
     parser.add_argument("--polls", type=float, nargs="+", default=[1.0, 0.01], help="DBOS polling intervals")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run stops its server too
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(postgres())
         rows = []
