@@ -6,6 +6,8 @@ The call body is trivial (nothing), so what is measured is the cap's own cost, o
 
 * limiter: `ModelState.acquire()` + `release()` with `use_fleet_limits(url)` installed: one slot statement
   (SKIP LOCKED) and one release statement (NOTIFY) per call, plus the process's own AIMD slot.
+* budget (for comparison): `PostgresBudget.reserve` + `charge` + `release`, what the fleet's budget adds to
+  a priced call (three statements on the caller's thread, synchronous).
 * dbos: `queue.enqueue(call)` + `handle.get_result()`, the queue registered with `global_concurrency` = the
   cap; the executor dequeues by polling the queue every `polling_interval_sec` (DBOS's default 1 s, and a
   fast 10 ms), runs the workflow (its status rows written), and the caller polls for the result at the same
@@ -146,6 +148,40 @@ def limiter_proc(
     use_fleet_limits(None)
 
 
+# --- the fleet's budget: what PostgresBudget adds to a call (the same processes, for comparison) -------
+def budget_proc(
+    url: str, calls: int, inflight: int, sync: tuple[Any, Any, Any, Any], cap: int, body_s: float
+) -> None:
+    from orchestrator.cost.pg_budget import PostgresBudget
+
+    ready, start, out, finish = sync
+    pool = PostgresBudget(url, "bench", usd=1e9)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def lane(n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            assert pool.reserve(2000, 0.01) is None
+            pool.charge(1500, 0.007)
+            pool.release(2000, 0.01)
+            with lock:
+                times.append(time.perf_counter() - t0)
+
+    lane(1)  # warm
+    times.clear()
+    ready.put(os.getpid())
+    start.wait()
+    threads = [threading.Thread(target=lane, args=(calls // inflight,)) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put({"times": times, "stats": {}})
+    finish.wait()
+    pool.close()
+
+
 # --- DBOS -------------------------------------------------------------------------------------------------
 def dbos_proc(
     url: str,
@@ -196,6 +232,13 @@ def dbos_proc(
     DBOS.destroy()
 
 
+def _make_budget(url: str) -> None:
+    """Create the budget once, before its processes race to."""
+    from orchestrator.cost.pg_budget import PostgresBudget
+
+    PostgresBudget(url, "bench", usd=1e9).close()
+
+
 def measure(
     kind: str,
     url: str,
@@ -212,7 +255,13 @@ def measure(
     sync = (ready, start, out, finish)
     db = _fresh(url)
     app = f"bench-{uuid.uuid4().hex[:6]}"
-    if kind == "limiter":
+    if kind == "budget":
+        _make_budget(db)
+        workers = [
+            ctx.Process(target=budget_proc, args=(db, calls, inflight, sync, cap, body_s))
+            for _ in range(procs)
+        ]
+    elif kind == "limiter":
         workers = [
             ctx.Process(target=limiter_proc, args=(db, calls, inflight, sync, cap, body_s))
             for _ in range(procs)
@@ -237,7 +286,7 @@ def measure(
     n = len(times)
     tries = sum(r["stats"].get("tries", 0) for r in results)
     return {
-        "kind": kind if kind == "limiter" else f"dbos (poll {poll * 1000:g} ms)",
+        "kind": kind if kind != "dbos" else f"dbos (poll {poll * 1000:g} ms)",
         "procs": procs,
         "cap": cap,
         "body_ms": body_s * 1000,
@@ -246,7 +295,7 @@ def measure(
         "ms_median": 1000 * statistics.median(times),
         "ms_p95": 1000 * times[int(0.95 * (n - 1))],
         "calls_per_s": n / wall,
-        "statements_per_call": (tries + n) / n if kind == "limiter" else None,
+        "statements_per_call": (tries + n) / n if kind == "limiter" else 3.0 if kind == "budget" else None,
     }
 
 
@@ -271,6 +320,9 @@ def main() -> None:
                     dbos_calls = calls if poll < 0.5 else max(inflight, min(calls, 20 * inflight))
                     rows.append(measure("dbos", url, procs, dbos_calls, inflight, poll))
                 print(json.dumps(rows[-1 - len(args.polls) :]), file=sys.stderr, flush=True)
+        for procs in args.procs:  # the budget's reserve + charge + release, one call after another
+            rows.append(measure("budget", url, procs, max(50, args.calls // 4), 1, 0.0))
+        print(json.dumps(rows[-len(args.procs) :]), file=sys.stderr, flush=True)
         # contended: a cap of 4 and 20 ms calls, so slots are waited for: the bound is 4 / 20 ms = 200 calls/s
         procs, calls = max(args.procs), max(40, args.calls // 4)
         rows.append(measure("limiter", url, procs, calls, args.inflight, 0.0, cap=4, body_s=0.02))
