@@ -6,6 +6,8 @@ The call body is trivial (nothing), so what is measured is the cap's own cost, o
 
 * limiter: `ModelState.acquire()` + `release()` with `use_fleet_limits(url)` installed: one slot statement
   (SKIP LOCKED) and one release statement (NOTIFY) per call, plus the process's own AIMD slot.
+* budget (for comparison): `PostgresBudget.reserve` + `charge` + `release`, what the fleet's budget adds to
+  a priced call (three statements on the caller's thread, synchronous).
 * dbos: `queue.enqueue(call)` + `handle.get_result()`, the queue registered with `global_concurrency` = the
   cap; the executor dequeues by polling the queue every `polling_interval_sec` (DBOS's default 1 s, and a
   fast 10 ms), runs the workflow (its status rows written), and the caller polls for the result at the same
@@ -33,6 +35,7 @@ import os
 import platform
 import pwd
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -54,7 +57,7 @@ def postgres() -> Iterator[str]:
     """A PostgreSQL server on a random loopback port (fsync off, as the tests run it); yields its URL."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     bindir = found[-1].parent if found else Path(shutil.which("initdb") or "initdb").parent
-    folder = Path(tempfile.mkdtemp(prefix="orch-bench-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix="orch-fleet-limits-pg-"))
     run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -105,7 +108,10 @@ def _fresh(url: str) -> str:
 
 
 # --- the limiter ------------------------------------------------------------------------------------------
-def limiter_proc(url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float) -> None:
+def limiter_proc(
+    url: str, calls: int, inflight: int, sync: tuple[Any, Any, Any, Any], cap: int, body_s: float
+) -> None:
+    ready, start, out, finish = sync
     from orchestrator.providers.fleet_limits import use_fleet_limits
     from orchestrator.providers.http import model_state
 
@@ -130,21 +136,64 @@ def limiter_proc(url: str, calls: int, inflight: int, out: Any, start: Any, cap:
             for _ in range(n):
                 await one()
 
+        ready.put(os.getpid())
         start.wait()
         await asyncio.gather(*(lane(calls // inflight) for _ in range(inflight)))
+        out.put({"times": times, "stats": dict(limits.stats)})
+        finish.wait()  # the others may still wait for slots: this process's are given back by now
         await limits.aclose_loop()
         return times
 
-    t0 = time.perf_counter()
-    times = asyncio.run(main())
-    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": dict(limits.stats)})
+    asyncio.run(main())
     use_fleet_limits(None)
+
+
+# --- the fleet's budget: what PostgresBudget adds to a call (the same processes, for comparison) -------
+def budget_proc(
+    url: str, calls: int, inflight: int, sync: tuple[Any, Any, Any, Any], cap: int, body_s: float
+) -> None:
+    from orchestrator.cost.pg_budget import PostgresBudget
+
+    ready, start, out, finish = sync
+    pool = PostgresBudget(url, "bench", usd=1e9)
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def lane(n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            assert pool.reserve(2000, 0.01) is None
+            pool.charge(1500, 0.007)
+            pool.release(2000, 0.01)
+            with lock:
+                times.append(time.perf_counter() - t0)
+
+    lane(1)  # warm
+    times.clear()
+    ready.put(os.getpid())
+    start.wait()
+    threads = [threading.Thread(target=lane, args=(calls // inflight,)) for _ in range(inflight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put({"times": times, "stats": {}})
+    finish.wait()
+    pool.close()
 
 
 # --- DBOS -------------------------------------------------------------------------------------------------
 def dbos_proc(
-    url: str, calls: int, inflight: int, out: Any, start: Any, cap: int, body_s: float, poll: float, app: str
+    url: str,
+    calls: int,
+    inflight: int,
+    sync: tuple[Any, Any, Any, Any],
+    cap: int,
+    body_s: float,
+    poll: float,
+    app: str,
 ) -> None:
+    ready, start, out, finish = sync
     import logging
 
     from dbos import DBOS
@@ -171,15 +220,23 @@ def dbos_proc(
             with lock:
                 times.append(time.perf_counter() - t0 - body_s)
 
+    ready.put(os.getpid())
     start.wait()
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=lane, args=(calls // inflight,)) for _ in range(inflight)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    out.put({"times": times, "wall": time.perf_counter() - t0, "stats": {}})
+    out.put({"times": times, "stats": {}})
+    finish.wait()  # this process's executor runs the others' workflows too, until every caller has its result
     DBOS.destroy()
+
+
+def _make_budget(url: str) -> None:
+    """Create the budget once, before its processes race to."""
+    from orchestrator.cost.pg_budget import PostgresBudget
+
+    PostgresBudget(url, "bench", usd=1e9).close()
 
 
 def measure(
@@ -194,33 +251,42 @@ def measure(
 ) -> dict[str, Any]:
     """`procs` processes, `calls` calls each with `inflight` at once; the wall time from one start signal."""
     ctx = multiprocessing.get_context("spawn")
-    out, start = ctx.Queue(), ctx.Event()
+    ready, start, out, finish = ctx.Queue(), ctx.Event(), ctx.Queue(), ctx.Event()
+    sync = (ready, start, out, finish)
     db = _fresh(url)
     app = f"bench-{uuid.uuid4().hex[:6]}"
-    if kind == "limiter":
+    if kind == "budget":
+        _make_budget(db)
         workers = [
-            ctx.Process(target=limiter_proc, args=(db, calls, inflight, out, start, cap, body_s))
+            ctx.Process(target=budget_proc, args=(db, calls, inflight, sync, cap, body_s))
+            for _ in range(procs)
+        ]
+    elif kind == "limiter":
+        workers = [
+            ctx.Process(target=limiter_proc, args=(db, calls, inflight, sync, cap, body_s))
             for _ in range(procs)
         ]
     else:
         workers = [
-            ctx.Process(target=dbos_proc, args=(db, calls, inflight, out, start, cap, body_s, poll, app))
+            ctx.Process(target=dbos_proc, args=(db, calls, inflight, sync, cap, body_s, poll, app))
             for _ in range(procs)
         ]
     for w in workers:
         w.start()
-    time.sleep(8 if kind == "dbos" else 3)  # all warmed up (imports, connections, DBOS launch)
+    for _ in workers:
+        ready.get(timeout=300)  # each warmed up: imports, connections, DBOS launched, one call made
     t0 = time.perf_counter()
     start.set()
     results = [out.get(timeout=900) for _ in workers]
     wall = time.perf_counter() - t0
+    finish.set()
     for w in workers:
         w.join(60)
     times = sorted(t for r in results for t in r["times"])
     n = len(times)
     tries = sum(r["stats"].get("tries", 0) for r in results)
     return {
-        "kind": kind if kind == "limiter" else f"dbos (poll {poll * 1000:g} ms)",
+        "kind": kind if kind != "dbos" else f"dbos (poll {poll * 1000:g} ms)",
         "procs": procs,
         "cap": cap,
         "body_ms": body_s * 1000,
@@ -229,7 +295,7 @@ def measure(
         "ms_median": 1000 * statistics.median(times),
         "ms_p95": 1000 * times[int(0.95 * (n - 1))],
         "calls_per_s": n / wall,
-        "statements_per_call": (tries + n) / n if kind == "limiter" else None,
+        "statements_per_call": (tries + n) / n if kind == "limiter" else 3.0 if kind == "budget" else None,
     }
 
 
@@ -242,6 +308,7 @@ def main() -> None:
     parser.add_argument("--polls", type=float, nargs="+", default=[1.0, 0.01], help="DBOS polling intervals")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run stops its server too
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(postgres())
         rows = []
@@ -253,6 +320,9 @@ def main() -> None:
                     dbos_calls = calls if poll < 0.5 else max(inflight, min(calls, 20 * inflight))
                     rows.append(measure("dbos", url, procs, dbos_calls, inflight, poll))
                 print(json.dumps(rows[-1 - len(args.polls) :]), file=sys.stderr, flush=True)
+        for procs in args.procs:  # the budget's reserve + charge + release, one call after another
+            rows.append(measure("budget", url, procs, max(50, args.calls // 4), 1, 0.0))
+        print(json.dumps(rows[-len(args.procs) :]), file=sys.stderr, flush=True)
         # contended: a cap of 4 and 20 ms calls, so slots are waited for: the bound is 4 / 20 ms = 200 calls/s
         procs, calls = max(args.procs), max(40, args.calls // 4)
         rows.append(measure("limiter", url, procs, calls, args.inflight, 0.0, cap=4, body_s=0.02))

@@ -172,6 +172,48 @@ def test_a_clean_close_frees_the_slots_at_once(pg_url: str) -> None:
     second.close()
 
 
+def test_connections_the_server_ends_are_opened_again(pg_url: str) -> None:
+    """The server ends every session of the limiter (a restart, a fail-over): the next slot is taken on a new
+    connection, and the heartbeat goes on on a new one."""
+    import asyncio
+
+    reset_model_states()
+    state = model_state("http://127.0.0.1:9/v1", "m", 2)
+    limits = FleetLimits(pg_url, ttl_s=5)
+
+    def beat() -> float:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute(
+                "select extract(epoch from beat) from orch_fleet_owners where owner = %s", (limits.owner,)
+            ).fetchone()
+        assert row is not None
+        return float(row[0])
+
+    async def cycle() -> None:
+        await limits.acquire(state)
+        await limits.release(state)
+
+    async def main() -> None:
+        await cycle()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = current_database() and pid <> pg_backend_pid()"
+            )
+        before = beat()
+        await asyncio.wait_for(cycle(), 30)
+        deadline = time.monotonic() + 30
+        while beat() <= before:  # a beat every ttl/5 = 1 s, on a new connection
+            assert time.monotonic() < deadline, "no heartbeat after the connection was ended"
+            await asyncio.sleep(0.1)
+        await limits.aclose_loop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        limits.close()
+
+
 def test_bad_settings_name_the_value_and_the_fix() -> None:
     with pytest.raises(ValueError, match=r"FleetLimits\(ttl_s=0\): give a number of seconds, 1 or more"):
         FleetLimits("postgresql://nobody@127.0.0.1:1/x", ttl_s=0)

@@ -222,3 +222,18 @@ def test_the_tables_are_in_the_database(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         row = conn.execute("select name, usd, tokens from orch_budgets").fetchone()
     assert row == ("daily", None, None)
+
+
+def test_a_dropped_connection_is_opened_again(pg_url: str) -> None:
+    """The server ends the budget's session (a restart, a fail-over, an idle timeout): the next call opens
+    a new one and goes through."""
+    pool = PostgresBudget(pg_url, "daily", tokens=1000)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (pool._conn.info.backend_pid,))
+        assert pool.reserve(300, None) is None
+        assert pool.held() == (300, 0.0)
+        pool.release(300, None)
+        assert pool.held() == (0, 0.0)
+    finally:
+        pool.close()

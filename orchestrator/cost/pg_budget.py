@@ -19,8 +19,12 @@ Tables (created on first use, one process at a time, beside the checkpoints):
 * The caps live in the database. A process that opens a name with other caps than the database holds gets
   a `ConfigError` naming both; `set_caps` changes them for every process.
 * `reset()` starts a new period for everyone: spent goes back to zero, reservations in flight stay held.
-* The connection is synchronous, like `SharedBudget`'s lock: a reservation takes one round trip (about
-  0.2-0.5 ms on a local network) on the caller's thread. One connection per `PostgresBudget`.
+* The connection is synchronous, like `SharedBudget`'s lock: a reservation takes one round trip on the
+  caller's thread (the event loop's, in a run: see bench/results/fleet_limits.md for what a call's three
+  statements cost). One connection per `PostgresBudget`: open one per name and process, and share it.
+* A connection lost mid-statement is opened again and the statement sent again, once. A reservation whose
+  commit was not acknowledged may so be held twice: the extra one stays held (never an overspend) until
+  `release_owner` of this process's owner lets it go.
 """
 
 from __future__ import annotations
@@ -177,10 +181,13 @@ class PostgresBudget:
                     self._conn = self._open()
                 try:
                     return work(self._conn)
-                except self._psycopg.OperationalError:
+                except self._psycopg.OperationalError as exc:
                     self._conn.close()
                     if not again:
-                        raise
+                        raise ConfigError(
+                            f"budget {self.name!r}: lost PostgreSQL at {redact(self.url)!r}: "
+                            f"{one_line(exc)}; check that the server runs"
+                        ) from None
         raise AssertionError("unreachable")
 
     # --- the caps, and what is spent (read from the database) ---------------------------------------
