@@ -366,3 +366,24 @@ def test_two_processes_writing_at_once_lose_nothing_and_roll_up_exactly(tmp_path
     assert got_hist == hist
     pg.close()
     lite.close()
+
+
+def test_a_span_written_again_is_stored_and_rolled_up_once(tmp_path: Path, pg_url: str) -> None:
+    source = TraceStore(tmp_path / "source.db")
+    _fill([source], runs=4, seed=5)
+    rows = source.spans()
+    source.close()
+    lite, pg = TraceStore(tmp_path / "t.db"), TraceStore(pg_url)
+    for store in (lite, pg):
+        store.write_spans(rows[:10])
+        store.write_spans(rows[5:15] + rows[5:7])  # half again, and two twice in one batch
+        store.write_spans(rows)
+    count = "select count(*), sum(spans), sum(cost_usd) from rollups where dim = 'model'"
+    assert pg.rows("select count(*) from spans") == [(len(rows),)]
+    _same(lite.rows(count), pg.rows(count))
+    sums, _ = rollups.summarize(rows, {})
+    assert pg.rows("select sum(spans) from rollups where dim = 'model'")[0][0] == sum(
+        v[0] for k, v in sums.items() if k[2] == "model"
+    )
+    lite.close()
+    pg.close()

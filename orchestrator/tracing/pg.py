@@ -7,10 +7,13 @@ precision, bigint), recorded in `orch_traces._migrations`. A process that opens 
 current version takes a transaction-level advisory lock, then applies what is still missing in that one
 transaction, so processes starting together on several machines migrate it once.
 
-A batch of spans is copied into a temporary table (`COPY`), inserted from there with `on conflict (span_id)
-do nothing returning span_id`, and only the spans that came back are added to the roll-ups, in the same
-transaction: a span written twice (an export retried) or by two processes at once is counted once, and the
-roll-ups' `insert ... on conflict do update` adds, so writers in many processes keep the sums exact.
+A batch of spans is one statement (a column's values as one array: `insert ... select * from unnest(...) on
+conflict (span_id) do nothing returning span_id`), sent in one round trip with its roll-ups (a pipeline), in
+one transaction. If fewer spans came back than were sent (some were stored already: an export retried, or
+another process), the transaction is rolled back and the batch written again, the roll-ups of only the spans
+that came back: a span is counted once, and the roll-ups' `insert ... on conflict do update` adds, so writers
+in many processes keep the sums exact. Commits do not wait for the disk (`synchronous_commit = off`, this
+connection only).
 """
 
 from __future__ import annotations
@@ -124,6 +127,46 @@ def m004_rollups(conn: psycopg.Connection[Any]) -> None:
         add_rollups(backend.executemany, chunk, graphs)
 
 
+_SPAN_TYPES: dict[str, type] = {
+    **dict(M001_SPANS),
+    **{c: t for c, t, _ in M003_SPANS},
+    **{c: t for c, t, _ in M004_SPANS},
+}
+_ARRAYS = {str: "text[]", float: "float8[]", int: "int8[]"}
+# a batch as one array per column (one statement, however many spans), in span_id order: two writers
+# meeting on the same ids lock them in one order
+_INSERT_SPANS = (
+    f"insert into spans ({', '.join(SPAN_COLUMNS)}) select * from unnest("
+    + ", ".join(f"%s::{_ARRAYS[_SPAN_TYPES[c]]}" for c in SPAN_COLUMNS)
+    + ") order by 1 on conflict (span_id) do nothing returning span_id"
+)
+_UPSERT_ROLLUPS = (
+    f"insert into rollups (day, graph, dim, key, {', '.join(rollups.SUMS)}) select * from unnest("
+    "%s::int8[], %s::text[], %s::text[], %s::text[], "
+    + ", ".join("%s::float8[]" for _ in rollups.SUMS)
+    + ") on conflict (day, graph, dim, key) do update set "
+    + ", ".join(f"{n} = rollups.{n} + excluded.{n}" for n in rollups.SUMS)
+)
+_UPSERT_HIST = (
+    "insert into rollup_hist (day, graph, dim, key, measure, bucket, n) select * from unnest("
+    "%s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int4[], %s::int8[]) "
+    "on conflict (day, graph, dim, key, measure, bucket) do update set n = rollup_hist.n + excluded.n"
+)
+
+
+def _span_arrays(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """Span rows as one list per column, each value of its column's type."""
+    out = []
+    for column in SPAN_COLUMNS:
+        kind = _SPAN_TYPES[column]
+        out.append([None if (v := r.get(column)) is None else kind(v) for r in rows])
+    return out
+
+
+class _Duplicates(Exception):
+    """A batch held spans already stored."""
+
+
 # the SQLite migrations, by name, in PostgreSQL (a test holds the two lists to the same names)
 PG_MIGRATIONS = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups]
 
@@ -207,9 +250,12 @@ class PostgresBackend(_Plain):
         try:
             conn = self._pg.connect(self.url, autocommit=True, **timeout)
             conn.execute(f"set search_path to {SCHEMA}")
+            # a commit does not wait for its WAL to reach the disk (this connection only): a crash of the
+            # server may lose the last moment's spans, never mix up the rest, as SQLite's synchronous=NORMAL
+            # in WAL mode; waiting cost some 3 ms a batch, most of the ingest time
+            conn.execute("set synchronous_commit to off")
         except self._pg.Error as exc:
             raise unreachable(self.url, exc, setting="traces") from None
-        self._incoming = False  # the temporary table a batch is copied into, made once per connection
         return conn  # type: ignore[no-any-return]
 
     def _ready(self) -> None:
@@ -234,33 +280,42 @@ class PostgresBackend(_Plain):
         fresh: dict[str, dict[str, Any]] = {}
         for r in rows:
             fresh.setdefault(r["span_id"], r)  # the first copy of a span given twice, as SQLite keeps it
-        names = ", ".join(SPAN_COLUMNS)
+        spans = _span_arrays(list(fresh.values()))
         for attempt in range(5):
             try:
-                with self.transaction():
-                    if not self._incoming:
-                        self.conn.execute(
-                            "create temporary table if not exists _incoming "
-                            "(like spans including defaults) on commit delete rows"
-                        )
-                        self._incoming = True
-                    with self.conn.cursor() as cur:
-                        with cur.copy(f"copy _incoming ({names}) from stdin") as copy:
-                            for r in fresh.values():
-                                copy.write_row(tuple(map(r.get, SPAN_COLUMNS)))
-                        # in span_id order: two writers meeting on the same ids lock them in one order
-                        cur.execute(
-                            f"insert into spans ({names}) select {names} from _incoming order by span_id "
-                            "on conflict (span_id) do nothing returning span_id"
-                        )
+                self._ready()
+                try:
+                    # sent at once, in one round trip (a pipeline): the spans, and their roll-ups as if every
+                    # span were new; if some were stored already, rolled back and done below without them
+                    with self.conn.pipeline() as pipe, self.conn.transaction(), self.conn.cursor() as cur:
+                        cur.execute(_INSERT_SPANS, spans)
+                        self._upsert(list(fresh.values()), graphs)
+                        pipe.sync()
+                        if len(cur.fetchall()) != len(fresh):
+                            raise _Duplicates
+                except _Duplicates:
+                    with self.conn.transaction(), self.conn.cursor() as cur:
+                        cur.execute(_INSERT_SPANS, spans)
                         stored = {x for (x,) in cur.fetchall()}
-                    add_rollups(self.executemany, [r for i, r in fresh.items() if i in stored], graphs)
+                        self._upsert([r for i, r in fresh.items() if i in stored], graphs)
                 return
-            except BaseException as exc:
-                self._incoming = False  # made in a transaction rolled back: gone again
-                if not isinstance(exc, self._pg.errors.DeadlockDetected) or attempt == 4:
+            except self._pg.errors.DeadlockDetected:
+                if attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    def _upsert(self, rows: list[dict[str, Any]], graphs: dict[str, str]) -> None:
+        """Add span rows to the roll-ups: two statements, whatever the rows (arrays, in key order)."""
+        sums, hist = rollups.summarize(rows, graphs)
+        if sums:
+            ordered = sorted(sums.items())
+            keys = list(zip(*(k for k, _ in ordered), strict=True))
+            values = list(zip(*(v for _, v in ordered), strict=True))
+            self.conn.execute(_UPSERT_ROLLUPS, [list(c) for c in (*keys, *values)])
+        if hist:
+            ordered_hist = sorted(hist.items())
+            columns = list(zip(*((*k, n) for k, n in ordered_hist), strict=True))
+            self.conn.execute(_UPSERT_HIST, [list(c) for c in columns])
 
     def close(self) -> None:
         self.conn.close()
