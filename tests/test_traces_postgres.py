@@ -237,6 +237,8 @@ def test_a_password_in_the_url_is_never_printed(pg_url: str, postgres_server: An
     shown = _orch(["list"], url)
     assert shown.returncode == 0, shown.stderr
     assert secret not in shown.stdout + shown.stderr and ":***@" in shown.stdout
+    check = _orch(["check"], url)  # SQLite's check of a file: on PostgreSQL, one line saying so
+    assert check.returncode == 2 and "pg_amcheck" in check.stderr and secret not in check.stderr
     # a server that is not there: one line, exit 2, no password
     down = url.replace(str(postgres_server.port), "1")
     failed = _orch(["top"], down)
