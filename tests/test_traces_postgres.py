@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
 from orchestrator.evals.compare import compare
 from orchestrator.evals.whatif import reprice
@@ -220,6 +221,12 @@ def test_orch_traces_gives_the_same_json_from_both_stores(
         ["reprice", ids[2], "--model", "anthropic:claude-haiku-4-5"],
     ):
         _same(_json(args, sqlite), _json(args, pg_url))
+    pages = [
+        _json(["report", ids[6], "--html", str(tmp_path / f"{n}.html")], where)
+        for n, where in enumerate((sqlite, pg_url))
+    ]
+    _same(_without([pages[0]], "path"), _without([pages[1]], "path"))
+    assert pages[1]["spans"] > 5 and (tmp_path / "1.html").stat().st_size > 10_000
     runs = _json(["list", "--limit", "50"], pg_url)
     _same(_without(_json(["list", "--limit", "50"], sqlite), "started_at"), _without(runs, "started_at"))
     assert len(runs) == 33 and {r["run_id"] for r in runs} >= set(ids)
@@ -389,3 +396,19 @@ def test_a_span_written_again_is_stored_and_rolled_up_once(tmp_path: Path, pg_ur
     )
     lite.close()
     pg.close()
+
+
+def test_the_traces_setting_takes_a_postgresql_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://orch:hunter2@db.internal:5432/orch"
+    assert Settings(traces_path=url).traces_path == url
+    assert Settings.resolve(traces_path=url).traces_path == url
+    assert Settings(traces_path="sqlite:///t.db").traces_path == Path("t.db")
+    monkeypatch.setenv("ORCH_TRACES", url)
+    assert Settings.resolve().traces_path == url
+    monkeypatch.delenv("ORCH_TRACES")
+    plain = "postgresql://orch@db.internal:5432/orch"  # no password in a file (the suite scans for it)
+    (tmp_path / "pyproject.toml").write_text(f'[tool.orchestrator]\ntraces = "{plain}"\n')
+    assert Settings.resolve(load_manifest(tmp_path)).traces_path == plain
+    with pytest.raises(ConfigError) as err:
+        Settings.resolve(traces_path="mysql://orch:hunter2@db/orch")
+    assert "traces take" in str(err.value) and "hunter2" not in str(err.value)
