@@ -13,16 +13,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.graph import START, StateGraph
+from langgraph.runtime import Runtime
 from opentelemetry.sdk.trace import TracerProvider
 
-from orchestrator.config import Settings, load_manifest
+from orchestrator import Orchestrator, RunContext, SlotConfig
+from orchestrator.config import PriceOverride, Settings, load_manifest
 from orchestrator.errors import ConfigError
 from orchestrator.evals.compare import compare
 from orchestrator.evals.whatif import reprice
+from orchestrator.testing import ScriptedChatModel
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing import report, rollups
 from orchestrator.tracing.migrations import MIGRATIONS
@@ -415,3 +420,36 @@ def test_the_traces_setting_takes_a_postgresql_url(tmp_path: Path, monkeypatch: 
     with pytest.raises(ConfigError) as err:
         Settings.resolve(traces_path="mysql://orch:hunter2@db/orch")
     assert "traces take" in str(err.value) and "hunter2" not in str(err.value)
+
+
+class _S(TypedDict, total=False):
+    input: str
+    answer: str
+
+
+async def _draft(state: _S, runtime: Runtime[RunContext]) -> dict[str, str]:
+    reply = await runtime.context.model("write").ainvoke([HumanMessage(state["input"])])
+    return {"answer": str(reply.content)}
+
+
+async def test_a_run_records_itself_in_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    graph: StateGraph[_S, RunContext, _S, _S] = StateGraph(_S, context_schema=RunContext)
+    graph.add_node("draft", _draft)
+    graph.add_edge(START, "draft")
+    orch = Orchestrator(
+        settings=Settings(traces_path=pg_url, checkpoints_path=tmp_path / "ckpt.db"),
+        slots={"write": SlotConfig(model="python:scripted", prices=PriceOverride(input=1e-6, output=4e-6))},
+        models={"write": ScriptedChatModel(replies=["a draft"])},
+        graphs={"one": graph},
+    )
+    result = await orch.arun("one", "write it")
+    orch.close()
+    assert result.status == "ok", result.error
+    store = TraceStore(pg_url)
+    run = store.get_run(result.run_id)
+    assert run is not None and run["status"] == "ok" and run["graph"] == "one"
+    assert run["cost_usd"] == pytest.approx(result.ledger.cost_usd) and run["cost_usd"] > 0
+    assert {s["kind"] for s in store.run_spans(result.run_id)} >= {"run", "node", "chat"}
+    (draft,) = [h for h in hotspots(store, "node") if h.key == "draft"]
+    assert draft.cost_usd == pytest.approx(result.ledger.cost_usd)
+    store.close()
