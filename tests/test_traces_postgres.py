@@ -453,3 +453,42 @@ async def test_a_run_records_itself_in_a_postgresql_store(tmp_path: Path, pg_url
     (draft,) = [h for h in hotspots(store, "node") if h.key == "draft"]
     assert draft.cost_usd == pytest.approx(result.ledger.cost_usd)
     store.close()
+
+
+OPEN = """
+import sys, time
+from orchestrator.tracing.store import TraceStore
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+TraceStore(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_new_postgresql_store_together_migrate_it_once(pg_url: str) -> None:
+    start = time.time() + 1.5
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPEN, pg_url, str(start)], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs if p.stderr]
+    for p in procs:
+        if p.stderr:
+            p.stderr.close()
+    store = TraceStore(pg_url)
+    assert store.rows("select name from _migrations order by name") == [(f.__name__,) for f in MIGRATIONS]
+    store.close()
+
+
+def test_a_user_who_may_not_create_the_tables_gets_one_line(pg_url: str) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    reader = f"reader_{database}"  # roles are the server's: one per test database
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"create role {reader} login")
+        conn.execute(f"revoke create on database {database} from public")
+    url = pg_url.replace("postgres@", f"{reader}:hunter2@")
+    with pytest.raises(ConfigError) as err:
+        TraceStore(url)
+    text = str(err.value)
+    assert "cannot make its tables (schema orch_traces)" in text and "permission denied" in text
+    assert "hunter2" not in text and f"{reader}:***@" in text

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator._version import DIST_NAME
 from orchestrator.errors import ConfigError
-from orchestrator.locations import redact, unreachable
+from orchestrator.locations import one_line, redact, unreachable
 from orchestrator.tracing import rollups
 from orchestrator.tracing.backend import Chunks, Result
 from orchestrator.tracing.migrations import (
@@ -235,6 +235,12 @@ class PostgresBackend(_Plain):
         super().__init__(self._open())
         try:
             migrate(self.conn)
+        except self._pg.Error as exc:
+            self.conn.close()
+            raise ConfigError(
+                f"trace store {redact(url)!r}: cannot make its tables (schema {SCHEMA}): {one_line(exc)}; "
+                f"grant its user CREATE on the database, or point ORCH_TRACES at one where it may"
+            ) from None
         except BaseException:
             self.conn.close()
             raise
