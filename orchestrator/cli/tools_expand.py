@@ -114,7 +114,8 @@ def cmd_expand(args: argparse.Namespace) -> int:
             console.err.print(
                 as_line(
                     ("expand:", "dim"),
-                    f" the tools written are kept in {index.store.path}; run the same command again to go on",
+                    f" the tools written are kept in {index.store.path}; run the same command again "
+                    "to go on",
                 )
             )
         raise
