@@ -10,23 +10,35 @@ query behind `orch traces top`) is timed in process, by node, model and tool, ov
 
 Run: `.venv/bin/python bench/traces.py --spans 1000000 [--procs P] [--json] [--store FILE]`, or `--docs` to
 measure with one and two producer processes and write the section of docs/benchmarks.md.
+
+PostgreSQL (`--postgres URL`, or `--postgres auto` to start a throwaway server from the machine's PostgreSQL
+binaries, as tests/pgserver.py does, with its default durability settings): the same, into a fresh database
+made on that server for the run (and dropped after). With `--docs`, the table goes to
+bench/results/traces_postgres.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import pwd
 import random
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -134,7 +146,7 @@ def _produce(
     return made, runs, done
 
 
-def ingest(store_path: Path, spans: int, procs: int = 1, seed: int = 7) -> dict[str, Any]:
+def ingest(store_path: Path | str, spans: int, procs: int = 1, seed: int = 7) -> dict[str, Any]:
     TraceStore(store_path).close()  # created and migrated before the clock starts
     start_at = time.time() + (1.5 if procs > 1 else 0.0)
     if procs == 1:
@@ -149,7 +161,7 @@ def ingest(store_path: Path, spans: int, procs: int = 1, seed: int = 7) -> dict[
     made = sum(r[0] for r in results)
     elapsed = max(r[2] for r in results) - start_at
     store = TraceStore(store_path)
-    stored = store.db.execute("select count(*) from spans").fetchone()[0]
+    stored = store.rows("select count(*) from spans")[0][0]
     store.close()
     return {
         "procs": procs,
@@ -162,7 +174,7 @@ def ingest(store_path: Path, spans: int, procs: int = 1, seed: int = 7) -> dict[
     }
 
 
-def time_top(store_path: Path, repeats: int = 3) -> dict[str, Any]:
+def time_top(store_path: Path | str, repeats: int = 3) -> dict[str, Any]:
     store = TraceStore(store_path)
     out: dict[str, Any] = {}
     for by in ("node", "model", "tool"):
@@ -177,7 +189,12 @@ def time_top(store_path: Path, repeats: int = 3) -> dict[str, Any]:
     return out
 
 
-def cli_top(store_path: Path) -> float:
+def cli_top(store_path: Path | str, repeats: int = 3) -> float:
+    """The median wall time of `orch traces top --json` in a subprocess (Python start-up included)."""
+    return statistics.median(_cli_top(store_path) for _ in range(repeats))
+
+
+def _cli_top(store_path: Path | str) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator", "traces", "top", "--traces", str(store_path), "--json"],
@@ -191,26 +208,115 @@ def cli_top(store_path: Path) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def measure(spans: int, procs: int, keep: Path | None = None) -> dict[str, Any]:
+def measure(spans: int, procs: int, keep: Path | None = None, postgres: str | None = None) -> dict[str, Any]:
+    if postgres is not None:
+        with _fresh_database(postgres) as url:
+            result = _measure(url, spans, procs)
+            result["store_mb"] = _pg_size_mb(url)
+            result["postgres"] = _pg_version(url)
+            return result
     tmp = Path(tempfile.mkdtemp(prefix="orch-traces-"))
     path = keep or tmp / "traces.db"
     if path.exists():
         raise SystemExit(f"{path} exists: give a fresh path")
-    result: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        "load_before": round(os.getloadavg()[0], 2),
-    }
-    result.update(ingest(path, spans, procs))
-    top = time_top(path)
-    result["top_ms"] = top.pop("top_ms")
-    result["top"] = top
-    result["cli_top_wall_ms"] = cli_top(path)
+    result = _measure(path, spans, procs)
     result["store_mb"] = round(path.stat().st_size / 1e6, 1)
     if keep is None:
         for p in tmp.iterdir():
             p.unlink()
         tmp.rmdir()
     return result
+
+
+def _measure(store: Path | str, spans: int, procs: int) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+    result.update(ingest(store, spans, procs))
+    top = time_top(store)
+    result["top_ms"] = top.pop("top_ms")
+    result["top"] = top
+    result["cli_top_wall_ms"] = cli_top(store)
+    return result
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _fresh_database(given: str) -> Iterator[str]:
+    """A new database for one measurement, on the server given (or, for "auto", a throwaway one)."""
+    import psycopg
+
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(_throwaway_server()) if given == "auto" else given
+        name = f"orch_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"create database {name}")
+        try:
+            yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+        finally:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f"drop database if exists {name} with (force)")
+
+
+@contextlib.contextmanager
+def _throwaway_server() -> Iterator[str]:
+    """PostgreSQL from the machine's binaries on a free loopback port, its data in a temp folder (run as
+    nobody when we are root: the server refuses root); stopped and removed after."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parent.parent.name)
+    bindir = found[-1].parent if found else Path(shutil.which("initdb") or "initdb").parent
+    folder = Path(tempfile.mkdtemp(prefix="orch-bench-pg-"))
+    run_as: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(folder)}
+
+    def pg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bindir / args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=folder,
+            timeout=300, check=False, **run_as,
+        )  # fmt: skip
+
+    data = folder / "data"
+    init = pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+    if init.returncode != 0:
+        raise SystemExit(f"initdb failed: {init.stderr}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+    started = pg("pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-o", options, "start")
+    if started.returncode != 0:
+        raise SystemExit(f"pg_ctl start failed: {started.stderr}{started.stdout}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pg_size_mb(url: str) -> float:
+    import psycopg
+
+    from orchestrator.tracing.pg import SCHEMA
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select sum(pg_total_relation_size(c.oid)) from pg_class c "
+            "join pg_namespace n on n.oid = c.relnamespace where n.nspname = %s and c.relkind = 'r'",
+            (SCHEMA,),
+        ).fetchone()
+    return round(float(row[0] if row and row[0] else 0) / 1e6, 1)
+
+
+def _pg_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("show server_version").fetchone()
+    return str(row[0] if row else "?").split()[0]
 
 
 START, END = "<!-- traces:start -->", "<!-- traces:end -->"
@@ -249,6 +355,34 @@ def write_docs(section: str) -> None:
     splice(ROOT / "docs" / "benchmarks.md", section, START, END, "Benchmarks")
 
 
+def render_postgres(runs: list[dict[str, Any]]) -> str:
+    """The PostgreSQL figures, for bench/results/traces_postgres.md (the lead copies them into the docs)."""
+    first = runs[0]
+    lines = [
+        "## The trace store at scale, on PostgreSQL",
+        "",
+        f"`bench/traces.py --postgres`, {time.strftime('%Y-%m-%d %H:%M %Z')}, {first['machine']}, PostgreSQL "
+        f"{first['postgres']} on the same machine (loopback, default durability settings; load average "
+        "before each run in the table: a shared machine). The same runs as the SQLite table: spans created "
+        "through the OpenTelemetry SDK, each run recorded in `runs` first, exported by the store's own "
+        "processor into `ORCH_TRACES=postgresql://...` (copied in per batch, roll-ups upserted in the same "
+        "transaction); ingest timed from the first span created until the last is committed, rows counted. "
+        "`top` is `hotspots()` in process (median of 3); the CLI's wall time is `orch traces top --json` in "
+        "a subprocess (median of 3, Python start-up and the connection included).",
+        "",
+        "| spans | producer processes | load | ingest spans/s | lost | top by node / model / tool (ms) | "
+        "CLI wall (ms) | tables MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        t = r["top"]
+        lines.append(
+            f"| {r['spans']:,} | {r['procs']} | {r['load_before']} | {r['ingest_spans_per_s']:,} | {r['lost']} | "
+            f"{t['node']['ms']} / {t['model']['ms']} / {t['tool']['ms']} | {r['cli_top_wall_ms']} | {r['store_mb']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000)
@@ -260,13 +394,22 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="run 1 and 2 producer processes and write docs/benchmarks.md"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="measure a PostgreSQL trace store: a fresh database on this server, or 'auto' for a throwaway one",
+    )
     args = parser.parse_args()
     if args.docs:
-        runs = [measure(args.spans, procs) for procs in (1, 2)]
-        write_docs(render(runs))
+        runs = [measure(args.spans, procs, postgres=args.postgres) for procs in (1, 2)]
+        if args.postgres:
+            (ROOT / "bench" / "results" / "traces_postgres.md").write_text(render_postgres(runs))
+        else:
+            write_docs(render(runs))
         print(json.dumps(runs, indent=2))
         return
-    result = measure(args.spans, args.procs, Path(args.store) if args.store else None)
+    keep = Path(args.store) if args.store else None
+    result = measure(args.spans, args.procs, keep, postgres=args.postgres)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

@@ -10,6 +10,8 @@ Precedence, highest first:
 | defaults                    | the per-user data / cache directories     |
 
 `checkpoints` is a SQLite file (a path or `sqlite:///PATH`) or a `postgresql://` URL: see run/checkpoints.py.
+`traces` is the same: a SQLite file, or a `postgresql://` URL for one trace store shared by many machines
+(tracing/pg.py).
 The manifest schema is documented in `docs/manifest.md`.
 """
 
@@ -397,7 +399,7 @@ class Settings:
         PosixPath('/tmp/traces.db')
     """
 
-    traces_path: Path = field(
+    traces_path: Path | str = field(  # a SQLite file, or a PostgreSQL URL (a str)
         default_factory=lambda: Path(platformdirs.user_data_dir("orchestrator")) / "traces.db"
     )
     checkpoints_path: Path | str = field(  # a SQLite file, or a PostgreSQL URL (a str)
@@ -411,10 +413,11 @@ class Settings:
     otlp_endpoint: str | None = None  # an OTLP/HTTP collector's base URL, e.g. http://127.0.0.1:4318
 
     def __post_init__(self) -> None:
-        from orchestrator.locations import checkpoints_location
+        from orchestrator.locations import checkpoints_location, traces_location
 
         object.__setattr__(self, "checkpoints_path", checkpoints_location(self.checkpoints_path))
-        for name in ("traces_path", "models_dir", "prices_path"):
+        object.__setattr__(self, "traces_path", traces_location(self.traces_path))
+        for name in ("models_dir", "prices_path"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
@@ -472,6 +475,10 @@ def _parse(name: str, value: Any, source: str) -> Any:
             from orchestrator.locations import checkpoints_location
 
             return checkpoints_location(value, source)
+        if name == "traces_path":
+            from orchestrator.locations import traces_location
+
+            return traces_location(value, source)
         return Path(value).expanduser()
     except RuntimeError:  # pathlib's answer to '~name/...' for a user this machine does not know
         user = str(value).split("/", 1)[0]

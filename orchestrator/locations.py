@@ -1,5 +1,5 @@
-"""Where checkpoints live: a SQLite file or a PostgreSQL URL, read from a setting (no LangGraph import, so
-settings resolve fast for the light commands)."""
+"""Where checkpoints and traces live: a SQLite file or a PostgreSQL URL, read from a setting (no LangGraph
+import, so settings resolve fast for the light commands)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ __all__ = [
     "Location",
     "checkpoints_location",
     "describe",
+    "is_postgres",
     "one_line",
     "redact",
+    "traces_location",
     "unreachable",
     "use_wal",
 ]
@@ -27,10 +29,30 @@ ACCEPTED = "a file path or sqlite:///PATH (SQLite), or postgresql://USER[:PASSWO
 Location = Path | str  # a SQLite file, or a PostgreSQL URL
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # two letters at least: C:/ is a Windows drive
 _POSTGRES = ("postgresql", "postgres")
-_SETTING = "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)"
+_SETTINGS = {
+    "checkpoints": "ORCH_CHECKPOINTS (or --checkpoints, or the manifest's checkpoints)",
+    "traces": "ORCH_TRACES (or --traces, or the manifest's traces)",
+}
 
 
-def checkpoints_location(value: str | os.PathLike[str], source: str = "checkpoints") -> Location:
+def traces_location(value: str | os.PathLike[str], source: str = "traces") -> Location:
+    """A `traces` setting as a SQLite file `Path` or a PostgreSQL URL; any other URL is a ConfigError.
+
+    Example:
+        >>> traces_location("postgresql://orch@db.internal/orch")
+        'postgresql://orch@db.internal/orch'
+    """
+    return checkpoints_location(value, source, setting="traces")
+
+
+def is_postgres(location: Location) -> bool:
+    """Whether a location is a PostgreSQL URL (else a SQLite file)."""
+    return isinstance(location, str)
+
+
+def checkpoints_location(
+    value: str | os.PathLike[str], source: str = "checkpoints", setting: str = "checkpoints"
+) -> Location:
     """A `checkpoints` setting as a SQLite file `Path` or a PostgreSQL URL; any other URL is a ConfigError.
 
     Example:
@@ -59,7 +81,7 @@ def checkpoints_location(value: str | os.PathLike[str], source: str = "checkpoin
                 "(absolute), with no host or query"
             )
         return Path(path).expanduser()
-    raise ConfigError(f"{source} {redact(text)!r}: unknown scheme {name!r}; checkpoints take {ACCEPTED}")
+    raise ConfigError(f"{source} {redact(text)!r}: unknown scheme {name!r}; {setting} take {ACCEPTED}")
 
 
 def redact(url: str) -> str:
@@ -76,13 +98,17 @@ def describe(location: Location) -> str:
     return str(location) if isinstance(location, Path) else redact(location)
 
 
-def unreachable(url: str, exc: BaseException) -> ConfigError:
+def unreachable(url: str, exc: BaseException, setting: str = "checkpoints") -> ConfigError:
     """A PostgreSQL store that can't be used: one line naming the server and why; never the password."""
     parts = urlsplit(url)
     host = f"{parts.hostname or 'the local socket'}:{parts.port or 5432}"
+    what = "checkpoint store" if setting == "checkpoints" else "trace store"
+    why = one_line(exc)
+    if parts.password and len(parts.password) >= 4:  # a driver's message may quote the connection string
+        why = why.replace(parts.password, "***")
     return ConfigError(
-        f"checkpoint store {redact(url)!r}: cannot use PostgreSQL at {host}: {one_line(exc)}; "
-        f"start the server or point {_SETTING} at one that runs"
+        f"{what} {redact(url)!r}: cannot use PostgreSQL at {host}: {why}; "
+        f"start the server or point {_SETTINGS[setting]} at one that runs"
     )
 
 

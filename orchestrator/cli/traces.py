@@ -10,6 +10,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -24,6 +25,7 @@ from orchestrator.config import Settings
 from orchestrator.cost.ledger import Ledger
 from orchestrator.errors import ConfigError
 from orchestrator.formats import format_ms, format_usd
+from orchestrator.locations import describe
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import decode_attributes
 
@@ -41,7 +43,7 @@ def register(subparsers: Subparsers) -> None:
     ):
         p = tsub.add_parser(name, help=helptext)
         p.add_argument("--json", action="store_true")
-        p.add_argument("--traces", type=non_empty_str, help="trace store path")
+        p.add_argument("--traces", type=non_empty_str, help="trace store path or postgresql:// URL")
         if name == "list":
             p.add_argument(
                 "--limit", type=positive_int, default=20, help="the N most recent runs (default 20)"
@@ -78,10 +80,15 @@ def cmd_traces(args: argparse.Namespace) -> int:
     from orchestrator.tracing.store import TraceStore
 
     settings = settings_of(args)
-    if not settings.traces_path.exists():
-        raise ConfigError(
-            f"no trace store at {settings.traces_path}; run a graph first or pass --traces PATH"
-        )
+    where = settings.traces_path
+    if isinstance(where, str):  # a PostgreSQL URL: the store is made there at first use
+        if args.action == "check":
+            raise ConfigError(
+                f"`orch traces check` checks a SQLite file; the trace store {describe(where)!r} is "
+                "PostgreSQL, which checks its own pages (its amcheck extension, `pg_amcheck`)"
+            )
+    elif not where.exists():
+        raise ConfigError(f"no trace store at {where}; run a graph first or pass --traces PATH")
     if args.action == "check":
         return _traces_check(args, settings)
     store = TraceStore(settings.traces_path, totals=_ledger_totals(settings))
@@ -97,7 +104,7 @@ def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> 
         if args.json:
             print(json.dumps(runs, indent=2))
             return EXIT_OK
-        table = Table(title=as_text(f"Runs in {settings.traces_path}"), title_justify="left")
+        table = Table(title=as_text(f"Runs in {store.path}"), title_justify="left")
         for col in ("run", "graph", "status", "cost", "compute", "in tok", "out tok", "duration"):
             table.add_column(col)
         for r in runs:
@@ -116,7 +123,7 @@ def _traces_action(args: argparse.Namespace, store: Any, settings: Settings) -> 
     if args.action == "show":
         row = store.get_run(args.run)
         if row is None:
-            raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
+            raise ConfigError(f"no run {args.run!r} in {store.path}; see `orch traces list`")
         roots = span_tree(store, row["run_id"])
         if args.json:
             print(json.dumps({"run": row, "spans": roots}, indent=2, default=str))
@@ -147,7 +154,7 @@ def _traces_check(args: argparse.Namespace, settings: Settings) -> int:
     """SQLite's own check of the store file (reads only); exit 2 when it is damaged."""
     from orchestrator.tracing.damage import check_store
 
-    result = check_store(settings.traces_path, full=args.full)
+    result = check_store(Path(settings.traces_path), full=args.full)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif result.ok:
@@ -179,7 +186,7 @@ def _traces_top(args: argparse.Namespace, store: Any, settings: Settings) -> int
     if args.run:
         found = store.get_run(args.run)
         if found is None:
-            raise ConfigError(f"no run {args.run!r} in {settings.traces_path}; see `orch traces list`")
+            raise ConfigError(f"no run {args.run!r} in {store.path}; see `orch traces list`")
         run_ids = (found["run_id"],)
     elif args.last is not None:
         run_ids = tuple(r["run_id"] for r in store.list_runs(args.last))

@@ -36,12 +36,12 @@ def add_parsers(tsub: Subparsers) -> None:
         help="price this slot's calls at MODEL's rates, the others as stored (repeatable)",
     )
     rp.add_argument("--json", action="store_true")
-    rp.add_argument("--traces", type=non_empty_str, help="trace store path")
+    rp.add_argument("--traces", type=non_empty_str, help="trace store path or postgresql:// URL")
     cp = tsub.add_parser("compare", help="two runs node by node: cost, tokens, time, count, models")
     cp.add_argument("run_a", type=non_empty_str, help="run id (or a unique prefix)")
     cp.add_argument("run_b", type=non_empty_str, help="run id (or a unique prefix)")
     cp.add_argument("--json", action="store_true")
-    cp.add_argument("--traces", type=non_empty_str, help="trace store path")
+    cp.add_argument("--traces", type=non_empty_str, help="trace store path or postgresql:// URL")
     hp = tsub.add_parser("report", help="an HTML page: cost flame graph, span waterfall, hotspot tables")
     hp.add_argument("run", nargs="?", type=non_empty_str, help="run id (or a unique prefix)")
     hp.add_argument(
@@ -55,7 +55,7 @@ def add_parsers(tsub: Subparsers) -> None:
         help="the page to write (one self-contained file)",
     )
     hp.add_argument("--json", action="store_true", help="print what was written as JSON")
-    hp.add_argument("--traces", type=non_empty_str, help="trace store path")
+    hp.add_argument("--traces", type=non_empty_str, help="trace store path or postgresql:// URL")
 
 
 def cmd_report(args: argparse.Namespace, store: Any) -> int:

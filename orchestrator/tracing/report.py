@@ -186,10 +186,10 @@ def _gather(store: TraceStore, scope: Scope, by: str) -> tuple[Sums, Hist, Exact
         picked = ", ".join(f"sum({n})" for n in rollups.SUMS)
         sums: Sums = {
             str(r[0]): list(r[1:])
-            for r in store.db.execute(f"select key, {picked} from rollups where {cond} group by key", params)
+            for r in store.rows(f"select key, {picked} from rollups where {cond} group by key", params)
         }
         hist: Hist = {}
-        for key, measure, b, n in store.db.execute(
+        for key, measure, b, n in store.rows(
             f"select key, measure, bucket, sum(n) from rollup_hist where {cond} "
             "group by key, measure, bucket",
             params,
@@ -220,9 +220,7 @@ def _add_spans(sums: Sums, store: TraceStore, rows: list[dict[str, Any]], by: st
 def _small(store: TraceStore, scope: Scope) -> bool:
     """Whether the scope holds few enough spans to read them all (exact percentiles)."""
     if scope.since is None and scope.graph is None:
-        (n,) = store.db.execute(
-            "select count(*) from (select 1 from spans limit ?)", [EXACT_SPANS + 1]
-        ).fetchone()
+        ((n,),) = store.rows("select count(*) from (select 1 from spans limit ?) as s", [EXACT_SPANS + 1])
         return int(n) <= EXACT_SPANS
     return False
 
@@ -244,9 +242,7 @@ def _span_rows(
     if until_ns is not None:
         where.append("start_ns < ?")
         params.append(until_ns)
-    cur = store.db.execute(f"select {_SPAN_COLUMNS} from spans where {' and '.join(where)}", params)
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return store.query(f"select {_SPAN_COLUMNS} from spans where {' and '.join(where)}", params)
 
 
 def _values(rows: Iterable[dict[str, Any]], by: str) -> Exact:

@@ -1,4 +1,5 @@
-"""The SQLite trace store: runs and spans, written through sqlite-utils, changed only by named migrations."""
+"""The trace store: runs and spans, in a SQLite file or a PostgreSQL database, changed only by named
+migrations (`tracing.migrations`; the SQL seam between the two databases is `tracing.backend`)."""
 
 from __future__ import annotations
 
@@ -17,19 +18,32 @@ import sqlite_utils
 
 from orchestrator.cost.ledger import Ledger
 from orchestrator.errors import ConfigError, TraceStoreError
+from orchestrator.locations import describe, traces_location
 from orchestrator.procs import HOST, alive, process_started
 from orchestrator.reserve import disk_full, reserve_for
-from orchestrator.tracing import attrs as A
 from orchestrator.tracing import damage, rollups
+from orchestrator.tracing.backend import Backend, SqliteBackend
 from orchestrator.tracing.damage import TraceStoreDamaged
+from orchestrator.tracing.migrations import (
+    MIGRATIONS,
+    SPAN_COLUMNS,
+    add_rollups,
+    exclusive,
+    m001_runs_spans,
+    migrate,
+    up_to_date,
+)
 
 __all__ = [
     "MIGRATIONS",
+    "SPAN_COLUMNS",
     "TraceStore",
     "TraceStoreDamaged",
     "TraceStoreError",
     "check_database",
     "disk_full",
+    "m001_runs_spans",
+    "migrate",
     "run_totals",
 ]
 
@@ -50,163 +64,6 @@ def check_database(path: str | Path, what: str, setting: str) -> None:
         raise TraceStoreError(str(path), exc, what, setting) from None
 
 
-Migration = Callable[[sqlite_utils.Database], None]
-
-
-def m001_runs_spans(db: sqlite_utils.Database) -> None:
-    """Runs (written at start, so a killed run is still listed) and spans (one row per ended span)."""
-    db.table("runs").create(
-        {
-            "run_id": str,
-            "graph": str,
-            "status": str,
-            "started_at": float,
-            "ended_at": float,
-            "duration_ms": float,
-            "cost_usd": float,
-            "unpriced_calls": int,
-            "input_tokens": int,
-            "output_tokens": int,
-            "answer": str,
-            "error": str,
-            "config_hash": str,
-            "version": str,
-        },
-        pk="run_id",
-    )
-    db.table("spans").create(
-        {
-            "span_id": str,
-            "trace_id": str,
-            "parent_id": str,
-            "run_id": str,
-            "name": str,
-            "kind": str,
-            "node": str,
-            "model": str,
-            "tool": str,
-            "role": str,
-            "action": str,
-            "start_ns": int,
-            "end_ns": int,
-            "duration_ms": float,
-            "status": str,
-            "status_message": str,
-            "input_tokens": int,
-            "output_tokens": int,
-            "cache_read_tokens": int,
-            "cache_write_tokens": int,
-            "cost_usd": float,
-            "ttft_ms": float,
-            "attributes": str,
-        },
-        pk="span_id",
-    )
-    db.table("spans").create_index(["run_id", "start_ns"])
-    db.table("spans").create_index(["kind", "node"])
-    db.table("runs").create_index(["started_at"])
-
-
-def m002_run_owner(db: sqlite_utils.Database) -> None:
-    """The process that runs a run (host, pid and its start time), so a run whose process died is detected."""
-    runs = db.table("runs")
-    runs.add_column("host", str)
-    runs.add_column("pid", int)
-    runs.add_column("pid_started", int)
-
-
-# the columns m003 adds, and the span attribute each is read from (for spans stored before it)
-_M003_COLUMNS: tuple[tuple[str, type, str], ...] = (
-    ("slot", str, A.SLOT),
-    ("provider", str, A.PROVIDER),
-    ("compute_ms", float, A.COMPUTE_MS),
-    ("cache_write_1h_tokens", int, A.CACHE_WRITE_1H),
-    ("reasoning_tokens", int, A.REASONING),
-    ("tokens_per_s", float, A.TOKENS_PER_S),
-)
-
-
-def m003_span_columns(db: sqlite_utils.Database) -> None:
-    """What the cost reports read, as columns: the slot and provider of a model call, its compute time, and
-    every kind of token (so stored calls can be priced again). Spans stored before are filled in from their
-    attributes; indexes for the reports' groupings."""
-    spans = db.table("spans")
-    for column, kind, _ in _M003_COLUMNS:
-        spans.add_column(column, kind)
-    sets = ", ".join(
-        f"{column} = json_extract(attributes, '$.\"{attr}\"')" for column, _, attr in _M003_COLUMNS
-    )
-    db.execute(f"update spans set {sets} where attributes is not null")
-    spans.create_index(["kind", "model"])
-    spans.create_index(["kind", "tool"])
-    spans.create_index(["kind", "slot"])
-
-
-_M004_COLUMNS: tuple[tuple[str, type, str], ...] = (
-    ("node_path", str, A.NODE_PATH),
-    ("repairs", int, A.WORKER_REPAIRS),
-    ("escalations", int, A.WORKER_ESCALATIONS),
-)
-
-
-def m004_rollups(db: sqlite_utils.Database) -> None:
-    """Roll-ups written at ingest (`tracing.rollups`): per day, graph, and node, model, slot or tool, the
-    sums the cost reports read instead of every span, and histograms for their percentiles. A span's node
-    path (a subgraph's node under its parent's) and a worker's repairs and escalations become columns.
-    Filled in for the spans already stored."""
-    spans = db.table("spans")
-    for column, kind, _ in _M004_COLUMNS:
-        spans.add_column(column, kind)
-    db.table("runs").add_column("compute_ms", float)  # a run's model compute time, beside its cost
-    db.execute(
-        "update runs set compute_ms = (select sum(compute_ms) from spans "
-        "where spans.run_id = runs.run_id and kind = 'chat')"
-    )
-    sets = ", ".join(
-        f"{column} = json_extract(attributes, '$.\"{attr}\"')" for column, _, attr in _M004_COLUMNS
-    )
-    db.execute(f"update spans set {sets} where attributes is not null")
-    sums = ", ".join(f"{name} real not null default 0" for name in rollups.SUMS)
-    db.execute(
-        "create table rollups (day integer not null, graph text not null, dim text not null, "
-        f"key text not null, {sums}, primary key (day, graph, dim, key)) without rowid"
-    )
-    db.execute(
-        "create table rollup_hist (day integer not null, graph text not null, dim text not null, "
-        "key text not null, measure text not null, bucket integer not null, n integer not null, "
-        "primary key (day, graph, dim, key, measure, bucket)) without rowid"
-    )
-    spans.create_index(["start_ns"])
-    graphs = dict(db.execute("select run_id, graph from runs").fetchall())
-    cur = db.execute("select * from spans")
-    names = [c[0] for c in cur.description]
-    while chunk := cur.fetchmany(5000):
-        _add_rollups(db.conn, [dict(zip(names, r, strict=True)) for r in chunk], graphs)
-
-
-def _add_rollups(conn: sqlite3.Connection, rows: Sequence[dict[str, Any]], graphs: dict[str, str]) -> None:
-    """Sum span rows into the roll-up tables (inside the caller's transaction)."""
-    sums, hist = rollups.summarize(rows, graphs)
-    if sums:
-        conn.executemany(_UPSERT_ROLLUP, [(*k, *v) for k, v in sums.items()])
-    if hist:
-        conn.executemany(_UPSERT_HIST, [(*k, n) for k, n in hist.items()])
-
-
-_UPSERT_ROLLUP = (
-    f"insert into rollups (day, graph, dim, key, {', '.join(rollups.SUMS)}) "
-    f"values (?, ?, ?, ?, {', '.join('?' * len(rollups.SUMS))}) "
-    "on conflict (day, graph, dim, key) do update set "
-    + ", ".join(f"{n} = {n} + excluded.{n}" for n in rollups.SUMS)
-)
-_UPSERT_HIST = (
-    "insert into rollup_hist (day, graph, dim, key, measure, bucket, n) values (?, ?, ?, ?, ?, ?, ?) "
-    "on conflict (day, graph, dim, key, measure, bucket) do update set n = n + excluded.n"
-)
-
-
-MIGRATIONS: list[Migration] = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups]
-
 _ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
 
 
@@ -216,56 +73,10 @@ def _alive(pid: int, started: int | None) -> bool:
     return alive(pid, started)
 
 
-SPAN_COLUMNS = (
-    "span_id",
-    "trace_id",
-    "parent_id",
-    "run_id",
-    "name",
-    "kind",
-    "node",
-    "model",
-    "tool",
-    "role",
-    "action",
-    "start_ns",
-    "end_ns",
-    "duration_ms",
-    "status",
-    "status_message",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_usd",
-    "ttft_ms",
-    "attributes",
-    *(column for column, _, _ in _M003_COLUMNS),
-    *(column for column, _, _ in _M004_COLUMNS),
-)
-_INSERT_SPAN = (
-    # a span is written once: a second copy (an export retried) is ignored, so the roll-ups count it once
-    f"insert or ignore into spans ({', '.join(SPAN_COLUMNS)}) values ({', '.join('?' * len(SPAN_COLUMNS))})"
-)
-
-
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply pending migrations in order; return the names applied now."""
-    if "_migrations" not in db.table_names():
-        db.table("_migrations").create({"name": str, "applied_at": float}, pk="name")
-    done = {row["name"] for row in db.table("_migrations").rows}
-    applied = []
-    for fn in MIGRATIONS:
-        if fn.__name__ not in done:
-            with db.conn:
-                fn(db)
-                db.table("_migrations").insert({"name": fn.__name__, "applied_at": time.time()})
-            applied.append(fn.__name__)
-    return applied
-
-
 class TraceStore:
-    """A trace store file, safe to share between threads of one process and between processes (WAL).
+    """A trace store: a SQLite file (the default) or a PostgreSQL database (`tracing.pg`), safe to share
+    between threads of one process and between processes (WAL; PostgreSQL's transactions), and, in
+    PostgreSQL, between machines.
 
     Example:
         >>> store = TraceStore(":memory:")
@@ -273,14 +84,28 @@ class TraceStore:
         []
     """
 
-    def __init__(self, path: str | Path, totals: Callable[[str], Ledger | None] | None = None) -> None:
-        self.path = str(path)
+    def __init__(
+        self, path: str | os.PathLike[str], totals: Callable[[str], Ledger | None] | None = None
+    ) -> None:
+        self.location = ":memory:" if str(path) == ":memory:" else traces_location(path)
+        self.path = describe(self.location)  # for messages: a URL's password is never shown
         self.totals = totals  # a run's ledger: read for a run whose process is found dead
         self.damage: str | None = None  # why the file is damaged, once known: nothing more is written
-        self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
-        self.reserve = None if self.path == ":memory:" else reserve_for(self.path)  # for a full disk
         self._lock = threading.Lock()
         self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
+        self.reserve = None
+        if isinstance(self.location, str) and self.location != ":memory:":
+            from orchestrator.tracing.pg import PostgresBackend
+
+            self._key = self.path
+            self._b: Backend = PostgresBackend(self.location)
+            return
+        self.path = str(path)
+        self._key = self.path if self.path == ":memory:" else os.path.realpath(self.path)
+        self.reserve = None if self.path == ":memory:" else reserve_for(self.path)  # for a full disk
+        self._b = self._open_file()
+
+    def _open_file(self) -> SqliteBackend:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -293,16 +118,16 @@ class TraceStore:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
             try:
                 conn.execute("PRAGMA busy_timeout = 10000")
-                self.db = sqlite_utils.Database(conn)
+                backend = SqliteBackend(conn)
                 self._check_small(conn)
                 if self.path == ":memory:":
-                    migrate(self.db)
-                elif not _up_to_date(conn):
+                    migrate(backend.db)
+                elif not up_to_date(conn):
                     # a new or older file: one process at a time switches it to WAL and migrates it (SQLite
                     # does not wait on those locks: several processes opening a new store at once failed)
-                    with _exclusive(self.path + ".lock"):
+                    with exclusive(self.path + ".lock"):
                         conn.execute("PRAGMA journal_mode = WAL")
-                        migrate(self.db)
+                        migrate(backend.db)
                 if self.path != ":memory:":
                     conn.execute("PRAGMA synchronous = NORMAL")
             except BaseException:
@@ -314,6 +139,14 @@ class TraceStore:
                 self._damaged(why)
                 raise TraceStoreDamaged(self.path, why) from None
             raise TraceStoreError(self.path, exc) from None
+        return backend
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The SQLite file through sqlite-utils (a SQLite store only; `rows` and `query` read either)."""
+        if not isinstance(self._b, SqliteBackend):
+            raise ConfigError(f"trace store {self.path!r} is PostgreSQL: read it with .rows() or .query()")
+        return self._b.db
 
     def _check_small(self, conn: sqlite3.Connection) -> None:
         """SQLite's quick check of a store file small enough for it to cost nothing (`damage`)."""
@@ -329,7 +162,7 @@ class TraceStore:
     def _damaged(self, why: str) -> None:
         """Note the file as damaged, here and beside it (for the next process)."""
         self.damage = why
-        if self.path != ":memory:":
+        if self.path != ":memory:" and isinstance(self.location, Path):
             damage.remember(self.path, why)
 
     @contextlib.contextmanager
@@ -350,11 +183,11 @@ class TraceStore:
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
-            self.db.conn.close()
+            self._b.close()
 
     # --- writing ---------------------------------------------------------------------------------------
     def start_run(self, run_id: str, graph: str, *, config_hash: str, version: str) -> None:
-        """Record a run as running (a resumed run goes back to running)."""
+        """Record a run as running (a resumed run goes back to running, and keeps its start time)."""
         row = {
             "run_id": run_id,
             "graph": graph,
@@ -362,21 +195,21 @@ class TraceStore:
             "started_at": time.time(),
             "config_hash": config_hash,
             "version": version,
+            "host": HOST,
+            "pid": os.getpid(),
+            "pid_started": process_started(os.getpid()),
         }
-        owner = {"host": HOST, "pid": os.getpid(), "pid_started": process_started(os.getpid())}
         _ACTIVE.add((self._key, run_id))
+        again = ("status", "host", "pid", "pid_started")
+        sql = (
+            f"insert into runs ({', '.join(row)}) values ({', '.join('?' * len(row))}) "
+            "on conflict (run_id) do update set ended_at = null, error = null, "
+            + ", ".join(f"{c} = excluded.{c}" for c in again)
+        )
 
         def write() -> None:
-            with self._lock, self.db.conn:
-                sql = "select started_at from runs where run_id = ?"
-                existing = self.db.execute(sql, [run_id]).fetchone()
-                if existing:
-                    row["started_at"] = existing[0]
-                    self.db.table("runs").update(
-                        run_id, {"status": "running", "ended_at": None, "error": None, **owner}
-                    )
-                else:
-                    self.db.table("runs").insert({**row, **owner})
+            with self._lock, self._b.transaction():
+                self._b.execute(sql, list(row.values()))
 
         try:
             with self.guard():
@@ -386,7 +219,7 @@ class TraceStore:
         except TraceStoreDamaged:
             _ACTIVE.discard((self._key, run_id))
             raise
-        except (OSError, sqlite3.Error) as exc:  # a full disk: one clear line, before anything is spent
+        except self._b.errors as exc:  # a full disk: one clear line, before anything is spent
             _ACTIVE.discard((self._key, run_id))
             raise TraceStoreError(self.path, exc) from None
 
@@ -395,18 +228,19 @@ class TraceStore:
         _ACTIVE.discard((self._key, run_id))
 
         def write() -> None:
-            with self._lock, self.db.conn:
-                started = self.db.execute("select started_at from runs where run_id = ?", [run_id]).fetchone()
+            with self._lock, self._b.transaction():
+                started = self._b.execute("select started_at from runs where run_id = ?", [run_id]).rows
                 now = time.time()
                 fields.setdefault("ended_at", now)
                 if started:
-                    fields.setdefault("duration_ms", (now - started[0]) * 1000)
-                self.db.table("runs").update(run_id, fields)
+                    fields.setdefault("duration_ms", (now - started[0][0]) * 1000)
+                sets = ", ".join(f"{column} = ?" for column in fields)
+                self._b.execute(f"update runs set {sets} where run_id = ?", [*fields.values(), run_id])
 
         try:
             with self.guard():
                 self._write(write)
-        except (OSError, sqlite3.Error) as exc:
+        except self._b.errors as exc:
             raise TraceStoreError(self.path, exc) from None
 
     def disk_was_full(self) -> TraceStoreError | None:
@@ -433,34 +267,7 @@ class TraceStore:
 
     def _write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
-            graphs = self._graphs_of(rows)
-            conn = self.db.conn
-            try:
-                with conn:
-                    cur = conn.executemany(_INSERT_SPAN, [tuple(map(r.get, SPAN_COLUMNS)) for r in rows])
-                    if cur.rowcount != len(rows):
-                        raise _Duplicates  # rolls the batch back; written again below without them
-                    _add_rollups(conn, rows, graphs)
-            except _Duplicates:
-                with conn:
-                    ids = list({r["span_id"] for r in rows})
-                    known: set[str] = set()
-                    for i in range(0, len(ids), 500):
-                        part = ids[i : i + 500]
-                        marks = ",".join("?" * len(part))
-                        known.update(
-                            x
-                            for (x,) in conn.execute(
-                                f"select span_id from spans where span_id in ({marks})", part
-                            )
-                        )
-                    fresh: dict[str, dict[str, Any]] = {}
-                    for r in rows:
-                        if r["span_id"] not in known:
-                            fresh.setdefault(r["span_id"], r)
-                    new = list(fresh.values())
-                    conn.executemany(_INSERT_SPAN, [tuple(map(r.get, SPAN_COLUMNS)) for r in new])
-                    _add_rollups(conn, new, graphs)
+            self._b.write_spans(rows, self._graphs_of(rows))
 
     def graphs_of_runs(self, run_ids: Iterable[str]) -> dict[str, str]:
         """Each run's graph (runs not recorded are left out)."""
@@ -468,7 +275,7 @@ class TraceStore:
         out: dict[str, str] = {}
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            found = self._query(
+            found = self.query(
                 f"select run_id, graph from runs where run_id in ({','.join('?' * len(part))})", part
             )
             out.update({r["run_id"]: r["graph"] or "?" for r in found})
@@ -480,8 +287,8 @@ class TraceStore:
         wanted = {r.get("run_id") for r in rows} - self._graphs.keys() - {None}
         if wanted:
             marks = ",".join("?" * len(wanted))
-            found = self.db.execute(f"select run_id, graph from runs where run_id in ({marks})", list(wanted))
-            self._graphs.update(dict(found.fetchall()))
+            found = self._b.execute(f"select run_id, graph from runs where run_id in ({marks})", list(wanted))
+            self._graphs.update({str(k): v for k, v in found.rows})
             for r in rows:
                 run_id = r.get("run_id")
                 if (
@@ -502,48 +309,48 @@ class TraceStore:
         self.mark_interrupted()
         cut_ns = int(before * 1e9)
         day = rollups.DAY_NS
-        with self.guard(), self._lock, self.db.conn as conn:
+        b = self._b
+        with self.guard(), self._lock, b.transaction():
+            b.lock_for_prune()
             old = [
                 r[0]
-                for r in conn.execute(
+                for r in b.execute(
                     "select run_id from runs where coalesce(ended_at, started_at) < ? "
                     "and status != 'running'",
                     [before],
-                )
+                ).rows
             ]
-            conn.execute("create temp table if not exists _pruned (span_id text primary key)")
-            conn.execute("delete from _pruned")
+            b.execute("create temp table if not exists _pruned (span_id text primary key)")
+            b.execute("delete from _pruned")
             for i in range(0, len(old), 500):
                 part = old[i : i + 500]
                 marks = ",".join("?" * len(part))
-                conn.execute(f"insert into _pruned select span_id from spans where run_id in ({marks})", part)
-            conn.execute(
-                "insert or ignore into _pruned select span_id from spans where end_ns < ? "
-                "and (run_id is null or run_id not in (select run_id from runs))",
+                b.execute(f"insert into _pruned select span_id from spans where run_id in ({marks})", part)
+            b.execute(
+                "insert into _pruned select span_id from spans where end_ns < ? "
+                "and (run_id is null or run_id not in (select run_id from runs)) on conflict do nothing",
                 [cut_ns],
             )
             days = [
                 int(d)
-                for (d,) in conn.execute(
+                for (d,) in b.execute(
                     f"select distinct start_ns / {day} from spans "
                     "where span_id in (select span_id from _pruned)"
-                )
+                ).rows
             ]
-            spans = conn.execute("delete from spans where span_id in (select span_id from _pruned)").rowcount
+            spans = b.execute("delete from spans where span_id in (select span_id from _pruned)").rowcount
             for i in range(0, len(old), 500):
                 part = old[i : i + 500]
-                conn.execute(f"delete from runs where run_id in ({','.join('?' * len(part))})", part)
-            graphs = dict(conn.execute("select run_id, graph from runs").fetchall())
+                b.execute(f"delete from runs where run_id in ({','.join('?' * len(part))})", part)
+            graphs = {str(k): v for k, v in b.execute("select run_id, graph from runs").rows}
             for d in days:  # those days' roll-ups again, from the spans kept
-                conn.execute("delete from rollups where day = ?", [d])
-                conn.execute("delete from rollup_hist where day = ?", [d])
-                cur = conn.execute(
+                b.execute("delete from rollups where day = ?", [d])
+                b.execute("delete from rollup_hist where day = ?", [d])
+                for chunk in b.chunks(
                     "select * from spans where start_ns >= ? and start_ns < ?", [d * day, (d + 1) * day]
-                )
-                names = [c[0] for c in cur.description]
-                while chunk := cur.fetchmany(5000):
-                    _add_rollups(conn, [dict(zip(names, r, strict=True)) for r in chunk], graphs)
-            conn.execute("delete from _pruned")
+                ):
+                    add_rollups(b.executemany, chunk, graphs)
+            b.execute("delete from _pruned")
         return len(old), spans
 
     # --- reading ---------------------------------------------------------------------------------------
@@ -551,16 +358,16 @@ class TraceStore:
         """Most recent runs first."""
         self.mark_interrupted()
         sql = "select * from runs order by started_at desc limit ?"
-        return self._query(sql, [limit])
+        return self.query(sql, [limit])
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run row, by full id or unique prefix (a `ConfigError` if the prefix fits several runs)."""
         self.mark_interrupted()
-        exact = self._query("select * from runs where run_id = ?", [run_id])
+        exact = self.query("select * from runs where run_id = ?", [run_id])
         if exact:
             return exact[0]
         pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._query(
+        rows = self.query(
             "select * from runs where run_id like ? escape '\\' order by started_at desc limit 6", [pattern]
         )
         if len(rows) > 1:
@@ -573,7 +380,7 @@ class TraceStore:
 
         Their cost and tokens come from the ledger (`totals`, where given): the process died before it
         could write them, but the ledger holds each call it paid for."""
-        rows = self._query(
+        rows = self.query(
             "select run_id, pid, pid_started from runs where status = 'running' and host = ?", [HOST]
         )
         dead = [
@@ -587,7 +394,7 @@ class TraceStore:
             return []
         paid = {r["run_id"]: self.totals(r["run_id"]) if self.totals else None for r in dead}
         try:
-            with self.guard(), self._lock, self.db.conn:
+            with self.guard(), self._lock, self._b.transaction():
                 for r in dead:
                     run_id = r["run_id"]
                     error = (
@@ -599,27 +406,33 @@ class TraceStore:
                     if ledger is not None:
                         fields.update(run_totals(ledger))
                     sets = ", ".join(f"{column} = ?" for column in fields)
-                    self.db.execute(
+                    self._b.execute(
                         f"update runs set {sets} where run_id = ? and status = 'running'",
                         [*fields.values(), run_id],
                     )
-        except (OSError, sqlite3.Error):  # a full disk: reading goes on; the next read marks them
+        except self._b.errors:  # a full disk: reading goes on; the next read marks them
             return []  # (a damaged file raised TraceStoreDamaged through the guard)
         return [r["run_id"] for r in dead]
 
     def run_spans(self, run_id: str) -> list[dict[str, Any]]:
         """All spans of a run, in start order."""
-        return self._query("select * from spans where run_id = ? order by start_ns", [run_id])
+        return self.query("select * from spans where run_id = ? order by start_ns", [run_id])
 
     def spans(self, where: str = "1=1", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        """Span rows matching a SQL condition."""
-        return self._query(f"select * from spans where {where}", list(params))
+        """Span rows matching a SQL condition (`?` placeholders, in either database)."""
+        return self.query(f"select * from spans where {where}", list(params))
 
-    def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of a query (`?` placeholders, SQL both databases speak), as dicts."""
         with self.guard(), self._lock:
-            cur = self.db.execute(sql, params)
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            return self._b.execute(sql, list(params)).dicts()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query, as tuples."""
+        with self.guard(), self._lock:
+            return self._b.execute(sql, list(params)).rows
+
+    _query = query
 
 
 def run_totals(ledger: Ledger) -> dict[str, Any]:
@@ -631,39 +444,6 @@ def run_totals(ledger: Ledger) -> dict[str, Any]:
         "output_tokens": ledger.output_tokens,
         "compute_ms": sum(line["compute_ms"] or 0.0 for line in ledger.lines),
     }
-
-
-def _up_to_date(conn: sqlite3.Connection) -> bool:
-    """Whether a store file is in WAL mode with every migration applied (read only: no lock needed)."""
-    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-        return False
-    try:
-        done = {name for (name,) in conn.execute("select name from _migrations")}
-    except sqlite3.OperationalError:  # no _migrations table yet
-        return False
-    return all(fn.__name__ in done for fn in MIGRATIONS)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: str) -> Iterator[None]:
-    """Hold an exclusive lock on a lock file beside the store, across processes (POSIX; elsewhere none).
-    A separate file: closing a descriptor of the database file itself would drop SQLite's own locks."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: migrations are still one transaction each
-        yield
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-class _Duplicates(Exception):
-    """A batch held spans already stored."""
 
 
 def decode_attributes(row: dict[str, Any]) -> dict[str, Any]:
