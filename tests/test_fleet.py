@@ -145,7 +145,7 @@ def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
     tmp_path: Path, pg_url: str, api: Api
 ) -> None:
     project = _project(tmp_path / "project", api)
-    env = _env(project, pg_url)
+    env = {**_env(project, pg_url), "ORCH_TRACES": pg_url}  # one trace store for the fleet, too
     logs = {w: open(tmp_path / f"{w}.log", "w") for w in ("w1", "w2", "w3")}  # noqa: SIM115
     workers = {
         w: subprocess.Popen(
@@ -279,6 +279,17 @@ def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
     costs = sum(json.loads(x[1])["cost_usd"] for x in ledger)
     assert spent == pytest.approx(costs), (spent, costs)
     assert _rows(pg_url, "select count(*) from orch_budget_holds")[0][0] == 0
+    # one trace store: every worker's runs in it, each ended once
+    listed = subprocess.run(
+        [*_CLI, "--project", str(project), "traces", "list", "--json", "--limit", "50"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    runs = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert set(runs) == {*(f"run-{i}" for i in range(RUNS)), "asks"}, listed.stderr
+    assert all(r["status"] == "ok" for r in runs.values()), runs
     # one cap for the model across the fleet, as the server counted the requests it held at once
     assert stats["max_in_flight"] <= CAP, stats
 
