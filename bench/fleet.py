@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -38,9 +37,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 from pgserver import start_postgres  # noqa: E402
+
+from bench.markers import machine, splice  # noqa: E402
+
+START, END = "<!-- fleet:start -->", "<!-- fleet:end -->"
 
 TTFT, TOKENS, TPS, CAP = 0.2, 100, 50.0, 64
 CALL_S = TTFT + TOKENS / TPS
@@ -343,18 +347,6 @@ def phase(
     return out
 
 
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def report(results: list[dict[str, Any]]) -> str:
     lines = [
         f"Machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Bound: {CAP} concurrent "
@@ -400,6 +392,7 @@ def main() -> None:
     p.add_argument("--no-queue", action="store_true")
     p.add_argument("--no-budget", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "fleet.md"))
+    p.add_argument("--docs", action="store_true", help="also write the section of docs/benchmarks.md")
     a = p.parse_args()
     results = []
     with start_postgres(max_connections=500) as server:
@@ -420,6 +413,16 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("# Fleet benchmark (bench/fleet.py)\n\n" + text)
     Path(a.out).with_suffix(".json").write_text(json.dumps(results, indent=2))
+    if a.docs:
+        block = f"{START}\n## A fleet: runs through worker processes on one PostgreSQL\n\n{text}{END}"
+        splice(
+            ROOT / "docs" / "benchmarks.md",
+            block,
+            START,
+            END,
+            "Benchmarks",
+            before="## The local engine on this CPU",
+        )
     print(text)
 
 
