@@ -271,6 +271,9 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
     url = system_database_url(orch.settings.checkpoints_path)
     members = Members(url)
     members.join(options.executor_id)
+    # a worker restarted under its id: what its last life held on fleet budgets is let go (its runs, which
+    # DBOS recovers at launch, reserve again as they go)
+    release_owner(url, options.executor_id)
     _orch, _executor_id = orch, options.executor_id
     _register()
     # every model's max_concurrency and Retry-After hold across the fleet (providers/fleet_limits.py)
