@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.locations import use_wal
+
 __all__ = ["MIGRATIONS", "Expansion", "IndexStore"]
 
 
@@ -96,7 +98,7 @@ class IndexStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         if self.path != ":memory:":
-            self.db.execute("pragma journal_mode=wal")
+            use_wal(self.db)  # the switch is refused at once while another process opens the file: retried
         migrate(self.db)
 
     def close(self) -> None:
