@@ -432,7 +432,7 @@ async def test_a_trials_items_from_workers_equal_the_serial_ones_item_by_item(
     loopback: Loopback, tmp_path: Path
 ) -> None:
     from orchestrator import Orchestrator, Settings
-    from orchestrator.evals.trial import run_trial
+    from orchestrator.evals.trial import TrialReport, run_trial
 
     loopback.handle("/v1/chat/completions", labeller)
     url = loopback.url + "/v1"
@@ -441,23 +441,25 @@ async def test_a_trials_items_from_workers_equal_the_serial_ones_item_by_item(
     settings = Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db")
     orch = Orchestrator.from_project(project, settings=settings, tracing=False)
     finished: list[str] = []
+
+    async def trial(workers: int) -> TrialReport:
+        return await run_trial(
+            orch,
+            "openai-compat:small",
+            "classify",
+            items,
+            base_url=url,
+            price_as="gpt-4o-mini",
+            workers=workers,
+            on_item=lambda item: finished.append(item.input),
+        )
+
     try:
-        reports = [
-            await run_trial(
-                orch,
-                "openai-compat:small",
-                "classify",
-                items,
-                base_url=url,
-                price_as="gpt-4o-mini",
-                workers=workers,
-                on_item=lambda item: finished.append(item.input),
-            )
-            for workers in (1, 2)
-        ]
+        fanned = await trial(2)
+        assert orch._models == {}  # the worker processes made the models; none was loaded here to sit idle
+        serial = await trial(1)
     finally:
         orch.close()
-    serial, fanned = reports
     for side in ("items", "baseline", "racehorse"):
         mine = serial.items if side == "items" else getattr(serial, side).items
         theirs = fanned.items if side == "items" else getattr(fanned, side).items

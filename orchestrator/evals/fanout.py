@@ -313,9 +313,9 @@ def _read(inp: Any) -> Any:
 
 def _serve(parent: int) -> None:
     """The worker's loop: items in, results out, until EOF on stdin."""
-    from orchestrator.toolsets.process_pool import _bind_to_parent
+    from orchestrator.toolsets.process_pool import bind_to_parent
 
-    _bind_to_parent(parent)  # dies with the parent, however the parent dies
+    bind_to_parent(parent)  # dies with the parent, however the parent dies
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a tool's or a model's print() must not corrupt the protocol

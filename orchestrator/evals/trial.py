@@ -473,8 +473,11 @@ def _plan(
     price_as: str | None,
     judge: str | None,
     tune: bool,
+    models: bool = True,
 ) -> _Plan:
-    """The trial's worker, models and chain, or a ConfigError naming what is wrong (before anything runs)."""
+    """The trial's worker, models and chain, or a ConfigError naming what is wrong (before anything runs).
+    Without `models`, no model of the trial or the chain is made (the items run in worker processes, which
+    make their own: a local model loaded here too would sit idle); the judge's still is, to calibrate it."""
     from orchestrator.providers import create_chat_model
     from orchestrator.run.project import settings_path
     from orchestrator.workers.settings import read_settings
@@ -502,9 +505,13 @@ def _plan(
         judging = _judge_slot(orch, judge)
     config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
     binding = bind_slot(worker.slot, config, orch._prices)
-    model = create_chat_model(binding, orch.settings)
+    model = create_chat_model(binding, orch.settings) if models else None
     racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
-    chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
+    chain = {
+        s: (orch.slots[s], orch.model_for(s) if models else None)
+        for s in worker.escalation(racehorses)
+        if s in orch.slots
+    }
     if tune and not chain:
         raise ConfigError(
             f"--tune needs a slot above {worker.name!r} to route to: bind a racehorse slot, or set the "
@@ -647,6 +654,7 @@ async def run_trial(
         price_as=price_as,
         judge=judge,
         tune=tune is not None,
+        models=workers == 1,
     )
     worker, binding, current, chain = plan.plain, plan.binding, plan.current, plan.chain
     job = None
