@@ -333,6 +333,19 @@ def test_a_task_that_kills_its_worker_twice_is_reported_failed_with_the_reason(t
     assert report["total"]["failed_runs"] == 1 and report["total"]["cost_usd"] is None
 
 
+def test_an_error_in_a_worker_is_the_error_of_a_serial_run(tmp_path: Path) -> None:
+    """A configuration error raised in a worker process (an unknown graph, found at the first task) stops the
+    fan-out and is the command's error, as serially: one line, exit 2."""
+    project, data = scripted_project(tmp_path, [("a", "plain"), ("b", "plain"), ("c", "plain")])
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    for workers in ("1", "2"):
+        proc = start_cli(project, data, pids, "nope", "--workers", workers)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        assert "error: unknown graph 'nope'" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
     project, data = scripted_project(tmp_path, [("a", "hold"), ("b", "hold"), ("c", "plain")])
