@@ -498,3 +498,33 @@ async def test_workers_need_a_project_and_a_count_of_one_or_more(tmp_path: Path)
             await evaluate(orch, "agent", [Task("q", expect=("1",))], workers=2)
     finally:
         orch.close()
+
+
+def test_trial_tune_with_two_workers_chooses_the_serial_runs_threshold(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    from test_tune import TUNE_ITEMS, project, sure_server
+
+    sure_server(loopback)
+    url = loopback.url + "/v1"
+    slots = (
+        f'classify = {{ model = "openai-compat:small", base_url = "{url}", prices = {{ input = 1e-6, '
+        "output = 1e-6 } }\n"
+        f'controller = {{ model = "openai-compat:big", base_url = "{url}", role = "racehorse", '
+        "prices = { input = 1e-5, output = 1e-5 } }\n"
+    )
+    root = project(tmp_path, 'worker_settings = "tuned.json"\n', slots)
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"input": i, "expected": e}) + "\n" for i, e in TUNE_ITEMS * 2))
+    args = ["trial", "openai-compat:small", "--base-url", url, "--worker", "triage", "--data", str(data)]
+    outs, saved = [], []
+    for workers in ("1", "2"):
+        (root / "tuned.json").unlink(missing_ok=True)  # each run tunes from the same start
+        proc = orch_cli(root, *args, "--tune", "--json", "--workers", workers)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(json.loads(proc.stdout))
+        saved.append(json.loads((root / "tuned.json").read_text())["triage"])
+    one, two = outs
+    assert 0.3 < one["tuning"]["min_margin"] <= 4.99 and one["tuning"]["met"]
+    assert without(TRIAL_TIMING, two) == without(TRIAL_TIMING, one)
+    assert saved[1]["min_margin"] == saved[0]["min_margin"]
