@@ -7,6 +7,7 @@ with SIGKILL mid-item; Ctrl-C stops the whole fan-out.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -347,15 +348,17 @@ def test_an_error_in_a_worker_is_the_error_of_a_serial_run(tmp_path: Path) -> No
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
+def test_ctrl_c_stops_every_worker_and_leaves_no_process(tmp_path: Path) -> None:
     project, data = scripted_project(tmp_path, [("a", "hold"), ("b", "hold"), ("c", "plain")])
     pids = tmp_path / "pids"
     pids.mkdir()
-    # the first task to start holds its worker; the other worker runs the rest, then waits
+    # the first task to start holds its worker; the other worker runs the rest (its tool calls in a tool
+    # process of its own), then waits
     proc = start_cli(project, data, pids, "--workers", "2")
     try:
         wait_for(lambda: (pids / "held").exists() and (pids / "held").read_text() != "", "a held task")
-        workers = {int(p.name) for p in pids.iterdir() if p.name.isdigit()}
+        wait_for(lambda: grandchildren(proc.pid), "a worker's tool process")
+        started = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -364,8 +367,34 @@ def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
             proc.communicate()
     assert proc.returncode == 130 and "cancelled" in err, err
     assert "Traceback" not in err
-    workers |= {int(p.name) for p in pids.iterdir() if p.name.isdigit()}
-    assert workers and not any(alive(pid, None) for pid in workers)
+    workers = {int(p.name) for p in pids.iterdir() if p.name.isdigit()}
+    assert workers <= started
+    assert not [pid for pid in started if alive(pid, None)]
+
+
+def grandchildren(pid: int) -> set[int]:
+    """The processes under `pid` that are not its own children (a worker's tool processes)."""
+    found = set()
+    for kid in descendants(pid):
+        with contextlib.suppress(OSError):
+            if parent_of(kid) != pid:
+                found.add(kid)
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes under `pid`, at any depth (Linux: /proc/PID/task/TID/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except (OSError, ValueError):
+                continue
+            todo += kids - found
+            found |= kids
+    return found
 
 
 # --- orch trial on API models on loopback -------------------------------------------------------------------
