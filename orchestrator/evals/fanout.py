@@ -9,7 +9,12 @@ runner on one item.
 Each worker builds what the runner needs once and keeps it for its items (`project_orchestrator`: its own
 Orchestrator from the project, with its own model engines: a local GGUF model loads once per worker
 process). Runs in several processes write the same trace and checkpoint stores: the SQLite stores take
-several writers (WAL, waits on the write lock), and run ids are random (uuid4), so they stay unique.
+several writers (WAL, waits on the write lock; the checkpointer's tables are made by the caller before the
+workers start, as its set-up lock holds within one process), and run ids are random (uuid4), so they stay
+unique. An item's result does not depend on the items run before it in its process: models decode greedily
+(temperature 0) unless a call samples, and a sample has a seed of its own (`agent.workhorse`), so the items
+of a fanned-out run equal a serial run's (a slot configured with a temperature above 0 varies from run to
+run, serial or not).
 
 Nothing is lost when a worker dies: the item it held runs again, once, in another worker process; a second
 death reports the item as failed, with the reason (`failed(item, reason)` makes that result). An exception
