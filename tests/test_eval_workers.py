@@ -307,6 +307,8 @@ def test_a_worker_killed_mid_task_loses_no_task(tmp_path: Path) -> None:
             fanned.kill()
             fanned.communicate()
     assert fanned.returncode == 0, fanned_err
+    said = f"worker process {victim} was killed by SIGKILL while running item 2 of 5; it runs again"
+    assert said in fanned_err
     assert same_eval(json.loads(fanned_out)) == same_eval(json.loads(out))
     assert all(t["ok"] for t in json.loads(fanned_out)["tasks"])
     assert int((pids / "retried").read_text()) != victim  # the held task ran again in another process
@@ -332,6 +334,8 @@ def test_a_task_that_kills_its_worker_twice_is_reported_failed_with_the_reason(t
         b["error"],
     ), b["error"]
     assert report["total"]["failed_runs"] == 1 and report["total"]["cost_usd"] is None
+    assert "while running item 2 of 3; it runs again in another" in err
+    assert "while running item 2 of 3, which is reported failed" in err
 
 
 def test_an_error_in_a_worker_is_the_error_of_a_serial_run(tmp_path: Path) -> None:

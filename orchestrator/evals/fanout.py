@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -55,6 +56,7 @@ R = TypeVar("R")
 T_contra = TypeVar("T_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
 
+_log = logging.getLogger("orchestrator.evals")
 _HEADER = struct.Struct("!I")
 _CLOSE_WAIT_S = 30.0  # a worker told to stop flushes its traces and closes its stores; then it is killed
 # The worker's program; `{parent}` is this process's id, which the worker dies with
@@ -76,7 +78,11 @@ def check_workers(workers: int) -> None:
 
 
 class _Died(Exception):
-    """The worker process ended while it held an item (or before it was ready)."""
+    """The worker process ended: while it held an item (`held`), or before it was given one."""
+
+    def __init__(self, held: bool) -> None:
+        super().__init__()
+        self.held = held
 
 
 class _Worker:
@@ -125,8 +131,8 @@ class _Worker:
         try:
             stdin.write(_HEADER.pack(len(blob)) + blob)
             await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise _Died from exc
+        except (BrokenPipeError, ConnectionResetError) as exc:  # it ended before it read this
+            raise _Died(held=False) from exc
 
     async def _receive(self) -> Any:
         stdout = self.proc.stdout
@@ -135,7 +141,7 @@ class _Worker:
             (size,) = _HEADER.unpack(await stdout.readexactly(_HEADER.size))
             return pickle.loads(await stdout.readexactly(size))
         except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
-            raise _Died from exc
+            raise _Died(held=True) from exc
 
     async def died(self) -> str:
         """How the process ended, for the report (it is reaped here)."""
@@ -213,15 +219,20 @@ async def fan_out(
                     live.add(worker)
                 try:
                     reply = await worker.run(index, items[index])
-                except _Died:
+                except _Died as death:
                     live.discard(worker)
                     how = await worker.died()
                     worker = None
                     seen = deaths.setdefault(index, [])
-                    seen.append(how)
+                    if death.held:  # a worker that ended between items did not take this one with it
+                        seen.append(how)
+                    where = f"item {index + 1} of {len(items)}"
                     if len(seen) < 2:
+                        if death.held:
+                            _log.warning("%s while running %s; it runs again in another", how, where)
                         queue.put_nowait(index)  # once more, in whichever worker is free next
                     else:
+                        _log.warning("%s while running %s, which is reported failed", how, where)
                         finish(index, failed(items[index], f"{'; then '.join(seen)}, while running it"))
                     continue
                 if reply[0] == "raised":
