@@ -564,3 +564,22 @@ def test_trial_tune_with_two_workers_chooses_the_serial_runs_threshold(
     assert 0.3 < one["tuning"]["min_margin"] <= 4.99 and one["tuning"]["met"]
     assert without(TRIAL_TIMING, two) == without(TRIAL_TIMING, one)
     assert saved[1]["min_margin"] == saved[0]["min_margin"]
+
+
+def test_a_judged_trial_with_two_workers_equals_the_serial_run(loopback: Loopback, tmp_path: Path) -> None:
+    """`--judge`: the judge is calibrated once, in the command's process; each worker process judges its
+    items' outputs with its own judge model. Scores, reasons and the judge's cost are the serial run's."""
+    from test_trial_judge import _project, _trial, scripted
+
+    loopback.handle("/v1/chat/completions", scripted)
+    project = _project(tmp_path, loopback.url + "/v1")
+    runs = []
+    for workers in ("1", "2"):
+        proc = _trial(tmp_path, project, "--judge", "--no-compare", "--json", "--workers", workers)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    one, two = runs
+    assert one["judged_items"] == 4 and one["judge_auc"] == 1.0 and one["judge_cost_usd"] > 0
+    assert two["judge_calibration"]["cached"]  # measured by the first run, read from the cache by the second
+    calibration = {"cached", "wall_s", "created", "compute_s"}
+    assert without(TRIAL_TIMING | calibration, two) == without(TRIAL_TIMING | calibration, one)
