@@ -583,3 +583,39 @@ def test_a_judged_trial_with_two_workers_equals_the_serial_run(loopback: Loopbac
     assert two["judge_calibration"]["cached"]  # measured by the first run, read from the cache by the second
     calibration = {"cached", "wall_s", "created", "compute_s"}
     assert without(TRIAL_TIMING | calibration, two) == without(TRIAL_TIMING | calibration, one)
+
+
+# --- fan_out itself, on a runner of this module (the worker processes import it) ---------------------------
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickle rebuilds it with one argument: it can't
+        super().__init__(f"{a} and {b}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Square:
+    """Squares a number in whichever process calls it; 3 raises a ValueError, 4 an exception that can't
+    cross a pipe."""
+
+    def __call__(self, n: int) -> tuple[int, int]:
+        if n == 3:
+            raise ValueError("three is refused")
+        if n == 4:
+            raise Unpicklable(4, 4)
+        return n * n, os.getpid()
+
+
+async def test_fan_out_keeps_the_items_order_and_raises_what_the_runner_raises() -> None:
+    from orchestrator.errors import RunError
+    from orchestrator.evals.fanout import fan_out
+
+    seen: list[int] = []
+    results = await fan_out(
+        Square(), [5, 1, 2, 7], 2, failed=lambda n, why: (-1, 0), on_result=lambda i, r: seen.append(i)
+    )
+    assert [r[0] for r in results] == [25, 1, 4, 49] and sorted(seen) == [0, 1, 2, 3]
+    assert os.getpid() not in {r[1] for r in results}  # run in worker processes
+    with pytest.raises(ValueError, match="three is refused"):
+        await fan_out(Square(), [1, 3, 2], 2, failed=lambda n, why: (-1, 0))
+    with pytest.raises(RunError, match="in a worker process: Unpicklable: 4 and 4"):
+        await fan_out(Square(), [4], 3, failed=lambda n, why: (-1, 0))
+    assert await fan_out(Square(), [], 2, failed=lambda n, why: (-1, 0)) == []
