@@ -619,3 +619,43 @@ async def test_fan_out_keeps_the_items_order_and_raises_what_the_runner_raises()
     with pytest.raises(RunError, match="in a worker process: Unpicklable: 4 and 4"):
         await fan_out(Square(), [4], 3, failed=lambda n, why: (-1, 0))
     assert await fan_out(Square(), [], 2, failed=lambda n, why: (-1, 0)) == []
+
+
+# --- orch eval --fleet: the tasks as runs on the fleet's queue ------------------------------------------------
+def test_eval_on_the_fleets_queue_equals_the_serial_run_item_by_item(
+    loopback: Loopback, tmp_path: Path, pg_url: str
+) -> None:
+    pytest.importorskip("dbos")
+    loopback.handle("/v1/chat/completions", Controller())
+    project, data = eval_project(tmp_path, loopback.url + "/v1")
+    env = {"ORCH_CHECKPOINTS": pg_url}
+    serial = orch_cli(project, "eval", "--data", str(data), "--json", env=env)
+    assert serial.returncode == 0, serial.stderr
+    full_env = {**os.environ, "ORCH_TRACES": str(project / "traces.db"), **env}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "--project", str(project), "worker", "--id", f"w{i}"],
+            env=full_env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
+    try:
+        fleet = orch_cli(project, "eval", "--data", str(data), "--json", "--fleet", env=env)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        logs = [w.communicate(timeout=120)[1] for w in workers]
+    assert fleet.returncode == 0, (fleet.stderr, logs)
+    assert same_eval(json.loads(fleet.stdout)) == same_eval(json.loads(serial.stdout))
+    # the workers ran them (both took some), recording the content the evaluation reads from the spans
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        ran = conn.execute(
+            "select executor_id, count(*) from dbos.workflow_status where name = 'orch_run' group by 1"
+        ).fetchall()
+    assert sum(n for _, n in ran) == len(TASKS) and {w for w, _ in ran} <= {"w1", "w2"}, ran
+    both = orch_cli(project, "eval", "--data", str(data), "--fleet", "--workers", "2", env=env)
+    assert both.returncode == 2 and "not both" in both.stderr

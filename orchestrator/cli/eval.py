@@ -35,6 +35,12 @@ def register(subparsers: Subparsers) -> None:
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     add_workers(ev, "tasks")
     ev.add_argument(
+        "--fleet",
+        action="store_true",
+        help="submit every task to the fleet's queue, for `orch worker` processes to run (docs/deploy.md); "
+        "the workers must trace into the same store as this command",
+    )
+    ev.add_argument(
         "--min-accuracy", type=fraction_0_1, metavar="SHARE", help="exit 1 below this share (0-1)"
     )
     ev.add_argument(
@@ -100,7 +106,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         with progress:
-            report = run_blocking(lambda: evaluate(orch, graph, tasks, on_result=show, workers=args.workers))
+            report = run_blocking(
+                lambda: evaluate(orch, graph, tasks, on_result=show, workers=args.workers, fleet=args.fleet)
+            )
     finally:
         orch.close()
     if args.json:

@@ -17,6 +17,7 @@ the answer that nothing supports. The eval records content on its runs' spans to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import statistics
@@ -44,6 +45,7 @@ from orchestrator.workers.grounding import (
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
+    from orchestrator.run.events import RunResult
     from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.toolsets.catalog import Catalog
 
@@ -271,6 +273,7 @@ async def evaluate(
     *,
     on_result: Callable[[TaskResult], None] | None = None,
     workers: int = 1,
+    fleet: bool = False,
 ) -> EvalReport:
     """Run each task through `graph` and score it: one after another, or in `workers` worker processes.
 
@@ -278,6 +281,10 @@ async def evaluate(
     with its own Orchestrator built from `orch`'s project and settings (models given in code are not carried
     over: build `orch` with `Orchestrator.from_project`). The report is the serial one: tasks in input order;
     `on_result` sees each as it finishes. A task whose worker process died twice is a failed task.
+
+    With `fleet`, each task is a run submitted to the fleet's queue (`Orchestrator.submit`; docs/deploy.md)
+    and run by `orch worker` processes; the steps and grounding are read from the runs' spans, so the workers
+    must trace into the same store as `orch` (one PostgreSQL trace store, or one file on one machine).
 
     Example:
         >>> tasks = load_tasks("bench/tasks/dev.jsonl")                        # doctest: +SKIP
@@ -294,6 +301,11 @@ async def evaluate(
             "Settings(capture_content=True)"
         )
     report = EvalReport(graph=graph)
+    if fleet:
+        if workers > 1:
+            raise ConfigError("give either workers (local processes) or fleet (the fleet's queue), not both")
+        report.tasks = await _on_fleet(orch, graph, tasks, on_result)
+        return report
     if workers > 1:
         job = EvalJob(str(project_root(orch)), orch.settings, graph)
         async with orch.checkpoints.open():  # its tables made here, not by several workers at once
@@ -316,11 +328,37 @@ async def evaluate(
 
 async def run_task(orch: Orchestrator, graph: str, task: Task) -> TaskResult:
     """One task through `graph` (a run of its own), scored, its steps and grounding read from its spans."""
-    assert orch.store is not None  # evaluate() checked it
     run_id = f"eval-{uuid.uuid4().hex[:12]}"
     t0 = time.perf_counter()
     result = await orch.arun(graph, task.input, run_id=run_id)
-    seconds = time.perf_counter() - t0
+    return scored(orch, task, run_id, result, time.perf_counter() - t0)
+
+
+async def _on_fleet(
+    orch: Orchestrator, graph: str, tasks: Sequence[Task], on_result: Callable[[TaskResult], None] | None
+) -> list[TaskResult]:
+    """Every task submitted to the fleet's queue at once (its workers choose how many run together), each
+    scored as it ends; the results in the tasks' order."""
+    run_ids = [f"eval-{uuid.uuid4().hex[:12]}" for _ in tasks]
+    started = []
+    for task, run_id in zip(tasks, run_ids, strict=True):
+        started.append(time.perf_counter())
+        # the workers record the arguments and answers on spans, as this evaluation needs (run/jobs.py)
+        await orch.submit(graph, task.input, run_id=run_id, capture_content=True)
+
+    async def one(i: int) -> TaskResult:
+        result = await orch.wait(run_ids[i])
+        outcome = scored(orch, tasks[i], run_ids[i], result, time.perf_counter() - started[i])
+        if on_result is not None:
+            on_result(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(tasks)))))
+
+
+def scored(orch: Orchestrator, task: Task, run_id: str, result: RunResult, seconds: float) -> TaskResult:
+    """A task's result from its run's: its answer scored, its steps and grounding read from its spans."""
+    assert orch.store is not None  # evaluate() checked it
     verdict = score(result.answer if result.status != "failed" else None, task)
     steps, ungrounded = steps_and_grounding(orch.store, orch.catalog, run_id, task.input, result.answer)
     return TaskResult(
