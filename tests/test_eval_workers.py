@@ -621,7 +621,7 @@ async def test_fan_out_keeps_the_items_order_and_raises_what_the_runner_raises()
     assert await fan_out(Square(), [], 2, failed=lambda n, why: (-1, 0)) == []
 
 
-# --- orch eval --fleet: the tasks as runs on the fleet's queue ------------------------------------------------
+# --- orch eval --fleet: the tasks as runs on the fleet's queue ---------------------------------------------
 def test_eval_on_the_fleets_queue_equals_the_serial_run_item_by_item(
     loopback: Loopback, tmp_path: Path, pg_url: str
 ) -> None:
