@@ -214,6 +214,42 @@ def test_connections_the_server_ends_are_opened_again(pg_url: str) -> None:
         limits.close()
 
 
+def test_a_call_stopped_at_its_deadline_gives_its_fleet_slot_back(pg_url: str, server: Loopback) -> None:
+    """A call cut at its deadline (its request cancelled) gives its slot back: with a cap of 1, the next call
+    goes at once, and the database shows no slot held."""
+    import asyncio
+
+    from langchain_core.messages import HumanMessage
+
+    from orchestrator.providers.http import aclose_clients
+    from orchestrator.providers.openai import OpenAIChatModel
+
+    server.handle("/v1/chat/completions", _answer(delay=0.01, hang="slow"))
+    reset_model_states()
+    model = OpenAIChatModel(
+        model="m", model_name="openai-compat:m", base_url=server.url + "/v1", max_concurrency=1, max_retries=0
+    )
+    limits = use_fleet_limits(pg_url, ttl_s=600)  # a slot lost would stay lost for the test's length
+    assert limits is not None
+
+    async def main() -> None:
+        cut = await model.complete([HumanMessage("slow")], deadline=time.monotonic() + 0.5)
+        assert cut.draft.finish_reason == "deadline"
+        reply = await asyncio.wait_for(model.complete([HumanMessage("fast")]), 20)
+        assert reply.draft.text == "ok fast"
+        await aclose_clients()
+        await limits.aclose_loop()
+
+    try:
+        asyncio.run(main())
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("select count(*) from orch_fleet_slots where owner is not null").fetchone()
+        assert row == (0,)
+    finally:
+        use_fleet_limits(None)
+        reset_model_states()
+
+
 def test_bad_settings_name_the_value_and_the_fix() -> None:
     with pytest.raises(ValueError, match=r"FleetLimits\(ttl_s=0\): give a number of seconds, 1 or more"):
         FleetLimits("postgresql://nobody@127.0.0.1:1/x", ttl_s=0)

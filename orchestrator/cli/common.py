@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Protocol, TypeAlias
 
+from orchestrator.cli.args import positive_int
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
 
@@ -17,6 +18,7 @@ __all__ = [
     "EXIT_WAITING",
     "Command",
     "Subparsers",
+    "add_workers",
     "settings_of",
 ]
 
@@ -40,3 +42,16 @@ def settings_of(args: argparse.Namespace) -> Settings:
     except ConfigError:
         manifest = None
     return Settings.resolve(manifest, traces_path=getattr(args, "traces", None))
+
+
+def add_workers(parser: argparse.ArgumentParser, items: str) -> None:
+    """The `--workers N` option of the commands that fan their items out to worker processes."""
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help=f"run the {items} in N worker processes (default 1: one after another). Each process builds its "
+        "own models: a local GGUF model loads in every one (about 1 GB of memory each), so raise N for API "
+        "models, or as far as memory allows. Results and their order are those of a serial run",
+    )

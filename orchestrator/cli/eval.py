@@ -10,7 +10,7 @@ from rich.table import Table
 
 from orchestrator.cli import console
 from orchestrator.cli.args import fraction_0_1, non_empty_str, positive_int
-from orchestrator.cli.common import EXIT_FAILED, EXIT_OK, Subparsers
+from orchestrator.cli.common import EXIT_FAILED, EXIT_OK, Subparsers, add_workers
 from orchestrator.cli.console import as_line, as_text
 from orchestrator.config import Settings, load_manifest
 from orchestrator.formats import format_usd
@@ -33,6 +33,13 @@ def register(subparsers: Subparsers) -> None:
     )
     ev.add_argument("--limit", type=positive_int, help="only the first N tasks")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_workers(ev, "tasks")
+    ev.add_argument(
+        "--fleet",
+        action="store_true",
+        help="submit every task to the fleet's queue, for `orch worker` processes to run (docs/deploy.md); "
+        "the workers must trace into the same store as this command",
+    )
     ev.add_argument(
         "--min-accuracy", type=fraction_0_1, metavar="SHARE", help="exit 1 below this share (0-1)"
     )
@@ -99,7 +106,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         with progress:
-            report = run_blocking(lambda: evaluate(orch, graph, tasks, on_result=show))
+            report = run_blocking(
+                lambda: evaluate(orch, graph, tasks, on_result=show, workers=args.workers, fleet=args.fleet)
+            )
     finally:
         orch.close()
     if args.json:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from orchestrator.cli import console
 from orchestrator.cli.args import fraction_0_1, non_empty_str, positive_int
-from orchestrator.cli.common import EXIT_OK, Subparsers
+from orchestrator.cli.common import EXIT_OK, Subparsers, add_workers
 from orchestrator.cli.console import as_line, as_text
 from orchestrator.config import Settings, load_manifest
 from orchestrator.errors import ConfigError
@@ -47,6 +47,7 @@ def register(subparsers: Subparsers) -> None:
     )
     tr.add_argument("--limit", type=positive_int, help="only the first N items")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
+    add_workers(tr, "items of each pass")
     tr.add_argument(
         "--no-compare", action="store_true", help="skip the run of the model bound to the slot now"
     )
@@ -150,6 +151,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
                 recalibrate=args.recalibrate,
                 on_calibrate=calibrating,
                 calibration_data=args.calibration,
+                workers=args.workers,
             )
             report = run_blocking(
                 lambda: (

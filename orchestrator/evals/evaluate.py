@@ -17,6 +17,7 @@ the answer that nothing supports. The eval records content on its runs' spans to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import statistics
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError, unreadable
+from orchestrator.evals.fanout import check_workers, fan_out, project_orchestrator, project_root
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.store import TraceStore, decode_attributes
 from orchestrator.workers.grounding import (
@@ -42,16 +44,20 @@ from orchestrator.workers.grounding import (
 )
 
 if TYPE_CHECKING:
+    from orchestrator.config import Settings
+    from orchestrator.run.events import RunResult
     from orchestrator.run.orchestrator import Orchestrator
     from orchestrator.toolsets.catalog import Catalog
 
 __all__ = [
+    "EvalJob",
     "EvalReport",
     "Task",
     "TaskResult",
     "evaluate",
     "load_tasks",
     "matches",
+    "run_task",
     "score",
     "steps_and_grounding",
 ]
@@ -266,8 +272,19 @@ async def evaluate(
     tasks: Sequence[Task],
     *,
     on_result: Callable[[TaskResult], None] | None = None,
+    workers: int = 1,
+    fleet: bool = False,
 ) -> EvalReport:
-    """Run each task through `graph` (one after another) and score it.
+    """Run each task through `graph` and score it: one after another, or in `workers` worker processes.
+
+    With `workers` above 1 the tasks run in that many worker processes (`orchestrator.evals.fanout`), each
+    with its own Orchestrator built from `orch`'s project and settings (models given in code are not carried
+    over: build `orch` with `Orchestrator.from_project`). The report is the serial one: tasks in input order;
+    `on_result` sees each as it finishes. A task whose worker process died twice is a failed task.
+
+    With `fleet`, each task is a run submitted to the fleet's queue (`Orchestrator.submit`; docs/deploy.md)
+    and run by `orch worker` processes; the steps and grounding are read from the runs' spans, so the workers
+    must trace into the same store as `orch` (one PostgreSQL trace store, or one file on one machine).
 
     Example:
         >>> tasks = load_tasks("bench/tasks/dev.jsonl")                        # doctest: +SKIP
@@ -275,6 +292,7 @@ async def evaluate(
         >>> report.totals()["accuracy"]                                         # doctest: +SKIP
         0.92
     """
+    check_workers(workers)
     if orch.store is None:
         raise ConfigError("evaluation reads each run's spans: create the Orchestrator with tracing on")
     if not orch.settings.capture_content:
@@ -283,33 +301,120 @@ async def evaluate(
             "Settings(capture_content=True)"
         )
     report = EvalReport(graph=graph)
-    store = orch.store
-    for task in tasks:
-        run_id = f"eval-{uuid.uuid4().hex[:12]}"
-        t0 = time.perf_counter()
-        result = await orch.arun(graph, task.input, run_id=run_id)
-        seconds = time.perf_counter() - t0
-        verdict = score(result.answer if result.status != "failed" else None, task)
-        steps, ungrounded = steps_and_grounding(store, orch.catalog, run_id, task.input, result.answer)
-        outcome = TaskResult(
-            id=task.id,
-            category=task.category,
-            input=task.input,
-            ok=verdict.ok,
-            status=result.status,
-            answer=result.answer,
-            missing=verdict.missing,
-            forbidden=verdict.forbidden,
-            steps=steps,
-            ungrounded=ungrounded,
-            seconds=seconds,
-            input_tokens=result.ledger.input_tokens,
-            output_tokens=result.ledger.output_tokens,
-            cost_usd=result.ledger.cost_usd,
-            run_id=run_id,
-            error=result.error,
+    if fleet:
+        if workers > 1:
+            raise ConfigError("give either workers (local processes) or fleet (the fleet's queue), not both")
+        report.tasks = await _on_fleet(orch, graph, tasks, on_result)
+        return report
+    if workers > 1:
+        job = EvalJob(str(project_root(orch)), orch.settings, graph)
+        async with orch.checkpoints.open():  # its tables made here, not by several workers at once
+            pass
+        report.tasks = await fan_out(
+            job,
+            tasks,
+            workers,
+            failed=_failed_task,
+            on_result=None if on_result is None else lambda _index, result: on_result(result),
         )
+        return report
+    for task in tasks:
+        outcome = await run_task(orch, graph, task)
         report.tasks.append(outcome)
         if on_result is not None:
             on_result(outcome)
     return report
+
+
+async def run_task(orch: Orchestrator, graph: str, task: Task) -> TaskResult:
+    """One task through `graph` (a run of its own), scored, its steps and grounding read from its spans."""
+    run_id = f"eval-{uuid.uuid4().hex[:12]}"
+    t0 = time.perf_counter()
+    result = await orch.arun(graph, task.input, run_id=run_id)
+    return scored(orch, task, run_id, result, time.perf_counter() - t0)
+
+
+async def _on_fleet(
+    orch: Orchestrator, graph: str, tasks: Sequence[Task], on_result: Callable[[TaskResult], None] | None
+) -> list[TaskResult]:
+    """Every task submitted to the fleet's queue at once (its workers choose how many run together), each
+    scored as it ends; the results in the tasks' order."""
+    run_ids = [f"eval-{uuid.uuid4().hex[:12]}" for _ in tasks]
+    started = []
+    for task, run_id in zip(tasks, run_ids, strict=True):
+        started.append(time.perf_counter())
+        # the workers record the arguments and answers on spans, as this evaluation needs (run/jobs.py)
+        await orch.submit(graph, task.input, run_id=run_id, capture_content=True)
+
+    async def one(i: int) -> TaskResult:
+        result = await orch.wait(run_ids[i])
+        outcome = scored(orch, tasks[i], run_ids[i], result, time.perf_counter() - started[i])
+        if on_result is not None:
+            on_result(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(tasks)))))
+
+
+def scored(orch: Orchestrator, task: Task, run_id: str, result: RunResult, seconds: float) -> TaskResult:
+    """A task's result from its run's: its answer scored, its steps and grounding read from its spans."""
+    assert orch.store is not None  # evaluate() checked it
+    verdict = score(result.answer if result.status != "failed" else None, task)
+    steps, ungrounded = steps_and_grounding(orch.store, orch.catalog, run_id, task.input, result.answer)
+    return TaskResult(
+        id=task.id,
+        category=task.category,
+        input=task.input,
+        ok=verdict.ok,
+        status=result.status,
+        answer=result.answer,
+        missing=verdict.missing,
+        forbidden=verdict.forbidden,
+        steps=steps,
+        ungrounded=ungrounded,
+        seconds=seconds,
+        input_tokens=result.ledger.input_tokens,
+        output_tokens=result.ledger.output_tokens,
+        cost_usd=result.ledger.cost_usd,
+        run_id=run_id,
+        error=result.error,
+    )
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One task run in a worker process (`evals.fanout`): the project's Orchestrator, built once per process
+    with these settings, runs it through `graph`. Picklable; so is its result."""
+
+    project: str
+    settings: Settings
+    graph: str
+
+    def __call__(self, task: Task) -> TaskResult:
+        from orchestrator.sync import run_blocking
+
+        orch = project_orchestrator(self.project, self.settings)
+        return run_blocking(lambda: run_task(orch, self.graph, task))
+
+
+def _failed_task(task: Task, reason: str) -> TaskResult:
+    """A task whose worker process died twice: failed, with why (what its runs spent is in their traces)."""
+    verdict = score(None, task)
+    return TaskResult(
+        id=task.id,
+        category=task.category,
+        input=task.input,
+        ok=False,
+        status="failed",
+        answer=None,
+        missing=verdict.missing,
+        forbidden=verdict.forbidden,
+        steps=[],
+        ungrounded=[],
+        seconds=0.0,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=None,
+        run_id="",
+        error=reason,
+    )

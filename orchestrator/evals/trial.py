@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.agent.workhorse import run_worker
-from orchestrator.config import SlotConfig
+from orchestrator.config import Settings, SlotConfig
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.evals.calibrate import Calibration, calibrated, refusal
 from orchestrator.evals.judge import judge_output
@@ -39,7 +39,7 @@ from orchestrator.models.context import RunContext
 from orchestrator.profiles import SlotBinding
 from orchestrator.workers.definitions import Worker, classify_worker
 
-__all__ = ["ItemResult", "TrialReport", "load_items", "run_trial", "score"]
+__all__ = ["ItemResult", "TrialJob", "TrialReport", "load_items", "run_item", "run_trial", "score"]
 
 Verdict = Literal["better", "similar", "worse"]
 
@@ -384,54 +384,224 @@ async def run_items(
 ) -> list[ItemResult]:
     """Run `worker` on every item with `model` in its slot, `chain` (slot -> binding, model) above it;
     with `judge` (binding, model), a free-text worker's valid outputs are judged too."""
-    slots = {worker.slot: binding, **{s: b for s, (b, _) in chain.items()}}
-    models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
     out = []
     for item in items:
-        ctx = RunContext.standalone("trial", slots, models, {worker.name: worker})
-        meter = ctx.meter
-        text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
-        error = None
-        try:
-            result, entries, reason = await run_worker(ctx, worker, text, "trial")
-        except OrchestratorError as exc:
-            result, entries, reason, error = None, list(meter.entries), None, str(exc)
-        mine = [e for e in entries if e["name"] == binding.profile.name]
-        costs = [e["cost_usd"] for e in entries]
-        value = result.value if result is not None else None
-        right = score(worker, value, item["expected"])
-        first_valid = result is not None and not result.repaired and not result.escalated
-        done = ItemResult(
-            input=text,
-            expected=item["expected"],
-            value=value,
-            score_alone=right if result is not None and not result.escalated else 0.0,
-            score=right,
-            valid_first=first_valid,
-            valid=result is not None,
-            # went up the chain, whether or not an answer up there was valid
-            escalated=any(e.get("attempt") == "escalation" for e in entries),
-            cost_usd=None if None in costs else sum(c or 0.0 for c in costs),
-            compute_ms=sum(e["compute_ms"] or 0.0 for e in entries),
-            ttft_ms=mine[0]["ttft_ms"] if mine and mine[0]["ttft_ms"] is not None else None,
-            output_tokens=sum(e["output_tokens"] for e in mine),
-            generation_ms=sum(e["wall_ms"] for e in mine),
-            error=error or reason,
-            own_cost_usd=_total([e["cost_usd"] for e in mine]),
-            own_compute_ms=sum(e["compute_ms"] or 0.0 for e in mine),
-            margin=result.margin if result is not None else None,
-        )
-        if judge is not None and worker.output is None:
-            if isinstance(value, str):
-                verdict = await judge_output(*judge, worker, text, value)
-                done.judge_score, done.judge_reason = verdict.score, verdict.reason
-                done.judge_cost_usd, done.judge_compute_ms = verdict.cost_usd, verdict.compute_ms
-            else:
-                done.judge_reason = "no valid output to judge"
+        done = await run_item(binding, model, worker, item, chain, judge)
         out.append(done)
         if on_item is not None:
             on_item(done)
     return out
+
+
+async def run_item(
+    binding: SlotBinding,
+    model: Any,
+    worker: Worker,
+    item: Mapping[str, Any],
+    chain: Mapping[str, tuple[SlotBinding, Any]],
+    judge: tuple[SlotBinding, Any] | None = None,
+) -> ItemResult:
+    """One item through `worker`'s ladder (see `run_items`), scored, and judged when `judge` is given."""
+    slots = {worker.slot: binding, **{s: b for s, (b, _) in chain.items()}}
+    models = {worker.slot: model, **{s: m for s, (_, m) in chain.items()}}
+    ctx = RunContext.standalone("trial", slots, models, {worker.name: worker})
+    meter = ctx.meter
+    text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
+    error = None
+    try:
+        result, entries, reason = await run_worker(ctx, worker, text, "trial")
+    except OrchestratorError as exc:
+        result, entries, reason, error = None, list(meter.entries), None, str(exc)
+    mine = [e for e in entries if e["name"] == binding.profile.name]
+    costs = [e["cost_usd"] for e in entries]
+    value = result.value if result is not None else None
+    right = score(worker, value, item["expected"])
+    first_valid = result is not None and not result.repaired and not result.escalated
+    done = ItemResult(
+        input=text,
+        expected=item["expected"],
+        value=value,
+        score_alone=right if result is not None and not result.escalated else 0.0,
+        score=right,
+        valid_first=first_valid,
+        valid=result is not None,
+        # went up the chain, whether or not an answer up there was valid
+        escalated=any(e.get("attempt") == "escalation" for e in entries),
+        cost_usd=None if None in costs else sum(c or 0.0 for c in costs),
+        compute_ms=sum(e["compute_ms"] or 0.0 for e in entries),
+        ttft_ms=mine[0]["ttft_ms"] if mine and mine[0]["ttft_ms"] is not None else None,
+        output_tokens=sum(e["output_tokens"] for e in mine),
+        generation_ms=sum(e["wall_ms"] for e in mine),
+        error=error or reason,
+        own_cost_usd=_total([e["cost_usd"] for e in mine]),
+        own_compute_ms=sum(e["compute_ms"] or 0.0 for e in mine),
+        margin=result.margin if result is not None else None,
+    )
+    if judge is not None and worker.output is None:
+        if isinstance(value, str):
+            verdict = await judge_output(*judge, worker, text, value)
+            done.judge_score, done.judge_reason = verdict.score, verdict.reason
+            done.judge_cost_usd, done.judge_compute_ms = verdict.cost_usd, verdict.compute_ms
+        else:
+            done.judge_reason = "no valid output to judge"
+    return done
+
+
+Side = Literal["trial", "baseline", "racehorse"]
+
+
+@dataclass
+class _Plan:
+    """What a trial's passes run: the worker, the model under trial, the chain above it, the judge."""
+
+    worker: Worker  # as the trial model runs it (its margin measured, none unsure, under --tune)
+    plain: Worker  # as configured: the baseline and the racehorse run it
+    binding: SlotBinding
+    model: Any
+    current: SlotBinding | None  # bound to the worker's slot now
+    chain: dict[str, tuple[SlotBinding, Any]]
+    judging: tuple[SlotBinding, Any] | None
+
+
+def _plan(
+    orch: Any,
+    model_name: str,
+    worker_name: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    base_url: str | None,
+    price_as: str | None,
+    judge: str | None,
+    tune: bool,
+    models: bool = True,
+) -> _Plan:
+    """The trial's worker, models and chain, or a ConfigError naming what is wrong (before anything runs).
+    Without `models`, no model of the trial or the chain is made (the items run in worker processes, which
+    make their own: a local model loaded here too would sit idle); the judge's still is, to calibrate it."""
+    from orchestrator.providers import create_chat_model
+    from orchestrator.run.project import settings_path
+    from orchestrator.workers.settings import read_settings
+
+    where = settings_path(orch.manifest)
+    worker = resolve_worker(
+        orch.workers,
+        worker_name,
+        items,
+        read_settings(where) if where else {},
+        where.parent if where else None,
+    )
+    if tune and worker.output is None:
+        raise ConfigError(
+            "--tune chooses the confidence threshold (min_margin) of a structured worker; "
+            f"{worker.name!r} writes free text, which escalates when its validators reject it"
+        )
+    judging = None
+    if judge is not None:
+        if worker.output is not None:
+            raise ConfigError(
+                f"--judge scores free-text workers; {worker.name!r} gives structured output, scored "
+                "against each item's expected value"
+            )
+        judging = _judge_slot(orch, judge)
+    config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
+    binding = bind_slot(worker.slot, config, orch._prices)
+    model = create_chat_model(binding, orch.settings) if models else None
+    racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
+    chain = {
+        s: (orch.slots[s], orch.model_for(s) if models else None)
+        for s in worker.escalation(racehorses)
+        if s in orch.slots
+    }
+    if tune and not chain:
+        raise ConfigError(
+            f"--tune needs a slot above {worker.name!r} to route to: bind a racehorse slot, or set the "
+            "worker's escalate_to"
+        )
+    # under --tune each answer's margin is measured, none unsure (an invalid one still goes up)
+    measured = dataclasses.replace(worker, min_margin=0.0) if tune else worker
+    current = orch.slots.get(worker.slot)
+    return _Plan(measured, worker, binding, model, current, chain, judging)
+
+
+def _side(plan: _Plan, orch: Any, side: Side) -> tuple[SlotBinding, Any, Worker, dict[str, Any]]:
+    """The binding, model, worker and chain of one pass: the trial model, the slot's model now, or the
+    first escalation slot's model alone."""
+    if side == "trial":
+        return plan.binding, plan.model, plan.worker, plan.chain
+    if side == "baseline":
+        assert plan.current is not None
+        return plan.current, orch.model_for(plan.plain.slot), plan.plain, plan.chain
+    top_binding, top_model = plan.chain[next(iter(plan.chain))]
+    return top_binding, top_model, plan.plain, {}
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One item of one pass of a trial, run in a worker process (`evals.fanout`): the project's
+    Orchestrator and the trial's plan are built once per process. Picklable; so is its result."""
+
+    project: str
+    settings: Settings
+    model: str
+    worker: str
+    labels: tuple[str, ...]  # what a built-in classify worker takes from the data
+    base_url: str | None
+    price_as: str | None
+    judge: str | None
+    tune: bool
+    side: Side = "trial"
+
+    def __call__(self, item: Mapping[str, Any]) -> ItemResult:
+        from orchestrator.evals.fanout import project_orchestrator
+        from orchestrator.sync import run_blocking
+
+        orch = project_orchestrator(self.project, self.settings, tracing=False)
+        key = dataclasses.replace(self, side="trial")  # one plan for the three passes
+        if key not in _plans:
+            _plans[key] = _plan(
+                orch,
+                self.model,
+                self.worker,
+                [{"expected": label} for label in self.labels],
+                base_url=self.base_url,
+                price_as=self.price_as,
+                judge=self.judge,
+                tune=self.tune,
+            )
+        plan = _plans[key]
+        binding, model, worker, chain = _side(plan, orch, self.side)
+        return run_blocking(lambda: run_item(binding, model, worker, item, chain, plan.judging))
+
+
+_plans: dict[TrialJob, _Plan] = {}  # in a worker process: each trial's plan, built on its first item
+
+
+def _failed_item(judged: bool) -> Callable[[Mapping[str, Any], str], ItemResult]:
+    """The result of an item whose worker process died twice: invalid, scored 0, its spend unknown."""
+
+    def failed(item: Mapping[str, Any], reason: str) -> ItemResult:
+        text = item["input"] if isinstance(item["input"], str) else json.dumps(item["input"])
+        return ItemResult(
+            input=text,
+            expected=item["expected"],
+            value=None,
+            score_alone=0.0,
+            score=0.0,
+            valid_first=False,
+            valid=False,
+            escalated=False,
+            cost_usd=None,
+            compute_ms=0.0,
+            ttft_ms=None,
+            output_tokens=0,
+            generation_ms=0.0,
+            error=reason,
+            judge_reason="not judged: the item failed" if judged else None,
+            judge_cost_usd=None if judged else 0.0,
+            own_cost_usd=None,
+        )
+
+    return failed
 
 
 async def run_trial(
@@ -450,6 +620,7 @@ async def run_trial(
     recalibrate: bool = False,
     on_calibrate: Callable[[int, int], None] | None = None,
     calibration_data: str | Path | None = None,
+    workers: int = 1,
 ) -> TrialReport:
     """Try `model_name` in the slot of worker `worker_name` of the orchestrator `orch`'s project.
 
@@ -463,58 +634,64 @@ async def run_trial(
     `tune` (a target share of the racehorse's accuracy) runs the passes `orch trial --tune` needs: the
     trial model with its margins measured and none unsure, and the racehorse alone
     (`orchestrator.evals.tune.tune_trial` then chooses the thresholds).
-    """
-    from orchestrator.providers import create_chat_model
-    from orchestrator.run.project import settings_path
-    from orchestrator.workers.settings import read_settings
 
-    where = settings_path(orch.manifest)
-    worker = resolve_worker(
-        orch.workers,
+    `workers` above 1 runs each pass's items in that many worker processes (`orchestrator.evals.fanout`),
+    each building its own Orchestrator from `orch`'s project (build `orch` with
+    `Orchestrator.from_project`) and its own models; the items come back in their order, `on_item` sees
+    each as it finishes, and the report equals a serial run's.
+    """
+    from orchestrator.evals.fanout import check_workers, fan_out, project_root
+
+    check_workers(workers)
+    if tune is not None:
+        compare, racehorse = False, True
+    plan = _plan(
+        orch,
+        model_name,
         worker_name,
         items,
-        read_settings(where) if where else {},
-        where.parent if where else None,
+        base_url=base_url,
+        price_as=price_as,
+        judge=judge,
+        tune=tune is not None,
+        models=workers == 1,
     )
-    if tune is not None:
-        if worker.output is None:
-            raise ConfigError(
-                "--tune chooses the confidence threshold (min_margin) of a structured worker; "
-                f"{worker.name!r} writes free text, which escalates when its validators reject it"
-            )
-        compare, racehorse = False, True
-    judging = None
-    if judge is not None:
-        if worker.output is not None:
-            raise ConfigError(
-                f"--judge scores free-text workers; {worker.name!r} gives structured output, scored "
-                "against each item's expected value"
-            )
-        judging = _judge_slot(orch, judge)
-    current = orch.slots.get(worker.slot)
-    config = SlotConfig(model=model_name, role="workhorse", base_url=base_url, price_as=price_as)
-    binding = bind_slot(worker.slot, config, orch._prices)
-    model = create_chat_model(binding, orch.settings)
-    racehorses = tuple(s for s, b in orch.slots.items() if b.role == "racehorse")
-    chain = {s: (orch.slots[s], orch.model_for(s)) for s in worker.escalation(racehorses) if s in orch.slots}
-    if tune is not None and not chain:
-        raise ConfigError(
-            f"--tune needs a slot above {worker.name!r} to route to: bind a racehorse slot, or set the "
-            "worker's escalate_to"
+    worker, binding, current, chain = plan.plain, plan.binding, plan.current, plan.chain
+    job = None
+    if workers > 1:
+        job = TrialJob(
+            str(project_root(orch)),
+            orch.settings,
+            model_name,
+            worker_name,
+            tuple(labels_from(items)),
+            base_url,
+            price_as,
+            judge,
+            tune is not None,
         )
-    judge_model = judging[0].profile.name if judging is not None else None
+
+    async def run_pass(side: Side) -> list[ItemResult]:
+        if job is None:
+            binding_, model_, worker_, chain_ = _side(plan, orch, side)
+            return await run_items(binding_, model_, worker_, items, chain_, on_item, plan.judging)
+        return await fan_out(
+            dataclasses.replace(job, side=side),
+            items,
+            workers,
+            failed=_failed_item(plan.judging is not None),
+            on_result=None if on_item is None else lambda _index, result: on_item(result),
+        )
+
+    judge_model = plan.judging[0].profile.name if plan.judging is not None else None
     report = TrialReport(model_name, worker.name, worker.slot, judge=judge_model)
-    if judge is not None and judging is not None:  # before any output is judged
+    if judge is not None and plan.judging is not None:  # before any output is judged
         report.calibration = await calibrated(
-            *judging, refresh=recalibrate, data=calibration_data, on_output=on_calibrate
+            *plan.judging, refresh=recalibrate, data=calibration_data, on_output=on_calibrate
         )
         if not report.calibration.usable:
             raise ConfigError(refusal(report.calibration, judge))
-    if tune is not None:  # each answer's margin measured, none unsure (an invalid one still goes up)
-        measured = dataclasses.replace(worker, min_margin=0.0)
-        report.items = await run_items(binding, model, measured, items, chain, on_item, judging)
-    else:
-        report.items = await run_items(binding, model, worker, items, chain, on_item, judging)
+    report.items = await run_pass("trial")
     if current is not None and current.profile.name == binding.profile.name:
         report.no_baseline = f"{model_name} is bound to slot {worker.slot!r} now: nothing to compare with"
     elif not compare:
@@ -522,18 +699,15 @@ async def run_trial(
     if compare and current is not None and current.profile.name != binding.profile.name:
         base = TrialReport(current.profile.name, worker.name, worker.slot, judge=judge_model)
         base.calibration = report.calibration
-        base.items = await run_items(
-            current, orch.model_for(worker.slot), worker, items, chain, on_item, judging
-        )
+        base.items = await run_pass("baseline")
         report.baseline = base
     if not racehorse:
         report.no_racehorse = "not run (--no-racehorse)"
     elif chain:
-        top = next(iter(chain))
-        top_binding, top_model = chain[top]
+        top_binding = chain[next(iter(chain))][0]
         alone = TrialReport(top_binding.profile.name, worker.name, worker.slot, judge=judge_model)
         alone.calibration = report.calibration
-        alone.items = await run_items(top_binding, top_model, worker, items, {}, on_item, judging)
+        alone.items = await run_pass("racehorse")
         report.racehorse = alone
     return report
 

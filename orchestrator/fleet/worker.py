@@ -114,10 +114,32 @@ def _budget(fields: dict[str, Any]) -> Budget:
     return Budget(**limits, shared=shared)
 
 
+_capturing: Orchestrator | None = (
+    None  # the project's Orchestrator recording content (built when first asked)
+)
+
+
+def _orchestrator_for(j: Job) -> Orchestrator:
+    """The worker's Orchestrator; for a job that asks for content on its spans, one built so (once)."""
+    global _capturing
+    orch = _orchestrator()
+    if not j.capture_content or orch.settings.capture_content:
+        return orch
+    if _capturing is None:
+        from dataclasses import replace
+
+        if orch.manifest.root is None:
+            raise ConfigError("a job asks for content on its spans; this worker was not built from a project")
+        _capturing = type(orch).from_project(
+            orch.manifest.root, settings=replace(orch.settings, capture_content=True)
+        )
+    return _capturing
+
+
 async def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) one job's run to its end; the result as a dict."""
-    orch = _orchestrator()
     j = Job.from_dict(job)
+    orch = _orchestrator_for(j)
     # a job run again after its worker died resumes from the run's checkpoint; a first job never started one
     resume = j.resume or await orch.run_exists(j.run_id)
     approve: Any = j.approve
@@ -263,7 +285,7 @@ def recover(executor_ids: list[str], on_recover: Callable[[str], None] | None = 
 # --- serving ------------------------------------------------------------------------------------------
 def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] | None = None) -> int:
     """Take and run jobs until SIGTERM or SIGINT, then drain; returns how many runs were handed back."""
-    global _orch, _executor_id
+    global _orch, _executor_id, _capturing
     try:
         from dbos import DBOS
     except ImportError:
@@ -325,7 +347,9 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
         with contextlib.suppress(Exception):
             members.close()
         use_fleet_limits(None)
-        _orch = None
+        if _capturing is not None:
+            _capturing.close()
+        _orch = _capturing = None
 
 
 def _drain(url: str, executor_id: str, timeout_s: float) -> int:

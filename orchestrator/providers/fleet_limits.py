@@ -299,10 +299,8 @@ class FleetLimits(FleetLimiter):
     # --- FleetLimiter ----------------------------------------------------------------------------
     async def acquire(self, state: ModelState) -> None:
         side, key, cap = self._side(), _key(state), state.max_concurrency
-        if (key, cap) not in self._ready:
-            for statement in _ENSURE:
-                await self._execute(side, statement, {"key": key, "cap": cap})
-            self._ready.add((key, cap))
+        if (key, cap) not in self._ready:  # shielded, as every statement: a cancel can't cut one in two
+            await asyncio.shield(self._spawn(side, self._ensure(side, key, cap)))
         gate = side.gates.setdefault(key, asyncio.Lock())
         wake = side.wake.setdefault(key, asyncio.Event())
         async with gate:  # one task per process and model asks the database; the others wait here
@@ -320,6 +318,12 @@ class FleetLimits(FleetLimiter):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay)
                 delay = min(delay * 2, 1.0)
+
+    async def _ensure(self, side: _Side, key: str, cap: int) -> None:
+        """The model's row and its slot rows below `cap` exist (once per process, model and cap)."""
+        for statement in _ENSURE:
+            await self._execute(side, statement, {"key": key, "cap": cap})
+        self._ready.add((key, cap))
 
     async def _try(self, side: _Side, key: str, cap: int) -> tuple[int | None, float | None]:
         """One slot request; shielded, so a caller cancelled meanwhile leaves no slot taken."""

@@ -47,13 +47,15 @@ class Job:
     approve: bool | list[str] | None = None
     answer: Any = None
     budget: dict[str, Any] = field(default_factory=dict)  # Budget's limits; "shared": a fleet budget's name
+    capture_content: bool = False  # record prompts, arguments and answers on the run's spans (an evaluation)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
-        return cls(**d)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})  # a newer submitter's extra keys: ignored
 
 
 @dataclass(frozen=True)

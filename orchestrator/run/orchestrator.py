@@ -722,11 +722,13 @@ class Orchestrator:
         resume: bool = False,
         approve: bool | Iterable[str] | None = None,
         answer: Any = None,
+        capture_content: bool = False,
     ) -> str:
         """Put a run on the fleet's queue (`arun`'s arguments); return its run id at once. A worker runs it.
 
         `wait` for its result, or poll `job`. To resume a run that waits for a person, submit it again with
-        `resume=True`, its `run_id` and the `approve` or `answer`.
+        `resume=True`, its `run_id` and the `approve` or `answer`. `capture_content`: the worker records the
+        run's prompts, arguments and answers on its spans whatever its own setting (an evaluation reads them).
         """
         if not isinstance(graph, str):
             raise ConfigError(
@@ -750,6 +752,7 @@ class Orchestrator:
             approve=approve,
             answer=answer,
             budget=budget_fields(budget, self.jobs.url),
+            capture_content=capture_content,
         )
         await self.jobs.submit(job)
         return job.run_id

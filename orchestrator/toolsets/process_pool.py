@@ -20,7 +20,7 @@ pipes read from a thread work with whatever event loop calls them.
 A child dies with its parent however the parent dies (SIGKILL and SIGTERM included, which run no `atexit`):
 an idle child reads EOF on its stdin and returns, but a busy one is inside the tool, often in C code that
 holds the interpreter lock, where no thread of its own can stop it. So the stop comes from outside the
-child's interpreter (`_bind_to_parent`): on Linux the kernel's parent-death signal (SIGKILL); elsewhere on
+child's interpreter (`bind_to_parent`): on Linux the kernel's parent-death signal (SIGKILL); elsewhere on
 POSIX a forked guard process that waits for the parent's end of the child's stdin to hang up and then kills
 the child. Linux sends that signal when the *thread* that spawned the child ends, not the process, so
 every child is spawned by one long-lived thread (`_spawn`), never by a pool thread that an event loop's
@@ -57,6 +57,7 @@ __all__ = [
     "RUNNER_TAG",
     "ToolFailed",
     "ToolRunner",
+    "bind_to_parent",
     "cap_output",
     "shared_runner",
     "tool_reference",
@@ -359,8 +360,9 @@ def _start_guard() -> None:
         os._exit(0)
 
 
-def _bind_to_parent(parent: int, *, death_signal: bool = True) -> None:
-    """Make this child die with `parent` however it dies (see the module docstring)."""
+def bind_to_parent(parent: int, *, death_signal: bool = True) -> None:
+    """Make this child die with `parent` however it dies (see the module docstring); also used by the
+    worker processes of `orchestrator.evals.fanout`, which read their requests from stdin the same way."""
     if death_signal and _set_parent_death_signal():
         if os.getppid() != parent:  # it ended before the signal was in place: nobody will send it
             os._exit(0)
@@ -372,7 +374,7 @@ def _bind_to_parent(parent: int, *, death_signal: bool = True) -> None:
 
 def _serve(parent: int | None = None, *, death_signal: bool = True) -> None:
     if parent is not None:
-        _bind_to_parent(parent, death_signal=death_signal)
+        bind_to_parent(parent, death_signal=death_signal)
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a tool's print() must not corrupt the protocol
     inp = sys.stdin.buffer

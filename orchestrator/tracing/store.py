@@ -432,8 +432,6 @@ class TraceStore:
         with self.guard(), self._lock:
             return self._b.execute(sql, list(params)).rows
 
-    _query = query
-
 
 def run_totals(ledger: Ledger) -> dict[str, Any]:
     """A run row's totals, from its ledger (as the runner writes them at a run's end)."""
