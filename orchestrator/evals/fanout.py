@@ -93,13 +93,23 @@ class _Worker:
 
     @classmethod
     async def start(cls, runner_blob: bytes) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _WORKER_CODE.format(parent=os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+        creating = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _WORKER_CODE.format(parent=os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
         )
+        try:
+            proc = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # cancelled while the process started (another worker's item raised): it is killed and reaped
+            # here, or its transport outlived the event loop ("Event loop is closed" on the command's stderr)
+            with contextlib.suppress(Exception):
+                await cls(await creating).kill()
+            raise
         worker = cls(proc)
         try:
             await worker._send(("init", [p for p in sys.path if p], runner_blob))
