@@ -218,6 +218,16 @@ async def submit_all(
     return t0
 
 
+def db_work(url: str) -> dict[str, int]:
+    """The fleet database's transactions and rows written so far (pg_stat_database)."""
+    row = rows(
+        url,
+        "select xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted "
+        "from pg_stat_database where datname = current_database()",
+    )[0]
+    return {"transactions": int(row[0]), "rows_written": int(row[1])}
+
+
 async def run_statuses(url: str) -> dict[str, int]:
     """How the runs ended, as their results say (ok, budget_stop, ...)."""
     from orchestrator.run.jobs import Jobs
@@ -293,6 +303,7 @@ def phase(
             fleet.procs[victim].send_signal(signal.SIGKILL)
             killed["at"] = time.time()
 
+        db_before = db_work(url)
         try:
             t0 = asyncio.run(submit_all(folder, env, runs, rate, budget))
             peak = wait_ended(url, runs, kill_one if kill else None)
@@ -300,6 +311,7 @@ def phase(
         finally:
             fleet.stop()
         stats = api.stats()
+    db_after = db_work(url)
     wf = rows(
         url,
         "select status, output, created_at, started_at_epoch_ms, completed_at from dbos.workflow_status "
@@ -325,6 +337,9 @@ def phase(
         "share_of_bound": round(stats["billed"] / elapsed / BOUND, 3),
         "server": stats,
         "peak_db_connections": peak["connections"],
+        "db_per_call": {  # the database's work for each billed call: transactions, rows written
+            k: round((db_after[k] - db_before[k]) / max(1, stats["billed"]), 1) for k in db_after
+        },
         "queue_wait_s": {
             "p50": round(statistics.median(waits), 3) if waits else None,
             "p95": round(waits[min(len(waits) - 1, int(0.95 * len(waits)))], 3) if waits else None,
@@ -376,6 +391,13 @@ def report(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"\nKill ({r['phase']}): {k['victim']} SIGKILLed with {k['pending']} runs in progress."
             )
+    work = [
+        f"{r['phase']}: {r['db_per_call']['transactions']} transactions and {r['db_per_call']['rows_written']} "
+        "rows written"
+        for r in results
+        if "db_per_call" in r
+    ]
+    lines.append("\nThe fleet database's work per billed call (pg_stat_database): " + "; ".join(work) + ".")
     s = results[0]["server"]
     lines.append(
         f"\nThe server kept to its script: TTFB median {s['ttfb_s']['median']} s (script {TTFT}), call duration "
