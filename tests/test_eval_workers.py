@@ -659,3 +659,52 @@ def test_eval_on_the_fleets_queue_equals_the_serial_run_item_by_item(
     assert sum(n for _, n in ran) == len(TASKS) and {w for w, _ in ran} <= {"w1", "w2"}, ran
     both = orch_cli(project, "eval", "--data", str(data), "--fleet", "--workers", "2", env=env)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_tool_call_waiting_for_approval_is_approved_through_the_fleets_queue(
+    loopback: Loopback, tmp_path: Path, pg_url: str
+) -> None:
+    """The bundled agent with `confirm_tools`: its run waits for a person's yes; `orch submit --resume RUN
+    --approve TOOL` puts the answer on the queue, and a worker resumes the run to its answer."""
+    pytest.importorskip("dbos")
+    loopback.handle("/v1/chat/completions", Controller())
+    project, _ = eval_project(tmp_path, loopback.url + "/v1")
+    manifest = project / "pyproject.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            'tool_packs = ["defs:TOOLS"]', 'tool_packs = ["defs:TOOLS"]\nconfirm_tools = ["date_diff"]'
+        )
+    )
+    env = {"ORCH_CHECKPOINTS": pg_url}
+    full_env = {**os.environ, "ORCH_TRACES": str(project / "traces.db"), **env}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "--project", str(project), "worker", "--id", "w1"],
+        env=full_env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        asked = orch_cli(
+            project,
+            "submit",
+            f"How many days from {TASKS[0][2]} to {TASKS[0][3]}?",
+            "--run-id",
+            "needs-yes",
+            "--wait",
+            "--json",
+            env=env,
+        )
+        assert asked.returncode == 3, asked.stderr  # waiting
+        waiting = json.loads(asked.stdout)
+        assert waiting["status"] == "waiting"
+        assert waiting["waiting"][0]["value"]["calls"][0]["tool"] == "date_diff"
+        assert "orch submit --resume needs-yes --approve TOOL" in asked.stderr
+        done = orch_cli(
+            project, "submit", "--resume", "needs-yes", "--approve", "date_diff", "--wait", "--json", env=env
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, log = worker.communicate(timeout=120)
+    assert done.returncode == 0, (done.stderr, log)
+    result = json.loads(done.stdout)
+    assert result["status"] == "ok" and result["answer"].startswith("18"), result
