@@ -274,10 +274,11 @@ def test_a_fleet_runs_every_run_once_through_a_kill_a_drain_and_an_approval(
     assert all(r in in_flight and n == 1 for r, n in twice.items()), (twice, in_flight)
     assert 0 <= stats["billed"] - len(ledger) <= len(in_flight) - len(twice), (len(ledger), stats, in_flight)
     # the fleet budget counted every call in the ledger (the resumed run's too: a resume keeps the run's
-    # budget), and holds nothing now: the killed worker's reservations were released at the recovery
+    # budget), and holds nothing now: the killed worker's reservations were released at the recovery. (A
+    # call the killed worker had charged may have died with its ledger row still queued for the writer.)
     spent = _rows(pg_url, "select spent_usd from orch_budgets where name = 'fleet'")[0][0]
-    costs = sum(json.loads(x[1])["cost_usd"] for x in ledger)
-    assert spent == pytest.approx(costs), (spent, costs)
+    costs = [json.loads(x[1])["cost_usd"] for x in ledger]
+    assert sum(costs) - 1e-9 <= spent <= sum(costs) + len(in_flight) * max(costs) + 1e-9, (spent, sum(costs))
     assert _rows(pg_url, "select count(*) from orch_budget_holds")[0][0] == 0
     # one trace store: every worker's runs in it, each ended once
     listed = subprocess.run(
