@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,17 @@ from wire import openai_stream, openai_usage
 
 from orchestrator.errors import ConfigError
 from orchestrator.procs import alive
+from orchestrator.providers.http import aclose_clients, reset_model_states
+
+
+@pytest.fixture(autouse=True)
+async def _clean() -> AsyncIterator[None]:
+    """The HTTP clients an in-process trial opened are closed on the loop that made them: left open, their
+    sockets were collected during a later test and failed it with a ResourceWarning."""
+    reset_model_states()
+    yield
+    await aclose_clients()
+    reset_model_states()
 
 # --- orch eval on an API controller on loopback -------------------------------------------------------------
 # (id, category, start, end, expected): the model always counts right, so t4 and t6 expect a wrong number
