@@ -92,7 +92,9 @@ class _Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, runner_blob: bytes) -> _Worker:
+    async def start(
+        cls, runner_blob: bytes, spawned: set[asyncio.subprocess.Process] | None = None
+    ) -> _Worker:
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
                 sys.executable,
@@ -102,6 +104,10 @@ class _Worker:
                 stdout=asyncio.subprocess.PIPE,
             )
         )
+        if spawned is not None:  # every process started is known to the fan-out, whatever happens next
+            creating.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() is not None else spawned.add(f.result())
+            )
         try:
             proc = await asyncio.shield(creating)
         except asyncio.CancelledError:
@@ -168,6 +174,7 @@ class _Worker:
         except asyncio.CancelledError:
             await self.kill()
             raise
+        self._release()
 
     async def kill(self) -> None:
         if self.proc.returncode is None:
@@ -175,6 +182,14 @@ class _Worker:
                 self.proc.kill()
         # reaped even when the caller is cancelled: no zombie is left behind
         await asyncio.shield(self.proc.wait())
+        self._release()
+
+    def _release(self) -> None:
+        """Close the process's transport and pipes now, on this loop: left to the garbage collector after the
+        loop ended, asyncio printed 'Event loop is closed' with a traceback on the command's stderr."""
+        transport = getattr(self.proc, "_transport", None)
+        if transport is not None:
+            transport.close()
 
 
 def _how(code: int) -> str:
@@ -211,6 +226,7 @@ async def fan_out(
     deaths: dict[int, list[str]] = {}
     finished = asyncio.Event()
     live: set[_Worker] = set()
+    spawned: set[asyncio.subprocess.Process] = set()
 
     def finish(index: int, result: R) -> None:
         results[index] = result
@@ -225,7 +241,7 @@ async def fan_out(
             while True:
                 index = await queue.get()
                 if worker is None:
-                    worker = await _Worker.start(blob)
+                    worker = await _Worker.start(blob, spawned)
                     live.add(worker)
                 try:
                     reply = await worker.run(index, items[index])
@@ -273,6 +289,8 @@ async def fan_out(
         await asyncio.gather(*drivers, return_exceptions=True)
         for worker in list(live):
             await worker.kill()
+        for proc in spawned:  # any process a cancelled start left behind: killed and reaped on this loop
+            await _Worker(proc).kill()
     return [results[index] for index in range(len(items))]
 
 
