@@ -33,14 +33,9 @@ import json
 import multiprocessing
 import os
 import platform
-import pwd
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -54,48 +49,12 @@ CAP = 64
 # --- a throwaway server ---------------------------------------------------------------------------------
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server on a random loopback port (fsync off, as the tests run it); yields its URL."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    bindir = found[-1].parent if found else Path(shutil.which("initdb") or "initdb").parent
-    folder = Path(tempfile.mkdtemp(prefix="orch-fleet-limits-pg-"))
-    run_as: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        run_as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
-        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "HOME": str(folder), "PGTZ": "UTC"}
-    data = folder / "data"
+    """A PostgreSQL server on a random loopback port (tests/pgserver.py's, fsync off); yields its URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgserver import start_postgres
 
-    def pg(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(bindir / args[0]), *args[1:]],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=folder,
-            timeout=120,
-            check=False,
-            **run_as,
-        )
-
-    init = pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-    assert init.returncode == 0, init.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off "
-        "-c max_connections=200"
-    )
-    started = pg(
-        "pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "60", "-o", options, "start"
-    )
-    assert started.returncode == 0, started.stderr + started.stdout
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+    with start_postgres(max_connections=200) as server:
+        yield server.url()
 
 
 def _fresh(url: str) -> str:
