@@ -715,3 +715,69 @@ async def test_a_sync_call_on_the_event_loop_is_refused_clearly(settings: Settin
     assert result.status == "failed" and result.error is not None
     assert "node 'wrong'" in result.error and "use `await ...ainvoke(...)`" in result.error
     orch.close()
+
+
+async def test_a_slot_call_makes_one_langchain_run_unless_someone_else_listens(settings: Settings) -> None:
+    """A slot model's call is traced by the orchestrator: with only the graph tracer listening it makes no
+    LangChain run of its own (one chat model run per call, the model's, as a bare graph makes); a caller's
+    own callback handler still sees the slot model's run, and both calls are traced and priced alike."""
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.language_models import BaseChatModel
+
+    class Seen(AsyncCallbackHandler):
+        def __init__(self) -> None:
+            self.started: list[str] = []
+
+        async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.started.append(str((serialized or {}).get("name") or kwargs.get("name")))
+
+    seen = Seen()
+
+    class State(TypedDict, total=False):
+        input: str
+        plain: str
+        answer: str
+
+    async def plain(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        reply = await runtime.context.model("summarize").ainvoke([HumanMessage(state["input"])])
+        assert reply.id  # named as LangChain names a run's message
+        return {"plain": str(reply.content)}
+
+    async def heard(state: State, runtime: Runtime[RunContext]) -> dict[str, str]:
+        model = runtime.context.model("summarize")
+        reply = await model.ainvoke([HumanMessage(state["plain"])], config={"callbacks": [seen]})
+        return {"answer": str(reply.content)}
+
+    g: StateGraph[State, RunContext, State, State] = StateGraph(State, context_schema=RunContext)
+    g.add_node("plain", plain)
+    g.add_node("heard", heard)
+    g.add_edge(START, "plain")
+    g.add_edge("plain", "heard")
+    g.add_edge("heard", END)
+    orch = Orchestrator(
+        settings=settings,
+        slots={"summarize": SlotConfig(model="python:scripted", prices=OPENAI_PRICE)},
+        models={"summarize": ScriptedChatModel(replies=["first", "second"])},
+        graphs={"pipeline": g},
+    )
+    runs: list[str] = []
+    agenerate = BaseChatModel.agenerate
+
+    async def counted(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
+        runs.append(type(self).__name__)
+        return await agenerate(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BaseChatModel, "agenerate", counted)
+        result = await orch.arun("pipeline", "go", run_id="r-runs")
+    assert (result.status, result.answer) == ("ok", "second")
+    # the plain call: the scripted model's run only; the heard call: the slot model's run too
+    assert runs == ["ScriptedChatModel", "SlotModel", "ScriptedChatModel"]
+    assert seen.started == ["SlotModel"]  # the caller's handler sees the slot model's run
+    assert orch.store is not None
+    spans = orch.store.run_spans("r-runs")
+    chats = [s for s in spans if s["kind"] == "chat"]
+    nodes = {s["span_id"]: s["node"] for s in spans if s["kind"] == "node"}
+    assert sorted(nodes[c["parent_id"]] for c in chats) == ["heard", "plain"]  # each under its node
+    assert sorted(line["node"] for line in result.ledger.lines) == ["heard", "plain"]
+    orch.close()
