@@ -7,6 +7,7 @@ import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -396,3 +397,58 @@ def test_processes_opening_a_new_index_at_once_apply_each_migration_once(tmp_pat
         with sqlite3.connect(path) as db:
             names = [r[0] for r in db.execute("select name from _migrations order by name")]
         assert names == ["m001_tool_index", "m002_expansions"]
+
+
+async def test_the_agents_embedding_search_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hybrid search embeds the query (5-25 ms of CPU): the agent's find_tools runs it in a thread, so a
+    process's other runs go on meanwhile; the run finds and calls the tool as before."""
+    import threading
+
+    from langchain_core.tools import StructuredTool
+
+    from orchestrator import Limits, Orchestrator, Settings, SlotConfig
+    from orchestrator.config import PriceOverride
+    from orchestrator.testing import ScriptedChatModel
+
+    def weather(city: str) -> str:
+        """Look up the weather forecast for a city."""
+        return f"sunny in {city}"
+
+    def stock(symbol: str) -> str:
+        """Look up a company's stock price by its ticker symbol."""
+        return f"{symbol}: 10"
+
+    replies = [
+        json.dumps({"plan": [{"tool": "weather forecast for a city"}]}),
+        json.dumps({"action": "call_tool", "tool": "weather", "args": {"city": "Oslo"}}),
+        json.dumps({"action": "final", "answer": "sunny in Oslo"}),
+    ]
+    monkeypatch.setenv("ORCH_TOOL_INDEX", str(tmp_path / "index.db"))
+    orch = Orchestrator(
+        settings=Settings(traces_path=tmp_path / "t.db", checkpoints_path=tmp_path / "c.db"),
+        slots={
+            "controller": SlotConfig(
+                model="python:scripted", role="racehorse", prices=PriceOverride(input=1e-6, output=2e-6)
+            )
+        },
+        models={"controller": ScriptedChatModel(replies=replies, by_turn=True)},
+        tools=[StructuredTool.from_function(f) for f in (weather, stock)],
+        graphs={"g": "orchestrator.graph:build_agent_graph"},
+        limits=Limits(max_steps=6, isolate_tools=False),
+        tracing=False,
+    )
+    assert orch.catalog.method == "hybrid" and orch.catalog.embeds_queries
+    searched_on: list[bool] = []
+    search = orch.catalog.search
+
+    def recorded(query: str, k: int = 5, exclude: Any = ()) -> Any:
+        searched_on.append(threading.current_thread() is threading.main_thread())
+        return search(query, k, exclude)
+
+    monkeypatch.setattr(orch.catalog, "search", recorded)
+    result = await orch.arun("g", "What's the weather in Oslo?", run_id="r-off-loop")
+    orch.close()
+    assert (result.status, result.answer) == ("ok", "sunny in Oslo"), result.error
+    assert searched_on == [False]  # searched once, not on the loop's thread

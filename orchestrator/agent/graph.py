@@ -305,9 +305,13 @@ async def find_tools(
         part = plan[index] if index is not None and index < len(plan) else None
         down = ctx.catalog.unavailable()
 
-        def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
+        async def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
             """Only the catalog's tools are ever bound, and only those that can be called."""
-            found = retrieve(ctx.catalog, words, ctx.limits.top_k)
+            if retrieve is _search and ctx.catalog.embeds_queries:
+                # the query's embedding takes 5-25 ms of CPU: in a thread, other runs' steps go on meanwhile
+                found = await asyncio.to_thread(retrieve, ctx.catalog, words, ctx.limits.top_k)
+            else:
+                found = retrieve(ctx.catalog, words, ctx.limits.top_k)
             # an embedding search always has a top k: what is not close (nor shares a word) is not found
             return [
                 h
@@ -315,12 +319,12 @@ async def find_tools(
                 if h.name in ctx.catalog and h.name not in down and ctx.catalog.counts(h, words)
             ]
 
-        hits = usable(query)
+        hits = await usable(query)
         first = part is not None and part["status"] == "pending"
         if not hits and first:  # the part's words found nothing: the request's words, once
             broader = search_query(str(state.get("input") or ""))
             if broader and broader != query:
-                hits = usable(broader)
+                hits = await usable(broader)
         if part is not None and part["status"] == "searched":  # a search of the model's own: finds add up
             hits = [h for h in hits if h.name not in part["tools"]]
         room = max_tools - len(ACT_EXTRAS) - len(loaded)

@@ -206,6 +206,13 @@ class Catalog:
         return cls(entries, index=index, method=method)
 
     @property
+    def embeds_queries(self) -> bool:
+        """A search runs the embedding model on the query (milliseconds of CPU: not for an event loop)."""
+        if self.index is None:
+            return False
+        return (self.method or self.index.default_method()) != "bm25"
+
+    @property
     def floor(self) -> float:
         """The relevance below which a hit is not found (0.0: no floor)."""
         return self.FLOORS.get(self.method or "", 0.0) if self.index is not None else 0.0
