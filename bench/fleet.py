@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ import psycopg  # noqa: E402
 from pgserver import start_postgres  # noqa: E402
 
 from bench.markers import machine, splice  # noqa: E402
+from bench.profile_top import py_spy, table, top_frames  # noqa: E402
 
 START, END = "<!-- fleet:start -->", "<!-- fleet:end -->"
 
@@ -275,6 +277,7 @@ def phase(
     kill: bool = False,
     rate: float | None = None,
     budget_calls: int | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
     url = fresh_db(server, f"fleet_{name}")
     folder = Path(tempfile.mkdtemp(prefix=f"orch-fleet-{name}-"))
@@ -304,10 +307,14 @@ def phase(
             killed["at"] = time.time()
 
         db_before = db_work(url)
+        spy = folder / "worker.spy"
+        recording = py_spy(fleet.procs["w1"].pid, spy) if profile else contextlib.nullcontext(spy)
         try:
-            t0 = asyncio.run(submit_all(folder, env, runs, rate, budget))
-            peak = wait_ended(url, runs, kill_one if kill else None)
-            t_end = time.time()
+            with recording:
+                t0 = asyncio.run(submit_all(folder, env, runs, rate, budget))
+                peak = wait_ended(url, runs, kill_one if kill else None)
+                t_end = time.time()
+                worker_cpu = _cpu_s(fleet.procs["w1"].pid)
         finally:
             fleet.stop()
         stats = api.stats()
@@ -345,7 +352,12 @@ def phase(
             "p95": round(waits[min(len(waits) - 1, int(0.95 * len(waits)))], 3) if waits else None,
         },
         **({"killed": killed} if killed else {}),
+        "worker_cpu_ms_per_call": round(worker_cpu * 1000 / max(1, stats["billed"]), 2)
+        if workers == 1
+        else None,
     }
+    if profile:
+        out["profile"] = top_frames(spy, 40)
     out["run_status"] = asyncio.run(run_statuses(url))
     ok = statuses.get("SUCCESS", 0)
     out["runs_lost"] = runs - ok
@@ -360,6 +372,12 @@ def phase(
             "overshoot_usd": max(0.0, stats["billed"] * CALL_USD - cap),
         }
     return out
+
+
+def _cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(results: list[dict[str, Any]]) -> str:
@@ -398,6 +416,20 @@ def report(results: list[dict[str, Any]]) -> str:
         if "db_per_call" in r
     ]
     lines.append("\nThe fleet database's work per billed call (pg_stat_database): " + "; ".join(work) + ".")
+    for r in results:
+        if r.get("worker_cpu_ms_per_call") is not None:
+            lines.append(
+                f"\nOne worker ({r['phase']}): {r['worker_cpu_ms_per_call']} ms of the worker's CPU per model call "
+                "(its process's user + system time over the phase, start-up included, per billed call)."
+            )
+        if "profile" in r:
+            lines += [
+                "",
+                f"Where the worker's time goes ({r['phase']}; py-spy, {int(r['profile']['samples'][0][1]):,} samples of "
+                "its busy threads; inclusive share, the event loop's and threads' plumbing left out):",
+                "",
+                *table(r["profile"])[:32],
+            ]
     s = results[0]["server"]
     lines.append(
         f"\nThe server kept to its script: TTFB median {s['ttfb_s']['median']} s (script {TTFT}), call duration "
@@ -415,11 +447,12 @@ def main() -> None:
     p.add_argument("--no-budget", action="store_true")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "fleet.md"))
     p.add_argument("--docs", action="store_true", help="also write the section of docs/benchmarks.md")
+    p.add_argument("--profile", action="store_true", help="record the 1-worker phase's worker with py-spy")
     a = p.parse_args()
     results = []
     with start_postgres(max_connections=500) as server:
         for n in (int(x) for x in a.workers.split(",")):
-            results.append(phase(server, f"w{n}", n, a.runs))
+            results.append(phase(server, f"w{n}", n, a.runs, profile=a.profile and n == 1))
             print(json.dumps(results[-1]), flush=True)
         if not a.no_kill:
             results.append(phase(server, "kill", 4, a.runs, kill=True))
