@@ -32,10 +32,12 @@ def test_bench_run_rewrites_its_section_and_keeps_every_other(
     monkeypatch.setattr(sys, "argv", ["bench/run.py", "--no-demo"])
 
     async def per_step() -> dict[str, Any]:
-        return {"bare": 1.0, "untraced": 1.5, "traced": 2.0, "in_process": 1.9}
+        wall = {"bare": 1.0, "untraced": 1.5, "traced": 2.0, "in_process": 1.9}
+        return wall | {f"{k}_cpu": v / 2 for k, v in wall.items()}
 
     async def per_node() -> dict[str, Any]:
-        return {"bare": 1.0, "untraced": 1.25, "traced": 1.5}
+        wall = {"bare": 1.0, "untraced": 1.25, "traced": 1.5}
+        return wall | {f"{k}_cpu": v / 2 for k, v in wall.items()}
 
     monkeypatch.setattr(bench_run, "overhead", per_step)
     monkeypatch.setattr(bench_run, "user_overhead", per_node)
@@ -49,8 +51,9 @@ def test_bench_run_rewrites_its_section_and_keeps_every_other(
     assert after.split("<!-- run:start -->")[0] == before.split("<!-- run:start -->")[0]
     assert after.split("<!-- run:end -->")[1] == before.split("<!-- run:end -->")[1]
     ours = new["run"]
-    assert "| bare LangGraph graph | 1.00 | 1.00 | |" in ours
-    assert "| orchestrator, tracing on (SQLite store) | 2.00 |" in ours
+    assert "| bare LangGraph graph | 1.00 | 1.00 | 0.50 | 1.00 |  |" in ours
+    assert "| orchestrator, tracing on (SQLite store) | 2.00 | 2.00 | 1.00 | 2.00 |" in ours
+    assert "| tracing on / tracing off | | 1.33 | | 1.33 | <= 1.05: missed |" in ours
     # --no-demo keeps the demo table last measured
     demo = before[before.index("## The demo run after set-up") : before.index("<!-- run:end -->")]
     assert ours.endswith(demo + "<!-- run:end -->")
