@@ -191,37 +191,65 @@ class Checkpoints:
 
 
 _set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
+_POOL_MAX = 8  # connections per pool: a checkpoint read or write holds one only while it runs
+
+
+class _Pool:
+    """A connection pool to one PostgreSQL URL on one event loop, shared by the runs in flight on it."""
+
+    def __init__(self, pool: Any, saver: BaseCheckpointSaver[Any]) -> None:
+        self.pool, self.saver, self.users = pool, saver, 0
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Pool]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
 async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The checkpointer of the runs in flight on this loop: one pool (and one migrations check) for them
+    all, not a connection each; closed with the last of them, on its loop (a pool is bound to its loop)."""
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    async with _setup_lock(url):
+        entry = pools.get(url)
+        if entry is None:
+            entry = pools[url] = await _open_pool(url)
+        entry.users += 1
+    try:
+        yield entry.saver
+    finally:
+        entry.users -= 1
+        if entry.users == 0 and pools.get(url) is entry:
+            del pools[url]
+            await entry.pool.close()
+
+
+async def _open_pool(url: str) -> _Pool:
     psycopg = _psycopg(url)
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
 
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **_connect_args(url)
-        )
+    options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **_connect_args(url)}
+    try:  # one connection first: an unreachable server fails now, with its own reason
+        conn = await psycopg.AsyncConnection.connect(url, **options)
     except psycopg.Error as exc:
         raise unreachable(url, exc) from None
     async with conn:
-        saver = AsyncPostgresSaver(conn)
         if url not in _set_up:
-            async with _setup_lock(url):
-                if url not in _set_up:
-                    # processes on several machines may start at once: the migrations run one at a time.
-                    # Asked for without waiting inside the server: LangGraph's migrations build an index
-                    # CONCURRENTLY, which waits for every open transaction, a blocked lock request included
-                    # (PostgreSQL then reports a deadlock and a worker's first run failed)
-                    while not await _try_lock(conn):
-                        await asyncio.sleep(0.05)
-                    try:
-                        await saver.setup()
-                    finally:
-                        await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
-                    _set_up.add(url)
-        yield saver
+            # processes on several machines may start at once: the migrations run one at a time.
+            # Asked for without waiting inside the server: LangGraph's migrations build an index
+            # CONCURRENTLY, which waits for every open transaction, a blocked lock request included
+            # (PostgreSQL then reports a deadlock and a worker's first run failed)
+            while not await _try_lock(conn):
+                await asyncio.sleep(0.05)
+            try:
+                await AsyncPostgresSaver(conn).setup()
+            finally:
+                await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
+            _set_up.add(url)
+    pool: Any = AsyncConnectionPool(url, kwargs=options, min_size=1, max_size=_POOL_MAX, open=False)
+    await pool.open()
+    return _Pool(pool, AsyncPostgresSaver(pool))
 
 
 async def _try_lock(conn: Any) -> bool:
