@@ -224,3 +224,31 @@ def test_two_processes_write_one_file_at_once(tmp_path: Path) -> None:
     stored = {row[0] for row in conn.execute("select checkpoint_id from checkpoints")}
     conn.close()
     assert len(seen) == 1000 and not set(seen) - stored
+
+
+def _child_writes(store: Checkpoints) -> None:
+    async def write() -> None:
+        async with store.open() as saver:
+            await _step(saver, "child", 0, _config("child"))
+
+    asyncio.run(write())
+
+
+async def test_a_forked_child_opens_its_own_store(tmp_path: Path) -> None:
+    """A forked child has the parent's objects but not its writer thread: it starts its own (its writes
+    waited forever for the parent's thread)."""
+    import multiprocessing
+
+    store = Checkpoints(tmp_path / "c.db")
+    async with store.open() as saver:
+        await _step(saver, "parent", 0, _config("parent"))
+    child = multiprocessing.get_context("fork").Process(target=_child_writes, args=(store,))
+    child.start()
+    await asyncio.to_thread(child.join, 30)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    async with store.open() as saver:
+        assert await saver.aget_tuple(_config("child")) is not None
+    store.close()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -153,7 +154,7 @@ class Checkpoints:
             from orchestrator.tracing.store import TraceStoreError
 
             raise TraceStoreError(str(path), exc, "checkpoint store", "checkpoints") from None
-        if self._sqlite is None:
+        if self._sqlite is None or self._sqlite.store.pid != os.getpid():  # none yet, or a forked child
             store = SqliteStore.acquire(path)
             self._sqlite = SqliteCheckpointer(store)
             self._release = weakref.finalize(self, store.close)  # closed with us, or when we are dropped

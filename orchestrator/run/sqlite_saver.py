@@ -147,7 +147,7 @@ class SqliteStore:
         key = os.path.realpath(path)
         with cls._stores_lock:
             store = cls._stores.get(key)
-            if store is None or (store.ready.done() and store.ready.exception() is not None):
+            if store is None or not store.usable():
                 store = cls._stores[key] = SqliteStore(key)
             store._users += 1
             return store
@@ -158,14 +158,23 @@ class SqliteStore:
         self.has_task_path = True
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()  # the schema is set up
         self.commits = 0  # transactions committed (a batch each)
+        self.pid = os.getpid()
         self._users = 0
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._readers: list[sqlite3.Connection] = []
         self._thread = threading.Thread(target=self._run, name=f"orch-checkpoints {path}", daemon=True)
         self._thread.start()
 
+    def usable(self) -> bool:
+        """False in a forked child (the thread stayed in the parent) or after a failed set-up."""
+        if self.pid != os.getpid():
+            return False
+        return not (self.ready.done() and self.ready.exception() is not None)
+
     def close(self) -> None:
         """Let the store go; the last user's close commits what is queued and stops the thread."""
+        if self.pid != os.getpid():
+            return  # a forked child's copy: its thread and connections are the parent's
         with SqliteStore._stores_lock:
             self._users -= 1
             if self._users > 0:
@@ -395,12 +404,14 @@ class SqliteCheckpointer(BaseCheckpointSaver[str]):
         wanted = get_checkpoint_id(config)
 
         def read(conn: sqlite3.Connection) -> CheckpointTuple | None:
+            # fetchall: each statement runs to its end, so the connection keeps no read snapshot open
             if wanted:
-                row = conn.execute(_ONE, (thread_id, ns, wanted)).fetchone()
+                rows = conn.execute(_ONE, (thread_id, ns, wanted)).fetchall()
             else:
-                row = conn.execute(_LATEST, (thread_id, ns)).fetchone()
-            if row is None:
+                rows = conn.execute(_LATEST, (thread_id, ns)).fetchall()
+            if not rows:
                 return None
+            row = rows[0]
             writes = conn.execute(pending_writes_sql(self.store.has_task_path), (thread_id, ns, row[1]))
             return self._tuple(ns, row, writes.fetchall())
 
