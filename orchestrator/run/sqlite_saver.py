@@ -226,10 +226,18 @@ class SqliteStore:
                         break
                     batch.append(more)
                 if conn is None:
-                    error = self.ready.exception()
-                    self._tell(batch, [error] * len(batch))
+                    outcomes: list[BaseException | None] = [self.ready.exception()] * len(batch)
                 else:
-                    self._tell(batch, self._commit(conn, batch))
+                    try:
+                        outcomes = self._commit(conn, batch)
+                    except (
+                        Exception
+                    ) as exc:  # a damaged file, say: each of its callers is told, none waits on
+                        with contextlib.suppress(sqlite3.Error):
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
+                        outcomes = [exc] * len(batch)
+                self._tell(batch, outcomes)
                 if stop:
                     return
         finally:
