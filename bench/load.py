@@ -21,7 +21,7 @@ the run span, 3 node spans, 3 chat spans) against spans stored. Both store files
 start (several processes creating one trace store at once fail: see docs/reliability.md).
 
 Checkpoints (`--checkpoints`): `default` is what the orchestrator does unless given a checkpointer (the SQLite
-file, a connection per run); `shared` passes one AsyncSqliteSaver per process as `checkpointer=`; `shared-normal`
+file, one store per process with group commit: `orchestrator/run/sqlite_saver.py`); `shared` passes one AsyncSqliteSaver per process as `checkpointer=`; `shared-normal`
 the same with `synchronous=NORMAL`; `memory` an InMemorySaver per process. The trace store is one file for all.
 
 Run: `.venv/bin/python bench/load.py [--runs 1000] [--procs P] [--checkpoints MODE] [--timeout S] [--json]`, or
@@ -291,8 +291,8 @@ def build() -> StateGraph[Chain, RunContext, Chain, Chain]:
 
 
 CHECKPOINTS = {  # how the runs checkpoint (the ledger is in the checkpoint file in every mode)
-    "default": "what the orchestrator does unless given a checkpointer: the SQLite file, one AsyncSqliteSaver "
-    "connection per run",
+    "default": "what the orchestrator does unless given a checkpointer: the SQLite file, one store per process "
+    "(a writer thread with group commit, reads on the loop)",
     "shared": "one AsyncSqliteSaver connection per process on the file, passed as Orchestrator(checkpointer=...)",
     "shared-normal": "as shared, with PRAGMA synchronous=NORMAL (WAL commits not fsynced, as the trace store's)",
     "memory": "LangGraph's InMemorySaver per process, passed as Orchestrator(checkpointer=...)",

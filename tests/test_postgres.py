@@ -324,3 +324,34 @@ def test_the_ledger_book_in_postgresql_is_shared_between_machines(pg_url: str) -
     here.close()
     there.close()
     here.close()  # closing twice is harmless
+
+
+async def test_concurrent_runs_share_one_connection_pool_per_loop(pg_url: str) -> None:
+    """A connection per run was the cost of a run in PostgreSQL (60 runs in flight held 60 connections,
+    against a server's default `max_connections` of 100). The runs in flight on a loop share one pool."""
+    from orchestrator.run import checkpoints
+
+    application = f"pool-test-{os.getpid()}"
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={application}"
+    store = Checkpoints(url)
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def run(i: int) -> None:
+        async with store.open() as saver:
+            config: Any = {"configurable": {"thread_id": f"pool{i}", "checkpoint_ns": ""}}
+            await gate.wait()  # all 60 in flight at once
+            assert await saver.aget_tuple(config) is None
+
+    def connections() -> int:
+        query = "select count(*) from pg_stat_activity where application_name = %s"
+        return int(_rows(pg_url, query, application)[0][0])
+
+    runs = [asyncio.ensure_future(run(i)) for i in range(60)]
+    await asyncio.sleep(0.5)
+    seen.append(await asyncio.to_thread(connections))  # 60 runs in flight
+    gate.set()
+    await asyncio.gather(*runs)
+    assert 1 <= seen[0] <= 8
+    assert not checkpoints._pools.get(asyncio.get_running_loop())  # closed with the last run
+    assert await asyncio.to_thread(connections) == 0

@@ -4,9 +4,7 @@ tmpfs, skipped where it can't be mounted); the runs on them are in tests/test_fa
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,8 @@ import pytest
 from bench.faults import fill, free, small_disk
 from orchestrator.cost.ledger import LedgerBook
 from orchestrator.reserve import DiskFull, Reserve, reserve_for
-from orchestrator.run.checkpoints import Checkpoints, _Guarded
+from orchestrator.run.checkpoints import Checkpoints
+from orchestrator.run.sqlite_saver import SqliteCheckpointer
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.setup import SQLiteSpanExporter
 from orchestrator.tracing.store import TraceStore
@@ -110,70 +109,43 @@ def test_the_ledger_writes_its_row_in_the_reserve_when_the_disk_fills(tmp_path: 
         free(disk)
 
 
-class _Inner:
-    """A checkpointer's write path, scripted: fails with the given errors, then stores."""
-
-    serde: Any = None
-
-    def __init__(self, errors: list[BaseException]) -> None:
-        self.errors, self.calls, self.rollbacks = errors, 0, 0
-        self.lock = asyncio.Lock()
-        self.conn = self
-
-    @property
-    def in_transaction(self) -> bool:
-        return True
-
-    async def rollback(self) -> None:
-        self.rollbacks += 1
-
-    async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-
-
-async def test_a_checkpoint_write_on_a_busy_database_is_rolled_back_and_tried_again(tmp_path: Path) -> None:
-    """WAL's stale-snapshot case fails at once ("database is locked"), whatever the busy timeout:
-    bench/load.py lost 10 to 25 of 1,000 runs to it. The write is rolled back and tried again."""
-    busy = sqlite3.OperationalError("database is locked")
-    inner = _Inner([busy, busy])
-    saver = _Guarded(inner, Reserve(tmp_path / "c.db", size=4096))
-    t0 = time.monotonic()
-    await saver.aput_writes({}, [], "t")
-    assert inner.calls == 3 and inner.rollbacks == 2 and time.monotonic() - t0 < 5
-
-
 async def test_a_checkpoint_write_stored_in_the_reserve_then_stops_the_run(tmp_path: Path) -> None:
-    reserve = Reserve(tmp_path / "c.db", size=4096)
-    reserve.ensure()
-    inner = _Inner([FULL])
-    saver = _Guarded(inner, reserve)
-    with pytest.raises(DiskFull, match="stored in its reserve"):
-        await saver.aput_writes({}, [], "t")
-    assert inner.calls == 2  # written, in the reserve's space, before the run was stopped
+    """The disk fills while a run's step is in flight: its batch is committed once more in the reserve's
+    space, and each write of it, stored, raises `DiskFull`; the next write, with no reserve left, fails."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    with small_disk(tmp_path / "disk") as disk:
+        if disk is None:
+            pytest.skip("a tmpfs can't be mounted here (it needs root)")
+        store = Checkpoints(disk / "c.db")
+        async with store.open() as saver:
+            config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+            assert await saver.aget_tuple(config) is None  # set up, the reserve made
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {"bulk": "x" * 300_000}  # needs new pages
+            fill(disk)
+            with pytest.raises(DiskFull, match="stored in its reserve"):
+                await saver.aput(config, checkpoint, {}, {})
+            found = await saver.aget_tuple(config)
+            assert found is not None and found.checkpoint["id"] == checkpoint["id"]
+            assert not (disk / "c.db.reserve").exists()
+            again = empty_checkpoint()
+            again["channel_values"] = {"bulk": "y" * 300_000}
+            fill(disk)  # the reserve's space is taken too
+            with pytest.raises(sqlite3.OperationalError, match="full"):
+                await saver.aput(config, again, {}, {})
+        store.close()
+        free(disk)
 
 
-async def test_the_checkpoint_store_is_guarded_and_makes_its_reserve(tmp_path: Path) -> None:
+async def test_the_checkpoint_store_makes_its_reserve(tmp_path: Path) -> None:
     store = Checkpoints(tmp_path / "c.db")
     async with store.open() as saver:
-        assert isinstance(saver, _Guarded)
+        assert isinstance(saver, SqliteCheckpointer)
         assert (tmp_path / "c.db.reserve").stat().st_size > 0
         config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
         assert await saver.aget_tuple(config) is None
-
-
-async def test_a_checkpoint_store_locked_past_its_wait_fails_clearly_and_resumably(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from orchestrator.errors import StoreBusyError
-    from orchestrator.run import checkpoints
-
-    monkeypatch.setattr(checkpoints, "BUSY_WAIT_S", 0.05)
-    busy = sqlite3.OperationalError("database is locked")
-    saver = _Guarded(_Inner([busy] * 1000), Reserve(tmp_path / "c.db", size=4096))
-    with pytest.raises(StoreBusyError, match=r"stayed locked by other writers .*; resume the run"):
-        await saver.aput_writes({}, [], "t")
+    store.close()
 
 
 def test_a_new_checkpoint_file_on_a_full_disk_is_one_clear_error(tmp_path: Path) -> None:

@@ -140,27 +140,29 @@ async def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume) one job's run to its end; the result as a dict."""
     j = Job.from_dict(job)
     orch = _orchestrator_for(j)
-    # a job run again after its worker died resumes from the run's checkpoint; a first job never started one
-    resume = j.resume or await orch.run_exists(j.run_id)
-    approve: Any = j.approve
-    give_up = time.monotonic() + DEAD_AFTER_S
-    while True:
-        try:
-            result = await orch.arun(
-                j.graph,
-                None if resume else j.input,
-                run_id=j.run_id,
-                resume=resume,
-                approve=approve,
-                answer=j.answer,
-                budget=_budget(j.budget),
-            )
-            return result.to_dict()
-        except RunOwnedError:
-            # its former worker (on another host) died so recently that its lease has not expired yet
-            if time.monotonic() > give_up:
-                raise
-            await asyncio.sleep(HEARTBEAT_S)
+    # held for the job: the check below and the run share this process's connection pool (PostgreSQL)
+    async with orch.checkpoints.open():
+        # a job run again after its worker died resumes from its checkpoint; a first job never started one
+        resume = j.resume or await orch.run_exists(j.run_id)
+        approve: Any = j.approve
+        give_up = time.monotonic() + DEAD_AFTER_S
+        while True:
+            try:
+                result = await orch.arun(
+                    j.graph,
+                    None if resume else j.input,
+                    run_id=j.run_id,
+                    resume=resume,
+                    approve=approve,
+                    answer=j.answer,
+                    budget=_budget(j.budget),
+                )
+                return result.to_dict()
+            except RunOwnedError:
+                # its former worker (on another host) died so recently that its lease has not expired yet
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(HEARTBEAT_S)
 
 
 def _register() -> None:

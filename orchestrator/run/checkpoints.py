@@ -1,17 +1,18 @@
 """Where runs keep their checkpoints and their ledger: a SQLite file, a PostgreSQL database, or a saver.
 
-| `checkpoints` setting / argument     | checkpointer                          | ledger, leases             |
-|--------------------------------------|---------------------------------------|----------------------------|
-| `PATH` or `sqlite:///PATH` (default) | `AsyncSqliteSaver` on the file        | tables in that file        |
-| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra) | tables in that database    |
-| `Orchestrator(checkpointer=saver)`   | the saver, as given (sync or async)   | where `checkpoints` points |
+| `checkpoints` setting / argument     | checkpointer                           | ledger, leases             |
+|--------------------------------------|----------------------------------------|----------------------------|
+| `PATH` or `sqlite:///PATH` (default) | the file's store (`run.sqlite_saver`)  | tables in that file        |
+| `postgresql://USER@HOST:PORT/DB`     | `AsyncPostgresSaver` (postgres extra)  | tables in that database    |
+| `Orchestrator(checkpointer=saver)`   | the saver, as given (sync or async)    | where `checkpoints` points |
 
 The ledger (`orch_ledger`) holds what each run paid; the leases (`orch_leases`, `orchestrator.run.lease`) who
 runs each run now, so a run has one owner at a time across processes and machines.
 
 The setting comes from a keyword, `ORCH_CHECKPOINTS`, `--checkpoints` or the manifest (`orchestrator.config`).
 `sqlite:///c.db` is relative to the current (or the manifest's) folder, `sqlite:////var/c.db` absolute, as in
-SQLAlchemy. The runner only calls `Checkpoints.open()` per run, `ledger()` and `leases()` once.
+SQLAlchemy. The runner only calls `Checkpoints.open()` per run, `ledger()` and `leases()` once, and `close()`
+at the end.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import sqlite3
-import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -38,7 +39,7 @@ from langgraph.checkpoint.base import (
 
 from orchestrator._version import DIST_NAME
 from orchestrator.cost.ledger import Ledger, LedgerBook
-from orchestrator.errors import ConfigError, StoreBusyError
+from orchestrator.errors import ConfigError
 from orchestrator.locations import (
     ACCEPTED,
     Location,
@@ -48,13 +49,12 @@ from orchestrator.locations import (
     redact,
     unreachable,
 )
-from orchestrator.reserve import DiskFull, Reserve, disk_full, reserve_for
+from orchestrator.reserve import reserve_for
 from orchestrator.run.lease import Leases, PostgresLeases, SqliteLeases
+from orchestrator.run.sqlite_saver import SqliteCheckpointer, SqliteStore
 
 __all__ = ["ACCEPTED", "Checkpoints", "Location", "checkpoints_location", "describe"]
 
-BUSY_TIMEOUT_MS = 60_000  # one SQLite statement's wait for the write lock
-BUSY_WAIT_S = 180.0  # one checkpoint read or write's wait in all, retries of WAL's stale snapshots included
 _CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout: an unreachable host fails, it does not hang
 _PG_LOCK = 0x6F726373  # an advisory lock id ("orcs"): one process at a time runs the saver's migrations
 _log = logging.getLogger("orchestrator.checkpoints")
@@ -81,6 +81,8 @@ class Checkpoints:
         self.location = location
         self.saver = saver
         self._ready: BaseCheckpointSaver[Any] | None = None  # the given saver, set up (and made async)
+        self._sqlite: SqliteCheckpointer | None = None  # the file's store in this process, once opened
+        self._release: weakref.finalize[Any, Any] | None = None
 
     def describe(self) -> str:
         """Where the checkpoints are, for messages."""
@@ -138,11 +140,37 @@ class Checkpoints:
         if self.saver is not None:
             yield await self._given(self.saver)
         elif isinstance(self.location, Path):
-            async with _sqlite_saver(self.location) as saver:
-                yield saver
+            yield await self._sqlite_saver(self.location)
         else:
             async with _postgres_saver(self.location) as saver:
                 yield saver
+
+    async def _sqlite_saver(self, path: Path) -> SqliteCheckpointer:
+        """The process's checkpointer of the file (set up once), its reserve made again for this run."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            reserve_for(path).ensure()  # room for the step in flight if the disk fills during the run
+        except OSError as exc:  # no room even for that: refused before anything is spent
+            from orchestrator.tracing.store import TraceStoreError
+
+            raise TraceStoreError(str(path), exc, "checkpoint store", "checkpoints") from None
+        if self._sqlite is None or self._sqlite.store.pid != os.getpid():  # none yet, or a forked child
+            store = SqliteStore.acquire(path)
+            self._sqlite = SqliteCheckpointer(store)
+            self._release = weakref.finalize(self, store.close)  # closed with us, or when we are dropped
+        ready = self._sqlite.store.ready
+        if not ready.done():
+            await asyncio.wrap_future(ready)
+        if ready.exception() is not None:  # its set-up failed: the next run tries it again
+            self.close()
+            ready.result()
+        return self._sqlite
+
+    def close(self) -> None:
+        """Let this process's store of the checkpoint file go (a given saver is the caller's to close)."""
+        if self._release is not None:
+            self._release()
+        self._sqlite, self._release = None, None
 
     async def _given(self, saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
         if self._ready is not None:
@@ -163,61 +191,66 @@ class Checkpoints:
         return self._ready
 
 
-@contextlib.asynccontextmanager
-async def _sqlite_saver(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    reserve = reserve_for(path)
-    try:
-        reserve.ensure()  # room for the step in flight if the disk fills during the run
-    except OSError as exc:  # no room even for that: refused before anything is spent
-        from orchestrator.tracing.store import TraceStoreError
-
-        raise TraceStoreError(str(path), exc, "checkpoint store", "checkpoints") from None
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        # many runs at once (each its own connection) wait their turn to write, up to a minute, instead of
-        # failing with "database is locked" after sqlite3's default 5 s (bench/load.py: 821 of 1,000 runs)
-        await saver.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        async with _setup_lock(str(path)):
-            # one schema set-up at a time: concurrent runs racing to switch the file to WAL and create
-            # its tables can get "database is locked" (SQLite does not wait on that lock escalation)
-            await saver.setup()
-        yield _Guarded(saver, reserve)
-
-
 _set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
+_POOL_MAX = 8  # connections per pool: a checkpoint read or write holds one only while it runs
+
+
+class _Pool:
+    """A connection pool to one PostgreSQL URL on one event loop, shared by the runs in flight on it."""
+
+    def __init__(self, pool: Any, saver: BaseCheckpointSaver[Any]) -> None:
+        self.pool, self.saver, self.users = pool, saver, 0
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Pool]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager
 async def _postgres_saver(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The checkpointer of the runs in flight on this loop: one pool (and one migrations check) for them
+    all, not a connection each; closed with the last of them, on its loop (a pool is bound to its loop)."""
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    async with _setup_lock(url):
+        entry = pools.get(url)
+        if entry is None:
+            entry = pools[url] = await _open_pool(url)
+        entry.users += 1
+    try:
+        yield entry.saver
+    finally:
+        entry.users -= 1
+        if entry.users == 0 and pools.get(url) is entry:
+            del pools[url]
+            await entry.pool.close()
+
+
+async def _open_pool(url: str) -> _Pool:
     psycopg = _psycopg(url)
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
 
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, prepare_threshold=0, row_factory=dict_row, **_connect_args(url)
-        )
+    options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **_connect_args(url)}
+    try:  # one connection first: an unreachable server fails now, with its own reason
+        conn = await psycopg.AsyncConnection.connect(url, **options)
     except psycopg.Error as exc:
         raise unreachable(url, exc) from None
     async with conn:
-        saver = AsyncPostgresSaver(conn)
         if url not in _set_up:
-            async with _setup_lock(url):
-                if url not in _set_up:
-                    # processes on several machines may start at once: the migrations run one at a time.
-                    # Asked for without waiting inside the server: LangGraph's migrations build an index
-                    # CONCURRENTLY, which waits for every open transaction, a blocked lock request included
-                    # (PostgreSQL then reports a deadlock and a worker's first run failed)
-                    while not await _try_lock(conn):
-                        await asyncio.sleep(0.05)
-                    try:
-                        await saver.setup()
-                    finally:
-                        await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
-                    _set_up.add(url)
-        yield saver
+            # processes on several machines may start at once: the migrations run one at a time.
+            # Asked for without waiting inside the server: LangGraph's migrations build an index
+            # CONCURRENTLY, which waits for every open transaction, a blocked lock request included
+            # (PostgreSQL then reports a deadlock and a worker's first run failed)
+            while not await _try_lock(conn):
+                await asyncio.sleep(0.05)
+            try:
+                await AsyncPostgresSaver(conn).setup()
+            finally:
+                await conn.execute("select pg_advisory_unlock(%s)", (_PG_LOCK,))
+            _set_up.add(url)
+    pool: Any = AsyncConnectionPool(url, kwargs=options, min_size=1, max_size=_POOL_MAX, open=False)
+    await pool.open()
+    return _Pool(pool, AsyncPostgresSaver(pool))
 
 
 async def _try_lock(conn: Any) -> bool:
@@ -347,97 +380,3 @@ class _Threaded(_Wrapper):
 
     def with_allowlist(self, extra_allowlist: Any) -> BaseCheckpointSaver[Any]:
         return _Threaded(self.inner.with_allowlist(extra_allowlist))
-
-
-T = TypeVar("T")
-
-
-class _Guarded(_Wrapper):
-    """Our SQLite checkpointer, with its writes made safe for many runs and a full disk.
-
-    - A read or write that meets a busy database is rolled back and tried again, for up to `BUSY_WAIT_S`:
-      SQLite's busy wait does not cover WAL's stale-snapshot case, which failed 10 to 25 of 1,000
-      concurrent runs in bench/load.py. Both writes are `INSERT OR REPLACE`, so a retry stores one copy.
-    - A write that finds the disk full releases the file's `Reserve` and is tried once more, so the
-      finished step lands; once the reserve is spent every write, having stored what it was given, raises
-      `DiskFull`, and the run fails clearly, to be resumed without repeating the step.
-    """
-
-    def __init__(self, inner: Any, reserve: Reserve) -> None:
-        super().__init__(inner)
-        self.reserve = reserve
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        found: CheckpointTuple | None = await self._busy(lambda: self.inner.aget_tuple(config))
-        return found
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        async def read() -> list[CheckpointTuple]:
-            return [c async for c in self.inner.alist(config, filter=filter, before=before, limit=limit)]
-
-        for item in await self._busy(read):
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await self._write(lambda: self.inner.aput(config, checkpoint, metadata, new_versions))
-
-    async def aput_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        await self._write(lambda: self.inner.aput_writes(config, writes, task_id, task_path))
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await self._write(lambda: self.inner.adelete_thread(thread_id))
-
-    async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
-        async def once() -> T:
-            try:
-                return await write()
-            except sqlite3.OperationalError as exc:
-                if not disk_full(exc) or not self.reserve.release():  # released at most once: then gone
-                    raise
-            await self._rollback()
-            return await write()
-
-        result = await self._busy(once)
-        if self.reserve.spent:
-            raise DiskFull(str(self.reserve.store))
-        return result
-
-    async def _busy(self, op: Callable[[], Awaitable[T]]) -> T:
-        """`op()`, rolled back and tried again while the database is locked, for up to `BUSY_WAIT_S`."""
-        deadline = time.monotonic() + BUSY_WAIT_S
-        delay = 0.005
-        while True:
-            try:
-                return await op()
-            except sqlite3.OperationalError as exc:
-                await self._rollback()
-                text = str(exc)
-                if "locked" not in text and "busy" not in text:
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"the checkpoint store ({self.reserve.store}) stayed locked by other writers for "
-                        f"{BUSY_WAIT_S:.0f} s ({text}); resume the run when it is less busy"
-                    ) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.25)
-
-    async def _rollback(self) -> None:
-        async with self.inner.lock:
-            if self.inner.conn.in_transaction:
-                await self.inner.conn.rollback()

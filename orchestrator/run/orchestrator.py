@@ -792,6 +792,7 @@ class Orchestrator:
         self.tracing.close()
         self.leases.close()
         self.book.close()
+        self.checkpoints.close()
         if self._jobs is not None:
             self._jobs.close()
         if self._store is not None:
