@@ -18,6 +18,7 @@ euros" the mean and the total are what the part is given, not what it computes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -110,15 +111,25 @@ def check_tool_fits(task: str, tool: str, description: str) -> list[str]:
     general calculator (arithmetic, an expression, a formula). ("Split a bill between people" returns "the
     total with tip": it fits "add the tip to the bill".)"""
     asked = asked_operations(task)
-    first = _first_sentence(" ".join(description.split()))
-    does = named(f"{tool} {first} {_gives(description)}")
-    if not asked or not does or asked & does or _GENERAL.search(f"{tool.replace('_', ' ')} {first}"):
+    if not asked:
+        return []
+    first, does, general = _tool_does(tool, description)
+    if not does or asked & does or general:
         return []
     want = " or ".join(sorted(asked))
     return [
         f"the part asks for the {want}, but tool {tool!r} does the {' and '.join(sorted(does))} "
         f"({first[:80]!r}); call a found tool that gives the {want}, or skip"
     ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _tool_does(tool: str, description: str) -> tuple[str, frozenset[str], bool]:
+    """What a tool says it does: its description's first sentence, the operations it names, whether it is
+    a general calculator. Once per tool: the agent checks every found tool at every decision."""
+    first = _first_sentence(" ".join(description.split()))
+    does = frozenset(named(f"{tool} {first} {_gives(description)}"))
+    return first, does, bool(_GENERAL.search(f"{tool.replace('_', ' ')} {first}"))
 
 
 def _first_sentence(text: str) -> str:
