@@ -167,7 +167,9 @@ def render(results: dict[str, list[float]], calls: int, rounds: int) -> str:
         med = statistics.median(values)
         per_chunk = med * 1000 / (TOKENS + 3)
         ratio = f"{med / floor:.2f}" if floor else ""
-        rows.append(f"| {mode} | {med:.2f} | {min(values):.2f} | {max(values):.2f} | {per_chunk:.1f} | {ratio} |")
+        rows.append(
+            f"| {mode} | {med:.2f} | {min(values):.2f} | {max(values):.2f} | {per_chunk:.1f} | {ratio} |"
+        )
     return "\n".join(
         [
             SECTION_START,

@@ -604,7 +604,17 @@ async def _send(
         try:
             if stream:
                 draft, first, status, resp_headers = await _stream_once(
-                    client, endpoint, url, headers, payload, protocol, attempt, t0, on_text, estimate_input, live
+                    client,
+                    endpoint,
+                    url,
+                    headers,
+                    payload,
+                    protocol,
+                    attempt,
+                    t0,
+                    on_text,
+                    estimate_input,
+                    live,
                 )
             else:
                 draft, status, resp_headers = await _post_once(client, url, headers, payload, protocol)
@@ -771,7 +781,7 @@ async def _wire_stream(
 
 class _Reader:
     """What a streamed attempt does with each SSE event: parse its JSON, accumulate it, time the first
-    token, hand the text on. Called from the SSE parser (on `wire`'s path, inside the loop's read callback)."""
+    token, hand the text on. Called from the SSE parser (on `wire`'s path, in the loop's read callback)."""
 
     __slots__ = ("acc", "first", "live", "on_text")
 

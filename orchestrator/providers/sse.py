@@ -26,7 +26,7 @@ class Events:
     def __init__(self, on_event: OnEvent) -> None:
         self._on_event = on_event
         self._rest = b""  # the start of an event not yet ended by a blank line
-        self._after_cr = False  # the last chunk ended with CR: a LF starting the next belongs to that line end
+        self._after_cr = False  # the last chunk ended with CR: a LF starting the next ends the same line
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body; call `on_event` for each event they complete."""

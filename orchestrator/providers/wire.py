@@ -1,10 +1,10 @@
 """HTTP/1.1 for streamed model calls, on an `asyncio.Protocol`: the body goes to a sink as it arrives.
 
-Why not httpx here: reading a stream of 100 SSE chunks through httpx costs each chunk a task wake-up and the
-layers of httpx, httpcore, h11 and anyio (a selector registration per read), which was most of a streamed
+Why not httpx here: reading a stream of 100 SSE chunks through httpx costs each chunk a task wake-up and
+the layers of httpx, httpcore, h11 and anyio (a selector registration per read), which was most of a streamed
 call's client CPU (bench/stream_cpu.py). Here each chunk is one `data_received`: the chunked encoding is
-undone over the buffer and the bytes go straight to the caller's sink (the SSE parser), on the loop's callback,
-with no task switch; the calling task wakes twice per request (the head, the end).
+undone over the buffer and the bytes go straight to the caller's sink (the SSE parser), in the loop's
+callback, with no task switch; the calling task wakes twice per request (the head, the end).
 
 What it keeps from httpx, so the callers' errors read the same: the exceptions are httpx's (`ConnectError`,
 `ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`, `ReadError`); the read timeout is the longest silence
@@ -31,6 +31,7 @@ import httpx
 __all__ = ["Pool", "Response", "usable"]
 
 Sink = Callable[[bytes], None]
+_Head = tuple[int, list[tuple[str, str]]]  # a response's status and headers
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 _MAX_HEAD = 64 * 1024
@@ -77,7 +78,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self._state = _IDLE
         self._buf = b""
-        self._head: asyncio.Future[tuple[int, list[tuple[str, str]]]] | None = None
+        self._head: asyncio.Future[_Head] | None = None
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
         self._early: list[bytes] = []  # body bytes that came before the sink was set
@@ -131,7 +132,7 @@ class _Conn(asyncio.Protocol):
         return None  # close the transport: connection_lost decides whether the body was complete
 
     # --- one request ---
-    def request(self, message: bytes, read_timeout: float) -> asyncio.Future[tuple[int, list[tuple[str, str]]]]:
+    def request(self, message: bytes, read_timeout: float) -> asyncio.Future[_Head]:
         """Send a request; the future gets the response's status and headers."""
         assert self.transport is not None
         self._state, self._buf, self.got = _HEAD, b"", False
@@ -153,8 +154,9 @@ class _Conn(asyncio.Protocol):
             try:
                 for piece in early:
                     sink(piece)
-            except Exception as exc:
-                self._fail(exc)
+            except BaseException:
+                self._fail(httpx.ReadError("the response was abandoned"))  # the body may have ended already
+                raise
         await done
 
     def close(self) -> None:
@@ -346,7 +348,7 @@ class Pool:
         connect_timeout: float,
         read_timeout: float,
     ) -> tuple[Response, _Conn]:
-        """POST `payload` to `url`; the response once its head has arrived, and the connection to `release`."""
+        """POST `payload` to `url`: the response once its head has come, and its connection to `release`."""
         parts = urlsplit(url)
         https = parts.scheme == "https"
         host = parts.hostname or ""
