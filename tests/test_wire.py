@@ -276,3 +276,12 @@ async def test_https_streams_through_wire_with_the_environment_s_certificates(
         with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted without it
             await _model(url, max_retries=0).ainvoke("hi")
         await aclose_clients()
+
+
+async def test_a_chunk_only_the_standard_json_module_reads_is_not_malformed(server: Loopback) -> None:
+    delta = '"choices":[{"index":0,"delta":{"content":"ok"}}]'
+    huge = '{"created":123456789012345678901234567890,"x":NaN,' + delta + "}"
+    server.push(Reply(events=[sse(huge), *_events([])]))
+    msg = await _model(server.url).ainvoke("hi")
+    assert msg.content == "ok"
+    assert [a["error"] for a in msg.response_metadata["attempts"]] == [None]

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from orchestrator.cost.billing import Attempt  # billing charges failed attempts too
 from orchestrator.cost.pricing import Usage
@@ -795,10 +796,13 @@ class _Reader:
         if data == b"[DONE]":
             return  # read on to the end of the body, so the connection goes back to the pool
         try:
-            obj = json.loads(data)
+            obj = orjson.loads(data)  # a quarter of json.loads' time, on every chunk
         except ValueError:
-            shown = data[:120].decode("utf-8", "replace")
-            raise _Retryable(f"malformed JSON in stream chunk: {shown!r}") from None
+            try:  # what orjson refuses and json reads: integers past 64 bits, NaN
+                obj = json.loads(data)
+            except ValueError:
+                shown = data[:120].decode("utf-8", "replace")
+                raise _Retryable(f"malformed JSON in stream chunk: {shown!r}") from None
         if not isinstance(obj, dict):
             raise _Retryable(f"unexpected stream chunk: {data[:120].decode('utf-8', 'replace')!r}")
         acc = self.acc
