@@ -130,13 +130,13 @@ async def measure(base_url: str, modes: list[str], calls: int, rounds: int) -> d
     return out
 
 
-async def profile(base_url: str, mode: str, calls: int, top: int) -> str:
+async def profile(base_url: str, mode: str, calls: int, top: int, sort: str) -> str:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=calls + 8)
     async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
         try:
             _fast(mode != "provider-httpx")
             call = _call(mode, base_url, client)
-            await call()
+            await asyncio.gather(*(call() for _ in range(calls)))  # warm: the pool holds `calls` connections
             prof = cProfile.Profile()
             prof.enable()
             await asyncio.gather(*(call() for _ in range(calls)))
@@ -145,7 +145,7 @@ async def profile(base_url: str, mode: str, calls: int, top: int) -> str:
             _fast(True)
             await aclose_clients()
     text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
+    pstats.Stats(prof, stream=text).sort_stats(sort).print_stats(top)
     return text.getvalue()
 
 
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--profile", choices=MODES, help="one round of this mode under cProfile")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--sort", default="tottime", help="the profile's order (tottime, cumtime, ...)")
     parser.add_argument("--docs", action="store_true", help="write the section of docs/benchmarks.md")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -206,7 +207,7 @@ def main() -> None:
     proc, base_url = _server()
     try:
         if args.profile:
-            print(asyncio.run(profile(base_url, args.profile, args.calls, args.top)))
+            print(asyncio.run(profile(base_url, args.profile, args.calls, args.top, args.sort)))
             return
         results = asyncio.run(measure(base_url, modes, args.calls, args.rounds))
     finally:

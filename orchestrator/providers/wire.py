@@ -243,6 +243,16 @@ class _Conn(asyncio.Protocol):
 
     def _chunks(self, data: bytes) -> None:
         """Undo the chunked encoding over the buffer: mostly one chunk per read, delivered whole."""
+        if self._at == _SIZE and not self._buf:  # the common read: one whole chunk
+            eol = data.find(b"\r\n", 0, 18)
+            if eol > 0 and data[-2:] == b"\r\n" and data[eol - 1] != 59:  # 59: ";", an extension
+                try:
+                    n = int(data[:eol], 16)
+                except ValueError:
+                    n = 0
+                if n > 0 and len(data) == eol + n + 4:
+                    self._deliver(data[eol + 2 : -2])
+                    return
         buf = self._buf + data if self._buf else data
         pos, size = 0, len(buf)
         while pos < size:
@@ -282,7 +292,9 @@ class _Conn(asyncio.Protocol):
             try:
                 n = int(line.split(b";", 1)[0], 16)
             except ValueError:
-                raise httpx.RemoteProtocolError(f"malformed chunk size {line[:40]!r}") from None
+                n = -1
+            if n < 0:
+                raise httpx.RemoteProtocolError(f"malformed chunk size {line[:40]!r}")
             if n:
                 self._at, self._need = _DATA, n
             else:
