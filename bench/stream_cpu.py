@@ -199,17 +199,25 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="tottime", help="the profile's order (tottime, cumtime, ...)")
     parser.add_argument("--docs", action="store_true", help="write the section of docs/benchmarks.md")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run the client on uvloop's event loop (when installed)"
+    )
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    run: Callable[[Any], Any] = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        run = uvloop.run
     proc, base_url = _server()
     try:
         if args.profile:
-            print(asyncio.run(profile(base_url, args.profile, args.calls, args.top, args.sort)))
+            print(run(profile(base_url, args.profile, args.calls, args.top, args.sort)))
             return
-        results = asyncio.run(measure(base_url, modes, args.calls, args.rounds))
+        results = run(measure(base_url, modes, args.calls, args.rounds))
     finally:
         proc.kill()
         proc.join()

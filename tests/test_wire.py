@@ -285,3 +285,23 @@ async def test_a_chunk_only_the_standard_json_module_reads_is_not_malformed(serv
     msg = await _model(server.url).ainvoke("hi")
     assert msg.content == "ok"
     assert [a["error"] for a in msg.response_metadata["attempts"]] == [None]
+
+
+async def test_the_caller_s_headers_replace_the_defaults_and_a_gzip_reply_is_inflated() -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (head := await _read_request(reader)) is not None:
+            heads.append(head.lower())
+            body = _chunked(gzip.compress(_body(["zipped"])), 11)
+            writer.write(_response(b"transfer-encoding: chunked\r\ncontent-encoding: gzip\r\n", body))
+            await writer.drain()
+        writer.close()
+
+    srv, url = await _serve(handler)
+    async with srv:
+        model = _model(url, headers={"Accept-Encoding": "gzip", "User-Agent": "mine/1"})
+        assert (await model.ainvoke("hi")).content == "zipped"
+        await aclose_clients()
+    assert heads[0].count(b"accept-encoding:") == 1 and b"accept-encoding: gzip" in heads[0]
+    assert heads[0].count(b"user-agent:") == 1 and b"user-agent: mine/1" in heads[0]

@@ -39,7 +39,9 @@ _MAX_IDLE = 1024  # idle connections kept per origin (a slot's concurrency cap i
 _IDLE_S = 30.0  # an idle connection older than this is closed rather than reused
 _IDLE, _HEAD, _BODY = 0, 1, 2
 _SIZE, _DATA, _CRLF, _TRAILER = -1, 0, -2, -3  # where the chunked decoder is (_DATA: inside a chunk)
-_USER_AGENT = f"python-httpx/{httpx.__version__}"  # what the httpx path sends, so servers see one client
+# unless the caller's headers say otherwise: httpx's user agent (servers see one client whichever path sent),
+# and no compression (a gzip body would be inflated, but SSE chunks are too small to gain from it)
+_DEFAULTS = (("accept-encoding", "identity"), ("user-agent", f"python-httpx/{httpx.__version__}"))
 
 
 def usable(url: str) -> bool:
@@ -370,13 +372,9 @@ class Pool:
         authority = host if parts.port is None else f"{host}:{port}"
         if ":" in host:
             authority = f"[{host}]" if parts.port is None else f"[{host}]:{port}"
-        lines = [
-            f"POST {path} HTTP/1.1",
-            f"host: {authority}",
-            "accept-encoding: identity",
-            f"user-agent: {_USER_AGENT}",
-            f"content-length: {len(payload)}",
-        ]
+        given = {k.lower() for k in headers}
+        lines = [f"POST {path} HTTP/1.1", f"host: {authority}", f"content-length: {len(payload)}"]
+        lines += [f"{k}: {v}" for k, v in _DEFAULTS if k not in given]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("content-length", "host")]
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         for _ in range(2):
