@@ -246,7 +246,8 @@ def test_sse_events_drop_a_last_event_without_its_blank_line() -> None:
 @pytest.mark.parametrize("cut", range(1, 60))
 def test_sse_events_are_the_same_wherever_the_body_is_cut(cut: int) -> None:
     body = b': comment\n\nevent: delta\ndata: {"a":\ndata: 1}\n\n\n\ndata: x\r\n\r\nevent: ping\n\ndata:y\n\n'
-    want = [("delta", b'{"a":\n1}'), (None, b"x"), (None, b"y")]
+    body += b"event: one\ndata: z\n\n"
+    want = [("delta", b'{"a":\n1}'), (None, b"x"), (None, b"y"), ("one", b"z")]
     assert _events([body]) == want
     assert _events([body[:cut], body[cut:]]) == want
     assert _events([body[i : i + 1] for i in range(len(body))]) == want

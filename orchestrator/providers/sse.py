@@ -47,7 +47,14 @@ class Events:
             start = end + 2
             if block[:5] == b"data:" and b"\n" not in block:  # the common event: one data line
                 self._on_event(None, block[5:].lstrip(b" "))
-            elif block:
+                continue
+            if block[:6] == b"event:":  # Anthropic's: one event line, one data line
+                nl = block.find(b"\n")
+                if nl > 0 and block[nl + 1 : nl + 6] == b"data:" and block.find(b"\n", nl + 1) < 0:
+                    name = block[6:nl].strip().decode("utf-8", "replace")
+                    self._on_event(name, block[nl + 6 :].lstrip(b" "))
+                    continue
+            if block:
                 self._block(block)
         self._rest = buf[start:] if start else buf
 
