@@ -6,8 +6,9 @@ reply one token per chunk (0.2 s to the first token, then 50 tokens/s, 100 token
 
 Each mode makes N calls at once and reports the client process's CPU time (`time.process_time`) per call:
 
-* `httpx-raw`: a bare `httpx.AsyncClient` reading each stream with `aiter_raw` (no SSE, no JSON): the floor of
-  the stack the clients used before.
+* `httpx-raw`: a bare `httpx.AsyncClient` reading each stream with `aiter_raw` (no SSE, no JSON). Its own
+  client keeps every connection alive, so httpcore's pool walks all of them per request (the clients' pool
+  keeps 64): it can cost more than `provider-httpx`.
 * `httpx-bytes`: the same with `aiter_bytes` (httpx's decoders).
 * `provider`: `OpenAIChatModel.ainvoke`, as a slot calls it when no one listens to its text.
 * `provider-text`: the same with an `on_text` callback per piece of text (a slot with a text sink).
@@ -50,7 +51,15 @@ from orchestrator.providers.openai import OpenAIChatModel  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION_START, SECTION_END = "<!-- stream-cpu:start -->", "<!-- stream-cpu:end -->"
-MODES = ("httpx-raw", "httpx-bytes", "provider", "provider-text", "provider-astream", "provider-httpx")
+MODES = {
+    "httpx-raw": "a bare `httpx.AsyncClient` (its own, keep-alive for every connection) reading each stream "
+    "with `aiter_raw`, nothing parsed",
+    "httpx-bytes": "the same with `aiter_bytes` (httpx's decoders)",
+    "provider": "`OpenAIChatModel.ainvoke`, as a slot calls it when no one listens to its text",
+    "provider-text": "the same with an `on_text` callback per piece of text (a slot with a text sink)",
+    "provider-astream": "`OpenAIChatModel.astream` (LangChain's chunk objects and callbacks per token)",
+    "provider-httpx": "`provider` with every call through httpx (`http.FAST_STREAMS = False`)",
+}
 
 
 def _model(base_url: str) -> OpenAIChatModel:
@@ -180,9 +189,11 @@ def render(results: dict[str, list[float]], calls: int, rounds: int) -> str:
             "",
             f"{calls} concurrent calls of {TOKENS} tokens, one SSE chunk per token (plus the finish, usage and "
             "`[DONE]` chunks), from bench/load.py's loopback server in its own process; client process CPU "
-            f"per call, median (min, max) of {rounds} interleaved rounds. See the module docstring for the modes.",
+            f"per call, median (min, max) of {rounds} interleaved rounds.",
             "",
-            "| mode | CPU ms per call | min | max | us per chunk | / httpx-raw |",
+            *(f"- `{mode}`: {MODES[mode]}" for mode in results),
+            "",
+            "| mode | CPU ms per call | min | max | us per chunk, all in | / httpx-raw |",
             "|---|---|---|---|---|---|",
             *rows,
             SECTION_END,
@@ -195,7 +206,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="concurrent calls per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--profile", choices=MODES, help="one round of this mode under cProfile")
+    parser.add_argument("--profile", choices=list(MODES), help="one round of this mode under cProfile")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="tottime", help="the profile's order (tottime, cumtime, ...)")
     parser.add_argument("--docs", action="store_true", help="write the section of docs/benchmarks.md")
