@@ -305,3 +305,29 @@ async def test_the_caller_s_headers_replace_the_defaults_and_a_gzip_reply_is_inf
         await aclose_clients()
     assert heads[0].count(b"accept-encoding:") == 1 and b"accept-encoding: gzip" in heads[0]
     assert heads[0].count(b"user-agent:") == 1 and b"user-agent: mine/1" in heads[0]
+
+
+async def test_after_every_idle_connection_was_dropped_the_retry_takes_a_new_one() -> None:
+    opened: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(len(opened) + 1)
+        me, n = len(opened), 0
+        while await _read_request(reader) is not None:
+            n += 1
+            if me <= 2 and n == 2:  # the first two connections: dropped at their second request
+                break
+            body = _body([f"from {me}"])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+            await writer.drain()
+        writer.transport.abort()
+
+    srv, url = await _serve(handler)
+    async with srv:
+        model = _model(url)
+        first = await asyncio.gather(model.ainvoke("a"), model.ainvoke("b"))  # two connections, both idle
+        assert sorted(str(m.content) for m in first) == ["from 1", "from 2"]
+        msg = await model.ainvoke("c")
+        assert msg.content == "from 3"
+        assert [a["error"] for a in msg.response_metadata["attempts"]] == [None]
+        await aclose_clients()

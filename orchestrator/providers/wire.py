@@ -377,23 +377,25 @@ class Pool:
         lines += [f"{k}: {v}" for k, v in _DEFAULTS if k not in given]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("content-length", "host")]
         message = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-        for _ in range(2):
-            conn, reused = self._take(key), True
+        reuse = True
+        while True:
+            conn = self._take(key) if reuse else None
+            reused = conn is not None
             if conn is None:
-                conn, reused = await self._connect(key, https, connect_timeout), False
+                conn = await self._connect(key, https, connect_timeout)
             self._busy.add(conn)
             try:
                 status, got = await conn.request(message, read_timeout)
             except httpx.RemoteProtocolError:
                 self.release(conn)
                 if reused and not conn.got:
-                    continue  # the server had closed the idle connection: once more on a new one
+                    reuse = False  # the server had closed the idle connection: once more, on a new one
+                    continue
                 raise
             except BaseException:
                 self.release(conn)
                 raise
             return Response(conn, status, got), conn
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def release(self, conn: _Conn) -> None:
         """The request on `conn` is over: keep it for the next one, or close it if it did not end cleanly."""
