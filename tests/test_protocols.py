@@ -225,15 +225,6 @@ def test_an_unknown_model_under_a_known_provider_runs_unpriced_with_a_warning() 
     assert priced.prices is not None and priced.prices.input == 1.5e-7
 
 
-class _Chunks(httpx.AsyncByteStream):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def __aiter__(self) -> Any:
-        for c in self.chunks:
-            yield c
-
-
 @pytest.mark.parametrize(
     "chunks",
     [
@@ -244,15 +235,29 @@ class _Chunks(httpx.AsyncByteStream):
         [b"data: a\n\ndata: b\n\n"],
     ],
 )
-async def test_sse_lines_end_at_crlf_lf_or_cr_however_the_chunks_split_them(chunks: list[bytes]) -> None:
-    from orchestrator.providers.http import _sse_lines
-
-    resp = httpx.Response(200, stream=_Chunks(chunks))
-    assert [line async for line in _sse_lines(resp)] == [b"data: a", b"", b"data: b", b""]
+def test_sse_events_end_at_crlf_lf_or_cr_however_the_chunks_split_them(chunks: list[bytes]) -> None:
+    assert _events(chunks) == [(None, b"a"), (None, b"b")]
 
 
-async def test_sse_lines_keep_a_last_line_without_its_end() -> None:
-    from orchestrator.providers.http import _sse_lines
+def test_sse_events_drop_a_last_event_without_its_blank_line() -> None:
+    assert _events([b"data: a\n", b"\ndata: [DONE]"]) == [(None, b"a")]
 
-    resp = httpx.Response(200, stream=_Chunks([b"data: a\n", b"\ndata: [DONE]"]))
-    assert [line async for line in _sse_lines(resp)] == [b"data: a", b"", b"data: [DONE]"]
+
+@pytest.mark.parametrize("cut", range(1, 60))
+def test_sse_events_are_the_same_wherever_the_body_is_cut(cut: int) -> None:
+    body = b': comment\n\nevent: delta\ndata: {"a":\ndata: 1}\n\n\n\ndata: x\r\n\r\nevent: ping\n\ndata:y\n\n'
+    body += b"event: one\ndata: z\n\n"
+    want = [("delta", b'{"a":\n1}'), (None, b"x"), (None, b"y"), ("one", b"z")]
+    assert _events([body]) == want
+    assert _events([body[:cut], body[cut:]]) == want
+    assert _events([body[i : i + 1] for i in range(len(body))]) == want
+
+
+def _events(chunks: list[bytes]) -> list[tuple[str | None, bytes]]:
+    from orchestrator.providers.sse import Events
+
+    got: list[tuple[str | None, bytes]] = []
+    events = Events(lambda event, data: got.append((event, data)))
+    for chunk in chunks:
+        events.feed(chunk)
+    return got

@@ -37,17 +37,20 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from orchestrator.cost.billing import Attempt  # billing charges failed attempts too
 from orchestrator.cost.pricing import Usage
 from orchestrator.errors import ConfigError, ProviderError, UnsupportedFeatureError
+from orchestrator.providers import wire
 from orchestrator.providers.ladder import rejected_feature
+from orchestrator.providers.sse import Events
 from orchestrator.sync import on_loop_end
 
 __all__ = [
@@ -427,6 +430,25 @@ def _client(endpoint: Endpoint) -> httpx.AsyncClient:
     return client
 
 
+# Streamed calls go through `wire` (HTTP/1.1 on an asyncio.Protocol) where it can send them (`wire.usable`:
+# no proxy configured), else through httpx. False sends them all through httpx (bench/stream_cpu.py compares).
+FAST_STREAMS = True
+_pools: dict[int, tuple[asyncio.AbstractEventLoop, wire.Pool]] = {}
+
+
+def _pool() -> wire.Pool:
+    loop = asyncio.get_running_loop()
+    found = _pools.get(id(loop))
+    if found is not None and found[0] is loop:
+        return found[1]
+    for k, (old_loop, _) in list(_pools.items()):
+        if old_loop.is_closed():
+            del _pools[k]
+    pool = wire.Pool()
+    _pools[id(loop)] = (loop, pool)
+    return pool
+
+
 async def aclose_clients() -> None:
     """Close this event loop's HTTP clients (call before the loop ends to avoid unclosed-socket warnings)."""
     loop = asyncio.get_running_loop()
@@ -434,6 +456,9 @@ async def aclose_clients() -> None:
         if owner is loop:
             del _clients[k]
             await client.aclose()
+    found = _pools.pop(id(loop), None)
+    if found is not None and found[0] is loop:
+        await found[1].aclose()
 
 
 on_loop_end(aclose_clients)  # the sync bridge closes this loop's clients before the loop ends
@@ -580,7 +605,17 @@ async def _send(
         try:
             if stream:
                 draft, first, status, resp_headers = await _stream_once(
-                    client, url, headers, payload, protocol, attempt, t0, on_text, estimate_input, live
+                    client,
+                    endpoint,
+                    url,
+                    headers,
+                    payload,
+                    protocol,
+                    attempt,
+                    t0,
+                    on_text,
+                    estimate_input,
+                    live,
                 )
             else:
                 draft, status, resp_headers = await _post_once(client, url, headers, payload, protocol)
@@ -684,6 +719,7 @@ async def _post_once(
 
 async def _stream_once(
     client: httpx.AsyncClient,
+    endpoint: Endpoint,
     url: str,
     headers: dict[str, str],
     payload: bytes,
@@ -695,75 +731,90 @@ async def _stream_once(
     live: _Live,
 ) -> tuple[Draft, float | None, int, httpx.Headers]:
     acc = live.acc = protocol.stream_state()
-    first: float | None = None
+    reader = _Reader(acc, on_text, live)
     try:
-        async with client.stream("POST", url, content=payload, headers=headers) as resp:
-            if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                raise _status_error(resp.status_code, resp.headers, text, protocol)
-            event: str | None = None
-            data_lines: list[bytes] = []
-            # SSE lines split here from the body's bytes (httpx's line iterator decoded and re-split every
-            # chunk: a quarter of a worker's CPU); the data is parsed as UTF-8 JSON straight from bytes
-            async for line in _sse_lines(resp):
-                if line:
-                    if line.startswith(b"data:"):
-                        data_lines.append(line[5:].lstrip(b" "))
-                    elif line.startswith(b"event:"):
-                        event = line[6:].strip().decode("utf-8", "replace")
-                    continue  # comments (":") and other fields are ignored
-                if not data_lines:
-                    event = None
-                    continue
-                data = b"\n".join(data_lines)
-                data_lines = []
-                if data == b"[DONE]":
-                    continue  # read on to the end of the body, so the connection goes back to the pool
-                try:
-                    obj = json.loads(data)
-                except ValueError:
-                    shown = data[:120].decode("utf-8", "replace")
-                    raise _Retryable(f"malformed JSON in stream chunk: {shown!r}") from None
-                if not isinstance(obj, dict):
-                    raise _Retryable(f"unexpected stream chunk: {data[:120].decode('utf-8', 'replace')!r}")
-                failure = acc.error(event, obj)
-                if failure is not None:
-                    status = 529 if "overloaded" in failure.lower() else 500
-                    raise _Retryable(f"error event in stream: {failure}", status)
-                delta = acc.feed(event, obj)
-                event = None
-                if delta is not None and first is None:
-                    first = live.first = time.perf_counter()
-                if delta and on_text is not None:
-                    on_text(delta)
-            return acc.draft, first, resp.status_code, resp.headers
+        if FAST_STREAMS and wire.usable(url):
+            status, resp_headers = await _wire_stream(endpoint, url, headers, payload, protocol, reader)
+        else:
+            async with client.stream("POST", url, content=payload, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode("utf-8", "replace")
+                    raise _status_error(resp.status_code, resp.headers, text, protocol)
+                events = Events(reader)
+                async for chunk in resp.aiter_bytes():
+                    events.feed(chunk)
+                status, resp_headers = resp.status_code, resp.headers
+        return acc.draft, reader.first, status, resp_headers
     except (_Retryable, _Fatal) as exc:
-        _bill_partial(acc.draft, attempt, estimate_input, first)
+        _bill_partial(acc.draft, attempt, estimate_input, reader.first)
         raise exc from None
     except httpx.TimeoutException as exc:
-        _bill_partial(acc.draft, attempt, estimate_input, first)
-        raise _Retryable(f"timed out ({type(exc).__name__})" + _after(first, t0)) from None
+        _bill_partial(acc.draft, attempt, estimate_input, reader.first)
+        raise _Retryable(f"timed out ({type(exc).__name__})" + _after(reader.first, t0)) from None
     except httpx.TransportError as exc:
-        _bill_partial(acc.draft, attempt, estimate_input, first)
-        raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}" + _after(first, t0)) from None
+        _bill_partial(acc.draft, attempt, estimate_input, reader.first)
+        raise _Retryable(
+            f"connection failed: {type(exc).__name__}: {exc}" + _after(reader.first, t0)
+        ) from None
 
 
-async def _sse_lines(resp: httpx.Response) -> AsyncIterator[bytes]:
-    """The body's lines without their ends (CR LF, LF, or a lone CR, as SSE allows), as bytes."""
-    rest = b""
-    after_cr = False  # the last chunk ended with CR: a LF starting this one belongs to that line's end
-    async for chunk in resp.aiter_bytes():
-        if after_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        after_cr = chunk.endswith(b"\r")
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            yield line
-    if rest:
-        yield rest
+async def _wire_stream(
+    endpoint: Endpoint, url: str, headers: dict[str, str], payload: bytes, protocol: Protocol, reader: _Reader
+) -> tuple[int, httpx.Headers]:
+    """The streamed request on `wire`'s pool: the body's bytes go to the SSE parser as they arrive."""
+    pool = _pool()
+    resp, conn = await pool.open(
+        url,
+        headers,
+        payload,
+        connect_timeout=endpoint.connect_timeout_s,
+        read_timeout=endpoint.read_timeout_s,
+    )
+    try:
+        if resp.status_code >= 400:
+            text = (await resp.read()).decode("utf-8", "replace")
+            raise _status_error(resp.status_code, resp.headers, text, protocol)
+        await resp.pipe(Events(reader).feed)
+        return resp.status_code, resp.headers
+    finally:
+        pool.release(conn)
+
+
+class _Reader:
+    """What a streamed attempt does with each SSE event: parse its JSON, accumulate it, time the first
+    token, hand the text on. Called from the SSE parser (on `wire`'s path, in the loop's read callback)."""
+
+    __slots__ = ("acc", "first", "live", "on_text")
+
+    def __init__(self, acc: StreamState, on_text: TextSink | None, live: _Live) -> None:
+        self.acc = acc
+        self.on_text = on_text
+        self.live = live
+        self.first: float | None = None
+
+    def __call__(self, event: str | None, data: bytes) -> None:
+        if data == b"[DONE]":
+            return  # read on to the end of the body, so the connection goes back to the pool
+        try:
+            obj = orjson.loads(data)  # a quarter of json.loads' time, on every chunk
+        except ValueError:
+            try:  # what orjson refuses and json reads: integers past 64 bits, NaN
+                obj = json.loads(data)
+            except ValueError:
+                shown = data[:120].decode("utf-8", "replace")
+                raise _Retryable(f"malformed JSON in stream chunk: {shown!r}") from None
+        if not isinstance(obj, dict):
+            raise _Retryable(f"unexpected stream chunk: {data[:120].decode('utf-8', 'replace')!r}")
+        acc = self.acc
+        failure = acc.error(event, obj)
+        if failure is not None:
+            status = 529 if "overloaded" in failure.lower() else 500
+            raise _Retryable(f"error event in stream: {failure}", status)
+        delta = acc.feed(event, obj)
+        if delta is not None and self.first is None:
+            self.first = self.live.first = time.perf_counter()
+        if delta and self.on_text is not None:
+            self.on_text(delta)
 
 
 def _after(first: float | None, t0: float) -> str:

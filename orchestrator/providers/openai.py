@@ -114,7 +114,9 @@ class _Stream(StreamState):
             if calls:
                 self._tool_deltas(calls)
                 out = out or ""
-            d.margin = least_margin(d.margin, choice.get("logprobs"))
+            logprobs = choice.get("logprobs")
+            if logprobs:
+                d.margin = least_margin(d.margin, logprobs)
             if choice.get("finish_reason"):
                 d.finish_reason = str(choice["finish_reason"])
         return out
