@@ -34,20 +34,21 @@ __all__ = ["Finished", "RecordTracer", "SpanRecord", "readable"]
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _SCALAR = (str, bool, int, float)
+_AS_IS = (str, bool, int, float, bytes)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
 
-def _value(value: Any) -> AttributeValue | None:
-    """An attribute value as the SDK keeps it (a sequence as a tuple), or None for one it would drop."""
-    if isinstance(value, _SCALAR):
+def _value(value: Any) -> Any:
+    """An attribute value as the SDK keeps it: a scalar (None and bytes included) as it is, a sequence as a
+    tuple, a mapping as a dict (each cleaned the same way), anything else as its str."""
+    if value is None or isinstance(value, _AS_IS):
         return value
-    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        items = tuple(value)
-        kinds = {type(v) for v in items if v is not None}
-        if len(kinds) <= 1 and all(k in _SCALAR for k in kinds):
-            return items
-    return None
+    if isinstance(value, Sequence):
+        return tuple(_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _value(v) for k, v in value.items() if k}
+    return str(value)
 
 
 class SpanRecord(trace.Span):
@@ -97,8 +98,7 @@ class SpanRecord(trace.Span):
     def set_attribute(self, key: str, value: Any) -> None:
         if self.end_time is not None:
             return
-        if type(value) in _SCALAR or (value := _value(value)) is not None:
-            self.attributes[key] = value
+        self.attributes[key] = value if type(value) in _SCALAR else _value(value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         for key, value in attributes.items():
@@ -208,8 +208,7 @@ class RecordTracer(trace.Tracer):
         at: dict[str, Any] = {}
         if attributes:
             for key, value in attributes.items():
-                if type(value) in _SCALAR or (value := _value(value)) is not None:
-                    at[key] = value
+                at[key] = value if type(value) in _SCALAR else _value(value)
         return SpanRecord(name, ctx, up, at, self.sink, self.scope, start_time or _time_ns())
 
     def start_as_current_span(  # type: ignore[override]
