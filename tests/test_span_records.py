@@ -73,14 +73,18 @@ def test_our_spans_nest_with_a_hosts_spans_both_ways_and_reach_its_processors_as
     memory = InMemorySpanExporter()
     tracing.provider.add_span_processor(SimpleSpanProcessor(memory))  # type: ignore[attr-defined]
     host = tracing.provider.get_tracer("host.app")
-    with host.start_as_current_span("http request") as request:
-        with open_span(tracing.tracer, "invoke_workflow g", "run", {A.RUN_ID: "r1"}) as run:
-            assert trace.get_current_span() is run  # what user code and node_span() see
-            with host.start_as_current_span("db query"):
-                pass
-            with pytest.raises(ValueError):
-                with open_span(tracing.tracer, "execute_tool t", "tool", {A.TOOL_NAME: "t"}):
-                    raise ValueError("no such row")
+    with (
+        host.start_as_current_span("http request") as request,
+        open_span(tracing.tracer, "invoke_workflow g", "run", {A.RUN_ID: "r1"}) as run,
+    ):
+        assert trace.get_current_span() is run  # what user code and node_span() see
+        with host.start_as_current_span("db query"):
+            pass
+        with (
+            pytest.raises(ValueError),
+            open_span(tracing.tracer, "execute_tool t", "tool", {A.TOOL_NAME: "t"}),
+        ):
+            raise ValueError("no such row")
     tracing.close()
     spans = {s.name: s for s in memory.get_finished_spans()}
     assert set(spans) == {"http request", "invoke_workflow g", "db query", "execute_tool t"}
