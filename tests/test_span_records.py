@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, StatusCode, TraceFlags
 
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.records import SpanRecord
@@ -167,3 +167,23 @@ def test_node_batches_handed_over_together_are_written_in_one_transaction_and_a_
     writer = next(t for t in threading.enumerate() if t.name == "orchestrator-trace-writer")
     writer.join(5.0)
     tracing.close()
+
+
+def test_a_span_under_a_hosts_unsampled_trace_is_stored_but_not_given_to_its_processors(
+    tmp_path: Path,
+) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    tracing = Tracing(store)
+    memory = InMemorySpanExporter()
+    tracing.provider.add_span_processor(SimpleSpanProcessor(memory))  # type: ignore[attr-defined]
+    unsampled = trace.NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.DEFAULT)))
+    with open_span(tracing.tracer, "invoke_workflow g", "run", {A.RUN_ID: "r1"}, parent=unsampled):
+        pass
+    with open_span(tracing.tracer, "invoke_workflow g", "run", {A.RUN_ID: "r2"}):  # a trace of its own
+        pass
+    tracing.close()
+    assert [dict(s.attributes or {})[A.RUN_ID] for s in memory.get_finished_spans()] == ["r2"]
+    rows = {r["run_id"]: r for r in store.spans()}
+    assert set(rows) == {"r1", "r2"}  # the cost records are the orchestrator's, sampled or not
+    assert rows["r1"]["trace_id"] == f"{0xABC:032x}" and rows["r1"]["parent_id"] == f"{0xDEF:016x}"
+    store.close()

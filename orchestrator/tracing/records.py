@@ -199,8 +199,8 @@ class RecordTracer(trace.Tracer):
     ) -> SpanRecord:
         parent = trace.get_current_span(context).get_span_context()
         span_id = _getrandbits(64) or 1
-        if parent.is_valid:
-            ctx = SpanContext(parent.trace_id, span_id, False, _SAMPLED, parent.trace_state)
+        if parent.is_valid:  # the parent's sampling decision (a host's) carries over to the processors
+            ctx = SpanContext(parent.trace_id, span_id, False, parent.trace_flags, parent.trace_state)
             up: SpanContext | None = parent
         else:
             ctx = SpanContext(_getrandbits(128) or 1, span_id, False, _SAMPLED)
