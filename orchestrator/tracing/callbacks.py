@@ -53,9 +53,9 @@ class GraphTracer(BaseCallbackHandler):
     """One per run: spans for every node, and for chat and tool calls no other path traced."""
 
     run_inline = True  # called in the node's own task: span parents and timings stay exact
-    # events it has nothing to do with: LangChain then skips the call altogether
+    # events it has nothing to do with: LangChain then skips the call altogether (not `ignore_agent`: the
+    # tool events come under it)
     ignore_retry = True
-    ignore_agent = True
     ignore_retriever = True
     ignore_custom_event = True
 
