@@ -89,9 +89,9 @@ class NodeFlushSpanProcessor(SpanProcessor):
     """Buffers ended spans; when a node or run span ends, hands the batch to a writer thread.
 
     The batch is written within milliseconds (with those that follow it within `LINGER_S`, in one
-    transaction), off the run's hot path (sqlite3 releases the GIL while it
-    writes). `force_flush` waits until everything handed over is written; the runner calls it at the end of
-    every run, so a finished run's spans are always in the store.
+    transaction), off the run's hot path (sqlite3 releases the GIL while it writes). `force_flush` waits
+    until everything handed over is written, and ends the writer's wait for more; the runner calls it at
+    the end of every run, so a finished run's spans are always in the store.
     """
 
     MAX_WRITE = 5000  # spans written in one transaction at most, when batches queue up
