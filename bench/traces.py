@@ -2,14 +2,17 @@
 
 Fills a fresh store with N realistic spans: runs of a racehorse-led agent (a run span; controller, find_tools,
 call_tool and worker node spans; chat spans with tokens, cost, compute time, TTFT; tool spans; some errors),
-created through the SDK tracer with the attribute names the orchestrator records, exported by the store's
-own processor and exporter. Ingest is timed from the first span created until the last is committed (the
-processor's force_flush returns only then), and checked by counting the rows. Then `top` (the hotspot
+created by the orchestrator's tracer (or the SDK's: `--sdk`) with the attribute names the orchestrator
+records, exported by the store's own processor and exporter. Ingest is timed from the first span created
+until the last is committed (the processor's force_flush returns only then), and checked by counting the
+rows. Then `top` (the hotspot
 query behind `orch traces top`) is timed in process, by node, model and tool, over the whole store; and
 `orch traces top` in a subprocess, for the wall time a user sees.
 
-Run: `.venv/bin/python bench/traces.py --spans 1000000 [--procs P] [--json] [--store FILE]`, or `--docs` to
-measure with one and two producer processes and write the section of docs/benchmarks.md.
+Run: `.venv/bin/python bench/traces.py --spans 1000000 [--procs P] [--sdk] [--json] [--store FILE]`, or
+`--docs` to measure with one and two producer processes (and one on the SDK path) and write the section of
+docs/benchmarks.md. Spans are made as the orchestrator makes them (its tracer's plain span records), or with
+`--sdk` through the OpenTelemetry SDK's tracer (the path before records), for comparison.
 
 PostgreSQL (`--postgres URL`, or `--postgres auto` to start a throwaway server from the machine's PostgreSQL
 binaries, as tests/pgserver.py does, with its default durability settings): the same, into a fresh database
@@ -43,12 +46,18 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
 from bench.markers import splice  # noqa: E402
 from orchestrator.tracing import attrs as A  # noqa: E402
 from orchestrator.tracing.report import hotspots  # noqa: E402
-from orchestrator.tracing.setup import Tracing  # noqa: E402
+from orchestrator.tracing.setup import (  # noqa: E402
+    SCOPE,
+    NodeFlushSpanProcessor,
+    SQLiteSpanExporter,
+    Tracing,
+)
 from orchestrator.tracing.store import TraceStore  # noqa: E402
 
 MODELS = {  # model -> (provider, slot, role, $/input token, $/output token); local models cost 0
@@ -126,37 +135,61 @@ def _run(tracer: Any, rng: random.Random, run_no: int, store: TraceStore | None 
 
 
 def _produce(
-    store_path: str, spans: int, seed: int, first_run: int, start_at: float
-) -> tuple[int, int, float]:
-    """One producer process: its runs' spans through the SDK tracer into the store; (spans, runs, time the
-    last was committed)."""
+    store_path: str, spans: int, seed: int, first_run: int, start_at: float, sdk: bool = False
+) -> tuple[int, int, float, float]:
+    """One producer process: its runs' spans into the store; (spans, runs, time the last was committed,
+    CPU seconds the process spent, its writer thread included). Spans are made as the orchestrator makes
+    them (`Tracing.tracer`: plain records), or, with `sdk`, through the OpenTelemetry SDK's tracer with the
+    store's processor on its provider (the path before records, for comparison)."""
     store = TraceStore(store_path)
-    tracing = Tracing(store)
+    tracing: Tracing | None = None
+    processor: NodeFlushSpanProcessor | None = None
+    provider: TracerProvider | None = None
+    if sdk:
+        provider = TracerProvider()
+        processor = NodeFlushSpanProcessor(SQLiteSpanExporter(store))
+        provider.add_span_processor(processor)
+        tracer: Any = provider.get_tracer(SCOPE)
+    else:
+        tracing = Tracing(store)
+        tracer = tracing.tracer
     rng = random.Random(seed)
     while time.time() < start_at:  # all producers start together
         time.sleep(0.001)
+    cpu0 = time.process_time()
     made = runs = 0
     while made < spans:
-        made += _run(tracing.tracer, rng, first_run + runs, store)
+        made += _run(tracer, rng, first_run + runs, store)
         runs += 1
-    tracing.flush()  # returns once everything handed over is committed
-    done = time.time()
-    tracing.close()
+    if tracing is not None:
+        tracing.flush()  # returns once everything handed over is committed
+    elif processor is not None:
+        processor.force_flush()
+    done, cpu = time.time(), time.process_time() - cpu0
+    if tracing is not None:
+        tracing.close()
+    if provider is not None:
+        provider.shutdown()
     store.close()
-    return made, runs, done
+    return made, runs, done, cpu
 
 
-def ingest(store_path: Path | str, spans: int, procs: int = 1, seed: int = 7) -> dict[str, Any]:
+def ingest(
+    store_path: Path | str, spans: int, procs: int = 1, seed: int = 7, sdk: bool = False
+) -> dict[str, Any]:
     TraceStore(store_path).close()  # created and migrated before the clock starts
     start_at = time.time() + (1.5 if procs > 1 else 0.0)
     if procs == 1:
-        results = [_produce(str(store_path), spans, seed, 0, start_at)]
+        results = [_produce(str(store_path), spans, seed, 0, start_at, sdk)]
     else:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(procs) as pool:
             results = pool.starmap(
                 _produce,
-                [(str(store_path), spans // procs, seed + i, i * 10_000_000, start_at) for i in range(procs)],
+                [
+                    (str(store_path), spans // procs, seed + i, i * 10_000_000, start_at, sdk)
+                    for i in range(procs)
+                ],
             )
     made = sum(r[0] for r in results)
     elapsed = max(r[2] for r in results) - start_at
@@ -165,12 +198,14 @@ def ingest(store_path: Path | str, spans: int, procs: int = 1, seed: int = 7) ->
     store.close()
     return {
         "procs": procs,
+        "path": "sdk" if sdk else "records",
         "spans": made,
         "runs": sum(r[1] for r in results),
         "stored": stored,
         "lost": made - stored,
         "ingest_s": round(elapsed, 3),
         "ingest_spans_per_s": round(made / elapsed),
+        "cpu_us_per_span": round(sum(r[3] for r in results) / made * 1e6, 1),
     }
 
 
@@ -208,10 +243,12 @@ def _cli_top(store_path: Path | str) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
-def measure(spans: int, procs: int, keep: Path | None = None, postgres: str | None = None) -> dict[str, Any]:
+def measure(
+    spans: int, procs: int, keep: Path | None = None, postgres: str | None = None, sdk: bool = False
+) -> dict[str, Any]:
     if postgres is not None:
         with _fresh_database(postgres) as url:
-            result = _measure(url, spans, procs)
+            result = _measure(url, spans, procs, sdk)
             result["store_mb"] = _pg_size_mb(url)
             result["postgres"] = _pg_version(url)
             return result
@@ -219,7 +256,7 @@ def measure(spans: int, procs: int, keep: Path | None = None, postgres: str | No
     path = keep or tmp / "traces.db"
     if path.exists():
         raise SystemExit(f"{path} exists: give a fresh path")
-    result = _measure(path, spans, procs)
+    result = _measure(path, spans, procs, sdk)
     result["store_mb"] = round(path.stat().st_size / 1e6, 1)
     if keep is None:
         for p in tmp.iterdir():
@@ -228,12 +265,12 @@ def measure(spans: int, procs: int, keep: Path | None = None, postgres: str | No
     return result
 
 
-def _measure(store: Path | str, spans: int, procs: int) -> dict[str, Any]:
+def _measure(store: Path | str, spans: int, procs: int, sdk: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "load_before": round(os.getloadavg()[0], 2),
     }
-    result.update(ingest(store, spans, procs))
+    result.update(ingest(store, spans, procs, sdk=sdk))
     top = time_top(store)
     result["top_ms"] = top.pop("top_ms")
     result["top"] = top
@@ -331,21 +368,24 @@ def render(runs: list[dict[str, Any]]) -> str:
         f"`bench/traces.py`, {time.strftime('%Y-%m-%d')}, {first['machine']} (load average before each run in "
         "the table: a shared machine). Realistic agent runs (a run span; controller, find_tools, call_tool and "
         "worker node spans; chat spans with tokens, cost, compute time, TTFT; tool spans; 2-5% errors) created "
-        "through the OpenTelemetry SDK tracer with the orchestrator's attributes, each run recorded in `runs` "
-        "first as the runner does, exported by the store's own processor; ingest is timed from the first span "
-        "created until the last is committed, and the rows are counted. `top` is `hotspots()` over the whole "
+        "as the orchestrator creates them (`records`: its tracer's plain span records; `sdk`: the OpenTelemetry "
+        "SDK tracer, the path before, for comparison) with the orchestrator's attributes, each run recorded in "
+        "`runs` first as the runner does, written by the store's own processor; ingest is timed from the first "
+        "span created until the last is committed, and the rows are counted; CPU is the producer processes' "
+        "(their writer threads included) per span. `top` is `hotspots()` over the whole "
         "store, in process (median of 3); the CLI's wall time (`orch traces top --json` in a subprocess, Python "
         "start-up included) beside it.",
         "",
-        "| spans | producer processes | load | ingest spans/s | lost | top by node / model / tool (ms) | "
-        "CLI wall (ms) | store MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| spans | span path | producer processes | load | ingest spans/s | CPU µs/span | lost | "
+        "top by node / model / tool (ms) | CLI wall (ms) | store MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         t = r["top"]
         lines.append(
-            f"| {r['spans']:,} | {r['procs']} | {r['load_before']} | {r['ingest_spans_per_s']:,} | {r['lost']} | "
-            f"{t['node']['ms']} / {t['model']['ms']} / {t['tool']['ms']} | {r['cli_top_wall_ms']} | {r['store_mb']} |"
+            f"| {r['spans']:,} | {r['path']} | {r['procs']} | {r['load_before']} | {r['ingest_spans_per_s']:,} | "
+            f"{r['cpu_us_per_span']} | {r['lost']} | {t['node']['ms']} / {t['model']['ms']} / {t['tool']['ms']} | "
+            f"{r['cli_top_wall_ms']} | {r['store_mb']} |"
         )
     lines += ["", END]
     return "\n".join(lines)
@@ -392,7 +432,12 @@ def main() -> None:
         "--store", help="the store file to fill and keep (default: a temporary file, removed)"
     )
     parser.add_argument(
-        "--docs", action="store_true", help="run 1 and 2 producer processes and write docs/benchmarks.md"
+        "--docs",
+        action="store_true",
+        help="run 1 and 2 producer processes (and 1 on the SDK path) and write docs/benchmarks.md",
+    )
+    parser.add_argument(
+        "--sdk", action="store_true", help="make the spans through the OpenTelemetry SDK's tracer instead"
     )
     parser.add_argument(
         "--postgres",
@@ -402,6 +447,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.docs:
         runs = [measure(args.spans, procs, postgres=args.postgres) for procs in (1, 2)]
+        if not args.postgres:
+            runs.append(measure(args.spans, 1, sdk=True))
         if args.postgres:
             (ROOT / "bench" / "results" / "traces_postgres.md").write_text(render_postgres(runs))
         else:
@@ -409,7 +456,7 @@ def main() -> None:
         print(json.dumps(runs, indent=2))
         return
     keep = Path(args.store) if args.store else None
-    result = measure(args.spans, args.procs, keep, postgres=args.postgres)
+    result = measure(args.spans, args.procs, keep, postgres=args.postgres, sdk=args.sdk)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
 
 

@@ -53,6 +53,11 @@ class GraphTracer(BaseCallbackHandler):
     """One per run: spans for every node, and for chat and tool calls no other path traced."""
 
     run_inline = True  # called in the node's own task: span parents and timings stay exact
+    # events it has nothing to do with: LangChain then skips the call altogether (not `ignore_agent`: the
+    # tool events come under it)
+    ignore_retry = True
+    ignore_retriever = True
+    ignore_custom_event = True
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class GraphTracer(BaseCallbackHandler):
         self._tasks: set[str] = set()  # node executions seen (a nested run of the same name is not one)
         self._traced: set[UUID] = set()  # model and tool runs the orchestrator's own path traces
         self.node_seconds: dict[str, float] = {}  # the last finished execution of each node
+        self._prices: dict[tuple[str, str], Any] = {}  # (provider, model) -> its prices (None: unknown)
         self.failed_node: str | None = None  # the node where an error was first raised
 
     # --- where a run sits ------------------------------------------------------------------------------
@@ -136,19 +142,14 @@ class GraphTracer(BaseCallbackHandler):
         attributes: dict[str, Any],
     ) -> None:
         parent = self._parent_span(parent_run_id)
-        path = node_path_attribute(node)
         innermost = node[-1] if node else None
-        span = self.tracer.start_span(
-            name,
-            context=trace.set_span_in_context(parent),
-            attributes={
-                A.KIND: kind,
-                A.RUN_ID: self.run_id,
-                **({A.NODE: innermost} if innermost else {}),
-                **({A.NODE_PATH: path} if path else {}),
-                **attributes,
-            },
-        )
+        at: dict[str, Any] = {A.KIND: kind, A.RUN_ID: self.run_id}
+        if innermost:
+            at[A.NODE] = innermost
+            if len(node) > 1:  # type: ignore[arg-type]
+                at[A.NODE_PATH] = node_path_attribute(node)
+        at.update(attributes)
+        span = self.tracer.start_span(name, context=trace.set_span_in_context(parent), attributes=at)
         self._open[run_id] = _Open(kind, innermost, span, name)
 
     def _end(self, run_id: UUID, error: BaseException | None = None) -> _Open | None:
@@ -177,13 +178,14 @@ class GraphTracer(BaseCallbackHandler):
         self._parents[run_id] = parent_run_id
         meta = metadata or {}
         node = meta.get("langgraph_node")
-        if node is None or kwargs.get("name") != node or _task_key(meta) in self._tasks:
+        task = _task_key(meta) if node is not None and kwargs.get("name") == node else None
+        if task is None or task in self._tasks:
             inherited = self.path_of(parent_run_id)
             if inherited is not None:
                 self._nodes[run_id] = inherited
             return
         self._nodes[run_id] = _node_path(meta, str(node))
-        self._tasks.add(_task_key(meta))
+        self._tasks.add(task)
         if meta.get("orch_traced"):
             return  # the bundled agent's nodes open their own spans
         step = meta.get("langgraph_step")
@@ -251,7 +253,10 @@ class GraphTracer(BaseCallbackHandler):
             return
         usage = _usage(response)
         provider, _, model = found.name.partition("/")
-        prices = self.prices.lookup(model) or self.prices.lookup(f"{provider}/{model}")
+        known = (provider, model)
+        if known not in self._prices:  # a price table lookup once per model and run
+            self._prices[known] = self.prices.lookup(model) or self.prices.lookup(f"{provider}/{model}")
+        prices = self._prices[known]
         cost = cost_usd(usage, prices) if prices else None
         wall_ms = (time.perf_counter() - found.t0) * 1000
         ttft = (found.first_token - found.t0) * 1000 if found.first_token else None

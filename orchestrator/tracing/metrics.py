@@ -13,10 +13,10 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from orchestrator.tracing import attrs as A
+from orchestrator.tracing.records import Finished
 
 __all__ = ["DURATION", "TOKEN_TYPE", "TOKEN_USAGE", "GenAIMetrics", "host_meter_provider"]
 
@@ -56,7 +56,7 @@ class GenAIMetrics:
             )
             self._instruments.append((tokens, duration))
 
-    def record(self, span: ReadableSpan) -> None:
+    def record(self, span: Finished) -> None:
         """Record a chat span's call (any other span is left alone)."""
         at = span.attributes or {}
         if at.get(A.KIND) != "chat":

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status
 
 from orchestrator.tracing import attrs as A
+from orchestrator.tracing.records import Finished, SpanRecord
 
 __all__ = ["CONTENT_ATTRIBUTES", "Redact", "Redactor"]
 
@@ -61,6 +62,28 @@ class Redactor:
         self._warned = False
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
+        kept, status, events = self._redact(span)
+        return ReadableSpan(
+            name=span.name,
+            context=span.get_span_context(),
+            parent=span.parent,
+            resource=span.resource,
+            attributes=kept,
+            events=events,
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def record(self, span: SpanRecord) -> SpanRecord:
+        """The same for one of our span records (records.py)."""
+        return span.copy(*self._redact(span))
+
+    def _redact(self, span: Finished) -> tuple[dict[str, Any], Status, list[Event]]:
+        """A span's attributes, status and events as the hook leaves them."""
         attributes = dict(span.attributes or {})
         description = span.status.description
         try:
@@ -80,20 +103,7 @@ class Redactor:
         for key in _KEPT:
             if key in attributes:
                 kept[key] = attributes[key]
-        return ReadableSpan(
-            name=span.name,
-            context=span.get_span_context(),
-            parent=span.parent,
-            resource=span.resource,
-            attributes=kept,
-            events=events,
-            links=span.links,
-            kind=span.kind,
-            status=Status(span.status.status_code, description),
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
+        return kept, Status(span.status.status_code, description), events
 
     def run_row(self, answer: str | None, error: str | None) -> tuple[str | None, str | None]:
         """A run row's answer and error: the hook sees them as `orchestrator.answer` and

@@ -69,73 +69,116 @@ def summarize(
     """Sum span rows into roll-up rows and histogram counts. `graphs`: run id -> graph name."""
     sums: dict[Key, list[float]] = {}
     hist: dict[HistKey, int] = {}
+    width = len(SUMS)
+    log2, floor = math.log2, math.floor
 
-    def add(k: Key, **values: float) -> None:
+    def row_of(k: Key) -> list[float]:
         row = sums.get(k)
         if row is None:
-            row = sums[k] = [0.0] * len(SUMS)
-        for name, value in values.items():
-            row[_INDEX[name]] += value
+            row = sums[k] = [0.0] * width
+        return row
 
     def count(k: Key, measure: str, value: Any) -> None:
         if value is None:
             return
-        h = (*k, measure, bucket(float(value)))
+        v = float(value)
+        h = (*k, measure, floor(HIST_STEP * log2(v)) if v > 0 else -1_000)
         hist[h] = hist.get(h, 0) + 1
 
     for r in rows:
-        run_id, kind = r.get("run_id"), r.get("kind")
-        if run_id is None or kind not in ("node", "chat", "tool"):
+        get = r.get
+        run_id, kind = get("run_id"), get("kind")
+        if run_id is None or kind not in _KINDS:
             continue
-        day = int((r.get("start_ns") or 0) // DAY_NS)
+        day = int((get("start_ns") or 0) // DAY_NS)
         graph = graphs.get(run_id, "?")
-        duration = float(r.get("duration_ms") or 0.0)
-        error = 1.0 if r.get("status") == "error" else 0.0
-        node = r.get("node")
-        path = _path(r.get("node_path"), node)
-        if kind == "node" and node is not None:
+        duration = float(get("duration_ms") or 0.0)
+        error = 1.0 if get("status") == "error" else 0.0
+        node = get("node")
+        encoded = get("node_path")
+        path = _path(encoded, node) if encoded else ([str(node)] if node is not None else [])
+        if kind == "node":
+            if node is None:
+                continue
             k = (day, graph, "node", str(node))
-            add(
-                k,
-                spans=1,
-                errors=error,
-                duration_ms=duration,
-                repairs=float(r.get("repairs") or 0),
-                escalations=float(r.get("escalations") or 0),
-            )
+            row = row_of(k)
+            row[_SPANS] += 1
+            row[_ERRORS] += error
+            row[_DURATION] += duration
+            row[_REPAIRS] += float(get("repairs") or 0)
+            row[_ESCALATIONS] += float(get("escalations") or 0)
             count(k, "duration", duration)
             if len(path) > 1:  # time a nested node spent, inside the node around it
-                add((day, graph, "node", path[-2]), nested_ms=duration)
-        elif kind == "tool" and r.get("tool") is not None:
-            k = (day, graph, "tool", str(r["tool"]))
-            add(k, spans=1, errors=error, duration_ms=duration)
+                row_of((day, graph, "node", path[-2]))[_NESTED] += duration
+        elif kind == "tool":
+            tool = get("tool")
+            if tool is None:
+                continue
+            k = (day, graph, "tool", str(tool))
+            row = row_of(k)
+            row[_SPANS] += 1
+            row[_ERRORS] += error
+            row[_DURATION] += duration
             count(k, "duration", duration)
-        elif kind == "chat":
-            cost = r.get("cost_usd")
-            compute = float(r.get("compute_ms") or 0.0)
-            call = {
-                "model_calls": 1.0,
-                "input_tokens": float(r.get("input_tokens") or 0),
-                "output_tokens": float(r.get("output_tokens") or 0),
-                "cache_read_tokens": float(r.get("cache_read_tokens") or 0),
-                "cache_write_tokens": float(r.get("cache_write_tokens") or 0),
-                "cost_usd": float(cost or 0.0),
-                "priced_calls": 0.0 if cost is None else 1.0,
-                "unpriced_calls": 1.0 if cost is None else 0.0,
-                "compute_ms": compute,
-            }
-            incl = {"cost_incl": float(cost or 0.0), "compute_incl": compute}
-            for dim, key in (("model", r.get("model") or "?"), ("slot", r.get("slot") or "-")):
+        else:  # a chat span: a model call
+            cost = get("cost_usd")
+            price = float(cost or 0.0)
+            compute = float(get("compute_ms") or 0.0)
+            call = (
+                1.0,
+                float(get("input_tokens") or 0),
+                float(get("output_tokens") or 0),
+                float(get("cache_read_tokens") or 0),
+                float(get("cache_write_tokens") or 0),
+                price,
+                0.0 if cost is None else 1.0,
+                1.0 if cost is None else 0.0,
+                compute,
+            )
+            for dim, key in (("model", get("model") or "?"), ("slot", get("slot") or "-")):
                 k = (day, graph, dim, str(key))
-                add(k, spans=1, errors=error, duration_ms=duration, **call, **incl)
+                row = row_of(k)
+                row[_SPANS] += 1
+                row[_ERRORS] += error
+                row[_DURATION] += duration
+                for i, v in zip(_CALL, call, strict=True):
+                    row[i] += v
+                row[_COST_INCL] += price
+                row[_COMPUTE_INCL] += compute
                 count(k, "duration", duration)
                 if dim == "model":
-                    count(k, "ttft", r.get("ttft_ms"))
-                    count(k, "tps", r.get("tokens_per_s"))
-            for i, name in enumerate(path or ["-"]):
-                k = (day, graph, "node", name)
-                add(k, **incl, **(call if i == len(path or ["-"]) - 1 else {}))
+                    count(k, "ttft", get("ttft_ms"))
+                    count(k, "tps", get("tokens_per_s"))
+            names = path or ["-"]
+            last = len(names) - 1
+            for i, name in enumerate(names):
+                row = row_of((day, graph, "node", name))
+                row[_COST_INCL] += price
+                row[_COMPUTE_INCL] += compute
+                if i == last:
+                    for j, v in zip(_CALL, call, strict=True):
+                        row[j] += v
     return sums, hist
+
+
+_KINDS = frozenset({"node", "chat", "tool"})
+_SPANS, _ERRORS, _DURATION, _NESTED = (_INDEX[n] for n in ("spans", "errors", "duration_ms", "nested_ms"))
+_REPAIRS, _ESCALATIONS = _INDEX["repairs"], _INDEX["escalations"]
+_COST_INCL, _COMPUTE_INCL = _INDEX["cost_incl"], _INDEX["compute_incl"]
+_CALL = tuple(
+    _INDEX[n]
+    for n in (
+        "model_calls",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "priced_calls",
+        "unpriced_calls",
+        "compute_ms",
+    )
+)
 
 
 def _path(encoded: Any, node: Any) -> list[str]:

@@ -13,21 +13,23 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
-from opentelemetry.util.types import Attributes
 
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.export import OtlpExport
 from orchestrator.tracing.metrics import GenAIMetrics, host_meter_provider
+from orchestrator.tracing.records import Finished, RecordTracer, SpanRecord, readable
 from orchestrator.tracing.redact import Redact, Redactor
 from orchestrator.tracing.store import TraceStore, TraceStoreDamaged
 
@@ -48,12 +50,8 @@ class SQLiteSpanExporter(SpanExporter):
         self._held: list[dict[str, Any]] = []  # rows the store refused: written before the next ones
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        fresh = [
-            _row(s)
-            for s in spans
-            if s.instrumentation_scope is not None and s.instrumentation_scope.name == SCOPE
-        ]
+    def export(self, spans: Sequence[Finished]) -> SpanExportResult:
+        fresh = [_row(s) for s in spans if _ours(s)]
         with self._lock:
             rows = self._held + fresh
             try:
@@ -90,19 +88,21 @@ class SQLiteSpanExporter(SpanExporter):
 class NodeFlushSpanProcessor(SpanProcessor):
     """Buffers ended spans; when a node or run span ends, hands the batch to a writer thread.
 
-    The batch is written within milliseconds, off the run's hot path (sqlite3 releases the GIL while it
-    writes). `force_flush` waits until everything handed over is written; the runner calls it at the end of
-    every run, so a finished run's spans are always in the store.
+    The batch is written within milliseconds (with those that follow it within `LINGER_S`, in one
+    transaction), off the run's hot path (sqlite3 releases the GIL while it writes). `force_flush` waits
+    until everything handed over is written, and ends the writer's wait for more; the runner calls it at
+    the end of every run, so a finished run's spans are always in the store.
     """
 
     MAX_WRITE = 5000  # spans written in one transaction at most, when batches queue up
+    LINGER_S = 0.002  # how long the writer waits for more batches to write in the same transaction
 
     def __init__(self, exporter: SpanExporter, max_buffer: int = 512) -> None:
         self.exporter = exporter
         self.max_buffer = max_buffer
-        self._buffer: list[ReadableSpan] = []
+        self._buffer: list[Finished] = []
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[list[ReadableSpan] | threading.Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Finished] | threading.Event | None] = queue.SimpleQueue()
         self._writer = threading.Thread(
             target=self._write_loop, name="orchestrator-trace-writer", daemon=True
         )
@@ -118,12 +118,15 @@ class NodeFlushSpanProcessor(SpanProcessor):
                 continue
             # under load, batches queue up while one is written: take them all into one transaction (one
             # commit instead of one per node), up to a bound, and honour a flush or stop queued behind them
-            batch: list[ReadableSpan] = list(item)
+            batch: list[Finished] = list(item)
             after: threading.Event | None = None
             stop = False
+            # and wait a moment for more (a commit costs ~0.4 ms, a span's insert ~20 µs: one commit for
+            # many spans); a flush or a stop ends the wait at once
+            until = time.monotonic() + self.LINGER_S
             while len(batch) < self.MAX_WRITE:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is None:
@@ -133,7 +136,7 @@ class NodeFlushSpanProcessor(SpanProcessor):
                     after = more
                     break
                 batch.extend(more)
-            self.exporter.export(batch)
+            self.exporter.export(batch)  # type: ignore[arg-type]  # ours takes records too
             if after is not None:
                 after.set()
             if stop:
@@ -142,7 +145,7 @@ class NodeFlushSpanProcessor(SpanProcessor):
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         return None
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: Finished) -> None:
         with self._lock:
             self._buffer.append(span)
             kind = (span.attributes or {}).get(A.KIND)
@@ -167,51 +170,77 @@ class NodeFlushSpanProcessor(SpanProcessor):
         return done.wait(timeout_millis / 1000)
 
 
-def _row(span: ReadableSpan) -> dict[str, Any]:
-    at = dict(span.attributes or {})
+_STATUS = {StatusCode.OK: "ok", StatusCode.ERROR: "error", StatusCode.UNSET: "unset"}
+
+
+def _ours(span: Finished) -> bool:
+    if type(span) is SpanRecord:
+        return True
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == SCOPE
+
+
+def _row(span: Finished) -> dict[str, Any]:
+    """A span's row: its columns, and all its attributes as JSON (written once, here)."""
+    at = span.attributes or {}
+    get = at.get
     ctx = span.get_span_context()
     assert ctx is not None
+    parent = span.parent
     start, end = span.start_time or 0, span.end_time or 0
-    status = span.status.status_code
+    status = span.status
     return {
         "span_id": f"{ctx.span_id:016x}",
         "trace_id": f"{ctx.trace_id:032x}",
-        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
-        "run_id": at.get(A.RUN_ID),
+        "parent_id": f"{parent.span_id:016x}" if parent else None,
+        "run_id": get(A.RUN_ID),
         "name": span.name,
-        "kind": at.get(A.KIND),
-        "node": at.get(A.NODE),
-        "model": at.get(A.RESPONSE_MODEL) or at.get(A.REQUEST_MODEL),
-        "tool": at.get(A.TOOL_NAME),
-        "role": at.get(A.ROLE),
-        "action": at.get(A.ACTION),
+        "kind": get(A.KIND),
+        "node": get(A.NODE),
+        "model": get(A.RESPONSE_MODEL) or get(A.REQUEST_MODEL),
+        "tool": get(A.TOOL_NAME),
+        "role": get(A.ROLE),
+        "action": get(A.ACTION),
         "start_ns": start,
         "end_ns": end,
         "duration_ms": (end - start) / 1e6,
-        "status": {StatusCode.OK: "ok", StatusCode.ERROR: "error"}.get(status, "unset"),
-        "status_message": span.status.description,
-        "input_tokens": at.get(A.INPUT_TOKENS),
-        "output_tokens": at.get(A.OUTPUT_TOKENS),
-        "cache_read_tokens": at.get(A.CACHE_READ),
-        "cache_write_tokens": at.get(A.CACHE_WRITE),
-        "cost_usd": at.get(A.COST),
-        "ttft_ms": at.get(A.TTFT_MS),
-        "slot": at.get(A.SLOT),
-        "provider": at.get(A.PROVIDER),
-        "compute_ms": at.get(A.COMPUTE_MS),
-        "cache_write_1h_tokens": at.get(A.CACHE_WRITE_1H),
-        "reasoning_tokens": at.get(A.REASONING),
-        "tokens_per_s": at.get(A.TOKENS_PER_S),
-        "node_path": at.get(A.NODE_PATH),
-        "repairs": at.get(A.WORKER_REPAIRS),
-        "escalations": at.get(A.WORKER_ESCALATIONS),
-        "attributes": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in at.items()}),
+        "status": _STATUS.get(status.status_code, "unset"),
+        "status_message": status.description,
+        "input_tokens": get(A.INPUT_TOKENS),
+        "output_tokens": get(A.OUTPUT_TOKENS),
+        "cache_read_tokens": get(A.CACHE_READ),
+        "cache_write_tokens": get(A.CACHE_WRITE),
+        "cost_usd": get(A.COST),
+        "ttft_ms": get(A.TTFT_MS),
+        "slot": get(A.SLOT),
+        "provider": get(A.PROVIDER),
+        "compute_ms": get(A.COMPUTE_MS),
+        "cache_write_1h_tokens": get(A.CACHE_WRITE_1H),
+        "reasoning_tokens": get(A.REASONING),
+        "tokens_per_s": get(A.TOKENS_PER_S),
+        "node_path": get(A.NODE_PATH),
+        "repairs": get(A.WORKER_REPAIRS),
+        "escalations": get(A.WORKER_ESCALATIONS),
+        "attributes": _dumps(dict(at) if type(at) is not dict else at),  # a tuple is written as a list
     }
+
+
+def _dumps(attributes: dict[str, Any]) -> str:
+    """Attributes as JSON: orjson (20x the standard library's speed here); anything it can't write (a huge
+    int, a value the SDK would have refused) through the standard library."""
+    try:
+        return orjson.dumps(attributes).decode()
+    except TypeError:
+        return json.dumps(attributes, default=str)
 
 
 class Tracing:
     """The tracer a run uses, and where its spans go: the SQLite store (None when tracing is off), an OTLP
     endpoint (`otlp_endpoint`), the GenAI metrics; through the redaction hook (`redact`) when one is set.
+
+    Our spans are plain records (records.py), routed here when they end. The SDK's span processors of the
+    provider (a host application's, or ours that a test or a host added processors to) receive them as SDK
+    spans, built only when a processor is there to read them.
 
     Metrics are recorded only where something reads them: the host's SDK `MeterProvider`, and ours when an
     OTLP endpoint is set.
@@ -231,36 +260,57 @@ class Tracing:
         self.processor: NodeFlushSpanProcessor | None = None
         self.export: OtlpExport | None = None
         self.redactor = Redactor(redact) if redact is not None else None
-        self._outlet: _Outlet | None = None
         self._metrics: GenAIMetrics | None = None
         self._closed = False
-        outlets: list[SpanProcessor] = []  # where the spans go, after the redaction hook
+        self._active = True
         self.provider: trace.TracerProvider
+        self.tracer: trace.Tracer
         if not enabled:
             self.provider = trace.NoOpTracerProvider()
+            self.tracer = self.provider.get_tracer(SCOPE, __version__)
+            return
+        host = trace.get_tracer_provider()
+        if isinstance(host, TracerProvider):
+            self.provider = host  # the host's: add to it, never replace it
         else:
-            resource = Resource.create({"service.name": "orchestrator"})
-            host = trace.get_tracer_provider()
-            if isinstance(host, TracerProvider):
-                self.provider = host  # the host's: add to it, never replace it
-            else:
-                self.provider = TracerProvider(resource=resource)
-            if otlp_endpoint:  # first: a missing extra is a ConfigError before any thread starts
-                self.export = OtlpExport(otlp_endpoint, resource)
-            if store is not None:
-                self.processor = NodeFlushSpanProcessor(SQLiteSpanExporter(store))
-                outlets.append(self.processor)
-            if self.export is not None:
-                outlets.append(self.export.span_processor)
-            meters = [m for m in (host_meter_provider(), self.export and self.export.meter_provider) if m]
-            if meters:
-                self._metrics = GenAIMetrics(meters, SCOPE, __version__)
-        self.tracer: trace.Tracer = self.provider.get_tracer(SCOPE, __version__)
-        if outlets or self._metrics is not None:
-            own = _OwnTracer(self.tracer)
-            self.tracer = own
-            self._outlet = _Outlet(own.started, outlets, self._metrics, self.redactor, self.flush, self.close)
-            _add_processor(self.provider, self._outlet)
+            self.provider = TracerProvider(resource=Resource.create({"service.name": "orchestrator"}))
+        self._resource = self.provider.resource
+        if otlp_endpoint:  # first: a missing extra is a ConfigError before any thread starts
+            self.export = OtlpExport(otlp_endpoint, self._resource)
+        if store is not None:
+            self.processor = NodeFlushSpanProcessor(SQLiteSpanExporter(store))
+        meters = [m for m in (host_meter_provider(), self.export and self.export.meter_provider) if m]
+        if meters:
+            self._metrics = GenAIMetrics(meters, SCOPE, __version__)
+        self._fanout: Any = getattr(self.provider, "_active_span_processor", None)
+        self._seen: Any = None  # the provider's processors last looked at, and whether one is not ours
+        self._others = False
+        _add_processor(self.provider, _Hooks(self.flush, self.close))  # flushed when the provider is
+        self.tracer = RecordTracer(InstrumentationScope(SCOPE, __version__), self._ended)
+
+    def _ended(self, span: SpanRecord) -> None:
+        """Where an ended span of ours goes: the metrics; the provider's processors, as it is; the store
+        and the OTLP endpoint, through the redaction hook."""
+        if not self._active:
+            return
+        if self._metrics is not None:
+            self._metrics.record(span)
+        fanout = self._fanout
+        if fanout is not None:
+            processors = getattr(fanout, "_span_processors", ())
+            if processors is not self._seen:  # a processor was added since: look again, once
+                self._seen = processors
+                self._others = any(not isinstance(p, _Hooks) for p in processors)
+            if self._others:
+                fanout.on_end(readable(span, self._resource))
+        if self.processor is None and self.export is None:
+            return
+        if self.redactor is not None:
+            span = self.redactor.record(span)
+        if self.processor is not None:
+            self.processor.on_end(span)
+        if self.export is not None:
+            self.export.span_processor.on_end(readable(span, self._resource))
 
     def flush(self) -> None:
         """Store whatever is buffered (waits for the writes); hand the OTLP batch to its thread (never
@@ -277,88 +327,24 @@ class Tracing:
         return self.redactor.run_row(answer, error)
 
     def close(self) -> None:
-        """Flush and detach from the provider (a host's provider keeps running); the OTLP endpoint gets at
+        """Flush and stop routing spans (a host's provider keeps running); the OTLP endpoint gets at
         most `export.CLOSE_WAIT_S` to take the last batch."""
         if self._closed:
             return
         self._closed = True
         self.flush()
-        if self._outlet is not None:
-            self._outlet.active = False  # inert: the SDK has no public remove
-        if self.processor is not None and isinstance(self.provider, TracerProvider):
+        self._active = False
+        if self.processor is not None:
             _remove_processor(self.provider, self.processor)
         if self.export is not None:
             self.export.close()
 
 
-class _OwnTracer(trace.Tracer):
-    """The SDK's tracer, noting the ids of the spans it starts. On a host's provider every processor sees
-    every span, the host's and other orchestrators' alike: each orchestrator's outlet takes only its own."""
+class _Hooks(SpanProcessor):
+    """On the provider, for its flush and its shutdown at exit (when the orchestrator was never closed);
+    spans reach us another way (`Tracing._ended`)."""
 
-    def __init__(self, inner: trace.Tracer) -> None:
-        self.inner = inner
-        self.started: set[int] = set()
-
-    def start_span(
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[trace.Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> trace.Span:
-        span = self.inner.start_span(
-            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
-        )
-        self.started.add(span.get_span_context().span_id)
-        return span
-
-    @contextmanager
-    def start_as_current_span(  # type: ignore[override]
-        self,
-        name: str,
-        context: Context | None = None,
-        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-        attributes: Attributes = None,
-        links: Sequence[trace.Link] | None = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-        end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        span = self.start_span(
-            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
-        )
-        with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
-        ) as current:
-            yield current
-
-
-class _Outlet(SpanProcessor):
-    """Where our spans leave the process: the metrics, then (through the redaction hook, once for all of
-    them) the store and the OTLP endpoint. Only the spans our own tracer started."""
-
-    def __init__(
-        self,
-        started: set[int],
-        processors: list[SpanProcessor],
-        metrics: GenAIMetrics | None,
-        redactor: Redactor | None,
-        flush: Callable[[], None],
-        close: Callable[[], None],
-    ) -> None:
-        self.started = started
-        self.processors = processors
-        self.metrics = metrics
-        self.redactor = redactor
-        self.active = True
+    def __init__(self, flush: Callable[[], None], close: Callable[[], None]) -> None:
         self._flush = flush
         self._close = close
 
@@ -366,22 +352,10 @@ class _Outlet(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.get_span_context()
-        if ctx is None or ctx.span_id not in self.started:
-            return  # the host's span, or another orchestrator's
-        self.started.discard(ctx.span_id)
-        if not self.active:
-            return
-        if self.metrics is not None:
-            self.metrics.record(span)
-        if self.processors:
-            if self.redactor is not None:
-                span = self.redactor(span)
-            for processor in self.processors:
-                processor.on_end(span)
+        return None
 
     def shutdown(self) -> None:
-        self._close()  # the provider's shutdown at exit, when the orchestrator was never closed
+        self._close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         self._flush()
@@ -392,11 +366,10 @@ def _add_processor(provider: Any, processor: SpanProcessor) -> None:
     provider.add_span_processor(processor)
 
 
-def _remove_processor(provider: Any, processor: SpanProcessor) -> None:
-    # The SDK has no public remove; our processor turns inert instead so a host provider stays intact.
-    if isinstance(processor, NodeFlushSpanProcessor):
-        processor.shutdown()
-        processor.exporter = _NullExporter()
+def _remove_processor(provider: Any, processor: NodeFlushSpanProcessor) -> None:
+    # our processor turns inert (its writer stops), so a host provider stays intact
+    processor.shutdown()
+    processor.exporter = _NullExporter()
 
 
 class _NullExporter(SpanExporter):

@@ -67,6 +67,34 @@ def check_database(path: str | Path, what: str, setting: str) -> None:
 _ACTIVE: set[tuple[str, str]] = set()  # (store path, run id) of runs this process is running now
 
 
+_RUN_COLUMNS = (
+    "run_id",
+    "graph",
+    "status",
+    "started_at",
+    "config_hash",
+    "version",
+    "host",
+    "pid",
+    "pid_started",
+)
+_START_RUN = (
+    f"insert into runs ({', '.join(_RUN_COLUMNS)}) values ({', '.join('?' * len(_RUN_COLUMNS))}) "
+    "on conflict (run_id) do update set ended_at = null, error = null, "
+    + ", ".join(f"{c} = excluded.{c}" for c in ("status", "host", "pid", "pid_started"))
+)
+_PROCESS: tuple[int, int | None] | None = None  # this process's pid and start time (read once per pid)
+
+
+def _this_process() -> tuple[int, int | None]:
+    """This process's pid and start time, read from /proc once (again in a forked child)."""
+    global _PROCESS
+    pid = os.getpid()
+    if _PROCESS is None or _PROCESS[0] != pid:
+        _PROCESS = (pid, process_started(pid))
+    return _PROCESS
+
+
 def _alive(pid: int, started: int | None) -> bool:
     if pid == os.getpid():
         return False  # our own runs are in _ACTIVE; an older process with our pid is long gone
@@ -188,28 +216,13 @@ class TraceStore:
     # --- writing ---------------------------------------------------------------------------------------
     def start_run(self, run_id: str, graph: str, *, config_hash: str, version: str) -> None:
         """Record a run as running (a resumed run goes back to running, and keeps its start time)."""
-        row = {
-            "run_id": run_id,
-            "graph": graph,
-            "status": "running",
-            "started_at": time.time(),
-            "config_hash": config_hash,
-            "version": version,
-            "host": HOST,
-            "pid": os.getpid(),
-            "pid_started": process_started(os.getpid()),
-        }
+        pid, started = _this_process()
+        values = [run_id, graph, "running", time.time(), config_hash, version, HOST, pid, started]
         _ACTIVE.add((self._key, run_id))
-        again = ("status", "host", "pid", "pid_started")
-        sql = (
-            f"insert into runs ({', '.join(row)}) values ({', '.join('?' * len(row))}) "
-            "on conflict (run_id) do update set ended_at = null, error = null, "
-            + ", ".join(f"{c} = excluded.{c}" for c in again)
-        )
 
         def write() -> None:
             with self._lock, self._b.transaction():
-                self._b.execute(sql, list(row.values()))
+                self._b.execute(_START_RUN, values)
 
         try:
             with self.guard():
