@@ -57,6 +57,7 @@ from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.runtime import Runtime  # noqa: E402
 
 from bench.markers import machine, splice  # noqa: E402
+from bench.profile_top import py_spy, table, top_frames  # noqa: E402
 from orchestrator import Orchestrator, RunContext  # noqa: E402
 from orchestrator.config import PriceOverride, Settings, SlotConfig  # noqa: E402
 
@@ -510,9 +511,15 @@ def _stored(traces: Path, run_ids: list[str]) -> dict[str, Any]:
 
 
 def scenario(
-    runs: int, procs: int, timeout: float, checkpoints: str = "default", workdir: Path | None = None
+    runs: int,
+    procs: int,
+    timeout: float,
+    checkpoints: str = "default",
+    workdir: Path | None = None,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """N runs over P client processes, all writing one trace store and one checkpoint file."""
+    """N runs over P client processes, all writing one trace store and one checkpoint file; with `profile`,
+    the first client process is recorded with py-spy while its runs go (`result["profile"]`)."""
     ctx = multiprocessing.get_context("spawn")
     work = workdir or Path(tempfile.mkdtemp(prefix="orch-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -547,15 +554,18 @@ def scenario(
                 if time.monotonic() > deadline or not all(w.is_alive() for w in workers):
                     raise RuntimeError(f"client processes not ready: {_early(out)}") from None
         _stats(base_url, reset=True)
-        go.set()
+        spy = work / "client.spy"
+        recording = py_spy(workers[0].pid, spy) if profile else contextlib.nullcontext(spy)
         reports = []
-        for _ in workers:
-            try:
-                reports.append(out.get(timeout=timeout + 120))
-            except queue.Empty:
-                raise RuntimeError(
-                    f"client processes did not report {timeout + 120:.0f} s after the start"
-                ) from None
+        with recording:
+            go.set()
+            for _ in workers:
+                try:
+                    reports.append(out.get(timeout=timeout + 120))
+                except queue.Empty:
+                    raise RuntimeError(
+                        f"client processes did not report {timeout + 120:.0f} s after the start"
+                    ) from None
         for w in workers:
             w.join(60)
         served = _stats(base_url)
@@ -571,6 +581,8 @@ def scenario(
     load_after = os.getloadavg()
     ok_ids = [i for r in reports for i in r["ok_ids"]]
     stored = _stored(traces, ok_ids)
+    # the event loop's share: the client's own threads (the checkpoint and trace writers) are not on it
+    where = top_frames(work / "client.spy", 60, within="_run_once") if profile else None
     if workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     wall = max(r["ended"] for r in reports) - min(r["started"] for r in reports)
@@ -634,6 +646,7 @@ def scenario(
         "load_after": [round(x, 2) for x in load_after],
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        **({"profile": where} if where is not None else {}),
     }
 
 
@@ -691,7 +704,7 @@ DOC_SCENARIOS = (  # (runs, client processes, checkpoints), in the order of the 
     (1000, 1, "shared"),
     (1000, 1, "shared-normal"),
     (1000, 1, "memory"),
-    (1000, 4, "shared"),
+    (1000, 4, "default"),
     (1000, 4, "memory"),
 )
 
@@ -710,7 +723,7 @@ def _row(r: dict[str, Any]) -> str:
     )
 
 
-def render(results: list[dict[str, Any]]) -> str:
+def render(results: list[dict[str, Any]], profiled: dict[str, Any] | None = None) -> str:
     """The load section of docs/reliability.md, markers included."""
     first = results[0]
     by = {(r["runs"], r["procs"], r["checkpoints"]): r for r in results}
@@ -780,10 +793,10 @@ def render(results: list[dict[str, Any]]) -> str:
             else ""
         ),
         "",
-        "The figures move with the machine's load. Earlier runs of these rows on 2026-11-26, before the "
-        "checkpointer's fixes below: `1,000 x 1 default` 821, 929 and 903 of 1,000 failed (load 2.9 to 4.5); "
-        "`1,000 x 1 shared` took 104 s and 89 s (load 4.4, 6.9); `1,000 x 4 shared` 69 s (load 4.3); "
-        "`1,000 x 1 memory` 53 s and 49 s (load 3.9, 4.5). No run of any row lost a span.",
+        "The figures move with the machine's load. The first runs of these rows, on 2026-11-26 (AMD EPYC), "
+        'before issue 27 ("The hot path"): `1,000 x 1 default` 86.3 s, 7.7% of the bound, 31.46 ms of client '
+        "CPU per call (a checkpoint connection per run); `1,000 x 1 memory` 39.9 s, 16.6%, 13.19 ms (the HTTP "
+        "stack); `1,000 x 4 memory` 20.8 s, 31.7%. No run of any row lost a span.",
         "",
         "One more limit found here, now fixed: several processes *creating* one trace store file at once failed "
         "(`database is locked` in all but one process, 15 times out of 15 with 4 processes). SQLite does not "
@@ -805,16 +818,21 @@ def render(results: list[dict[str, Any]]) -> str:
                 f"{failed:,} ended `failed` ({_errors(default)}), raised when a step's checkpoint is written.",
             ]
         else:
+            versus = (
+                f", against {memory['client_cpu_ms_per_call']} ms with checkpoints in memory"
+                if memory
+                else ""
+            )
             lines += [
-                "1. **The default SQLite checkpointer, a connection per run, now holds.** All 1,000 concurrent "
-                f"runs ended `ok`, in {default['wall_s']:.0f} s. It failed 821 of 1,000 at first, with "
-                "`database is locked`: `Checkpoints.open()` opens one aiosqlite connection per run, and sqlite3's "
-                "default busy timeout is 5 s. Each connection now waits up to 60 s for the write lock (`PRAGMA "
-                "busy_timeout`), which left 10 to 25 failures: SQLite returns `database is locked` at once, "
-                "without waiting, when a connection's read snapshot is stale as it starts to write (WAL's "
-                "busy-snapshot case). A write that meets a busy database is now rolled back and tried again "
-                "(`_Guarded` in `orchestrator/run/checkpoints.py`; both of the saver's writes are `INSERT OR "
-                "REPLACE`, so a retry stores one copy).",
+                "1. **The default SQLite checkpointer costs about what memory does.** All 1,000 concurrent runs "
+                f"ended `ok` in {default['wall_s']:.0f} s, at {default['client_cpu_ms_per_call']} ms of client "
+                f"CPU per call{versus}. A process keeps one store per checkpoint file "
+                "(`orchestrator/run/sqlite_saver.py`): the schema is set up once, reads run on the caller's "
+                "thread from a few read connections, and one writer thread commits every write that arrived "
+                "while the last commit went in one transaction (group commit); a run's write returns once the "
+                "commit that holds it is done, so a crash loses nothing a run was told was stored. Before it, "
+                "each run opened its own aiosqlite connection and thread and set up the schema, and 1,000 "
+                "runs' commits queued for the file's write lock one by one.",
             ]
     if shared and normal:
         fsync = (
@@ -825,41 +843,39 @@ def render(results: list[dict[str, Any]]) -> str:
             f"together after {normal['latency_min_s']:.0f} s"
         )
         lines += [
-            "2. **One shared SQLite checkpoint connection serializes the runs.** Passing one `AsyncSqliteSaver` as "
-            f"`checkpointer=` (the documented way for a service) avoids the failures, but all 1,000 runs then end "
+            "2. **A given `AsyncSqliteSaver` shared by every run serializes them.** Passing one `AsyncSqliteSaver` "
+            f"as `checkpointer=` (leave it out: the default store is faster) works, but all 1,000 runs then end "
             f"together, after {shared['latency_min_s']:.0f} to {shared['latency_s']['max']:.0f} s: every "
             "checkpoint read and write of the process goes through that saver's one `asyncio.Lock` and one "
             "aiosqlite thread, one at a time, in FIFO order, so every run's step waits behind every other run's "
             f"(about 9 commits and 3 reads per run). {fsync}; each operation also waits for the busy event loop "
             "to take its result from the aiosqlite thread before the next can start."
-            + _procs_sentence(shared, by.get((1000, 4, "shared")), "one connection each to the one file"),
+            + _procs_sentence(shared, by.get((1000, 4, "shared")), "one connection each to the one file")
         ]
-    if memory:
+    if default:
+        per_call = default["client_cpu_ms_per_call"]
         lines += [
-            "3. **Without checkpoint I/O, the client's CPU.** With `InMemorySaver` the same 1,000 runs take "
-            f"{memory['client_cpu_ms_per_call']} ms of client CPU per model call (most of it the HTTP stack reading "
-            "100 SSE chunks, one per token: httpcore, h11 and httpx's line decoder, then the JSON of each chunk; "
-            "and the connection pool's bookkeeping, below). One event loop on one core can then finish about "
-            f"{1000 / (CALLS * memory['client_cpu_ms_per_call']):.0f} runs/s, "
-            f"{100 * 1000 / (CALLS * memory['client_cpu_ms_per_call']) / (1000 / RUN_S):.0f}% of the bound; the bound "
-            f"needs {RUN_S / CALLS:.1f} ms per call or less, "
-            f"i.e. about {CALLS * memory['client_cpu_ms_per_call'] / RUN_S:.1f} dedicated cores. On this "
-            f"shared machine the client used {sum(memory['client_cpu_share']):.2f} of a core, its event loop lagged "
-            f"(p99 {memory['client_loop_lag_s'][0]['p99']:.1f} s), the time to first token it measured reached "
-            f"{memory['ttft_ms']['p99'] / 1000:.1f} s at p99 (the server sent each first token at 0.2 s; the rest "
-            "waited in the socket), and the server saw at most "
-            f"{memory['server']['peak_streams']:,} streams at once."
-            + _procs_sentence(memory, by.get((1000, 4, "memory")), "checkpoints in memory"),
-            "4. **httpcore's connection pool is O(connections) per request.** Every request entering or leaving "
-            "the pool walks every connection (`httpcore/_async/connection_pool.py`, "
-            "`_assign_requests_to_connections`), and its keep-alive check compares the number of *all* "
-            "connections to `max_keepalive_connections`, so above 64 connections every connection is closed as "
-            "soon as it is idle and the next request opens a new one (encode/httpcore#1035, open; fixed in the "
-            "pydantic/httpx2 fork, #974 and #1075). With 1,000 runs in flight that is a large share of the "
-            "client's CPU (a third to a half of it under cProfile at 200 to 300 runs). In a one-off trial outside "
-            "this "
-            "bench (1,000 x 1, `memory`, load 5.3 to 6.4), the httpx2 fork (in this venv as a dependency of "
-            "langsmith) in place of httpx took 8.5 ms of client CPU per call against 9.8 ms.",
+            "3. **Then the client's CPU.** At "
+            f"{per_call} ms of client CPU per model call, one event loop on one core finishes about "
+            f"{1000 / (CALLS * per_call):.0f} runs/s, {100 * 1000 / (CALLS * per_call) / (1000 / RUN_S):.0f}% of the "
+            f"bound; the bound needs {RUN_S / CALLS:.1f} ms per call or less. Reading a streamed reply is no longer "
+            "most of it: `orchestrator/providers/wire.py` reads the 100 SSE chunks of a call in the event loop's "
+            "read callbacks (no task switch, no httpx/httpcore/h11 layers per chunk; httpcore's O(connections) "
+            "pool walk is off this path), about 2 ms a call measured alone (`bench/stream_cpu.py`). The rest is "
+            "the graph's own steps (LangGraph's task preparation, channel writes and checkpoints), LangChain's "
+            "run of each model call, and our spans, ledger and budget per call"
+            + (": the profile below." if profiled else ".")
+            + _procs_sentence(default, by.get((1000, 4, "default")), "one store each on the one file"),
+        ]
+    if profiled:
+        lines += [
+            "",
+            f"Where the client's event loop spends its time (`--profile`: a separate `1,000 x 1 default` run, "
+            f"{profiled['wall_s']:.0f} s, {profiled['client_cpu_ms_per_call']} ms of client CPU per call, recorded "
+            f"with py-spy; {int(profiled['profile']['samples'][0][1]):,} samples of the loop's thread; inclusive "
+            "share, asyncio's own plumbing left out):",
+            "",
+            *table(profiled["profile"])[:36],
         ]
     lines += [
         "",
@@ -873,10 +889,12 @@ def render(results: list[dict[str, Any]]) -> str:
         "at a time inside `_assign_requests_to_connections`, the server never saw more than 256 streams, and "
         "256 runs ended `budget_stop` on their 120 s deadline. The pool now has no connection cap "
         "(`max_connections=None`); each (base URL, model)'s `ModelState` caps requests, as documented "
-        "(`max_concurrency`). Keep-alive stays at 64.",
+        "(`max_concurrency`). Keep-alive stays at 64. Streamed calls no longer go through it "
+        "(`orchestrator/providers/wire.py`, unless a proxy is set); non-streamed calls still do.",
         "",
         "Run: `.venv/bin/python bench/load.py [--runs 1000] [--procs P] [--checkpoints MODE] [--timeout S] "
-        "[--json]`; `--docs` runs the rows above and rewrites this section.",
+        "[--json] [--profile]`; `--docs` runs the rows above and rewrites this section (with `--profile`, one "
+        "more recorded run for the profile).",
         SECTION_END,
     ]
     return "\n".join(line for line in lines if line is not None)
@@ -946,19 +964,28 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="run the rows of docs/reliability.md and write its section"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the (first) client process with py-spy and list where its event loop's time goes; with "
+        "--docs, one more 1,000 x 1 default run, recorded, outside the table",
+    )
     args = parser.parse_args()
     if args.docs:
         results = []
         for runs, procs, mode in DOC_SCENARIOS:
             results.append(scenario(runs, procs, args.timeout, mode))
             print(json.dumps(results[-1]) if args.json else summary(results[-1]), flush=True)
-        write_docs(render(results))
+        profiled = scenario(1000, 1, args.timeout, "default", profile=True) if args.profile else None
+        write_docs(render(results, profiled))
         print(f"wrote {DOC}")
         return
     if not 1 <= args.runs <= 10_000 or not 1 <= args.procs <= 16:
         parser.error("--runs is 1..10000 and --procs 1..16")
-    result = scenario(args.runs, args.procs, args.timeout, args.checkpoints, args.dir)
+    result = scenario(args.runs, args.procs, args.timeout, args.checkpoints, args.dir, args.profile)
     print(json.dumps(result, indent=2) if args.json else summary(result))
+    if args.profile and not args.json:
+        print("\n".join(table(result["profile"])))
 
 
 if __name__ == "__main__":
