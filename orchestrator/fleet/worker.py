@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -318,6 +319,9 @@ def serve(orch: Orchestrator, options: WorkerOptions, ready: Callable[[], None] 
         polling_interval_sec=options.poll_s,
         on_conflict="always_update",
     )
+    # what start-up made (modules, the model stack, DBOS) leaves the collector's generations: a full
+    # collection no longer walks it between runs (bench/stream_cpu.py: up to 0.47 ms a call -> 0.04-0.08)
+    gc.freeze()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     state = "running"
