@@ -861,7 +861,7 @@ def render(results: list[dict[str, Any]], profiled: dict[str, Any] | None = None
             f"bound; the bound needs {RUN_S / CALLS:.1f} ms per call or less. Reading a streamed reply is no longer "
             "most of it: `orchestrator/providers/wire.py` reads the 100 SSE chunks of a call in the event loop's "
             "read callbacks (no task switch, no httpx/httpcore/h11 layers per chunk; httpcore's O(connections) "
-            "pool walk is off this path), about 2 ms a call measured alone (`bench/stream_cpu.py`). The rest is "
+            "pool walk is off this path), 2-3 ms a call measured alone (`bench/stream_cpu.py`, docs/benchmarks.md). The rest is "
             "the graph's own steps (LangGraph's task preparation, channel writes and checkpoints), LangChain's "
             "run of each model call, and our spans, ledger and budget per call"
             + (": the profile below." if profiled else ".")
