@@ -70,7 +70,6 @@ def summarize(
     sums: dict[Key, list[float]] = {}
     hist: dict[HistKey, int] = {}
     width = len(SUMS)
-    log2, floor = math.log2, math.floor
 
     def row_of(k: Key) -> list[float]:
         row = sums.get(k)
@@ -81,8 +80,7 @@ def summarize(
     def count(k: Key, measure: str, value: Any) -> None:
         if value is None:
             return
-        v = float(value)
-        h = (*k, measure, floor(HIST_STEP * log2(v)) if v > 0 else -1_000)
+        h = (*k, measure, bucket(float(value)))
         hist[h] = hist.get(h, 0) + 1
 
     for r in rows:
