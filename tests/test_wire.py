@@ -331,3 +331,22 @@ async def test_after_every_idle_connection_was_dropped_the_retry_takes_a_new_one
         assert msg.content == "from 3"
         assert [a["error"] for a in msg.response_metadata["attempts"]] == [None]
         await aclose_clients()
+
+
+def test_streamed_calls_work_on_uvloop(server: Loopback) -> None:
+    # a service under uvicorn runs on uvloop when it is installed; its transports are not asyncio.Transport's
+    # subclasses, so nothing on this path may assume they are
+    uvloop = pytest.importorskip("uvloop")
+    server.push(Reply(events=_events(["on ", "uvloop"])), Reply(events=_events(["again"])))
+
+    async def two_calls() -> tuple[str, str]:
+        try:
+            model = _model(server.url)
+            first = await model.ainvoke("hi")
+            second = await model.ainvoke("hi")
+            return str(first.content), str(second.content)
+        finally:
+            await aclose_clients()
+
+    assert uvloop.run(two_calls()) == ("on uvloop", "again")
+    assert server.connections == 1 and len(server.requests) == 2
