@@ -350,3 +350,43 @@ def test_streamed_calls_work_on_uvloop(server: Loopback) -> None:
 
     assert uvloop.run(two_calls()) == ("on uvloop", "again")
     assert server.connections == 1 and len(server.requests) == 2
+
+
+async def test_a_call_no_one_listens_to_skips_langchain_s_run_and_a_listened_one_keeps_it(
+    server: Loopback,
+) -> None:
+    # the orchestrator traces its own calls; LangChain's run around one only serves other listeners
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.language_models import BaseChatModel
+
+    class Seen(AsyncCallbackHandler):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        async def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            self.events.append("start")
+
+        async def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            self.events.append(str(response.generations[0][0].message.content))
+
+    runs: list[str] = []
+    agenerate = BaseChatModel.agenerate
+
+    async def counted(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
+        runs.append(type(self).__name__)
+        return await agenerate(self, *args, **kwargs)
+
+    server.push(Reply(events=_events(["quiet"])), Reply(events=_events(["heard"])))
+    model = _model(server.url)
+    seen = Seen()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BaseChatModel, "agenerate", counted)
+        quiet = await model.ainvoke("hi")
+        assert runs == []  # no LangChain run: the call went straight to the client
+        heard = await model.ainvoke("hi", config={"callbacks": [seen]})
+    assert runs == ["OpenAIChatModel"]
+    assert seen.events == ["start", "heard"]
+    for reply, text in ((quiet, "quiet"), (heard, "heard")):  # the same message either way
+        assert reply.content == text and reply.id and reply.id.startswith("lc_run-")
+        assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] == 1
+        assert reply.response_metadata["served_by"] == "m"

@@ -12,17 +12,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    BaseCallbackManager,
-    CallbackManagerForLLMRun,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tracers.context import _tracing_v2_is_enabled
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import Field
@@ -31,7 +25,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.models.calls import call_model
 from orchestrator.streaming import Pieces, last_chunk
 from orchestrator.tracing.attrs import TRACED
-from orchestrator.tracing.callbacks import GraphTracer, config_node, tracer_of
+from orchestrator.tracing.callbacks import config_node, only_graph_tracer, tracer_of
 
 __all__ = ["SlotModel"]
 
@@ -73,7 +67,7 @@ class SlotModel(BaseChatModel):
         each handler, the invocation parameters) cost as much as the whole LangChain call inside it. A
         caller's own callbacks, LangSmith tracing, or a config with callbacks take LangChain's path as
         before."""
-        manager = _only_ours(config)
+        manager = only_graph_tracer(config)
         if manager is False:
             return await super().ainvoke(input, config, stop=stop, **kwargs)
         messages = self._convert_input(input).to_messages()
@@ -176,22 +170,6 @@ class SlotModel(BaseChatModel):
             loop,
         )
         return future.result()
-
-
-def _only_ours(config: RunnableConfig | None) -> Any:
-    """The node's callback manager (or None) when the graph tracer is the only one listening; else False."""
-    if config and (config.get("callbacks") is not None or config.get("run_name")):
-        return False
-    if _tracing_v2_is_enabled():
-        return False
-    manager = (var_child_runnable_config.get() or {}).get("callbacks")
-    if manager is None:
-        return None
-    if isinstance(manager, list) or not isinstance(manager, BaseCallbackManager):
-        return False
-    if all(isinstance(h, GraphTracer) for h in manager.handlers):
-        return manager
-    return False
 
 
 class _AsyncManagerOf:

@@ -30,6 +30,16 @@ class Events:
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes of the body; call `on_event` for each event they complete."""
+        if (  # the common chunk: one whole event of one data line
+            not self._rest
+            and not self._after_cr
+            and chunk[:5] == b"data:"
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk[-1:] == b"\n"
+            and b"\r" not in chunk
+        ):
+            self._on_event(None, chunk[5:-2].lstrip(b" "))
+            return
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         if b"\r" in chunk:

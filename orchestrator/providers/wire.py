@@ -118,6 +118,27 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last = self.loop.time()
         self.got = True
+        sink = self._sink
+        if (  # the common read of a stream: one whole chunk of the body, for a sink already waiting
+            sink is not None
+            and self._state == _BODY
+            and self._chunked
+            and self._at == _SIZE
+            and not self._buf
+            and self._inflate is None
+        ):
+            eol = data.find(b"\r\n", 0, 18)
+            if eol > 0 and data[-2:] == b"\r\n" and data[eol - 1] != 59:  # 59: ";", an extension
+                try:
+                    n = int(data[:eol], 16)
+                except ValueError:
+                    n = 0
+                if n > 0 and len(data) == eol + n + 4:
+                    try:
+                        sink(data[eol + 2 : -2])
+                    except Exception as exc:
+                        self._fail(exc)
+                    return
         try:
             if self._state == _HEAD:
                 data = self._parse_head(data)
@@ -245,17 +266,7 @@ class _Conn(asyncio.Protocol):
         self._deliver(data)
 
     def _chunks(self, data: bytes) -> None:
-        """Undo the chunked encoding over the buffer: mostly one chunk per read, delivered whole."""
-        if self._at == _SIZE and not self._buf:  # the common read: one whole chunk
-            eol = data.find(b"\r\n", 0, 18)
-            if eol > 0 and data[-2:] == b"\r\n" and data[eol - 1] != 59:  # 59: ";", an extension
-                try:
-                    n = int(data[:eol], 16)
-                except ValueError:
-                    n = 0
-                if n > 0 and len(data) == eol + n + 4:
-                    self._deliver(data[eol + 2 : -2])
-                    return
+        """Undo the chunked encoding over the buffer (`data_received` takes a whole chunk)."""
         buf = self._buf + data if self._buf else data
         pos, size = 0, len(buf)
         while pos < size:

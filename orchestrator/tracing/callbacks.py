@@ -20,9 +20,13 @@ from uuid import UUID
 
 from langchain_core.callbacks import (
     BaseCallbackHandler,
+    BaseCallbackManager,
 )
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
+from langchain_core.tracers.context import _tracing_v2_is_enabled
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -32,7 +36,7 @@ from orchestrator.cost.pricing import PriceTable, Usage, cost_usd
 from orchestrator.tracing import attrs as A
 from orchestrator.tracing.attrs import RUNNER_TAG, TRACED
 
-__all__ = ["GraphTracer", "config_node", "node_path_attribute", "node_span", "tracer_of"]
+__all__ = ["GraphTracer", "config_node", "node_path_attribute", "node_span", "only_graph_tracer", "tracer_of"]
 
 _CONTROL_FLOW = {"GraphInterrupt", "GraphBubbleUp", "ParentCommand", "NodeInterrupt"}
 
@@ -388,3 +392,24 @@ def config_node() -> str | None:
         return str(get_config().get("metadata", {}).get("langgraph_node") or "") or None
     except Exception:
         return None
+
+
+def only_graph_tracer(config: RunnableConfig | None) -> Any:
+    """The current node's callback manager (or None) when the graph tracer is the only one listening to a
+    call made with `config`; False when anyone else would (the call's own callbacks or `run_name`, a handler
+    of the caller's in the node's config, LangSmith tracing).
+
+    A call the orchestrator already traces (tagged TRACED, which the graph tracer ignores) may then skip
+    LangChain's run around it: the callback manager, the run id, the events to each handler."""
+    if config and (config.get("callbacks") is not None or config.get("run_name")):
+        return False
+    if _tracing_v2_is_enabled():
+        return False
+    manager = (var_child_runnable_config.get() or {}).get("callbacks")
+    if manager is None:
+        return None
+    if isinstance(manager, list) or not isinstance(manager, BaseCallbackManager):
+        return False
+    if all(isinstance(h, GraphTracer) for h in manager.handlers):
+        return manager
+    return False
