@@ -452,3 +452,39 @@ async def test_the_agents_embedding_search_runs_off_the_event_loop(
     orch.close()
     assert (result.status, result.answer) == ("ok", "sunny in Oslo"), result.error
     assert searched_on == [False]  # searched once, not on the loop's thread
+
+
+def test_two_tool_sets_in_one_folder_keep_their_own_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orchestrators with different tools, started from one folder (a test suite beside a service), each
+    search their own index: one syncing its tools does not take the other's away."""
+    from langchain_core.tools import StructuredTool
+
+    from orchestrator.config import Manifest
+    from orchestrator.run.project import build_catalog
+
+    def tool(name: str, description: str) -> StructuredTool:
+        def fn(text: str) -> str:
+            return text
+
+        return StructuredTool.from_function(fn, name=name, description=description)
+
+    monkeypatch.delenv("ORCH_TOOL_INDEX", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    words = [tool("word_count", "Count the words of a text."), tool("reverse_text", "Reverse a text.")]
+    money = [
+        tool("convert_currency", "Convert an amount between currencies."),
+        tool("tip", "Work out a tip."),
+    ]
+    first = build_catalog(words, Manifest(tool_search="bm25"))
+    second = build_catalog(money, Manifest(tool_search="bm25"))
+    assert first.index is not None and second.index is not None
+    assert first.index.store.path != second.index.store.path
+    again = build_catalog(list(reversed(words)), Manifest(tool_search="bm25"))  # the same set, reused
+    assert again.index is not None and again.index.store.path == first.index.store.path
+    # the first catalog's process re-reads its index (as a new process would): still its own tools
+    reread = build_catalog(words, Manifest(tool_search="bm25"))
+    assert [h.name for h in reread.search("how many words are in this text", k=1)] == ["word_count"]
+    assert [h.name for h in second.search("convert 20 euros to dollars", k=1)] == ["convert_currency"]

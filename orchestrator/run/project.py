@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,10 @@ def build_catalog(tools: list[BaseTool], manifest: Manifest) -> Catalog:
         return Catalog.from_tools(tools)
     from orchestrator.toolsets.retrieval.sources import index_path
 
-    where = index_path(f"agent:{manifest.root or Path.cwd()}")
+    # one file per project and tool set: processes with other tools in the same folder (a test suite beside a
+    # service, two services started from one checkout) each sync their own file instead of rewriting one
+    # file under each other, which left a search reading the other's tools and finding none of its own
+    names = hashlib.sha256("\n".join(sorted(t.name for t in tools)).encode()).hexdigest()[:12]
+    where = index_path(f"agent:{manifest.root or Path.cwd()}|tools:{names}")
     where.parent.mkdir(parents=True, exist_ok=True)
     return Catalog.from_tools(tools, index=where, method=method)
