@@ -38,7 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -69,11 +70,12 @@ MODELS = {  # model -> (provider, slot, role, $/input token, $/output token); lo
 TOOLS = ("date_diff", "word_count", "currency_convert", "weather_lookup", "search_docs", "calculator")
 
 
-def _run(tracer: Any, rng: random.Random, run_no: int, store: TraceStore | None = None) -> int:
-    """One agent run's spans (recorded as a run first, as the runner does); returns how many were made."""
+def _run(tracer: Any, rng: random.Random, run_no: int, start: Callable[[str], None] | None = None) -> int:
+    """One agent run's spans (recorded as a run first by `start`, as the runner does); returns how many
+    were made."""
     run_id = f"bench-{run_no:08d}"
-    if store is not None:
-        store.start_run(run_id, "assistant", config_hash="bench", version="bench")
+    if start is not None:
+        start(run_id)
     made = 0
     with tracer.start_as_current_span(
         "invoke_workflow assistant",
@@ -153,13 +155,17 @@ def _produce(
     else:
         tracing = Tracing(store)
         tracer = tracing.tracer
+    if tracing is not None:  # as the runner records a run: its row goes with the span writer's next commit
+        start = partial(tracing.start_run, graph="assistant", config_hash="bench", version="bench")
+    else:  # the path before: a commit of its own per run, on the producer's thread
+        start = partial(store.start_run, graph="assistant", config_hash="bench", version="bench")
     rng = random.Random(seed)
     while time.time() < start_at:  # all producers start together
         time.sleep(0.001)
     cpu0 = time.process_time()
     made = runs = 0
     while made < spans:
-        made += _run(tracer, rng, first_run + runs, store)
+        made += _run(tracer, rng, first_run + runs, start)
         runs += 1
     if tracing is not None:
         tracing.flush()  # returns once everything handed over is committed

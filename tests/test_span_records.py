@@ -187,3 +187,74 @@ def test_a_span_under_a_hosts_unsampled_trace_is_stored_but_not_given_to_its_pro
     assert set(rows) == {"r1", "r2"}  # the cost records are the orchestrator's, sampled or not
     assert rows["r1"]["trace_id"] == f"{0xABC:032x}" and rows["r1"]["parent_id"] == f"{0xDEF:016x}"
     store.close()
+
+
+def test_nodes_ending_in_quick_succession_share_a_commit_and_a_node_after_a_quiet_spell_does_not_wait() -> (
+    None
+):
+    exporter = _Batches()
+    processor = NodeFlushSpanProcessor(exporter)
+    processor.INTERVAL_S = 30.0  # commits at least this far apart, unless a flush asks for one
+    tracing = Tracing(None)
+    tracer: Any = tracing.tracer
+    tracer.sink = processor.on_end
+    with open_span(tracing.tracer, "node 0", "node", {A.RUN_ID: "r"}):
+        pass
+    deadline = time.monotonic() + 10
+    while not exporter.batches and time.monotonic() < deadline:  # the first commit of the process: at once
+        time.sleep(0.01)
+    assert exporter.batches == [["node 0"]]
+    for i in (1, 2, 3):  # within the interval of that commit: held for the next one
+        with open_span(tracing.tracer, f"node {i}", "node", {A.RUN_ID: "r"}):
+            pass
+    time.sleep(0.1)
+    assert exporter.batches == [["node 0"]]
+    assert processor.force_flush()  # a run's end: written at once, in one transaction
+    assert exporter.batches == [["node 0"], ["node 1", "node 2", "node 3"]]
+    processor.shutdown()
+    tracing.close()
+
+
+def test_run_rows_are_written_by_the_span_writer_together_and_kept_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    store = TraceStore(tmp_path / "t.db")
+    tracing = Tracing(store)
+    threads: list[str] = []
+    calls: list[int] = []
+    write_starts = store._write_starts
+    fail = [True]
+
+    def recorded(starts: list[list[Any]]) -> None:
+        threads.append(threading.current_thread().name)
+        calls.append(len(starts))
+        if fail[0]:
+            fail[0] = False
+            raise sqlite3.OperationalError("disk I/O error")
+        write_starts(starts)
+
+    monkeypatch.setattr(store, "_write_starts", recorded)
+    for i in range(50):
+        tracing.start_run(f"run-{i}", "g", config_hash="h", version="v")
+    # no flush: the writer, nudged, writes them within milliseconds (the first try fails; the rows are kept
+    # and go with the next write)
+    reader = sqlite3.connect(tmp_path / "t.db")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = reader.execute("select count(*) from runs where run_id like 'run-%' and run_id != 'run-late'")
+        if seen.fetchone()[0] == 50:
+            break
+        tracing.start_run("run-late", "g", config_hash="h", version="v")  # a later run's nudge
+        time.sleep(0.05)
+    assert reader.execute("select count(*) from runs where run_id != 'run-late'").fetchone()[0] == 50
+    assert set(threads) == {"orchestrator-trace-writer"}  # never a commit on the caller's thread
+    assert len(calls) < 50  # rows of runs started together share a transaction
+    tracing.flush()
+    store.end_run("run-3", status="ok")
+    row = reader.execute("select graph, status, duration_ms from runs where run_id = 'run-3'").fetchone()
+    assert row[0] == "g" and row[1] == "ok" and row[2] is not None and row[2] >= 0
+    reader.close()
+    tracing.close()
+    store.close()

@@ -475,7 +475,7 @@ class Orchestrator:
             ctx = self._context(run_id, meter, sink, approved)
             if self._store is not None:
                 with contextlib.suppress(TraceStoreDamaged):  # the run goes on; its end says so (_finish)
-                    self._store.start_run(
+                    self.tracing.start_run(
                         run_id, name, config_hash=self.manifest.config_hash(), version=_version()
                     )
             await queue.put(RunEvent(run_id, "start"))

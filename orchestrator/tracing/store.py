@@ -121,6 +121,8 @@ class TraceStore:
         self.damage: str | None = None  # why the file is damaged, once known: nothing more is written
         self._lock = threading.Lock()
         self._graphs: dict[str, str] = {}  # run id -> graph, for the roll-ups
+        self._pending: list[list[Any]] = []  # rows of runs started with `defer`, not written yet
+        self._pending_lock = threading.Lock()
         self.reserve = None
         if isinstance(self.location, str) and self.location != ":memory:":
             from orchestrator.tracing.pg import PostgresBackend
@@ -214,11 +216,19 @@ class TraceStore:
             self._b.close()
 
     # --- writing ---------------------------------------------------------------------------------------
-    def start_run(self, run_id: str, graph: str, *, config_hash: str, version: str) -> None:
-        """Record a run as running (a resumed run goes back to running, and keeps its start time)."""
+    def start_run(
+        self, run_id: str, graph: str, *, config_hash: str, version: str, defer: bool = False
+    ) -> None:
+        """Record a run as running (a resumed run goes back to running, and keeps its start time).
+
+        With `defer`, the row is written by the next `write_spans` (the span writer's thread, in its own
+        transaction before the spans), not by a commit of its own here: a service starting many runs
+        at once commits their rows together, off its event loop. What can refuse a run (a store known
+        damaged, no room for its reserve on a full disk) is still checked here, before anything is spent."""
         pid, started = _this_process()
         values = [run_id, graph, "running", time.time(), config_hash, version, HOST, pid, started]
         _ACTIVE.add((self._key, run_id))
+        self._graphs[run_id] = graph  # for the roll-ups of its spans, whenever its row is written
 
         def write() -> None:
             with self._lock, self._b.transaction():
@@ -228,6 +238,10 @@ class TraceStore:
             with self.guard():
                 if self.reserve is not None:
                     self.reserve.ensure()  # room for a run's last records if the disk fills while it runs
+                if defer:
+                    with self._pending_lock:
+                        self._pending.append(values)
+                    return
                 self._write(write)
         except TraceStoreDamaged:
             _ACTIVE.discard((self._key, run_id))
@@ -272,11 +286,31 @@ class TraceStore:
 
     def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert span rows and add them to the roll-ups, in one transaction. A span already stored (the
-        same span_id) is skipped, and counted once."""
-        if not rows:
+        same span_id) is skipped, and counted once. The rows of runs started with `defer` are written
+        first (an empty `rows` writes just those)."""
+        with self._pending_lock:
+            starts, self._pending = self._pending, []
+        if not rows and not starts:
             return
-        with self.guard():
-            self._write(lambda: self._write_spans(rows))
+        try:
+            with self.guard():
+                if starts:
+                    self._write(lambda: self._write_starts(starts))
+                    starts = []
+                if rows:
+                    self._write(lambda: self._write_spans(rows))
+        finally:
+            if starts:  # not written: kept for the next write, ahead of any started since
+                with self._pending_lock:
+                    self._pending[:0] = starts
+
+    def pending_starts(self) -> int:
+        """How many rows of runs started with `defer` are waiting to be written."""
+        return len(self._pending)
+
+    def _write_starts(self, starts: list[list[Any]]) -> None:
+        with self._lock, self._b.transaction():
+            self._b.executemany(_START_RUN, [tuple(v) for v in starts])
 
     def _write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
