@@ -108,8 +108,8 @@ async def run_bare(folder: Path, i: int) -> tuple[float, float]:
 def make_ours(folder: Path, tracing: bool, isolate: bool = True) -> Orchestrator:
     """One orchestrator per variant, reused for every run, as a service keeps one."""
     return Orchestrator(
-        settings=Settings(
-            traces_path=folder / "traces.db", checkpoints_path=folder / f"ours{tracing}{isolate}.db"
+        settings=Settings(  # each variant its own files: two variants' writers never wait on one file
+            traces_path=folder / f"traces{isolate}.db", checkpoints_path=folder / f"ours{tracing}{isolate}.db"
         ),
         slots={
             "controller": SlotConfig(
