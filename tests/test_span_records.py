@@ -189,32 +189,6 @@ def test_a_span_under_a_hosts_unsampled_trace_is_stored_but_not_given_to_its_pro
     store.close()
 
 
-def test_nodes_ending_in_quick_succession_share_a_commit_and_a_node_after_a_quiet_spell_does_not_wait() -> (
-    None
-):
-    exporter = _Batches()
-    processor = NodeFlushSpanProcessor(exporter)
-    processor.INTERVAL_S = 30.0  # commits at least this far apart, unless a flush asks for one
-    tracing = Tracing(None)
-    tracer: Any = tracing.tracer
-    tracer.sink = processor.on_end
-    with open_span(tracing.tracer, "node 0", "node", {A.RUN_ID: "r"}):
-        pass
-    deadline = time.monotonic() + 10
-    while not exporter.batches and time.monotonic() < deadline:  # the first commit of the process: at once
-        time.sleep(0.01)
-    assert exporter.batches == [["node 0"]]
-    for i in (1, 2, 3):  # within the interval of that commit: held for the next one
-        with open_span(tracing.tracer, f"node {i}", "node", {A.RUN_ID: "r"}):
-            pass
-    time.sleep(0.1)
-    assert exporter.batches == [["node 0"]]
-    assert processor.force_flush()  # a run's end: written at once, in one transaction
-    assert exporter.batches == [["node 0"], ["node 1", "node 2", "node 3"]]
-    processor.shutdown()
-    tracing.close()
-
-
 def test_run_rows_are_written_by_the_span_writer_together_and_kept_when_a_write_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

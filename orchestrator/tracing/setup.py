@@ -90,19 +90,17 @@ class NodeFlushSpanProcessor(SpanProcessor):
     """Buffers ended spans; when a node or run span ends, hands the batch to a writer thread.
 
     The batch is written off the run's hot path (sqlite3 releases the GIL while it writes), with the
-    batches that follow it within `LINGER_S` in one transaction, and commits are at least `INTERVAL_S`
-    apart: a node that ends after a quiet spell is stored within milliseconds, nodes that end in quick
-    succession share a commit. A commit costs about as much as writing ten spans (200-350 µs against
-    15-30 µs a span), and a graph whose nodes take a few milliseconds each paid one per node. A SIGKILL
-    loses at most the spans of the last `INTERVAL_S`; the run's checkpoint is not affected.
+    batches that follow it within `LINGER_S`, in one transaction: nodes that end close together share a
+    commit. A commit costs about as much as writing ten spans (200-350 µs against 15-30 µs a span), and a
+    graph whose nodes take a few milliseconds each paid one per node. A SIGKILL loses at most the spans of
+    the last `LINGER_S`; the run's checkpoint is not affected.
 
     `force_flush` waits until everything handed over is written, and ends the writer's wait at once; the
     runner calls it at the end of every run, so a finished run's spans are always in the store.
     """
 
     MAX_WRITE = 5000  # spans written in one transaction at most, when batches queue up
-    LINGER_S = 0.002  # how long the writer waits for more batches to write in the same transaction
-    INTERVAL_S = 0.02  # the least time between two commits (unless a flush asks for one)
+    LINGER_S = 0.02  # how long the writer waits for more batches to write in the same transaction
 
     def __init__(self, exporter: SpanExporter, max_buffer: int = 512) -> None:
         self.exporter = exporter
@@ -116,7 +114,6 @@ class NodeFlushSpanProcessor(SpanProcessor):
         self._writer.start()
 
     def _write_loop(self) -> None:
-        last = 0.0  # when the last commit ended
         while True:
             item = self._queue.get()
             if item is None:
@@ -132,7 +129,7 @@ class NodeFlushSpanProcessor(SpanProcessor):
             stop = False
             # and wait a moment for more (a commit costs ~0.4 ms, a span's insert ~20 µs: one commit for
             # many spans); a flush or a stop ends the wait at once
-            until = max(time.monotonic() + self.LINGER_S, last + self.INTERVAL_S)
+            until = time.monotonic() + self.LINGER_S
             while len(batch) < self.MAX_WRITE:
                 try:
                     more = self._queue.get(timeout=max(0.0, until - time.monotonic()))
@@ -146,7 +143,6 @@ class NodeFlushSpanProcessor(SpanProcessor):
                     break
                 batch.extend(more)
             self.exporter.export(batch)  # type: ignore[arg-type]  # ours takes records too
-            last = time.monotonic()
             if after is not None:
                 after.set()
             if stop:
@@ -165,8 +161,8 @@ class NodeFlushSpanProcessor(SpanProcessor):
         self._queue.put(batch)
 
     def nudge(self) -> None:
-        """Have the writer write soon (within `LINGER_S`, or `INTERVAL_S` of its last commit) though no
-        span ended: what the store was given to write with the next spans (a run's start row)."""
+        """Have the writer write within `LINGER_S` though no span ended: what the store was given to write
+        with the next spans (a run's start row)."""
         self._queue.put([])
 
     def shutdown(self) -> None:
@@ -329,9 +325,9 @@ class Tracing:
 
     def start_run(self, run_id: str, graph: str, *, config_hash: str, version: str) -> None:
         """Record a run as running in the store (nothing when tracing is off). The row is written by the
-        span writer's thread within milliseconds, with the rows of other runs started meanwhile, instead of
-        a commit of its own on the caller's thread; `flush` writes it too. A store known damaged, or a full
-        disk, refuses the run here (`TraceStore.start_run`)."""
+        span writer's thread within `LINGER_S` (20 ms), with the rows of other runs started meanwhile,
+        instead of a commit of its own on the caller's thread; `flush` writes it too. A store known damaged,
+        or a full disk, refuses the run here (`TraceStore.start_run`)."""
         if self.store is None:
             return
         deferred = self.processor is not None
