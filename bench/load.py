@@ -861,9 +861,11 @@ def render(results: list[dict[str, Any]], profiled: dict[str, Any] | None = None
             f"bound; the bound needs {RUN_S / CALLS:.1f} ms per call or less. Reading a streamed reply is no longer "
             "most of it: `orchestrator/providers/wire.py` reads the 100 SSE chunks of a call in the event loop's "
             "read callbacks (no task switch, no httpx/httpcore/h11 layers per chunk; httpcore's O(connections) "
-            "pool walk is off this path), 2-3 ms a call measured alone (`bench/stream_cpu.py`, docs/benchmarks.md). The rest is "
-            "the graph's own steps (LangGraph's task preparation, channel writes and checkpoints), LangChain's "
-            "run of each model call, and our spans, ledger and budget per call"
+            "pool walk is off this path), about 2 ms a call measured alone (`bench/stream_cpu.py`, docs/benchmarks.md; "
+            "asyncio's own reading of the same stream, a bare `Protocol`, is 1 ms of it), and a call no one but the "
+            "graph tracer listens to makes no LangChain run. The rest is the graph's own steps (LangGraph's task "
+            "preparation, channel writes and checkpoints), the messages the nodes build, and our spans, ledger and "
+            "budget per call"
             + (": the profile below." if profiled else ".")
             + _procs_sentence(default, by.get((1000, 4, "default")), "one store each on the one file"),
         ]

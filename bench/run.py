@@ -38,7 +38,7 @@ from orchestrator.config import PriceOverride  # noqa: E402
 from orchestrator.testing import ScriptedChatModel  # noqa: E402
 from tools.catalog import TOOLS  # noqa: E402
 
-REPEATS = 15
+REPEATS = 50  # the ratios are a few per cent apart and a shared machine is noisy: many samples
 WORD_COUNT = next(t for t in TOOLS if t.name == "text_statistics")
 TEXTS = [f"alpha beta gamma {i}" for i in range(MAX_PARTS)]
 INPUT = "Measure each text: " + ", ".join(f"'{t}'" for t in TEXTS)
