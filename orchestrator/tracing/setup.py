@@ -330,10 +330,12 @@ class Tracing:
         or a full disk, refuses the run here (`TraceStore.start_run`)."""
         if self.store is None:
             return
-        deferred = self.processor is not None
-        self.store.start_run(run_id, graph, config_hash=config_hash, version=version, defer=deferred)
-        if self.processor is not None:
-            self.processor.nudge()
+        processor = self.processor
+        self.store.start_run(
+            run_id, graph, config_hash=config_hash, version=version, defer=processor is not None
+        )
+        if processor is not None:
+            processor.nudge()
 
     def flush(self) -> None:
         """Store whatever is buffered (waits for the writes); hand the OTLP batch to its thread (never

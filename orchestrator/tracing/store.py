@@ -229,11 +229,6 @@ class TraceStore:
         values = [run_id, graph, "running", time.time(), config_hash, version, HOST, pid, started]
         _ACTIVE.add((self._key, run_id))
         self._graphs[run_id] = graph  # for the roll-ups of its spans, whenever its row is written
-
-        def write() -> None:
-            with self._lock, self._b.transaction():
-                self._b.execute(_START_RUN, values)
-
         try:
             with self.guard():
                 if self.reserve is not None:
@@ -242,7 +237,7 @@ class TraceStore:
                     with self._pending_lock:
                         self._pending.append(values)
                     return
-                self._write(write)
+                self._write(lambda: self._write_starts([values]))
         except TraceStoreDamaged:
             _ACTIVE.discard((self._key, run_id))
             raise
@@ -309,6 +304,7 @@ class TraceStore:
         return len(self._pending)
 
     def _write_starts(self, starts: list[list[Any]]) -> None:
+        """Runs' rows as running, in one transaction (`start_run`'s, now or deferred)."""
         with self._lock, self._b.transaction():
             self._b.executemany(_START_RUN, [tuple(v) for v in starts])
 
