@@ -488,3 +488,57 @@ def test_two_tool_sets_in_one_folder_keep_their_own_index(
     reread = build_catalog(words, Manifest(tool_search="bm25"))
     assert [h.name for h in reread.search("how many words are in this text", k=1)] == ["word_count"]
     assert [h.name for h in second.search("convert 20 euros to dollars", k=1)] == ["convert_currency"]
+
+
+@dense_only
+def test_query_vectors_are_cached_and_embedded_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search's query vector is the model's (as `embed` makes it), kept for the next search of the same
+    words; the texts not seen yet are embedded in one batch; the cache keeps the last `QUERY_CACHE`."""
+    import numpy as np
+
+    from orchestrator.toolsets.retrieval import dense
+
+    model = MiniLM()
+    batches: list[list[str]] = []
+    real = model.embed
+
+    def counted(texts: Any, batch: int = 32) -> Any:
+        batches.append(list(texts))
+        return real(texts, batch)
+
+    monkeypatch.setattr(model, "embed", counted)
+    texts = ["weather in Oslo", "add 2 and 2", "weather in Oslo", "15% of 80"]
+    got = model.queries(texts)
+    assert batches == [["weather in Oslo", "add 2 and 2", "15% of 80"]]  # once each, one batch
+    assert np.allclose(got, real(texts), atol=1e-5) and np.array_equal(got[0], got[2])
+    assert np.allclose(model.queries(["15% of 80", "a new one"]), real(["15% of 80", "a new one"]), atol=1e-5)
+    assert batches[1:] == [["a new one"]]  # the cached text is not embedded again
+    got[0][:] = 0  # what a caller does with its copy does not reach the cache
+    assert np.allclose(model.queries(["weather in Oslo"])[0], real(["weather in Oslo"])[0], atol=1e-5)
+    monkeypatch.setattr(dense, "QUERY_CACHE", 2)
+    model.queries(["x one", "x two", "x three"])
+    assert len(model._queries) == 2 and "x one" not in model._queries
+    model.forget_queries()
+    assert not model._queries
+
+
+@dense_only
+def test_primed_queries_make_the_searches_embed_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = ToolIndex(tmp_path / "p.db", embedder=MiniLM())
+    index.sync(DOCS, dense=True)
+    embedded: list[list[str]] = []
+    real = index.embedder.embed
+    monkeypatch.setattr(
+        index.embedder, "embed", lambda texts, batch=32: embedded.append(list(texts)) or real(texts)
+    )
+    queries = ["will it rain in Rome", "how many euros is 20 dollars"]
+    index.prime(queries, "hybrid")
+    assert embedded == [queries]
+    cold = ToolIndex(tmp_path / "p.db", embedder=MiniLM())
+    for q in queries:  # the same hits as searches that embed their own query
+        assert index.search(q, 3, "hybrid") == cold.search(q, 3, "hybrid")
+    assert embedded == [queries]
+    index.prime(["will it rain in Rome"], "bm25")  # a BM25 search embeds nothing
+    assert embedded == [queries]

@@ -923,6 +923,41 @@ async def test_an_embedding_search_below_the_floor_finds_nothing(tmp_path: Path)
     assert "date_diff" in await search("how many days between two dates")
 
 
+async def test_a_plans_searches_embed_their_words_in_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first search of a plan embeds the words of every part not searched yet in one batch; the later
+    parts' searches find their vectors made and embed nothing, and find what they found before."""
+    from orchestrator.agent.graph import find_tools
+    from orchestrator.agent.plan import new_part
+    from orchestrator.toolsets.catalog import Catalog
+    from orchestrator.toolsets.retrieval.dense import MiniLM, available
+
+    if not available():
+        pytest.skip("needs the embed extra")
+    catalog = Catalog.from_tools(TOOLS, index=tmp_path / "i.db", method="hybrid")
+    catalog.search("warm up", k=1)  # the tools' vectors, made before counting
+    words = ["how many days between two dates", "count the words of a text", "days from one date to another"]
+    top_k = Limits().top_k
+    expected = [[h.name for h in catalog.search(w, k=top_k) if catalog.counts(h, w)] for w in words]
+    assert all(expected)
+    model = MiniLM.shared()
+    model.forget_queries()
+    batches: list[list[str]] = []
+    real = model.embed
+    monkeypatch.setattr(model, "embed", lambda texts, batch=32: batches.append(list(texts)) or real(texts))
+    ctx = bare_context(catalog)
+    plan = [new_part(tool=w) for w in words]
+    for i, w in enumerate(words):
+        state: dict[str, Any] = {"plan": plan, "loaded": [], "input": "; ".join(words)}
+        state["messages"] = [AIMessage(json.dumps({"action": "find_tools", "query": w}))]
+        update = await find_tools(state, ctx)  # type: ignore[arg-type]
+        assert update["plan"][0]["tools"] == expected[i]
+        plan = [dict(p) for p in plan]  # type: ignore[misc]
+        plan[i]["status"] = "done"
+    assert batches == [words]
+
+
 def bare_context(catalog: Any) -> Any:
     """A run context with only a catalog: what the find_tools node needs, called directly."""
     from opentelemetry.trace import NoOpTracer

