@@ -170,7 +170,7 @@ def test_migrations_are_named_and_recorded() -> None:
     assert (
         migrate(db)
         == [m.__name__ for m in MIGRATIONS]
-        == ["m001_runs_spans", "m002_run_owner", "m003_span_columns", "m004_rollups"]
+        == ["m001_runs_spans", "m002_run_owner", "m003_span_columns", "m004_rollups", "m005_one_kind_index"]
     )
     assert migrate(db) == []
     assert {"runs", "spans", "_migrations"} <= set(db.table_names())
@@ -224,6 +224,39 @@ def test_host_tracer_provider_is_used_not_replaced(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "OK"
+
+
+def test_a_store_with_the_four_kind_indexes_keeps_one(tmp_path: Path) -> None:
+    """m005: the four (kind, x) indexes of a store made before give way to one on kind; the spans stay,
+    and the SQL recipes of `orch traces` find a kind's spans through it."""
+    import sqlite3
+
+    from orchestrator.tracing.queries import QUERIES
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    db.table("_migrations").create({"name": str, "applied_at": float}, pk="name")
+    for fn in MIGRATIONS[:4]:
+        fn(db)
+        db.table("_migrations").insert({"name": fn.__name__, "applied_at": 0.0})
+    db.table("spans").insert({"span_id": "s1", "run_id": "r1", "kind": "chat", "model": "m", "cost_usd": 0.5})
+    db.close()
+
+    def indexes() -> set[str]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute(
+                "select name from sqlite_master where type = 'index' and name like 'idx_spans%'"
+            )
+            return {n for (n,) in rows}
+
+    assert {"idx_spans_kind_model", "idx_spans_kind_node"} <= indexes()
+    store = TraceStore(path)
+    assert store.rows("select name from _migrations order by name")[-1] == ("m005_one_kind_index",)
+    assert indexes() == {"idx_spans_kind", "idx_spans_run_id_start_ns", "idx_spans_start_ns"}
+    assert store.rows("select span_id, cost_usd from spans") == [("s1", 0.5)]
+    plan = store.rows("explain query plan " + QUERIES["slowest_tools"][1])
+    assert any("idx_spans_kind" in str(row[-1]) for row in plan), plan
+    store.close()
 
 
 def test_a_store_of_the_day_before_migrates_in_place_and_reads_the_same(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from orchestrator.locations import one_line, redact, unreachable
 from orchestrator.tracing import rollups
 from orchestrator.tracing.backend import Chunks, Result
 from orchestrator.tracing.migrations import (
+    DROPPED,
     INDEXES,
     M001_RUNS,
     M001_SPANS,
@@ -127,6 +128,12 @@ def m004_rollups(conn: psycopg.Connection[Any]) -> None:
         add_rollups(backend.executemany, chunk, graphs)
 
 
+def m005_one_kind_index(conn: psycopg.Connection[Any]) -> None:
+    for name in DROPPED["m005_one_kind_index"]:
+        conn.execute(f"drop index if exists {name}")
+    _indexes(conn, "m005_one_kind_index")
+
+
 _SPAN_TYPES: dict[str, type] = {
     **dict(M001_SPANS),
     **{c: t for c, t, _ in M003_SPANS},
@@ -168,7 +175,7 @@ class _Duplicates(Exception):
 
 
 # the SQLite migrations, by name, in PostgreSQL (a test holds the two lists to the same names)
-PG_MIGRATIONS = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups]
+PG_MIGRATIONS = [m001_runs_spans, m002_run_owner, m003_span_columns, m004_rollups, m005_one_kind_index]
 
 
 def _done(conn: psycopg.Connection[Any]) -> set[str] | None:
