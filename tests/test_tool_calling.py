@@ -204,8 +204,8 @@ async def test_the_agent_runs_on_native_tool_calls(
         for s in spans
         if s["kind"] == "node" and s["node"] == "controller"
     }
-    # None: steps the plan fixed, with no model call (in parallel, every execution asks the model)
-    assert strategies == ({"tool_calls"} if parallel else {"tool_calls", None})
+    # every execution asks the model: a search the plan fixes runs in the execution that decides the part
+    assert strategies == {"tool_calls"}
     orch.close()
     shown = subprocess.run(
         [
@@ -322,7 +322,7 @@ async def test_a_retriever_can_only_load_catalog_tools_and_never_past_the_bound_
     assert update["loaded"] == {"drop": ["t2"], "add": ["date_diff"]}
     assert "unloaded, to make room: t2" in update["messages"][0].content
     assert update["plan"][0]["status"] == "searched"
-    from orchestrator.agent.graph import _append_new  # the state's reducer for `loaded`
+    from orchestrator.agent.controller import merge_loaded as _append_new  # the state's reducer for `loaded`
 
     after = _append_new(full, update["loaded"])
     assert len(after) == len(full) and after[-1] == "date_diff" and "t2" not in after

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -135,6 +136,80 @@ async def test_hotspots_by_node_model_tool(make_orch: MakeOrch) -> None:
     assert model.key == "python:scripted" and model.calls == 4  # 3 controller calls + 1 worker call
     (tool,) = hotspots(orch.store, "tool")
     assert tool.key == "date_diff" and tool.calls == 1
+
+
+async def test_a_search_the_plan_fixes_runs_in_the_execution_that_decides_its_part(
+    make_orch: MakeOrch,
+) -> None:
+    """After the first part, a tool part is searched and decided in one controller execution: the search's
+    observation and tools are in the call that decides it, and its span is the find_tools node nested in
+    that controller (its time counted as nested, not as the controller's own)."""
+    words = {"tool": "count the words of 'my card has not arrived'"}
+    count = act(action="call_tool", tool="word_count", args={"text": "my card has not arrived"})
+    seen: list[str] = []
+
+    def decide(messages: list[Any]) -> str:
+        seen.append(str(messages[-2].content) + " | " + str(messages[-1].content))
+        return count
+
+    orch = make_orch([plan(DAYS, words), CALL, decide, act(action="final", answer="18 days; 5 words")])
+    result = await orch.arun("agent", TASK)
+    assert (result.status, result.answer) == ("ok", "18 days; 5 words")
+    # the second part's search observation, then its instruction, in the very call that decides it
+    assert (
+        seen
+        and seen[0].startswith("Observation (find_tools): found word_count(")
+        and "Part 2 of 2" in seen[0]
+    )
+    assert orch.store is not None
+    spans = orch.store.run_spans(result.run_id)
+    controllers = [s for s in spans if s["kind"] == "node" and s["node"] == "controller"]
+    searches = [s for s in spans if s["kind"] == "node" and s["node"] == "find_tools"]
+    assert len(controllers) == 4  # plan (+ the first search, a node), part 1, part 2 (+ its search), answer
+    assert len(searches) == 2 and searches[0]["node_path"] is None
+    nested = searches[1]
+    assert json.loads(nested["node_path"]) == ["controller", "find_tools"]
+    assert nested["parent_id"] == controllers[2]["span_id"]
+    node = {h.key: h for h in hotspots(orch.store, "node")}
+    assert node["find_tools"].calls == 2
+    orch.close()
+
+
+def test_each_killed_attempt_is_one_stand_in_root_whatever_parents_it_lost(tmp_path: Path) -> None:
+    """A killed attempt never stored its run span nor the node open around the call it was in: its spans
+    that lost either parent go under one "interrupted attempt" root per trace; a later attempt is its own."""
+    store = TraceStore(tmp_path / "t.db")
+
+    def span(span_id: str, trace: str, parent: str | None, start: int, kind: str = "node") -> dict[str, Any]:
+        return {
+            "span_id": span_id,
+            "trace_id": trace,
+            "parent_id": parent,
+            "run_id": "r",
+            "name": span_id,
+            "kind": kind,
+            "node": "n",
+            "start_ns": start,
+            "end_ns": start + 5,
+            "duration_ms": 0.0,
+        }
+
+    store.write_spans(
+        [
+            span("a1", "t1", "run1", 10),  # the killed run span's child
+            span("a2", "t1", "ctl1", 20),  # nested in a controller span that never ended
+            span("b1", "t2", "run2", 30),  # a second killed attempt
+            span("run3", "t3", None, 40, "run"),
+            span("c1", "t3", "run3", 41),
+        ]
+    )
+    roots = span_tree(store, "r")
+    assert [(r["name"].split(" (")[0], [c["span_id"] for c in r["children"]]) for r in roots] == [
+        ("interrupted attempt", ["a1", "a2"]),
+        ("interrupted attempt", ["b1"]),
+        ("run3", ["c1"]),
+    ]
+    store.close()
 
 
 async def test_unpriced_model_costs_null_not_zero(make_orch: MakeOrch) -> None:

@@ -5,7 +5,8 @@ Each execution makes at most one model call; steps that the plan fixes ride alon
 ```
 no plan yet        -> the model writes the plan (examples retrieved for the request)
 a worker part      -> delegate its text (a span of the request)            [fixed by the plan]
-a new tool part    -> find_tools with the part's words                     [fixed by the plan]
+a new tool part    -> find_tools with the part's words                     [fixed by the plan; run here
+                      when the model can still be asked in this execution, else in the find_tools node]
 a searched part    -> the model calls one of the tools found for it, or skips the part
 every part settled -> the model writes the final answer; nothing done -> say so  [fixed]
                       only worker parts, all done -> their outputs are the answer [fixed]
@@ -26,7 +27,7 @@ import dataclasses
 import functools
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -72,6 +73,7 @@ from orchestrator.models.calls import call_model
 from orchestrator.models.context import BudgetStop, RunContext
 from orchestrator.toolsets.catalog import Catalog
 from orchestrator.tracing import attrs as A
+from orchestrator.tracing.spans import open_span
 from orchestrator.workers.definitions import output_text
 from orchestrator.workers.grounding import (
     Evidence,
@@ -118,6 +120,18 @@ COVERS = "a computation or a lookup that one of the tools does"
 # What no tool of a default catalog does, shown as what an empty plan is for (with worked empty plans on
 # these topics). A catalog whose tools do such things (services, APIs, actions) names its own, or "".
 BEYOND = "live data, news, facts about the world, actions in the world"
+# a search over the agent's state (the find_tools node's function): the update it makes
+Search = Callable[[Mapping[str, Any], RunContext], Awaitable[dict[str, Any]]]
+
+
+def merge_loaded(left: list[str], right: list[str] | dict[str, list[str]]) -> list[str]:
+    """Reducer for loaded tool ids: append-only, never reordered (keeps the prompt prefix cache-stable),
+    except when a load past the provider's limit evicts tools: `{"drop": [...], "add": [...]}`."""
+    if isinstance(right, dict):
+        dropped = set(right.get("drop", ()))
+        kept = [t for t in left if t not in dropped]
+        return kept + [r for r in right.get("add", ()) if r not in kept]
+    return left + [r for r in right if r not in left]
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: one graph's parts key its example bank
@@ -129,6 +143,8 @@ class AgentParts:
     covers: str = COVERS
     examples: tuple[Example, ...] = ()
     beyond: str = BEYOND
+    # the find_tools node's search, run here for the searches the plan fixes (None: they go to the node)
+    search: Search | None = None
 
 
 def is_model_decision(message: BaseMessage) -> bool:
@@ -254,12 +270,22 @@ def _without_ungrounded_options(
 class _Step:
     """What one controller execution produced: messages for the transcript, plan patches, costs."""
 
-    def __init__(self) -> None:
+    def __init__(self, loaded: Sequence[str] = ()) -> None:
         self.messages: list[BaseMessage] = []
         self.patches: list[dict[str, Any]] = []
         self.entries: list[LedgerEntry] = []
         self.model_called = False
         self.steps_left: int | None = None  # model decisions the budget still allows, where it sets some
+        self.loaded_before = list(loaded)
+        self.loaded = list(loaded)  # the tools bound, with what the searches made here loaded
+
+    def loaded_update(self) -> list[str] | dict[str, list[str]] | None:
+        """The change to the loaded tools, as `merge_loaded` takes it (None: none)."""
+        if self.loaded == self.loaded_before:
+            return None
+        dropped = [t for t in self.loaded_before if t not in self.loaded]
+        added = [t for t in self.loaded if t not in self.loaded_before]
+        return {"drop": dropped, "add": added} if dropped else added
 
     def derived(self, decision: Decision) -> None:
         self.messages.append(AIMessage(decision.to_json(), response_metadata=dict(DERIVED)))
@@ -418,7 +444,7 @@ async def controller_step(
         HumanMessage(request),
     ]
     span = trace.get_current_span()
-    step = _Step()
+    step = _Step(state.get("loaded") or [])
     if budget_steps is not None:
         step.steps_left = budget_steps - made
     plan: list[Part] | None = [dict(p) for p in state["plan"]] if state.get("plan") is not None else None  # type: ignore[misc]
@@ -461,9 +487,10 @@ async def controller_step(
         if ctx.capture_content:
             span.set_attribute(A.PLAN, plan_json(plan))
 
-    loaded = list(state.get("loaded") or [])
-    await _advance(ctx, parts.slot, request, head + transcript, plan, step, loaded)
+    await _advance(ctx, parts.slot, request, head + transcript, plan, step, parts.search)
     update["messages"] = step.messages
+    if (loaded := step.loaded_update()) is not None:
+        update["loaded"] = loaded
     if step.patches and "plan" not in update:  # a plan made now already holds its patches
         update["plan"] = step.patches
     last = step.messages[-1] if step.messages else None
@@ -483,9 +510,13 @@ async def _advance(
     prompt: list[BaseMessage],
     plan: list[Part],
     step: _Step,
-    loaded: Sequence[str] = (),
+    search: Search | None = None,
 ) -> None:
-    """Take steps until one needs a node (or a second model call): the rest of one controller execution."""
+    """Take steps until one needs a node (or a second model call): the rest of one controller execution.
+
+    A search the plan fixes runs here (with `search`) when the model can still be asked in this execution:
+    the part is searched and decided in one step instead of a trip through the find_tools node and back.
+    """
     while True:
         index = current_part(plan)
         if index is None:
@@ -516,17 +547,23 @@ async def _advance(
             pending = [i for i in run if plan[i]["status"] == "pending"]
             for i in pending:
                 step.derived(Decision("find_tools", query=search_query(plan[i]["tool"]), part=i))
+            if pending and search is not None and not step.model_called:
+                await _search_here(search, ctx, request, prompt, plan, step)
+                continue
             if not pending and not step.model_called:
-                await _act_together(ctx, slot, request, prompt, plan, step, loaded, run)
+                await _act_together(ctx, slot, request, prompt, plan, step, step.loaded, run)
             return
         if part["status"] == "pending":
             step.derived(Decision("find_tools", query=search_query(part["tool"])))
+            if search is not None and not step.model_called:
+                await _search_here(search, ctx, request, prompt, plan, step)
+                continue
             return
         searched = own_searches(prompt + step.messages, index)
         # the model's own search is offered where the engine's found nothing: a weak model behind a server
         # that claims native tool calls searched again (and then skipped) where it had the tool
-        search = capabilities.tool_calling and searched < MAX_OWN_SEARCHES and not part["tools"]
-        if not part["tools"] and not search:  # nothing found: the model rewrites the query once, or it fails
+        own = capabilities.tool_calling and searched < MAX_OWN_SEARCHES and not part["tools"]
+        if not part["tools"] and not own:  # nothing found: the model rewrites the query once, or it fails
             if capabilities.tool_calling or searched >= 1:
                 step.derived(Decision("skip", reason=part["note"] or "no tool was found for it"))
                 step.patch(plan, index, status="failed", note=part["note"] or "no tool was found for it")
@@ -537,7 +574,7 @@ async def _advance(
         if step.model_called:
             return  # one model call per execution: the next one comes on the next turn
         offer = "Call the found tool that does it, or skip."
-        if search:
+        if own:
             offer = "No tool has been found for it yet: search with find_tools in other words, or skip."
         instruction = HumanMessage(
             f"Part {index + 1} of {len(plan)}: {part['tool']}.{_values_from(plan, index, request)} {offer}"
@@ -557,7 +594,7 @@ async def _advance(
                 return [f"{d.query!r} was searched already: call a found tool, search other words, or skip"]
             return _tool_problems(ctx, task, d, evidence) if d.action == "call_tool" else []
 
-        actions: tuple[Action, ...] = ("call_tool", "skip", "find_tools") if search else ("call_tool", "skip")
+        actions: tuple[Action, ...] = ("call_tool", "skip", "find_tools") if own else ("call_tool", "skip")
 
         def parse(
             raw: str,
@@ -574,12 +611,12 @@ async def _advance(
             ctx,
             slot,
             prompt + step.messages,
-            act_schema(_fitting(ctx.catalog, part["tool"], part["tools"]), ctx.catalog, search=search),
+            act_schema(_fitting(ctx.catalog, part["tool"], part["tools"]), ctx.catalog, search=own),
             parse,
             check,
             "Take values only from the request or the observations, or skip.",
             step,
-            act_tools(loaded, ctx.catalog, limits=ctx.tool_limits(slot), search=search),
+            act_tools(step.loaded, ctx.catalog, limits=ctx.tool_limits(slot), search=own),
         )
         step.model_called = True
         if decision.action == "find_tools":  # the model's own search: its finds are added to the part's
@@ -595,6 +632,26 @@ async def _advance(
             note = decision.reason
             step.messages.append(AIMessage(decision.to_json()))
         step.patch(plan, index, status="failed", note=note)
+
+
+async def _search_here(
+    search: Search, ctx: RunContext, request: str, prompt: list[BaseMessage], plan: list[Part], step: _Step
+) -> None:
+    """The find_tools node's work for the searches just derived, inside this execution: its observations
+    join the transcript, its patches the plan, its loads the bound tools. Traced as the node nested in
+    the controller (`node_path`), so its time is the search's and not the controller's own."""
+    state = {"input": request, "plan": plan, "loaded": step.loaded, "messages": prompt + step.messages}
+    attributes: dict[str, Any] = {A.RUN_ID: ctx.run_id, A.NODE: "find_tools", A.NODE_PATH: _NESTED_SEARCH}
+    with open_span(ctx.tracer, "find_tools", "node", attributes):
+        found = await search(state, ctx)
+    step.messages.extend(found.get("messages", []))
+    for patch in found.get("plan", []):
+        step.patch(plan, patch["index"], **{k: v for k, v in patch.items() if k != "index"})
+    if "loaded" in found:
+        step.loaded = merge_loaded(step.loaded, found["loaded"])
+
+
+_NESTED_SEARCH = json.dumps(["controller", "find_tools"])
 
 
 def _not_called(ctx: RunContext, task: str, decision: Decision) -> str:

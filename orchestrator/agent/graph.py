@@ -8,6 +8,11 @@ START -> controller -> find_tools -> controller
                     -> END (final answer, budget stop)
 ```
 
+A search the plan fixes (a tool part's first, with the part's words) runs inside the controller's execution
+when the model can still be asked in it, so the part is searched and decided in one step (traced as the
+find_tools node nested in the controller); only the first part's, which follows the plan's own model call,
+and the model's own searches, go through the find_tools node.
+
 The controller's logic is in `orchestrator.agent.controller`; the plan it keeps in the state is in
 `orchestrator.agent.plan`. `build_agent_graph` returns an *uncompiled* `StateGraph`; the runner compiles it
 with its checkpointer.
@@ -38,6 +43,7 @@ from orchestrator.agent.controller import (
     COVERS,
     AgentParts,
     controller_step,
+    merge_loaded,
     search_query,
     stopped_answer,
 )
@@ -66,16 +72,6 @@ RESUMED = "resumed"
 _OBSERVATION_CAP = 2000
 _IN_PROCESS = ToolRunner(isolate=False)
 _ARG_NOTE = 40  # characters of an argument's description shown with a found tool
-
-
-def _append_new(left: list[str], right: list[str] | dict[str, list[str]]) -> list[str]:
-    """Reducer for loaded tool ids: append-only, never reordered (keeps the prompt prefix cache-stable),
-    except when a load past the provider's limit evicts tools: `{"drop": [...], "add": [...]}`."""
-    if isinstance(right, dict):
-        dropped = set(right.get("drop", ()))
-        kept = [t for t in left if t not in dropped]
-        return kept + [r for r in right.get("add", ()) if r not in kept]
-    return left + [r for r in right if r not in left]
 
 
 def in_use(state: Mapping[str, Any]) -> set[str]:
@@ -108,7 +104,7 @@ class AgentState(TypedDict, total=False):
     input: str
     messages: Annotated[list[BaseMessage], operator.add]
     plan: Annotated[list[Part] | None, merge_plan]
-    loaded: Annotated[list[str], _append_new]  # the tools bound, in the order loaded
+    loaded: Annotated[list[str], merge_loaded]  # the tools bound, in the order loaded
     results: Annotated[list[dict[str, Any]], operator.add]
     ledger: Annotated[dict[str, LedgerLine], merge_ledger]  # written before 0.2 only; read on resume
     answer: str | None
@@ -607,9 +603,9 @@ def build_agent_graph(
                 workers=crew if crew is not None else ctx.workers,
             )
 
-    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples), beyond=beyond)
-    plan_step = functools.partial(controller_step, parts=parts)
     search = functools.partial(find_tools, retrieve=retrieve or _search, slot=controller)
+    parts = AgentParts(slot=controller, covers=covers, examples=tuple(examples), beyond=beyond, search=search)
+    plan_step = functools.partial(controller_step, parts=parts)
     g: StateGraph[AgentState, RunContext, AgentInput, AgentState] = StateGraph(
         AgentState, context_schema=RunContext, input_schema=AgentInput
     )

@@ -269,8 +269,9 @@ def _values(rows: Iterable[dict[str, Any]], by: str) -> Exact:
 def span_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
     """A run's spans as nested dicts (children in start order), one root per attempt (a resume adds one).
 
-    An attempt whose process died never ended its run span; its spans are gathered under a stand-in root
-    named "interrupted attempt" so they are still shown and counted.
+    An attempt whose process died never ended its run span, nor the spans open around the one it was in;
+    its spans whose parent was never stored are gathered under one stand-in root per attempt (its trace),
+    named "interrupted attempt", so they are still shown and counted.
     """
     rows = store.run_spans(run_id)
     by_id: dict[str, dict[str, Any]] = {r["span_id"]: {**r, "children": []} for r in rows}
@@ -283,8 +284,8 @@ def span_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
             by_id[parent_id]["children"].append(node)
         elif r["kind"] == "run" or parent_id is None:
             roots.append(node)
-        else:  # the parent (the run span of a killed process) was never exported
-            stand_in = lost.get(parent_id)
+        else:  # the parent (the run span of a killed process, or a node open in it) was never exported
+            stand_in = lost.get(r["trace_id"])
             if stand_in is None:
                 stand_in = {
                     "span_id": parent_id,
@@ -312,7 +313,7 @@ def span_tree(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
                     "attributes": "{}",
                     "children": [],
                 }
-                lost[parent_id] = stand_in
+                lost[r["trace_id"]] = stand_in
                 roots.append(stand_in)
             stand_in["children"].append(node)
             stand_in["end_ns"] = max(stand_in["end_ns"] or 0, r["end_ns"] or 0)
