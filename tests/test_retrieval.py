@@ -402,8 +402,9 @@ def test_processes_opening_a_new_index_at_once_apply_each_migration_once(tmp_pat
 async def test_the_agents_embedding_search_runs_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hybrid search embeds the query (5-25 ms of CPU): the agent's find_tools runs it in a thread, so a
-    process's other runs go on meanwhile; the run finds and calls the tool as before."""
+    """A hybrid search embeds the query (5-25 ms of CPU): the agent's find_tools runs the embedding in a
+    thread, so a process's other runs go on meanwhile (a search whose vector is made, well under a
+    millisecond, runs on the loop); the run finds and calls the tool as before."""
     import threading
 
     from langchain_core.tools import StructuredTool
@@ -440,18 +441,20 @@ async def test_the_agents_embedding_search_runs_off_the_event_loop(
         tracing=False,
     )
     assert orch.catalog.method == "hybrid" and orch.catalog.embeds_queries
-    searched_on: list[bool] = []
-    search = orch.catalog.search
+    embedded_on: list[bool] = []
+    model = MiniLM.shared()
+    model.forget_queries()  # the words are embedded in this run, not found from another test's
+    embed = model.embed
 
-    def recorded(query: str, k: int = 5, exclude: Any = ()) -> Any:
-        searched_on.append(threading.current_thread() is threading.main_thread())
-        return search(query, k, exclude)
+    def recorded(texts: Any, batch: int = 32) -> Any:
+        embedded_on.append(threading.current_thread() is threading.main_thread())
+        return embed(texts, batch)
 
-    monkeypatch.setattr(orch.catalog, "search", recorded)
+    monkeypatch.setattr(model, "embed", recorded)
     result = await orch.arun("g", "What's the weather in Oslo?", run_id="r-off-loop")
     orch.close()
     assert (result.status, result.answer) == ("ok", "sunny in Oslo"), result.error
-    assert searched_on == [False]  # searched once, not on the loop's thread
+    assert embedded_on == [False]  # embedded once, not on the loop's thread
 
 
 def test_two_tool_sets_in_one_folder_keep_their_own_index(
@@ -534,8 +537,12 @@ def test_primed_queries_make_the_searches_embed_nothing(
         index.embedder, "embed", lambda texts, batch=32: embedded.append(list(texts)) or real(texts)
     )
     queries = ["will it rain in Rome", "how many euros is 20 dollars"]
+    assert not index.primed(queries, "hybrid") and index.primed(queries, "bm25")
     index.prime(queries, "hybrid")
     assert embedded == [queries]
+    assert index.primed(queries, "hybrid") and not index.primed([*queries, "a third"], "hybrid")
+    unloaded = ToolIndex(tmp_path / "p.db")
+    assert not unloaded.primed(queries, "hybrid") and unloaded._embedder is None  # never loads the model
     cold = ToolIndex(tmp_path / "p.db", embedder=MiniLM())
     for q in queries:  # the same hits as searches that embed their own query
         assert index.search(q, 3, "hybrid") == cold.search(q, 3, "hybrid")

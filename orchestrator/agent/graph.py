@@ -302,7 +302,9 @@ async def find_tools(
         # later searches then find their query's vector made (four queries: ~10 ms together, ~17 apart)
         words = [str(d.get("query", "")) for d, _ in steps]
         words += [search_query(p["tool"]) for p in plan if p["tool"] and p["status"] == "pending"]
-        await asyncio.to_thread(ctx.catalog.prime, list(dict.fromkeys(w for w in words if w)))
+        words = list(dict.fromkeys(w for w in words if w))
+        if not ctx.catalog.primed(words):
+            await asyncio.to_thread(ctx.catalog.prime, words)
     for decision, index in steps:
         query = str(decision.get("query", ""))
         part = plan[index] if index is not None and index < len(plan) else None
@@ -310,7 +312,7 @@ async def find_tools(
 
         async def usable(words: str, down: Mapping[str, str] = down) -> list[ToolHit]:
             """Only the catalog's tools are ever bound, and only those that can be called."""
-            if retrieve is _search and ctx.catalog.embeds_queries:
+            if retrieve is _search and not ctx.catalog.primed([words]):
                 # the query's embedding takes 5-25 ms of CPU: in a thread, other runs' steps go on meanwhile
                 found = await asyncio.to_thread(retrieve, ctx.catalog, words, ctx.limits.top_k)
             else:

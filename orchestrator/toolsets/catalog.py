@@ -218,6 +218,10 @@ class Catalog:
         if self.index is not None and self.embeds_queries:
             self.index.prime(queries, self.method)
 
+    def primed(self, queries: Sequence[str]) -> bool:
+        """Whether searches of these queries run no embedding (see `ToolIndex.primed`)."""
+        return self.index is None or not self.embeds_queries or self.index.primed(queries, self.method)
+
     @property
     def floor(self) -> float:
         """The relevance below which a hit is not found (0.0: no floor)."""

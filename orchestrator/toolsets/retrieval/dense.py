@@ -139,6 +139,11 @@ class MiniLM:
             out[i] = have[t]
         return out
 
+    def has_queries(self, texts: Sequence[str]) -> bool:
+        """Whether every text's vector is in the query cache (a search of them embeds nothing)."""
+        with self._queries_lock:
+            return all(t in self._queries for t in texts)
+
     def forget_queries(self) -> None:
         """Empty the query cache (a benchmark times searches as a new query makes them)."""
         with self._queries_lock:

@@ -458,6 +458,14 @@ class ToolIndex:
             return
         self.embedder.queries([t for q in queries for t in self._texts(q, None)])
 
+    def primed(self, queries: Sequence[str], method: str | None = None) -> bool:
+        """Whether searches of these queries embed nothing (BM25, or their vectors made): cheap enough to
+        run on an event loop. Never loads the model."""
+        if (method or self.default_method()) == "bm25":
+            return True
+        model = self._embedder
+        return model is not None and model.has_queries([t for q in queries for t in self._texts(q, None)])
+
     DEPTH = 50  # how deep each ranking goes into the fusion
 
     def _rank(
