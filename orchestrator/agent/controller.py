@@ -170,12 +170,18 @@ def _bank(workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentPar
     return (*parts.examples, *empty, *worker_examples(workers, mix))
 
 
+@functools.lru_cache(maxsize=256)
+def _chosen(
+    request: str, workers: tuple[tuple[str, str, tuple[str, ...]], ...], parts: AgentParts
+) -> tuple[Example, ...]:
+    """The examples shown for a request: chosen once, not at each of the run's controller executions."""
+    return tuple(select_examples(request, _bank(workers, parts), _EXAMPLES))
+
+
 def _examples(request: str, ctx: RunContext, parts: AgentParts) -> list[BaseMessage]:
-    bank = _bank(
-        tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values()), parts
-    )
+    workers = tuple((w.name, w.description, tuple(w.example_requests)) for w in ctx.workers.values())
     turns: list[BaseMessage] = []
-    for example in select_examples(request, bank, _EXAMPLES):
+    for example in _chosen(request, workers, parts):
         turns += [HumanMessage(example.request), AIMessage(example.reply(), response_metadata=dict(EXAMPLE))]
     return turns
 
