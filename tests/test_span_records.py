@@ -163,9 +163,9 @@ def test_node_batches_handed_over_together_are_written_in_one_transaction_and_a_
     assert processor.force_flush()
     assert time.monotonic() - t0 < 10.0  # not the 30 s linger
     assert exporter.batches == [["node 0", "node 1", "node 2"]]
-    processor.shutdown()
-    writer = next(t for t in threading.enumerate() if t.name == "orchestrator-trace-writer")
-    writer.join(5.0)
+    processor.shutdown()  # writes what is left, and the writer ends
+    processor._writer.join(5.0)
+    assert not processor._writer.is_alive()
     tracing.close()
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,27 +85,32 @@ class SQLiteSpanExporter(SpanExporter):
 
 
 class NodeFlushSpanProcessor(SpanProcessor):
-    """Buffers ended spans; when a node or run span ends, hands the batch to a writer thread.
+    """Buffers ended spans; a writer thread writes them, `LINGER_S` after a node or run span ends.
 
-    The batch is written off the run's hot path (sqlite3 releases the GIL while it writes), with the
-    batches that follow it within `LINGER_S`, in one transaction: nodes that end close together share a
-    commit. A commit costs about as much as writing ten spans (200-350 µs against 15-30 µs a span), and a
-    graph whose nodes take a few milliseconds each paid one per node. A SIGKILL loses at most the spans of
-    the last `LINGER_S`; the run's checkpoint is not affected.
+    The spans are written off the run's hot path (sqlite3 releases the GIL while it writes), everything
+    buffered in one transaction: nodes that end close together share a commit. A commit costs about as much
+    as writing ten spans (200-350 µs against 15-30 µs a span), and a graph whose nodes take a few
+    milliseconds each paid one per node. The writer is woken once per window, not at every node's end: a
+    wake-up is a thread switch and a hand-over of the GIL, which the run's thread then waits to get back.
+    A SIGKILL loses at most the spans of the last `LINGER_S`; the run's checkpoint is not affected.
 
-    `force_flush` waits until everything handed over is written, and ends the writer's wait at once; the
-    runner calls it at the end of every run, so a finished run's spans are always in the store.
+    `force_flush` waits until everything ended before it is written, and ends the writer's wait at once;
+    the runner calls it at the end of every run, so a finished run's spans are always in the store.
     """
 
-    MAX_WRITE = 5000  # spans written in one transaction at most, when batches queue up
-    LINGER_S = 0.02  # how long the writer waits for more batches to write in the same transaction
+    MAX_WRITE = 5000  # spans written in one transaction at most, when many are buffered
+    LINGER_S = 0.02  # how long the writer waits, once woken, for more spans to write in the same transaction
 
     def __init__(self, exporter: SpanExporter, max_buffer: int = 512) -> None:
         self.exporter = exporter
         self.max_buffer = max_buffer
         self._buffer: list[Finished] = []
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[list[Finished] | threading.Event | None] = queue.SimpleQueue()
+        self._armed = False  # the writer has been woken for the spans buffered (or is writing them)
+        self._waiters: list[threading.Event] = []  # flushes waiting for what was buffered before them
+        self._stopping = False
+        self._wake = threading.Event()  # a write is due: LINGER_S from now, or at once when hurried
+        self._hurry = threading.Event()  # a flush or a stop: write now
         self._writer = threading.Thread(
             target=self._write_loop, name="orchestrator-trace-writer", daemon=True
         )
@@ -115,36 +118,21 @@ class NodeFlushSpanProcessor(SpanProcessor):
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                self.exporter.export([])  # what the store holds to write without spans: runs' start rows
-                item.set()
-                continue
-            # under load, batches queue up while one is written: take them all into one transaction (one
-            # commit instead of one per node), up to a bound, and honour a flush or stop queued behind them
-            batch: list[Finished] = list(item)
-            after: threading.Event | None = None
-            stop = False
-            # and wait a moment for more (a commit costs ~0.4 ms, a span's insert ~20 µs: one commit for
-            # many spans); a flush or a stop ends the wait at once
-            until = time.monotonic() + self.LINGER_S
-            while len(batch) < self.MAX_WRITE:
-                try:
-                    more = self._queue.get(timeout=max(0.0, until - time.monotonic()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                if isinstance(more, threading.Event):
-                    after = more
-                    break
-                batch.extend(more)
-            self.exporter.export(batch)  # type: ignore[arg-type]  # ours takes records too
-            if after is not None:
-                after.set()
+            self._wake.wait()
+            self._wake.clear()
+            self._hurry.wait(self.LINGER_S)  # more spans end meanwhile: one commit for them all
+            with self._lock:
+                self._hurry.clear()
+                batch, self._buffer = self._buffer, []
+                waiters, self._waiters = self._waiters, []
+                stop = self._stopping
+                self._armed = False
+            # an empty batch writes what the store holds to write without spans: runs' start rows
+            for start in range(0, max(1, len(batch)), self.MAX_WRITE):
+                part = batch[start : start + self.MAX_WRITE]
+                self.exporter.export(part)  # type: ignore[arg-type]  # ours takes records too
+            for done in waiters:
+                done.set()
             if stop:
                 return
 
@@ -154,31 +142,43 @@ class NodeFlushSpanProcessor(SpanProcessor):
     def on_end(self, span: Finished) -> None:
         with self._lock:
             self._buffer.append(span)
+            if self._armed:
+                return
             kind = (span.attributes or {}).get(A.KIND)
             if kind not in _FLUSH_KINDS and len(self._buffer) < self.max_buffer:
                 return
-            batch, self._buffer = self._buffer, []
-        self._queue.put(batch)
+            self._armed = True
+        self._wake.set()
 
     def nudge(self) -> None:
         """Have the writer write within `LINGER_S` though no span ended: what the store was given to write
         with the next spans (a run's start row)."""
-        self._queue.put([])
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        self._wake.set()
 
     def shutdown(self) -> None:
-        self.force_flush()
-        self._queue.put(None)
+        done = self._signal(stop=True)
+        if done is not None:
+            done.wait(30)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        if batch:
-            self._queue.put(batch)
+        done = self._signal(stop=False)
+        return done is not None and done.wait(timeout_millis / 1000)
+
+    def _signal(self, stop: bool) -> threading.Event | None:
+        """Have the writer write now (and end, with `stop`); the event it sets when it has."""
         if not self._writer.is_alive():
-            return False
+            return None
         done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout_millis / 1000)
+        with self._lock:
+            self._waiters.append(done)
+            self._stopping = self._stopping or stop
+        self._hurry.set()
+        self._wake.set()
+        return done
 
 
 _STATUS = {StatusCode.OK: "ok", StatusCode.ERROR: "error", StatusCode.UNSET: "unset"}
