@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import sqlite3
@@ -184,3 +185,23 @@ async def test_a_runs_checkpointer_sets_up_while_another_connection_writes(tmp_p
     assert other.execute("pragma journal_mode").fetchone() == ("wal",)
     other.close()
     book.close()
+
+
+async def test_the_ledger_commits_without_waiting_for_the_disk_and_an_async_flush_sees_its_rows(
+    tmp_path: Path,
+) -> None:
+    """The ledger's rows reach the WAL without an fsync of their own (the checkpoint saver's commits, on the
+    same file, sync them); `aflush` returns once every row added before it is committed."""
+    from orchestrator.cost.ledger import LedgerBook
+
+    book = LedgerBook(tmp_path / "c.db")
+    assert book.store._conn.execute("pragma synchronous").fetchone() == (1,)  # type: ignore[attr-defined]
+    entry: Any = {"node": "n", "kind": "model", "name": "m", "usd": 0.5}
+    for _ in range(3):
+        book.add("r1", entry)
+    await book.aflush()
+    raw = sqlite3.connect(tmp_path / "c.db")
+    assert raw.execute("select count(*) from orch_ledger where run_id = 'r1'").fetchone() == (3,)
+    raw.close()
+    book.close()
+    await asyncio.wait_for(book.aflush(), 5)  # closed: returns, never waits for a writer that is gone

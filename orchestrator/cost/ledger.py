@@ -10,6 +10,7 @@ checked before every model call against a worst-case estimate.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -559,7 +560,7 @@ class LedgerBook:
 
     def __init__(self, store: str | Path | LedgerStore) -> None:
         self.store: LedgerStore = SqliteLedger(store) if isinstance(store, str | Path) else store
-        self._queue: queue.Queue[Row | threading.Event | None] = queue.Queue()
+        self._queue: queue.Queue[Row | threading.Event | Callable[[], None] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="orch-ledger", daemon=True)
         self._writer.start()
         self._closed = False
@@ -574,6 +575,25 @@ class LedgerBook:
         self._queue.put(done)
         while not done.wait(0.5):
             if not self._writer.is_alive():
+                return
+
+    async def aflush(self) -> None:
+        """`flush` for an event loop: the writer wakes the loop when it has committed (no thread to wait)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def wake() -> None:  # on the writer's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        self._queue.put(wake)
+        while not done.done():
+            await asyncio.wait({done}, timeout=0.5)
+            if not self._writer.is_alive():  # closed meanwhile: nothing more will be written
                 return
 
     def entries(self, run_id: str) -> list[LedgerEntry]:
@@ -622,6 +642,8 @@ class LedgerBook:
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()  # set after the rows queued before it are committed
+                elif callable(item):
+                    item()  # an event loop's flush, woken the same way
             if None in items:
                 return
 
@@ -648,6 +670,12 @@ class SqliteLedger:
         with self._lock:
             self._conn.execute("PRAGMA busy_timeout = 30000")
             use_wal(self._conn)
+            # A commit reaches the WAL without waiting for the disk: safe from a crash of the process, and
+            # the checkpoint saver's next commit (synchronous=FULL, the same file's WAL) syncs these rows with
+            # its own. A power cut can lose only rows committed after a run's last checkpoint; a call is
+            # never paid twice for it (the checkpoint decides what runs again). Waiting for the disk at every
+            # row cost a run of three calls ~3.5 ms of wall time (a ~12 ms run on a scripted model).
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute(_CREATE[0].format(seq="seq integer primary key autoincrement", real="real"))
             self._conn.execute(_CREATE[1])
 

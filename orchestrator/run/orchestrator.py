@@ -504,7 +504,7 @@ class Orchestrator:
             )
             # the run's ledger rows are committed before it returns: a resume, in this process or another,
             # reads them from the store, and a row still queued in this book would be a call paid twice
-            await asyncio.to_thread(self.book.flush)
+            await self.book.aflush()
             try:
                 self._finish(run_id, status, result, start.prior, end.error)
             except TraceStoreError as exc:  # its end can't be recorded (a full disk): a failure to resume
