@@ -252,3 +252,24 @@ async def test_a_forked_child_opens_its_own_store(tmp_path: Path) -> None:
     async with store.open() as saver:
         assert await saver.aget_tuple(_config("child")) is not None
     store.close()
+
+
+def test_a_dropped_checkpoints_store_is_let_go_without_taking_the_registry_lock_on_the_gc_thread(
+    tmp_path: Path,
+) -> None:
+    """A `Checkpoints` dropped without `close` lets its store go from a finalizer, which the garbage
+    collector may run while this very thread holds the stores' registry lock (`SqliteStore.acquire`
+    starting a thread): the test suite hung so. The finalizer now hands the close to a thread of its own."""
+    import time
+
+    from orchestrator.run.checkpoints import _release_dropped
+
+    store = SqliteStore.acquire(tmp_path / "c.db")
+    store.ready.result(10)
+    with SqliteStore._stores_lock:  # as acquire holds it when a collection runs the finalizer
+        _release_dropped(store)  # returns at once: it hung here before
+        assert store._thread.is_alive()
+    deadline = time.monotonic() + 10
+    while store._thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not store._thread.is_alive() and store.path not in SqliteStore._stores

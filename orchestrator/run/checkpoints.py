@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import sqlite3
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -157,7 +158,7 @@ class Checkpoints:
         if self._sqlite is None or self._sqlite.store.pid != os.getpid():  # none yet, or a forked child
             store = SqliteStore.acquire(path)
             self._sqlite = SqliteCheckpointer(store)
-            self._release = weakref.finalize(self, store.close)  # closed with us, or when we are dropped
+            self._release = weakref.finalize(self, _release_dropped, store)  # when we are dropped
         ready = self._sqlite.store.ready
         if not ready.done():
             await asyncio.wrap_future(ready)
@@ -168,8 +169,8 @@ class Checkpoints:
 
     def close(self) -> None:
         """Let this process's store of the checkpoint file go (a given saver is the caller's to close)."""
-        if self._release is not None:
-            self._release()
+        if self._release is not None and self._release.detach() is not None and self._sqlite is not None:
+            self._sqlite.store.close()
         self._sqlite, self._release = None, None
 
     async def _given(self, saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
@@ -193,6 +194,13 @@ class Checkpoints:
 
 _set_up: set[str] = set()  # PostgreSQL URLs whose migrations this process has run
 _POOL_MAX = 8  # connections per pool: a checkpoint read or write holds one only while it runs
+
+
+def _release_dropped(store: SqliteStore) -> None:
+    """A dropped `Checkpoints`' store, let go on a thread of its own. A finalizer runs inside whatever
+    allocation set off the garbage collector, also one made while this thread holds the stores' registry
+    lock (`SqliteStore.acquire` starting a store's thread): closing here took that lock again and hung."""
+    threading.Thread(target=store.close, name="orch-checkpoints-release", daemon=True).start()
 
 
 class _Pool:
