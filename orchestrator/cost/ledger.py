@@ -560,7 +560,7 @@ class LedgerBook:
 
     def __init__(self, store: str | Path | LedgerStore) -> None:
         self.store: LedgerStore = SqliteLedger(store) if isinstance(store, str | Path) else store
-        self._queue: queue.Queue[Row | threading.Event | Callable[[], None] | None] = queue.Queue()
+        self._queue: queue.Queue[Row | Callable[[], None] | None] = queue.Queue()  # rows, flushes' wake-ups
         self._writer = threading.Thread(target=self._write_loop, name="orch-ledger", daemon=True)
         self._writer.start()
         self._closed = False
@@ -572,7 +572,7 @@ class LedgerBook:
     def flush(self) -> None:
         """Wait until every entry added so far is committed."""
         done = threading.Event()
-        self._queue.put(done)
+        self._queue.put(done.set)
         while not done.wait(0.5):
             if not self._writer.is_alive():
                 return
@@ -640,10 +640,8 @@ class LedgerBook:
                         )
                     unwritten = rows
             for item in items:
-                if isinstance(item, threading.Event):
-                    item.set()  # set after the rows queued before it are committed
-                elif callable(item):
-                    item()  # an event loop's flush, woken the same way
+                if callable(item):
+                    item()  # a flush's wake-up, after the rows queued before it are committed
             if None in items:
                 return
 

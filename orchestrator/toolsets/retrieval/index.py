@@ -456,7 +456,7 @@ class ToolIndex:
         several queries cost less together than one by one. Nothing for a BM25 search."""
         if (method or self.default_method()) == "bm25":
             return
-        self.embedder.queries([t for q in queries for t in self._texts(q, None)])
+        self.embedder.queries(self._all_texts(queries))
 
     def primed(self, queries: Sequence[str], method: str | None = None) -> bool:
         """Whether searches of these queries embed nothing (BM25, or their vectors made): cheap enough to
@@ -464,7 +464,10 @@ class ToolIndex:
         if (method or self.default_method()) == "bm25":
             return True
         model = self._embedder
-        return model is not None and model.has_queries([t for q in queries for t in self._texts(q, None)])
+        return model is not None and model.has_queries(self._all_texts(queries))
+
+    def _all_texts(self, queries: Sequence[str]) -> list[str]:
+        return [t for q in queries for t in self._texts(q, None)]
 
     DEPTH = 50  # how deep each ranking goes into the fusion
 
